@@ -1,0 +1,449 @@
+#include "crypto/primitives.h"
+
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+namespace parley::crypto {
+namespace {
+
+constexpr std::size_t kAesKeySize = 32;
+constexpr std::size_t kAesBlockSize = 16;
+constexpr std::size_t kGcmNonceSize = 12;
+constexpr std::size_t kGcmTagSize = 16;
+constexpr std::size_t kHashLen = 32;
+// EVP takes int lengths; feed large inputs in chunks well below INT_MAX.
+constexpr std::size_t kEvpChunk = std::size_t{1} << 30;
+
+void ensure_sodium() {
+  static const bool ready = [] {
+    if (sodium_init() < 0) std::abort();  // no CSPRNG: cannot continue safely
+    return true;
+  }();
+  (void)ready;
+}
+
+// ---- OpenSSL handles, fetched once and cached for the life of the process ----------------------
+
+const EVP_CIPHER* cached_cipher(const char* name) {
+  const EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, name, nullptr);
+  if (cipher == nullptr) std::abort();  // the default provider is missing: unrecoverable
+  return cipher;
+}
+
+const EVP_CIPHER* aes256_cbc() {
+  static const EVP_CIPHER* cipher = cached_cipher("AES-256-CBC");
+  return cipher;
+}
+
+const EVP_CIPHER* aes256_gcm() {
+  static const EVP_CIPHER* cipher = cached_cipher("AES-256-GCM");
+  return cipher;
+}
+
+struct CipherCtxDeleter {
+  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
+};
+
+// A per-thread cipher context bound to one cipher. The first init passes the cipher; later inits
+// pass nullptr so OpenSSL keeps the provider context and only rekeys (no allocation per call).
+class ThreadCipherCtx {
+ public:
+  explicit ThreadCipherCtx(const EVP_CIPHER* cipher) : cipher_(cipher) {}
+
+  // Returns nullptr on failure.
+  EVP_CIPHER_CTX* init(const std::uint8_t* key, const std::uint8_t* iv, bool encrypt) {
+    if (!ctx_) {
+      ctx_.reset(EVP_CIPHER_CTX_new());
+      if (!ctx_) return nullptr;
+      primed_ = false;
+    }
+    const EVP_CIPHER* c = primed_ ? nullptr : cipher_;
+    if (EVP_CipherInit_ex2(ctx_.get(), c, key, iv, encrypt ? 1 : 0, nullptr) != 1) {
+      ctx_.reset();  // start over with a fresh context next time
+      return nullptr;
+    }
+    primed_ = true;
+    return ctx_.get();
+  }
+
+ private:
+  const EVP_CIPHER* cipher_;
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter> ctx_;
+  bool primed_ = false;
+};
+
+ThreadCipherCtx& cbc_ctx() {
+  thread_local ThreadCipherCtx ctx(aes256_cbc());
+  return ctx;
+}
+
+ThreadCipherCtx& gcm_ctx() {
+  thread_local ThreadCipherCtx ctx(aes256_gcm());
+  return ctx;
+}
+
+// Runs EVP_CipherUpdate over `in` in int-sized chunks; appends to out at *written.
+bool cipher_update(EVP_CIPHER_CTX* ctx, ByteView in, std::uint8_t* out, std::size_t* written) {
+  std::size_t pos = 0;
+  while (pos < in.size()) {
+    const std::size_t n = std::min(kEvpChunk, in.size() - pos);
+    int outl = 0;
+    if (EVP_CipherUpdate(ctx, out + *written, &outl, in.data() + pos, static_cast<int>(n)) != 1) {
+      return false;
+    }
+    *written += static_cast<std::size_t>(outl);
+    pos += n;
+  }
+  return true;
+}
+
+bool cipher_aad(EVP_CIPHER_CTX* ctx, ByteView aad) {
+  std::size_t pos = 0;
+  while (pos < aad.size()) {
+    const std::size_t n = std::min(kEvpChunk, aad.size() - pos);
+    int outl = 0;
+    if (EVP_CipherUpdate(ctx, nullptr, &outl, aad.data() + pos, static_cast<int>(n)) != 1) {
+      return false;
+    }
+    pos += n;
+  }
+  return true;
+}
+
+crypto_hash_sha256_state* as_sha256_state(std::uint8_t* p) {
+  return std::launder(reinterpret_cast<crypto_hash_sha256_state*>(p));
+}
+
+// ---- HMAC-SHA256 machinery ----------------------------------------------------------------------
+
+constexpr std::size_t kShaBlock = 64;
+
+const EVP_MD* sha256_md() {
+  static const EVP_MD* md = [] {
+    const EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (m == nullptr) std::abort();  // the default provider is missing: unrecoverable
+    return m;
+  }();
+  return md;
+}
+
+// Per-thread digest contexts, allocated once per thread.
+struct HmacScratch {
+  HmacScratch()
+      : inner(EVP_MD_CTX_new()),
+        outer(EVP_MD_CTX_new()),
+        work_inner(EVP_MD_CTX_new()),
+        work_outer(EVP_MD_CTX_new()) {
+    if (inner == nullptr || outer == nullptr || work_inner == nullptr || work_outer == nullptr) {
+      std::abort();
+    }
+  }
+  ~HmacScratch() {
+    EVP_MD_CTX_free(inner);
+    EVP_MD_CTX_free(outer);
+    EVP_MD_CTX_free(work_inner);
+    EVP_MD_CTX_free(work_outer);
+  }
+  HmacScratch(const HmacScratch&) = delete;
+  HmacScratch& operator=(const HmacScratch&) = delete;
+
+  EVP_MD_CTX* inner;
+  EVP_MD_CTX* outer;
+  EVP_MD_CTX* work_inner;
+  EVP_MD_CTX* work_outer;
+};
+
+HmacScratch& hmac_scratch() {
+  thread_local HmacScratch scratch;
+  return scratch;
+}
+
+void digest_init(EVP_MD_CTX* ctx) {
+  if (EVP_DigestInit_ex2(ctx, sha256_md(), nullptr) != 1) std::abort();
+}
+
+void digest_update(EVP_MD_CTX* ctx, const void* data, std::size_t len) {
+  if (len != 0 && EVP_DigestUpdate(ctx, data, len) != 1) std::abort();
+}
+
+void digest_final(EVP_MD_CTX* ctx, std::uint8_t* out32) {
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx, out32, &len) != 1 || len != kHashLen) std::abort();
+}
+
+// Leaves s.inner = SHA256 state after (K0 ^ ipad), s.outer = after (K0 ^ opad) (RFC 2104).
+void hmac_key(HmacScratch& s, ByteView key) {
+  std::uint8_t k0[kShaBlock] = {};
+  if (key.size() > kShaBlock) {
+    digest_init(s.inner);
+    digest_update(s.inner, key.data(), key.size());
+    digest_final(s.inner, k0);
+  } else if (!key.empty()) {
+    std::copy(key.begin(), key.end(), k0);
+  }
+  std::uint8_t pad[kShaBlock];
+  for (std::size_t i = 0; i < kShaBlock; ++i) pad[i] = static_cast<std::uint8_t>(k0[i] ^ 0x36);
+  digest_init(s.inner);
+  digest_update(s.inner, pad, kShaBlock);
+  for (std::size_t i = 0; i < kShaBlock; ++i) pad[i] = static_cast<std::uint8_t>(k0[i] ^ 0x5c);
+  digest_init(s.outer);
+  digest_update(s.outer, pad, kShaBlock);
+  sodium_memzero(k0, sizeof k0);
+  sodium_memzero(pad, sizeof pad);
+}
+
+// Finishes an HMAC from keyed states `inner` and `outer` (consumed).
+Sha256Digest hmac_finish(EVP_MD_CTX* inner, EVP_MD_CTX* outer,
+                         std::initializer_list<ByteView> parts) {
+  for (ByteView part : parts) digest_update(inner, part.data(), part.size());
+  std::uint8_t ih[kHashLen];
+  digest_final(inner, ih);
+  digest_update(outer, ih, kHashLen);
+  Sha256Digest out;
+  digest_final(outer, out.data());
+  sodium_memzero(ih, sizeof ih);
+  return out;
+}
+
+// Resets the keyed states to the SHA-256 IV so no key-derived midstate outlives the call.
+void hmac_scrub(HmacScratch& s) {
+  digest_init(s.inner);
+  digest_init(s.outer);
+  digest_init(s.work_inner);
+  digest_init(s.work_outer);
+}
+
+}  // namespace
+
+// ---- Hashes -------------------------------------------------------------------------------------
+
+Sha256Digest sha256(ByteView data) {
+  Sha256Digest out;
+  crypto_hash_sha256(out.data(), data.data(), data.size());
+  return out;
+}
+
+Sha512Digest sha512(ByteView data) {
+  Sha512Digest out;
+  crypto_hash_sha512(out.data(), data.data(), data.size());
+  return out;
+}
+
+static_assert(sizeof(crypto_hash_sha256_state) <= 128, "Sha256::state_ too small");
+static_assert(alignof(crypto_hash_sha256_state) <= 64, "Sha256::state_ under-aligned");
+
+Sha256::Sha256() { crypto_hash_sha256_init(new (state_.data()) crypto_hash_sha256_state); }
+
+Sha256::~Sha256() { sodium_memzero(state_.data(), state_.size()); }
+
+void Sha256::update(ByteView data) {
+  crypto_hash_sha256_update(as_sha256_state(state_.data()), data.data(), data.size());
+}
+
+Sha256Digest Sha256::finish() {
+  Sha256Digest out;
+  crypto_hash_sha256_final(as_sha256_state(state_.data()), out.data());
+  return out;
+}
+
+// ---- HMAC / HKDF --------------------------------------------------------------------------------
+//
+// HMAC-SHA256 is RFC 2104 over OpenSSL's SHA-256 (SHA-NI/AVX2 code paths) with a cached EVP_MD and
+// per-thread EVP_MD_CTXs: no fetch and no context allocation per call. This is ~3x faster than
+// libsodium's portable SHA-256 and ~7x faster (for HKDF) than EVP_KDF, which matters on the
+// message path (several HMACs and one HKDF per message). RFC 4231 / RFC 5869 vectors and a
+// randomized cross-check against libsodium's HMAC cover it in primitives_test.cc.
+
+Sha256Digest hmac_sha256(ByteView key, ByteView data) { return hmac_sha256(key, {data}); }
+
+Sha256Digest hmac_sha256(ByteView key, std::initializer_list<ByteView> parts) {
+  HmacScratch& s = hmac_scratch();
+  hmac_key(s, key);
+  return hmac_finish(s.inner, s.outer, parts);
+}
+
+Result<SecretBytes> hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::size_t length) {
+  if (length > 255 * kHashLen) {
+    return make_error(ErrorCode::kInvalidArgument, "hkdf output length too large");
+  }
+  SecretBytes out(length);
+  if (length == 0) return out;
+
+  static const std::uint8_t kZeroSalt[kHashLen] = {};
+  const ByteView salt_or_zeros = salt.empty() ? ByteView(kZeroSalt, kHashLen) : salt;
+  // Extract.
+  Sha256Digest prk = hmac_sha256(salt_or_zeros, ikm);
+  // Expand: key HMAC with the PRK once, then clone the keyed states for each block.
+  HmacScratch& s = hmac_scratch();
+  hmac_key(s, prk);
+  Sha256Digest t{};
+  std::size_t done = 0;
+  for (std::uint8_t i = 1; done < length; ++i) {
+    const std::uint8_t counter[1] = {i};
+    if (EVP_MD_CTX_copy_ex(s.work_inner, s.inner) != 1 ||
+        EVP_MD_CTX_copy_ex(s.work_outer, s.outer) != 1) {
+      std::abort();  // allocation failure inside OpenSSL: unrecoverable
+    }
+    const ByteView prev = i == 1 ? ByteView() : ByteView(t);
+    t = hmac_finish(s.work_inner, s.work_outer, {prev, info, ByteView(counter, 1)});
+    const std::size_t n = std::min(kHashLen, length - done);
+    std::copy(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(n), out.data() + done);
+    done += n;
+  }
+  hmac_scrub(s);
+  sodium_memzero(prk.data(), prk.size());
+  sodium_memzero(t.data(), t.size());
+  return out;
+}
+
+// ---- AES-256-CBC --------------------------------------------------------------------------------
+
+Result<Bytes> aes256_cbc_encrypt(ByteView key, ByteView iv, ByteView plaintext) {
+  if (key.size() != kAesKeySize || iv.size() != kAesBlockSize) {
+    return make_error(ErrorCode::kInvalidArgument, "aes-cbc needs a 32-byte key and 16-byte iv");
+  }
+  EVP_CIPHER_CTX* ctx = cbc_ctx().init(key.data(), iv.data(), /*encrypt=*/true);
+  if (ctx == nullptr) return make_error(ErrorCode::kCryptoFailure, "aes-cbc init failed");
+  Bytes out(plaintext.size() + kAesBlockSize);
+  std::size_t written = 0;
+  if (!cipher_update(ctx, plaintext, out.data(), &written)) {
+    return make_error(ErrorCode::kCryptoFailure, "aes-cbc encrypt failed");
+  }
+  int outl = 0;
+  if (EVP_CipherFinal_ex(ctx, out.data() + written, &outl) != 1) {
+    return make_error(ErrorCode::kCryptoFailure, "aes-cbc encrypt failed");
+  }
+  out.resize(written + static_cast<std::size_t>(outl));
+  return out;
+}
+
+Result<Bytes> aes256_cbc_decrypt(ByteView key, ByteView iv, ByteView ciphertext) {
+  if (key.size() != kAesKeySize || iv.size() != kAesBlockSize) {
+    return make_error(ErrorCode::kInvalidArgument, "aes-cbc needs a 32-byte key and 16-byte iv");
+  }
+  if (ciphertext.empty() || ciphertext.size() % kAesBlockSize != 0) {
+    return make_error(ErrorCode::kDecryptFailed, "aes-cbc ciphertext length is invalid");
+  }
+  EVP_CIPHER_CTX* ctx = cbc_ctx().init(key.data(), iv.data(), /*encrypt=*/false);
+  if (ctx == nullptr) return make_error(ErrorCode::kCryptoFailure, "aes-cbc init failed");
+  Bytes out(ciphertext.size() + kAesBlockSize);
+  std::size_t written = 0;
+  if (!cipher_update(ctx, ciphertext, out.data(), &written)) {
+    return make_error(ErrorCode::kDecryptFailed, "aes-cbc decrypt failed");
+  }
+  int outl = 0;
+  if (EVP_CipherFinal_ex(ctx, out.data() + written, &outl) != 1) {
+    secure_zero(out.data(), out.size());
+    return make_error(ErrorCode::kDecryptFailed, "aes-cbc padding is invalid");
+  }
+  out.resize(written + static_cast<std::size_t>(outl));
+  return out;
+}
+
+// ---- AES-256-GCM --------------------------------------------------------------------------------
+
+Result<Bytes> aes256_gcm_encrypt(ByteView key, ByteView nonce12, ByteView aad, ByteView plaintext) {
+  if (key.size() != kAesKeySize || nonce12.size() != kGcmNonceSize) {
+    return make_error(ErrorCode::kInvalidArgument, "aes-gcm needs a 32-byte key, 12-byte nonce");
+  }
+  EVP_CIPHER_CTX* ctx = gcm_ctx().init(key.data(), nonce12.data(), /*encrypt=*/true);
+  if (ctx == nullptr) return make_error(ErrorCode::kCryptoFailure, "aes-gcm init failed");
+  Bytes out(plaintext.size() + kGcmTagSize);
+  std::size_t written = 0;
+  int outl = 0;
+  if (!cipher_aad(ctx, aad) || !cipher_update(ctx, plaintext, out.data(), &written) ||
+      EVP_CipherFinal_ex(ctx, out.data() + written, &outl) != 1) {
+    return make_error(ErrorCode::kCryptoFailure, "aes-gcm encrypt failed");
+  }
+  written += static_cast<std::size_t>(outl);
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(kGcmTagSize),
+                          out.data() + written) != 1) {
+    return make_error(ErrorCode::kCryptoFailure, "aes-gcm tag failed");
+  }
+  out.resize(written + kGcmTagSize);
+  return out;
+}
+
+Result<Bytes> aes256_gcm_decrypt(ByteView key, ByteView nonce12, ByteView aad, ByteView sealed) {
+  if (key.size() != kAesKeySize || nonce12.size() != kGcmNonceSize) {
+    return make_error(ErrorCode::kInvalidArgument, "aes-gcm needs a 32-byte key, 12-byte nonce");
+  }
+  if (sealed.size() < kGcmTagSize) {
+    return make_error(ErrorCode::kDecryptFailed, "aes-gcm input shorter than the tag");
+  }
+  const ByteView body = sealed.first(sealed.size() - kGcmTagSize);
+  std::uint8_t tag[kGcmTagSize];
+  std::copy(sealed.end() - kGcmTagSize, sealed.end(), tag);
+
+  EVP_CIPHER_CTX* ctx = gcm_ctx().init(key.data(), nonce12.data(), /*encrypt=*/false);
+  if (ctx == nullptr) return make_error(ErrorCode::kCryptoFailure, "aes-gcm init failed");
+  Bytes out(body.size() + kAesBlockSize);
+  std::size_t written = 0;
+  if (!cipher_aad(ctx, aad) || !cipher_update(ctx, body, out.data(), &written) ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kGcmTagSize), tag) != 1) {
+    secure_zero(out.data(), out.size());
+    return make_error(ErrorCode::kDecryptFailed, "aes-gcm decrypt failed");
+  }
+  int outl = 0;
+  if (EVP_CipherFinal_ex(ctx, out.data() + written, &outl) != 1) {
+    secure_zero(out.data(), out.size());
+    return make_error(ErrorCode::kDecryptFailed, "aes-gcm tag does not verify");
+  }
+  out.resize(written + static_cast<std::size_t>(outl));
+  return out;
+}
+
+// ---- Randomness ---------------------------------------------------------------------------------
+
+void SystemRng::fill(std::span<std::uint8_t> out) {
+  ensure_sodium();
+  randombytes_buf(out.data(), out.size());
+}
+
+// ---- Ed25519 ------------------------------------------------------------------------------------
+
+Ed25519KeyPair Ed25519KeyPair::generate(Rng& rng) {
+  SecretBytes seed(crypto_sign_SEEDBYTES);
+  rng.fill(seed.mutable_view());
+  auto kp = from_seed(seed.view());
+  if (!kp.has_value()) std::abort();  // cannot happen: the seed has the right size
+  return std::move(kp).value();
+}
+
+Result<Ed25519KeyPair> Ed25519KeyPair::from_seed(ByteView seed32) {
+  if (seed32.size() != crypto_sign_SEEDBYTES) {
+    return make_error(ErrorCode::kBadKeyFormat, "ed25519 seed must be 32 bytes");
+  }
+  ensure_sodium();
+  Ed25519KeyPair kp{{}, SecretBytes(crypto_sign_SECRETKEYBYTES)};
+  if (crypto_sign_seed_keypair(kp.public_key.data(), kp.secret_key.data(), seed32.data()) != 0) {
+    return make_error(ErrorCode::kCryptoFailure, "ed25519 key derivation failed");
+  }
+  return kp;
+}
+
+std::array<std::uint8_t, 64> Ed25519KeyPair::sign(ByteView message) const {
+  std::array<std::uint8_t, 64> sig{};
+  if (secret_key.size() != crypto_sign_SECRETKEYBYTES) std::abort();  // a bug: moved-from key
+  ensure_sodium();
+  crypto_sign_detached(sig.data(), nullptr, message.data(), message.size(), secret_key.data());
+  return sig;
+}
+
+bool ed25519_verify(ByteView public_key32, ByteView message, ByteView signature64) {
+  if (public_key32.size() != crypto_sign_PUBLICKEYBYTES ||
+      signature64.size() != crypto_sign_BYTES) {
+    return false;
+  }
+  ensure_sodium();
+  return crypto_sign_verify_detached(signature64.data(), message.data(), message.size(),
+                                     public_key32.data()) == 0;
+}
+
+}  // namespace parley::crypto
