@@ -13,6 +13,16 @@ function(parley_target_options target)
   endif()
 endfunction()
 
+# Fuzz mode (clang only): every library is instrumented for coverage and sanitizers; the fuzz
+# targets themselves link libFuzzer's main (fuzz/CMakeLists.txt).
+if(PARLEY_BUILD_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "PARLEY_BUILD_FUZZ needs clang (e.g. -DCMAKE_CXX_COMPILER=clang++-14)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
 if(PARLEY_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
                       -fno-sanitize-recover=undefined)
