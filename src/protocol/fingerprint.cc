@@ -20,9 +20,11 @@ constexpr std::size_t kChunkBytes = 5;
 Bytes logical_fingerprint(std::uint32_t iterations, ByteView stable_id,
                           const crypto::PublicKey& identity) {
   const Bytes key = identity.serialize();
-  Bytes hash = {0x00, 0x00};
-  append(hash, key);
-  append(hash, stable_id);
+  Bytes hash(2 + key.size() + stable_id.size());
+  hash[0] = 0x00;  // FINGERPRINT_VERSION, 2 bytes big-endian
+  hash[1] = 0x00;
+  std::copy(key.begin(), key.end(), hash.begin() + 2);
+  std::copy(stable_id.begin(), stable_id.end(), hash.begin() + 2 + static_cast<std::ptrdiff_t>(key.size()));
   for (std::uint32_t i = 0; i < iterations; ++i) {
     append(hash, key);
     const crypto::Sha512Digest digest = crypto::sha512(hash);
