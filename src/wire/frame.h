@@ -1,0 +1,49 @@
+#pragma once
+// Framing helpers around the generated wire types (proto/wire/frame.proto).
+//
+// - decode_frame() parses one WebSocket message into a Frame, refusing oversize input
+//   (kTooLarge) and bytes that do not parse (kMalformed).
+// - encode_frame() serializes a Frame, padding it with random bytes up to the next size in
+//   kPaddingBuckets so that message lengths do not show on the wire.
+// Stateless; thread-safe.
+
+#include <memory>
+#include <string>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "base/rng.h"
+#include "wire/frame.pb.h"
+
+namespace parley::wire {
+
+inline constexpr std::uint32_t kWireVersion = 1;
+inline constexpr std::size_t kMaxFrameSize = 256 * 1024;
+
+// Frames are padded to the smallest of these sizes that fits (larger frames to a multiple of
+// the last one).
+inline constexpr std::size_t kPaddingBuckets[] = {256, 1024, 4096, 16384};
+
+Result<Frame> decode_frame(std::string_view bytes);
+// `rng` fills the padding; nullptr: no padding (tests of exact encodings only).
+std::shared_ptr<const std::string> encode_frame(Frame& frame, Rng* rng);
+
+// The bytes a device signs to authenticate (both login and registration):
+// "parley-auth-v1" || 0x00 || nonce(32) || name || 0x00 || device_id (4 bytes big-endian).
+Bytes auth_transcript(ByteView nonce, std::string_view name, std::uint32_t device_id);
+
+// Status codes carried in Response.status.
+enum WireStatus : std::uint32_t {
+  kStatusOk = 0,
+  kStatusBadRequest = 400,
+  kStatusUnauthorized = 401,
+  kStatusForbidden = 403,
+  kStatusNotFound = 404,
+  kStatusConflict = 409,
+  kStatusTooLarge = 413,
+  kStatusRateLimited = 429,
+  kStatusInternal = 500,
+  kStatusUnavailable = 503,
+};
+
+}  // namespace parley::wire

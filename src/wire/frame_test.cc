@@ -1,0 +1,43 @@
+#include "wire/frame.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace parley::wire {
+namespace {
+
+TEST(Frame, PaddingHidesLengthsAndRoundTrips) {
+  DeterministicRng rng(1);
+  std::set<std::size_t> sizes;
+  for (int n : {0, 10, 100, 200, 230, 500, 3000, 9000, 20000}) {
+    Frame f;
+    auto* env = f.mutable_push()->mutable_envelope();
+    env->set_content(std::string(static_cast<std::size_t>(n), 'x'));
+    auto bytes = encode_frame(f, &rng);
+    sizes.insert(bytes->size());
+    auto back = decode_frame(*bytes);
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(back->push().envelope().content().size(), static_cast<std::size_t>(n));
+    if (n <= 200) {
+      EXPECT_EQ(bytes->size(), 256u) << n;
+    }
+  }
+  // Only bucket sizes (and multiples of the last) appear.
+  for (auto s : sizes) EXPECT_TRUE(s == 256 || s == 1024 || s == 4096 || s % 16384 == 0) << s;
+}
+
+TEST(Frame, RefusesGarbageAndOversize) {
+  EXPECT_EQ(decode_frame("\xff\xff\xff").status().code(), ErrorCode::kMalformed);
+  std::string big(kMaxFrameSize + 1, 'a');
+  EXPECT_EQ(decode_frame(big).status().code(), ErrorCode::kTooLarge);
+}
+
+TEST(Frame, AuthTranscriptIsUnambiguous) {
+  Bytes nonce(32, 7);
+  EXPECT_NE(auth_transcript(nonce, "ab", 1), auth_transcript(nonce, "a", 1));
+  EXPECT_NE(auth_transcript(nonce, "ab", 1), auth_transcript(nonce, "ab", 2));
+}
+
+}  // namespace
+}  // namespace parley::wire
