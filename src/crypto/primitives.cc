@@ -187,13 +187,22 @@ Sha256Digest Sha256::finish() {
 
 Sha256Digest hmac_sha256(ByteView key, ByteView data) { return hmac_sha256(key, {data}); }
 
-Sha256Digest hmac_sha256(ByteView key, std::initializer_list<ByteView> parts) {
+namespace {
+
+// Keys the per-thread context with `key`, or re-initializes it with the previous key when
+// `key` is null (OpenSSL keeps the keyed inner/outer states: no re-hash of the key).
+EVP_MAC_CTX* hmac_begin(const ByteView* key) {
   static const std::uint8_t kEmpty[1] = {0};
   EVP_MAC_CTX* ctx = thread_hmac_ctx();
-  // OpenSSL refuses a null key pointer; an empty key is a valid HMAC key.
-  if (EVP_MAC_init(ctx, key.empty() ? kEmpty : key.data(), key.size(), nullptr) != 1) {
-    std::abort();
-  }
+  const int ok = key == nullptr
+                     ? EVP_MAC_init(ctx, nullptr, 0, nullptr)
+                     // OpenSSL refuses a null key pointer; an empty key is a valid HMAC key.
+                     : EVP_MAC_init(ctx, key->empty() ? kEmpty : key->data(), key->size(), nullptr);
+  if (ok != 1) std::abort();
+  return ctx;
+}
+
+Sha256Digest hmac_end(EVP_MAC_CTX* ctx, std::initializer_list<ByteView> parts) {
   for (ByteView part : parts) {
     if (!part.empty() && EVP_MAC_update(ctx, part.data(), part.size()) != 1) std::abort();
   }
@@ -201,6 +210,19 @@ Sha256Digest hmac_sha256(ByteView key, std::initializer_list<ByteView> parts) {
   std::size_t len = 0;
   if (EVP_MAC_final(ctx, out.data(), &len, out.size()) != 1 || len != kHashLen) std::abort();
   return out;
+}
+
+}  // namespace
+
+Sha256Digest hmac_sha256(ByteView key, std::initializer_list<ByteView> parts) {
+  return hmac_end(hmac_begin(&key), parts);
+}
+
+std::pair<Sha256Digest, Sha256Digest> hmac_sha256_pair(ByteView key, ByteView first,
+                                                       ByteView second) {
+  Sha256Digest a = hmac_end(hmac_begin(&key), {first});
+  Sha256Digest b = hmac_end(hmac_begin(nullptr), {second});
+  return {a, b};
 }
 
 // HKDF (RFC 5869) is two lines over HMAC: extract PRK = HMAC(salt, IKM), then expand
@@ -221,7 +243,9 @@ Result<SecretBytes> hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std:
   std::size_t done = 0;
   for (std::uint8_t i = 1; done < length; ++i) {
     const std::uint8_t counter[1] = {i};
-    t = hmac_sha256(prk, {i == 1 ? ByteView() : ByteView(t), info, ByteView(counter, 1)});
+    const ByteView prk_view(prk);
+    t = hmac_end(hmac_begin(i == 1 ? &prk_view : nullptr),
+                 {i == 1 ? ByteView() : ByteView(t), info, ByteView(counter, 1)});
     const std::size_t n = std::min(kHashLen, length - done);
     std::copy(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(n), out.data() + done);
     done += n;

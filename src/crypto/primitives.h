@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 
 #include "base/bytes.h"
 #include "base/result.h"
@@ -36,6 +37,10 @@ class Sha256 {
 Sha256Digest hmac_sha256(ByteView key, ByteView data);
 // Same, over the concatenation of several parts (avoids building a temporary buffer).
 Sha256Digest hmac_sha256(ByteView key, std::initializer_list<ByteView> parts);
+
+// HMAC-SHA256 of two messages under one key (keys the HMAC once).
+std::pair<Sha256Digest, Sha256Digest> hmac_sha256_pair(ByteView key, ByteView first,
+                                                       ByteView second);
 
 // HKDF-SHA256 (RFC 5869) extract-and-expand; an empty salt means HashLen zero bytes.
 // kInvalidArgument when `length` > 255 * 32.

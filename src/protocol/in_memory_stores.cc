@@ -85,8 +85,8 @@ Result<std::optional<SessionRecord>> InMemorySessionStore::load_session(
 }
 
 Status InMemorySessionStore::store_session(const ProtocolAddress& address,
-                                           const SessionRecord& record) {
-  sessions_.insert_or_assign(address, record.clone());
+                                           SessionRecord record) {
+  sessions_.insert_or_assign(address, std::move(record));
   return Status::ok();
 }
 

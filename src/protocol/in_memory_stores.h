@@ -58,7 +58,7 @@ class InMemorySignedPreKeyStore final : public SignedPreKeyStore {
 class InMemorySessionStore final : public SessionStore {
  public:
   Result<std::optional<SessionRecord>> load_session(const ProtocolAddress& address) override;
-  Status store_session(const ProtocolAddress& address, const SessionRecord& record) override;
+  Status store_session(const ProtocolAddress& address, SessionRecord record) override;
   std::string snapshot() const;
 
  private:

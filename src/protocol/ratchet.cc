@@ -42,6 +42,17 @@ ChainKey ChainKey::next() const {
   return out;
 }
 
+Result<std::pair<MessageKeys, ChainKey>> ChainKey::step() const {
+  auto [seed, next_key] = crypto::hmac_sha256_pair(key.view(), ByteView(&kMessageKeySeed, 1),
+                                                   ByteView(&kChainKeySeed, 1));
+  auto keys = MessageKeys::derive(seed, index);
+  secure_zero(seed.data(), seed.size());
+  ChainKey next_chain{to_secret(next_key), index + 1};
+  secure_zero(next_key.data(), next_key.size());
+  if (!keys) return keys.error();
+  return std::pair<MessageKeys, ChainKey>{std::move(keys).value(), std::move(next_chain)};
+}
+
 Result<MessageKeys> ChainKey::message_keys() const {
   return MessageKeys::derive(message_key_seed().view(), index);
 }

@@ -42,6 +42,8 @@ struct ChainKey {
   SecretBytes message_key_seed() const;  // HMAC(CK, 0x01)
   ChainKey next() const;                 // HMAC(CK, 0x02), index + 1
   Result<MessageKeys> message_keys() const;
+  // message_keys() and next() together, keying the HMAC once.
+  Result<std::pair<MessageKeys, ChainKey>> step() const;
 };
 
 struct RootKey {

@@ -95,7 +95,7 @@ Status SessionBuilder::process_bundle(const PreKeyBundle& bundle) {
   record.promote_state(std::move(state));
 
   PARLEY_TRY(stores_.identity.save_identity(remote_, bundle.identity_key).status());
-  return stores_.sessions.store_session(remote_, record);
+  return stores_.sessions.store_session(remote_, std::move(record));
 }
 
 }  // namespace parley::protocol

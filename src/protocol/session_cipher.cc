@@ -68,12 +68,13 @@ Result<Bytes> decrypt_with_state(SessionState& state, const WhisperMessage& mess
     }
     ChainKey ck = chain.chain_key.clone();
     while (ck.index < counter) {
-      PARLEY_ASSIGN_OR_RETURN(MessageKeys mk, ck.message_keys());
-      new_skipped.push_back(std::move(mk));
-      ck = ck.next();
+      PARLEY_ASSIGN_OR_RETURN(auto s, ck.step());
+      new_skipped.push_back(std::move(s.first));
+      ck = std::move(s.second);
     }
-    PARLEY_ASSIGN_OR_RETURN(keys, ck.message_keys());
-    advanced = ck.next();
+    PARLEY_ASSIGN_OR_RETURN(auto s, ck.step());
+    keys = std::move(s.first);
+    advanced = std::move(s.second);
   }
 
   // 3. Verify, then decrypt. Nothing has been changed yet.
@@ -129,7 +130,8 @@ Result<CiphertextMessage> SessionCipher::encrypt(ByteView plaintext) {
     return make_error(ErrorCode::kUntrustedIdentity, "the peer's identity key has changed");
   }
   SenderChain& sender = *state.sender_chain;
-  PARLEY_ASSIGN_OR_RETURN(MessageKeys keys, sender.chain_key.message_keys());
+  PARLEY_ASSIGN_OR_RETURN(auto step, sender.chain_key.step());
+  const MessageKeys& keys = step.first;
   PARLEY_ASSIGN_OR_RETURN(Bytes ciphertext, crypto::aes256_cbc_encrypt(
                                                 keys.cipher_key.view(), keys.iv.view(), plaintext));
   PARLEY_ASSIGN_OR_RETURN(
@@ -150,8 +152,8 @@ Result<CiphertextMessage> SessionCipher::encrypt(ByteView plaintext) {
     out.type = MessageType::kWhisper;
     out.serialized = message.serialized();
   }
-  sender.chain_key = sender.chain_key.next();
-  PARLEY_TRY(stores_.sessions.store_session(remote_, record));
+  sender.chain_key = std::move(step.second);
+  PARLEY_TRY(stores_.sessions.store_session(remote_, std::move(record)));
   return out;
 }
 
@@ -185,7 +187,7 @@ Result<Bytes> SessionCipher::decrypt_whisper(ByteView serialized) {
   const crypto::PublicKey identity = record.current_state()->remote_identity;
   PARLEY_TRY(check_trust_and_save(identity));
   PARLEY_TRY(stores_.identity.save_identity(remote_, identity).status());
-  PARLEY_TRY(stores_.sessions.store_session(remote_, record));
+  PARLEY_TRY(stores_.sessions.store_session(remote_, std::move(record)));
   return plaintext;
 }
 
@@ -220,7 +222,7 @@ Result<Bytes> SessionCipher::decrypt_prekey_whisper(ByteView serialized) {
   }
   PARLEY_ASSIGN_OR_RETURN(Bytes plaintext, decrypt_with_record(record, message.message()));
   PARLEY_TRY(stores_.identity.save_identity(remote_, message.identity_key()).status());
-  PARLEY_TRY(stores_.sessions.store_session(remote_, record));
+  PARLEY_TRY(stores_.sessions.store_session(remote_, std::move(record)));
   if (used_pre_key) PARLEY_TRY(stores_.pre_keys.remove_pre_key(*used_pre_key));
   return plaintext;
 }

@@ -64,7 +64,8 @@ class SessionStore {
   virtual ~SessionStore() = default;
   // nullopt when there is no record for `address`.
   virtual Result<std::optional<SessionRecord>> load_session(const ProtocolAddress& address) = 0;
-  virtual Status store_session(const ProtocolAddress& address, const SessionRecord& record) = 0;
+  // Takes the record by value: callers move it in (the in-memory store keeps it as is).
+  virtual Status store_session(const ProtocolAddress& address, SessionRecord record) = 0;
 };
 
 class SenderKeyStore {
