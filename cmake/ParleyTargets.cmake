@@ -19,8 +19,10 @@ if(PARLEY_BUILD_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
     message(FATAL_ERROR "PARLEY_BUILD_FUZZ needs clang (e.g. -DCMAKE_CXX_COMPILER=clang++-14)")
   endif()
-  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined)
+  enable_testing()
 endif()
 
 if(PARLEY_SANITIZE)
