@@ -1,0 +1,61 @@
+#pragma once
+// Internal to src/store: the body of each Store operation, run on the backend thread inside the
+// batch transaction and the operation's own savepoint. A body that returns an error is rolled
+// back to its savepoint; a body that returns a value is kept (and committed with its batch).
+//
+// Bodies never log, and their error messages carry no user data (names, ids, keys, content).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "store/internal/sqlite_db.h"
+#include "store/store.h"
+
+namespace parley::store::internal {
+
+// Changes to the gauges in Stats made by an operation; applied only once committed.
+struct StatsDelta {
+  std::int64_t accounts = 0;
+  std::int64_t envelopes = 0;
+  std::int64_t bytes = 0;
+};
+
+struct Tx {
+  Db& db;
+  StatsDelta delta;
+};
+
+struct Unit {};
+
+Result<Account> op_create_account(Tx& tx, const NewAccount& account);
+Result<std::optional<Account>> op_find_account(Tx& tx, const std::string& folded_name);
+Result<Unit> op_create_invite(Tx& tx, const std::string& token, std::int64_t expires_ms);
+
+Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                                     const std::optional<SignedPreKey>& signed_pre_key,
+                                     const std::vector<PreKey>& pre_keys);
+Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id);
+Result<std::vector<Bundle>> op_take_bundles(Tx& tx, std::int64_t account_id,
+                                            std::uint32_t device_id);
+
+Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch);
+Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_id,
+                                                   std::uint32_t device_id, std::int64_t after_seq,
+                                                   std::size_t limit);
+Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                             const std::vector<Bytes>& server_ids);
+
+Result<Unit> op_create_attachment(Tx& tx, const Attachment& attachment);
+Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& id);
+Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have);
+
+Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
+                                           std::int64_t dedup_ms);
+
+// Gauges at open: accounts, queued envelopes and bytes.
+Result<StatsDelta> read_gauges(Db& db);
+
+}  // namespace parley::store::internal

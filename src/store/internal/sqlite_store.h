@@ -1,0 +1,25 @@
+#pragma once
+// Internal to src/store: tuning knobs of the SQLite backend, exposed for tests.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "store/store.h"
+
+namespace parley::store::internal {
+
+struct SqliteOptions {
+  // Most operations in one transaction (one group commit).
+  std::size_t max_batch = 1024;
+  // Most operations queued and not yet run. A submission beyond it fails at once with
+  // kResourceExhausted (callback run on the submitting thread). The server bounds in-flight
+  // requests per connection, so reaching this means the disk cannot keep up: shed load.
+  std::size_t max_pending = 100000;
+};
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
+                                                 const SqliteOptions& options);
+
+}  // namespace parley::store::internal

@@ -1,0 +1,155 @@
+#include "store/migrations.h"
+
+#include <string>
+
+#include "store/internal/sqlite_db.h"
+
+namespace parley::store {
+namespace {
+
+// Version 1: the initial schema. STRICT tables reject values of the wrong type.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE accounts (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused, even after deletion
+  name        TEXT    NOT NULL,                    -- as registered
+  folded_name TEXT    NOT NULL UNIQUE,             -- case-folded by the server: the unique key
+  created_ms  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE devices (
+  account_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+  device_id       INTEGER NOT NULL,
+  registration_id INTEGER NOT NULL,
+  auth_public_key BLOB    NOT NULL,                -- Ed25519
+  identity_key    BLOB    NOT NULL,
+  spk_id          INTEGER NOT NULL,
+  spk_public      BLOB    NOT NULL,
+  spk_signature   BLOB    NOT NULL,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (account_id, device_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE pre_keys (
+  account_id INTEGER NOT NULL,
+  device_id  INTEGER NOT NULL,
+  key_id     INTEGER NOT NULL,
+  public_key BLOB    NOT NULL,
+  PRIMARY KEY (account_id, device_id, key_id),
+  FOREIGN KEY (account_id, device_id) REFERENCES devices(account_id, device_id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+
+-- One row per queued envelope. seq is AUTOINCREMENT: strictly increasing and never reused, so
+-- it is the delivery order of every device queue.
+CREATE TABLE envelopes (
+  seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+  account_id    INTEGER NOT NULL,
+  device_id     INTEGER NOT NULL,
+  server_id     BLOB    NOT NULL,
+  timestamp_ms  INTEGER NOT NULL,
+  source        TEXT    NOT NULL,
+  source_device INTEGER NOT NULL,
+  type          INTEGER NOT NULL,
+  content       BLOB    NOT NULL,
+  size          INTEGER NOT NULL,                  -- bytes counted against the queue limit
+  stored_ms     INTEGER NOT NULL                   -- server clock when stored: drives expiry
+) STRICT;
+CREATE INDEX envelopes_by_device ON envelopes(account_id, device_id, seq);
+CREATE INDEX envelopes_by_server_id ON envelopes(server_id);
+CREATE INDEX envelopes_by_age ON envelopes(stored_ms);
+
+-- Per-device queue totals, updated in the same transaction as envelopes, so that limit checks
+-- are O(1). Invariant: count/bytes equal COUNT(*)/SUM(size) of the device's envelopes.
+CREATE TABLE queue_counters (
+  account_id INTEGER NOT NULL,
+  device_id  INTEGER NOT NULL,
+  count      INTEGER NOT NULL,
+  bytes      INTEGER NOT NULL,
+  PRIMARY KEY (account_id, device_id),
+  FOREIGN KEY (account_id, device_id) REFERENCES devices(account_id, device_id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE dedup (
+  sender_account      INTEGER NOT NULL,
+  sender_device       INTEGER NOT NULL,
+  destination_account INTEGER NOT NULL,
+  client_message_id   BLOB    NOT NULL,
+  created_ms          INTEGER NOT NULL,
+  PRIMARY KEY (sender_account, sender_device, destination_account, client_message_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX dedup_by_age ON dedup(created_ms);
+
+CREATE TABLE invites (
+  token      TEXT    PRIMARY KEY,
+  expires_ms INTEGER NOT NULL,
+  used       INTEGER NOT NULL DEFAULT 0
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE attachments (
+  id         TEXT    PRIMARY KEY,                  -- 32 hex chars
+  token_hash BLOB    NOT NULL,                     -- SHA-256 of the upload bearer token
+  account_id INTEGER NOT NULL,
+  size       INTEGER NOT NULL,
+  have       INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX attachments_by_expiry ON attachments(expires_ms);
+)sql";
+
+constexpr Migration kMigrations[] = {
+    {1, kSchemaV1},
+};
+
+Result<std::int32_t> user_version(internal::Db& db) {
+  PARLEY_ASSIGN_OR_RETURN(internal::Stmt stmt, db.prepare("PRAGMA user_version", "read schema version"));
+  PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+  if (!row) return make_error(ErrorCode::kIo, "store: read schema version: no row");
+  return static_cast<std::int32_t>(stmt.column_int(0));
+}
+
+}  // namespace
+
+std::span<const Migration> migrations() { return kMigrations; }
+
+std::int32_t latest_schema_version() { return kMigrations[std::size(kMigrations) - 1].version; }
+
+Status migrate(internal::Db& db) {
+  for (const Migration& m : migrations()) {
+    // BEGIN IMMEDIATE takes the write lock first, so two processes opening the same file cannot
+    // both apply a migration: the second re-reads the version under the lock and skips it.
+    PARLEY_TRY(db.exec("BEGIN IMMEDIATE", "begin migration"));
+    Result<std::int32_t> version = user_version(db);
+    if (!version.has_value()) {
+      db.exec("ROLLBACK", "rollback migration").ignore();
+      return version.error();
+    }
+    if (*version > latest_schema_version()) {
+      db.exec("ROLLBACK", "rollback migration").ignore();
+      return make_error(ErrorCode::kUnimplemented,
+                        "store: the database schema (version " + std::to_string(*version) +
+                            ") is newer than this server supports (version " +
+                            std::to_string(latest_schema_version()) + "); upgrade parleyd");
+    }
+    if (*version >= m.version) {
+      PARLEY_TRY(db.exec("COMMIT", "commit migration"));
+      continue;
+    }
+    if (*version != m.version - 1) {
+      db.exec("ROLLBACK", "rollback migration").ignore();
+      return make_error(ErrorCode::kInternal, "store: migrations are not numbered consecutively");
+    }
+    Status s = db.exec(m.sql, "apply migration " + std::to_string(m.version));
+    if (s.is_ok()) {
+      std::string set = "PRAGMA user_version = " + std::to_string(m.version);
+      s = db.exec(set.c_str(), "set schema version");
+    }
+    if (s.is_ok()) s = db.exec("COMMIT", "commit migration");
+    if (!s.is_ok()) {
+      db.exec("ROLLBACK", "rollback migration").ignore();
+      return s;
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace parley::store

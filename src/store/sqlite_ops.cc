@@ -1,0 +1,488 @@
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "store/internal/sqlite_ops.h"
+
+namespace parley::store::internal {
+namespace {
+
+constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+
+Status not_found(const char* what) { return make_error(ErrorCode::kNotFound, what); }
+
+std::int64_t i64(std::uint64_t v) {
+  return v > static_cast<std::uint64_t>(kInt64Max) ? kInt64Max : static_cast<std::int64_t>(v);
+}
+std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
+
+// ---- shared helpers ---------------------------------------------------------------------------
+
+Result<bool> device_exists(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2",
+                            "look up device"));
+  s.bind(1, account_id).bind(2, device_id);
+  return s.step();
+}
+
+Result<std::uint32_t> count_pre_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT COUNT(*) FROM pre_keys WHERE account_id = ?1 AND device_id = ?2",
+                            "count prekeys"));
+  s.bind(1, account_id).bind(2, device_id);
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  return row ? u32(s.column_int(0)) : 0u;
+}
+
+Status insert_pre_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                       const std::vector<PreKey>& pre_keys) {
+  for (const PreKey& k : pre_keys) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("INSERT OR REPLACE INTO pre_keys (account_id, device_id, key_id, "
+                              "public_key) VALUES (?1, ?2, ?3, ?4)",
+                              "store prekey"));
+    s.bind(1, account_id).bind(2, device_id).bind(3, k.id).bind_blob(4, k.public_key);
+    PARLEY_TRY(s.run());
+  }
+  return Status::ok();
+}
+
+// Adds (or with negative values removes) queue totals of one device.
+Status bump_counters(Tx& tx, std::int64_t account_id, std::uint32_t device_id, std::int64_t count,
+                     std::int64_t bytes) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("INSERT INTO queue_counters (account_id, device_id, count, bytes) "
+                            "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (account_id, device_id) DO UPDATE "
+                            "SET count = count + excluded.count, bytes = bytes + excluded.bytes",
+                            "update queue counters"));
+  s.bind(1, account_id).bind(2, device_id).bind(3, count).bind(4, bytes);
+  PARLEY_TRY(s.run());
+  tx.delta.envelopes += count;
+  tx.delta.bytes += bytes;
+  return Status::ok();
+}
+
+Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT device_id, registration_id, auth_public_key, identity_key, "
+                            "spk_id, spk_public, spk_signature, created_ms FROM devices "
+                            "WHERE account_id = ?1 ORDER BY device_id",
+                            "load devices"));
+  s.bind(1, account_id);
+  std::vector<Device> out;
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) break;
+    Device d;
+    d.device_id = u32(s.column_int(0));
+    d.registration_id = u32(s.column_int(1));
+    d.auth_public_key = s.column_blob(2);
+    d.identity_key = s.column_blob(3);
+    d.signed_pre_key.id = u32(s.column_int(4));
+    d.signed_pre_key.public_key = s.column_blob(5);
+    d.signed_pre_key.signature = s.column_blob(6);
+    d.created_ms = s.column_int(7);
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+SendOutcome outcome(SendOutcome::Kind kind, std::string limit = {}, std::uint32_t device = 0) {
+  SendOutcome o;
+  o.kind = kind;
+  o.limit = std::move(limit);
+  o.device_id = device;
+  return o;
+}
+
+}  // namespace
+
+// ---- accounts ---------------------------------------------------------------------------------
+
+Result<Account> op_create_account(Tx& tx, const NewAccount& a) {
+  if (a.folded_name.empty()) return make_error(ErrorCode::kInvalidArgument, "store: empty name");
+
+  if (!a.invite_token.empty()) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt use, tx.db.prepare("UPDATE invites SET used = 1 WHERE token = ?1 AND used = 0 AND "
+                                "expires_ms > ?2",
+                                "use invite"));
+    use.bind_text(1, a.invite_token).bind(2, a.now_ms);
+    PARLEY_TRY(use.run());
+    if (tx.db.changes() != 1) {
+      return make_error(ErrorCode::kPermissionDenied, "store: invite unknown, used or expired");
+    }
+  }
+
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt taken, tx.db.prepare("SELECT 1 FROM accounts WHERE folded_name = ?1", "check name"));
+    taken.bind_text(1, a.folded_name);
+    PARLEY_ASSIGN_OR_RETURN(bool row, taken.step());
+    if (row) return make_error(ErrorCode::kAlreadyExists, "store: name taken");
+  }
+
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt ins, tx.db.prepare("INSERT INTO accounts (name, folded_name, created_ms) "
+                              "VALUES (?1, ?2, ?3)",
+                              "insert account"));
+  ins.bind_text(1, a.name).bind_text(2, a.folded_name).bind(3, a.now_ms);
+  PARLEY_TRY(ins.run());
+  Account out;
+  out.id = tx.db.last_insert_rowid();
+  out.name = a.name;
+
+  Device d = a.device;
+  if (d.created_ms == 0) d.created_ms = a.now_ms;
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt dev, tx.db.prepare("INSERT INTO devices (account_id, device_id, registration_id, "
+                              "auth_public_key, identity_key, spk_id, spk_public, spk_signature, "
+                              "created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                              "insert device"));
+  dev.bind(1, out.id)
+      .bind(2, d.device_id)
+      .bind(3, d.registration_id)
+      .bind_blob(4, d.auth_public_key)
+      .bind_blob(5, d.identity_key)
+      .bind(6, d.signed_pre_key.id)
+      .bind_blob(7, d.signed_pre_key.public_key)
+      .bind_blob(8, d.signed_pre_key.signature)
+      .bind(9, d.created_ms);
+  PARLEY_TRY(dev.run());
+  PARLEY_TRY(insert_pre_keys(tx, out.id, d.device_id, a.pre_keys));
+  PARLEY_TRY(bump_counters(tx, out.id, d.device_id, 0, 0));
+
+  out.devices.push_back(std::move(d));
+  tx.delta.accounts += 1;
+  return out;
+}
+
+Result<std::optional<Account>> op_find_account(Tx& tx, const std::string& folded_name) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT id, name FROM accounts WHERE folded_name = ?1", "find account"));
+  s.bind_text(1, folded_name);
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  if (!row) return std::optional<Account>();
+  Account a;
+  a.id = s.column_int(0);
+  a.name = s.column_text(1);
+  PARLEY_ASSIGN_OR_RETURN(a.devices, load_devices(tx, a.id));
+  return std::optional<Account>(std::move(a));
+}
+
+Result<Unit> op_create_invite(Tx& tx, const std::string& token, std::int64_t expires_ms) {
+  if (token.empty()) return make_error(ErrorCode::kInvalidArgument, "store: empty invite token");
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("INSERT INTO invites (token, expires_ms, used) VALUES (?1, ?2, 0) "
+                            "ON CONFLICT (token) DO NOTHING",
+                            "insert invite"));
+  s.bind_text(1, token).bind(2, expires_ms);
+  PARLEY_TRY(s.run());
+  if (tx.db.changes() != 1) return make_error(ErrorCode::kAlreadyExists, "store: invite exists");
+  return Unit{};
+}
+
+// ---- keys -------------------------------------------------------------------------------------
+
+Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                                     const std::optional<SignedPreKey>& spk,
+                                     const std::vector<PreKey>& pre_keys) {
+  PARLEY_ASSIGN_OR_RETURN(bool exists, device_exists(tx, account_id, device_id));
+  if (!exists) return not_found("store: no such device");
+  if (spk.has_value()) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("UPDATE devices SET spk_id = ?3, spk_public = ?4, spk_signature = ?5 "
+                              "WHERE account_id = ?1 AND device_id = ?2",
+                              "replace signed prekey"));
+    s.bind(1, account_id).bind(2, device_id).bind(3, spk->id).bind_blob(4, spk->public_key);
+    s.bind_blob(5, spk->signature);
+    PARLEY_TRY(s.run());
+  }
+  PARLEY_TRY(insert_pre_keys(tx, account_id, device_id, pre_keys));
+  return count_pre_keys(tx, account_id, device_id);
+}
+
+Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
+  PARLEY_ASSIGN_OR_RETURN(bool exists, device_exists(tx, account_id, device_id));
+  if (!exists) return not_found("store: no such device");
+  return count_pre_keys(tx, account_id, device_id);
+}
+
+Result<std::vector<Bundle>> op_take_bundles(Tx& tx, std::int64_t account_id,
+                                            std::uint32_t device_id) {
+  PARLEY_ASSIGN_OR_RETURN(std::vector<Device> devices, load_devices(tx, account_id));
+  std::vector<Bundle> out;
+  for (Device& d : devices) {
+    if (device_id != 0 && d.device_id != device_id) continue;
+    Bundle b;
+    b.device_id = d.device_id;
+    b.registration_id = d.registration_id;
+    b.identity_key = std::move(d.identity_key);
+    b.signed_pre_key = std::move(d.signed_pre_key);
+    // The lowest-numbered prekey, deleted in this same operation: a key is handed out at most
+    // once, since every operation runs on the one backend connection.
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt take, tx.db.prepare("DELETE FROM pre_keys WHERE account_id = ?1 AND device_id = ?2 AND "
+                                 "key_id = (SELECT MIN(key_id) FROM pre_keys WHERE account_id = ?1 "
+                                 "AND device_id = ?2) RETURNING key_id, public_key",
+                                 "take prekey"));
+    take.bind(1, account_id).bind(2, d.device_id);
+    PARLEY_ASSIGN_OR_RETURN(bool row, take.step());
+    if (row) b.pre_key = PreKey{u32(take.column_int(0)), take.column_blob(1)};
+    out.push_back(std::move(b));
+  }
+  if (out.empty()) return not_found("store: no such account or device");
+  return out;
+}
+
+// ---- queues -----------------------------------------------------------------------------------
+
+Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
+  if (batch.deliveries.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "store: a send without deliveries");
+  }
+  const bool dedup = !batch.client_message_id.empty();
+  if (dedup) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("SELECT 1 FROM dedup WHERE sender_account = ?1 AND sender_device = ?2 "
+                              "AND destination_account = ?3 AND client_message_id = ?4",
+                              "check dedup"));
+    s.bind(1, batch.sender_account).bind(2, batch.sender_device);
+    s.bind(3, batch.destination_account).bind_blob(4, batch.client_message_id);
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (row) return outcome(SendOutcome::Kind::kDuplicate);
+  }
+
+  // What this send adds to each device queue (a device may appear more than once).
+  struct Add {
+    std::int64_t count = 0;
+    std::int64_t bytes = 0;
+  };
+  std::map<std::pair<std::int64_t, std::uint32_t>, Add> adds;
+  for (const Delivery& d : batch.deliveries) {
+    Add& add = adds[{d.account_id, d.device_id}];
+    add.count += 1;
+    add.bytes += static_cast<std::int64_t>(d.envelope.content.size());
+  }
+
+  // Limits are checked for every device before anything is written.
+  for (const auto& [key, add] : adds) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("SELECT IFNULL(q.count, 0), IFNULL(q.bytes, 0) FROM devices d "
+                              "LEFT JOIN queue_counters q ON q.account_id = d.account_id AND "
+                              "q.device_id = d.device_id WHERE d.account_id = ?1 AND "
+                              "d.device_id = ?2",
+                              "read queue counters"));
+    s.bind(1, key.first).bind(2, key.second);
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) return not_found("store: a delivery names an unknown device");
+    const std::int64_t count = s.column_int(0);
+    const std::int64_t bytes = s.column_int(1);
+    if (count + add.count > static_cast<std::int64_t>(batch.limits.max_count)) {
+      return outcome(SendOutcome::Kind::kQueueFull, "count", key.second);
+    }
+    if (bytes + add.bytes > i64(batch.limits.max_bytes)) {
+      return outcome(SendOutcome::Kind::kQueueFull, "bytes", key.second);
+    }
+  }
+
+  if (dedup) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("INSERT INTO dedup (sender_account, sender_device, "
+                              "destination_account, client_message_id, created_ms) "
+                              "VALUES (?1, ?2, ?3, ?4, ?5)",
+                              "insert dedup key"));
+    s.bind(1, batch.sender_account).bind(2, batch.sender_device);
+    s.bind(3, batch.destination_account).bind_blob(4, batch.client_message_id);
+    s.bind(5, batch.now_ms);
+    PARLEY_TRY(s.run());
+  }
+
+  SendOutcome stored;
+  stored.seqs.reserve(batch.deliveries.size());
+  for (const Delivery& d : batch.deliveries) {
+    const Envelope& e = d.envelope;
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("INSERT INTO envelopes (account_id, device_id, server_id, "
+                              "timestamp_ms, source, source_device, type, content, size, "
+                              "stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                              "insert envelope"));
+    s.bind(1, d.account_id).bind(2, d.device_id).bind_blob(3, e.server_id);
+    s.bind(4, e.timestamp_ms).bind_text(5, e.source).bind(6, e.source_device).bind(7, e.type);
+    s.bind_blob(8, e.content).bind(9, static_cast<std::int64_t>(e.content.size()));
+    s.bind(10, batch.now_ms);
+    PARLEY_TRY(s.run());
+    stored.seqs.push_back(tx.db.last_insert_rowid());
+  }
+  for (const auto& [key, add] : adds) {
+    PARLEY_TRY(bump_counters(tx, key.first, key.second, add.count, add.bytes));
+  }
+  return stored;
+}
+
+Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_id,
+                                                   std::uint32_t device_id, std::int64_t after_seq,
+                                                   std::size_t limit) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT seq, server_id, timestamp_ms, source, source_device, type, "
+                            "content FROM envelopes WHERE account_id = ?1 AND device_id = ?2 AND "
+                            "seq > ?3 ORDER BY seq LIMIT ?4",
+                            "fetch queue"));
+  s.bind(1, account_id).bind(2, device_id).bind(3, after_seq).bind(4, i64(limit));
+  std::vector<QueuedEnvelope> out;
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) break;
+    QueuedEnvelope q;
+    q.seq = s.column_int(0);
+    q.envelope.server_id = s.column_blob(1);
+    q.envelope.timestamp_ms = s.column_int(2);
+    q.envelope.source = s.column_text(3);
+    q.envelope.source_device = u32(s.column_int(4));
+    q.envelope.type = u32(s.column_int(5));
+    q.envelope.content = s.column_blob(6);
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                             const std::vector<Bytes>& server_ids) {
+  std::int64_t count = 0;
+  std::int64_t bytes = 0;
+  for (const Bytes& id : server_ids) {
+    // INDEXED BY: without it the planner prefers envelopes_by_device (two equality columns) and
+    // scans the whole queue of the device for every id.
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("DELETE FROM envelopes INDEXED BY envelopes_by_server_id WHERE "
+                              "server_id = ?3 AND account_id = ?1 AND device_id = ?2 "
+                              "RETURNING size",
+                              "delete envelope"));
+    s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+      if (!row) break;
+      count += 1;
+      bytes += s.column_int(0);
+    }
+  }
+  if (count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -count, -bytes));
+  return u32(count);
+}
+
+// ---- attachments ------------------------------------------------------------------------------
+
+Result<Unit> op_create_attachment(Tx& tx, const Attachment& a) {
+  if (a.have > a.size) return make_error(ErrorCode::kInvalidArgument, "store: have > size");
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("INSERT INTO attachments (id, token_hash, account_id, size, have, "
+                            "created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                            "ON CONFLICT (id) DO NOTHING",
+                            "insert attachment"));
+  s.bind_text(1, a.id).bind_blob(2, a.upload_token_hash).bind(3, a.account_id);
+  s.bind(4, i64(a.size)).bind(5, i64(a.have)).bind(6, a.created_ms).bind(7, a.expires_ms);
+  PARLEY_TRY(s.run());
+  if (tx.db.changes() != 1) return make_error(ErrorCode::kAlreadyExists, "store: attachment exists");
+  return Unit{};
+}
+
+Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT token_hash, account_id, size, have, created_ms, expires_ms "
+                            "FROM attachments WHERE id = ?1",
+                            "find attachment"));
+  s.bind_text(1, id);
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  if (!row) return std::optional<Attachment>();
+  Attachment a;
+  a.id = id;
+  a.upload_token_hash = s.column_blob(0);
+  a.account_id = s.column_int(1);
+  a.size = static_cast<std::uint64_t>(s.column_int(2));
+  a.have = static_cast<std::uint64_t>(s.column_int(3));
+  a.created_ms = s.column_int(4);
+  a.expires_ms = s.column_int(5);
+  return std::optional<Attachment>(std::move(a));
+}
+
+Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("UPDATE attachments SET have = ?2 WHERE id = ?1 AND size >= ?2",
+                            "update attachment"));
+  s.bind_text(1, id).bind(2, i64(have));
+  PARLEY_TRY(s.run());
+  if (tx.db.changes() == 1) return Unit{};
+  PARLEY_ASSIGN_OR_RETURN(std::optional<Attachment> a, op_find_attachment(tx, id));
+  if (!a.has_value()) return not_found("store: no such attachment");
+  return make_error(ErrorCode::kInvalidArgument, "store: progress beyond the attachment size");
+}
+
+// ---- housekeeping -----------------------------------------------------------------------------
+
+Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
+                                           std::int64_t dedup_ms) {
+  {
+    std::map<std::pair<std::int64_t, std::uint32_t>, std::pair<std::int64_t, std::int64_t>> gone;
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE stored_ms < ?1 "
+                              "RETURNING account_id, device_id, size",
+                              "expire envelopes"));
+    s.bind(1, now_ms - max_age_ms);
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+      if (!row) break;
+      auto& g = gone[{s.column_int(0), u32(s.column_int(1))}];
+      g.first += 1;
+      g.second += s.column_int(2);
+    }
+    for (const auto& [key, g] : gone) {
+      PARLEY_TRY(bump_counters(tx, key.first, key.second, -g.first, -g.second));
+    }
+  }
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("DELETE FROM dedup WHERE created_ms < ?1", "expire dedup keys"));
+    s.bind(1, now_ms - dedup_ms);
+    PARLEY_TRY(s.run());
+  }
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("DELETE FROM invites WHERE expires_ms <= ?1", "expire invites"));
+    s.bind(1, now_ms);
+    PARLEY_TRY(s.run());
+  }
+  std::vector<std::string> ids;
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("DELETE FROM attachments WHERE expires_ms <= ?1 RETURNING id",
+                            "expire attachments"));
+  s.bind(1, now_ms);
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) break;
+    ids.push_back(s.column_text(0));
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+Result<StatsDelta> read_gauges(Db& db) {
+  StatsDelta g;
+  {
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT COUNT(*) FROM accounts", "count accounts"));
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (row) g.accounts = s.column_int(0);
+  }
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, db.prepare("SELECT IFNULL(SUM(count), 0), IFNULL(SUM(bytes), 0) FROM queue_counters",
+                         "sum queue counters"));
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  if (row) {
+    g.envelopes = s.column_int(0);
+    g.bytes = s.column_int(1);
+  }
+  return g;
+}
+
+}  // namespace parley::store::internal

@@ -1,0 +1,308 @@
+// The SQLite backend: one thread owns the connection and group-commits queued operations.
+//
+// Loop: wait for operations; take up to max_batch of them; BEGIN IMMEDIATE; run each inside its
+// own SAVEPOINT (RELEASE on success, ROLLBACK TO on error, so one failing operation leaves the
+// others intact); COMMIT (with synchronous=FULL this fsyncs the WAL); only then run the
+// callbacks of the batch. If the transaction itself fails (BEGIN, a savepoint, COMMIT, or
+// SQLite rolling the transaction back on its own after an I/O error), nothing of the batch is
+// committed and every operation in it fails with kIo: no callback ever reports a write that is
+// not durable.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "store/internal/sqlite_db.h"
+#include "store/internal/sqlite_ops.h"
+#include "store/internal/sqlite_store.h"
+#include "store/migrations.h"
+#include "store/store.h"
+
+namespace parley::store {
+namespace internal {
+namespace {
+
+// One queued operation: the body, then (after the commit) the callback.
+class Op {
+ public:
+  virtual ~Op() = default;
+  // Runs the body; false when it failed and must be rolled back to its savepoint.
+  virtual bool run(Tx& tx) = 0;
+  // Replaces the outcome with a failure (the batch did not commit).
+  virtual void fail(const Status& status) = 0;
+  // Invokes the callback with the outcome. Called exactly once.
+  virtual void finish() = 0;
+};
+
+template <typename T, typename Body>
+class TypedOp final : public Op {
+ public:
+  TypedOp(Body body, Callback<T> done) : body_(std::move(body)), done_(std::move(done)) {}
+
+  bool run(Tx& tx) override {
+    result_.emplace(body_(tx));
+    return result_->has_value();
+  }
+  void fail(const Status& status) override { result_.emplace(status); }
+  void finish() override {
+    if (!result_.has_value()) result_.emplace(make_error(ErrorCode::kInternal, "store: not run"));
+    if (done_) done_(std::move(*result_));
+  }
+
+ private:
+  Body body_;
+  Callback<T> done_;
+  std::optional<Result<T>> result_;
+};
+
+Callback<Unit> adapt(Done done) {
+  return [done = std::move(done)](Result<Unit> r) {
+    if (done) done(r.status());
+  };
+}
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(std::unique_ptr<Db> db, const SqliteOptions& options, const StatsDelta& gauges)
+      : options_(options), db_(std::move(db)) {
+    accounts_.store(static_cast<std::uint64_t>(gauges.accounts));
+    envelopes_.store(static_cast<std::uint64_t>(gauges.envelopes));
+    bytes_.store(static_cast<std::uint64_t>(gauges.bytes));
+    thread_ = std::thread([this] { loop(); });
+    worker_id_ = thread_.get_id();
+  }
+
+  ~SqliteStore() override {
+    if (std::this_thread::get_id() == worker_id_ && !joined_.load()) {
+      // Destroying the store from one of its own callbacks: a contract violation (the Store
+      // must outlive every callback) that would leave the thread running on freed memory.
+      std::abort();
+    }
+    close();
+  }
+
+  void create_account(NewAccount account, Callback<Account> done) override {
+    submit<Account>([a = std::move(account)](Tx& tx) { return op_create_account(tx, a); },
+                    std::move(done));
+  }
+  void find_account(std::string folded_name, Callback<std::optional<Account>> done) override {
+    submit<std::optional<Account>>(
+        [n = std::move(folded_name)](Tx& tx) { return op_find_account(tx, n); }, std::move(done));
+  }
+  void create_invite(std::string token, std::int64_t expires_ms, Done done) override {
+    submit<Unit>([t = std::move(token), expires_ms](
+                     Tx& tx) { return op_create_invite(tx, t, expires_ms); },
+                 adapt(std::move(done)));
+  }
+
+  void upload_keys(std::int64_t account_id, std::uint32_t device_id,
+                   std::optional<SignedPreKey> signed_pre_key, std::vector<PreKey> pre_keys,
+                   Callback<std::uint32_t> done) override {
+    submit<std::uint32_t>(
+        [account_id, device_id, spk = std::move(signed_pre_key), keys = std::move(pre_keys)](
+            Tx& tx) { return op_upload_keys(tx, account_id, device_id, spk, keys); },
+        std::move(done));
+  }
+  void pre_key_count(std::int64_t account_id, std::uint32_t device_id,
+                     Callback<std::uint32_t> done) override {
+    submit<std::uint32_t>(
+        [account_id, device_id](Tx& tx) { return op_pre_key_count(tx, account_id, device_id); },
+        std::move(done));
+  }
+  void take_bundles(std::int64_t account_id, std::uint32_t device_id,
+                    Callback<std::vector<Bundle>> done) override {
+    submit<std::vector<Bundle>>(
+        [account_id, device_id](Tx& tx) { return op_take_bundles(tx, account_id, device_id); },
+        std::move(done));
+  }
+
+  void store_messages(SendBatch batch, Callback<SendOutcome> done) override {
+    submit<SendOutcome>([b = std::move(batch)](Tx& tx) { return op_store_messages(tx, b); },
+                        std::move(done));
+  }
+  void fetch_queue(std::int64_t account_id, std::uint32_t device_id, std::int64_t after_seq,
+                   std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) override {
+    submit<std::vector<QueuedEnvelope>>(
+        [=](Tx& tx) { return op_fetch_queue(tx, account_id, device_id, after_seq, limit); },
+        std::move(done));
+  }
+  void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
+           Callback<std::uint32_t> done) override {
+    submit<std::uint32_t>([account_id, device_id, ids = std::move(server_ids)](
+                              Tx& tx) { return op_ack(tx, account_id, device_id, ids); },
+                          std::move(done));
+  }
+
+  void create_attachment(Attachment attachment, Done done) override {
+    submit<Unit>([a = std::move(attachment)](Tx& tx) { return op_create_attachment(tx, a); },
+                 adapt(std::move(done)));
+  }
+  void find_attachment(std::string id, Callback<std::optional<Attachment>> done) override {
+    submit<std::optional<Attachment>>(
+        [i = std::move(id)](Tx& tx) { return op_find_attachment(tx, i); }, std::move(done));
+  }
+  void set_attachment_progress(std::string id, std::uint64_t have, Done done) override {
+    submit<Unit>(
+        [i = std::move(id), have](Tx& tx) { return op_set_attachment_progress(tx, i, have); },
+        adapt(std::move(done)));
+  }
+
+  void expire(std::int64_t now_ms, std::int64_t max_age_ms, std::int64_t dedup_ms,
+              Callback<std::vector<std::string>> done) override {
+    submit<std::vector<std::string>>(
+        [=](Tx& tx) { return op_expire(tx, now_ms, max_age_ms, dedup_ms); }, std::move(done));
+  }
+
+  Stats stats() const override {
+    Stats s;
+    s.accounts = accounts_.load(std::memory_order_relaxed);
+    s.queued_envelopes = envelopes_.load(std::memory_order_relaxed);
+    s.queued_bytes = bytes_.load(std::memory_order_relaxed);
+    s.commits = commits_.load(std::memory_order_relaxed);
+    s.committed_ops = committed_ops_.load(std::memory_order_relaxed);
+    s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  void close() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+    // From a callback (the backend thread itself) we cannot join: the loop drains and exits on
+    // its own, and the destructor (on another thread) joins.
+    if (std::this_thread::get_id() == worker_id_ && !joined_.load()) return;
+    std::lock_guard<std::mutex> join_lock(join_mu_);
+    if (thread_.joinable()) {
+      thread_.join();
+      joined_.store(true);
+      db_.reset();
+    }
+  }
+
+ private:
+  template <typename T, typename Body>
+  void submit(Body body, Callback<T> done) {
+    Status refused;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) {
+        refused = make_error(ErrorCode::kUnavailable, "store: closed");
+      } else if (queue_.size() >= options_.max_pending) {
+        refused = make_error(ErrorCode::kResourceExhausted, "store: too many pending operations");
+      } else {
+        queue_.push_back(std::make_unique<TypedOp<T, Body>>(std::move(body), std::move(done)));
+      }
+    }
+    if (!refused.is_ok()) {
+      if (done) done(std::move(refused));
+      return;
+    }
+    cv_.notify_one();
+  }
+
+  void loop() {
+    std::vector<std::unique_ptr<Op>> batch;
+    batch.reserve(options_.max_batch);
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return !queue_.empty() || closed_; });
+        if (queue_.empty()) return;  // closed and drained
+        while (!queue_.empty() && batch.size() < options_.max_batch) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      run_batch(batch);
+      for (auto& op : batch) op->finish();
+      batch.clear();
+    }
+  }
+
+  void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
+    Tx tx{*db_, {}};
+    Status failed = db_->run("BEGIN IMMEDIATE", "begin transaction");
+    if (failed.is_ok()) {
+      for (auto& op : batch) {
+        failed = db_->run("SAVEPOINT op", "savepoint");
+        if (!failed.is_ok()) break;
+        const StatsDelta before = tx.delta;
+        if (op->run(tx)) {
+          failed = db_->run("RELEASE op", "release savepoint");
+        } else {
+          tx.delta = before;
+          failed = db_->run("ROLLBACK TO op", "roll back savepoint");
+          if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
+        }
+        // Some errors (I/O, disk full) make SQLite roll back the whole transaction.
+        if (failed.is_ok() && !db_->in_transaction()) {
+          failed = make_error(ErrorCode::kIo, "store: transaction rolled back by SQLite");
+        }
+        if (!failed.is_ok()) break;
+      }
+      if (failed.is_ok()) failed = db_->run("COMMIT", "commit");
+      if (!failed.is_ok() && db_->in_transaction()) {
+        db_->exec("ROLLBACK", "rollback").ignore();
+      }
+    }
+    if (!failed.is_ok()) {
+      for (auto& op : batch) op->fail(failed);
+      return;
+    }
+    accounts_.fetch_add(static_cast<std::uint64_t>(tx.delta.accounts), std::memory_order_relaxed);
+    envelopes_.fetch_add(static_cast<std::uint64_t>(tx.delta.envelopes),
+                         std::memory_order_relaxed);
+    bytes_.fetch_add(static_cast<std::uint64_t>(tx.delta.bytes), std::memory_order_relaxed);
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    committed_ops_.fetch_add(batch.size(), std::memory_order_relaxed);
+    last_batch_size_.store(batch.size(), std::memory_order_relaxed);
+  }
+
+  const SqliteOptions options_;
+  std::unique_ptr<Db> db_;  // used only by thread_ (and by close() after joining it)
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Op>> queue_;  // guarded by mu_
+  bool closed_ = false;                    // guarded by mu_
+
+  std::mutex join_mu_;  // serialises concurrent close() calls around join()
+  std::thread thread_;                  // guarded by join_mu_ after construction
+  std::thread::id worker_id_;           // set once in the constructor
+  std::atomic<bool> joined_{false};
+
+  std::atomic<std::uint64_t> accounts_{0};
+  std::atomic<std::uint64_t> envelopes_{0};
+  std::atomic<std::uint64_t> bytes_{0};
+  std::atomic<std::uint64_t> commits_{0};
+  std::atomic<std::uint64_t> committed_ops_{0};
+  std::atomic<std::uint64_t> last_batch_size_{0};
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
+                                                 const SqliteOptions& options) {
+  if (options.max_batch == 0 || options.max_pending == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "store: batch and queue bounds must be > 0");
+  }
+  PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::open(path));
+  PARLEY_TRY(migrate(*db));
+  PARLEY_ASSIGN_OR_RETURN(StatsDelta gauges, read_gauges(*db));
+  return std::unique_ptr<Store>(new SqliteStore(std::move(db), options, gauges));
+}
+
+}  // namespace internal
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
+  return internal::open_sqlite_store(path, internal::SqliteOptions{});
+}
+
+}  // namespace parley::store

@@ -1,0 +1,190 @@
+#pragma once
+// Server storage: accounts, devices, prekeys, per-device durable queues, invites, attachments.
+//
+// Every operation is asynchronous: it is queued, executed by the backend, and its callback is
+// invoked exactly once with the result, on a backend thread (callers post back to their own
+// strand). The SQLite backend runs all operations on one thread and group-commits: the writes of
+// many operations share one transaction and one fsync, and no callback of a write runs before
+// its transaction is durably committed (synchronous=FULL in WAL mode). Each operation is
+// isolated (a savepoint): one failing operation never affects the others in its batch.
+//
+// Thread-safety: all methods may be called from any thread. The Store must outlive every
+// callback (do not destroy it from one); close() drains the queue first. An operation refused
+// before it is queued (after close(): kUnavailable; too many pending operations:
+// kResourceExhausted) has its callback invoked at once, on the calling thread.
+//
+// The store treats keys and message contents as opaque bytes; the server layer validates them.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+
+namespace parley::store {
+
+template <typename T>
+using Callback = std::function<void(Result<T>)>;
+using Done = std::function<void(Status)>;
+
+struct PreKey {
+  std::uint32_t id = 0;
+  Bytes public_key;
+};
+
+struct SignedPreKey {
+  std::uint32_t id = 0;
+  Bytes public_key;
+  Bytes signature;
+};
+
+struct Device {
+  std::uint32_t device_id = 1;
+  std::uint32_t registration_id = 0;
+  Bytes auth_public_key;  // Ed25519, 32 bytes
+  Bytes identity_key;     // 33 bytes
+  SignedPreKey signed_pre_key;
+  std::int64_t created_ms = 0;
+};
+
+struct Account {
+  std::int64_t id = 0;
+  std::string name;         // as registered
+  std::vector<Device> devices;
+};
+
+struct NewAccount {
+  std::string name;
+  std::string folded_name;  // the unique key (case-folded by the server)
+  Device device;
+  std::vector<PreKey> pre_keys;
+  std::string invite_token;  // non-empty: must be an unused, unexpired invite; consumed
+  std::int64_t now_ms = 0;
+};
+
+struct Bundle {
+  std::uint32_t device_id = 0;
+  std::uint32_t registration_id = 0;
+  Bytes identity_key;
+  SignedPreKey signed_pre_key;
+  std::optional<PreKey> pre_key;  // handed out at most once, ever
+};
+
+struct Envelope {
+  Bytes server_id;  // 16 bytes
+  std::int64_t timestamp_ms = 0;
+  std::string source;
+  std::uint32_t source_device = 0;
+  std::uint32_t type = 0;
+  Bytes content;
+};
+
+struct QueueLimits {
+  std::uint32_t max_count = 10000;
+  std::uint64_t max_bytes = 64ull * 1024 * 1024;
+  std::int64_t max_age_ms = 30ll * 24 * 3600 * 1000;
+};
+
+struct Delivery {
+  std::int64_t account_id = 0;
+  std::uint32_t device_id = 0;
+  Envelope envelope;
+};
+
+// One send (to one destination account): all deliveries are stored, or none.
+struct SendBatch {
+  std::int64_t sender_account = 0;
+  std::uint32_t sender_device = 0;
+  Bytes client_message_id;      // dedup key with the sender and destination; empty: no dedup
+  std::int64_t destination_account = 0;
+  std::vector<Delivery> deliveries;
+  QueueLimits limits;
+  std::int64_t now_ms = 0;
+};
+
+struct SendOutcome {
+  enum class Kind { kStored, kDuplicate, kQueueFull } kind = Kind::kStored;
+  std::string limit;            // kQueueFull: "count" or "bytes"
+  std::uint32_t device_id = 0;  // kQueueFull: the device whose queue is full
+  std::vector<std::int64_t> seqs;  // kStored: the queue seq of each delivery, in batch order
+};
+
+struct QueuedEnvelope {
+  std::int64_t seq = 0;  // increasing per device: the delivery order
+  Envelope envelope;
+};
+
+struct Attachment {
+  std::string id;             // 32 hex chars
+  Bytes upload_token_hash;    // SHA-256 of the bearer token
+  std::int64_t account_id = 0;
+  std::uint64_t size = 0;
+  std::uint64_t have = 0;
+  std::int64_t created_ms = 0;
+  std::int64_t expires_ms = 0;
+};
+
+struct Stats {
+  std::uint64_t accounts = 0;
+  std::uint64_t queued_envelopes = 0;
+  std::uint64_t queued_bytes = 0;
+  std::uint64_t commits = 0;           // transactions committed since start
+  std::uint64_t committed_ops = 0;     // operations in them (ops/commit = batch size)
+  std::uint64_t last_batch_size = 0;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Accounts. kAlreadyExists when the folded name is taken; kPermissionDenied when the invite
+  // token is unknown, used or expired.
+  virtual void create_account(NewAccount account, Callback<Account> done) = 0;
+  virtual void find_account(std::string folded_name, Callback<std::optional<Account>> done) = 0;
+  virtual void create_invite(std::string token, std::int64_t expires_ms, Done done) = 0;
+
+  // Keys. Replaces the signed prekey if given; adds one-time prekeys (ids already present are
+  // replaced). Returns how many one-time prekeys remain for the device.
+  virtual void upload_keys(std::int64_t account_id, std::uint32_t device_id,
+                           std::optional<SignedPreKey> signed_pre_key, std::vector<PreKey> pre_keys,
+                           Callback<std::uint32_t> done) = 0;
+  virtual void pre_key_count(std::int64_t account_id, std::uint32_t device_id,
+                             Callback<std::uint32_t> done) = 0;
+  // Bundles of every device of the account (or one when device_id != 0); each one-time prekey
+  // is removed as it is handed out, so concurrent fetches never get the same one.
+  virtual void take_bundles(std::int64_t account_id, std::uint32_t device_id,
+                            Callback<std::vector<Bundle>> done) = 0;
+
+  // Queues. Stores every delivery of the batch in one transaction after checking the per-device
+  // limits (count, bytes) and the dedup key; kDuplicate stores nothing.
+  virtual void store_messages(SendBatch batch, Callback<SendOutcome> done) = 0;
+  // Envelopes queued for a device with seq > after_seq, oldest first, at most `limit`.
+  virtual void fetch_queue(std::int64_t account_id, std::uint32_t device_id, std::int64_t after_seq,
+                           std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) = 0;
+  // Deletes the device's envelopes with these server ids; returns how many were deleted.
+  virtual void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
+                   Callback<std::uint32_t> done) = 0;
+
+  // Attachments (metadata; the bytes are files the server manages).
+  virtual void create_attachment(Attachment attachment, Done done) = 0;
+  virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
+  virtual void set_attachment_progress(std::string id, std::uint64_t have, Done done) = 0;
+
+  // Housekeeping: deletes envelopes older than max_age, dedup keys older than dedup_ms, expired
+  // invites and attachments (returns the expired attachment ids so their files can be removed).
+  virtual void expire(std::int64_t now_ms, std::int64_t max_age_ms, std::int64_t dedup_ms,
+                      Callback<std::vector<std::string>> done) = 0;
+
+  virtual Stats stats() const = 0;
+  // Runs every queued operation, then stops the backend. Further calls fail with kUnavailable.
+  virtual void close() = 0;
+};
+
+// Opens (creating and migrating as needed) the SQLite database at `path`.
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path);
+
+}  // namespace parley::store
