@@ -1,0 +1,103 @@
+#pragma once
+// Client side of the wire: TLS (with certificate pinning) + WebSocket on the secret path, and
+// HTTPS requests for attachments. Used by the test client, the load generator and libparley.
+//
+// Pinning: the connection is refused (kPermissionDenied, "certificate pin mismatch") unless the
+// SHA-256 of the server's leaf certificate (DER) equals ClientOptions::pin_sha256. There is no
+// CA validation: the pin from the invite link is the trust anchor.
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+
+namespace parley::transport {
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+  std::string ws_path;               // from the invite link
+  Bytes pin_sha256;                  // 32 bytes; required
+  std::string sni;                   // TLS server name to send; empty: none
+  std::chrono::milliseconds connect_timeout{10000};
+  std::size_t max_message_size = 256 * 1024;
+  std::size_t write_queue_limit = 4 * 1024 * 1024;  // WsClient: bytes queued before it closes
+                                                    // itself (kResourceExhausted)
+};
+
+// An asynchronous WebSocket client connection (for the load generator and the client daemon).
+// Callbacks run on the connection's strand. send() may be called from any thread.
+class WsClient {
+ public:
+  virtual ~WsClient() = default;
+  using MessageHandler = std::function<void(std::string_view message)>;
+  using CloseHandler = std::function<void(const Status& why)>;
+
+  // Exactly one of: on_connected(error) (nothing else is called), or on_connected(client)
+  // followed by on_message calls and finally one on_close (kIo with the peer's close code and
+  // reason, or the local error).
+  static void async_connect(boost::asio::io_context& io, ClientOptions options,
+                            MessageHandler on_message, CloseHandler on_close,
+                            std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected);
+  virtual void send(std::shared_ptr<const std::string> message) = 0;
+  virtual void close() = 0;
+};
+
+// A blocking WebSocket client with timeouts (tests, the CLI). Not thread-safe.
+class BlockingWsClient {
+ public:
+  virtual ~BlockingWsClient() = default;
+  static Result<std::unique_ptr<BlockingWsClient>> connect(const ClientOptions& options);
+  virtual Status send(ByteView message) = 0;
+  // Next binary message. kUnavailable on timeout (the connection stays usable) or kIo when the
+  // connection closed (the close reason is in the message).
+  virtual Result<std::string> receive(std::chrono::milliseconds timeout) = 0;
+  virtual void close() = 0;
+};
+
+// Blocking HTTPS requests for attachments, over a fresh pinned TLS connection each.
+struct HttpResponse {
+  unsigned status = 0;
+  std::string body;
+  std::string content_range;  // response header, if any (else the Upload-Offset header)
+  std::vector<std::pair<std::string, std::string>> headers;  // all response fields, in order
+  // The value of a response field (case-insensitive name); empty when absent.
+  std::string header(std::string_view name) const;
+};
+class HttpsClient {
+ public:
+  explicit HttpsClient(ClientOptions options) : options_(std::move(options)) {}
+  // PUT bytes [offset, offset + data.size()) of a `total`-byte upload, with a bearer token.
+  Result<HttpResponse> put_range(const std::string& path, const std::string& token,
+                                 std::uint64_t offset, ByteView data, std::uint64_t total);
+  // HEAD: the server's view of an upload (Content-Length of what is stored so far, via
+  // Upload-Offset header returned in `content_range`).
+  Result<HttpResponse> head(const std::string& path, const std::string& token);
+  // GET with an optional byte range [offset, offset + length).
+  Result<HttpResponse> get(const std::string& path, std::uint64_t offset = 0,
+                           std::optional<std::uint64_t> length = std::nullopt);
+  // A raw request (tests of the static site and of bad input).
+  Result<HttpResponse> request(const std::string& method, const std::string& path,
+                               const std::string& body = "");
+  // Tests only: sends `bytes` verbatim over a fresh pinned TLS connection, returns whatever the
+  // server sends within `read_for` (or until it closes), then drops the connection without a
+  // TLS close (like a cut line). A non-empty `then` is sent once the response so far holds a
+  // complete header ("\r\n\r\n").
+  Result<std::string> raw_exchange_for_test(std::string_view bytes,
+                                            std::chrono::milliseconds read_for,
+                                            std::string_view then = {});
+
+ private:
+  ClientOptions options_;
+};
+
+}  // namespace parley::transport

@@ -1,0 +1,382 @@
+// The plain-HTTP endpoints: the static site and resumable attachment upload/download.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "transport/internal/http_serve.h"
+
+namespace parley::transport::internal {
+namespace {
+
+constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::uint64_t kSiteBodyLimit = 64 * 1024;  // bodies sent to the site are discarded
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  bool ok() const { return fd_ >= 0; }
+  // Closes explicitly; false when close() reports an error (data may not be stored).
+  bool close() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd < 0 || ::close(fd) == 0;
+  }
+
+ private:
+  int fd_;
+};
+
+void set_common(http::response_header<>& h, const HttpContext& cx) {
+  h.set(http::field::date, http_date_now());
+  if (!cx.options.server_header.empty()) h.set(http::field::server, cx.options.server_header);
+}
+
+void expire(TlsStream& s, std::chrono::seconds t) { beast::get_lowest_layer(s).expires_after(t); }
+
+// An in-memory response.
+net::awaitable<bool> write_simple(TlsStream& s, http::response<http::string_body>& res,
+                                  bool keep_alive, const HttpContext& cx) {
+  set_common(res.base(), cx);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  expire(s, cx.options.idle_timeout);
+  auto [ec, n] = co_await http::async_write(s, res, kUse);
+  co_return !ec && keep_alive;
+}
+
+// Sends [offset, offset + length) of an open file.
+net::awaitable<bool> write_file(TlsStream& s, int fd, std::uint64_t offset, std::uint64_t length,
+                                const HttpContext& cx) {
+  auto chunk = std::make_unique<char[]>(kChunk);
+  while (length > 0) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(length, kChunk));
+    ssize_t got = ::pread(fd, chunk.get(), want, static_cast<off_t>(offset));
+    if (got <= 0) co_return false;  // file shrank or I/O error: the response is cut short
+    expire(s, cx.options.idle_timeout);
+    auto [ec, n] =
+        co_await net::async_write(s, net::buffer(chunk.get(), static_cast<std::size_t>(got)), kUse);
+    if (ec) co_return false;
+    offset += static_cast<std::uint64_t>(got);
+    length -= static_cast<std::uint64_t>(got);
+  }
+  co_return true;
+}
+
+// The header of a response whose body (if any) is written separately.
+net::awaitable<bool> write_header(TlsStream& s, http::response<http::empty_body>& res,
+                                  std::uint64_t content_length, bool keep_alive,
+                                  const HttpContext& cx) {
+  set_common(res.base(), cx);
+  res.keep_alive(keep_alive);
+  res.content_length(content_length);
+  expire(s, cx.options.idle_timeout);
+  auto [ec, n] = co_await http::async_write(s, res, kUse);
+  co_return !ec;
+}
+
+// Reads and discards a request body of at most `limit` bytes. False on error or over the limit.
+net::awaitable<bool> drain_body(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+                                std::uint64_t limit, const HttpContext& cx) {
+  if (hp.is_done()) co_return true;
+  if (hp.content_length() && *hp.content_length() > limit) co_return false;
+  http::request_parser<http::buffer_body> bp(std::move(hp));
+  bp.body_limit(limit);
+  auto chunk = std::make_unique<char[]>(kChunk);
+  while (!bp.is_done()) {
+    bp.get().body().data = chunk.get();
+    bp.get().body().size = kChunk;
+    expire(s, cx.options.idle_timeout);
+    auto [ec, n] = co_await http::async_read(s, buffer, bp, kUse);
+    if (ec == http::error::need_buffer) continue;
+    if (ec) co_return false;
+  }
+  co_return true;
+}
+
+net::awaitable<bool> error_response(TlsStream& s, unsigned status, unsigned version,
+                                    const HttpContext& cx, bool keep_alive = false) {
+  co_return co_await write_site_response(s, cx.site.error_page(status), version, keep_alive, false,
+                                         cx);
+}
+
+unsigned status_for(const Status& st) {
+  switch (st.code()) {
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kMalformed: return 400;
+    case ErrorCode::kTooLarge:
+    case ErrorCode::kResourceExhausted: return 413;
+    case ErrorCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+// A response with no body and a few extra fields (upload status answers).
+// `upload_offset` >= 0 adds the Upload-Offset field (and Range for 308).
+net::awaitable<bool> write_status(TlsStream& s, unsigned status, unsigned version, bool keep_alive,
+                                  std::int64_t upload_offset, const HttpContext& cx) {
+  http::response<http::string_body> res{static_cast<http::status>(status), version};
+  if (upload_offset >= 0) {
+    res.set("Upload-Offset", std::to_string(upload_offset));
+    if (status == 308 && upload_offset > 0) {
+      res.set(http::field::range, "bytes=0-" + std::to_string(upload_offset - 1));
+    }
+  }
+  res.set(http::field::cache_control, "no-store");
+  co_return co_await write_simple(s, res, keep_alive, cx);
+}
+
+// PUT <ws_path>/att/<id> with Content-Range "bytes START-END/TOTAL".
+net::awaitable<bool> put_attachment(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+                                    std::string id, const HttpContext& cx) {
+  const auto& req = hp.get();  // not used after the parser moves into `bp` below
+  const unsigned version = req.version();
+  const bool keep = req.keep_alive();
+  auto token = bearer_token(req[http::field::authorization]);
+  if (!token) {
+    http::response<http::string_body> res{http::status::unauthorized, version};
+    res.set(http::field::www_authenticate, "Bearer");
+    co_return co_await write_simple(s, res, false, cx);
+  }
+  auto upload = cx.files->begin_upload(id, *token);
+  if (!upload) {
+    co_return co_await error_response(s, status_for(upload.error()), version, cx);
+  }
+  auto range = parse_content_range(req[http::field::content_range]);
+  if (!range || range->total != upload->size) {
+    co_return co_await error_response(s, 400, version, cx);
+  }
+  if (!hp.content_length()) co_return co_await error_response(s, 411, version, cx);
+  const std::uint64_t length = *hp.content_length();
+  if (length > cx.options.max_http_body) co_return co_await error_response(s, 413, version, cx);
+  const std::uint64_t have = upload->have;
+  if (!range->start) {
+    // "bytes */TOTAL" with no body: a status query.
+    if (length != 0) co_return co_await error_response(s, 400, version, cx);
+    if (have == upload->size) {
+      co_return co_await write_status(s, 200, version, keep, -1, cx);
+    }
+    co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(have), cx);
+  }
+  if (*range->start != have) {
+    co_return co_await write_status(s, 409, version, false, static_cast<std::int64_t>(have), cx);
+  }
+  if (*range->end - *range->start + 1 != length) {
+    co_return co_await error_response(s, 400, version, cx);
+  }
+
+  Fd fd(::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.ok()) co_return co_await error_response(s, 500, version, cx);
+
+  if (beast::iequals(req[http::field::expect], "100-continue")) {
+    http::response<http::empty_body> cont{http::status::continue_, version};
+    expire(s, cx.options.idle_timeout);
+    auto [ec, n] = co_await http::async_write(s, cont, kUse);
+    if (ec) co_return false;
+  }
+
+  http::request_parser<http::buffer_body> bp(std::move(hp));
+  bp.body_limit(cx.options.max_http_body);
+  auto chunk = std::make_unique<char[]>(kChunk);
+  std::uint64_t written = 0;
+  bool cut = false;
+  bool io_error = false;
+  while (!bp.is_done()) {
+    bp.get().body().data = chunk.get();
+    bp.get().body().size = kChunk;
+    expire(s, cx.options.idle_timeout);
+    auto [ec, n] = co_await http::async_read(s, buffer, bp, kUse);
+    if (ec && ec != http::error::need_buffer) {
+      cut = true;
+    }
+    const std::size_t got = kChunk - bp.get().body().size;
+    std::size_t off = 0;
+    while (off < got && !io_error) {
+      ssize_t w = ::pwrite(fd.get(), chunk.get() + off, got - off,
+                           static_cast<off_t>(have + written));
+      if (w <= 0) {
+        io_error = true;
+        break;
+      }
+      off += static_cast<std::size_t>(w);
+      written += static_cast<std::uint64_t>(w);
+    }
+    if (cut || io_error) break;
+  }
+  if (written > length) io_error = true;  // cannot happen: the parser enforces Content-Length
+  // Make what arrived durable before recording it, also when the transfer was cut: the client
+  // resumes from the recorded offset.
+  if (::fsync(fd.get()) != 0) io_error = true;
+  if (!fd.close()) io_error = true;
+  if (io_error) {
+    if (cut) co_return false;
+    co_return co_await error_response(s, 500, version, cx);
+  }
+  if (cut) {
+    if (written > 0) cx.files->finish_upload(id, have + written).ignore();
+    co_return false;
+  }
+  const std::uint64_t now_have = have + written;
+  Status st = cx.files->finish_upload(id, now_have);
+  if (!st.is_ok()) co_return co_await error_response(s, status_for(st), version, cx);
+  if (now_have == upload->size) co_return co_await write_status(s, 200, version, keep, -1, cx);
+  co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(now_have), cx);
+}
+
+// HEAD with a bearer token: the upload's state.
+net::awaitable<bool> head_upload(TlsStream& s, std::string_view id, std::string_view token,
+                                 unsigned version, bool keep, const HttpContext& cx) {
+  auto upload = cx.files->begin_upload(id, token);
+  if (!upload) {
+    http::response<http::empty_body> res{static_cast<http::status>(status_for(upload.error())),
+                                         version};
+    bool ok = co_await write_header(s, res, 0, keep, cx);
+    co_return ok && keep;
+  }
+  http::response<http::empty_body> res{http::status::ok, version};
+  res.set("Upload-Offset", std::to_string(upload->have));
+  res.set("Upload-Length", std::to_string(upload->size));
+  res.set(http::field::cache_control, "no-store");
+  bool ok = co_await write_header(s, res, 0, keep, cx);
+  co_return ok && keep;
+}
+
+// GET/HEAD of a complete attachment, with an optional single byte range.
+net::awaitable<bool> get_attachment(TlsStream& s, std::string_view id, std::string_view range_hdr,
+                                    unsigned version, bool keep, bool head,
+                                    const HttpContext& cx) {
+  auto dl = cx.files->open_download(id);
+  if (!dl) {
+    co_return co_await write_site_response(s, cx.site.error_page(status_for(dl.error())), version,
+                                           keep, head, cx);
+  }
+  Fd fd(::open(dl->path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.ok()) co_return co_await error_response(s, 500, version, cx);
+  const std::uint64_t size = dl->size;
+  std::uint64_t first = 0;
+  std::uint64_t count = size;
+  http::response<http::empty_body> res{http::status::ok, version};
+  if (!range_hdr.empty()) {
+    if (auto r = parse_range(range_hdr, size)) {
+      if (!r->satisfiable) {
+        http::response<http::string_body> bad{http::status::range_not_satisfiable, version};
+        bad.set(http::field::content_range, "bytes */" + std::to_string(size));
+        co_return co_await write_simple(s, bad, keep, cx);
+      }
+      first = r->first;
+      count = r->last - r->first + 1;
+      res.result(http::status::partial_content);
+      res.set(http::field::content_range, "bytes " + std::to_string(r->first) + "-" +
+                                              std::to_string(r->last) + "/" +
+                                              std::to_string(size));
+    }
+  }
+  res.set(http::field::content_type, "application/octet-stream");
+  res.set(http::field::accept_ranges, "bytes");
+  res.set(http::field::cache_control, "private, max-age=0");
+  if (!co_await write_header(s, res, count, keep, cx)) co_return false;
+  if (head) co_return keep;
+  if (!co_await write_file(s, fd.get(), first, count, cx)) co_return false;
+  co_return keep;
+}
+
+}  // namespace
+
+net::awaitable<bool> write_site_response(TlsStream& s, const SiteResponse& page, unsigned version,
+                                         bool keep_alive, bool head, const HttpContext& cx) {
+  const auto status = static_cast<http::status>(page.status);
+  auto fill = [&](http::response_header<>& h) {
+    if (!page.content_type.empty()) h.set(http::field::content_type, page.content_type);
+    if (!page.last_modified.empty()) h.set(http::field::last_modified, page.last_modified);
+    if (!page.etag.empty()) h.set(http::field::etag, page.etag);
+    if (!page.allow.empty()) h.set(http::field::allow, page.allow);
+  };
+  if (page.status == 304) {
+    http::response<http::empty_body> res{status, version};
+    fill(res.base());
+    set_common(res.base(), cx);
+    res.keep_alive(keep_alive);
+    expire(s, cx.options.idle_timeout);
+    auto [ec, n] = co_await http::async_write(s, res, kUse);
+    co_return !ec && keep_alive;
+  }
+  if (page.file_path.empty()) {
+    if (head) {
+      http::response<http::empty_body> res{status, version};
+      fill(res.base());
+      co_return co_await write_header(s, res, page.body.size(), keep_alive, cx) && keep_alive;
+    }
+    http::response<http::string_body> res{status, version};
+    fill(res.base());
+    res.body() = page.body;
+    co_return co_await write_simple(s, res, keep_alive, cx);
+  }
+  Fd fd(::open(page.file_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.ok()) {
+    co_return co_await write_site_response(s, cx.site.error_page(500), version, false, head, cx);
+  }
+  http::response<http::empty_body> res{status, version};
+  fill(res.base());
+  if (!co_await write_header(s, res, page.file_size, keep_alive, cx)) co_return false;
+  if (head) co_return keep_alive;
+  if (!co_await write_file(s, fd.get(), 0, page.file_size, cx)) co_return false;
+  co_return keep_alive;
+}
+
+net::awaitable<bool> serve_site(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+                                const HttpContext& cx) {
+  const auto& req = hp.get();
+  const unsigned version = req.version();
+  bool keep = req.keep_alive();
+  const std::string method(req.method_string());
+  const std::string target(req.target());
+  const std::string inm(req[http::field::if_none_match]);
+  const bool head = req.method() == http::verb::head;
+  if (!hp.is_done() && !co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx)) {
+    co_return co_await write_site_response(s, cx.site.error_page(413), version, false, false, cx);
+  }
+  SiteResponse page = cx.site.handle(method, target, inm);
+  co_return co_await write_site_response(s, page, version, keep, head, cx);
+}
+
+net::awaitable<bool> serve_attachment(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+                                      std::string_view id, const HttpContext& cx) {
+  const auto& req = hp.get();
+  const unsigned version = req.version();
+  const bool keep = req.keep_alive();
+  if (cx.files == nullptr || !valid_attachment_id(id)) {
+    co_return co_await serve_site(s, buffer, hp, cx);
+  }
+  switch (req.method()) {
+    case http::verb::put:
+      co_return co_await put_attachment(s, buffer, hp, std::string(id), cx);
+    case http::verb::get:
+    case http::verb::head: {
+      if (!hp.is_done()) co_return co_await error_response(s, 400, version, cx);
+      const bool head = req.method() == http::verb::head;
+      auto auth = req[http::field::authorization];
+      if (head && !auth.empty()) {
+        auto token = bearer_token(auth);
+        if (!token) co_return co_await error_response(s, 401, version, cx);
+        co_return co_await head_upload(s, id, *token, version, keep, cx);
+      }
+      co_return co_await get_attachment(s, id, req[http::field::range], version, keep, head, cx);
+    }
+    default: {
+      if (!hp.is_done() && !co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx)) co_return false;
+      SiteResponse page = cx.site.error_page(405);
+      page.allow = "GET, HEAD, PUT";
+      co_return co_await write_site_response(s, page, version, keep, false, cx);
+    }
+  }
+}
+
+}  // namespace parley::transport::internal

@@ -1,0 +1,542 @@
+// The TLS listener: accept loop, per-connection HTTP loop and WebSocket sessions.
+#include "transport/server.h"
+
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include <atomic>
+#include <deque>
+#include <limits>
+#include <list>
+#include <mutex>
+
+#include "transport/internal/asio.h"
+#include "transport/internal/http_serve.h"
+#include "transport/static_site.h"
+
+namespace parley::transport {
+namespace internal {
+
+Result<std::unique_ptr<ssl::context>> make_server_tls_context(const std::string& cert_pem,
+                                                              const std::string& key_pem) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+  error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                       ssl::context::no_tlsv1_1 | ssl::context::single_dh_use |
+                       ssl::context::no_compression,
+                   ec);
+  if (ec) return make_error(ErrorCode::kInternal, "tls: context options");
+  SSL_CTX* native = ctx->native_handle();
+  SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_ctrl(native, SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_2_VERSION, nullptr);
+  // TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are OpenSSL's defaults).
+  if (SSL_CTX_set_cipher_list(native,
+                              "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") != 1) {
+    return make_error(ErrorCode::kInternal, "tls: cipher list");
+  }
+  // ALPN: like an ordinary HTTP/1.1 server, pick "http/1.1" when the client offers it.
+  SSL_CTX_set_alpn_select_cb(
+      native,
+      [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+         unsigned int inlen, void*) -> int {
+        static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+        unsigned char* selected = nullptr;
+        if (SSL_select_next_proto(&selected, outlen, kHttp11, sizeof kHttp11, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED) {
+          return SSL_TLSEXT_ERR_NOACK;
+        }
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+      },
+      nullptr);
+  ctx->use_certificate_chain(net::buffer(cert_pem), ec);
+  if (ec) return make_error(ErrorCode::kInvalidArgument, "tls: certificate does not load");
+  ctx->use_private_key(net::buffer(key_pem), ssl::context::pem, ec);
+  if (ec) return make_error(ErrorCode::kInvalidArgument, "tls: private key does not load");
+  if (SSL_CTX_check_private_key(native) != 1) {
+    return make_error(ErrorCode::kInvalidArgument, "tls: key does not match certificate");
+  }
+  return ctx;
+}
+
+}  // namespace internal
+
+namespace {
+
+using namespace internal;  // NOLINT: file-local
+namespace websocket = boost::beast::websocket;
+using WsStream = websocket::stream<TlsStream>;
+
+class Connection;
+
+// Everything the connections share. Kept alive by every connection and the accept loop.
+struct ServerState {
+  ServerState(net::io_context& io_ctx, ServerOptions opts, std::unique_ptr<ssl::context> ctx,
+              WsHandlerFactory f, HttpFiles* fs)
+      : io(io_ctx),
+        options(std::move(opts)),
+        tls(std::move(ctx)),
+        site(options.site_dir),
+        factory(std::move(f)),
+        files(fs),
+        acceptor_ex(net::make_strand(io_ctx)),
+        acceptor(acceptor_ex) {}
+
+  net::io_context& io;
+  const ServerOptions options;
+  const std::unique_ptr<ssl::context> tls;
+  const StaticSite site;
+  const WsHandlerFactory factory;
+  HttpFiles* const files;
+  std::atomic<std::size_t> connections{0};
+
+  std::mutex mu;
+  std::list<std::weak_ptr<Connection>> live;  // guarded by mu
+
+  net::any_io_executor acceptor_ex;
+  tcp::acceptor acceptor;  // used on acceptor_ex only
+  std::atomic<bool> accepting{true};
+};
+
+class Connection final : public WsConnection, public std::enable_shared_from_this<Connection> {
+ public:
+  static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock) {
+    auto conn = std::shared_ptr<Connection>(new Connection(st, std::move(sock)));
+    std::lock_guard lock(st->mu);
+    conn->registration_ = st->live.insert(st->live.end(), conn);
+    return conn;
+  }
+
+  ~Connection() override {
+    {
+      std::lock_guard lock(st_->mu);
+      st_->live.erase(registration_);
+    }
+    st_->connections.fetch_sub(1);
+  }
+
+  const net::any_io_executor& executor() const { return ex_; }
+
+  // The coroutine owns the connection (`self`) until it ends.
+  static net::awaitable<void> run(std::shared_ptr<Connection> self) {
+    co_await self->run_inner();
+  }
+
+ private:
+  net::awaitable<void> run_inner() {
+    try {
+      co_await http_loop();
+    } catch (...) {
+      // Never let anything escape into the io_context; the connection just ends.
+    }
+    if (phase_ == Phase::kWs && !handler_closed_) finish_ws();
+    error_code ignored;
+    lowest_socket().close(ignored);
+  }
+
+
+ public:
+  // From Server::close_all (any thread).
+  void shutdown_from_server(std::string reason) {
+    net::post(ex_, [self = shared_from_this(), reason = std::move(reason)] {
+      if (self->phase_ == Phase::kWs) {
+        self->do_close(websocket::close_code::going_away, reason, false);
+      } else {
+        self->stopping_ = true;
+        error_code ignored;
+        self->lowest_socket().close(ignored);
+      }
+    });
+  }
+
+  // WsConnection
+  bool send(std::shared_ptr<const std::string> message) override {
+    if (!message || closing_.load()) return false;
+    const std::size_t size = message->size();
+    const std::size_t limit = st_->options.write_queue_limit;
+    std::size_t cur = queued_bytes_.load();
+    for (;;) {
+      if (cur != 0 && cur + size > limit) {
+        if (!closing_.exchange(true)) {
+          net::post(ex_, [self = shared_from_this()] {
+            self->do_close(websocket::close_code::policy_error, "slow reader", true);
+          });
+        }
+        return false;
+      }
+      if (queued_bytes_.compare_exchange_weak(cur, cur + size)) break;
+    }
+    net::post(ex_, [self = shared_from_this(), m = std::move(message)]() mutable {
+      self->enqueue(std::move(m));
+    });
+    return true;
+  }
+
+  void close(std::string_view reason) override {
+    closing_.store(true);
+    net::post(ex_, [self = shared_from_this(), r = std::string(reason)] {
+      self->do_close(websocket::close_code::normal, r, false);
+    });
+  }
+
+  const std::string& remote_ip() const override { return remote_ip_; }
+  std::size_t queued_bytes() const override { return queued_bytes_.load(); }
+
+ private:
+  enum class Phase { kHttp, kWsHandshake, kWs };
+
+  Connection(std::shared_ptr<ServerState> st, tcp::socket sock)
+      : st_(std::move(st)), ex_(sock.get_executor()), close_timer_(ex_) {
+    error_code ec;
+    auto ep = sock.remote_endpoint(ec);
+    if (!ec) remote_ip_ = ep.address().to_string();
+    tls_.emplace(std::move(sock), *st_->tls);
+  }
+
+  tcp::socket& lowest_socket() {
+    return ws_ ? beast::get_lowest_layer(*ws_).socket() : beast::get_lowest_layer(*tls_).socket();
+  }
+
+  static bool is_http_parse_error(const error_code& ec) {
+    return ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
+           ec != http::error::end_of_stream && ec != http::error::partial_message;
+  }
+
+  net::awaitable<void> http_loop() {
+    const ServerOptions& opt = st_->options;
+    auto& tcp_layer = beast::get_lowest_layer(*tls_);
+    tcp_layer.expires_after(opt.handshake_timeout);
+    {
+      auto [ec] = co_await tls_->async_handshake(ssl::stream_base::server, kUse);
+      if (ec) co_return;
+    }
+    HttpContext cx{opt, st_->site, st_->files};
+    const std::string att_prefix = opt.ws_path + "/att/";
+    beast::flat_buffer buffer;
+    bool keep = true;
+    for (int served = 0; keep && served < 1000 && !stopping_; ++served) {
+      HeaderParser hp;
+      hp.header_limit(8 * 1024);
+      hp.body_limit(std::numeric_limits<std::uint64_t>::max());  // enforced per endpoint
+      tcp_layer.expires_after(served == 0 ? opt.handshake_timeout : opt.idle_timeout);
+      auto [ec, n] = co_await http::async_read_header(*tls_, buffer, hp, kUse);
+      if (ec) {
+        if (is_http_parse_error(ec) && !stopping_) {
+          co_await write_site_response(*tls_, st_->site.error_page(400), 11, false, false, cx);
+        }
+        keep = false;
+        break;
+      }
+      auto& req = hp.get();
+      std::string_view target = req.target();
+      std::string_view path = target.substr(0, target.find('?'));
+      if (path == opt.ws_path && websocket::is_upgrade(req) && hp.is_done()) {
+        if (buffer.size() != 0) {
+          // Bytes after the upgrade request: a conforming client waits for the 101 (it must
+          // check Sec-WebSocket-Accept), so this is refused rather than guessed at.
+          co_await write_site_response(*tls_, st_->site.error_page(400), req.version(), false,
+                                       false, cx);
+          break;
+        }
+        co_await ws_session(hp.release());
+        co_return;
+      }
+      if (path.size() > att_prefix.size() && path.substr(0, att_prefix.size()) == att_prefix) {
+        keep = co_await serve_attachment(*tls_, buffer, hp, path.substr(att_prefix.size()), cx);
+      } else {
+        keep = co_await serve_site(*tls_, buffer, hp, cx);
+      }
+      if (buffer.capacity() > 16 * 1024 && buffer.size() == 0) buffer.shrink_to_fit();
+    }
+    if (stopping_) co_return;
+    // Close like a polite server: TLS close_notify, briefly.
+    tcp_layer.expires_after(std::chrono::seconds(2));
+    co_await tls_->async_shutdown(kUse);
+  }
+
+  net::awaitable<void> ws_session(http::request<http::empty_body> req) {
+    const ServerOptions& opt = st_->options;
+    phase_ = Phase::kWsHandshake;
+    ws_.emplace(std::move(*tls_));
+    tls_.reset();
+    beast::get_lowest_layer(*ws_).expires_never();
+    websocket::stream_base::timeout to{};
+    to.handshake_timeout = opt.handshake_timeout;
+    to.idle_timeout = opt.idle_timeout.count() > 0
+                          ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                opt.idle_timeout)
+                          : websocket::stream_base::none();
+    to.keep_alive_pings = opt.ping_interval.count() > 0;
+    ws_->set_option(to);
+    ws_->set_option(websocket::permessage_deflate{});  // off
+    ws_->set_option(websocket::stream_base::decorator(
+        [server = opt.server_header](websocket::response_type& res) {
+          res.set(http::field::server, server);
+        }));
+    ws_->read_message_max(opt.max_message_size);
+    ws_->binary(true);
+    {
+      auto [ec] = co_await ws_->async_accept(req, kUse);
+      if (ec || stopping_) co_return;
+    }
+    try {
+      handler_ = st_->factory ? st_->factory(remote_ip_) : nullptr;
+    } catch (...) {
+      handler_ = nullptr;
+    }
+    if (!handler_) {
+      websocket::close_reason cr(websocket::close_code::try_again_later);
+      co_await ws_->async_close(cr, kUse);
+      co_return;
+    }
+    phase_ = Phase::kWs;
+    guarded([&] { handler_->on_open(shared_from_this()); });
+    beast::flat_buffer buffer;
+    for (;;) {
+      auto [ec, n] = co_await ws_->async_read(buffer, kUse);
+      if (ec) break;
+      if (close_started_) {
+        buffer.clear();
+        continue;  // closing: nothing more reaches the handler
+      }
+      if (!ws_->got_binary()) {
+        buffer.clear();
+        do_close(websocket::close_code::unknown_data, "binary frames only", true);
+        continue;
+      }
+      auto data = buffer.cdata();
+      std::string_view message(static_cast<const char*>(data.data()), data.size());
+      guarded([&] { handler_->on_message(message); });
+      buffer.clear();
+      if (buffer.capacity() > 64 * 1024) buffer.shrink_to_fit();
+    }
+    finish_ws();
+  }
+
+  template <typename F>
+  void guarded(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      do_close(websocket::close_code::internal_error, "internal error", true);
+    }
+  }
+
+  // The read side ended: release everything and tell the handler, once.
+  void finish_ws() {
+    read_done_ = true;
+    closing_.store(true);
+    close_started_ = true;
+    error_code ignored;
+    close_timer_.cancel();
+    beast::get_lowest_layer(*ws_).socket().close(ignored);
+    drop_queued(writing_);
+    if (handler_ && !handler_closed_) {
+      handler_closed_ = true;
+      try {
+        handler_->on_close();
+      } catch (...) {
+      }
+      handler_.reset();  // breaks any handler -> connection reference cycle
+    }
+  }
+
+  void drop_queued(bool keep_front) {
+    std::size_t keep = keep_front ? 1 : 0;
+    while (queue_.size() > keep) {
+      queued_bytes_.fetch_sub(queue_.back()->size());
+      queue_.pop_back();
+    }
+  }
+
+  void enqueue(std::shared_ptr<const std::string> m) {
+    if (close_started_ || read_done_ || !ws_) {
+      queued_bytes_.fetch_sub(m->size());
+      return;
+    }
+    queue_.push_back(std::move(m));
+    if (!writing_) write_next();
+  }
+
+  void write_next() {
+    if (queue_.empty() || read_done_) {
+      writing_ = false;
+      if (close_started_ && !close_sent_ && !read_done_) start_close();
+      return;
+    }
+    writing_ = true;
+    const auto& m = queue_.front();
+    ws_->async_write(net::buffer(*m), [self = shared_from_this()](error_code ec, std::size_t) {
+      if (!self->queue_.empty()) {
+        self->queued_bytes_.fetch_sub(self->queue_.front()->size());
+        self->queue_.pop_front();
+      }
+      if (ec) {
+        self->writing_ = false;
+        self->drop_queued(false);
+        error_code ignored;
+        beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+        return;
+      }
+      self->write_next();
+    });
+  }
+
+  void do_close(websocket::close_code code, std::string_view reason, bool drop) {
+    if (phase_ != Phase::kWs || close_started_ || read_done_) return;
+    close_started_ = true;
+    closing_.store(true);
+    close_reason_ = websocket::close_reason(code, reason.substr(0, 120));
+    if (drop) drop_queued(writing_);
+    // A peer that stops reading would hold the close frame behind a stuck write for ever.
+    close_timer_.expires_after(st_->options.handshake_timeout);
+    close_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->read_done_) return;
+      error_code ignored;
+      beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+    });
+    if (!writing_) start_close();
+  }
+
+  void start_close() {
+    close_sent_ = true;
+    ws_->async_close(close_reason_, [self = shared_from_this()](error_code ec) {
+      if (ec) {
+        error_code ignored;
+        beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+      }
+    });
+  }
+
+  std::shared_ptr<ServerState> st_;
+  const net::any_io_executor ex_;
+  std::string remote_ip_;
+  std::list<std::weak_ptr<Connection>>::iterator registration_;
+
+  // Strand-confined state.
+  Phase phase_ = Phase::kHttp;
+  bool stopping_ = false;
+  std::optional<TlsStream> tls_;
+  std::optional<WsStream> ws_;
+  std::unique_ptr<WsHandler> handler_;
+  bool handler_closed_ = false;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  bool writing_ = false;
+  bool close_started_ = false;
+  bool close_sent_ = false;
+  bool read_done_ = false;
+  websocket::close_reason close_reason_;
+  net::steady_timer close_timer_;
+
+  // Shared with other threads.
+  std::atomic<bool> closing_{false};
+  std::atomic<std::size_t> queued_bytes_{0};
+};
+
+net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
+  net::steady_timer backoff(st->acceptor_ex);
+  while (st->accepting.load()) {
+    net::any_io_executor conn_ex = net::make_strand(st->io);
+    auto [ec, sock] = co_await st->acceptor.async_accept(conn_ex, kUse);
+    if (!st->accepting.load() || !st->acceptor.is_open()) break;
+    if (ec) {
+      if (ec == net::error::operation_aborted) break;
+      // EMFILE and friends: pause instead of spinning.
+      backoff.expires_after(std::chrono::milliseconds(50));
+      co_await backoff.async_wait(kUse);
+      continue;
+    }
+    error_code ignored;
+    if (st->connections.load() >= st->options.max_connections) {
+      sock.close(ignored);  // over the cap: refused at once
+      continue;
+    }
+    st->connections.fetch_add(1);
+    sock.set_option(tcp::no_delay(true), ignored);
+    auto conn = Connection::create(st, std::move(sock));
+    auto ex = conn->executor();
+    net::co_spawn(ex, Connection::run(std::move(conn)), [](std::exception_ptr) {});
+  }
+}
+
+class ServerImpl final : public Server {
+ public:
+  ServerImpl(std::shared_ptr<ServerState> st, std::uint16_t port)
+      : st_(std::move(st)), port_(port) {}
+  ~ServerImpl() override {
+    stop_accepting();
+    close_all("going away");
+  }
+
+  std::uint16_t port() const override { return port_; }
+
+  void stop_accepting() override {
+    if (!st_->accepting.exchange(false)) return;
+    net::post(st_->acceptor_ex, [st = st_] {
+      error_code ignored;
+      st->acceptor.close(ignored);
+    });
+  }
+
+  void close_all(std::string_view reason) override {
+    std::vector<std::shared_ptr<Connection>> conns;
+    {
+      std::lock_guard lock(st_->mu);
+      conns.reserve(st_->live.size());
+      for (auto& w : st_->live) {
+        if (auto c = w.lock()) conns.push_back(std::move(c));
+      }
+    }
+    for (auto& c : conns) c->shutdown_from_server(std::string(reason));
+  }
+
+  std::size_t connection_count() const override { return st_->connections.load(); }
+
+ private:
+  std::shared_ptr<ServerState> st_;
+  std::uint16_t port_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::start(net::io_context& io, ServerOptions options,
+                                              WsHandlerFactory ws, HttpFiles* files) {
+  if (options.ws_path.size() < 2 || options.ws_path.front() != '/' ||
+      options.ws_path.back() == '/' || options.ws_path.find('?') != std::string::npos) {
+    return make_error(ErrorCode::kInvalidArgument, "server: ws_path must look like /secret/ws");
+  }
+  if (options.max_message_size == 0 || options.write_queue_limit == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "server: zero limit");
+  }
+  PARLEY_ASSIGN_OR_RETURN(auto ctx, make_server_tls_context(options.cert_pem, options.key_pem));
+
+  error_code ec;
+  tcp::endpoint endpoint;
+  auto addr = net::ip::make_address(options.listen_host, ec);
+  if (!ec) {
+    endpoint = tcp::endpoint(addr, options.listen_port);
+  } else {
+    tcp::resolver resolver(io);
+    auto results = resolver.resolve(options.listen_host, std::to_string(options.listen_port),
+                                    tcp::resolver::passive, ec);
+    if (ec || results.empty()) return make_error(ErrorCode::kIo, "server: cannot resolve host");
+    endpoint = results.begin()->endpoint();
+  }
+
+  auto st = std::make_shared<ServerState>(io, std::move(options), std::move(ctx), std::move(ws),
+                                          files);
+  st->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) st->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) st->acceptor.bind(endpoint, ec);
+  if (!ec) st->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(ErrorCode::kIo, "server: cannot listen: " + ec.message());
+  const std::uint16_t port = st->acceptor.local_endpoint(ec).port();
+  if (ec) return make_error(ErrorCode::kIo, "server: no local endpoint");
+  net::co_spawn(st->acceptor_ex, accept_loop(st), [](std::exception_ptr) {});
+  return std::unique_ptr<Server>(new ServerImpl(std::move(st), port));
+}
+
+}  // namespace parley::transport

@@ -1,0 +1,114 @@
+#pragma once
+// The TLS listener of parleyd: one port that looks like an ordinary HTTPS website.
+//
+//   GET /... (anything not below the secret prefix)  -> the static site (site_dir or built-in)
+//   GET  <ws_path> with Upgrade: websocket           -> a WsConnection handed to the WsHandler
+//   PUT/GET/HEAD <ws_path>/att/<id>                  -> attachment upload/download (HttpFiles)
+//   anything else                                    -> the static site's 404 page
+//
+// Threading: Server runs on the io_context it is given (any number of threads). Each
+// connection has its own strand; WsHandler callbacks for one connection never run concurrently.
+// Every limit is enforced here: handshake and idle timeouts, pings, frame and body size caps,
+// a bounded write queue per connection, a cap on connections.
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/bytes.h"
+#include "base/result.h"
+
+namespace parley::transport {
+
+// A server-side WebSocket connection. Thread-safe: send() and close() may be called from any
+// thread (they post to the connection's strand).
+class WsConnection {
+ public:
+  virtual ~WsConnection() = default;
+  // Queues one binary message. Returns false and drops the message when the connection is
+  // closing or its write queue is above the configured byte limit (the slow reader is then
+  // closed with reason "slow reader"): a slow peer never grows server memory without bound.
+  virtual bool send(std::shared_ptr<const std::string> message) = 0;
+  // Sends a close frame with `reason` (a short, non-secret string) and shuts down.
+  virtual void close(std::string_view reason) = 0;
+  virtual const std::string& remote_ip() const = 0;
+  // Bytes queued and not yet written.
+  virtual std::size_t queued_bytes() const = 0;
+};
+
+// Implemented by the server logic, one instance per WebSocket connection.
+class WsHandler {
+ public:
+  virtual ~WsHandler() = default;
+  // Called once, first, on the connection's strand. `conn` stays valid until on_close returns;
+  // keep a weak_ptr to send later from other threads.
+  virtual void on_open(std::shared_ptr<WsConnection> conn) = 0;
+  // One binary message (at most ServerOptions::max_message_size bytes). Text messages never
+  // reach the handler: the transport closes the connection with "binary frames only".
+  virtual void on_message(std::string_view message) = 0;
+  // Called once, last.
+  virtual void on_close() = 0;
+};
+
+using WsHandlerFactory = std::function<std::unique_ptr<WsHandler>(const std::string& remote_ip)>;
+
+// Attachment storage seen by the HTTP layer. All methods are called on connection strands and
+// may block briefly (small file operations); implementations must be thread-safe.
+// The HttpFiles object passed to Server::start must outlive the io_context's handlers.
+class HttpFiles {
+ public:
+  virtual ~HttpFiles() = default;
+  struct Upload {
+    std::string path;        // file to write
+    std::uint64_t size = 0;  // declared total size
+    std::uint64_t have = 0;  // bytes already stored (resume point)
+  };
+  // Authorizes an upload of attachment `id` with bearer `token`. kNotFound / kPermissionDenied.
+  virtual Result<Upload> begin_upload(std::string_view id, std::string_view token) = 0;
+  // Records that the file now holds `have` bytes (complete when have == size).
+  virtual Status finish_upload(std::string_view id, std::uint64_t have) = 0;
+  struct Download {
+    std::string path;
+    std::uint64_t size = 0;
+  };
+  // A complete attachment; kNotFound otherwise (also when expired).
+  virtual Result<Download> open_download(std::string_view id) = 0;
+};
+
+struct ServerOptions {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 0;     // 0: pick a free port (see Server::port())
+  std::string cert_pem;              // PEM certificate chain
+  std::string key_pem;               // PEM private key
+  std::string ws_path;               // secret path, e.g. "/k3J9.../ws"; attachments below it
+  std::string site_dir;              // static site files; empty: the built-in site
+  std::size_t max_message_size = 256 * 1024;
+  std::size_t max_http_body = 64 * 1024 * 1024;  // one attachment PUT request
+  std::size_t write_queue_limit = 1024 * 1024;   // bytes queued per connection
+  std::size_t max_connections = 19000;
+  std::chrono::seconds handshake_timeout{10};
+  std::chrono::seconds idle_timeout{120};        // no frame at all (pings count)
+  std::chrono::seconds ping_interval{30};        // 0: no pings. Beast pings after
+                                                 // idle_timeout / 2 of silence (see server.cc)
+  std::string server_header;  // "Server" response header; empty: none (the WebSocket 101
+                              // response then carries an empty one)
+};
+
+class Server {
+ public:
+  virtual ~Server() = default;
+  // Binds and starts accepting. Errors: kIo (bind failed), kInvalidArgument (bad TLS material).
+  static Result<std::unique_ptr<Server>> start(boost::asio::io_context& io, ServerOptions options,
+                                               WsHandlerFactory ws, HttpFiles* files);
+  virtual std::uint16_t port() const = 0;
+  // Stops accepting new connections (graceful drain); existing ones continue.
+  virtual void stop_accepting() = 0;
+  // Closes every connection with `reason`.
+  virtual void close_all(std::string_view reason) = 0;
+  virtual std::size_t connection_count() const = 0;
+};
+
+}  // namespace parley::transport

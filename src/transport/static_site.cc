@@ -1,0 +1,368 @@
+#include "transport/static_site.h"
+
+#include <sys/stat.h>
+
+#include <array>
+#include <filesystem>
+#include <system_error>
+
+#include "transport/internal/http_util.h"
+
+namespace parley::transport {
+namespace {
+
+// The built-in site: a small workshop's homepage. Nothing in it refers to what else the
+// server does.
+constexpr std::string_view kStyle = R"css(body{margin:0;font:17px/1.6 Georgia,serif;color:#2b2622;background:#faf7f2}
+header,main,footer{max-width:46rem;margin:0 auto;padding:0 1.2rem}
+header{padding-top:2rem;border-bottom:1px solid #e2d9cc}
+header a{color:#2b2622;text-decoration:none}
+nav a{margin-right:1.1rem;color:#7a4b2a}
+h1{font-weight:normal;letter-spacing:.02em}
+h2{font-weight:normal;margin-top:2rem}
+footer{margin-top:3rem;padding-bottom:2rem;font-size:14px;color:#857a6e;border-top:1px solid #e2d9cc}
+)css";
+
+constexpr std::string_view kIndex = R"html(<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Alder &amp; Finch Bindery</title>
+<link rel="stylesheet" href="/style.css">
+</head>
+<body>
+<header>
+<h1><a href="/">Alder &amp; Finch Bindery</a></h1>
+<nav><a href="/">Home</a><a href="/services.html">Services</a><a href="/about.html">About</a></nav>
+</header>
+<main>
+<p>We are a two-person bookbinding workshop. We repair family bibles and cookbooks, rebind
+worn paperbacks in cloth, and make notebooks and guest books to order.</p>
+<h2>Opening hours</h2>
+<p>Tuesday to Friday, 10:00&ndash;17:00, and Saturday mornings. Please ring the bell at the
+side door; the workshop is up the stairs.</p>
+<h2>Repairs</h2>
+<p>Bring the book in and we will look at it with you. Most repairs take two to four weeks.
+We give a written estimate before we start, and we never trim pages or discard original
+covers without asking.</p>
+<h2>Workshops</h2>
+<p>Once a month we run a Saturday class on simple stitched bindings. Materials are included.
+Places are limited to six.</p>
+</main>
+<footer>
+<p>Alder &amp; Finch Bindery &middot; 14 Mill Lane &middot; Letters and parcels welcome</p>
+</footer>
+</body>
+</html>
+)html";
+
+constexpr std::string_view kServices = R"html(<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Services &ndash; Alder &amp; Finch Bindery</title>
+<link rel="stylesheet" href="/style.css">
+</head>
+<body>
+<header>
+<h1><a href="/">Alder &amp; Finch Bindery</a></h1>
+<nav><a href="/">Home</a><a href="/services.html">Services</a><a href="/about.html">About</a></nav>
+</header>
+<main>
+<h2>Book repair</h2>
+<p>Loose pages, broken spines, torn hinges and water damage. We use reversible,
+archival materials throughout.</p>
+<h2>Rebinding</h2>
+<p>Quarter cloth, full cloth or leather, with hand-sewn headbands and blind or gold titling.</p>
+<h2>Made to order</h2>
+<p>Notebooks, sketchbooks, photo albums, guest books and boxes for documents and letters.</p>
+<h2>Prices</h2>
+<p>Every book is different, so we quote after seeing it. Small repairs usually start at
+the price of a good lunch.</p>
+</main>
+<footer>
+<p>Alder &amp; Finch Bindery &middot; 14 Mill Lane &middot; Letters and parcels welcome</p>
+</footer>
+</body>
+</html>
+)html";
+
+constexpr std::string_view kAbout = R"html(<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>About &ndash; Alder &amp; Finch Bindery</title>
+<link rel="stylesheet" href="/style.css">
+</head>
+<body>
+<header>
+<h1><a href="/">Alder &amp; Finch Bindery</a></h1>
+<nav><a href="/">Home</a><a href="/services.html">Services</a><a href="/about.html">About</a></nav>
+</header>
+<main>
+<p>The workshop opened in a former print shop in 2011. We trained in conservation binding
+and still do most of the work by hand, on a sewing frame and a standing press older than
+both of us.</p>
+<p>We are happy to talk about any book, old or new. Drop by during opening hours or send us
+a letter describing what you have in mind.</p>
+</main>
+<footer>
+<p>Alder &amp; Finch Bindery &middot; 14 Mill Lane &middot; Letters and parcels welcome</p>
+</footer>
+</body>
+</html>
+)html";
+
+constexpr std::string_view kRobots = "User-agent: *\nDisallow:\n";
+
+constexpr std::string_view kNotFound = R"html(<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Page not found</title>
+<link rel="stylesheet" href="/style.css">
+</head>
+<body>
+<main>
+<h1>Page not found</h1>
+<p>Sorry, there is nothing at this address. You could try the <a href="/">home page</a>.</p>
+</main>
+</body>
+</html>
+)html";
+
+constexpr std::int64_t kBuiltinMtime = 1698835380;  // fixed: the built-in pages never change
+
+struct BuiltinPage {
+  std::string_view path;
+  std::string_view content_type;
+  std::string_view body;
+};
+constexpr std::array<BuiltinPage, 6> kPages = {{
+    {"/", "text/html; charset=utf-8", kIndex},
+    {"/index.html", "text/html; charset=utf-8", kIndex},
+    {"/services.html", "text/html; charset=utf-8", kServices},
+    {"/about.html", "text/html; charset=utf-8", kAbout},
+    {"/style.css", "text/css", kStyle},
+    {"/robots.txt", "text/plain", kRobots},
+}};
+
+std::string hex(std::uint64_t v) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  do {
+    out.insert(out.begin(), kDigits[v & 0xf]);
+    v >>= 4;
+  } while (v != 0);
+  return out;
+}
+
+// FNV-1a: a stable tag for the built-in bodies (not security relevant).
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+bool etag_matches(std::string_view if_none_match, std::string_view etag) {
+  if (if_none_match.empty() || etag.empty()) return false;
+  if (if_none_match == "*") return true;
+  // A comma-separated list; weak comparison.
+  std::size_t pos = 0;
+  while (pos <= if_none_match.size()) {
+    auto comma = if_none_match.find(',', pos);
+    std::string_view item = if_none_match.substr(
+        pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.substr(0, 2) == "W/") item.remove_prefix(2);
+    if (item == etag) return true;
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return false;
+}
+
+std::string_view content_type_for(std::string_view path) {
+  auto dot = path.rfind('.');
+  auto slash = path.rfind('/');
+  if (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash)) {
+    return "application/octet-stream";
+  }
+  std::string ext(path.substr(dot + 1));
+  for (char& c : ext) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 16> kTypes = {{
+      {"html", "text/html; charset=utf-8"},
+      {"htm", "text/html; charset=utf-8"},
+      {"css", "text/css"},
+      {"js", "application/javascript"},
+      {"txt", "text/plain; charset=utf-8"},
+      {"json", "application/json"},
+      {"xml", "text/xml"},
+      {"svg", "image/svg+xml"},
+      {"png", "image/png"},
+      {"jpg", "image/jpeg"},
+      {"jpeg", "image/jpeg"},
+      {"gif", "image/gif"},
+      {"webp", "image/webp"},
+      {"ico", "image/x-icon"},
+      {"woff2", "font/woff2"},
+      {"pdf", "application/pdf"},
+  }};
+  for (const auto& [e, t] : kTypes) {
+    if (ext == e) return t;
+  }
+  return "application/octet-stream";
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string normalize_site_path(std::string_view target) {
+  auto q = target.find_first_of("?#");
+  if (q != std::string_view::npos) target = target.substr(0, q);
+  if (target.empty() || target.front() != '/' || target.size() > 1024) return {};
+  std::string out;
+  out.reserve(target.size());
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    char c = target[i];
+    if (c == '%') {
+      if (i + 2 >= target.size()) return {};
+      int hi = hex_value(target[i + 1]);
+      int lo = hex_value(target[i + 2]);
+      if (hi < 0 || lo < 0) return {};
+      c = static_cast<char>(hi * 16 + lo);
+      i += 2;
+    }
+    if (c == '\0' || c == '\\') return {};
+    out.push_back(c);
+  }
+  // Refuse "." and ".." segments.
+  std::size_t pos = 1;
+  while (pos <= out.size()) {
+    auto next = out.find('/', pos);
+    std::string_view seg = std::string_view(out).substr(
+        pos, next == std::string::npos ? std::string::npos : next - pos);
+    if (seg == "." || seg == "..") return {};
+    if (next == std::string::npos) break;
+    pos = next + 1;
+  }
+  return out;
+}
+
+StaticSite::StaticSite(std::string site_dir) {
+  if (site_dir.empty()) return;
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(site_dir, ec);
+  site_dir_ = ec ? site_dir : canonical.string();
+  while (site_dir_.size() > 1 && site_dir_.back() == '/') site_dir_.pop_back();
+}
+
+SiteResponse StaticSite::handle(std::string_view method, std::string_view target,
+                                std::string_view if_none_match) const {
+  if (method != "GET" && method != "HEAD") return error_page(405);
+  std::string path = normalize_site_path(target);
+  if (path.empty()) return error_page(404);
+  return site_dir_.empty() ? builtin(path, if_none_match) : from_dir(path, if_none_match);
+}
+
+SiteResponse StaticSite::builtin(std::string_view path, std::string_view if_none_match) const {
+  for (const auto& page : kPages) {
+    if (page.path != path) continue;
+    SiteResponse r;
+    r.etag = "\"" + hex(static_cast<std::uint64_t>(kBuiltinMtime)) + "-" +
+             hex(fnv1a(page.body) & 0xffffffffu) + "\"";
+    r.last_modified = internal::http_date(kBuiltinMtime);
+    if (etag_matches(if_none_match, r.etag)) {
+      r.status = 304;
+      return r;
+    }
+    r.content_type = std::string(page.content_type);
+    r.body = std::string(page.body);
+    return r;
+  }
+  return error_page(404);
+}
+
+SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_none_match) const {
+  std::string full = site_dir_ + std::string(path);
+  std::error_code ec;
+  if (std::filesystem::is_directory(full, ec)) {
+    if (full.back() != '/') full.push_back('/');
+    full += "index.html";
+  }
+  auto canonical = std::filesystem::canonical(full, ec);
+  if (ec) return error_page(404);
+  const std::string resolved = canonical.string();
+  if (resolved.size() <= site_dir_.size() + 1 ||
+      resolved.compare(0, site_dir_.size(), site_dir_) != 0 || resolved[site_dir_.size()] != '/') {
+    return error_page(404);  // outside the site (a symlink pointing elsewhere)
+  }
+  struct stat st {};
+  if (::stat(resolved.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return error_page(404);
+  SiteResponse r;
+  r.etag = "\"" + hex(static_cast<std::uint64_t>(st.st_mtime)) + "-" +
+           hex(static_cast<std::uint64_t>(st.st_size)) + "\"";
+  r.last_modified = internal::http_date(static_cast<std::int64_t>(st.st_mtime));
+  if (etag_matches(if_none_match, r.etag)) {
+    r.status = 304;
+    return r;
+  }
+  r.content_type = std::string(content_type_for(resolved));
+  r.file_path = resolved;
+  r.file_size = static_cast<std::uint64_t>(st.st_size);
+  return r;
+}
+
+SiteResponse StaticSite::error_page(unsigned status) const {
+  SiteResponse r;
+  r.status = status;
+  r.content_type = "text/html; charset=utf-8";
+  if (status == 404) {
+    if (!site_dir_.empty()) {
+      std::string custom = site_dir_ + "/404.html";
+      struct stat st {};
+      if (::stat(custom.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        r.file_path = custom;
+        r.file_size = static_cast<std::uint64_t>(st.st_size);
+        return r;
+      }
+    }
+    r.body = std::string(kNotFound);
+    return r;
+  }
+  std::string_view title;
+  switch (status) {
+    case 400: title = "400 Bad Request"; break;
+    case 401: title = "401 Authorization Required"; break;
+    case 403: title = "403 Forbidden"; break;
+    case 405: title = "405 Method Not Allowed"; break;
+    case 408: title = "408 Request Timeout"; break;
+    case 411: title = "411 Length Required"; break;
+    case 413: title = "413 Request Entity Too Large"; break;
+    case 416: title = "416 Requested Range Not Satisfiable"; break;
+    case 431: title = "431 Request Header Fields Too Large"; break;
+    case 503: title = "503 Service Unavailable"; break;
+    default: r.status = 500; title = "500 Internal Server Error"; break;
+  }
+  if (status == 405) r.allow = "GET, HEAD";
+  r.body = "<!DOCTYPE html>\n<html>\n<head><title>" + std::string(title) +
+           "</title></head>\n<body>\n<h1>" + std::string(title) + "</h1>\n</body>\n</html>\n";
+  return r;
+}
+
+}  // namespace parley::transport

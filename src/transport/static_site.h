@@ -1,0 +1,50 @@
+#pragma once
+// The plain website that the TLS listener shows to anyone who does not know the secret path.
+// Internal to src/transport (server.cc turns a SiteResponse into an HTTP response).
+//
+// Either the built-in site (a few small pages of a fictional bookbindery, held in memory) or
+// the files under a directory. Requests are resolved without ever leaving that directory:
+// "..", "." and backslash segments, NUL bytes and symlinks that point outside are refused with
+// the 404 page. Immutable after construction and thread-safe.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace parley::transport {
+
+struct SiteResponse {
+  unsigned status = 200;
+  std::string content_type;  // empty for 304
+  std::string body;          // in-memory body (when file_path is empty)
+  std::string file_path;     // or: stream this file (file_size bytes)
+  std::uint64_t file_size = 0;
+  std::string etag;           // quoted, or empty
+  std::string last_modified;  // IMF-fixdate, or empty
+  std::string allow;          // for 405
+};
+
+class StaticSite {
+ public:
+  // `site_dir` empty: the built-in site.
+  explicit StaticSite(std::string site_dir);
+
+  // A GET or HEAD (any other method gets 405). `target` is the raw request target.
+  SiteResponse handle(std::string_view method, std::string_view target,
+                      std::string_view if_none_match) const;
+
+  // The page for an error status (400, 401, 403, 404, 405, 408, 411, 413, 416, 431, 500, 503).
+  SiteResponse error_page(unsigned status) const;
+
+ private:
+  SiteResponse builtin(std::string_view path, std::string_view if_none_match) const;
+  SiteResponse from_dir(std::string_view path, std::string_view if_none_match) const;
+
+  std::string site_dir_;  // canonical, no trailing slash; empty: built-in
+};
+
+// "/a%20b/c?x=1" -> "/a b/c"; nullopt-like empty string when the path is not acceptable
+// (no leading '/', bad escapes, NUL, backslash, "." or ".." segments).
+std::string normalize_site_path(std::string_view target);
+
+}  // namespace parley::transport

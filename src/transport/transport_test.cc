@@ -1,0 +1,671 @@
+// Real TLS on 127.0.0.1: the static site, WebSocket sessions and their limits, attachments,
+// pinning, and robustness against bad peers. Every wait is bounded.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "crypto/x509.h"
+#include "transport/client.h"
+#include "transport/server.h"
+
+namespace parley::transport {
+namespace {
+
+using namespace std::chrono_literals;
+
+const crypto::TlsIdentity& identity() {
+  static const crypto::TlsIdentity id = [] {
+    auto r = crypto::generate_self_signed("localhost", 30);
+    if (!r) std::abort();
+    return std::move(r).value();
+  }();
+  return id;
+}
+
+Bytes pin() {
+  auto p = crypto::certificate_pin(identity().cert_pem);
+  if (!p) std::abort();
+  return Bytes(p->begin(), p->end());
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+template <typename Pred>
+bool wait_for(Pred pred, std::chrono::milliseconds timeout = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// Attachments in a temp directory: id -> token, size, have.
+class TestFiles final : public HttpFiles {
+ public:
+  explicit TestFiles(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  void add(const std::string& id, const std::string& token, std::uint64_t size) {
+    std::lock_guard lock(mu_);
+    entries_[id] = Entry{token, size, 0};
+  }
+  std::uint64_t have(const std::string& id) {
+    std::lock_guard lock(mu_);
+    return entries_[id].have;
+  }
+  Result<Upload> begin_upload(std::string_view id, std::string_view token) override {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(std::string(id));
+    if (it == entries_.end()) return make_error(ErrorCode::kNotFound, "no such upload");
+    if (it->second.token != token) return make_error(ErrorCode::kPermissionDenied, "bad token");
+    return Upload{(dir_ / std::string(id)).string(), it->second.size, it->second.have};
+  }
+  Status finish_upload(std::string_view id, std::uint64_t have) override {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(std::string(id));
+    if (it == entries_.end()) return make_error(ErrorCode::kNotFound, "no such upload");
+    if (have > it->second.size || have < it->second.have) {
+      return make_error(ErrorCode::kInvalidArgument, "bad offset");
+    }
+    it->second.have = have;
+    return Status::ok();
+  }
+  Result<Download> open_download(std::string_view id) override {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(std::string(id));
+    if (it == entries_.end() || it->second.have != it->second.size) {
+      return make_error(ErrorCode::kNotFound, "no such attachment");
+    }
+    return Download{(dir_ / std::string(id)).string(), it->second.size};
+  }
+
+ private:
+  struct Entry {
+    std::string token;
+    std::uint64_t size = 0;
+    std::uint64_t have = 0;
+  };
+  std::filesystem::path dir_;
+  std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+// Echoes every message; the "flood" handler instead floods the peer from another thread.
+struct Shared {
+  std::atomic<int> opened{0};
+  std::atomic<int> closed{0};
+  std::atomic<bool> flood{false};
+  std::atomic<std::size_t> max_queued{0};
+  std::atomic<bool> flood_refused{false};
+  std::vector<std::thread> threads;
+  std::mutex mu;
+};
+
+class EchoHandler final : public WsHandler {
+ public:
+  explicit EchoHandler(Shared& shared) : shared_(shared) {}
+  void on_open(std::shared_ptr<WsConnection> conn) override {
+    conn_ = conn;
+    shared_.opened++;
+    if (shared_.flood.load()) {
+      std::weak_ptr<WsConnection> weak = conn;
+      std::lock_guard lock(shared_.mu);
+      shared_.threads.emplace_back([weak, &shared = shared_] {
+        auto msg = std::make_shared<const std::string>(32 * 1024, 'x');
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (std::chrono::steady_clock::now() < deadline) {
+          auto c = weak.lock();
+          if (!c) return;
+          bool ok = c->send(msg);
+          std::size_t q = c->queued_bytes();
+          std::size_t prev = shared.max_queued.load();
+          while (q > prev && !shared.max_queued.compare_exchange_weak(prev, q)) {
+          }
+          if (!ok) {
+            shared.flood_refused = true;
+            return;
+          }
+          std::this_thread::sleep_for(1ms);
+        }
+      });
+    }
+  }
+  void on_message(std::string_view message) override {
+    if (auto c = conn_.lock()) c->send(std::make_shared<const std::string>(message));
+  }
+  void on_close() override { shared_.closed++; }
+
+ private:
+  Shared& shared_;
+  std::weak_ptr<WsConnection> conn_;
+};
+
+constexpr std::string_view kWsPath = "/k3J9xQ2mVt/ws";
+
+class TransportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("transport_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    files_ = std::make_unique<TestFiles>(dir_);
+    options_.cert_pem = identity().cert_pem;
+    options_.key_pem = identity().key_pem;
+    options_.ws_path = std::string(kWsPath);
+    options_.max_message_size = 64 * 1024;
+    options_.max_http_body = 1024 * 1024;
+    options_.write_queue_limit = 256 * 1024;
+    options_.handshake_timeout = 3s;
+    options_.idle_timeout = 20s;
+    options_.ping_interval = 5s;
+  }
+
+  void start(std::size_t max_connections = 100) {
+    options_.max_connections = max_connections;
+    auto server = Server::start(
+        io_, options_,
+        [this](const std::string&) { return std::make_unique<EchoHandler>(shared_); },
+        files_.get());
+    ASSERT_TRUE(server.has_value()) << server.error().to_string();
+    server_ = std::move(server).value();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    if (server_) {
+      server_->stop_accepting();
+      server_->close_all("test over");
+      EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }, 10000ms));
+      server_.reset();
+    }
+    {
+      std::lock_guard lock(shared_.mu);
+      for (auto& t : shared_.threads) t.join();
+      shared_.threads.clear();
+    }
+    work_.reset();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  ClientOptions client_options() const {
+    ClientOptions o;
+    o.host = "127.0.0.1";
+    o.port = server_->port();
+    o.ws_path = std::string(kWsPath);
+    o.pin_sha256 = pin();
+    o.connect_timeout = 3000ms;
+    o.max_message_size = 1024 * 1024;
+    return o;
+  }
+
+  std::unique_ptr<BlockingWsClient> ws() {
+    auto c = BlockingWsClient::connect(client_options());
+    EXPECT_TRUE(c.has_value()) << c.error().to_string();
+    return c ? std::move(c).value() : nullptr;
+  }
+
+  static void expect_echo(BlockingWsClient& c, const std::string& m) {
+    ASSERT_TRUE(c.send(as_bytes(m)).is_ok());
+    auto got = c.receive(3000ms);
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_EQ(*got, m);
+  }
+
+  std::string att(const std::string& id) const { return std::string(kWsPath) + "/att/" + id; }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<TestFiles> files_;
+  ServerOptions options_;
+  Shared shared_;
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
+      io_.get_executor()};
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+void expect_nothing_revealing(const HttpResponse& r) {
+  EXPECT_EQ(lower(r.body).find("parley"), std::string::npos);
+  for (const auto& [k, v] : r.headers) {
+    EXPECT_EQ(lower(k + v).find("parley"), std::string::npos) << k;
+    EXPECT_EQ(lower(k + v).find("beast"), std::string::npos) << k;
+  }
+}
+
+TEST_F(TransportTest, StaticSite) {
+  start();
+  HttpsClient https(client_options());
+  auto home = https.request("GET", "/");
+  ASSERT_TRUE(home.has_value()) << home.error().to_string();
+  EXPECT_EQ(home->status, 200u);
+  EXPECT_NE(home->body.find("<html"), std::string::npos);
+  EXPECT_NE(home->header("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_FALSE(home->header("Date").empty());
+  EXPECT_FALSE(home->header("ETag").empty());
+  EXPECT_FALSE(home->header("Last-Modified").empty());
+  expect_nothing_revealing(*home);
+
+  for (const char* path : {"/wp-login.php", "/admin", "/a/b/c.html?x=1", "/../../etc/passwd",
+                           "/%2e%2e/%2e%2e/etc/passwd", "/k3J9xQ2mVt", "/k3J9xQ2mVt/ws/att/"}) {
+    auto r = https.request("GET", path);
+    ASSERT_TRUE(r.has_value()) << path;
+    EXPECT_EQ(r->status, 404u) << path;
+    expect_nothing_revealing(*r);
+  }
+  auto post = https.request("POST", "/", "a=b");
+  ASSERT_TRUE(post.has_value());
+  EXPECT_EQ(post->status, 405u);
+  auto css = https.request("GET", "/style.css");
+  ASSERT_TRUE(css.has_value());
+  EXPECT_EQ(css->status, 200u);
+  auto head = https.request("HEAD", "/");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->status, 200u);
+  EXPECT_TRUE(head->body.empty());
+  EXPECT_EQ(head->header("Content-Length"), std::to_string(home->body.size()));
+}
+
+TEST_F(TransportTest, WsPathWithoutUpgradeIsThe404Page) {
+  start();
+  HttpsClient https(client_options());
+  auto missing = https.request("GET", "/no-such-page");
+  auto ws_plain = https.request("GET", std::string(kWsPath));
+  ASSERT_TRUE(missing.has_value());
+  ASSERT_TRUE(ws_plain.has_value());
+  EXPECT_EQ(ws_plain->status, 404u);
+  EXPECT_EQ(ws_plain->body, missing->body);
+  expect_nothing_revealing(*ws_plain);
+}
+
+TEST_F(TransportTest, WebSocketEcho) {
+  start();
+  auto c = ws();
+  ASSERT_TRUE(c);
+  expect_echo(*c, "hello");
+  expect_echo(*c, std::string(60 * 1024, 'z'));
+  std::string binary;
+  for (int i = 0; i < 256; ++i) binary.push_back(static_cast<char>(i));
+  expect_echo(*c, binary);
+  // A receive timeout leaves the connection usable.
+  auto nothing = c->receive(50ms);
+  ASSERT_FALSE(nothing.has_value());
+  EXPECT_EQ(nothing.error().code(), ErrorCode::kUnavailable);
+  expect_echo(*c, "still here");
+  EXPECT_EQ(shared_.opened.load(), 1);
+  c->close();
+  EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
+}
+
+TEST_F(TransportTest, AsyncClientEcho) {
+  start();
+  boost::asio::io_context io;
+  std::string got;
+  std::optional<Status> closed;
+  std::shared_ptr<WsClient> client;
+  WsClient::async_connect(
+      io, client_options(),
+      [&](std::string_view m) {
+        got = std::string(m);
+        client->close();
+      },
+      [&](const Status& why) { closed = why; },
+      [&](Result<std::shared_ptr<WsClient>> r) {
+        ASSERT_TRUE(r.has_value()) << r.error().to_string();
+        client = *r;
+        client->send(std::make_shared<const std::string>("ping"));
+      });
+  io.run_for(5s);
+  EXPECT_EQ(got, "ping");
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_EQ(closed->code(), ErrorCode::kIo);
+}
+
+TEST_F(TransportTest, WrongPinRefused) {
+  start();
+  ClientOptions o = client_options();
+  o.pin_sha256[0] ^= 1;
+  auto c = BlockingWsClient::connect(o);
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(c.error().message(), "certificate pin mismatch");
+  HttpsClient https(o);
+  auto r = https.request("GET", "/");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(shared_.opened.load(), 0);
+}
+
+std::string ws_upgrade_request() {
+  return "GET " + std::string(kWsPath) +
+         " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+}
+
+std::string masked_frame(std::uint8_t opcode, std::string_view payload) {
+  std::string f;
+  f.push_back(static_cast<char>(0x80 | opcode));
+  f.push_back(static_cast<char>(0x80 | payload.size()));  // < 126 bytes
+  const char mask[4] = {0x11, 0x22, 0x33, 0x44};
+  f.append(mask, 4);
+  for (std::size_t i = 0; i < payload.size(); ++i) f.push_back(payload[i] ^ mask[i % 4]);
+  return f;
+}
+
+TEST_F(TransportTest, TextFrameClosesWithReason) {
+  start();
+  HttpsClient https(client_options());
+  auto out = https.raw_exchange_for_test(ws_upgrade_request(), 1000ms, masked_frame(0x1, "hi"));
+  ASSERT_TRUE(out.has_value()) << out.error().to_string();
+  EXPECT_NE(out->find("101 Switching Protocols"), std::string::npos);
+  auto close_at = out->find("binary frames only");
+  ASSERT_NE(close_at, std::string::npos) << testing::PrintToString(*out);
+  // The close frame: 0x88, length, code 1003.
+  ASSERT_GE(close_at, 4u);
+  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 4]), 0x88);
+  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 2]), 0x03);
+  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 1]), 0xEB);
+  EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
+}
+
+TEST_F(TransportTest, PipelinedUpgradeRefused) {
+  start();
+  HttpsClient https(client_options());
+  auto out = https.raw_exchange_for_test(ws_upgrade_request() + masked_frame(0x2, "hi"), 1000ms);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->rfind("HTTP/1.1 400", 0), 0u) << out->substr(0, 40);
+  EXPECT_EQ(shared_.opened.load(), 0);
+}
+
+TEST_F(TransportTest, OversizeMessageCloses) {
+  start();
+  auto c = ws();
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->send(as_bytes(std::string(options_.max_message_size + 1, 'a'))).is_ok() ||
+              true);
+  auto r = c->receive(3000ms);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kIo) << r.error().to_string();
+  EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
+  // The server still serves others.
+  auto d = ws();
+  ASSERT_TRUE(d);
+  expect_echo(*d, "ok");
+}
+
+TEST_F(TransportTest, SlowReaderIsClosedAndMemoryBounded) {
+  shared_.flood = true;
+  start();
+  auto c = ws();  // never reads: its io_context only runs inside calls
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }, 20000ms));
+  EXPECT_TRUE(shared_.flood_refused.load());
+  EXPECT_LE(shared_.max_queued.load(), options_.write_queue_limit + 32 * 1024);
+  EXPECT_GT(shared_.max_queued.load(), 0u);
+  // Others are unaffected.
+  shared_.flood = false;
+  auto d = ws();
+  ASSERT_TRUE(d);
+  expect_echo(*d, "fine");
+}
+
+// Plain TCP to the TLS port: writes `bytes`, reads until close or timeout.
+std::string raw_tcp(std::uint16_t port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return {};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    if (::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) >= 0) {
+      char buf[4096];
+      for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST_F(TransportTest, BadPeersDoNotDisturbOthers) {
+  start();
+  auto good = ws();
+  ASSERT_TRUE(good);
+  // Not TLS at all.
+  raw_tcp(server_->port(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  raw_tcp(server_->port(), std::string(5000, '\x16'));
+  std::string noise;
+  for (int i = 0; i < 3000; ++i) noise.push_back(static_cast<char>((i * 131 + 7) & 0xff));
+  raw_tcp(server_->port(), noise);
+  // TLS, then garbage instead of HTTP.
+  HttpsClient https(client_options());
+  auto bad = https.raw_exchange_for_test("\x01\x02\x03 NOT HTTP AT ALL\r\n\r\n", 1000ms);
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->rfind("HTTP/1.1 400", 0), 0u) << *bad;
+  auto huge = https.raw_exchange_for_test(
+      "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n", 1000ms);
+  ASSERT_TRUE(huge.has_value());
+  EXPECT_EQ(huge->rfind("HTTP/1.1 4", 0), 0u) << huge->substr(0, 40);
+  // A broken WebSocket upgrade is answered and closed.
+  auto badws = https.raw_exchange_for_test(
+      "GET " + std::string(kWsPath) +
+          " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+      1000ms);
+  ASSERT_TRUE(badws.has_value());
+  EXPECT_EQ(badws->rfind("HTTP/1.1 ", 0), 0u);
+  EXPECT_EQ(badws->find("101"), std::string::npos);
+  expect_echo(*good, "still fine");
+  auto site = https.request("GET", "/");
+  ASSERT_TRUE(site.has_value());
+  EXPECT_EQ(site->status, 200u);
+}
+
+TEST_F(TransportTest, ResumableAttachmentUpload) {
+  start();
+  const std::uint64_t total = 300000;
+  std::string data(total, '\0');
+  for (std::uint64_t i = 0; i < total; ++i) data[i] = static_cast<char>((i * 7919) >> 3);
+  files_->add("att1", "tok-1", total);
+  HttpsClient https(client_options());
+
+  // Unknown id and wrong or missing token.
+  auto unknown = https.put_range(att("nope"), "tok-1", 0, as_bytes(data.substr(0, 10)), total);
+  ASSERT_TRUE(unknown.has_value());
+  EXPECT_EQ(unknown->status, 404u);
+  auto wrong = https.put_range(att("att1"), "tok-2", 0, as_bytes(data.substr(0, 10)), total);
+  ASSERT_TRUE(wrong.has_value());
+  EXPECT_EQ(wrong->status, 403u);
+  auto missing = https.put_range(att("att1"), "", 0, as_bytes(data.substr(0, 10)), total);
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_EQ(missing->status, 401u);
+
+  // First range.
+  auto first = https.put_range(att("att1"), "tok-1", 0, as_bytes(data.substr(0, 100000)), total);
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  EXPECT_EQ(first->status, 308u);
+  EXPECT_EQ(first->header("Upload-Offset"), "100000");
+
+  // Second range, cut after 50000 body bytes.
+  std::string cut_req = "PUT " + att("att1") +
+                        " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-1\r\n"
+                        "Content-Range: bytes 100000-299999/300000\r\nContent-Length: 200000\r\n\r\n" +
+                        data.substr(100000, 50000);
+  auto cut = https.raw_exchange_for_test(cut_req, 300ms);
+  ASSERT_TRUE(cut.has_value());
+  EXPECT_TRUE(cut->empty());  // no response for an unfinished body
+
+  // Resume from HEAD's Upload-Offset.
+  std::uint64_t offset = 0;
+  ASSERT_TRUE(wait_for([&] {
+    auto h = https.head(att("att1"), "tok-1");
+    if (!h || h->status != 200) return false;
+    offset = std::stoull(h->header("Upload-Offset"));
+    EXPECT_EQ(h->header("Upload-Length"), "300000");
+    return offset > 100000;
+  }));
+  EXPECT_EQ(offset, 150000u);
+  EXPECT_EQ(files_->have("att1"), offset);
+
+  // A wrong offset is refused with the right one.
+  auto conflict =
+      https.put_range(att("att1"), "tok-1", 100000, as_bytes(data.substr(100000, 10)), total);
+  ASSERT_TRUE(conflict.has_value());
+  EXPECT_EQ(conflict->status, 409u);
+  EXPECT_EQ(conflict->header("Upload-Offset"), std::to_string(offset));
+  // Not downloadable until complete.
+  auto early = https.get(att("att1"));
+  ASSERT_TRUE(early.has_value());
+  EXPECT_EQ(early->status, 404u);
+
+  auto rest = https.put_range(att("att1"), "tok-1", offset,
+                              as_bytes(std::string_view(data).substr(offset)), total);
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_EQ(rest->status, 200u);
+
+  auto whole = https.get(att("att1"));
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->status, 200u);
+  EXPECT_TRUE(whole->body == data);
+  auto part = https.get(att("att1"), 1000, 5000);
+  ASSERT_TRUE(part.has_value());
+  EXPECT_EQ(part->status, 206u);
+  EXPECT_EQ(part->content_range, "bytes 1000-5999/300000");
+  EXPECT_TRUE(part->body == data.substr(1000, 5000));
+  auto tail = https.get(att("att1"), 299990);
+  ASSERT_TRUE(tail.has_value());
+  EXPECT_EQ(tail->status, 206u);
+  EXPECT_TRUE(tail->body == data.substr(299990));
+  auto beyond = https.get(att("att1"), 400000, 10);
+  ASSERT_TRUE(beyond.has_value());
+  EXPECT_EQ(beyond->status, 416u);
+  EXPECT_EQ(beyond->content_range, "bytes */300000");
+}
+
+TEST_F(TransportTest, AttachmentBodyLimit) {
+  start();
+  files_->add("big", "t", 4 * 1024 * 1024);
+  HttpsClient https(client_options());
+  auto r = https.raw_exchange_for_test(
+      "PUT " + att("big") +
+          " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+          "Content-Range: bytes 0-1999999/4194304\r\nContent-Length: 2000000\r\n\r\n",
+      1000ms);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->rfind("HTTP/1.1 413", 0), 0u) << r->substr(0, 40);
+  // Length that does not match the range.
+  auto m = https.raw_exchange_for_test(
+      "PUT " + att("big") +
+          " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+          "Content-Range: bytes 0-9/4194304\r\nContent-Length: 5\r\n\r\nabcde",
+      1000ms);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->rfind("HTTP/1.1 400", 0), 0u) << m->substr(0, 40);
+}
+
+TEST_F(TransportTest, MaxConnections) {
+  start(2);
+  auto a = ws();
+  auto b = ws();
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 2; }));
+  auto c = BlockingWsClient::connect(client_options());
+  EXPECT_FALSE(c.has_value());
+  expect_echo(*a, "a");
+  b->close();
+  b.reset();
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 1; }));
+  auto d = ws();
+  ASSERT_TRUE(d);
+  expect_echo(*d, "d");
+}
+
+TEST_F(TransportTest, CloseAllAndStopAccepting) {
+  start();
+  auto a = ws();
+  ASSERT_TRUE(a);
+  server_->stop_accepting();
+  server_->close_all("maintenance");
+  auto r = a->receive(3000ms);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kIo);
+  EXPECT_NE(r.error().message().find("maintenance"), std::string::npos);
+  EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }));
+  EXPECT_FALSE(BlockingWsClient::connect(client_options()).has_value());
+}
+
+TEST_F(TransportTest, SiteDirWithoutTraversal) {
+  auto site = dir_ / "site";
+  std::filesystem::create_directories(site / "sub");
+  std::ofstream(site / "index.html") << "<html>home</html>";
+  std::ofstream(site / "sub" / "page.txt") << "text";
+  std::ofstream(dir_ / "secret.txt") << "secret";
+  std::filesystem::create_symlink(dir_ / "secret.txt", site / "link.txt");
+  options_.site_dir = site.string();
+  start();
+  HttpsClient https(client_options());
+  auto home = https.request("GET", "/");
+  ASSERT_TRUE(home.has_value());
+  EXPECT_EQ(home->status, 200u);
+  EXPECT_EQ(home->body, "<html>home</html>");
+  auto page = https.request("GET", "/sub/page.txt");
+  ASSERT_TRUE(page.has_value());
+  EXPECT_EQ(page->body, "text");
+  EXPECT_NE(page->header("Content-Type").find("text/plain"), std::string::npos);
+  for (const char* p : {"/../secret.txt", "/sub/../../secret.txt", "/%2e%2e/secret.txt",
+                        "/link.txt", "/sub/%00"}) {
+    auto r = https.request("GET", p);
+    ASSERT_TRUE(r.has_value()) << p;
+    EXPECT_EQ(r->status, 404u) << p;
+    EXPECT_EQ(r->body.find("secret"), std::string::npos);
+  }
+}
+
+TEST_F(TransportTest, HandshakeRate) {
+  start();
+  HttpsClient https(client_options());
+  const int n = 50;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto r = https.request("GET", "/");
+    ASSERT_TRUE(r.has_value());
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("sequential TLS handshake + GET /: %.0f/s\n", n / s);
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto c = ws();
+    ASSERT_TRUE(c);
+  }
+  const double s2 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  std::printf("sequential TLS + WebSocket connects: %.0f/s\n", n / s2);
+}
+
+}  // namespace
+}  // namespace parley::transport
