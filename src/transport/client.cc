@@ -134,6 +134,14 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
     net::post(ex_, [self = shared_from_this()] { self->do_close(); });
   }
 
+  // Tests of the server's refusal of text frames: switches this connection to text frames.
+  void send_text_for_test(std::shared_ptr<const std::string> message) {
+    net::post(ex_, [self = shared_from_this(), m = std::move(message)]() mutable {
+      self->ws_->text(true);
+      self->enqueue(std::move(m));
+    });
+  }
+
   // For BlockingWsClient (same thread as the io_context).
   bool idle() const { return queue_.empty() && !writing_; }
   bool finished() const { return finished_; }
@@ -207,7 +215,9 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
 
   Status close_status(const error_code& ec) {
     if (!local_error_.is_ok()) return local_error_;
-    if (ec == websocket::error::closed) {
+    // A close frame received counts even when echoing it back failed (the server may have
+    // dropped the TCP connection right after sending it).
+    if (ec == websocket::error::closed || ws_->reason().code != websocket::close_code::none) {
       const auto& r = ws_->reason();
       std::string msg = "closed (" + std::to_string(r.code) + ")";
       if (!r.reason.empty()) msg += ": " + std::string(r.reason.c_str(), r.reason.size());
@@ -328,6 +338,13 @@ class BlockingWsClientImpl final : public BlockingWsClient {
     if (closed_) return *closed_;
     if (!client_->idle()) return make_error(ErrorCode::kUnavailable, "send timed out");
     return Status::ok();
+  }
+
+  Status send_text_for_test(std::string_view message) override {
+    if (closed_) return *closed_;
+    client_->send_text_for_test(std::make_shared<const std::string>(message));
+    run_until([&] { return closed_.has_value() || client_->idle(); }, kSlack);
+    return closed_ ? *closed_ : Status::ok();
   }
 
   Result<std::string> receive(std::chrono::milliseconds timeout) override {

@@ -58,6 +58,8 @@ class BlockingWsClient {
   virtual ~BlockingWsClient() = default;
   static Result<std::unique_ptr<BlockingWsClient>> connect(const ClientOptions& options);
   virtual Status send(ByteView message) = 0;
+  // Sends a text frame (the server refuses them; tests of that refusal only).
+  virtual Status send_text_for_test(std::string_view message) = 0;
   // Next binary message. kUnavailable on timeout (the connection stays usable) or kIo when the
   // connection closed (the close reason is in the message).
   virtual Result<std::string> receive(std::chrono::milliseconds timeout) = 0;

@@ -1,0 +1,356 @@
+// parleyd: the parley server.
+//
+//   parleyd --data DIR --listen HOST:PORT [--admin HOST:PORT] [--config FILE] [...]
+//
+// First start creates DIR (0700), the SQLite database, a TLS key and self-signed certificate
+// (unless --cert/--key are given) and a random WebSocket path. Every start prints one line
+//   invite: parley://HOST:PORT/?v=1&name=...&pin=...&path=...[&invite=TOKEN]
+// on stdout. SIGTERM or SIGINT drains gracefully: no new connections, every queued store
+// operation committed, connections closed with "server restarting", exit status 0.
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sstream>
+#include <csignal>
+#include <sys/stat.h>
+#include <thread>
+
+#include "crypto/primitives.h"
+#include "crypto/x509.h"
+#include "server/config.h"
+#include "server/metrics.h"
+#include "server/service.h"
+#include "store/store.h"
+#include "transport/admin.h"
+#include "transport/server.h"
+#include "wire/invite.h"
+
+namespace fs = std::filesystem;
+using namespace parley;  // NOLINT: a main() file
+
+namespace {
+
+constexpr const char* kVersion = "parleyd 0.1.0 (wire 1)";
+constexpr std::int64_t kInviteLifetimeMs = 7ll * 24 * 3600 * 1000;
+
+Result<std::string> read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return make_error(ErrorCode::kIo, "cannot read " + p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Status write_private_file(const fs::path& p, std::string_view data) {
+  const fs::path tmp = p.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return make_error(ErrorCode::kIo, "cannot write " + tmp.string());
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    if (!out) return make_error(ErrorCode::kIo, "cannot write " + tmp.string());
+  }
+  ::chmod(tmp.c_str(), 0600);
+  std::error_code ec;
+  fs::rename(tmp, p, ec);
+  if (ec) return make_error(ErrorCode::kIo, "cannot rename " + tmp.string());
+  return Status::ok();
+}
+
+std::string random_token(Rng& rng, std::size_t bytes) {
+  // base64url without padding, so paths and tokens stay URL-safe.
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  Bytes b(bytes);
+  rng.fill(b);
+  std::string out;
+  for (std::uint8_t v : b) out.push_back(kAlphabet[v & 63]);
+  return out;
+}
+
+// Creates DIR and its secrets on first start; loads them afterwards.
+Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity& tls) {
+  std::error_code ec;
+  fs::create_directories(cfg.data_dir, ec);
+  if (ec) return make_error(ErrorCode::kIo, "cannot create " + cfg.data_dir);
+  ::chmod(cfg.data_dir.c_str(), 0700);
+  const fs::path dir(cfg.data_dir);
+  const fs::path ws_file = dir / "ws_path";
+  if (!fs::exists(ws_file)) {
+    PARLEY_TRY(write_private_file(ws_file, "/" + random_token(rng, 22) + "\n"));
+  }
+  PARLEY_ASSIGN_OR_RETURN(std::string ws, read_file(ws_file));
+  while (!ws.empty() && (ws.back() == '\n' || ws.back() == '\r')) ws.pop_back();
+  if (ws.size() < 8 || ws.front() != '/') return make_error(ErrorCode::kInvalidArgument, "bad " + ws_file.string());
+  cfg.ws_path = ws;
+
+  if (!cfg.cert_file.empty() || !cfg.key_file.empty()) {
+    if (cfg.cert_file.empty() || cfg.key_file.empty()) {
+      return make_error(ErrorCode::kInvalidArgument, "--cert and --key go together");
+    }
+    PARLEY_ASSIGN_OR_RETURN(tls.cert_pem, read_file(cfg.cert_file));
+    PARLEY_ASSIGN_OR_RETURN(tls.key_pem, read_file(cfg.key_file));
+    return Status::ok();
+  }
+  const fs::path tls_dir = dir / "tls";
+  fs::create_directories(tls_dir, ec);
+  ::chmod(tls_dir.c_str(), 0700);
+  if (!fs::exists(tls_dir / "cert.pem") || !fs::exists(tls_dir / "key.pem")) {
+    PARLEY_ASSIGN_OR_RETURN(crypto::TlsIdentity fresh,
+                            crypto::generate_self_signed(cfg.public_host, 3650));
+    PARLEY_TRY(write_private_file(tls_dir / "key.pem", fresh.key_pem));
+    PARLEY_TRY(write_private_file(tls_dir / "cert.pem", fresh.cert_pem));
+    spdlog::info("event=tls_identity_created");
+  }
+  PARLEY_ASSIGN_OR_RETURN(tls.cert_pem, read_file(tls_dir / "cert.pem"));
+  PARLEY_ASSIGN_OR_RETURN(tls.key_pem, read_file(tls_dir / "key.pem"));
+  return Status::ok();
+}
+
+Result<std::string> mint_invite(store::Store& store, Rng& rng, const Clock& clock) {
+  std::string token = random_token(rng, 24);
+  auto p = std::make_shared<std::promise<Status>>();
+  auto f = p->get_future();
+  store.create_invite(token, clock.now_ms() + kInviteLifetimeMs,
+                      [p](Status s) { p->set_value(std::move(s)); });
+  PARLEY_TRY(f.get());
+  return token;
+}
+
+int run(server::ServerConfig cfg) {
+  crypto::SystemRng rng;
+  SystemClock clock;
+  if (cfg.server_name.empty()) cfg.server_name = cfg.listen.host;
+  if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
+
+  crypto::TlsIdentity tls;
+  if (Status s = prepare_data_dir(cfg, rng, tls); !s.is_ok()) {
+    std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
+    return 1;
+  }
+  auto pin = crypto::certificate_pin(tls.cert_pem);
+  if (!pin) {
+    std::fprintf(stderr, "parleyd: certificate: %s\n", pin.error().to_string().c_str());
+    return 1;
+  }
+  auto store = store::open_sqlite_store((fs::path(cfg.data_dir) / "parley.db").string());
+  if (!store) {
+    std::fprintf(stderr, "parleyd: database: %s\n", store.error().to_string().c_str());
+    return 1;
+  }
+
+  boost::asio::io_context io;
+  server::Metrics metrics;
+  server::Service service(io, cfg, **store, clock, rng, metrics);
+  transport::ServerOptions opts;
+  opts.listen_host = cfg.listen.host;
+  opts.listen_port = cfg.listen.port;
+  opts.cert_pem = tls.cert_pem;
+  opts.key_pem = tls.key_pem;
+  service.fill_transport_options(opts);
+  auto server = transport::Server::start(io, opts, service.handler_factory(), &service.http_files());
+  if (!server) {
+    std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
+                 server.error().to_string().c_str());
+    return 1;
+  }
+  const std::uint16_t port = (*server)->port();
+
+  std::unique_ptr<transport::AdminServer> admin;
+  if (!cfg.admin.host.empty()) {
+    auto a = transport::AdminServer::start(
+        io, cfg.admin.host, cfg.admin.port,
+        [&](const std::string& method, const std::string& target) -> transport::AdminResponse {
+          if (method == "GET" && target == "/metrics") {
+            return {200, "text/plain; version=0.0.4", metrics.render_prometheus((*store)->stats())};
+          }
+          if (method == "POST" && target == "/invite") {
+            auto token = mint_invite(**store, rng, clock);
+            if (!token) return {500, "text/plain", "could not create an invite\n"};
+            wire::Invite inv{cfg.public_host, cfg.public_port ? cfg.public_port : port,
+                             cfg.server_name, Bytes(pin->begin(), pin->end()), cfg.ws_path, *token};
+            return {200, "text/plain", wire::format_invite(inv) + "\n"};
+          }
+          if (method == "GET" && target == "/health") return {200, "text/plain", "ok\n"};
+          return {404, "text/plain", "not found\n"};
+        });
+    if (!a) {
+      std::fprintf(stderr, "parleyd: admin %s:%u: %s\n", cfg.admin.host.c_str(), cfg.admin.port,
+                   a.error().to_string().c_str());
+      return 1;
+    }
+    admin = std::move(*a);
+  }
+
+  wire::Invite invite{cfg.public_host, cfg.public_port ? cfg.public_port : port, cfg.server_name,
+                      Bytes(pin->begin(), pin->end()), cfg.ws_path, ""};
+  if (cfg.registration == server::RegistrationPolicy::kInvite) {
+    auto token = mint_invite(**store, rng, clock);
+    if (!token) {
+      std::fprintf(stderr, "parleyd: invite: %s\n", token.error().to_string().c_str());
+      return 1;
+    }
+    invite.invite_token = *token;
+  }
+  std::printf("invite: %s\n", wire::format_invite(invite).c_str());
+  if (admin) std::printf("admin: http://%s:%u/metrics\n", cfg.admin.host.c_str(), admin->port());
+  std::fflush(stdout);
+  spdlog::info("event=started port={} registration={} threads={}", port,
+               server::policy_name(cfg.registration), std::thread::hardware_concurrency());
+
+  // Housekeeping: expire old envelopes, dedup keys, invites and attachments.
+  boost::asio::steady_timer housekeeping(io);
+  std::function<void()> schedule = [&] {
+    housekeeping.expires_after(std::chrono::minutes(10));
+    housekeeping.async_wait([&](boost::system::error_code ec) {
+      if (ec) return;
+      const std::int64_t age = static_cast<std::int64_t>(cfg.queue_max_age_days) * 24 * 3600 * 1000;
+      (*store)->expire(clock.now_ms(), age, age,
+                       [dir = cfg.data_dir](Result<std::vector<std::string>> ids) {
+                         if (!ids) return;
+                         for (const auto& id : *ids) {
+                           std::error_code rm;
+                           fs::remove(fs::path(dir) / "attachments" / id, rm);
+                         }
+                       });
+      schedule();
+    });
+  };
+  schedule();
+
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](boost::system::error_code, int sig) {
+    spdlog::info("event=draining signal={}", sig);
+    (*server)->stop_accepting();
+    service.set_draining();
+    housekeeping.cancel();
+    // Let in-flight requests finish, then close connections and stop.
+    auto grace = std::make_shared<boost::asio::steady_timer>(io, std::chrono::milliseconds(500));
+    grace->async_wait([&, grace](boost::system::error_code) {
+      (*server)->close_all("server restarting");
+      if (admin) admin->stop();
+      auto stop = std::make_shared<boost::asio::steady_timer>(io, std::chrono::milliseconds(500));
+      stop->async_wait([&, stop](boost::system::error_code) { io.stop(); });
+    });
+  });
+
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+  (*store)->close();  // commits everything still queued
+  spdlog::info("event=stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::umask(077);                // the data directory holds keys: private to the service user
+  ::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error value, not a crash
+  auto logger = spdlog::stderr_color_mt("parleyd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+
+  CLI::App app{"parleyd: the parley server (stores and forwards ciphertext only)"};
+  app.set_version_flag("--version", kVersion);
+  server::ServerConfig cfg;
+  std::string config_file, listen, admin, policy;
+  app.add_option("--config", config_file, "TOML configuration file (flags override it)");
+  app.add_option("--data", cfg.data_dir, "data directory (created on first start)");
+  app.add_option("--listen", listen, "HOST:PORT to listen on (TLS); port 0 picks a free one");
+  app.add_option("--admin", admin, "HOST:PORT for /metrics (plain HTTP; keep it private)");
+  app.add_option("--name", cfg.server_name, "server name in addresses (default: listen host)");
+  app.add_option("--public-host", cfg.public_host, "host written into invite links");
+  app.add_option("--public-port", cfg.public_port, "port written into invite links");
+  app.add_option("--cert", cfg.cert_file, "PEM certificate (default: generated self-signed)");
+  app.add_option("--key", cfg.key_file, "PEM private key for --cert");
+  app.add_option("--site", cfg.site_dir, "directory of the public website (default: built-in)");
+  app.add_option("--registration", policy, "registration policy: open, invite or pow");
+  app.add_option("--pow-difficulty", cfg.pow_difficulty, "leading zero bits for pow registration");
+  app.add_option("--queue-max-count", cfg.queue_max_count, "envelopes per device queue");
+  app.add_option("--queue-max-bytes", cfg.queue_max_bytes, "bytes per device queue");
+  app.add_option("--max-connections", cfg.max_connections, "simultaneous connections");
+  app.add_option("--attachment-max-bytes", cfg.attachment_max_bytes, "largest attachment");
+  CLI11_PARSE(app, argc, argv);
+
+  // Precedence: defaults < config file < flags. Re-apply flags over the file's values.
+  if (!config_file.empty()) {
+    server::ServerConfig from_file;
+    if (Status s = server::load_config_file(config_file, from_file); !s.is_ok()) {
+      std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
+      return 2;
+    }
+    server::ServerConfig defaults;
+    auto keep = [&](auto& flag_value, const auto& default_value, const auto& file_value) {
+      if (flag_value == default_value) flag_value = file_value;
+    };
+    keep(cfg.data_dir, defaults.data_dir, from_file.data_dir);
+    keep(cfg.server_name, defaults.server_name, from_file.server_name);
+    keep(cfg.public_host, defaults.public_host, from_file.public_host);
+    keep(cfg.public_port, defaults.public_port, from_file.public_port);
+    keep(cfg.cert_file, defaults.cert_file, from_file.cert_file);
+    keep(cfg.key_file, defaults.key_file, from_file.key_file);
+    keep(cfg.site_dir, defaults.site_dir, from_file.site_dir);
+    keep(cfg.pow_difficulty, defaults.pow_difficulty, from_file.pow_difficulty);
+    keep(cfg.queue_max_count, defaults.queue_max_count, from_file.queue_max_count);
+    keep(cfg.queue_max_bytes, defaults.queue_max_bytes, from_file.queue_max_bytes);
+    keep(cfg.max_connections, defaults.max_connections, from_file.max_connections);
+    keep(cfg.attachment_max_bytes, defaults.attachment_max_bytes, from_file.attachment_max_bytes);
+    // Keys without a flag come from the file as they are.
+    cfg.queue_max_age_days = from_file.queue_max_age_days;
+    cfg.max_message_bytes = from_file.max_message_bytes;
+    cfg.write_queue_bytes = from_file.write_queue_bytes;
+    cfg.idle_timeout_s = from_file.idle_timeout_s;
+    cfg.ping_interval_s = from_file.ping_interval_s;
+    cfg.max_inflight_requests = from_file.max_inflight_requests;
+    cfg.ip_request_rate = from_file.ip_request_rate;
+    cfg.ip_request_burst = from_file.ip_request_burst;
+    cfg.ip_connect_rate = from_file.ip_connect_rate;
+    cfg.ip_connect_burst = from_file.ip_connect_burst;
+    cfg.account_send_rate = from_file.account_send_rate;
+    cfg.account_send_burst = from_file.account_send_burst;
+    cfg.register_rate_per_ip = from_file.register_rate_per_ip;
+    cfg.register_burst_per_ip = from_file.register_burst_per_ip;
+    cfg.attachment_expiry_days = from_file.attachment_expiry_days;
+    if (listen.empty()) cfg.listen = from_file.listen;
+    if (admin.empty()) cfg.admin = from_file.admin;
+    if (policy.empty()) cfg.registration = from_file.registration;
+  }
+  if (!listen.empty()) {
+    auto hp = server::parse_host_port(listen);
+    if (!hp) {
+      std::fprintf(stderr, "parleyd: --listen: %s\n", hp.error().message().c_str());
+      return 2;
+    }
+    cfg.listen = *hp;
+  }
+  if (!admin.empty()) {
+    auto hp = server::parse_host_port(admin);
+    if (!hp) {
+      std::fprintf(stderr, "parleyd: --admin: %s\n", hp.error().message().c_str());
+      return 2;
+    }
+    cfg.admin = *hp;
+  }
+  if (!policy.empty()) {
+    auto p = server::parse_policy(policy);
+    if (!p) {
+      std::fprintf(stderr, "parleyd: --registration: %s\n", p.error().message().c_str());
+      return 2;
+    }
+    cfg.registration = *p;
+  }
+  if (cfg.data_dir.empty()) {
+    std::fprintf(stderr, "parleyd: --data DIR is required (or server.data in --config)\n");
+    return 2;
+  }
+  return run(std::move(cfg));
+}

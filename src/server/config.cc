@@ -1,0 +1,140 @@
+#include "server/config.h"
+
+#define TOML_EXCEPTIONS 0
+#define TOML_HEADER_ONLY 1
+#include <charconv>
+#include <toml++/toml.h>
+
+namespace parley::server {
+
+Result<HostPort> parse_host_port(std::string_view text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size()) {
+    return make_error(ErrorCode::kInvalidArgument, "expected HOST:PORT");
+  }
+  std::string_view host = text.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string_view port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port > 65535) {
+    return make_error(ErrorCode::kInvalidArgument, "bad port in HOST:PORT");
+  }
+  return HostPort{std::string(host), static_cast<std::uint16_t>(port)};
+}
+
+std::string_view policy_name(RegistrationPolicy p) {
+  switch (p) {
+    case RegistrationPolicy::kOpen: return "open";
+    case RegistrationPolicy::kInvite: return "invite";
+    case RegistrationPolicy::kPow: return "pow";
+  }
+  return "open";
+}
+
+Result<RegistrationPolicy> parse_policy(std::string_view name) {
+  if (name == "open") return RegistrationPolicy::kOpen;
+  if (name == "invite") return RegistrationPolicy::kInvite;
+  if (name == "pow") return RegistrationPolicy::kPow;
+  return make_error(ErrorCode::kInvalidArgument, "registration policy must be open, invite or pow");
+}
+
+namespace {
+
+Status bad_key(const std::string& key, const char* why) {
+  return make_error(ErrorCode::kInvalidArgument, "config " + key + ": " + why);
+}
+
+template <typename T>
+Status read_uint(const toml::node& n, const std::string& key, T& out) {
+  auto v = n.value<std::int64_t>();
+  if (!v || *v < 0 || static_cast<std::uint64_t>(*v) > std::numeric_limits<T>::max()) {
+    return bad_key(key, "expected a non-negative integer in range");
+  }
+  out = static_cast<T>(*v);
+  return Status::ok();
+}
+
+Status read_double(const toml::node& n, const std::string& key, double& out) {
+  auto v = n.value<double>();
+  if (!v || *v < 0) return bad_key(key, "expected a non-negative number");
+  out = *v;
+  return Status::ok();
+}
+
+Status read_string(const toml::node& n, const std::string& key, std::string& out) {
+  auto v = n.value<std::string>();
+  if (!v) return bad_key(key, "expected a string");
+  out = *v;
+  return Status::ok();
+}
+
+Status read_host_port(const toml::node& n, const std::string& key, HostPort& out) {
+  std::string s;
+  PARLEY_TRY(read_string(n, key, s));
+  auto hp = parse_host_port(s);
+  if (!hp) return bad_key(key, "expected HOST:PORT");
+  out = *hp;
+  return Status::ok();
+}
+
+Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
+  if (key == "server.data") return read_string(n, key, c.data_dir);
+  if (key == "server.listen") return read_host_port(n, key, c.listen);
+  if (key == "server.admin") return read_host_port(n, key, c.admin);
+  if (key == "server.name") return read_string(n, key, c.server_name);
+  if (key == "server.public_host") return read_string(n, key, c.public_host);
+  if (key == "server.public_port") return read_uint(n, key, c.public_port);
+  if (key == "server.cert") return read_string(n, key, c.cert_file);
+  if (key == "server.key") return read_string(n, key, c.key_file);
+  if (key == "server.site") return read_string(n, key, c.site_dir);
+  if (key == "registration.policy") {
+    std::string s;
+    PARLEY_TRY(read_string(n, key, s));
+    auto p = parse_policy(s);
+    if (!p) return bad_key(key, "expected open, invite or pow");
+    c.registration = *p;
+    return Status::ok();
+  }
+  if (key == "registration.pow_difficulty") return read_uint(n, key, c.pow_difficulty);
+  if (key == "limits.queue_max_count") return read_uint(n, key, c.queue_max_count);
+  if (key == "limits.queue_max_bytes") return read_uint(n, key, c.queue_max_bytes);
+  if (key == "limits.queue_max_age_days") return read_uint(n, key, c.queue_max_age_days);
+  if (key == "limits.max_message_bytes") return read_uint(n, key, c.max_message_bytes);
+  if (key == "limits.write_queue_bytes") return read_uint(n, key, c.write_queue_bytes);
+  if (key == "limits.max_connections") return read_uint(n, key, c.max_connections);
+  if (key == "limits.idle_timeout_s") return read_uint(n, key, c.idle_timeout_s);
+  if (key == "limits.ping_interval_s") return read_uint(n, key, c.ping_interval_s);
+  if (key == "limits.max_inflight_requests") return read_uint(n, key, c.max_inflight_requests);
+  if (key == "limits.ip_request_rate") return read_double(n, key, c.ip_request_rate);
+  if (key == "limits.ip_request_burst") return read_double(n, key, c.ip_request_burst);
+  if (key == "limits.ip_connect_rate") return read_double(n, key, c.ip_connect_rate);
+  if (key == "limits.ip_connect_burst") return read_double(n, key, c.ip_connect_burst);
+  if (key == "limits.account_send_rate") return read_double(n, key, c.account_send_rate);
+  if (key == "limits.account_send_burst") return read_double(n, key, c.account_send_burst);
+  if (key == "limits.register_rate_per_ip") return read_double(n, key, c.register_rate_per_ip);
+  if (key == "limits.register_burst_per_ip") return read_double(n, key, c.register_burst_per_ip);
+  if (key == "attachments.max_bytes") return read_uint(n, key, c.attachment_max_bytes);
+  if (key == "attachments.expiry_days") return read_uint(n, key, c.attachment_expiry_days);
+  return bad_key(key, "unknown key");
+}
+
+}  // namespace
+
+Status load_config_file(const std::string& path, ServerConfig& config) {
+  toml::parse_result parsed = toml::parse_file(path);
+  if (!parsed) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "config " + path + ": " + std::string(parsed.error().description()));
+  }
+  for (auto&& [section, node] : parsed.table()) {
+    const toml::table* t = node.as_table();
+    if (t == nullptr) return bad_key(std::string(section.str()), "expected a [section]");
+    for (auto&& [key, value] : *t) {
+      PARLEY_TRY(apply(std::string(section.str()) + "." + std::string(key.str()), value, config));
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace parley::server

@@ -1,0 +1,67 @@
+#pragma once
+// parleyd's configuration: defaults, then the TOML file (--config), then command-line flags.
+// docs/operations.md lists every key. Plain value type.
+
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+
+namespace parley::server {
+
+enum class RegistrationPolicy { kOpen, kInvite, kPow };
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+};
+// "host:port" or "[v6]:port"; kInvalidArgument otherwise.
+Result<HostPort> parse_host_port(std::string_view text);
+
+struct ServerConfig {
+  // [server]
+  std::string data_dir;
+  HostPort listen{"127.0.0.1", 8443};
+  HostPort admin{"", 0};             // empty host: no admin listener
+  std::string server_name;           // the server part of addresses; default: listen host
+  std::string public_host;           // host in the invite link; default: listen host
+  std::uint16_t public_port = 0;     // port in the invite link; default: the bound port
+  std::string cert_file;             // PEM; empty: DIR/tls/cert.pem, generated on first start
+  std::string key_file;
+  std::string site_dir;              // static website; empty: the built-in one
+  // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.
+  std::string ws_path;
+  // [registration]
+  RegistrationPolicy registration = RegistrationPolicy::kOpen;
+  std::uint32_t pow_difficulty = 20;
+  // [limits]
+  std::uint32_t queue_max_count = 10000;
+  std::uint64_t queue_max_bytes = 64ull << 20;
+  std::uint32_t queue_max_age_days = 30;
+  std::uint32_t max_message_bytes = 256 * 1024;   // one frame
+  std::uint32_t write_queue_bytes = 1 << 20;      // per connection
+  std::uint32_t max_connections = 19000;
+  std::uint32_t idle_timeout_s = 120;
+  std::uint32_t ping_interval_s = 30;
+  std::uint32_t max_inflight_requests = 64;       // per connection
+  double ip_request_rate = 200;                   // requests/s per IP (bursts below)
+  double ip_request_burst = 2000;
+  double ip_connect_rate = 20;                    // new connections/s per IP
+  double ip_connect_burst = 200;
+  double account_send_rate = 500;                 // messages/s per account
+  double account_send_burst = 5000;
+  double register_rate_per_ip = 0.2;              // registrations/s per IP
+  double register_burst_per_ip = 20;
+  // [attachments]
+  std::uint64_t attachment_max_bytes = 100ull << 20;
+  std::uint32_t attachment_expiry_days = 30;
+};
+
+// Applies a TOML file over `config`. Unknown keys are refused (kInvalidArgument naming the key),
+// so a typo never silently falls back to a default.
+Status load_config_file(const std::string& path, ServerConfig& config);
+
+std::string_view policy_name(RegistrationPolicy p);
+Result<RegistrationPolicy> parse_policy(std::string_view name);
+
+}  // namespace parley::server

@@ -1,0 +1,82 @@
+#include "server/metrics.h"
+
+namespace parley::server {
+
+namespace {
+constexpr std::uint32_t kStatusBuckets[] = {0, 400, 401, 403, 404, 409, 413, 429, 500, 503};
+}
+
+std::string_view request_kind_name(RequestKind k) {
+  switch (k) {
+    case RequestKind::kRegister: return "register";
+    case RequestKind::kLogin: return "login";
+    case RequestKind::kUploadKeys: return "upload_keys";
+    case RequestKind::kKeyCount: return "key_count";
+    case RequestKind::kFetchBundles: return "fetch_bundles";
+    case RequestKind::kSend: return "send";
+    case RequestKind::kMultiSend: return "multi_send";
+    case RequestKind::kAck: return "ack";
+    case RequestKind::kAttachmentSlot: return "attachment_slot";
+    case RequestKind::kPing: return "ping";
+    case RequestKind::kDevices: return "devices";
+    case RequestKind::kUnknown: return "unknown";
+    case RequestKind::kCount: break;
+  }
+  return "unknown";
+}
+
+void Metrics::count_response(std::uint32_t status) {
+  for (std::size_t i = 0; i < std::size(kStatusBuckets); ++i) {
+    if (kStatusBuckets[i] == status) {
+      responses[i].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  }
+  responses[8].fetch_add(1, std::memory_order_relaxed);  // anything else counts as 500
+}
+
+std::string Metrics::render_prometheus(const store::Stats& s) const {
+  std::string out;
+  auto line = [&out](std::string_view name, std::string_view type, std::string_view help,
+                     auto value) {
+    out += "# HELP " + std::string(name) + " " + std::string(help) + "\n";
+    out += "# TYPE " + std::string(name) + " " + std::string(type) + "\n";
+    out += std::string(name) + " " + std::to_string(value) + "\n";
+  };
+  line("parley_connections", "gauge", "Open WebSocket connections.", connections.load());
+  line("parley_connections_authenticated", "gauge", "Logged-in connections.", authenticated.load());
+  line("parley_connections_total", "counter", "WebSocket connections accepted.",
+       connections_total.load());
+  line("parley_messages_stored_total", "counter", "Envelopes durably committed.",
+       messages_stored.load());
+  line("parley_messages_pushed_total", "counter", "Envelopes pushed to devices.",
+       messages_pushed.load());
+  line("parley_messages_acked_total", "counter", "Envelopes deleted after a device ack.",
+       messages_acked.load());
+  line("parley_messages_duplicate_total", "counter", "Resends refused as already stored.",
+       duplicates.load());
+  line("parley_bad_frames_total", "counter", "Frames that did not decode.", bad_frames.load());
+  line("parley_queue_envelopes", "gauge", "Envelopes waiting in device queues.", s.queued_envelopes);
+  line("parley_queue_bytes", "gauge", "Bytes waiting in device queues.", s.queued_bytes);
+  line("parley_accounts", "gauge", "Registered accounts.", s.accounts);
+  line("parley_store_commits_total", "counter", "Store transactions committed.", s.commits);
+  line("parley_store_committed_ops_total", "counter", "Operations in committed transactions.",
+       s.committed_ops);
+  line("parley_store_last_batch_size", "gauge", "Operations in the last committed transaction.",
+       s.last_batch_size);
+  out += "# HELP parley_requests_total Requests by kind.\n# TYPE parley_requests_total counter\n";
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    out += "parley_requests_total{kind=\"" +
+           std::string(request_kind_name(static_cast<RequestKind>(i))) + "\"} " +
+           std::to_string(requests[i].load()) + "\n";
+  }
+  out += "# HELP parley_responses_total Responses by status code.\n"
+         "# TYPE parley_responses_total counter\n";
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    out += "parley_responses_total{code=\"" + std::to_string(kStatusBuckets[i]) + "\"} " +
+           std::to_string(responses[i].load()) + "\n";
+  }
+  return out;
+}
+
+}  // namespace parley::server

@@ -1,0 +1,38 @@
+#pragma once
+// Server metrics, rendered in the Prometheus text format on the admin listener. Counters are
+// atomics: updated from any thread without locks. No user data ever appears in a label.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "store/store.h"
+
+namespace parley::server {
+
+// Request kinds, for per-kind counters.
+enum class RequestKind : std::size_t {
+  kRegister, kLogin, kUploadKeys, kKeyCount, kFetchBundles, kSend, kMultiSend, kAck,
+  kAttachmentSlot, kPing, kDevices, kUnknown, kCount
+};
+std::string_view request_kind_name(RequestKind k);
+
+struct Metrics {
+  std::atomic<std::int64_t> connections{0};         // open WebSocket connections
+  std::atomic<std::int64_t> authenticated{0};       // of which logged in
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::uint64_t> messages_stored{0};    // envelopes committed
+  std::atomic<std::uint64_t> messages_pushed{0};    // envelopes sent to devices
+  std::atomic<std::uint64_t> messages_acked{0};     // envelopes deleted after a device ack
+  std::atomic<std::uint64_t> duplicates{0};         // sends refused as already stored
+  std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(RequestKind::kCount)> requests{};
+  // Responses by status code bucket: 0, 400, 401, 403, 404, 409, 413, 429, 500, 503.
+  std::array<std::atomic<std::uint64_t>, 10> responses{};
+  std::atomic<std::uint64_t> bad_frames{0};         // frames that did not decode
+
+  void count_response(std::uint32_t status);
+  std::string render_prometheus(const store::Stats& store) const;
+};
+
+}  // namespace parley::server

@@ -1,0 +1,87 @@
+// Unit tests of the server's small parts; the server as a whole is tested through real parleyd
+// processes in tests/server/.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "server/config.h"
+#include "server/names.h"
+#include "server/pow.h"
+#include "server/rate_limiter.h"
+
+namespace parley::server {
+namespace {
+
+TEST(Names, FoldAndValidate) {
+  EXPECT_EQ(*fold_name("Alice"), "alice");
+  EXPECT_EQ(*fold_name("bob.smith-2_x"), "bob.smith-2_x");
+  EXPECT_FALSE(fold_name("al").has_value());
+  EXPECT_FALSE(fold_name(std::string(33, 'a')).has_value());
+  EXPECT_FALSE(fold_name("_alice").has_value());
+  EXPECT_FALSE(fold_name("ali ce").has_value());
+  EXPECT_FALSE(fold_name("ali\xc3\xa9").has_value());  // no Unicode look-alikes
+  EXPECT_EQ(fold_name("ALICE").value(), fold_name("alice").value());
+}
+
+TEST(Pow, SolveAndVerify) {
+  Bytes challenge(32, 9);
+  std::uint64_t nonce = 0;
+  ASSERT_TRUE(pow_solve(challenge, "alice", 12, 1u << 24, nonce));
+  EXPECT_TRUE(pow_valid(challenge, "alice", nonce, 12));
+  EXPECT_FALSE(pow_valid(challenge, "alicf", nonce, 12) && pow_valid(challenge, "alicf", nonce, 20));
+  EXPECT_TRUE(pow_valid(challenge, "alice", nonce, 0));
+  EXPECT_FALSE(pow_valid(challenge, "alice", nonce, 65));
+}
+
+TEST(RateLimiter, BurstThenRefill) {
+  ManualClock clock(0);
+  RateLimiter rl(clock, 10, 5, 2);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(rl.allow("a"));
+  EXPECT_FALSE(rl.allow("a"));
+  clock.advance_ms(100);  // one token back
+  EXPECT_TRUE(rl.allow("a"));
+  EXPECT_FALSE(rl.allow("a"));
+  EXPECT_TRUE(rl.allow("b"));
+  EXPECT_TRUE(rl.allow("c"));  // evicts the least recent ("a"), bounded memory
+  EXPECT_TRUE(rl.allow("a"));  // a fresh bucket
+}
+
+TEST(Config, HostPort) {
+  EXPECT_EQ(parse_host_port("127.0.0.1:8443")->port, 8443);
+  EXPECT_EQ(parse_host_port("[::1]:1")->host, "::1");
+  EXPECT_FALSE(parse_host_port("nohost").has_value());
+  EXPECT_FALSE(parse_host_port("h:99999").has_value());
+  EXPECT_FALSE(parse_host_port("h:12x").has_value());
+}
+
+TEST(Config, TomlFileAndUnknownKeys) {
+  const std::string path = ::testing::TempDir() + "/parleyd_test.toml";
+  {
+    std::ofstream f(path);
+    f << "[server]\nlisten = \"0.0.0.0:9443\"\nname = \"example.org\"\n"
+      << "[registration]\npolicy = \"pow\"\npow_difficulty = 8\n"
+      << "[limits]\nqueue_max_count = 7\n";
+  }
+  ServerConfig c;
+  ASSERT_TRUE(load_config_file(path, c).is_ok());
+  EXPECT_EQ(c.listen.port, 9443);
+  EXPECT_EQ(c.server_name, "example.org");
+  EXPECT_EQ(c.registration, RegistrationPolicy::kPow);
+  EXPECT_EQ(c.pow_difficulty, 8u);
+  EXPECT_EQ(c.queue_max_count, 7u);
+  {
+    std::ofstream f(path);
+    f << "[limits]\nqueue_max_cuont = 7\n";
+  }
+  Status s = load_config_file(path, c);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("queue_max_cuont"), std::string::npos);
+  {
+    std::ofstream f(path);
+    f << "[limits\n";
+  }
+  EXPECT_FALSE(load_config_file(path, c).is_ok());
+}
+
+}  // namespace
+}  // namespace parley::server

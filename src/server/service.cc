@@ -1,0 +1,108 @@
+#include "server/service.h"
+
+#include "crypto/primitives.h"
+#include "server/attachments.h"
+#include "server/session.h"
+
+namespace parley::server {
+
+const store::Device* AccountInfo::device(std::uint32_t device_id) const {
+  for (const auto& d : devices) {
+    if (d.device_id == device_id) return &d;
+  }
+  return nullptr;
+}
+
+Service::Service(boost::asio::io_context& io, ServerConfig config, store::Store& store,
+                 const Clock& clock, Rng& rng, Metrics& metrics)
+    : io_(io),
+      config_(std::move(config)),
+      store_(store),
+      clock_(clock),
+      rng_(rng),
+      metrics_(metrics),
+      ip_requests_(clock, config_.ip_request_rate, config_.ip_request_burst),
+      account_sends_(clock, config_.account_send_rate, config_.account_send_burst),
+      registrations_(clock, config_.register_rate_per_ip, config_.register_burst_per_ip),
+      files_(make_attachment_files(*this)) {}
+
+Service::~Service() = default;
+
+transport::WsHandlerFactory Service::handler_factory() {
+  return [this](const std::string& remote_ip) { return make_session_handler(*this, remote_ip); };
+}
+
+void Service::fill_transport_options(transport::ServerOptions& o) const {
+  o.ws_path = config_.ws_path;
+  o.site_dir = config_.site_dir;
+  o.max_message_size = config_.max_message_bytes + 4096;  // frame overhead around the content
+  o.max_http_body = 16 * 1024 * 1024;
+  o.write_queue_limit = config_.write_queue_bytes;
+  o.max_connections = config_.max_connections;
+  o.idle_timeout = std::chrono::seconds(config_.idle_timeout_s);
+  o.ping_interval = std::chrono::seconds(config_.ping_interval_s);
+}
+
+void Service::find_account(const std::string& folded_name,
+                           std::function<void(Result<AccountPtr>)> done) {
+  {
+    std::lock_guard<std::mutex> lock(accounts_mu_);
+    auto it = accounts_.find(folded_name);
+    if (it != accounts_.end()) {
+      AccountPtr a = it->second;
+      boost::asio::post(io_, [done = std::move(done), a]() { done(a); });
+      return;
+    }
+  }
+  store_.find_account(
+      folded_name, on_io<std::optional<store::Account>>(
+                       [this, folded_name, done = std::move(done)](
+                           Result<std::optional<store::Account>> r) {
+                         if (!r) return done(r.error());
+                         if (!*r) return done(make_error(ErrorCode::kNotFound, "no such account"));
+                         auto info = std::make_shared<AccountInfo>();
+                         info->id = (*r)->id;
+                         info->name = (*r)->name;
+                         info->devices = std::move((*r)->devices);
+                         remember_account(folded_name, info);
+                         done(AccountPtr(std::move(info)));
+                       }));
+}
+
+void Service::remember_account(const std::string& folded_name, AccountPtr account) {
+  std::lock_guard<std::mutex> lock(accounts_mu_);
+  accounts_[folded_name] = std::move(account);
+}
+
+void Service::attach(std::int64_t account, std::uint32_t device,
+                     const std::shared_ptr<Session>& s) {
+  std::shared_ptr<Session> previous;
+  {
+    std::lock_guard<std::mutex> lock(presence_mu_);
+    auto& slot = presence_[{account, device}];
+    previous = slot.lock();
+    slot = s;
+  }
+  if (previous && previous != s) previous->replaced();
+}
+
+void Service::detach(std::int64_t account, std::uint32_t device, const Session* s) {
+  std::lock_guard<std::mutex> lock(presence_mu_);
+  auto it = presence_.find({account, device});
+  if (it == presence_.end()) return;
+  auto current = it->second.lock();
+  if (!current || current.get() == s) presence_.erase(it);
+}
+
+void Service::notify(std::int64_t account, std::uint32_t device, std::int64_t seq,
+                     std::shared_ptr<const store::Envelope> envelope) {
+  std::shared_ptr<Session> s;
+  {
+    std::lock_guard<std::mutex> lock(presence_mu_);
+    auto it = presence_.find({account, device});
+    if (it != presence_.end()) s = it->second.lock();
+  }
+  if (s) s->on_queued(seq, std::move(envelope));
+}
+
+}  // namespace parley::server

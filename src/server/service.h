@@ -1,0 +1,106 @@
+#pragma once
+// Service: the state every connection shares — configuration, the store, the account cache,
+// presence (which device is connected where), rate limits and metrics. Sessions (session.h) are
+// the per-connection state machines built on it.
+//
+// Threading: every method is thread-safe. Store callbacks are re-posted onto the io_context, so
+// session logic never runs on the store's thread.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "base/clock.h"
+#include "base/rng.h"
+#include "server/config.h"
+#include "server/metrics.h"
+#include "server/rate_limiter.h"
+#include "store/store.h"
+#include "transport/server.h"
+
+namespace parley::server {
+
+class Session;
+
+// An immutable snapshot of an account and its devices (replaced, never mutated).
+struct AccountInfo {
+  std::int64_t id = 0;
+  std::string name;
+  std::vector<store::Device> devices;
+  const store::Device* device(std::uint32_t device_id) const;
+};
+using AccountPtr = std::shared_ptr<const AccountInfo>;
+
+class Service {
+ public:
+  Service(boost::asio::io_context& io, ServerConfig config, store::Store& store,
+          const Clock& clock, Rng& rng, Metrics& metrics);
+  ~Service();
+
+  transport::WsHandlerFactory handler_factory();
+  transport::HttpFiles& http_files() { return *files_; }
+  // Limits the transport enforces, from the configuration.
+  void fill_transport_options(transport::ServerOptions& options) const;
+
+  const ServerConfig& config() const { return config_; }
+  store::Store& store() { return store_; }
+  const Clock& clock() const { return clock_; }
+  Rng& rng() { return rng_; }
+  Metrics& metrics() { return metrics_; }
+  RateLimiter& ip_requests() { return ip_requests_; }
+  RateLimiter& account_sends() { return account_sends_; }
+  RateLimiter& registrations() { return registrations_; }
+
+  // Wraps `f` so that it runs on the io_context when the store calls back.
+  template <typename T>
+  store::Callback<T> on_io(std::function<void(Result<T>)> f) {
+    return [this, f = std::move(f)](Result<T> r) mutable {
+      boost::asio::post(io_, [f = std::move(f), r = std::move(r)]() mutable { f(std::move(r)); });
+    };
+  }
+  store::Done on_io_done(std::function<void(Status)> f) {
+    return [this, f = std::move(f)](Status s) mutable {
+      boost::asio::post(io_, [f = std::move(f), s = std::move(s)]() mutable { f(std::move(s)); });
+    };
+  }
+
+  // Account cache over the store (accounts change only through this process).
+  void find_account(const std::string& folded_name, std::function<void(Result<AccountPtr>)> done);
+  void remember_account(const std::string& folded_name, AccountPtr account);
+
+  // Presence. A device has at most one live session; a new login replaces (and closes) the old.
+  void attach(std::int64_t account, std::uint32_t device, const std::shared_ptr<Session>& s);
+  void detach(std::int64_t account, std::uint32_t device, const Session* s);
+  // Tells the device's session (if connected here) that an envelope was queued for it.
+  void notify(std::int64_t account, std::uint32_t device, std::int64_t seq,
+              std::shared_ptr<const store::Envelope> envelope);
+
+  // Graceful drain: refuse new requests that change state.
+  void set_draining() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
+
+ private:
+  boost::asio::io_context& io_;
+  const ServerConfig config_;
+  store::Store& store_;
+  const Clock& clock_;
+  Rng& rng_;
+  Metrics& metrics_;
+  RateLimiter ip_requests_;
+  RateLimiter account_sends_;
+  RateLimiter registrations_;
+  std::unique_ptr<transport::HttpFiles> files_;
+  std::atomic<bool> draining_{false};
+
+  std::mutex accounts_mu_;
+  std::unordered_map<std::string, AccountPtr> accounts_;  // guarded by accounts_mu_
+
+  std::mutex presence_mu_;
+  std::map<std::pair<std::int64_t, std::uint32_t>, std::weak_ptr<Session>> presence_;  // guarded
+};
+
+}  // namespace parley::server

@@ -1,0 +1,758 @@
+#include "server/session.h"
+
+#include <spdlog/spdlog.h>
+
+#include "crypto/primitives.h"
+#include "server/names.h"
+#include "server/pow.h"
+
+namespace parley::server {
+
+namespace {
+
+constexpr std::size_t kPublicKeySize = 33;
+constexpr std::size_t kSignatureSize = 64;
+constexpr std::size_t kAuthKeySize = 32;
+constexpr std::size_t kClientMessageIdSize = 16;
+constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
+constexpr std::uint32_t kMaxRegistrationId = 16380;
+constexpr std::size_t kMaxPreKeysPerUpload = 200;
+constexpr std::size_t kMaxDevicesPerSend = 64;
+constexpr std::size_t kMaxSendsPerMulti = 1000;
+constexpr std::size_t kMaxAcksPerRequest = 1000;
+constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
+
+bool valid_key(const std::string& k) { return k.size() == kPublicKeySize && k[0] == 0x05; }
+
+bool valid_signed_pre_key(const wire::SignedPreKey& k) {
+  return k.id() <= kMaxPreKeyId && valid_key(k.public_key()) &&
+         k.signature().size() == kSignatureSize;
+}
+
+bool valid_pre_key(const wire::PreKey& k) {
+  return k.id() >= 1 && k.id() <= kMaxPreKeyId && valid_key(k.public_key());
+}
+
+store::SignedPreKey to_store(const wire::SignedPreKey& k) {
+  return store::SignedPreKey{k.id(), to_bytes(k.public_key()), to_bytes(k.signature())};
+}
+
+std::vector<store::PreKey> to_store(const google::protobuf::RepeatedPtrField<wire::PreKey>& ks) {
+  std::vector<store::PreKey> out;
+  out.reserve(static_cast<std::size_t>(ks.size()));
+  for (const auto& k : ks) out.push_back(store::PreKey{k.id(), to_bytes(k.public_key())});
+  return out;
+}
+
+RequestKind kind_of(const wire::Request& r) {
+  switch (r.op_case()) {
+    case wire::Request::kRegister: return RequestKind::kRegister;
+    case wire::Request::kLogin: return RequestKind::kLogin;
+    case wire::Request::kUploadKeys: return RequestKind::kUploadKeys;
+    case wire::Request::kKeyCount: return RequestKind::kKeyCount;
+    case wire::Request::kFetchBundles: return RequestKind::kFetchBundles;
+    case wire::Request::kSend: return RequestKind::kSend;
+    case wire::Request::kMultiSend: return RequestKind::kMultiSend;
+    case wire::Request::kAck: return RequestKind::kAck;
+    case wire::Request::kAttachmentSlot: return RequestKind::kAttachmentSlot;
+    case wire::Request::kPing: return RequestKind::kPing;
+    case wire::Request::kDevices: return RequestKind::kDevices;
+    case wire::Request::OP_NOT_SET: break;
+  }
+  return RequestKind::kUnknown;
+}
+
+std::uint32_t status_for(const Status& s) {
+  switch (s.code()) {
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kMalformed: return wire::kStatusBadRequest;
+    case ErrorCode::kNotFound: return wire::kStatusNotFound;
+    case ErrorCode::kAlreadyExists: return wire::kStatusConflict;
+    case ErrorCode::kPermissionDenied: return wire::kStatusForbidden;
+    case ErrorCode::kTooLarge: return wire::kStatusTooLarge;
+    case ErrorCode::kResourceExhausted: return wire::kStatusRateLimited;
+    case ErrorCode::kUnavailable: return wire::kStatusUnavailable;
+    default: return wire::kStatusInternal;
+  }
+}
+
+Bytes random_bytes(Rng& rng, std::size_t n) {
+  Bytes b(n);
+  rng.fill(b);
+  return b;
+}
+
+}  // namespace
+
+Session::Session(Service& service, std::string remote_ip)
+    : service_(service), remote_ip_(std::move(remote_ip)) {}
+
+Session::~Session() = default;
+
+void Session::on_open(std::shared_ptr<transport::WsConnection> conn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  conn_ = std::move(conn);
+  service_.metrics().connections.fetch_add(1);
+  service_.metrics().connections_total.fetch_add(1);
+  nonce_ = random_bytes(service_.rng(), 32);
+  Frame f;
+  auto* c = f.mutable_push()->mutable_challenge();
+  c->set_wire_version(wire::kWireVersion);
+  c->set_nonce(std::string(as_chars(nonce_)));
+  c->set_server_name(service_.config().server_name);
+  c->set_registration(std::string(policy_name(service_.config().registration)));
+  c->set_pow_difficulty(service_.config().pow_difficulty);
+  send_frame(f);
+}
+
+void Session::on_close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!conn_) return;
+  conn_.reset();
+  service_.metrics().connections.fetch_sub(1);
+  if (account_) {
+    service_.metrics().authenticated.fetch_sub(1);
+    service_.detach(account_->id, device_id_, this);
+  }
+}
+
+void Session::replaced() { close("logged in elsewhere"); }
+
+void Session::close(std::string_view reason) {
+  std::shared_ptr<transport::WsConnection> c;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    c = conn_;
+  }
+  if (c) c->close(reason);
+}
+
+void Session::send_frame(Frame& frame) {
+  if (conn_) conn_->send(wire::encode_frame(frame, &service_.rng()));
+}
+
+void Session::respond(Response response) {
+  Frame f;
+  service_.metrics().count_response(response.status());
+  *f.mutable_response() = std::move(response);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (inflight_requests_ > 0) --inflight_requests_;
+  send_frame(f);
+}
+
+void Session::respond_error(std::uint64_t id, std::uint32_t status, std::string message) {
+  Response r;
+  r.set_id(id);
+  r.set_status(status);
+  r.set_message(std::move(message));
+  respond(std::move(r));
+}
+
+void Session::on_message(std::string_view bytes) {
+  auto frame = wire::decode_frame(bytes);
+  if (!frame || !frame->has_request()) {
+    service_.metrics().bad_frames.fetch_add(1);
+    close(frame ? "expected a request" : "malformed frame");
+    return;
+  }
+  Request request = std::move(*frame->mutable_request());
+  bool accepted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!conn_) return;
+    ++inflight_requests_;  // every request gets exactly one response, which decrements
+    accepted = inflight_requests_ <= service_.config().max_inflight_requests &&
+               service_.ip_requests().allow(remote_ip_);
+  }
+  if (!accepted) return respond_error(request.id(), wire::kStatusRateLimited, "too many requests");
+  service_.metrics().requests[static_cast<std::size_t>(kind_of(request))].fetch_add(1);
+  handle(std::move(request));
+}
+
+void Session::handle(Request request) {
+  const std::uint64_t id = request.id();
+  bool authenticated;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    authenticated = account_ != nullptr;
+  }
+  switch (request.op_case()) {
+    case Request::kRegister:
+      if (authenticated) return respond_error(id, wire::kStatusBadRequest, "already logged in");
+      return do_register(id, request.register_());
+    case Request::kLogin:
+      if (authenticated) return respond_error(id, wire::kStatusBadRequest, "already logged in");
+      return do_login(id, request.login());
+    case Request::kPing: {
+      Response r;
+      r.set_id(id);
+      return respond(std::move(r));
+    }
+    default:
+      break;
+  }
+  if (!authenticated) return respond_error(id, wire::kStatusUnauthorized, "log in first");
+  switch (request.op_case()) {
+    case Request::kUploadKeys: return do_upload_keys(id, request.upload_keys());
+    case Request::kKeyCount: return do_key_count(id);
+    case Request::kFetchBundles: return do_fetch_bundles(id, request.fetch_bundles());
+    case Request::kSend: return do_send(id, request.send());
+    case Request::kMultiSend: return do_multi_send(id, request.multi_send());
+    case Request::kAck: return do_ack(id, request.ack());
+    case Request::kAttachmentSlot: return do_attachment_slot(id, request.attachment_slot());
+    case Request::kDevices: return do_devices(id, request.devices());
+    default: return respond_error(id, wire::kStatusBadRequest, "unknown request");
+  }
+}
+
+// ---- Registration and login ---------------------------------------------------------------------
+
+void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
+  const ServerConfig& cfg = service_.config();
+  if (service_.draining()) return respond_error(id, wire::kStatusUnavailable, "server draining");
+  auto folded = fold_name(r.name());
+  if (!folded) return respond_error(id, wire::kStatusBadRequest, folded.error().message());
+  if (r.auth_public_key().size() != kAuthKeySize || !valid_key(r.identity_key()) ||
+      r.registration_id() < 1 || r.registration_id() > kMaxRegistrationId ||
+      !r.has_signed_pre_key() || !valid_signed_pre_key(r.signed_pre_key()) ||
+      static_cast<std::size_t>(r.pre_keys_size()) > kMaxPreKeysPerUpload) {
+    return respond_error(id, wire::kStatusBadRequest, "invalid keys");
+  }
+  for (const auto& k : r.pre_keys()) {
+    if (!valid_pre_key(k)) return respond_error(id, wire::kStatusBadRequest, "invalid prekey");
+  }
+  Bytes nonce;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    nonce = nonce_;
+  }
+  if (!crypto::ed25519_verify(as_bytes(r.auth_public_key()),
+                              wire::auth_transcript(nonce, *folded, 1),
+                              as_bytes(r.challenge_signature()))) {
+    return respond_error(id, wire::kStatusUnauthorized, "bad challenge signature");
+  }
+  if (cfg.registration == RegistrationPolicy::kInvite && r.invite_token().empty()) {
+    return respond_error(id, wire::kStatusForbidden, "registration needs an invitation");
+  }
+  if (cfg.registration == RegistrationPolicy::kPow &&
+      !pow_valid(nonce, *folded, r.pow_nonce(), cfg.pow_difficulty)) {
+    return respond_error(id, wire::kStatusForbidden, "proof of work does not meet the difficulty");
+  }
+  if (!service_.registrations().allow(remote_ip_)) {
+    return respond_error(id, wire::kStatusRateLimited, "too many registrations");
+  }
+  store::NewAccount account;
+  account.name = r.name();
+  account.folded_name = *folded;
+  account.now_ms = service_.clock().now_ms();
+  account.device.device_id = 1;
+  account.device.registration_id = r.registration_id();
+  account.device.auth_public_key = to_bytes(r.auth_public_key());
+  account.device.identity_key = to_bytes(r.identity_key());
+  account.device.signed_pre_key = to_store(r.signed_pre_key());
+  account.device.created_ms = account.now_ms;
+  account.pre_keys = to_store(r.pre_keys());
+  if (cfg.registration == RegistrationPolicy::kInvite) account.invite_token = r.invite_token();
+  auto self = shared_from_this();
+  const std::string key = *folded;
+  service_.store().create_account(
+      std::move(account),
+      service_.on_io<store::Account>([self, id, key](Result<store::Account> a) {
+        if (!a) {
+          const Status& s = a.error();
+          if (s.code() == ErrorCode::kAlreadyExists) {
+            return self->respond_error(id, wire::kStatusConflict, "name is taken");
+          }
+          if (s.code() == ErrorCode::kPermissionDenied) {
+            return self->respond_error(id, wire::kStatusForbidden, "invitation is not valid");
+          }
+          return self->respond_error(id, status_for(s), "registration failed");
+        }
+        auto info = std::make_shared<AccountInfo>();
+        info->id = a->id;
+        info->name = a->name;
+        info->devices = std::move(a->devices);
+        self->service_.remember_account(key, info);
+        spdlog::info("event=register account_id={}", info->id);
+        self->logged_in(id, std::move(info), 1);
+      }));
+}
+
+void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
+  auto folded = fold_name(r.name());
+  if (!folded) return respond_error(id, wire::kStatusUnauthorized, "unknown account or device");
+  auto self = shared_from_this();
+  wire::LoginRequest req = r;
+  service_.find_account(*folded, [self, id, req](Result<AccountPtr> a) {
+    Bytes nonce;
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      nonce = self->nonce_;
+    }
+    const store::Device* device = a ? (*a)->device(req.device_id()) : nullptr;
+    const bool ok =
+        device != nullptr &&
+        crypto::ed25519_verify(device->auth_public_key,
+                               wire::auth_transcript(nonce, *fold_name(req.name()), req.device_id()),
+                               as_bytes(req.challenge_signature()));
+    if (!ok) {
+      bool too_many;
+      {
+        std::lock_guard<std::mutex> lock(self->mu_);
+        too_many = ++self->failed_logins_ >= kMaxFailedLogins;
+      }
+      self->respond_error(id, wire::kStatusUnauthorized, "unknown account or bad signature");
+      if (too_many) self->close("too many failed logins");
+      return;
+    }
+    self->logged_in(id, *a, req.device_id());
+  });
+}
+
+void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!conn_) return;
+    account_ = account;
+    device_id_ = device_id;
+    nonce_.clear();
+    delivery_ = Delivery::kDraining;
+  }
+  service_.metrics().authenticated.fetch_add(1);
+  service_.attach(account->id, device_id, shared_from_this());
+  auto self = shared_from_this();
+  service_.store().pre_key_count(
+      account->id, device_id,
+      service_.on_io<std::uint32_t>([self, id, account, device_id](Result<std::uint32_t> n) {
+        Response r;
+        r.set_id(id);
+        auto* l = r.mutable_login();
+        l->set_address(account->name + "@" + self->service_.config().server_name);
+        l->set_device_id(device_id);
+        l->set_pre_key_count(n ? *n : 0);
+        self->respond(std::move(r));
+        std::lock_guard<std::mutex> lock(self->mu_);
+        self->pump();
+      }));
+}
+
+// ---- Keys ----------------------------------------------------------------------------------------
+
+void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r) {
+  if (static_cast<std::size_t>(r.pre_keys_size()) > kMaxPreKeysPerUpload) {
+    return respond_error(id, wire::kStatusTooLarge, "too many prekeys in one upload");
+  }
+  if (r.has_signed_pre_key() && !valid_signed_pre_key(r.signed_pre_key())) {
+    return respond_error(id, wire::kStatusBadRequest, "invalid signed prekey");
+  }
+  for (const auto& k : r.pre_keys()) {
+    if (!valid_pre_key(k)) return respond_error(id, wire::kStatusBadRequest, "invalid prekey");
+  }
+  std::optional<store::SignedPreKey> spk;
+  if (r.has_signed_pre_key()) spk = to_store(r.signed_pre_key());
+  auto self = shared_from_this();
+  const AccountPtr account = account_;
+  const std::uint32_t device = device_id_;
+  service_.store().upload_keys(
+      account->id, device, spk, to_store(r.pre_keys()),
+      service_.on_io<std::uint32_t>([self, id, spk, account, device](Result<std::uint32_t> n) {
+        if (!n) return self->respond_error(id, status_for(n.error()), "upload failed");
+        if (spk) {
+          // The signed prekey is part of the cached device record: refresh it.
+          auto updated = std::make_shared<AccountInfo>(*account);
+          for (auto& d : updated->devices) {
+            if (d.device_id == device) d.signed_pre_key = *spk;
+          }
+          auto folded = fold_name(updated->name);
+          if (folded) self->service_.remember_account(*folded, updated);
+          std::lock_guard<std::mutex> lock(self->mu_);
+          self->account_ = updated;
+        }
+        Response resp;
+        resp.set_id(id);
+        resp.mutable_key_count()->set_count(*n);
+        self->respond(std::move(resp));
+      }));
+}
+
+void Session::do_key_count(std::uint64_t id) {
+  auto self = shared_from_this();
+  service_.store().pre_key_count(account_->id, device_id_,
+                                 service_.on_io<std::uint32_t>([self, id](Result<std::uint32_t> n) {
+                                   if (!n) return self->respond_error(id, status_for(n.error()), "failed");
+                                   Response r;
+                                   r.set_id(id);
+                                   r.mutable_key_count()->set_count(*n);
+                                   self->respond(std::move(r));
+                                 }));
+}
+
+void Session::do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest& r) {
+  auto folded = fold_name(r.name());
+  if (!folded) return respond_error(id, wire::kStatusNotFound, "no such account");
+  auto self = shared_from_this();
+  const std::uint32_t device = r.device_id();
+  service_.find_account(*folded, [self, id, device](Result<AccountPtr> a) {
+    if (!a) return self->respond_error(id, status_for(a.error()), "no such account");
+    if (device != 0 && (*a)->device(device) == nullptr) {
+      return self->respond_error(id, wire::kStatusNotFound, "no such device");
+    }
+    self->service_.store().take_bundles(
+        (*a)->id, device,
+        self->service_.on_io<std::vector<store::Bundle>>(
+            [self, id](Result<std::vector<store::Bundle>> bundles) {
+              if (!bundles) return self->respond_error(id, status_for(bundles.error()), "failed");
+              Response resp;
+              resp.set_id(id);
+              auto* out = resp.mutable_bundles();
+              for (const auto& b : *bundles) {
+                auto* w = out->add_bundles();
+                w->set_device_id(b.device_id);
+                w->set_registration_id(b.registration_id);
+                w->set_identity_key(std::string(as_chars(b.identity_key)));
+                auto* spk = w->mutable_signed_pre_key();
+                spk->set_id(b.signed_pre_key.id);
+                spk->set_public_key(std::string(as_chars(b.signed_pre_key.public_key)));
+                spk->set_signature(std::string(as_chars(b.signed_pre_key.signature)));
+                if (b.pre_key) {
+                  w->mutable_pre_key()->set_id(b.pre_key->id);
+                  w->mutable_pre_key()->set_public_key(std::string(as_chars(b.pre_key->public_key)));
+                }
+              }
+              self->respond(std::move(resp));
+            }));
+  });
+}
+
+void Session::do_devices(std::uint64_t id, const wire::DevicesRequest& r) {
+  auto folded = fold_name(r.name());
+  if (!folded) return respond_error(id, wire::kStatusNotFound, "no such account");
+  auto self = shared_from_this();
+  service_.find_account(*folded, [self, id](Result<AccountPtr> a) {
+    if (!a) return self->respond_error(id, status_for(a.error()), "no such account");
+    Response resp;
+    resp.set_id(id);
+    for (const auto& d : (*a)->devices) {
+      auto* w = resp.mutable_devices()->add_devices();
+      w->set_device_id(d.device_id);
+      w->set_registration_id(d.registration_id);
+    }
+    self->respond(std::move(resp));
+  });
+}
+
+// ---- Messages ------------------------------------------------------------------------------------
+
+void Session::send_one(const wire::SendRequest& r, SendDone done) {
+  if (service_.draining()) return done(wire::kStatusUnavailable, "server draining", {});
+  if (r.client_message_id().size() != kClientMessageIdSize) {
+    return done(wire::kStatusBadRequest, "client_message_id must be 16 bytes", {});
+  }
+  if (r.messages_size() == 0 || static_cast<std::size_t>(r.messages_size()) > kMaxDevicesPerSend) {
+    return done(wire::kStatusBadRequest, "a send needs 1 to 64 device messages", {});
+  }
+  std::size_t bytes = 0;
+  for (const auto& m : r.messages()) bytes += m.content().size();
+  if (bytes > service_.config().max_message_bytes) {
+    return done(wire::kStatusTooLarge, "message too large", {});
+  }
+  const AccountPtr sender = account_;
+  const std::uint32_t sender_device = device_id_;
+  if (!service_.account_sends().allow(std::to_string(sender->id), r.messages_size())) {
+    wire::SendResult res;
+    res.set_limit("rate");
+    return done(wire::kStatusRateLimited, "send rate limit", res);
+  }
+  auto folded = fold_name(r.destination());
+  if (!folded) return done(wire::kStatusNotFound, "no such account", {});
+  auto self = shared_from_this();
+  service_.find_account(*folded, [self, r, done = std::move(done), sender,
+                                  sender_device](Result<AccountPtr> a) mutable {
+    if (!a) return done(status_for(a.error()), "no such account", {});
+    const AccountInfo& dest = **a;
+    // The device list must match exactly: every device of the destination (except the sender's
+    // own device when writing to itself), with the registration ids the server holds.
+    wire::SendResult mismatch;
+    std::set<std::uint32_t> named;
+    for (const auto& m : r.messages()) {
+      if (!named.insert(m.device_id()).second) {
+        return done(wire::kStatusBadRequest, "device named twice", {});
+      }
+      const store::Device* d = dest.device(m.device_id());
+      const bool self_device = dest.id == sender->id && m.device_id() == sender_device;
+      if (d == nullptr || self_device) {
+        mismatch.mutable_mismatch()->add_extra_devices(m.device_id());
+      } else if (d->registration_id != m.registration_id()) {
+        mismatch.mutable_mismatch()->add_stale_devices(m.device_id());
+      }
+    }
+    for (const auto& d : dest.devices) {
+      const bool self_device = dest.id == sender->id && d.device_id == sender_device;
+      if (!self_device && !named.count(d.device_id)) {
+        mismatch.mutable_mismatch()->add_missing_devices(d.device_id);
+      }
+    }
+    if (mismatch.has_mismatch()) {
+      return done(wire::kStatusConflict, "device list does not match", mismatch);
+    }
+    const ServerConfig& cfg = self->service_.config();
+    store::SendBatch batch;
+    batch.sender_account = sender->id;
+    batch.sender_device = sender_device;
+    batch.client_message_id = to_bytes(r.client_message_id());
+    batch.destination_account = dest.id;
+    batch.now_ms = self->service_.clock().now_ms();
+    batch.limits.max_count = cfg.queue_max_count;
+    batch.limits.max_bytes = cfg.queue_max_bytes;
+    batch.limits.max_age_ms = static_cast<std::int64_t>(cfg.queue_max_age_days) * kDayMs;
+    for (const auto& m : r.messages()) {
+      store::Delivery d;
+      d.account_id = dest.id;
+      d.device_id = m.device_id();
+      d.envelope.server_id = random_bytes(self->service_.rng(), 16);
+      d.envelope.timestamp_ms = batch.now_ms;
+      d.envelope.source = sender->name;
+      d.envelope.source_device = sender_device;
+      d.envelope.type = m.type();
+      d.envelope.content = to_bytes(m.content());
+      batch.deliveries.push_back(std::move(d));
+    }
+    // Keep what the notification needs; the batch moves into the store.
+    auto envelopes = std::make_shared<std::vector<std::pair<std::uint32_t,
+                                                           std::shared_ptr<const store::Envelope>>>>();
+    for (const auto& d : batch.deliveries) {
+      envelopes->emplace_back(d.device_id, std::make_shared<store::Envelope>(d.envelope));
+    }
+    const std::int64_t dest_id = dest.id;
+    const std::int64_t now = batch.now_ms;
+    self->service_.store().store_messages(
+        std::move(batch),
+        self->service_.on_io<store::SendOutcome>(
+            [self, done = std::move(done), envelopes, dest_id, now](Result<store::SendOutcome> o) {
+              wire::SendResult res;
+              res.set_server_timestamp(static_cast<std::uint64_t>(now));
+              if (!o) return done(status_for(o.error()), "could not store the message", res);
+              switch (o->kind) {
+                case store::SendOutcome::Kind::kDuplicate:
+                  self->service_.metrics().duplicates.fetch_add(1);
+                  res.set_duplicate(true);
+                  return done(wire::kStatusOk, "", res);
+                case store::SendOutcome::Kind::kQueueFull:
+                  res.set_limit(o->limit);
+                  return done(wire::kStatusRateLimited,
+                              "queue of device " + std::to_string(o->device_id) + " is full (" +
+                                  o->limit + ")",
+                              res);
+                case store::SendOutcome::Kind::kStored:
+                  break;
+              }
+              self->service_.metrics().messages_stored.fetch_add(envelopes->size());
+              done(wire::kStatusOk, "", res);
+              for (std::size_t i = 0; i < envelopes->size() && i < o->seqs.size(); ++i) {
+                self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i],
+                                      (*envelopes)[i].second);
+              }
+            }));
+  });
+}
+
+void Session::do_send(std::uint64_t id, const wire::SendRequest& r) {
+  auto self = shared_from_this();
+  send_one(r, [self, id](std::uint32_t status, std::string message, wire::SendResult result) {
+    Response resp;
+    resp.set_id(id);
+    resp.set_status(status);
+    resp.set_message(std::move(message));
+    *resp.mutable_send() = std::move(result);
+    self->respond(std::move(resp));
+  });
+}
+
+void Session::do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r) {
+  const auto n = static_cast<std::size_t>(r.sends_size());
+  if (n == 0 || n > kMaxSendsPerMulti) {
+    return respond_error(id, wire::kStatusBadRequest, "a multi-send needs 1 to 1000 sends");
+  }
+  struct State {
+    std::mutex mu;
+    Response response;
+    std::size_t remaining;
+  };
+  auto state = std::make_shared<State>();
+  state->remaining = n;
+  state->response.set_id(id);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto* e = state->response.mutable_multi_send()->add_results();
+    e->set_destination(r.sends(static_cast<int>(i)).destination());
+  }
+  auto self = shared_from_this();
+  for (std::size_t i = 0; i < n; ++i) {
+    send_one(r.sends(static_cast<int>(i)),
+             [self, state, i](std::uint32_t status, std::string message, wire::SendResult res) {
+               std::unique_lock<std::mutex> lock(state->mu);
+               auto* e = state->response.mutable_multi_send()->mutable_results(static_cast<int>(i));
+               e->set_status(status);
+               e->set_message(std::move(message));
+               *e->mutable_result() = std::move(res);
+               if (--state->remaining == 0) {
+                 Response out = std::move(state->response);
+                 lock.unlock();
+                 self->respond(std::move(out));
+               }
+             });
+  }
+}
+
+void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
+  if (r.server_ids_size() == 0 || static_cast<std::size_t>(r.server_ids_size()) > kMaxAcksPerRequest) {
+    return respond_error(id, wire::kStatusBadRequest, "an ack needs 1 to 1000 ids");
+  }
+  std::vector<Bytes> ids;
+  ids.reserve(static_cast<std::size_t>(r.server_ids_size()));
+  for (const auto& s : r.server_ids()) ids.push_back(to_bytes(s));
+  auto self = shared_from_this();
+  auto acked = ids;
+  service_.store().ack(
+      account_->id, device_id_, std::move(ids),
+      service_.on_io<std::uint32_t>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
+        if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
+        self->service_.metrics().messages_acked.fetch_add(*n);
+        Response resp;
+        resp.set_id(id);
+        resp.mutable_ack()->set_deleted(*n);
+        self->respond(std::move(resp));
+        std::lock_guard<std::mutex> lock(self->mu_);
+        for (const auto& a : acked) {
+          auto it = self->unacked_.find(a);
+          if (it != self->unacked_.end()) {
+            self->unacked_bytes_ -= it->second;
+            self->unacked_.erase(it);
+          }
+        }
+        self->pump();
+      }));
+}
+
+void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r) {
+  const ServerConfig& cfg = service_.config();
+  if (r.size() == 0 || r.size() > cfg.attachment_max_bytes) {
+    return respond_error(id, wire::kStatusTooLarge,
+                         "attachment size must be 1 to " + std::to_string(cfg.attachment_max_bytes));
+  }
+  store::Attachment a;
+  a.id = to_hex(random_bytes(service_.rng(), 16));
+  const std::string token = to_hex(random_bytes(service_.rng(), 32));
+  const auto hash = crypto::sha256(as_bytes(token));
+  a.upload_token_hash = Bytes(hash.begin(), hash.end());
+  a.account_id = account_->id;
+  a.size = r.size();
+  a.created_ms = service_.clock().now_ms();
+  a.expires_ms = a.created_ms + static_cast<std::int64_t>(cfg.attachment_expiry_days) * kDayMs;
+  Response resp;
+  resp.set_id(id);
+  auto* out = resp.mutable_attachment_slot();
+  out->set_id(a.id);
+  out->set_upload_token(token);
+  out->set_path(cfg.ws_path + "/att/" + a.id);
+  out->set_max_size(a.size);
+  out->set_expires_at(static_cast<std::uint64_t>(a.expires_ms));
+  auto self = shared_from_this();
+  service_.store().create_attachment(
+      std::move(a), service_.on_io_done([self, id, resp = std::move(resp)](Status s) mutable {
+        if (!s.is_ok()) return self->respond_error(id, status_for(s), "could not create a slot");
+        self->respond(std::move(resp));
+      }));
+}
+
+// ---- Delivery ------------------------------------------------------------------------------------
+
+void Session::push_envelope(std::int64_t seq, const store::Envelope& e) {
+  Frame f;
+  auto* w = f.mutable_push()->mutable_envelope();
+  w->set_server_id(std::string(as_chars(e.server_id)));
+  w->set_server_timestamp(static_cast<std::uint64_t>(e.timestamp_ms));
+  w->set_source(e.source);
+  w->set_source_device(e.source_device);
+  w->set_type(e.type);
+  w->set_content(std::string(as_chars(e.content)));
+  send_frame(f);
+  last_seq_sent_ = std::max(last_seq_sent_, seq);
+  unacked_.emplace(e.server_id, e.content.size());
+  unacked_bytes_ += e.content.size();
+  service_.metrics().messages_pushed.fetch_add(1);
+}
+
+void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!conn_ || seq <= last_seq_sent_) return;
+  const bool room = unacked_.size() < kDeliveryWindow && unacked_bytes_ < kDeliveryWindowBytes;
+  if (delivery_ == Delivery::kLive && room && !fetching_ && !dirty_) {
+    push_envelope(seq, *envelope);
+    return;
+  }
+  dirty_ = true;
+  pump();
+}
+
+void Session::pump() {
+  if (!conn_ || !account_ || fetching_) return;
+  if (delivery_ == Delivery::kLive && !dirty_) return;
+  if (unacked_.size() >= kDeliveryWindow || unacked_bytes_ >= kDeliveryWindowBytes) return;
+  fetching_ = true;
+  dirty_ = false;
+  const std::size_t limit = kDeliveryWindow - unacked_.size();
+  auto self = shared_from_this();
+  service_.store().fetch_queue(
+      account_->id, device_id_, last_seq_sent_, limit,
+      service_.on_io<std::vector<store::QueuedEnvelope>>(
+          [self, limit](Result<std::vector<store::QueuedEnvelope>> page) {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            self->fetching_ = false;
+            if (!self->conn_) return;
+            if (!page) {
+              spdlog::warn("event=fetch_queue_failed code={}",
+                           error_code_name(page.error().code()));
+              return;
+            }
+            for (const auto& q : *page) {
+              if (q.seq > self->last_seq_sent_) self->push_envelope(q.seq, q.envelope);
+            }
+            if (page->size() < limit && !self->dirty_) {
+              if (self->delivery_ == Delivery::kDraining) {
+                Frame f;
+                f.mutable_push()->mutable_queue_empty();
+                self->send_frame(f);
+              }
+              self->delivery_ = Delivery::kLive;
+              return;
+            }
+            if (page->size() == limit) self->dirty_ = true;
+            self->pump();
+          }));
+}
+
+// ---- Adapter --------------------------------------------------------------------------------------
+
+namespace {
+
+class SessionHandler final : public transport::WsHandler {
+ public:
+  explicit SessionHandler(std::shared_ptr<Session> s) : session_(std::move(s)) {}
+  void on_open(std::shared_ptr<transport::WsConnection> conn) override {
+    session_->on_open(std::move(conn));
+  }
+  void on_message(std::string_view message) override { session_->on_message(message); }
+  void on_close() override { session_->on_close(); }
+
+ private:
+  std::shared_ptr<Session> session_;
+};
+
+}  // namespace
+
+std::unique_ptr<transport::WsHandler> make_session_handler(Service& service,
+                                                           const std::string& remote_ip) {
+  return std::make_unique<SessionHandler>(std::make_shared<Session>(service, remote_ip));
+}
+
+}  // namespace parley::server

@@ -1,0 +1,99 @@
+#pragma once
+// Session: the state machine of one WebSocket connection.
+//
+//   open ──challenge──▶ unauthenticated ──register/login (signed challenge)──▶ authenticated
+//
+// Authenticated sessions deliver the device's queue: stored envelopes first (oldest first, in
+// pages, at most kDeliveryWindow unacknowledged at a time), then QueueEmpty, then live envelopes
+// as they are committed. An envelope is deleted only when the device acknowledges it.
+//
+// Threading: the transport calls on_message sequentially; store callbacks arrive on io threads.
+// All state is guarded by mu_. Sends go through the thread-safe WsConnection.
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+
+#include "server/service.h"
+#include "transport/server.h"
+#include "wire/frame.h"
+
+namespace parley::server {
+
+inline constexpr std::size_t kDeliveryWindow = 256;       // unacked envelopes in flight
+inline constexpr std::size_t kDeliveryWindowBytes = 512 * 1024;
+inline constexpr int kMaxFailedLogins = 3;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Service& service, std::string remote_ip);
+  ~Session();
+
+  void on_open(std::shared_ptr<transport::WsConnection> conn);
+  void on_message(std::string_view bytes);
+  void on_close();
+
+  // A new envelope was committed for this session's device (Service::notify).
+  void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
+  // Another login of the same device replaced this session.
+  void replaced();
+
+ private:
+  using Frame = wire::Frame;
+  using Request = wire::Request;
+  using Response = wire::Response;
+
+  void handle(Request request);
+  void respond(Response response);
+  void respond_error(std::uint64_t id, std::uint32_t status, std::string message);
+  void send_frame(Frame& frame);
+  void close(std::string_view reason);
+
+  void do_register(std::uint64_t id, const wire::RegisterRequest& r);
+  void do_login(std::uint64_t id, const wire::LoginRequest& r);
+  void do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r);
+  void do_key_count(std::uint64_t id);
+  void do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest& r);
+  void do_send(std::uint64_t id, const wire::SendRequest& r);
+  void do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r);
+  void do_ack(std::uint64_t id, const wire::AckRequest& r);
+  void do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r);
+  void do_devices(std::uint64_t id, const wire::DevicesRequest& r);
+
+  // Validates and stores one SendRequest; `done` gets the wire status and result.
+  using SendDone = std::function<void(std::uint32_t status, std::string message, wire::SendResult)>;
+  void send_one(const wire::SendRequest& r, SendDone done);
+
+  void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
+  void pump();  // delivery: fetch more from the queue when the window has room (mu_ held)
+  void push_envelope(std::int64_t seq, const store::Envelope& e);  // mu_ held
+
+  Service& service_;
+  const std::string remote_ip_;
+
+  std::mutex mu_;
+  std::shared_ptr<transport::WsConnection> conn_;  // null once closed
+  Bytes nonce_;
+  std::uint32_t inflight_requests_ = 0;
+  int failed_logins_ = 0;
+  // Authenticated state.
+  AccountPtr account_;
+  std::uint32_t device_id_ = 0;
+  // Delivery state.
+  enum class Delivery { kNone, kDraining, kLive } delivery_ = Delivery::kNone;
+  std::int64_t last_seq_sent_ = 0;
+  bool fetching_ = false;
+  bool dirty_ = false;  // something was queued while we could not push it directly
+  std::map<Bytes, std::size_t> unacked_;  // server id -> bytes
+  std::size_t unacked_bytes_ = 0;
+};
+
+// Adapts a Session to the transport's handler interface (the transport owns the adapter; the
+// session lives as long as callbacks still refer to it).
+std::unique_ptr<transport::WsHandler> make_session_handler(Service& service,
+                                                           const std::string& remote_ip);
+
+}  // namespace parley::server

@@ -1,0 +1,523 @@
+// parleyd end to end: real parleyd processes on 127.0.0.1, driven by the test client.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "tests/server/harness.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void start(std::vector<std::string> args = {}) {
+    auto d = Parleyd::start(dir_.path(), std::move(args));
+    ASSERT_TRUE(d.has_value()) << d.status().to_string();
+    server_ = std::move(*d);
+  }
+  std::unique_ptr<TestClient> client(std::uint64_t seed) {
+    auto c = std::make_unique<TestClient>(server_->client_options(), seed);
+    EXPECT_TRUE(c->connect().is_ok());
+    return c;
+  }
+  std::unique_ptr<TestClient> registered(const std::string& name, std::uint64_t seed,
+                                         std::uint32_t pre_keys = 10) {
+    auto c = client(seed);
+    auto r = c->register_account(name, "", pre_keys);
+    EXPECT_TRUE(r.has_value() && r->status() == 0)
+        << (r ? r->message() : r.status().to_string());
+    return c;
+  }
+  // Drains pushes until QueueEmpty; returns the envelopes seen. With `ack`, acknowledges them
+  // as they arrive (the server keeps at most 256 unacknowledged envelopes in flight).
+  std::vector<wire::Envelope> drain(TestClient& c, bool ack = false) {
+    std::vector<wire::Envelope> out;
+    std::vector<std::string> pending;
+    auto flush = [&] {
+      if (pending.empty()) return;
+      auto r = c.ack(pending);
+      EXPECT_TRUE(r.has_value() && r->status() == 0);
+      pending.clear();
+    };
+    for (int i = 0; i < 1000000; ++i) {
+      auto p = c.next_push(ack ? 300ms : 10s);
+      if (!p && ack) {
+        flush();  // the window is full until we acknowledge
+        p = c.next_push(10s);
+      }
+      if (!p) {
+        ADD_FAILURE() << "no QueueEmpty: " << p.status().to_string();
+        break;
+      }
+      if (p->has_queue_empty()) break;
+      if (p->has_envelope()) {
+        out.push_back(p->envelope());
+        if (ack) pending.push_back(p->envelope().server_id());
+        if (pending.size() >= 100) flush();
+      }
+    }
+    if (ack) flush();
+    return out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Parleyd> server_;
+};
+
+TEST_F(ServerTest, OpenRegistrationLoginAndNameRules) {
+  start();
+  auto alice = registered("Alice", 1);
+  // Case-folded uniqueness.
+  auto other = client(2);
+  auto taken = other->register_account("aLiCe");
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->status(), 409u);
+  auto bad = client(3);
+  auto invalid = bad->register_account("a b");
+  ASSERT_TRUE(invalid.has_value());
+  EXPECT_EQ(invalid->status(), 400u);
+  // Log in again on a new connection with the same device key.
+  alice->disconnect();
+  ASSERT_TRUE(alice->connect().is_ok());
+  auto login = alice->login();
+  ASSERT_TRUE(login.has_value());
+  EXPECT_EQ(login->status(), 0u);
+  EXPECT_EQ(login->login().address(), "Alice@127.0.0.1");
+  EXPECT_EQ(login->login().pre_key_count(), 10u);
+}
+
+TEST_F(ServerTest, LoginWithAWrongKeyIsRefused) {
+  start();
+  auto alice = registered("alice", 1);
+  auto mallory = client(9);
+  DeterministicRng rng(77);
+  auto wrong = crypto::Ed25519KeyPair::generate(rng);
+  auto r = mallory->login_as("alice", 1, wrong);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status(), 401u);
+  // Unknown account and unknown device give the same answer.
+  EXPECT_EQ(mallory->login_as("nobody", 1, wrong)->status(), 401u);
+  // Requests before authentication are refused.
+  wire::Request req;
+  req.mutable_key_count();
+  EXPECT_EQ(mallory->call(req)->status(), 401u);
+  // The right key still works.
+  auto good = client(1);
+  EXPECT_EQ(good->login_as("alice", 1, alice->auth_key())->status(), 0u);
+}
+
+TEST_F(ServerTest, InviteRegistration) {
+  start({"--registration", "invite"});
+  const std::string token = server_->invite().invite_token;
+  ASSERT_FALSE(token.empty());
+  auto without = client(1);
+  EXPECT_EQ(without->register_account("alice", "")->status(), 403u);
+  auto wrong = client(2);
+  EXPECT_EQ(wrong->register_account("alice", "not-a-token")->status(), 403u);
+  auto ok = client(3);
+  EXPECT_EQ(ok->register_account("alice", token)->status(), 0u);
+  auto reuse = client(4);
+  EXPECT_EQ(reuse->register_account("bob", token)->status(), 403u);
+  // The admin listener mints fresh invites.
+  auto link = admin_get(server_->admin_port(), "/invite", "POST");
+  ASSERT_TRUE(link.has_value());
+  auto inv = wire::parse_invite(link->substr(0, link->find('\n')));
+  ASSERT_TRUE(inv.has_value()) << *link;
+  auto bob = client(5);
+  EXPECT_EQ(bob->register_account("bob", inv->invite_token)->status(), 0u);
+}
+
+TEST_F(ServerTest, ProofOfWorkRegistration) {
+  start({"--registration", "pow", "--pow-difficulty", "10"});
+  auto c = client(1);
+  EXPECT_EQ(c->challenge().registration(), "pow");
+  EXPECT_EQ(c->challenge().pow_difficulty(), 10u);
+  EXPECT_EQ(c->register_account("alice")->status(), 0u);  // the client solves the puzzle
+  // A nonce that does not meet the difficulty is refused.
+  auto lazy = client(2);
+  wire::Request r;
+  auto* reg = r.mutable_register_();
+  reg->set_name("bob");
+  DeterministicRng rng(3);
+  auto key = crypto::Ed25519KeyPair::generate(rng);
+  reg->set_auth_public_key(std::string(as_chars(key.public_key)));
+  reg->set_challenge_signature(std::string(as_chars(
+      key.sign(wire::auth_transcript(as_bytes(lazy->challenge().nonce()), "bob", 1)))));
+  reg->set_identity_key(fake_key(rng));
+  reg->set_registration_id(5);
+  reg->mutable_signed_pre_key()->set_public_key(fake_key(rng));
+  reg->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
+  std::uint32_t refused = 0;
+  for (std::uint64_t n = 0; n < 8 && refused == 0; ++n) {
+    reg->set_pow_nonce(n);
+    auto resp = lazy->call(r);
+    ASSERT_TRUE(resp.has_value());
+    if (resp->status() == 403u) refused = 1;
+  }
+  EXPECT_EQ(refused, 1u);
+}
+
+TEST_F(ServerTest, OneTimePreKeysAreHandedOutOnceUnderConcurrentFetches) {
+  start();
+  auto bob = registered("bob", 1, 40);
+  constexpr int kFetchers = 8, kEach = 8;
+  std::vector<std::unique_ptr<TestClient>> fetchers;
+  for (int i = 0; i < kFetchers; ++i) fetchers.push_back(registered("f" + std::to_string(i) + "xx", 100 + i));
+  std::mutex mu;
+  std::vector<std::uint32_t> ids;
+  int without = 0;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kFetchers; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < kEach; ++j) {
+        wire::Request r;
+        r.mutable_fetch_bundles()->set_name("bob");
+        auto resp = fetchers[static_cast<std::size_t>(i)]->call(r);
+        std::lock_guard<std::mutex> lock(mu);
+        if (!resp || resp->status() != 0 || resp->bundles().bundles_size() != 1) {
+          ADD_FAILURE() << "fetch failed";
+          continue;
+        }
+        const auto& b = resp->bundles().bundles(0);
+        if (b.has_pre_key()) ids.push_back(b.pre_key().id()); else ++without;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::uint32_t> unique(ids.begin(), ids.end());
+  EXPECT_EQ(unique.size(), ids.size()) << "a one-time prekey was handed out twice";
+  EXPECT_EQ(ids.size(), 40u);
+  EXPECT_EQ(without, kFetchers * kEach - 40);
+  wire::Request count;
+  count.mutable_key_count();
+  EXPECT_EQ(bob->call(count)->key_count().count(), 0u);
+}
+
+TEST_F(ServerTest, MismatchedAndStaleDevicesAreNamed) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  // Missing device 1, extra device 2.
+  auto r1 = alice->call(alice->make_send("bob", {{2, 5}}, "x"));
+  ASSERT_TRUE(r1.has_value());
+  EXPECT_EQ(r1->status(), 409u);
+  ASSERT_EQ(r1->send().mismatch().missing_devices_size(), 1);
+  EXPECT_EQ(r1->send().mismatch().missing_devices(0), 1u);
+  ASSERT_EQ(r1->send().mismatch().extra_devices_size(), 1);
+  EXPECT_EQ(r1->send().mismatch().extra_devices(0), 2u);
+  // Stale registration id.
+  auto r2 = alice->call(alice->make_send("bob", {{1, bob->registration_id() + 1}}, "x"));
+  EXPECT_EQ(r2->status(), 409u);
+  ASSERT_EQ(r2->send().mismatch().stale_devices_size(), 1);
+  EXPECT_EQ(r2->send().mismatch().stale_devices(0), 1u);
+  // Unknown destination.
+  EXPECT_EQ(alice->call(alice->make_send("carol", {{1, 1}}, "x"))->status(), 404u);
+  // Correct.
+  EXPECT_EQ(alice->call(alice->make_send("bob", {{1, bob->registration_id()}}, "x"))->status(), 0u);
+}
+
+TEST_F(ServerTest, DeliveryOnlineOfflineAckAndDedup) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  EXPECT_TRUE(drain(*bob).empty());
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  // Online: pushed live.
+  auto sent = alice->call(alice->make_send("bob", to_bob, "live one"));
+  ASSERT_EQ(sent->status(), 0u);
+  auto p = bob->next_push(5s);
+  ASSERT_TRUE(p.has_value() && p->has_envelope());
+  EXPECT_EQ(p->envelope().content(), "live one");
+  EXPECT_EQ(p->envelope().source(), "alice");
+  EXPECT_EQ(bob->ack({p->envelope().server_id()})->ack().deleted(), 1u);
+  // Offline: queued, delivered in order on the next login, resends stored once.
+  bob->disconnect();
+  Bytes cid(16, 0x42);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "m" + std::to_string(i)))->status(), 0u);
+  }
+  auto first = alice->call(alice->make_send("bob", to_bob, "once", cid));
+  auto again = alice->call(alice->make_send("bob", to_bob, "once", cid));
+  EXPECT_FALSE(first->send().duplicate());
+  EXPECT_TRUE(again->send().duplicate());
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  auto queued = drain(*bob);
+  ASSERT_EQ(queued.size(), 21u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(queued[static_cast<std::size_t>(i)].content(), "m" + std::to_string(i));
+  EXPECT_EQ(queued[20].content(), "once");
+  // Not acknowledged: delivered again after reconnecting. Then acknowledged: gone.
+  bob->disconnect();
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  auto again_queued = drain(*bob);
+  ASSERT_EQ(again_queued.size(), 21u);
+  std::vector<std::string> ids;
+  for (const auto& e : again_queued) ids.push_back(e.server_id());
+  EXPECT_EQ(bob->ack(ids)->ack().deleted(), 21u);
+  bob->disconnect();
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  EXPECT_TRUE(drain(*bob).empty());
+}
+
+TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
+  start({"--queue-max-count", "5", "--queue-max-bytes", "4000"});
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "x"))->status(), 0u);
+  auto full = alice->call(alice->make_send("bob", to_bob, "x"));
+  EXPECT_EQ(full->status(), 429u);
+  EXPECT_EQ(full->send().limit(), "count");
+  auto carol = registered("carol", 3);
+  carol->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_carol = {{1, carol->registration_id()}};
+  ASSERT_EQ(alice->call(alice->make_send("carol", to_carol, std::string(3000, 'b')))->status(), 0u);
+  auto big = alice->call(alice->make_send("carol", to_carol, std::string(3000, 'b')));
+  EXPECT_EQ(big->status(), 429u);
+  EXPECT_EQ(big->send().limit(), "bytes");
+}
+
+TEST_F(ServerTest, MultiSendFansOut) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  auto carol = registered("carol", 3);
+  drain(*bob);
+  drain(*carol);
+  wire::Request r;
+  for (auto* c : {bob.get(), carol.get()}) {
+    *r.mutable_multi_send()->add_sends() =
+        alice->make_send(c->name(), {{1, c->registration_id()}}, "group hello").send();
+  }
+  *r.mutable_multi_send()->add_sends() = alice->make_send("nobody", {{1, 1}}, "x").send();
+  auto resp = alice->call(r);
+  ASSERT_TRUE(resp.has_value());
+  ASSERT_EQ(resp->multi_send().results_size(), 3);
+  EXPECT_EQ(resp->multi_send().results(0).status(), 0u);
+  EXPECT_EQ(resp->multi_send().results(1).status(), 0u);
+  EXPECT_EQ(resp->multi_send().results(2).status(), 404u);
+  EXPECT_EQ(bob->next_push(5s)->envelope().content(), "group hello");
+  EXPECT_EQ(carol->next_push(5s)->envelope().content(), "group hello");
+}
+
+TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {
+  start();
+  auto alice = registered("alice", 1);
+  std::string blob(300000, '\0');
+  for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>((i * 131) >> 3);
+  wire::Request r;
+  r.mutable_attachment_slot()->set_size(blob.size());
+  auto slot = alice->call(r);
+  ASSERT_EQ(slot->status(), 0u);
+  const auto& s = slot->attachment_slot();
+  transport::HttpsClient http(server_->client_options());
+  // First part, then the "cut".
+  auto p1 = http.put_range(s.path(), s.upload_token(), 0, as_bytes(std::string_view(blob).substr(0, 100000)), blob.size());
+  ASSERT_TRUE(p1.has_value()) << p1.status().to_string();
+  EXPECT_EQ(p1->status, 308u);
+  // Wrong token and wrong offset are refused.
+  auto wrong = http.put_range(s.path(), "bad", 100000, as_bytes(std::string_view(blob).substr(100000, 10)), blob.size());
+  EXPECT_TRUE(wrong->status == 401u || wrong->status == 403u) << wrong->status;
+  auto gap = http.put_range(s.path(), s.upload_token(), 150000, as_bytes(std::string_view(blob).substr(150000, 10)), blob.size());
+  EXPECT_EQ(gap->status, 409u);
+  // Resume from where the server says it stopped.
+  auto head = http.head(s.path(), s.upload_token());
+  ASSERT_TRUE(head.has_value());
+  const std::uint64_t have = std::stoull(head->content_range);
+  EXPECT_EQ(have, 100000u);
+  auto p2 = http.put_range(s.path(), s.upload_token(), have, as_bytes(std::string_view(blob).substr(have)), blob.size());
+  ASSERT_TRUE(p2.has_value());
+  EXPECT_EQ(p2->status, 200u);
+  auto whole = http.get(s.path());
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->status, 200u);
+  EXPECT_EQ(whole->body, blob);
+  auto part = http.get(s.path(), 1000, 500);
+  EXPECT_EQ(part->status, 206u);
+  EXPECT_EQ(part->body, blob.substr(1000, 500));
+  // Too large a slot is refused.
+  wire::Request big;
+  big.mutable_attachment_slot()->set_size(1ull << 40);
+  EXPECT_EQ(alice->call(big)->status(), 413u);
+}
+
+TEST_F(ServerTest, KillNineDuringABurstLosesNothingAcknowledged) {
+  start();
+  auto bob = registered("bob", 1);
+  const std::uint32_t bob_reg = bob->registration_id();
+  bob->disconnect();
+  constexpr int kSenders = 6;
+  std::vector<std::unique_ptr<TestClient>> senders;
+  for (int i = 0; i < kSenders; ++i) senders.push_back(registered("s" + std::to_string(i) + "xx", 10 + i));
+  std::mutex mu;
+  std::set<std::string> acknowledged;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSenders; ++i) {
+    threads.emplace_back([&, i] {
+      for (int n = 0; n < 100000 && !stop.load(); ++n) {
+        const std::string content = "s" + std::to_string(i) + "-" + std::to_string(n);
+        auto r = senders[static_cast<std::size_t>(i)]->call(
+            senders[static_cast<std::size_t>(i)]->make_send("bob", {{1, bob_reg}}, content), 3s);
+        if (!r) return;  // the server died
+        if (r->status() == 0) {
+          std::lock_guard<std::mutex> lock(mu);
+          acknowledged.insert(content);
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(1500ms);
+  server_->kill9();
+  stop = true;
+  for (auto& t : threads) t.join();
+  ASSERT_GT(acknowledged.size(), 50u) << "the burst was too small to mean anything";
+  std::printf("kill -9 after %zu acknowledged sends from %d connections\n", acknowledged.size(),
+              kSenders);
+
+  start();  // same data directory
+  auto bob2 = std::make_unique<TestClient>(server_->client_options(), 1);
+  ASSERT_TRUE(bob2->connect().is_ok());
+  ASSERT_EQ(bob2->login_as("bob", 1, bob->auth_key())->status(), 0u);
+  std::multiset<std::string> delivered;
+  for (const auto& e : drain(*bob2, /*ack=*/true)) delivered.insert(e.content());
+  // Everything was acknowledged: a new connection gets nothing more.
+  bob2->disconnect();
+  ASSERT_TRUE(bob2->connect().is_ok());
+  ASSERT_EQ(bob2->login_as("bob", 1, bob->auth_key())->status(), 0u);
+  EXPECT_TRUE(drain(*bob2).empty());
+  for (const auto& a : acknowledged) {
+    EXPECT_EQ(delivered.count(a), 1u) << "acknowledged message " << a << " delivered "
+                                      << delivered.count(a) << " times";
+  }
+  for (const auto& d : delivered) EXPECT_EQ(delivered.count(d), 1u) << d << " delivered twice";
+}
+
+// Raw TCP to the TLS port: garbage instead of a ClientHello.
+void send_garbage(std::uint16_t port, const std::string& bytes) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    char buf[256];
+    (void)::recv(fd, buf, sizeof buf, 0);
+  }
+  ::close(fd);
+}
+
+TEST_F(ServerTest, MalformedInputNeverStopsTheServer) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  drain(*bob);
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  auto still_serves = [&](const std::string& what) {
+    auto r = alice->call(alice->make_send("bob", to_bob, what), 5s);
+    ASSERT_TRUE(r.has_value()) << "after " << what << ": " << r.status().to_string();
+    ASSERT_EQ(r->status(), 0u) << "after " << what;
+    auto p = bob->next_push(5s);
+    ASSERT_TRUE(p.has_value() && p->has_envelope()) << "after " << what;
+    ASSERT_TRUE(bob->ack({p->envelope().server_id()}).has_value());
+  };
+  const std::uint16_t port = server_->invite().port;
+  send_garbage(port, "\x16\x03\x01\xff\xff garbage that is not TLS");
+  still_serves("bad tls");
+  send_garbage(port, std::string(100000, 'A'));
+  still_serves("a flood of bytes");
+
+  transport::HttpsClient http(server_->client_options());
+  for (const char* path : {"/", "/index.html", "/nope", "/../../etc/passwd"}) {
+    auto r = http.request("GET", path);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->body.find("parley"), std::string::npos) << path;
+  }
+  auto wrong_path = http.request("GET", server_->invite().ws_path + "x");
+  ASSERT_TRUE(wrong_path.has_value());
+  EXPECT_EQ(wrong_path->status, 404u);
+  auto junk_method = http.request("BREW", "/");
+  ASSERT_TRUE(junk_method.has_value());
+  still_serves("bad http");
+
+  {  // Frames that are not a request.
+    auto c = client(50);
+    for (const std::string& junk : {std::string("\xff\xff\xff"), std::string(10, '\0')}) {
+      ASSERT_TRUE(c->send_raw(as_bytes(junk)).is_ok());
+    }
+    auto f = c->next_frame(3s);
+    EXPECT_FALSE(f.has_value());  // closed with a reason
+  }
+  still_serves("malformed frames");
+  {  // A text frame.
+    transport::ClientOptions o = server_->client_options();
+    auto ws = transport::BlockingWsClient::connect(o);
+    ASSERT_TRUE(ws.has_value());
+    (void)(*ws)->receive(3s);  // challenge
+    ASSERT_TRUE((*ws)->send_text_for_test("hello").is_ok());
+    auto r = (*ws)->receive(3s);
+    EXPECT_FALSE(r.has_value());
+  }
+  still_serves("a text frame");
+  {  // Oversize frame.
+    auto c = client(51);
+    (void)c->send_raw(as_bytes(std::string(2 * 1024 * 1024, 'x')));
+    EXPECT_FALSE(c->next_frame(3s).has_value());
+  }
+  still_serves("an oversize frame");
+  {  // Truncated protobuf and an unknown request type.
+    auto c = client(52);
+    wire::Frame f;
+    f.mutable_request()->set_id(7);
+    auto* s = f.mutable_request()->mutable_send();
+    s->set_destination("bob");
+    std::string bytes = f.SerializeAsString();
+    ASSERT_TRUE(c->send_raw(as_bytes(bytes.substr(0, bytes.size() - 2))).is_ok());
+    EXPECT_FALSE(c->next_frame(3s).has_value());
+    auto d = client(53);
+    wire::Request unknown;  // no operation set
+    auto r = d->call(unknown, 3s);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status(), 401u);  // before login
+    ASSERT_EQ(d->register_account("dave")->status(), 0u);
+    EXPECT_EQ(d->call(unknown, 3s)->status(), 400u);
+  }
+  still_serves("truncated and unknown requests");
+  EXPECT_TRUE(server_->running());
+}
+
+TEST_F(ServerTest, MetricsAndGracefulDrain) {
+  start();
+  auto alice = registered("alice", 1);
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_connections 1"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("parley_requests_total{kind=\"register\"} 1"), std::string::npos);
+  EXPECT_NE(metrics->find("parley_store_commits_total"), std::string::npos);
+  EXPECT_TRUE(drain(*alice).empty());
+  EXPECT_EQ(server_->terminate(), 0);
+  auto f = alice->next_frame(3s);
+  EXPECT_FALSE(f.has_value());  // closed by the server
+  if (!f) {
+    EXPECT_NE(f.status().message().find("server restarting"), std::string::npos)
+        << f.status().to_string();
+  }
+}
+
+}  // namespace
+}  // namespace parley::testing
