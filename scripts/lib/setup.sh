@@ -10,6 +10,7 @@ PARLEY_DEBS=(
   libsodium-dev libssl-dev
   libprotobuf-dev protobuf-compiler
   nlohmann-json3-dev
+  libboost1.81-dev libsqlite3-dev sqlite3 libspdlog-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs
 )
@@ -43,11 +44,13 @@ parley_install_npm() {
   fi
 }
 
-# parley_build DIR [cmake args...]: configures (once) and builds with Ninja.
+# parley_build DIR [cmake args...]: configures and builds everything with Ninja.
+# PARLEY_TARGETS (optional): build only these targets.
 parley_build() {
   local dir="$1"; shift
   cmake -S "$PARLEY_ROOT" -B "$dir" -G Ninja "$@" >/dev/null
-  ninja -C "$dir"
+  # shellcheck disable=SC2086
+  ninja -C "$dir" ${PARLEY_TARGETS:-}
 }
 
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/parley-ccache}"
