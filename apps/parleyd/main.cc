@@ -123,6 +123,20 @@ Result<std::string> mint_invite(store::Store& store, Rng& rng, const Clock& cloc
   return token;
 }
 
+// Stops `io` once the server has no connection left, or at `deadline`.
+void wait_for_connections(boost::asio::steady_timer& timer, transport::Server& server,
+                          boost::asio::io_context& io,
+                          std::chrono::steady_clock::time_point deadline) {
+  if (server.connection_count() == 0 || std::chrono::steady_clock::now() > deadline) {
+    io.stop();
+    return;
+  }
+  timer.expires_after(std::chrono::milliseconds(20));
+  timer.async_wait([&timer, &server, &io, deadline](boost::system::error_code) {
+    wait_for_connections(timer, server, io, deadline);
+  });
+}
+
 int run(server::ServerConfig cfg) {
   crypto::SystemRng rng;
   SystemClock clock;
@@ -224,19 +238,21 @@ int run(server::ServerConfig cfg) {
   };
   schedule();
 
+  boost::asio::steady_timer drain_timer(io);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code, int sig) {
     spdlog::info("event=draining signal={}", sig);
     (*server)->stop_accepting();
     service.set_draining();
     housekeeping.cancel();
-    // Let in-flight requests finish, then close connections and stop.
-    auto grace = std::make_shared<boost::asio::steady_timer>(io, std::chrono::milliseconds(500));
-    grace->async_wait([&, grace](boost::system::error_code) {
+    // Let in-flight requests finish, close the connections, wait (bounded) until every
+    // connection has ended (so each session is released), then stop.
+    drain_timer.expires_after(std::chrono::milliseconds(500));
+    drain_timer.async_wait([&](boost::system::error_code) {
       (*server)->close_all("server restarting");
       if (admin) admin->stop();
-      auto stop = std::make_shared<boost::asio::steady_timer>(io, std::chrono::milliseconds(500));
-      stop->async_wait([&, stop](boost::system::error_code) { io.stop(); });
+      wait_for_connections(drain_timer, **server, io,
+                           std::chrono::steady_clock::now() + std::chrono::seconds(5));
     });
   });
 

@@ -24,12 +24,17 @@ Service::Service(boost::asio::io_context& io, ServerConfig config, store::Store&
       ip_requests_(clock, config_.ip_request_rate, config_.ip_request_burst),
       account_sends_(clock, config_.account_send_rate, config_.account_send_burst),
       registrations_(clock, config_.register_rate_per_ip, config_.register_burst_per_ip),
+      ip_connects_(clock, config_.ip_connect_rate, config_.ip_connect_burst),
       files_(make_attachment_files(*this)) {}
 
 Service::~Service() = default;
 
 transport::WsHandlerFactory Service::handler_factory() {
-  return [this](const std::string& remote_ip) { return make_session_handler(*this, remote_ip); };
+  return [this](const std::string& remote_ip) -> std::unique_ptr<transport::WsHandler> {
+    // Over its connection rate, an IP gets "try again later" (the transport closes with 1013).
+    if (!ip_connects_.allow(remote_ip)) return nullptr;
+    return make_session_handler(*this, remote_ip);
+  };
 }
 
 void Service::fill_transport_options(transport::ServerOptions& o) const {

@@ -54,6 +54,7 @@ class Service {
   RateLimiter& ip_requests() { return ip_requests_; }
   RateLimiter& account_sends() { return account_sends_; }
   RateLimiter& registrations() { return registrations_; }
+  RateLimiter& ip_connects() { return ip_connects_; }
 
   // Wraps `f` so that it runs on the io_context when the store calls back.
   template <typename T>
@@ -93,6 +94,7 @@ class Service {
   RateLimiter ip_requests_;
   RateLimiter account_sends_;
   RateLimiter registrations_;
+  RateLimiter ip_connects_;
   std::unique_ptr<transport::HttpFiles> files_;
   std::atomic<bool> draining_{false};
 

@@ -91,7 +91,8 @@ Session::~Session() = default;
 
 void Session::on_open(std::shared_ptr<transport::WsConnection> conn) {
   std::lock_guard<std::mutex> lock(mu_);
-  conn_ = std::move(conn);
+  conn_ = conn;
+  open_ = true;
   service_.metrics().connections.fetch_add(1);
   service_.metrics().connections_total.fetch_add(1);
   nonce_ = random_bytes(service_.rng(), 32);
@@ -107,7 +108,8 @@ void Session::on_open(std::shared_ptr<transport::WsConnection> conn) {
 
 void Session::on_close() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!conn_) return;
+  if (!open_) return;
+  open_ = false;
   conn_.reset();
   service_.metrics().connections.fetch_sub(1);
   if (account_) {
@@ -122,13 +124,14 @@ void Session::close(std::string_view reason) {
   std::shared_ptr<transport::WsConnection> c;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    c = conn_;
+    c = conn_.lock();
   }
   if (c) c->close(reason);
 }
 
 void Session::send_frame(Frame& frame) {
-  if (conn_) conn_->send(wire::encode_frame(frame, &service_.rng()));
+  if (!open_) return;
+  if (auto c = conn_.lock()) c->send(wire::encode_frame(frame, &service_.rng()));
 }
 
 void Session::respond(Response response) {
@@ -159,7 +162,7 @@ void Session::on_message(std::string_view bytes) {
   bool accepted;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!conn_) return;
+    if (!open_) return;
     ++inflight_requests_;  // every request gets exactly one response, which decrements
     accepted = inflight_requests_ <= service_.config().max_inflight_requests &&
                service_.ip_requests().allow(remote_ip_);
@@ -312,7 +315,7 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
 void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!conn_) return;
+    if (!open_) return;
     account_ = account;
     device_id_ = device_id;
     nonce_.clear();
@@ -684,7 +687,7 @@ void Session::push_envelope(std::int64_t seq, const store::Envelope& e) {
 
 void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!conn_ || seq <= last_seq_sent_) return;
+  if (!open_ || seq <= last_seq_sent_) return;
   const bool room = unacked_.size() < kDeliveryWindow && unacked_bytes_ < kDeliveryWindowBytes;
   if (delivery_ == Delivery::kLive && room && !fetching_ && !dirty_) {
     push_envelope(seq, *envelope);
@@ -695,7 +698,7 @@ void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope>
 }
 
 void Session::pump() {
-  if (!conn_ || !account_ || fetching_) return;
+  if (!open_ || !account_ || fetching_) return;
   if (delivery_ == Delivery::kLive && !dirty_) return;
   if (unacked_.size() >= kDeliveryWindow || unacked_bytes_ >= kDeliveryWindowBytes) return;
   fetching_ = true;
@@ -708,7 +711,7 @@ void Session::pump() {
           [self, limit](Result<std::vector<store::QueuedEnvelope>> page) {
             std::lock_guard<std::mutex> lock(self->mu_);
             self->fetching_ = false;
-            if (!self->conn_) return;
+            if (!self->open_) return;
             if (!page) {
               spdlog::warn("event=fetch_queue_failed code={}",
                            error_code_name(page.error().code()));

@@ -75,7 +75,10 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::string remote_ip_;
 
   std::mutex mu_;
-  std::shared_ptr<transport::WsConnection> conn_;  // null once closed
+  // Weak: the transport's connection owns the handler that owns this session, so a strong
+  // reference back would be a cycle that outlives an io_context stopped mid-connection.
+  std::weak_ptr<transport::WsConnection> conn_;
+  bool open_ = false;  // between on_open and on_close
   Bytes nonce_;
   std::uint32_t inflight_requests_ = 0;
   int failed_logins_ = 0;

@@ -1,5 +1,6 @@
 #include "transport/static_site.h"
 
+#include <cstdio>
 #include <sys/stat.h>
 
 #include <array>
@@ -150,14 +151,13 @@ constexpr std::array<BuiltinPage, 6> kPages = {{
     {"/robots.txt", "text/plain", kRobots},
 }};
 
-std::string hex(std::uint64_t v) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  do {
-    out.insert(out.begin(), kDigits[v & 0xf]);
-    v >>= 4;
-  } while (v != 0);
-  return out;
+// "\"<a>-<b>\"" in hex. (Formatted with snprintf: GCC 12 at -O3 reports a false -Wrestrict on
+// `"literal" + std::string&&` concatenations.)
+std::string make_etag(std::uint64_t a, std::uint64_t b) {
+  char buf[48];
+  const int n = std::snprintf(buf, sizeof buf, "\"%llx-%llx\"", static_cast<unsigned long long>(a),
+                              static_cast<unsigned long long>(b));
+  return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
 }
 
 // FNV-1a: a stable tag for the built-in bodies (not security relevant).
@@ -284,8 +284,7 @@ SiteResponse StaticSite::builtin(std::string_view path, std::string_view if_none
   for (const auto& page : kPages) {
     if (page.path != path) continue;
     SiteResponse r;
-    r.etag = "\"" + hex(static_cast<std::uint64_t>(kBuiltinMtime)) + "-" +
-             hex(fnv1a(page.body) & 0xffffffffu) + "\"";
+    r.etag = make_etag(static_cast<std::uint64_t>(kBuiltinMtime), fnv1a(page.body) & 0xffffffffu);
     r.last_modified = internal::http_date(kBuiltinMtime);
     if (etag_matches(if_none_match, r.etag)) {
       r.status = 304;
@@ -315,8 +314,7 @@ SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_non
   struct stat st {};
   if (::stat(resolved.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return error_page(404);
   SiteResponse r;
-  r.etag = "\"" + hex(static_cast<std::uint64_t>(st.st_mtime)) + "-" +
-           hex(static_cast<std::uint64_t>(st.st_size)) + "\"";
+  r.etag = make_etag(static_cast<std::uint64_t>(st.st_mtime), static_cast<std::uint64_t>(st.st_size));
   r.last_modified = internal::http_date(static_cast<std::int64_t>(st.st_mtime));
   if (etag_matches(if_none_match, r.etag)) {
     r.status = 304;
