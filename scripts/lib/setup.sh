@@ -10,7 +10,7 @@ PARLEY_DEBS=(
   libsodium-dev libssl-dev
   libprotobuf-dev protobuf-compiler
   nlohmann-json3-dev
-  libboost1.81-dev libsqlite3-dev sqlite3 libspdlog-dev libtomlplusplus-dev libcli11-dev
+  libboost1.81-dev libsqlite3-dev sqlite3 libsqlcipher-dev libspdlog-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs
 )
