@@ -33,6 +33,9 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::kInvalidMessage: return "invalid_message";
     case ErrorCode::kNoSenderKey: return "no_sender_key";
     case ErrorCode::kStaleKeyId: return "stale_key_id";
+    case ErrorCode::kWrongPassphrase: return "wrong_passphrase";
+    case ErrorCode::kNotRegistered: return "not_registered";
+    case ErrorCode::kAlreadyRegistered: return "already_registered";
   }
   return "unknown";
 }

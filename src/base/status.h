@@ -48,6 +48,10 @@ enum class ErrorCode : std::uint16_t {
   kInvalidMessage = 307,    // decrypts under no known session state
   kNoSenderKey = 308,       // no sender-key state for this group/sender/key id
   kStaleKeyId = 309,
+  // Client (400..499)
+  kWrongPassphrase = 400,   // the profile key does not open the local database
+  kNotRegistered = 401,     // the profile holds no account yet
+  kAlreadyRegistered = 402, // the profile already holds an account
 };
 
 // Returns the stable name of a code, e.g. "bad_mac". Never returns an empty view.
