@@ -42,8 +42,8 @@ TEST(Argon2id, KnownAnswers) {
        "366f1004cfbb447d435e8f6bbe9e5cc0a10e38e7c3da0e89bb19578a1a0d7291"},
   };
   for (const Vector& v : vectors) {
-    auto key = derive_key_argon2id("", from_hex(v.salt).value(),
-                                   PasswordParams{v.ops, v.mem_kib * 1024});
+    auto key =
+        derive_key_argon2id("", from_hex(v.salt).value(), PasswordParams{v.ops, v.mem_kib * 1024});
     ASSERT_TRUE(key.has_value()) << key.status().to_string();
     EXPECT_EQ(to_hex(key->view()), v.key);
   }

@@ -1,0 +1,251 @@
+#include "client/internal/db.h"
+
+#include <sqlcipher/sqlite3.h>
+
+#include <limits>
+#include <utility>
+
+namespace parley::client::internal {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+}  // namespace
+
+// ---- Stmt -----------------------------------------------------------------------------------
+
+Stmt::Stmt(Stmt&& other) noexcept
+    : stmt_(std::exchange(other.stmt_, nullptr)),
+      busy_(std::exchange(other.busy_, nullptr)),
+      what_(other.what_),
+      bind_rc_(other.bind_rc_) {}
+
+Stmt::~Stmt() {
+  if (stmt_ != nullptr) {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  if (busy_ != nullptr) *busy_ = false;
+}
+
+void Stmt::note_bind(int rc) {
+  if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+}
+
+Stmt& Stmt::bind(int index, std::int64_t value) {
+  note_bind(sqlite3_bind_int64(stmt_, index, value));
+  return *this;
+}
+
+Stmt& Stmt::bind_text(int index, std::string_view value) {
+  if (value.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    note_bind(SQLITE_TOOBIG);
+    return *this;
+  }
+  note_bind(sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()),
+                              SQLITE_TRANSIENT));
+  return *this;
+}
+
+Stmt& Stmt::bind_blob(int index, ByteView value) {
+  if (value.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    note_bind(SQLITE_TOOBIG);
+    return *this;
+  }
+  // A zero-length blob must still be a BLOB (not NULL): SQLite needs a non-null pointer.
+  static const std::uint8_t kEmpty = 0;
+  const void* data = value.empty() ? &kEmpty : value.data();
+  note_bind(
+      sqlite3_bind_blob(stmt_, index, data, static_cast<int>(value.size()), SQLITE_TRANSIENT));
+  return *this;
+}
+
+Stmt& Stmt::bind_null(int index) {
+  note_bind(sqlite3_bind_null(stmt_, index));
+  return *this;
+}
+
+Result<bool> Stmt::step() {
+  if (bind_rc_ != SQLITE_OK) return Db::error(bind_rc_, what_);
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return Db::error(rc, what_);
+}
+
+Status Stmt::run() {
+  for (;;) {
+    Result<bool> r = step();
+    if (!r.has_value()) return r.error();
+    if (!*r) return Status::ok();
+  }
+}
+
+std::int64_t Stmt::column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
+
+std::string Stmt::column_text(int index) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, index);
+  int n = sqlite3_column_bytes(stmt_, index);
+  if (p == nullptr || n <= 0) return {};
+  return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+}
+
+Bytes Stmt::column_blob(int index) const {
+  const void* p = sqlite3_column_blob(stmt_, index);
+  int n = sqlite3_column_bytes(stmt_, index);
+  if (p == nullptr || n <= 0) return {};
+  const auto* b = static_cast<const std::uint8_t*>(p);
+  return Bytes(b, b + n);
+}
+
+SecretBytes Stmt::column_secret(int index) const {
+  const void* p = sqlite3_column_blob(stmt_, index);
+  int n = sqlite3_column_bytes(stmt_, index);
+  if (p == nullptr || n <= 0) return SecretBytes();
+  return SecretBytes(ByteView(static_cast<const std::uint8_t*>(p), static_cast<std::size_t>(n)));
+}
+
+bool Stmt::column_is_null(int index) const {
+  return sqlite3_column_type(stmt_, index) == SQLITE_NULL;
+}
+
+// ---- Db -------------------------------------------------------------------------------------
+
+Status Db::error(int rc, std::string_view what) {
+  // sqlite3_errstr is the generic text for the code; it never contains values from the data.
+  std::string msg = "client store: ";
+  msg.append(what);
+  msg.append(": ");
+  msg.append(sqlite3_errstr(rc));
+  ErrorCode code = ErrorCode::kIo;
+  if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    code = ErrorCode::kAlreadyExists;
+  } else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+    code = ErrorCode::kUnavailable;
+  } else if ((rc & 0xff) == SQLITE_FULL) {
+    code = ErrorCode::kResourceExhausted;
+  }
+  return make_error(code, std::move(msg));
+}
+
+Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_close_v2(raw);  // a handle is returned even on failure (or null: harmless)
+    return error(rc, "open database");
+  }
+  std::unique_ptr<Db> db(new Db(raw));
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
+  return db;
+}
+
+Status Db::run_key_pragma(const char* pragma, const SecretBytes& key, std::string_view what) {
+  if (key.size() != 32)
+    return make_error(ErrorCode::kInvalidArgument, "client store: key must be 32 bytes");
+  // Built in place with a fixed capacity (no reallocation leaves a copy behind), then wiped.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string sql;
+  sql.reserve(64 + 2 * key.size());
+  sql.append(pragma);
+  sql.append(" = \"x'");
+  for (std::uint8_t b : key.view()) {
+    sql.push_back(kHex[b >> 4]);
+    sql.push_back(kHex[b & 0xf]);
+  }
+  sql.append("'\"");
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+  secure_zero(sql.data(), sql.size());
+  if (rc != SQLITE_OK) return error(rc, what);
+  return Status::ok();
+}
+
+Status Db::set_key(const SecretBytes& key) { return run_key_pragma("PRAGMA key", key, "set key"); }
+
+Status Db::rekey(const SecretBytes& key) {
+  return run_key_pragma("PRAGMA rekey", key, "change key");
+}
+
+Result<bool> Db::key_opens_database() {
+  int rc = sqlite3_exec(db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
+  if (rc == SQLITE_OK) return true;
+  if (rc == SQLITE_NOTADB) return false;
+  return error(rc, "read schema");
+}
+
+Status Db::configure() {
+  // WAL: readers never block the writer; FULL: every COMMIT is fsynced, WAL included, so an
+  // acknowledged ratchet step survives power loss, not only a process crash.
+  {
+    PARLEY_ASSIGN_OR_RETURN(Stmt wal, prepare("PRAGMA journal_mode=WAL", "set journal mode"));
+    PARLEY_ASSIGN_OR_RETURN(bool row, wal.step());
+    if (!row || wal.column_text(0) != "wal") {
+      return make_error(ErrorCode::kIo, "client store: the database does not support WAL mode");
+    }
+  }
+  return exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", "set pragmas");
+}
+
+Db::~Db() {
+  for (auto& [sql, entry] : cache_) sqlite3_finalize(entry.stmt);
+  cache_.clear();
+  sqlite3_close_v2(db_);
+}
+
+Result<Stmt> Db::prepare(std::string_view sql, std::string_view what) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) {
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(stmt);
+      return error(rc, what);
+    }
+    it = cache_.emplace(sql, Entry{stmt, false}).first;
+  }
+  if (it->second.busy) {
+    return make_error(ErrorCode::kInternal, "client store: statement already in use");
+  }
+  it->second.busy = true;
+  return Stmt(it->second.stmt, &it->second.busy, what);
+}
+
+Status Db::exec(const std::string& sql, std::string_view what) {
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return error(rc, what);
+  return Status::ok();
+}
+
+std::int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+int Db::changes() const { return sqlite3_changes(db_); }
+bool Db::in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
+
+// ---- Transaction ----------------------------------------------------------------------------
+
+Result<Transaction> Transaction::begin(Db& db) {
+  PARLEY_TRY(db.exec("BEGIN IMMEDIATE", "begin transaction"));
+  return Transaction(&db);
+}
+
+Transaction::Transaction(Transaction&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+
+Transaction::~Transaction() {
+  // SQLite may already have rolled back on its own (e.g. after SQLITE_FULL): then there is
+  // nothing to undo, and ROLLBACK would only report "no transaction is active".
+  if (db_ != nullptr && db_->in_transaction()) {
+    db_->exec("ROLLBACK", "rollback transaction").ignore();
+  }
+}
+
+Status Transaction::commit() {
+  if (db_ == nullptr)
+    return make_error(ErrorCode::kInternal, "client store: commit without a transaction");
+  Status s = db_->exec("COMMIT", "commit transaction");
+  if (s.is_ok()) db_ = nullptr;
+  return s;
+}
+
+}  // namespace parley::client::internal

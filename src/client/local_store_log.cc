@@ -1,0 +1,300 @@
+// LocalStore: the outbox, the message history and groups.
+#include <limits>
+#include <string_view>
+#include <utility>
+
+#include "client/internal/db.h"
+#include "client/local_store.h"
+
+namespace parley::client {
+
+using internal::Stmt;
+
+namespace {
+
+std::string_view status_text(MessageStatus s) {
+  switch (s) {
+    case MessageStatus::kSent:
+      return "sent";
+    case MessageStatus::kDelivered:
+      return "delivered";
+    case MessageStatus::kRead:
+      return "read";
+    case MessageStatus::kFailed:
+      return "failed";
+  }
+  return "failed";
+}
+
+Result<MessageStatus> parse_status(const std::string& s) {
+  if (s == "sent") return MessageStatus::kSent;
+  if (s == "delivered") return MessageStatus::kDelivered;
+  if (s == "read") return MessageStatus::kRead;
+  if (s == "failed") return MessageStatus::kFailed;
+  return make_error(ErrorCode::kMalformed, "messages: unknown status");
+}
+
+OutboxItem read_outbox_row(const Stmt& stmt) {
+  OutboxItem item;
+  item.id = stmt.column_int(0);
+  item.client_message_id = stmt.column_blob(1);
+  item.recipient = stmt.column_text(2);
+  item.payload = stmt.column_blob(3);
+  item.created_ms = stmt.column_int(4);
+  item.attempts = stmt.column_int(5);
+  item.next_attempt_ms = stmt.column_int(6);
+  return item;
+}
+
+}  // namespace
+
+// ---- Outbox -------------------------------------------------------------------------------------
+
+Result<OutboxItem> LocalStore::outbox_put(const std::string& recipient, ByteView payload) {
+  OutboxItem item;
+  item.client_message_id = Bytes(kClientMessageIdSize);
+  rng_.fill(item.client_message_id);
+  item.recipient = recipient;
+  item.payload = to_bytes(payload);
+  item.created_ms = clock_.now_ms();
+  item.next_attempt_ms = item.created_ms;
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      db_.prepare("INSERT INTO outbox (client_message_id, recipient, payload, "
+                  "created_ms, attempts, next_attempt_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                  "queue outgoing message"));
+  stmt.bind_blob(1, item.client_message_id)
+      .bind_text(2, item.recipient)
+      .bind_blob(3, item.payload)
+      .bind(4, item.created_ms)
+      .bind(5, item.next_attempt_ms);
+  PARLEY_TRY(stmt.run());
+  item.id = db_.last_insert_rowid();
+  return item;
+}
+
+Result<std::vector<OutboxItem>> LocalStore::outbox_pending(std::int64_t now_ms) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("SELECT id, client_message_id, recipient, payload, created_ms, "
+                             "attempts, next_attempt_ms FROM outbox WHERE next_attempt_ms <= ?1 "
+                             "ORDER BY id",
+                             "list due outgoing messages"));
+  stmt.bind(1, now_ms);
+  std::vector<OutboxItem> out;
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+    if (!row) break;
+    out.push_back(read_outbox_row(stmt));
+  }
+  return out;
+}
+
+Status LocalStore::outbox_bump(std::int64_t id, std::int64_t next_attempt_ms) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2 "
+                             "WHERE id = ?1",
+                             "reschedule outgoing message"));
+  stmt.bind(1, id).bind(2, next_attempt_ms);
+  PARLEY_TRY(stmt.run());
+  if (db_.changes() == 0) return make_error(ErrorCode::kNotFound, "no such outbox item");
+  return Status::ok();
+}
+
+Status LocalStore::outbox_remove(std::int64_t id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("DELETE FROM outbox WHERE id = ?1", "remove outgoing message"));
+  stmt.bind(1, id);
+  return stmt.run();
+}
+
+// ---- History ------------------------------------------------------------------------------------
+
+Result<std::int64_t> LocalStore::append_message(const StoredMessage& m) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      db_.prepare("INSERT INTO messages (conversation, direction, sender_name, sender_device, "
+                  "server_ms, local_ms, body, status, error, server_id) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                  "append message"));
+  stmt.bind_text(1, m.conversation)
+      .bind_text(2, m.direction == MessageDirection::kIncoming ? "in" : "out")
+      .bind_text(3, m.sender.name)
+      .bind(4, m.sender.device_id)
+      .bind(5, m.server_ms)
+      .bind(6, m.local_ms)
+      .bind_blob(7, m.body)
+      .bind_text(8, status_text(m.status));
+  if (m.error.empty()) {
+    stmt.bind_null(9);
+  } else {
+    stmt.bind_text(9, m.error);
+  }
+  if (m.server_id) {
+    stmt.bind_blob(10, *m.server_id);
+  } else {
+    stmt.bind_null(10);
+  }
+  Status s = stmt.run();
+  // server_id is the only UNIQUE column besides the rowid we let SQLite choose.
+  if (s.code() == ErrorCode::kAlreadyExists) {
+    return make_error(ErrorCode::kAlreadyExists, "this envelope is already in the history");
+  }
+  PARLEY_TRY(s);
+  return db_.last_insert_rowid();
+}
+
+Result<std::vector<StoredMessage>> LocalStore::history(const std::string& conversation,
+                                                       std::size_t limit) {
+  // The newest `limit` rows, re-ordered oldest first for display.
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      db_.prepare("SELECT * FROM (SELECT id, direction, sender_name, sender_device, server_ms, "
+                  "local_ms, body, status, error, server_id FROM messages "
+                  "WHERE conversation = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+                  "load history"));
+  const std::int64_t max_limit = std::numeric_limits<std::int64_t>::max();
+  stmt.bind_text(1, conversation)
+      .bind(2, limit > static_cast<std::uint64_t>(max_limit) ? max_limit
+                                                             : static_cast<std::int64_t>(limit));
+  std::vector<StoredMessage> out;
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+    if (!row) break;
+    StoredMessage m;
+    m.id = stmt.column_int(0);
+    m.conversation = conversation;
+    m.direction =
+        stmt.column_text(1) == "in" ? MessageDirection::kIncoming : MessageDirection::kOutgoing;
+    m.sender = protocol::ProtocolAddress{stmt.column_text(2),
+                                         static_cast<std::uint32_t>(stmt.column_int(3))};
+    m.server_ms = stmt.column_int(4);
+    m.local_ms = stmt.column_int(5);
+    m.body = stmt.column_blob(6);
+    PARLEY_ASSIGN_OR_RETURN(m.status, parse_status(stmt.column_text(7)));
+    m.error = stmt.column_text(8);
+    if (!stmt.column_is_null(9)) m.server_id = stmt.column_blob(9);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+Status LocalStore::set_message_status(std::int64_t id, MessageStatus status) {
+  PARLEY_ASSIGN_OR_RETURN(Stmt stmt, db_.prepare("UPDATE messages SET status = ?2 WHERE id = ?1",
+                                                 "set message status"));
+  stmt.bind(1, id).bind_text(2, status_text(status));
+  PARLEY_TRY(stmt.run());
+  if (db_.changes() == 0) return make_error(ErrorCode::kNotFound, "no such message");
+  return Status::ok();
+}
+
+// ---- Groups -------------------------------------------------------------------------------------
+
+Status LocalStore::save_group(const Group& g) {
+  if (g.id.size() != kGroupIdSize) {
+    return make_error(ErrorCode::kInvalidArgument, "group id must be 16 bytes");
+  }
+  // UPDATE then INSERT, never INSERT OR REPLACE: a REPLACE deletes the row first, and the
+  // foreign key would cascade that delete to the member list.
+  return run_in_transaction([&]() -> Status {
+    {
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt upd, db_.prepare("UPDATE groups SET name = ?2, created_ms = ?3, left_group = ?4 "
+                                "WHERE id = ?1",
+                                "update group"));
+      upd.bind_blob(1, g.id).bind_text(2, g.name).bind(3, g.created_ms).bind(4, g.left ? 1 : 0);
+      PARLEY_TRY(upd.run());
+    }
+    if (db_.changes() > 0) return Status::ok();
+    PARLEY_ASSIGN_OR_RETURN(Stmt ins,
+                            db_.prepare("INSERT INTO groups (id, name, created_ms, left_group) "
+                                        "VALUES (?1, ?2, ?3, ?4)",
+                                        "add group"));
+    ins.bind_blob(1, g.id).bind_text(2, g.name).bind(3, g.created_ms).bind(4, g.left ? 1 : 0);
+    return ins.run();
+  });
+}
+
+Result<std::vector<std::string>> LocalStore::members_of(ByteView group_id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("SELECT member FROM group_members WHERE group_id = ?1 ORDER BY member",
+                             "load group members"));
+  stmt.bind_blob(1, group_id);
+  std::vector<std::string> out;
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+    if (!row) break;
+    out.push_back(stmt.column_text(0));
+  }
+  return out;
+}
+
+Result<Group> LocalStore::load_group(ByteView id) {
+  Group g;
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        db_.prepare("SELECT name, created_ms, left_group FROM groups WHERE id = ?1", "load group"));
+    stmt.bind_blob(1, id);
+    PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+    if (!row) return make_error(ErrorCode::kNotFound, "no such group");
+    g.id = to_bytes(id);
+    g.name = stmt.column_text(0);
+    g.created_ms = stmt.column_int(1);
+    g.left = stmt.column_int(2) != 0;
+  }
+  PARLEY_ASSIGN_OR_RETURN(g.members, members_of(id));
+  return g;
+}
+
+Result<std::vector<Group>> LocalStore::list_groups() {
+  std::vector<Group> out;
+  {
+    PARLEY_ASSIGN_OR_RETURN(Stmt stmt,
+                            db_.prepare("SELECT id, name, created_ms, left_group FROM groups "
+                                        "ORDER BY created_ms, id",
+                                        "list groups"));
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+      if (!row) break;
+      Group g;
+      g.id = stmt.column_blob(0);
+      g.name = stmt.column_text(1);
+      g.created_ms = stmt.column_int(2);
+      g.left = stmt.column_int(3) != 0;
+      out.push_back(std::move(g));
+    }
+  }
+  for (Group& g : out) {
+    PARLEY_ASSIGN_OR_RETURN(g.members, members_of(g.id));
+  }
+  return out;
+}
+
+Status LocalStore::set_members(ByteView group_id, const std::vector<std::string>& members) {
+  return run_in_transaction([&]() -> Status {
+    {
+      PARLEY_ASSIGN_OR_RETURN(Stmt exists,
+                              db_.prepare("SELECT 1 FROM groups WHERE id = ?1", "check group"));
+      exists.bind_blob(1, group_id);
+      PARLEY_ASSIGN_OR_RETURN(bool row, exists.step());
+      if (!row) return make_error(ErrorCode::kNotFound, "no such group");
+    }
+    {
+      PARLEY_ASSIGN_OR_RETURN(Stmt del, db_.prepare("DELETE FROM group_members WHERE group_id = ?1",
+                                                    "clear group members"));
+      del.bind_blob(1, group_id);
+      PARLEY_TRY(del.run());
+    }
+    for (const std::string& member : members) {
+      PARLEY_ASSIGN_OR_RETURN(Stmt ins,
+                              db_.prepare("INSERT OR IGNORE INTO group_members (group_id, member) "
+                                          "VALUES (?1, ?2)",
+                                          "add group member"));
+      ins.bind_blob(1, group_id).bind_text(2, member);
+      PARLEY_TRY(ins.run());
+    }
+    return Status::ok();
+  });
+}
+
+}  // namespace parley::client

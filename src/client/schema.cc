@@ -1,0 +1,156 @@
+#include "client/internal/schema.h"
+
+#include <iterator>
+#include <string>
+
+#include "client/internal/db.h"
+
+namespace parley::client::internal {
+namespace {
+
+// Version 1: the initial schema. SQLCipher 3.4 is SQLite 3.15: no STRICT tables and no UPSERT,
+// so types are enforced by CHECKs where they matter and writes use UPDATE-then-INSERT or
+// INSERT OR REPLACE (the latter only on tables no foreign key points at).
+constexpr const char* kSchemaV1 = R"sql(
+-- The registered account: exactly one row once registered. Secrets are BLOBs (the whole file is
+-- encrypted by SQLCipher).
+CREATE TABLE account (
+  id                INTEGER PRIMARY KEY CHECK (id = 1),
+  name              TEXT    NOT NULL,
+  server_address    TEXT    NOT NULL,
+  server_host       TEXT    NOT NULL,
+  server_port       TEXT    NOT NULL,
+  server_pin        TEXT    NOT NULL,
+  server_ws_path    TEXT    NOT NULL,
+  device_id         INTEGER NOT NULL,
+  registration_id   INTEGER NOT NULL,
+  identity_private  BLOB    NOT NULL,                 -- 32-byte X25519 scalar
+  auth_seed         BLOB    NOT NULL,                 -- 32-byte Ed25519 seed
+  next_pre_key_id   INTEGER NOT NULL,
+  signed_pre_key_id INTEGER NOT NULL
+);
+
+-- Peer device identities (the IdentityKeyStore) and what the user knows about them.
+CREATE TABLE contacts (
+  name             TEXT    NOT NULL,
+  device_id        INTEGER NOT NULL,
+  identity_key     BLOB    NOT NULL,                  -- 33-byte serialized public key
+  verified         INTEGER NOT NULL DEFAULT 0 CHECK (verified IN (0, 1)),
+  identity_changed INTEGER NOT NULL DEFAULT 0 CHECK (identity_changed IN (0, 1)),
+  first_seen_ms    INTEGER NOT NULL,
+  PRIMARY KEY (name, device_id)
+) WITHOUT ROWID;
+
+-- Protocol records, serialized by src/protocol (each carries its own format version).
+CREATE TABLE pre_keys (
+  id     INTEGER PRIMARY KEY,
+  record BLOB    NOT NULL
+);
+CREATE TABLE signed_pre_keys (
+  id     INTEGER PRIMARY KEY,
+  record BLOB    NOT NULL
+);
+CREATE TABLE sessions (
+  name      TEXT    NOT NULL,
+  device_id INTEGER NOT NULL,
+  record    BLOB    NOT NULL,
+  PRIMARY KEY (name, device_id)
+) WITHOUT ROWID;
+CREATE TABLE sender_keys (
+  group_id      TEXT    NOT NULL,
+  sender_name   TEXT    NOT NULL,
+  sender_device INTEGER NOT NULL,
+  record        BLOB    NOT NULL,
+  PRIMARY KEY (group_id, sender_name, sender_device)
+) WITHOUT ROWID;
+
+-- Messages waiting to be sent, plaintext: they are encrypted at send time, so a retry after a
+-- session change uses the current session.
+CREATE TABLE outbox (
+  id                 INTEGER PRIMARY KEY,
+  client_message_id  BLOB    NOT NULL UNIQUE CHECK (length(client_message_id) = 16),
+  recipient          TEXT    NOT NULL,
+  payload            BLOB    NOT NULL,
+  created_ms         INTEGER NOT NULL,
+  attempts           INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms    INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_due ON outbox(next_attempt_ms);
+
+-- The history log. server_id is NULL for outgoing messages; UNIQUE so that an envelope the
+-- server delivers twice is stored once (NULLs never collide).
+CREATE TABLE messages (
+  id            INTEGER PRIMARY KEY,
+  conversation  TEXT    NOT NULL,
+  direction     TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+  sender_name   TEXT    NOT NULL,
+  sender_device INTEGER NOT NULL,
+  server_ms     INTEGER NOT NULL,
+  local_ms      INTEGER NOT NULL,
+  body          BLOB    NOT NULL,
+  status        TEXT    NOT NULL CHECK (status IN ('sent', 'delivered', 'read', 'failed')),
+  error         TEXT,
+  server_id     BLOB    UNIQUE
+);
+CREATE INDEX messages_by_conversation ON messages(conversation, id);
+
+CREATE TABLE groups (
+  id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+  name       TEXT    NOT NULL,
+  created_ms INTEGER NOT NULL,
+  left_group INTEGER NOT NULL DEFAULT 0 CHECK (left_group IN (0, 1))
+) WITHOUT ROWID;
+CREATE TABLE group_members (
+  group_id BLOB NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+  member   TEXT NOT NULL,
+  PRIMARY KEY (group_id, member)
+) WITHOUT ROWID;
+)sql";
+
+struct Migration {
+  std::int32_t version;  // user_version after this migration
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, kSchemaV1},
+};
+
+Result<std::int32_t> user_version(Db& db) {
+  PARLEY_ASSIGN_OR_RETURN(Stmt stmt, db.prepare("PRAGMA user_version", "read schema version"));
+  PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+  if (!row) return make_error(ErrorCode::kIo, "client store: read schema version: no row");
+  return static_cast<std::int32_t>(stmt.column_int(0));
+}
+
+// Applies `m` if the database is exactly one version behind it, all in one transaction.
+Status apply(Db& db, const Migration& m) {
+  PARLEY_ASSIGN_OR_RETURN(Transaction tx, Transaction::begin(db));
+  // Read under the write lock: a second process opening the same profile skips what the first
+  // one applied.
+  PARLEY_ASSIGN_OR_RETURN(std::int32_t version, user_version(db));
+  if (version > latest_schema_version()) {
+    return make_error(ErrorCode::kUnimplemented,
+                      "client store: the profile schema (version " + std::to_string(version) +
+                          ") is newer than this client supports (version " +
+                          std::to_string(latest_schema_version()) + "); upgrade parley");
+  }
+  if (version >= m.version) return tx.commit();
+  if (version != m.version - 1) {
+    return make_error(ErrorCode::kInternal, "client store: migrations are not consecutive");
+  }
+  PARLEY_TRY(db.exec(m.sql, "apply migration " + std::to_string(m.version)));
+  PARLEY_TRY(db.exec("PRAGMA user_version = " + std::to_string(m.version), "set schema version"));
+  return tx.commit();
+}
+
+}  // namespace
+
+std::int32_t latest_schema_version() { return kMigrations[std::size(kMigrations) - 1].version; }
+
+Status migrate(Db& db) {
+  for (const Migration& m : kMigrations) PARLEY_TRY(apply(db, m));
+  return Status::ok();
+}
+
+}  // namespace parley::client::internal
