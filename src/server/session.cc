@@ -4,7 +4,7 @@
 
 #include "crypto/primitives.h"
 #include "server/names.h"
-#include "server/pow.h"
+#include "crypto/pow.h"
 
 namespace parley::server {
 
@@ -172,6 +172,11 @@ void Session::on_message(std::string_view bytes) {
   handle(std::move(request));
 }
 
+std::pair<AccountPtr, std::uint32_t> Session::who() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {account_, device_id_};
+}
+
 void Session::handle(Request request) {
   const std::uint64_t id = request.id();
   bool authenticated;
@@ -238,7 +243,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
     return respond_error(id, wire::kStatusForbidden, "registration needs an invitation");
   }
   if (cfg.registration == RegistrationPolicy::kPow &&
-      !pow_valid(nonce, *folded, r.pow_nonce(), cfg.pow_difficulty)) {
+      !crypto::pow_valid(nonce, *folded, r.pow_nonce(), cfg.pow_difficulty)) {
     return respond_error(id, wire::kStatusForbidden, "proof of work does not meet the difficulty");
   }
   if (!service_.registrations().allow(remote_ip_)) {
@@ -354,8 +359,9 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
   std::optional<store::SignedPreKey> spk;
   if (r.has_signed_pre_key()) spk = to_store(r.signed_pre_key());
   auto self = shared_from_this();
-  const AccountPtr account = account_;
-  const std::uint32_t device = device_id_;
+  const auto me = who();
+  const AccountPtr account = me.first;
+  const std::uint32_t device = me.second;
   service_.store().upload_keys(
       account->id, device, spk, to_store(r.pre_keys()),
       service_.on_io<std::uint32_t>([self, id, spk, account, device](Result<std::uint32_t> n) {
@@ -380,7 +386,8 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
 
 void Session::do_key_count(std::uint64_t id) {
   auto self = shared_from_this();
-  service_.store().pre_key_count(account_->id, device_id_,
+  const auto me = who();
+  service_.store().pre_key_count(me.first->id, me.second,
                                  service_.on_io<std::uint32_t>([self, id](Result<std::uint32_t> n) {
                                    if (!n) return self->respond_error(id, status_for(n.error()), "failed");
                                    Response r;
@@ -459,8 +466,9 @@ void Session::send_one(const wire::SendRequest& r, SendDone done) {
   if (bytes > service_.config().max_message_bytes) {
     return done(wire::kStatusTooLarge, "message too large", {});
   }
-  const AccountPtr sender = account_;
-  const std::uint32_t sender_device = device_id_;
+  const auto me = who();
+  const AccountPtr sender = me.first;
+  const std::uint32_t sender_device = me.second;
   if (!service_.account_sends().allow(std::to_string(sender->id), r.messages_size())) {
     wire::SendResult res;
     res.set_limit("rate");
@@ -615,8 +623,9 @@ void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
   for (const auto& s : r.server_ids()) ids.push_back(to_bytes(s));
   auto self = shared_from_this();
   auto acked = ids;
+  const auto me = who();
   service_.store().ack(
-      account_->id, device_id_, std::move(ids),
+      me.first->id, me.second, std::move(ids),
       service_.on_io<std::uint32_t>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
         self->service_.metrics().messages_acked.fetch_add(*n);
@@ -647,7 +656,7 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   const std::string token = to_hex(random_bytes(service_.rng(), 32));
   const auto hash = crypto::sha256(as_bytes(token));
   a.upload_token_hash = Bytes(hash.begin(), hash.end());
-  a.account_id = account_->id;
+  a.account_id = who().first->id;
   a.size = r.size();
   a.created_ms = service_.clock().now_ms();
   a.expires_ms = a.created_ms + static_cast<std::int64_t>(cfg.attachment_expiry_days) * kDayMs;

@@ -68,6 +68,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_one(const wire::SendRequest& r, SendDone done);
 
   void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
+  // The authenticated account and device, read under mu_ (an upload_keys callback on another
+  // io thread may replace account_ while a handler runs).
+  std::pair<AccountPtr, std::uint32_t> who();
   void pump();  // delivery: fetch more from the queue when the window has room (mu_ held)
   void push_envelope(std::int64_t seq, const store::Envelope& e);  // mu_ held
 
