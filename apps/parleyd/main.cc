@@ -304,22 +304,22 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
       return 2;
     }
-    server::ServerConfig defaults;
-    auto keep = [&](auto& flag_value, const auto& default_value, const auto& file_value) {
-      if (flag_value == default_value) flag_value = file_value;
+    // A flag given on the command line wins, even when it equals the built-in default.
+    auto keep = [&](const char* flag, auto& value, const auto& file_value) {
+      if (app.get_option(flag)->count() == 0) value = file_value;
     };
-    keep(cfg.data_dir, defaults.data_dir, from_file.data_dir);
-    keep(cfg.server_name, defaults.server_name, from_file.server_name);
-    keep(cfg.public_host, defaults.public_host, from_file.public_host);
-    keep(cfg.public_port, defaults.public_port, from_file.public_port);
-    keep(cfg.cert_file, defaults.cert_file, from_file.cert_file);
-    keep(cfg.key_file, defaults.key_file, from_file.key_file);
-    keep(cfg.site_dir, defaults.site_dir, from_file.site_dir);
-    keep(cfg.pow_difficulty, defaults.pow_difficulty, from_file.pow_difficulty);
-    keep(cfg.queue_max_count, defaults.queue_max_count, from_file.queue_max_count);
-    keep(cfg.queue_max_bytes, defaults.queue_max_bytes, from_file.queue_max_bytes);
-    keep(cfg.max_connections, defaults.max_connections, from_file.max_connections);
-    keep(cfg.attachment_max_bytes, defaults.attachment_max_bytes, from_file.attachment_max_bytes);
+    keep("--data", cfg.data_dir, from_file.data_dir);
+    keep("--name", cfg.server_name, from_file.server_name);
+    keep("--public-host", cfg.public_host, from_file.public_host);
+    keep("--public-port", cfg.public_port, from_file.public_port);
+    keep("--cert", cfg.cert_file, from_file.cert_file);
+    keep("--key", cfg.key_file, from_file.key_file);
+    keep("--site", cfg.site_dir, from_file.site_dir);
+    keep("--pow-difficulty", cfg.pow_difficulty, from_file.pow_difficulty);
+    keep("--queue-max-count", cfg.queue_max_count, from_file.queue_max_count);
+    keep("--queue-max-bytes", cfg.queue_max_bytes, from_file.queue_max_bytes);
+    keep("--max-connections", cfg.max_connections, from_file.max_connections);
+    keep("--attachment-max-bytes", cfg.attachment_max_bytes, from_file.attachment_max_bytes);
     // Keys without a flag come from the file as they are.
     cfg.queue_max_age_days = from_file.queue_max_age_days;
     cfg.max_message_bytes = from_file.max_message_bytes;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <set>
 #include <thread>
 
@@ -287,6 +288,26 @@ TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
   auto big = alice->call(alice->make_send("carol", to_carol, std::string(3000, 'b')));
   EXPECT_EQ(big->status(), 429u);
   EXPECT_EQ(big->send().limit(), "bytes");
+}
+
+TEST_F(ServerTest, FlagsOverrideTheConfigFileEvenAtTheirDefaults) {
+  // The file sets a queue limit of 2; the flag restores the built-in default (10000). The flag
+  // must win although it equals the default.
+  const std::string conf = dir_.path() + "/parleyd.toml";
+  {
+    std::FILE* f = std::fopen(conf.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("[limits]\nqueue_max_count = 2\n", f);
+    std::fclose(f);
+  }
+  start({"--config", conf, "--queue-max-count", "10000"});
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(alice->call(alice->make_send("bob", to_bob, "x"))->status(), 0u) << "send " << i;
+  }
 }
 
 TEST_F(ServerTest, MultiSendFansOut) {
