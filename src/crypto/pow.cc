@@ -1,8 +1,8 @@
-#include "server/pow.h"
+#include "crypto/pow.h"
 
 #include "crypto/primitives.h"
 
-namespace parley::server {
+namespace parley::crypto {
 
 bool pow_valid(ByteView challenge, std::string_view name, std::uint64_t nonce,
                std::uint32_t difficulty) {
@@ -35,4 +35,4 @@ bool pow_solve(ByteView challenge, std::string_view name, std::uint32_t difficul
   return false;
 }
 
-}  // namespace parley::server
+}  // namespace parley::crypto

@@ -8,7 +8,7 @@
 
 #include "base/bytes.h"
 
-namespace parley::server {
+namespace parley::crypto {
 
 bool pow_valid(ByteView challenge, std::string_view name, std::uint64_t nonce,
                std::uint32_t difficulty);
@@ -16,4 +16,4 @@ bool pow_valid(ByteView challenge, std::string_view name, std::uint64_t nonce,
 bool pow_solve(ByteView challenge, std::string_view name, std::uint32_t difficulty,
                std::uint64_t max_tries, std::uint64_t& nonce_out);
 
-}  // namespace parley::server
+}  // namespace parley::crypto

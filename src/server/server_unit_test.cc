@@ -6,7 +6,7 @@
 
 #include "server/config.h"
 #include "server/names.h"
-#include "server/pow.h"
+#include "crypto/pow.h"
 #include "server/rate_limiter.h"
 
 namespace parley::server {
@@ -26,11 +26,11 @@ TEST(Names, FoldAndValidate) {
 TEST(Pow, SolveAndVerify) {
   Bytes challenge(32, 9);
   std::uint64_t nonce = 0;
-  ASSERT_TRUE(pow_solve(challenge, "alice", 12, 1u << 24, nonce));
-  EXPECT_TRUE(pow_valid(challenge, "alice", nonce, 12));
-  EXPECT_FALSE(pow_valid(challenge, "alicf", nonce, 12) && pow_valid(challenge, "alicf", nonce, 20));
-  EXPECT_TRUE(pow_valid(challenge, "alice", nonce, 0));
-  EXPECT_FALSE(pow_valid(challenge, "alice", nonce, 65));
+  ASSERT_TRUE(crypto::pow_solve(challenge, "alice", 12, 1u << 24, nonce));
+  EXPECT_TRUE(crypto::pow_valid(challenge, "alice", nonce, 12));
+  EXPECT_FALSE(crypto::pow_valid(challenge, "alicf", nonce, 12) && crypto::pow_valid(challenge, "alicf", nonce, 20));
+  EXPECT_TRUE(crypto::pow_valid(challenge, "alice", nonce, 0));
+  EXPECT_FALSE(crypto::pow_valid(challenge, "alice", nonce, 65));
 }
 
 TEST(RateLimiter, BurstThenRefill) {
