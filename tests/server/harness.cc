@@ -1,5 +1,7 @@
 #include "tests/server/harness.h"
 
+#include "crypto/pow.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -9,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -39,8 +42,12 @@ Result<std::unique_ptr<Parleyd>> Parleyd::start(const std::string& data_dir,
   int out[2];
   if (::pipe(out) != 0) return make_error(ErrorCode::kIo, "pipe");
   const std::string log = data_dir + ".log";
-  std::vector<std::string> argv = {parleyd_path(), "--data", data_dir + "/d", "--listen",
-                                   "127.0.0.1:0", "--admin", "127.0.0.1:0"};
+  std::vector<std::string> argv = {parleyd_path(), "--data", data_dir + "/d", "--admin",
+                                   "127.0.0.1:0"};
+  // A caller that restarts the server on the same port passes its own --listen.
+  if (std::find(args.begin(), args.end(), "--listen") == args.end()) {
+    argv.insert(argv.end(), {"--listen", "127.0.0.1:0"});
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   const pid_t pid = ::fork();
   if (pid < 0) return make_error(ErrorCode::kIo, "fork");
@@ -94,6 +101,22 @@ Result<std::unique_ptr<Parleyd>> Parleyd::start(const std::string& data_dir,
 
 Parleyd::~Parleyd() {
   if (pid_ > 0) kill9();
+}
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  std::uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 void Parleyd::kill9() {
@@ -272,23 +295,8 @@ Result<wire::Response> TestClient::register_account(const std::string& name,
   if (challenge_.registration() == "pow") {
     // Solved by the caller's process, like a real client would (difficulty is small in tests).
     std::uint64_t nonce = 0;
-    Bytes input;
-    for (std::uint64_t n = 0; n < (1ull << 28); ++n) {
-      input.assign(challenge_.nonce().begin(), challenge_.nonce().end());
-      append(input, as_bytes(folded));
-      for (int i = 0; i < 8; ++i) input.push_back(static_cast<std::uint8_t>(n >> (8 * i)));
-      auto d = crypto::sha256(input);
-      std::uint32_t zeros = 0;
-      for (auto b : d) {
-        if (b == 0) { zeros += 8; continue; }
-        zeros += static_cast<std::uint32_t>(__builtin_clz(b) - 24);
-        break;
-      }
-      if (zeros >= challenge_.pow_difficulty()) {
-        nonce = n;
-        break;
-      }
-    }
+    crypto::pow_solve(as_bytes(challenge_.nonce()), folded, challenge_.pow_difficulty(), 1ull << 28,
+                      nonce);
     reg->set_pow_nonce(nonce);
   }
   return call(std::move(r));

@@ -37,8 +37,8 @@ class TempDir {
 
 class Parleyd {
  public:
-  // Starts parleyd with --data `data_dir` --listen 127.0.0.1:0 --admin 127.0.0.1:0 plus `args`,
-  // and waits (≤ 20 s) for its invite line.
+  // Starts parleyd with --data `data_dir`/d --admin 127.0.0.1:0 plus `args` (and --listen
+  // 127.0.0.1:0 unless `args` has a --listen), and waits (≤ 20 s) for its invite line.
   static Result<std::unique_ptr<Parleyd>> start(const std::string& data_dir,
                                                 std::vector<std::string> args = {});
   ~Parleyd();  // SIGKILL if still running
@@ -60,6 +60,9 @@ class Parleyd {
   std::string invite_link_;
   std::uint16_t admin_port_ = 0;
 };
+
+// A loopback TCP port that was free a moment ago (for servers restarted on the same port).
+std::uint16_t free_port();
 
 // Plain HTTP GET on the admin listener (e.g. "/metrics").
 Result<std::string> admin_get(std::uint16_t port, const std::string& target,
