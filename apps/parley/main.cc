@@ -1,0 +1,225 @@
+// parley: the command-line client (docs/cli.md). A thin layer over client::Client: parse the
+// command, open the profile, call one method, print the result.
+//
+// Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "client/client.h"
+
+namespace {
+
+using parley::Status;
+using parley::client::Client;
+
+constexpr const char* kVersion = "parley 0.1.0";
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "parley: %s\n", s.to_string().c_str());
+  return 1;
+}
+
+// Reads a line from the terminal without echo.
+std::optional<std::string> prompt_secret(const char* prompt) {
+  if (!::isatty(STDIN_FILENO)) return std::nullopt;
+  std::fprintf(stderr, "%s", prompt);
+  termios old{};
+  ::tcgetattr(STDIN_FILENO, &old);
+  termios quiet = old;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  std::string line;
+  std::getline(std::cin, line);
+  ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+  std::fprintf(stderr, "\n");
+  return line;
+}
+
+// The passphrase: PARLEY_PASSPHRASE, else a prompt when the profile uses one (or, when
+// registering, when the user wants one). None: the profile is keyed by its 0600 key file.
+std::optional<std::string> passphrase_for(const std::filesystem::path& profile, bool creating) {
+  if (const char* env = std::getenv("PARLEY_PASSPHRASE"); env != nullptr) return std::string(env);
+  std::error_code ec;
+  if (creating) {
+    auto p = prompt_secret("passphrase for the new profile (empty: none, a key file is used): ");
+    if (!p || p->empty()) return std::nullopt;
+    return p;
+  }
+  if (!std::filesystem::exists(profile / "salt", ec)) return std::nullopt;
+  auto p = prompt_secret("passphrase: ");
+  if (!p) return std::string();  // no terminal: opening will report the wrong passphrase
+  return p;
+}
+
+std::string format_time(std::uint64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+nlohmann::json to_json(const parley::client::IncomingMessage& m) {
+  nlohmann::json j;
+  j["from"] = m.from;
+  j["device"] = m.device;
+  j["timestamp"] = m.timestamp;
+  j["server_timestamp"] = m.server_timestamp;
+  j["text"] = m.text;
+  j["group"] = m.group ? nlohmann::json(*m.group) : nlohmann::json(nullptr);
+  if (!m.error.empty()) j["error"] = m.error;
+  if (m.identity_changed) j["identity_changed"] = true;
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"parley: end-to-end encrypted messaging from the command line"};
+  app.set_version_flag("--version", kVersion);
+  app.require_subcommand(1);
+  std::string profile_dir;
+  app.add_option("--profile", profile_dir, "profile directory (holds keys and history)")->required();
+
+  std::string invite, name;
+  auto* reg = app.add_subcommand("register", "create the profile and register NAME on a server");
+  reg->add_option("INVITE", invite, "invite link parley://…")->required();
+  reg->add_option("--name", name, "account name (3-32 of a-z 0-9 . _ -)")->required();
+
+  auto* whoami = app.add_subcommand("whoami", "print this profile's address");
+
+  std::string to, text;
+  auto* send = app.add_subcommand("send", "send a message; returns once the server has it");
+  send->add_option("ADDRESS", to, "name or name@server")->required();
+  send->add_option("TEXT", text, "the message")->required();
+
+  bool follow = false, json = false;
+  double timeout_s = 10;
+  auto* receive = app.add_subcommand("receive", "receive and print waiting messages");
+  receive->add_flag("--follow", follow, "keep listening after the queue is drained");
+  receive->add_option("--timeout", timeout_s, "seconds to wait (with --follow: to listen)")
+      ->check(CLI::Range(0.0, 31536000.0));
+  receive->add_flag("--json", json, "one JSON object per line");
+
+  auto* contacts = app.add_subcommand("contacts", "list known contacts and their key status");
+
+  std::string peer;
+  std::size_t limit = 50;
+  auto* history = app.add_subcommand("history", "show the conversation with ADDRESS");
+  history->add_option("ADDRESS", peer, "name or name@server")->required();
+  history->add_option("--limit", limit, "newest messages to show");
+  history->add_flag("--json", json, "one JSON object per line");
+
+  auto* safety = app.add_subcommand("safety-number", "the safety number to compare with ADDRESS");
+  safety->add_option("ADDRESS", peer, "name or name@server")->required();
+  auto* trust = app.add_subcommand("trust", "accept ADDRESS's current identity key");
+  trust->add_option("ADDRESS", peer, "name or name@server")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error exits 2.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  parley::client::OpenOptions options;
+  options.profile_dir = profile_dir;
+
+  if (reg->parsed()) {
+    options.passphrase = passphrase_for(options.profile_dir, true);
+    auto client = Client::register_account(options, invite, name);
+    if (!client) return fail(client.error());
+    std::printf("registered %s\n", (*client)->address().c_str());
+    return 0;
+  }
+
+  options.passphrase = passphrase_for(options.profile_dir, false);
+  auto opened = Client::open(options);
+  if (!opened) return fail(opened.error());
+  Client& client = **opened;
+
+  if (whoami->parsed()) {
+    std::printf("%s\n", client.address().c_str());
+    return 0;
+  }
+  if (send->parsed()) {
+    if (Status s = client.send_text(to, text); !s.is_ok()) return fail(s);
+    return 0;
+  }
+  if (receive->parsed()) {
+    parley::client::ReceiveOptions ro;
+    ro.follow = follow;
+    ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
+    Status s = client.receive(ro, [&](const parley::client::IncomingMessage& m) {
+      if (json) {
+        std::printf("%s\n", to_json(m).dump().c_str());
+      } else if (!m.error.empty()) {
+        std::printf("[%s] %s (device %u): undecryptable: %s\n", format_time(static_cast<std::uint64_t>(m.server_timestamp)).c_str(),
+                    m.from.c_str(), m.device, m.error.c_str());
+      } else {
+        if (m.identity_changed) {
+          std::printf("! the safety number with %s changed (parley safety-number %s)\n", m.from.c_str(),
+                      m.from.c_str());
+        }
+        std::printf("[%s] %s: %s\n", format_time(m.timestamp).c_str(), m.from.c_str(), m.text.c_str());
+      }
+      std::fflush(stdout);
+    });
+    if (!s.is_ok()) return fail(s);
+    return 0;
+  }
+  if (contacts->parsed()) {
+    auto all = client.contacts();
+    if (!all) return fail(all.error());
+    for (const auto& c : *all) {
+      std::printf("%s device %u %s\n", c.address.name.c_str(), c.address.device_id,
+                  c.identity_changed ? "identity-changed" : (c.verified ? "verified" : "unverified"));
+    }
+    return 0;
+  }
+  if (history->parsed()) {
+    auto entries = client.history(peer, limit);
+    if (!entries) return fail(entries.error());
+    for (const auto& h : *entries) {
+      if (json) {
+        nlohmann::json j{{"direction", h.outgoing ? "out" : "in"}, {"peer", h.peer},
+                         {"timestamp", h.timestamp}, {"text", h.text}, {"status", h.status}};
+        if (!h.error.empty()) j["error"] = h.error;
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("[%s] %s %s: %s%s\n", format_time(h.timestamp).c_str(), h.outgoing ? ">" : "<",
+                    h.outgoing ? "me" : h.peer.c_str(), h.error.empty() ? h.text.c_str() : "(undecryptable) ",
+                    h.error.c_str());
+      }
+    }
+    return 0;
+  }
+  if (safety->parsed()) {
+    auto number = client.safety_number(peer);
+    if (!number) return fail(number.error());
+    std::string grouped;
+    for (std::size_t i = 0; i < number->size(); ++i) {
+      if (i > 0 && i % 5 == 0) grouped += (i % 30 == 0) ? "\n" : " ";
+      grouped += (*number)[i];
+    }
+    std::printf("%s\n", grouped.c_str());
+    return 0;
+  }
+  if (trust->parsed()) {
+    if (Status s = client.trust(peer); !s.is_ok()) return fail(s);
+    std::printf("trusted %s\n", peer.c_str());
+    return 0;
+  }
+  return 2;
+}

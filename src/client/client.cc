@@ -1,0 +1,263 @@
+// Client: opening, registration, the connection, and the identity policy.
+#include "client/client.h"
+
+#include <algorithm>
+#include <system_error>
+
+#include "client/identity_policy.h"
+#include "client/server_link.h"
+#include "protocol/fingerprint.h"
+#include "protocol/keys.h"
+#include "wire/invite.h"
+
+namespace parley::client {
+namespace {
+
+// One-time prekeys uploaded at registration and kept topped up.
+constexpr std::uint32_t kPreKeyBatch = 100;
+// Below this many on the server, a connecting client uploads another batch.
+constexpr std::uint32_t kPreKeyLowWater = 20;
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+Result<wire::Invite> invite_of(const Account& a) {
+  wire::Invite server;
+  server.host = a.server_host;
+  unsigned long port = 0;
+  try {
+    port = std::stoul(a.server_port);
+  } catch (...) {
+    return make_error(ErrorCode::kMalformed, "profile: bad server port");
+  }
+  if (port == 0 || port > 65535) return make_error(ErrorCode::kMalformed, "profile: bad server port");
+  server.port = static_cast<std::uint16_t>(port);
+  auto pin = from_hex(a.server_pin);
+  if (!pin || pin->size() != 32) return make_error(ErrorCode::kMalformed, "profile: bad server pin");
+  server.pin_sha256 = std::move(*pin);
+  server.ws_path = a.server_ws_path;
+  server.server_name = a.server_address;
+  return server;
+}
+
+wire::SignedPreKey to_wire(const protocol::SignedPreKeyRecord& r) {
+  wire::SignedPreKey w;
+  w.set_id(r.id);
+  const Bytes pub = r.key_pair.public_key.serialize();
+  w.set_public_key(std::string(as_chars(pub)));
+  w.set_signature(std::string(as_chars(r.signature)));
+  return w;
+}
+
+void add_pre_keys(const std::vector<protocol::PreKeyRecord>& keys,
+                  google::protobuf::RepeatedPtrField<wire::PreKey>* out) {
+  for (const auto& k : keys) {
+    auto* w = out->Add();
+    w->set_id(k.id);
+    const Bytes pub = k.key_pair.public_key.serialize();
+    w->set_public_key(std::string(as_chars(pub)));
+  }
+}
+
+}  // namespace
+
+Client::Client(std::unique_ptr<Profile> profile, OpenOptions options)
+    : options_(std::move(options)), profile_(std::move(profile)) {
+  store_ = std::make_unique<LocalStore>(*profile_, clock_, rng_);
+  trust_ = std::make_unique<IdentityPolicy>(*store_);
+}
+
+Client::~Client() = default;
+
+Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& options,
+                                                         std::string_view invite_link,
+                                                         std::string_view name) {
+  auto invite = wire::parse_invite(invite_link);
+  if (!invite) {
+    return make_error(ErrorCode::kInvalidArgument, "malformed invite: " + invite.error().message());
+  }
+  const std::string folded = lowercase(name);
+  if (folded.empty() || folded.size() > 32) {
+    return make_error(ErrorCode::kInvalidArgument, "a name has 1 to 32 characters");
+  }
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(options.profile_dir, ec);
+  PARLEY_ASSIGN_OR_RETURN(auto profile,
+                          Profile::create(options.profile_dir, options.passphrase, options.kdf));
+  std::unique_ptr<Client> client(new Client(std::move(profile), options));
+  Status s = [&]() -> Status {
+    LocalStore& store = *client->store_;
+    crypto::SystemRng& rng = client->rng_;
+    Account a;
+    a.name = folded;
+    a.server_address = invite->server_name;
+    a.server_host = invite->host;
+    a.server_port = std::to_string(invite->port);
+    a.server_pin = to_hex(invite->pin_sha256);
+    a.server_ws_path = invite->ws_path;
+    a.device_id = 1;
+    a.registration_id = protocol::generate_registration_id(rng);
+    a.identity = protocol::generate_identity_key_pair(rng);
+    a.auth = crypto::Ed25519KeyPair::generate(rng);
+    a.signed_pre_key_id = 1;
+    a.next_pre_key_id = 1 + kPreKeyBatch;
+    auto spk = protocol::generate_signed_pre_key(a.identity, 1,
+                                                 static_cast<std::uint64_t>(client->clock_.now_ms()), rng);
+    auto pre_keys = protocol::generate_pre_keys(1, kPreKeyBatch, rng);
+
+    wire::RegisterRequest req;
+    req.set_name(std::string(name));
+    req.set_invite_token(invite->invite_token);
+    const Bytes identity_pub = a.identity.public_key.serialize();
+    req.set_identity_key(std::string(as_chars(identity_pub)));
+    req.set_registration_id(a.registration_id);
+    *req.mutable_signed_pre_key() = to_wire(spk);
+    add_pre_keys(pre_keys, req.mutable_pre_keys());
+
+    // Keys are stored before the server learns them, so a crash cannot leave an account on the
+    // server whose keys we lost. The registration commits only if the server accepted it.
+    Status saved = store.run_in_transaction([&]() -> Status {
+      PARLEY_TRY(store.store_signed_pre_key(spk));
+      for (const auto& k : pre_keys) PARLEY_TRY(store.store_pre_key(k));
+      return store.save_account(a);
+    });
+    PARLEY_TRY(saved);
+    PARLEY_ASSIGN_OR_RETURN(auto link, ServerLink::connect(*invite, rng, options.network_timeout));
+    PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link->register_device(std::move(req), a.auth, folded));
+    if (resp.status() == wire::kStatusConflict) {
+      return make_error(ErrorCode::kAlreadyExists, "the name " + folded + " is taken on " +
+                                                       invite->server_name);
+    }
+    PARLEY_TRY(response_status(resp, "registration"));
+    if (resp.has_login()) {
+      a.device_id = resp.login().device_id();
+      if (!resp.login().address().empty()) a.server_address = invite->server_name;
+      PARLEY_TRY(store.save_account(a));
+    }
+    link->close();
+    return client->load();
+  }();
+  if (!s.is_ok()) {
+    client.reset();
+    // Remove what this call created: never leave a half-registered profile behind.
+    if (!existed) {
+      std::filesystem::remove_all(options.profile_dir, ec);
+    } else {
+      for (const char* f : {"profile.db", "profile.db-wal", "profile.db-shm", "key", "salt"}) {
+        std::filesystem::remove(options.profile_dir / f, ec);
+      }
+    }
+    return s;
+  }
+  return client;
+}
+
+Result<std::unique_ptr<Client>> Client::open(const OpenOptions& options) {
+  PARLEY_ASSIGN_OR_RETURN(auto profile,
+                          Profile::open(options.profile_dir, options.passphrase, options.kdf));
+  std::unique_ptr<Client> client(new Client(std::move(profile), options));
+  PARLEY_TRY(client->load());
+  return client;
+}
+
+Status Client::load() {
+  PARLEY_ASSIGN_OR_RETURN(Account a, store_->load_account());
+  server_name_ = a.server_address;
+  address_ = a.name + "@" + server_name_;
+  account_ = std::move(a);
+  return Status::ok();
+}
+
+Result<std::string> Client::canonical_address(std::string_view address) const {
+  std::string a = lowercase(address);
+  const auto at = a.find('@');
+  std::string name = at == std::string::npos ? a : a.substr(0, at);
+  if (at != std::string::npos && a.substr(at + 1) != server_name_) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "address " + std::string(address) + " is on another server (this profile is on " +
+                          server_name_ + ")");
+  }
+  const bool ok = !name.empty() && name.size() <= 32 &&
+                  std::all_of(name.begin(), name.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                           c == '_' || c == '-';
+                  });
+  if (!ok) return make_error(ErrorCode::kInvalidArgument, "malformed address: " + std::string(address));
+  return name + "@" + server_name_;
+}
+
+// ---- The connection ----------------------------------------------------------------------------
+
+Status Client::ensure_link() {
+  if (link_) return Status::ok();
+  PARLEY_ASSIGN_OR_RETURN(wire::Invite server, invite_of(*account_));
+  PARLEY_ASSIGN_OR_RETURN(auto link, ServerLink::connect(server, rng_, options_.network_timeout));
+  PARLEY_ASSIGN_OR_RETURN(wire::LoginResult login,
+                          link->login(account_->name, account_->device_id, account_->auth));
+  link_ = std::move(link);
+  if (login.pre_key_count() < kPreKeyLowWater) {
+    Status s = replenish_pre_keys();
+    if (!s.is_ok()) {
+      drop_link();
+      return s;
+    }
+  }
+  return Status::ok();
+}
+
+void Client::drop_link() {
+  if (link_) link_->close();
+  link_.reset();
+}
+
+Status Client::replenish_pre_keys() {
+  Account& a = *account_;
+  auto keys = protocol::generate_pre_keys(a.next_pre_key_id, kPreKeyBatch, rng_);
+  Account updated = std::move(a);
+  updated.next_pre_key_id = (updated.next_pre_key_id + kPreKeyBatch - 1) % protocol::kMaxPreKeyId + 1;
+  // Stored first: a key the server hands out must be one we can still use.
+  Status saved = store_->run_in_transaction([&]() -> Status {
+    for (const auto& k : keys) PARLEY_TRY(store_->store_pre_key(k));
+    return store_->save_account(updated);
+  });
+  PARLEY_TRY(saved);
+  account_ = std::move(updated);
+  wire::Request r;
+  add_pre_keys(keys, r.mutable_upload_keys()->mutable_pre_keys());
+  PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
+  return response_status(resp, "prekey upload");
+}
+
+// ---- Identity ----------------------------------------------------------------------------------
+
+Result<std::string> Client::safety_number(std::string_view address) {
+  PARLEY_ASSIGN_OR_RETURN(std::string peer, canonical_address(address));
+  PARLEY_ASSIGN_OR_RETURN(auto identity, store_->get_identity(protocol::ProtocolAddress{peer, 1}));
+  if (!identity) {
+    return make_error(ErrorCode::kNotFound, "no identity key known for " + peer +
+                                                " yet: exchange a message first");
+  }
+  auto fp = protocol::create_fingerprint(5200, as_bytes(address_), account_->identity.public_key,
+                                         as_bytes(peer), *identity);
+  return fp.display_text();
+}
+
+Status Client::trust(std::string_view address) {
+  PARLEY_ASSIGN_OR_RETURN(std::string peer, canonical_address(address));
+  PARLEY_ASSIGN_OR_RETURN(std::vector<Contact> all, store_->list_contacts());
+  bool found = false;
+  for (const Contact& c : all) {
+    if (c.address.name != peer) continue;
+    found = true;
+    PARLEY_TRY(store_->trust_contact(c.address, c.identity_key, true));
+  }
+  if (!found) return make_error(ErrorCode::kNotFound, "no identity key known for " + peer);
+  return Status::ok();
+}
+
+Result<std::vector<Contact>> Client::contacts() { return store_->list_contacts(); }
+
+}  // namespace parley::client

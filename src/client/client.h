@@ -1,0 +1,139 @@
+#pragma once
+// Client: the facade of libparley (DESIGN.md section 6). The CLI and the daemon are thin layers
+// over it; results are values, incoming messages arrive through a callback.
+//
+// Durability:
+// - A message to send is written to the outbox (in the encrypted profile) before anything goes
+//   on the wire, and leaves it only when the server acknowledged it. Every call that connects
+//   first sends what waits there. Resends carry the same client message id, so the server never
+//   stores one twice.
+// - An incoming envelope is decrypted and stored, in one transaction with the ratchet step,
+//   before it is acknowledged to the server. An envelope that does not decrypt is recorded with
+//   the reason, never dropped silently.
+//
+// Identity changes: the first key seen for a contact is trusted. A different key later is
+// accepted for receiving (the message is shown, flagged), but sending to that contact is refused
+// (kUntrustedIdentity) until the user runs trust().
+//
+// Not thread-safe: one thread drives a Client.
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "base/rng.h"
+#include "client/local_store.h"
+#include "client/profile.h"
+#include "crypto/password.h"
+#include "crypto/primitives.h"
+#include "wire/frame.h"
+
+namespace parley::client {
+
+class ServerLink;
+
+struct OpenOptions {
+  std::filesystem::path profile_dir;
+  std::optional<std::string> passphrase;  // none: a generated key in a 0600 key file
+  crypto::PasswordParams kdf = crypto::PasswordParams::kInteractive;
+  std::chrono::milliseconds network_timeout{15000};
+};
+
+// One received message, as stored and as shown to the user.
+struct IncomingMessage {
+  std::string from;  // "name@server"
+  std::uint32_t device = 0;
+  std::uint64_t timestamp = 0;         // the sender's clock, ms
+  std::int64_t server_timestamp = 0;   // the server's clock when it stored the envelope, ms
+  std::string text;
+  std::optional<std::string> group;    // hex group id; none for 1:1
+  std::string error;                   // non-empty: not decryptable, and why
+  bool identity_changed = false;       // the sender's identity key changed with this message
+};
+
+struct ReceiveOptions {
+  bool follow = false;  // keep receiving after the queue is drained
+  std::chrono::milliseconds timeout{10000};  // overall bound (follow: how long to listen)
+};
+
+struct HistoryEntry {
+  bool outgoing = false;
+  std::string peer;  // the sender (incoming) or the recipient (outgoing)
+  std::uint32_t device = 0;
+  std::uint64_t timestamp = 0;
+  std::string text;
+  std::string status;  // sent, delivered, read, failed
+  std::string error;
+};
+
+class Client {
+ public:
+  // Creates the profile at options.profile_dir and registers `name` on the server of
+  // `invite_link`. Errors: kInvalidArgument (malformed invite or name), kAlreadyExists (a profile
+  // is already there, or the name is taken), kPermissionDenied (certificate pin mismatch or the
+  // server refused the registration). On failure no profile is left behind.
+  static Result<std::unique_ptr<Client>> register_account(const OpenOptions& options,
+                                                          std::string_view invite_link,
+                                                          std::string_view name);
+  // Opens a registered profile. kNotFound, kWrongPassphrase, kNotRegistered.
+  static Result<std::unique_ptr<Client>> open(const OpenOptions& options);
+  ~Client();
+
+  // "name@server".
+  const std::string& address() const { return address_; }
+
+  // Queues `text` for `to` ("name" or "name@server") and sends the outbox; returns once the
+  // server acknowledged this message. kNotFound for an unknown account, kUntrustedIdentity when
+  // the contact's key changed and was not trusted yet; on a network failure the message stays
+  // queued (kUnavailable) and goes out with the next command that connects.
+  Status send_text(std::string_view to, std::string_view text);
+  // Sends everything in the outbox (what earlier runs could not deliver).
+  Status flush_outbox();
+
+  // Receives what the server holds for this device (and, with follow, what arrives until the
+  // timeout), calling `on_message` for each after it is stored.
+  Status receive(const ReceiveOptions& options,
+                 const std::function<void(const IncomingMessage&)>& on_message);
+
+  // The safety number with `address` (kNotFound when no key of it is known yet).
+  Result<std::string> safety_number(std::string_view address);
+  // Accepts the current identity key of `address` (after the user compared safety numbers).
+  Status trust(std::string_view address);
+  Result<std::vector<Contact>> contacts();
+  Result<std::vector<HistoryEntry>> history(std::string_view address, std::size_t limit);
+
+  // "bob" or "bob@server" -> "bob@server" (lowercase); kInvalidArgument when malformed or on
+  // another server.
+  Result<std::string> canonical_address(std::string_view address) const;
+
+ private:
+  Client(std::unique_ptr<Profile> profile, OpenOptions options);
+  Status load();
+  Status ensure_link();
+  void drop_link();
+  Status deliver(const OutboxItem& item);
+  Status deliver_to_devices(const std::string& address, const OutboxItem& item,
+                            std::vector<std::uint32_t>& stale);
+  Status ensure_session(const std::string& address, std::uint32_t device, bool rebuild);
+  Status replenish_pre_keys();
+  Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope, bool& duplicate);
+
+  OpenOptions options_;
+  SystemClock clock_;
+  crypto::SystemRng rng_;
+  std::unique_ptr<Profile> profile_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<protocol::IdentityKeyStore> trust_;  // the identity policy over store_
+  std::optional<Account> account_;
+  std::string address_;
+  std::string server_name_;
+  std::unique_ptr<ServerLink> link_;
+};
+
+}  // namespace parley::client

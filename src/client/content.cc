@@ -1,0 +1,31 @@
+#include "client/content.h"
+
+namespace parley::client {
+
+Bytes encode_content(const Content& content) {
+  std::string body = content.SerializeAsString();
+  Bytes out(body.begin(), body.end());
+  out.push_back(0x80);
+  while (out.size() % kPaddingBlock != 0) out.push_back(0);
+  return out;
+}
+
+Result<Content> decode_content(ByteView padded) {
+  if (padded.size() > kMaxContentSize + kPaddingBlock) {
+    return make_error(ErrorCode::kTooLarge, "content: larger than the client accepts");
+  }
+  // Strip the padding: trailing zeros, then the 0x80 marker.
+  std::size_t end = padded.size();
+  while (end > 0 && padded[end - 1] == 0) --end;
+  if (end == 0 || padded[end - 1] != 0x80) {
+    return make_error(ErrorCode::kMalformed, "content: bad padding");
+  }
+  --end;
+  Content content;
+  if (!content.ParseFromArray(padded.data(), static_cast<int>(end))) {
+    return make_error(ErrorCode::kMalformed, "content: does not parse");
+  }
+  return content;
+}
+
+}  // namespace parley::client

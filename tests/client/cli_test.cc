@@ -1,0 +1,288 @@
+// The `parley` command line end to end: real parleyd and real parley processes on loopback.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/server/harness.h"
+
+namespace parley::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+std::string parley_path() {
+  const char* p = std::getenv("PARLEY");
+  return p != nullptr ? p : "parley";
+}
+
+struct Ran {
+  int exit_code = -1;  // -1: killed (timeout or signal)
+  std::string out;
+  std::string err;
+};
+
+// Runs `parley args...` with extra environment, bounded by `timeout`.
+Ran run_parley(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+               std::chrono::milliseconds timeout = 60s) {
+  int out[2], err[2];
+  if (::pipe(out) != 0 || ::pipe(err) != 0) return {};
+  std::vector<std::string> argv = {parley_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(err[1], STDERR_FILENO);
+    ::close(out[0]);
+    ::close(err[0]);
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);  // never a terminal: no prompts
+    ::unsetenv("PARLEY_PASSPHRASE");
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  Ran r;
+  const auto deadline = Clock::now() + timeout;
+  bool out_open = true, err_open = true;
+  while ((out_open || err_open) && Clock::now() < deadline) {
+    pollfd p[2] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}};
+    if (::poll(p, 2, 100) <= 0) continue;
+    char buf[4096];
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].revents == 0) continue;
+      const ssize_t n = ::read(i == 0 ? out[0] : err[0], buf, sizeof buf);
+      if (n <= 0) {
+        (i == 0 ? out_open : err_open) = false;
+        continue;
+      }
+      (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  if (out_open || err_open) ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(out[0]);
+  ::close(err[0]);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> lines;
+  std::size_t start = 0;
+  while (start < out.size()) {
+    std::size_t nl = out.find('\n', start);
+    if (nl == std::string::npos) nl = out.size();
+    if (nl > start) lines.push_back(nlohmann::json::parse(out.substr(start, nl - start)));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void start(std::vector<std::string> args = {}) {
+    if (port_ == 0) port_ = free_port();
+    args.insert(args.end(), {"--listen", "127.0.0.1:" + std::to_string(port_)});
+    auto d = Parleyd::start(dir_.path(), args);
+    ASSERT_TRUE(d.has_value()) << d.status().to_string();
+    server_ = std::move(*d);
+  }
+  std::string profile(const std::string& name) const { return dir_.path() + "/p-" + name; }
+  Ran parley(const std::string& who, std::vector<std::string> args,
+             std::map<std::string, std::string> env = {}) {
+    args.insert(args.begin(), {"--profile", profile(who)});
+    return run_parley(args, env);
+  }
+  void register_user(const std::string& name) {
+    Ran r = parley(name, {"register", server_->invite_link(), "--name", name});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "registered " + name + "@127.0.0.1\n");
+  }
+  std::vector<nlohmann::json> receive(const std::string& who) {
+    Ran r = parley(who, {"receive", "--json", "--timeout", "20"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json_lines(r.out);
+  }
+
+  TempDir dir_;
+  std::uint16_t port_ = 0;
+  std::unique_ptr<Parleyd> server_;
+};
+
+TEST_F(CliTest, OneToOneBothWaysAndSafetyNumbers) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  Ran who = parley("alice", {"whoami"});
+  EXPECT_EQ(who.exit_code, 0);
+  EXPECT_EQ(who.out, "alice@127.0.0.1\n");
+
+  ASSERT_EQ(parley("alice", {"send", "bob", "hello bob"}).exit_code, 0);
+  auto got = receive("bob");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["from"], "alice@127.0.0.1");
+  EXPECT_EQ(got[0]["device"], 1);
+  EXPECT_EQ(got[0]["text"], "hello bob");
+  EXPECT_TRUE(got[0]["group"].is_null());
+  EXPECT_GT(got[0]["timestamp"].get<std::uint64_t>(), 0u);
+
+  ASSERT_EQ(parley("bob", {"send", "alice@127.0.0.1", "hi alice"}).exit_code, 0);
+  got = receive("alice");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["text"], "hi alice");
+  // Nothing is delivered twice.
+  EXPECT_TRUE(receive("bob").empty());
+
+  Ran a = parley("alice", {"safety-number", "bob"});
+  Ran b = parley("bob", {"safety-number", "alice"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(std::count_if(a.out.begin(), a.out.end(), ::isdigit), 60);
+
+  Ran h = parley("alice", {"history", "bob", "--json"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  auto hist = json_lines(h.out);
+  ASSERT_EQ(hist.size(), 2u);
+  EXPECT_EQ(hist[0]["direction"], "out");
+  EXPECT_EQ(hist[0]["text"], "hello bob");
+  EXPECT_EQ(hist[1]["direction"], "in");
+  EXPECT_EQ(hist[1]["text"], "hi alice");
+}
+
+TEST_F(CliTest, OfflineRecipientGetsEverythingInOrder) {
+  start();
+  register_user("alice");
+  register_user("carol");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(parley("alice", {"send", "carol", "message " + std::to_string(i)}).exit_code, 0);
+  }
+  auto got = receive("carol");
+  ASSERT_EQ(got.size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)]["text"], "message " + std::to_string(i));
+}
+
+TEST_F(CliTest, ServerKilledAndRestartedLosesNothingAcknowledged) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(parley("alice", {"send", "bob", "before " + std::to_string(i)}).exit_code, 0);
+  server_->kill9();
+  // With the server down the send fails, but the message stays in alice's outbox.
+  Ran down = parley("alice", {"send", "bob", "while down"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.err.find("queued"), std::string::npos) << down.err;
+  start();
+  // Any command that connects sends the outbox first.
+  Ran flush = parley("alice", {"receive", "--timeout", "5"});
+  EXPECT_EQ(flush.exit_code, 0) << flush.err;
+  auto got = receive("bob");
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0]["text"], "before 0");
+  EXPECT_EQ(got[2]["text"], "before 2");
+  EXPECT_EQ(got[3]["text"], "while down");
+  EXPECT_TRUE(receive("bob").empty());
+}
+
+TEST_F(CliTest, TamperedCiphertextIsRefusedAndRecorded) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  ASSERT_EQ(parley("alice", {"send", "bob", "first"}).exit_code, 0);
+  ASSERT_EQ(receive("bob").size(), 1u);
+  // A raw wire client (mallory) injects garbage that claims to be a Signal message to bob.
+  TestClient mallory(server_->client_options(), 7);
+  ASSERT_TRUE(mallory.connect().is_ok());
+  ASSERT_TRUE(mallory.register_account("mallory").has_value());
+  wire::Request r;
+  auto* send = r.mutable_send();
+  send->set_destination("bob");
+  send->set_client_message_id(std::string(16, 'm'));
+  auto* m = send->add_messages();
+  m->set_device_id(1);
+  m->set_type(1);
+  m->set_content(std::string("\x33") + std::string(60, 'x'));
+  // The registration id of bob's device, read from the server.
+  wire::Request dr;
+  dr.mutable_devices()->set_name("bob");
+  auto devices = mallory.call(dr);
+  ASSERT_TRUE(devices.has_value());
+  m->set_registration_id(devices->devices().devices(0).registration_id());
+  auto sent = mallory.call(r);
+  ASSERT_TRUE(sent.has_value());
+  ASSERT_EQ(sent->status(), 0u) << sent->message();
+
+  ASSERT_EQ(parley("alice", {"send", "bob", "second"}).exit_code, 0);
+  auto got = receive("bob");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0]["from"], "mallory@127.0.0.1");
+  EXPECT_TRUE(got[0].contains("error"));
+  EXPECT_EQ(got[1]["text"], "second");  // the session with alice is unharmed
+  Ran h = parley("bob", {"history", "mallory", "--json"});
+  ASSERT_EQ(h.exit_code, 0);
+  auto hist = json_lines(h.out);
+  ASSERT_EQ(hist.size(), 1u);
+  EXPECT_EQ(hist[0]["status"], "failed");
+}
+
+TEST_F(CliTest, ClearErrors) {
+  start();
+  register_user("alice");
+  // Unknown address.
+  Ran unknown = parley("alice", {"send", "nobody", "hi"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("unknown address"), std::string::npos) << unknown.err;
+  // Malformed invite.
+  Ran bad = parley("x", {"register", "parley://nope", "--name", "xavier"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("malformed invite"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(profile("x")));
+  // Wrong pin: a link whose pin is not the server's certificate.
+  std::string link = server_->invite_link();
+  const auto pin_at = link.find("pin=") + 4;
+  link[pin_at] = link[pin_at] == '0' ? '1' : '0';
+  Ran pin = parley("y", {"register", link, "--name", "yolanda"});
+  EXPECT_EQ(pin.exit_code, 1);
+  EXPECT_NE(pin.err.find("pin"), std::string::npos) << pin.err;
+  EXPECT_FALSE(fs::exists(profile("y")));
+  // Wrong passphrase.
+  Ran reg = parley("z", {"register", server_->invite_link(), "--name", "zed"},
+                   {{"PARLEY_PASSPHRASE", "correct horse"}});
+  ASSERT_EQ(reg.exit_code, 0) << reg.err;
+  Ran ok = parley("z", {"whoami"}, {{"PARLEY_PASSPHRASE", "correct horse"}});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  Ran wrong = parley("z", {"whoami"}, {{"PARLEY_PASSPHRASE", "battery staple"}});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("wrong_passphrase"), std::string::npos) << wrong.err;
+  // A name already taken.
+  Ran taken = parley("w", {"register", server_->invite_link(), "--name", "alice"});
+  EXPECT_EQ(taken.exit_code, 1);
+  EXPECT_NE(taken.err.find("taken"), std::string::npos) << taken.err;
+  // No profile.
+  Ran none = parley("nobody", {"whoami"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("no profile"), std::string::npos) << none.err;
+  // Bad usage.
+  EXPECT_EQ(parley("alice", {"send"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace parley::testing
