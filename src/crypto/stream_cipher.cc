@@ -36,7 +36,7 @@ EVP_MAC* hmac_algorithm() {
 
 }  // namespace
 
-// ---- AES-256-CBC ---------------------------------------------------------------------------------
+// ---- AES-256-CBC --------------------------------------------------------------------------------
 
 struct Aes256CbcStream::Impl {
   EVP_CIPHER_CTX* ctx = nullptr;
@@ -51,14 +51,16 @@ Aes256CbcStream& Aes256CbcStream::operator=(Aes256CbcStream&& other) noexcept = 
 
 Result<Aes256CbcStream> Aes256CbcStream::create(Direction direction, ByteView key, ByteView iv) {
   if (key.size() != kKeySize || iv.size() != kBlockSize) {
-    return make_error(ErrorCode::kInvalidArgument, "aes-256-cbc needs a 32-byte key and 16-byte iv");
+    return make_error(ErrorCode::kInvalidArgument,
+                      "aes-256-cbc needs a 32-byte key and 16-byte iv");
   }
   auto impl = std::make_unique<Impl>();
   impl->ctx = EVP_CIPHER_CTX_new();
   if (impl->ctx == nullptr) return make_error(ErrorCode::kCryptoFailure, "aes-256-cbc: no context");
   const int enc = direction == Direction::kEncrypt ? 1 : 0;
-  if (EVP_CipherInit_ex2(impl->ctx, aes256_cbc_cipher(), key.data(), iv.data(), enc, nullptr) != 1 ||
-      EVP_CIPHER_CTX_set_padding(impl->ctx, 1) != 1) {
+  const int init =
+      EVP_CipherInit_ex2(impl->ctx, aes256_cbc_cipher(), key.data(), iv.data(), enc, nullptr);
+  if (init != 1 || EVP_CIPHER_CTX_set_padding(impl->ctx, 1) != 1) {
     return make_error(ErrorCode::kCryptoFailure, "aes-256-cbc: init failed");
   }
   return Aes256CbcStream(std::move(impl));
@@ -104,7 +106,7 @@ Status Aes256CbcStream::finish(Bytes& out) {
   return Status::ok();
 }
 
-// ---- HMAC-SHA256 ---------------------------------------------------------------------------------
+// ---- HMAC-SHA256 --------------------------------------------------------------------------------
 
 struct HmacSha256Stream::Impl {
   EVP_MAC_CTX* ctx = nullptr;

@@ -41,7 +41,8 @@ TEST(Aes256CbcStream, MatchesOneShotForEverySplit) {
     const Bytes plain = random_bytes(rng, len);
     auto expected = aes256_cbc_encrypt(key, iv, plain);
     ASSERT_TRUE(expected.has_value());
-    for (const auto& pieces : std::vector<std::vector<std::size_t>>{{1}, {7, 16}, {4096}, {15, 1, 33}}) {
+    for (const auto& pieces :
+         std::vector<std::vector<std::size_t>>{{1}, {7, 16}, {4096}, {15, 1, 33}}) {
       auto got = run_stream(Dir::kEncrypt, key, iv, plain, pieces);
       ASSERT_TRUE(got.has_value()) << got.status().to_string();
       EXPECT_EQ(*got, *expected) << "len " << len;
@@ -63,9 +64,9 @@ TEST(Aes256CbcStream, RefusesBadSizesLengthsAndPadding) {
   auto ct = aes256_cbc_encrypt(key, iv, as_bytes("attachment bytes"));
   ASSERT_TRUE(ct.has_value());
   // Truncated to a non-multiple of 16, and empty.
-  EXPECT_EQ(run_stream(Dir::kDecrypt, key, iv, ByteView(*ct).first(ct->size() - 1), {5})
-                .status().code(),
-            ErrorCode::kDecryptFailed);
+  EXPECT_EQ(
+      run_stream(Dir::kDecrypt, key, iv, ByteView(*ct).first(ct->size() - 1), {5}).status().code(),
+      ErrorCode::kDecryptFailed);
   EXPECT_EQ(run_stream(Dir::kDecrypt, key, iv, ByteView(), {5}).status().code(),
             ErrorCode::kDecryptFailed);
   // A wrong key almost always gives bad padding; a fixed seed makes this deterministic.
@@ -87,8 +88,7 @@ TEST(HmacSha256Stream, Rfc4231Case2AndSplitsMatchOneShot) {
   h.update(as_bytes("what do ya want "));
   h.update(as_bytes(""));
   h.update(as_bytes("for nothing?"));
-  EXPECT_EQ(to_hex(h.finish()),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_EQ(to_hex(h.finish()), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 
   DeterministicRng rng(9);
   const Bytes key = random_bytes(rng, 32);
