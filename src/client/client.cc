@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "client/identity_policy.h"
+#include "client/internal/client_util.h"
 #include "client/server_link.h"
 #include "protocol/fingerprint.h"
 #include "protocol/keys.h"
@@ -17,12 +18,6 @@ namespace {
 constexpr std::uint32_t kPreKeyBatch = 100;
 // Below this many on the server, a connecting client uploads another batch.
 constexpr std::uint32_t kPreKeyLowWater = 20;
-
-std::string lowercase(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 Result<wire::Invite> invite_of(const Account& a) {
   wire::Invite server;

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +29,7 @@
 #include "base/clock.h"
 #include "base/result.h"
 #include "base/rng.h"
+#include "client/content.pb.h"
 #include "client/local_store.h"
 #include "client/profile.h"
 #include "crypto/password.h"
@@ -55,6 +57,15 @@ struct IncomingMessage {
   std::optional<std::string> group;    // hex group id; none for 1:1
   std::string error;                   // non-empty: not decryptable, and why
   bool identity_changed = false;       // the sender's identity key changed with this message
+  std::string event;                   // a group change ("alice added dave"); text is empty
+  bool control = false;                // sender key or receipt: nothing to show
+};
+
+struct GroupInfo {
+  std::string id;  // 32 hex characters
+  std::string name;
+  std::vector<std::string> members;  // addresses, sorted; includes us unless we left
+  bool left = false;
 };
 
 struct ReceiveOptions {
@@ -101,6 +112,18 @@ class Client {
   Status receive(const ReceiveOptions& options,
                  const std::function<void(const IncomingMessage&)>& on_message);
 
+  // ---- Groups (Sender Keys; membership changes travel as encrypted 1:1 control messages) ----
+  // Creates a group of us and `members` and tells them; returns the group id.
+  Result<std::string> group_create(std::string_view name, const std::vector<std::string>& members);
+  Status group_add(std::string_view group_id, const std::vector<std::string>& members);
+  // Removes members and rotates our sender key, so they cannot read what we send next.
+  Status group_remove(std::string_view group_id, const std::vector<std::string>& members);
+  Status group_leave(std::string_view group_id);
+  Result<GroupInfo> group_info(std::string_view group_id);
+  Result<std::vector<GroupInfo>> groups();
+  // Like send_text, to every member of the group (one Sender Key encryption, fanned out).
+  Status send_group_text(std::string_view group_id, std::string_view text);
+
   // The safety number with `address` (kNotFound when no key of it is known yet).
   Result<std::string> safety_number(std::string_view address);
   // Accepts the current identity key of `address` (after the user compared safety numbers).
@@ -121,6 +144,28 @@ class Client {
   Status deliver_to_devices(const std::string& address, const OutboxItem& item,
                             std::vector<std::uint32_t>& stale);
   Status ensure_session(const std::string& address, std::uint32_t device, bool rebuild);
+  Status send_until_acknowledged(const OutboxItem& item);
+  // Sends everything due; the Status is the first transient failure, else the permanent failure
+  // of item `wanted` (0: of any item).
+  Status flush_outbox_for(std::int64_t wanted);
+  Status deliver_group(const OutboxItem& item);
+  Status share_sender_key(const Bytes& group_id, const std::string& member,
+                          const std::vector<std::uint32_t>& devices);
+  Status queue_group_update(const Group& group, const std::vector<std::string>& recipients,
+                            int kind);
+  Result<Group> find_group(std::string_view group_id);
+  // Applies a group control message from `from`; fills m.event. kPermissionDenied when `from`
+  // may not change the group.
+  Status apply_group_control(const std::string& from, const DataMessage& data, IncomingMessage& m);
+  // Inside the receive transaction: decrypt, decode, apply and log one envelope.
+  Status open_envelope(const wire::Envelope& envelope, IncomingMessage& m, StoredMessage& stored);
+  Status open_group_envelope(const wire::Envelope& envelope, IncomingMessage& m,
+                             StoredMessage& stored);
+  // Applies a decoded 1:1 Content (data, group control, sender key, receipt).
+  Status apply_content(const Content& content, IncomingMessage& m, StoredMessage& stored);
+  // Queues one delivery receipt per sender for the messages received in this run.
+  Status queue_receipts();
+  std::map<std::string, std::vector<std::uint64_t>> pending_receipts_;
   Status replenish_pre_keys();
   Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope, bool& duplicate);
 

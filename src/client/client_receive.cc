@@ -1,8 +1,12 @@
 // Client: receiving, and the history.
+#include <algorithm>
+
 #include "client/client.h"
 #include "client/content.h"
 #include "client/identity_policy.h"
+#include "client/internal/client_util.h"
 #include "client/server_link.h"
+#include "protocol/sender_keys.h"
 #include "protocol/session_cipher.h"
 
 namespace parley::client {
@@ -12,11 +16,6 @@ using Clock = std::chrono::steady_clock;
 
 // Acknowledgements go to the server in batches of at most this many ids (the server takes 1000).
 constexpr std::size_t kAckBatch = 100;
-
-std::string lowercase(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 const char* status_name(MessageStatus s) {
   switch (s) {
@@ -44,11 +43,21 @@ Status Client::receive(const ReceiveOptions& options,
   std::vector<std::string> acks;
   auto send_acks = [&]() -> Status {
     if (acks.empty()) return Status::ok();
+    // Receipts for what was just stored are queued before the acknowledgement goes out.
+    PARLEY_TRY(queue_receipts());
     wire::Request r;
     for (auto& id : acks) r.mutable_ack()->add_server_ids(std::move(id));
     acks.clear();
     PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
     return response_status(resp, "acknowledgement");
+  };
+
+  // Receipts travel through the outbox; a failure to send them now is not the caller's error
+  // (they stay queued), unless the connection is gone.
+  auto send_receipts = [&]() -> Status {
+    Status s = flush_outbox();
+    if (s.is_ok() || !transient(s)) return Status::ok();
+    return s;
   };
 
   for (;;) {
@@ -62,6 +71,7 @@ Status Client::receive(const ReceiveOptions& options,
     if (!push) {
       if (push.error().code() == ErrorCode::kUnavailable) {  // nothing arrived in time
         PARLEY_TRY(send_acks());
+        PARLEY_TRY(send_receipts());
         continue;
       }
       drop_link();
@@ -69,6 +79,7 @@ Status Client::receive(const ReceiveOptions& options,
     }
     if (push->has_queue_empty()) {
       PARLEY_TRY(send_acks());
+      PARLEY_TRY(send_receipts());
       if (!options.follow) return Status::ok();
       continue;
     }
@@ -77,10 +88,11 @@ Status Client::receive(const ReceiveOptions& options,
     PARLEY_ASSIGN_OR_RETURN(IncomingMessage m, handle_envelope(push->envelope(), duplicate));
     // Stored (or recorded as undecryptable): only now may the server delete it.
     acks.push_back(push->envelope().server_id());
-    if (!duplicate) on_message(m);
+    if (!duplicate && !m.control) on_message(m);
     if (acks.size() >= kAckBatch) PARLEY_TRY(send_acks());
   }
-  return send_acks();
+  PARLEY_TRY(send_acks());
+  return send_receipts();
 }
 
 Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e, bool& duplicate) {
@@ -96,35 +108,22 @@ Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e, bool& d
   stored.server_ms = m.server_timestamp;
   stored.local_ms = clock_.now_ms();
   stored.server_id = to_bytes(e.server_id());
-
-  protocol::ProtocolStores stores{*trust_, *store_, *store_, *store_};
-  protocol::SessionCipher cipher(stores, stored.sender, rng_);
   PARLEY_ASSIGN_OR_RETURN(auto known_before, store_->get_identity(stored.sender));
 
-  // The ratchet step and the history entry commit together: after a crash either both are there
-  // (and the re-delivered envelope is recognised as a duplicate) or neither.
-  Status decrypted = store_->run_in_transaction([&]() -> Status {
-    if (e.type() != static_cast<std::uint32_t>(protocol::MessageType::kWhisper) &&
-        e.type() != static_cast<std::uint32_t>(protocol::MessageType::kPreKeyWhisper)) {
-      return make_error(ErrorCode::kMalformed, "unknown message type " + std::to_string(e.type()));
-    }
-    PARLEY_ASSIGN_OR_RETURN(Bytes plain, cipher.decrypt(static_cast<protocol::MessageType>(e.type()),
-                                                        as_bytes(e.content())));
-    PARLEY_ASSIGN_OR_RETURN(Content content, decode_content(plain));
-    m.timestamp = content.timestamp();
-    if (content.has_data()) m.text = content.data().text();
-    stored.body = std::move(plain);
-    stored.status = MessageStatus::kDelivered;
-    return store_->append_message(stored).status();
-  });
-  if (decrypted.is_ok()) {
+  // The ratchet step, its effects and the history entry commit together: after a crash either
+  // all are there (and the re-delivered envelope is recognised as a duplicate) or none.
+  Status opened = store_->run_in_transaction([&] { return open_envelope(e, m, stored); });
+  if (opened.is_ok()) {
     PARLEY_ASSIGN_OR_RETURN(auto known_after, store_->get_identity(stored.sender));
     m.identity_changed = known_before && known_after && !(*known_before == *known_after);
     return m;
   }
   // Not decryptable: recorded with the reason (a re-delivery of a stored envelope shows up as a
   // duplicate server id and is only acknowledged again).
-  m.error = decrypted.to_string();
+  m.error = opened.to_string();
+  m.text.clear();
+  m.event.clear();
+  stored.conversation = m.from;
   stored.body.clear();
   stored.status = MessageStatus::kFailed;
   stored.error = m.error;
@@ -137,8 +136,111 @@ Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e, bool& d
   return m;
 }
 
+Status Client::open_envelope(const wire::Envelope& e, IncomingMessage& m, StoredMessage& stored) {
+  if (e.type() == kSenderKeyEnvelopeType) return open_group_envelope(e, m, stored);
+  if (e.type() != static_cast<std::uint32_t>(protocol::MessageType::kWhisper) &&
+      e.type() != static_cast<std::uint32_t>(protocol::MessageType::kPreKeyWhisper)) {
+    return make_error(ErrorCode::kMalformed, "unknown message type " + std::to_string(e.type()));
+  }
+  protocol::ProtocolStores stores{*trust_, *store_, *store_, *store_};
+  protocol::SessionCipher cipher(stores, stored.sender, rng_);
+  PARLEY_ASSIGN_OR_RETURN(Bytes plain, cipher.decrypt(static_cast<protocol::MessageType>(e.type()),
+                                                      as_bytes(e.content())));
+  PARLEY_ASSIGN_OR_RETURN(Content content, decode_content(plain));
+  stored.body = std::move(plain);
+  return apply_content(content, m, stored);
+}
+
+Status Client::apply_content(const Content& content, IncomingMessage& m, StoredMessage& stored) {
+  m.timestamp = content.timestamp();
+  stored.content_ts = content.timestamp();
+  stored.status = MessageStatus::kDelivered;
+  if (content.has_data() && !content.data().has_group()) {
+    m.text = content.data().text();
+    pending_receipts_[m.from].push_back(content.timestamp());
+    return store_->append_message(stored).status();
+  }
+  if (content.has_data()) {  // a group change, sent 1:1
+    PARLEY_TRY(apply_group_control(m.from, content.data(), m));
+    stored.conversation = *m.group;
+    return store_->append_message(stored).status();
+  }
+  stored.conversation = std::string(kControlConversation);
+  m.control = true;
+  if (content.has_receipt()) {
+    const auto& r = content.receipt();
+    std::vector<std::uint64_t> ts(r.timestamps().begin(), r.timestamps().end());
+    if (ts.size() > 1000) return make_error(ErrorCode::kTooLarge, "receipt names too many messages");
+    PARLEY_TRY(store_->mark_outgoing(m.from, ts,
+                                     r.kind() == Receipt::READ ? MessageStatus::kRead
+                                                               : MessageStatus::kDelivered)
+                   .status());
+  } else if (content.body_case() == Content::kSenderKeyDistribution) {
+    if (content.group_id().size() != kGroupIdSize) {
+      return make_error(ErrorCode::kMalformed, "a sender key without a valid group id");
+    }
+    PARLEY_ASSIGN_OR_RETURN(Group g, store_->load_group(as_bytes(content.group_id())));
+    if (std::find(g.members.begin(), g.members.end(), m.from) == g.members.end()) {
+      return make_error(ErrorCode::kPermissionDenied, "a sender key from a non-member");
+    }
+    PARLEY_ASSIGN_OR_RETURN(auto skdm, protocol::SenderKeyDistributionMessage::parse(
+                                           as_bytes(content.sender_key_distribution())));
+    PARLEY_TRY(protocol::process_distribution_message(
+        *store_, protocol::SenderKeyName{to_hex(g.id), stored.sender}, skdm));
+  }
+  // Whatever else a newer client sends is recorded as processed and otherwise ignored.
+  return store_->append_message(stored).status();
+}
+
+Status Client::open_group_envelope(const wire::Envelope& e, IncomingMessage& m,
+                                   StoredMessage& stored) {
+  const std::string& body = e.content();
+  if (body.size() <= kGroupIdSize) return make_error(ErrorCode::kMalformed, "group message too short");
+  const Bytes group_id = to_bytes(std::string_view(body).substr(0, kGroupIdSize));
+  const std::string gid = to_hex(group_id);
+  Result<Group> g = store_->load_group(group_id);
+  if (!g) return make_error(ErrorCode::kPermissionDenied, "a message for a group we do not know");
+  if (std::find(g->members.begin(), g->members.end(), m.from) == g->members.end()) {
+    return make_error(ErrorCode::kPermissionDenied, "a group message from a non-member");
+  }
+  protocol::GroupCipher cipher(*store_, protocol::SenderKeyName{gid, stored.sender}, rng_);
+  PARLEY_ASSIGN_OR_RETURN(Bytes plain,
+                          cipher.decrypt(as_bytes(std::string_view(body).substr(kGroupIdSize))));
+  PARLEY_ASSIGN_OR_RETURN(Content content, decode_content(plain));
+  if (!content.has_data() || content.data().group().id() != std::string_view(body).substr(0, kGroupIdSize) ||
+      content.data().group().kind() != GroupContext::MESSAGE) {
+    return make_error(ErrorCode::kMalformed, "a group message that names another group");
+  }
+  m.group = gid;
+  m.text = content.data().text();
+  m.timestamp = content.timestamp();
+  stored.conversation = gid;
+  stored.content_ts = content.timestamp();
+  stored.body = std::move(plain);
+  stored.status = MessageStatus::kDelivered;
+  return store_->append_message(stored).status();
+}
+
+Status Client::queue_receipts() {
+  for (auto& [to, timestamps] : pending_receipts_) {
+    Content c;
+    c.set_timestamp(static_cast<std::uint64_t>(clock_.now_ms()));
+    c.mutable_receipt()->set_kind(Receipt::DELIVERY);
+    for (std::uint64_t t : timestamps) c.mutable_receipt()->add_timestamps(t);
+    PARLEY_TRY(store_->outbox_put(to, encode_content(c)).status());
+  }
+  pending_receipts_.clear();
+  return Status::ok();
+}
+
 Result<std::vector<HistoryEntry>> Client::history(std::string_view address, std::size_t limit) {
-  PARLEY_ASSIGN_OR_RETURN(std::string peer, canonical_address(address));
+  // A group id names the group's conversation; anything else is an address.
+  std::string peer;
+  if (auto g = find_group(address); g) {
+    peer = to_hex(g->id);
+  } else {
+    PARLEY_ASSIGN_OR_RETURN(peer, canonical_address(address));
+  }
   PARLEY_ASSIGN_OR_RETURN(auto stored, store_->history(peer, limit));
   std::vector<HistoryEntry> out;
   out.reserve(stored.size());
@@ -154,6 +256,10 @@ Result<std::vector<HistoryEntry>> Client::history(std::string_view address, std:
       if (content) {
         h.timestamp = content->timestamp();
         if (content->has_data()) h.text = content->data().text();
+        if (content->has_data() && content->data().group().kind() != GroupContext::MESSAGE) {
+          h.text = content->data().group().kind() == GroupContext::QUIT ? "(left the group)"
+                                                                         : "(changed the group)";
+        }
       }
     }
     out.push_back(std::move(h));

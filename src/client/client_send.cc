@@ -4,6 +4,7 @@
 #include "client/client.h"
 #include "client/content.h"
 #include "client/identity_policy.h"
+#include "client/internal/client_util.h"
 #include "client/server_link.h"
 #include "protocol/session_builder.h"
 #include "protocol/session_cipher.h"
@@ -19,12 +20,17 @@ constexpr int kMaxMismatchRounds = 3;
 constexpr int kMaxSendAttempts = 4;
 constexpr std::int64_t kFirstBackoffMs = 250;
 
+
+}  // namespace
+
 std::string name_part(const std::string& address) { return address.substr(0, address.find('@')); }
 
 bool transient(const Status& s) {
   return s.code() == ErrorCode::kUnavailable || s.code() == ErrorCode::kIo ||
          s.code() == ErrorCode::kResourceExhausted;
 }
+
+namespace {
 
 protocol::PreKeyBundle bundle_from(const wire::Bundle& b, Status& error) {
   protocol::PreKeyBundle out;
@@ -59,13 +65,16 @@ Status Client::send_text(std::string_view to, std::string_view text) {
   Content content;
   content.set_timestamp(static_cast<std::uint64_t>(clock_.now_ms()));
   content.mutable_data()->set_text(std::string(text));
-  const Bytes payload = encode_content(content);
-  PARLEY_ASSIGN_OR_RETURN(OutboxItem item, store_->outbox_put(peer, payload));
+  PARLEY_ASSIGN_OR_RETURN(OutboxItem item, store_->outbox_put(peer, encode_content(content)));
+  return send_until_acknowledged(item);
+}
 
-  // Earlier messages first: the outbox keeps the order in which the user sent them.
+// Sends the outbox (earlier messages first: it keeps the order in which the user sent them)
+// until `item` is acknowledged, retrying transient failures with jittered exponential back-off.
+Status Client::send_until_acknowledged(const OutboxItem& item) {
   Status last;
   for (int attempt = 0; attempt < kMaxSendAttempts; ++attempt) {
-    last = flush_outbox();
+    last = flush_outbox_for(item.id);
     if (last.is_ok() || !transient(last)) break;
     drop_link();
     const std::int64_t backoff = kFirstBackoffMs << attempt;
@@ -80,10 +89,13 @@ Status Client::send_text(std::string_view to, std::string_view text) {
   return last;
 }
 
-Status Client::flush_outbox() {
+Status Client::flush_outbox() { return flush_outbox_for(0); }
+
+Status Client::flush_outbox_for(std::int64_t wanted) {
   PARLEY_ASSIGN_OR_RETURN(auto pending, store_->outbox_pending(INT64_MAX));
   if (pending.empty()) return Status::ok();
   PARLEY_TRY(ensure_link());
+  Status result;
   for (const OutboxItem& item : pending) {
     Status s = deliver(item);
     if (s.is_ok()) {
@@ -92,31 +104,41 @@ Status Client::flush_outbox() {
     }
     if (transient(s)) {
       // Left queued with a later due time; the next command that connects sends it.
-      const std::int64_t delay = std::min<std::int64_t>(kFirstBackoffMs << std::min<std::int64_t>(item.attempts, 10),
-                                                        60000);
+      const std::int64_t delay = std::min<std::int64_t>(
+          kFirstBackoffMs << std::min<std::int64_t>(item.attempts, 10), 60000);
       store_->outbox_bump(item.id, clock_.now_ms() + delay).ignore();
       return s;
     }
     // A permanent refusal (unknown account, untrusted identity, too large): the message can never
-    // go out as it is. It is recorded as failed in the history and leaves the outbox.
+    // go out as it is. A user's message is recorded as failed in the history; either way it
+    // leaves the outbox, and the messages behind it still go out.
+    auto content = decode_content(item.payload);
     StoredMessage failed;
-    failed.conversation = item.recipient;
+    failed.conversation = item.recipient.rfind(kGroupRecipientPrefix, 0) == 0
+                              ? item.recipient.substr(kGroupRecipientPrefix.size())
+                              : item.recipient;
     failed.direction = MessageDirection::kOutgoing;
     failed.sender = protocol::ProtocolAddress{address_, account_->device_id};
     failed.local_ms = clock_.now_ms();
     failed.body = item.payload;
     failed.status = MessageStatus::kFailed;
     failed.error = s.to_string();
-    store_->run_in_transaction([&]() -> Status {
-      PARLEY_TRY(store_->append_message(failed).status());
+    failed.content_ts = content ? content->timestamp() : 0;
+    const bool users = content && content->has_data() &&
+                       (!content->data().has_group() ||
+                        content->data().group().kind() == GroupContext::MESSAGE);
+    Status recorded = store_->run_in_transaction([&]() -> Status {
+      if (users) PARLEY_TRY(store_->append_message(failed).status());
       return store_->outbox_remove(item.id);
-    }).ignore();
-    return s;
+    });
+    PARLEY_TRY(recorded);
+    if (wanted == 0 || item.id == wanted) result = s;
   }
-  return Status::ok();
+  return result;
 }
 
 Status Client::deliver(const OutboxItem& item) {
+  if (item.recipient.rfind(kGroupRecipientPrefix, 0) == 0) return deliver_group(item);
   std::vector<std::uint32_t> stale;
   for (int round = 0; round < kMaxMismatchRounds; ++round) {
     Status s = deliver_to_devices(item.recipient, item, stale);
@@ -183,7 +205,11 @@ Status Client::deliver_to_devices(const std::string& address, const OutboxItem& 
   }
   PARLEY_TRY(response_status(resp, "send"));
 
+  // Control messages (group changes, sender keys, receipts) leave no trace in the history.
+  auto content = decode_content(item.payload);
+  if (!content || !content->has_data() || content->data().has_group()) return Status::ok();
   StoredMessage sent;
+  sent.content_ts = content->timestamp();
   sent.conversation = address;
   sent.direction = MessageDirection::kOutgoing;
   sent.sender = protocol::ProtocolAddress{address_, account_->device_id};

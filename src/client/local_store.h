@@ -88,6 +88,7 @@ struct StoredMessage {
   MessageStatus status = MessageStatus::kDelivered;
   std::string error;               // empty unless the envelope could not be decrypted
   std::optional<Bytes> server_id;  // the server's envelope id; none for outgoing messages
+  std::uint64_t content_ts = 0;    // the sender's timestamp inside the content (0: unknown)
 };
 
 struct Group {
@@ -187,6 +188,16 @@ class LocalStore final : public protocol::IdentityKeyStore,
   Result<std::vector<Group>> list_groups();
   // Replaces the member list; kNotFound for an unknown group.
   Status set_members(ByteView group_id, const std::vector<std::string>& members);
+  // The key id of our sender-key chain last sent to `member` for the group (none: never).
+  Result<std::optional<std::uint32_t>> shared_key_id(ByteView group_id,
+                                                      const protocol::ProtocolAddress& member);
+  Status mark_shared(ByteView group_id, const protocol::ProtocolAddress& member,
+                     std::uint32_t key_id);
+  // Outgoing messages of `conversation` sent at one of `timestamps` (the sender's content
+  // timestamps) move to `status` (never backwards: read stays read). Returns how many changed.
+  Result<std::uint32_t> mark_outgoing(const std::string& conversation,
+                                      const std::vector<std::uint64_t>& timestamps,
+                                      MessageStatus status);
 
  private:
   Result<std::vector<std::string>> members_of(ByteView group_id);

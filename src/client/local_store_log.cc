@@ -113,8 +113,8 @@ Result<std::int64_t> LocalStore::append_message(const StoredMessage& m) {
   PARLEY_ASSIGN_OR_RETURN(
       Stmt stmt,
       db_.prepare("INSERT INTO messages (conversation, direction, sender_name, sender_device, "
-                  "server_ms, local_ms, body, status, error, server_id) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                  "server_ms, local_ms, body, status, error, server_id, content_ts) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                   "append message"));
   stmt.bind_text(1, m.conversation)
       .bind_text(2, m.direction == MessageDirection::kIncoming ? "in" : "out")
@@ -134,6 +134,7 @@ Result<std::int64_t> LocalStore::append_message(const StoredMessage& m) {
   } else {
     stmt.bind_null(10);
   }
+  stmt.bind(11, static_cast<std::int64_t>(m.content_ts & 0x7FFFFFFFFFFFFFFFull));
   Status s = stmt.run();
   // server_id is the only UNIQUE column besides the rowid we let SQLite choose.
   if (s.code() == ErrorCode::kAlreadyExists) {
@@ -149,7 +150,7 @@ Result<std::vector<StoredMessage>> LocalStore::history(const std::string& conver
   PARLEY_ASSIGN_OR_RETURN(
       Stmt stmt,
       db_.prepare("SELECT * FROM (SELECT id, direction, sender_name, sender_device, server_ms, "
-                  "local_ms, body, status, error, server_id FROM messages "
+                  "local_ms, body, status, error, server_id, content_ts FROM messages "
                   "WHERE conversation = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
                   "load history"));
   const std::int64_t max_limit = std::numeric_limits<std::int64_t>::max();
@@ -173,6 +174,7 @@ Result<std::vector<StoredMessage>> LocalStore::history(const std::string& conver
     PARLEY_ASSIGN_OR_RETURN(m.status, parse_status(stmt.column_text(7)));
     m.error = stmt.column_text(8);
     if (!stmt.column_is_null(9)) m.server_id = stmt.column_blob(9);
+    m.content_ts = static_cast<std::uint64_t>(stmt.column_int(10));
     out.push_back(std::move(m));
   }
   return out;
@@ -295,6 +297,54 @@ Status LocalStore::set_members(ByteView group_id, const std::vector<std::string>
     }
     return Status::ok();
   });
+}
+
+}  // namespace parley::client
+
+namespace parley::client {
+
+Result<std::optional<std::uint32_t>> LocalStore::shared_key_id(
+    ByteView group_id, const protocol::ProtocolAddress& member) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("SELECT key_id FROM sender_key_shares WHERE group_id = ?1 AND "
+                             "member = ?2 AND device = ?3",
+                             "load sender key share"));
+  stmt.bind_blob(1, group_id).bind_text(2, member.name).bind(3, member.device_id);
+  PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+  if (!row) return std::optional<std::uint32_t>();
+  return std::optional<std::uint32_t>(static_cast<std::uint32_t>(stmt.column_int(0)));
+}
+
+Status LocalStore::mark_shared(ByteView group_id, const protocol::ProtocolAddress& member,
+                               std::uint32_t key_id) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("INSERT OR REPLACE INTO sender_key_shares (group_id, member, device, "
+                             "key_id) VALUES (?1, ?2, ?3, ?4)",
+                             "record sender key share"));
+  stmt.bind_blob(1, group_id).bind_text(2, member.name).bind(3, member.device_id).bind(4, key_id);
+  return stmt.run();
+}
+
+Result<std::uint32_t> LocalStore::mark_outgoing(const std::string& conversation,
+                                                const std::vector<std::uint64_t>& timestamps,
+                                                MessageStatus status) {
+  // Statuses only move forward: sent -> delivered -> read.
+  const char* sql = status == MessageStatus::kRead
+                        ? "UPDATE messages SET status = 'read' WHERE conversation = ?1 AND "
+                          "content_ts = ?2 AND direction = 'out' AND status IN ('sent', 'delivered')"
+                        : "UPDATE messages SET status = 'delivered' WHERE conversation = ?1 AND "
+                          "content_ts = ?2 AND direction = 'out' AND status = 'sent'";
+  if (status != MessageStatus::kRead && status != MessageStatus::kDelivered) {
+    return make_error(ErrorCode::kInvalidArgument, "receipts mark messages delivered or read");
+  }
+  std::uint32_t changed = 0;
+  for (std::uint64_t ts : timestamps) {
+    PARLEY_ASSIGN_OR_RETURN(Stmt stmt, db_.prepare(sql, "apply receipt"));
+    stmt.bind_text(1, conversation).bind(2, static_cast<std::int64_t>(ts & 0x7FFFFFFFFFFFFFFFull));
+    PARLEY_TRY(stmt.run());
+    changed += static_cast<std::uint32_t>(db_.changes());
+  }
+  return changed;
 }
 
 }  // namespace parley::client

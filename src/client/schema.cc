@@ -107,6 +107,20 @@ CREATE TABLE group_members (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 2: which of our sender-key chains each group member device has been sent.
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE sender_key_shares (
+  group_id BLOB    NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+  member   TEXT    NOT NULL,
+  device   INTEGER NOT NULL,
+  key_id   INTEGER NOT NULL,
+  PRIMARY KEY (group_id, member, device)
+) WITHOUT ROWID;
+-- The sender's content timestamp of each message: receipts name messages by it.
+ALTER TABLE messages ADD COLUMN content_ts INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_content_ts ON messages(conversation, content_ts);
+)sql";
+
 struct Migration {
   std::int32_t version;  // user_version after this migration
   const char* sql;
@@ -114,6 +128,7 @@ struct Migration {
 
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
+    {2, kSchemaV2},
 };
 
 Result<std::int32_t> user_version(Db& db) {
