@@ -15,12 +15,15 @@
 #include <optional>
 #include <string>
 
+#include "apps/parley/daemon.h"
+#include "apps/parley/json_output.h"
 #include "client/client.h"
 
 namespace {
 
 using parley::Status;
 using parley::client::Client;
+using parley::cli::to_json;
 
 constexpr const char* kVersion = "parley 0.1.0";
 
@@ -70,19 +73,6 @@ std::string format_time(std::uint64_t ms) {
   return buf;
 }
 
-nlohmann::json to_json(const parley::client::IncomingMessage& m) {
-  nlohmann::json j;
-  j["from"] = m.from;
-  j["device"] = m.device;
-  j["timestamp"] = m.timestamp;
-  j["server_timestamp"] = m.server_timestamp;
-  j["text"] = m.text;
-  j["group"] = m.group ? nlohmann::json(*m.group) : nlohmann::json(nullptr);
-  if (!m.error.empty()) j["error"] = m.error;
-  if (m.identity_changed) j["identity_changed"] = true;
-  return j;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,6 +116,10 @@ int main(int argc, char** argv) {
   auto* trust = app.add_subcommand("trust", "accept ADDRESS's current identity key");
   trust->add_option("ADDRESS", peer, "name or name@server")->required();
 
+  std::string socket_path;
+  auto* daemon = app.add_subcommand("daemon", "serve JSON-RPC 2.0 on a Unix socket (docs/cli.md)");
+  daemon->add_option("--socket", socket_path, "path of the Unix socket to create")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -149,6 +143,7 @@ int main(int argc, char** argv) {
   if (!opened) return fail(opened.error());
   Client& client = **opened;
 
+  if (daemon->parsed()) return parley::cli::run_daemon(options, std::move(*opened), socket_path);
   if (whoami->parsed()) {
     std::printf("%s\n", client.address().c_str());
     return 0;
@@ -193,10 +188,7 @@ int main(int argc, char** argv) {
     if (!entries) return fail(entries.error());
     for (const auto& h : *entries) {
       if (json) {
-        nlohmann::json j{{"direction", h.outgoing ? "out" : "in"}, {"peer", h.peer},
-                         {"timestamp", h.timestamp}, {"text", h.text}, {"status", h.status}};
-        if (!h.error.empty()) j["error"] = h.error;
-        std::printf("%s\n", j.dump().c_str());
+        std::printf("%s\n", to_json(h).dump().c_str());
       } else {
         std::printf("[%s] %s %s: %s%s\n", format_time(h.timestamp).c_str(), h.outgoing ? ">" : "<",
                     h.outgoing ? "me" : h.peer.c_str(), h.error.empty() ? h.text.c_str() : "(undecryptable) ",

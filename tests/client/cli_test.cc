@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/client/cli_support.h"
 #include "tests/server/harness.h"
 
 namespace parley::testing {
@@ -22,68 +23,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
-
-std::string parley_path() {
-  const char* p = std::getenv("PARLEY");
-  return p != nullptr ? p : "parley";
-}
-
-struct Ran {
-  int exit_code = -1;  // -1: killed (timeout or signal)
-  std::string out;
-  std::string err;
-};
-
-// Runs `parley args...` with extra environment, bounded by `timeout`.
-Ran run_parley(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
-               std::chrono::milliseconds timeout = 60s) {
-  int out[2], err[2];
-  if (::pipe(out) != 0 || ::pipe(err) != 0) return {};
-  std::vector<std::string> argv = {parley_path()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(err[1], STDERR_FILENO);
-    ::close(out[0]);
-    ::close(err[0]);
-    const int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);  // never a terminal: no prompts
-    ::unsetenv("PARLEY_PASSPHRASE");
-    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    ::execv(cargv[0], cargv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  ::close(err[1]);
-  Ran r;
-  const auto deadline = Clock::now() + timeout;
-  bool out_open = true, err_open = true;
-  while ((out_open || err_open) && Clock::now() < deadline) {
-    pollfd p[2] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}};
-    if (::poll(p, 2, 100) <= 0) continue;
-    char buf[4096];
-    for (int i = 0; i < 2; ++i) {
-      if (p[i].revents == 0) continue;
-      const ssize_t n = ::read(i == 0 ? out[0] : err[0], buf, sizeof buf);
-      if (n <= 0) {
-        (i == 0 ? out_open : err_open) = false;
-        continue;
-      }
-      (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
-    }
-  }
-  if (out_open || err_open) ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ::close(out[0]);
-  ::close(err[0]);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 std::vector<nlohmann::json> json_lines(const std::string& out) {
   std::vector<nlohmann::json> lines;
