@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "apps/parley/daemon.h"
 #include "apps/parley/json_output.h"
@@ -89,10 +90,30 @@ int main(int argc, char** argv) {
 
   auto* whoami = app.add_subcommand("whoami", "print this profile's address");
 
-  std::string to, text;
+  std::string to, text, group_id;
   auto* send = app.add_subcommand("send", "send a message; returns once the server has it");
-  send->add_option("ADDRESS", to, "name or name@server")->required();
-  send->add_option("TEXT", text, "the message")->required();
+  send->add_option("ADDRESS", to, "name or name@server (omit with --group)");
+  send->add_option("TEXT", text, "the message");
+  send->add_option("--group", group_id, "send to the group GROUP_ID instead");
+
+  std::string group_name;
+  std::vector<std::string> members;
+  auto* group = app.add_subcommand("group", "create and manage groups");
+  group->require_subcommand(1);
+  auto* g_create = group->add_subcommand("create", "create a group; prints its id");
+  g_create->add_option("NAME", group_name, "group name")->required();
+  g_create->add_option("ADDRESS", members, "members besides you");
+  auto* g_add = group->add_subcommand("add", "add members");
+  g_add->add_option("GROUP_ID", group_id)->required();
+  g_add->add_option("ADDRESS", members)->required();
+  auto* g_remove = group->add_subcommand("remove", "remove members (they cannot read what follows)");
+  g_remove->add_option("GROUP_ID", group_id)->required();
+  g_remove->add_option("ADDRESS", members)->required();
+  auto* g_leave = group->add_subcommand("leave", "leave a group");
+  g_leave->add_option("GROUP_ID", group_id)->required();
+  auto* g_info = group->add_subcommand("info", "name and members of a group");
+  g_info->add_option("GROUP_ID", group_id)->required();
+  auto* groups = app.add_subcommand("groups", "list your groups");
 
   bool follow = false, json = false;
   double timeout_s = 10;
@@ -149,7 +170,53 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (send->parsed()) {
-    if (Status s = client.send_text(to, text); !s.is_ok()) return fail(s);
+    Status s;
+    if (!group_id.empty()) {
+      // `send --group GID TEXT`: the one positional is the text.
+      if (!text.empty() || to.empty()) {
+        std::fprintf(stderr, "parley: usage: send --group GROUP_ID TEXT\n");
+        return 2;
+      }
+      s = client.send_group_text(group_id, to);
+    } else {
+      if (to.empty() || text.empty()) {
+        std::fprintf(stderr, "parley: usage: send ADDRESS TEXT\n");
+        return 2;
+      }
+      s = client.send_text(to, text);
+    }
+    if (!s.is_ok()) return fail(s);
+    return 0;
+  }
+  if (g_create->parsed()) {
+    auto id = client.group_create(group_name, members);
+    if (!id) return fail(id.error());
+    std::printf("%s\n", id->c_str());
+    return 0;
+  }
+  if (g_add->parsed() || g_remove->parsed() || g_leave->parsed()) {
+    Status s = g_add->parsed()      ? client.group_add(group_id, members)
+               : g_remove->parsed() ? client.group_remove(group_id, members)
+                                    : client.group_leave(group_id);
+    if (!s.is_ok()) return fail(s);
+    return 0;
+  }
+  if (g_info->parsed() || groups->parsed()) {
+    std::vector<parley::client::GroupInfo> list;
+    if (g_info->parsed()) {
+      auto one = client.group_info(group_id);
+      if (!one) return fail(one.error());
+      list.push_back(std::move(*one));
+    } else {
+      auto all = client.groups();
+      if (!all) return fail(all.error());
+      list = std::move(*all);
+    }
+    for (const auto& g : list) {
+      std::printf("%s %s%s:", g.id.c_str(), g.name.c_str(), g.left ? " (left)" : "");
+      for (const auto& m : g.members) std::printf(" %s", m.c_str());
+      std::printf("\n");
+    }
     return 0;
   }
   if (receive->parsed()) {
@@ -159,6 +226,9 @@ int main(int argc, char** argv) {
     Status s = client.receive(ro, [&](const parley::client::IncomingMessage& m) {
       if (json) {
         std::printf("%s\n", to_json(m).dump().c_str());
+      } else if (!m.event.empty()) {
+        std::printf("[%s] group %s: %s\n", format_time(m.timestamp).c_str(), m.group->c_str(),
+                    m.event.c_str());
       } else if (!m.error.empty()) {
         std::printf("[%s] %s (device %u): undecryptable: %s\n", format_time(static_cast<std::uint64_t>(m.server_timestamp)).c_str(),
                     m.from.c_str(), m.device, m.error.c_str());
@@ -167,7 +237,8 @@ int main(int argc, char** argv) {
           std::printf("! the safety number with %s changed (parley safety-number %s)\n", m.from.c_str(),
                       m.from.c_str());
         }
-        std::printf("[%s] %s: %s\n", format_time(m.timestamp).c_str(), m.from.c_str(), m.text.c_str());
+        std::printf("[%s] %s%s%s: %s\n", format_time(m.timestamp).c_str(), m.from.c_str(),
+                    m.group ? " in " : "", m.group ? m.group->c_str() : "", m.text.c_str());
       }
       std::fflush(stdout);
     });

@@ -141,6 +141,7 @@ class Client {
   Status ensure_link();
   void drop_link();
   Status deliver(const OutboxItem& item);
+  Status record_sent(const OutboxItem& item);
   Status deliver_to_devices(const std::string& address, const OutboxItem& item,
                             std::vector<std::uint32_t>& stale);
   Status ensure_session(const std::string& address, std::uint32_t device, bool rebuild);

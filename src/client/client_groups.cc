@@ -280,16 +280,7 @@ Status Client::deliver_group(const OutboxItem& item) {
     }
   }
 
-  auto content = decode_content(item.payload);
-  StoredMessage sent;
-  sent.conversation = to_hex(g.id);
-  sent.direction = MessageDirection::kOutgoing;
-  sent.sender = protocol::ProtocolAddress{address_, account_->device_id};
-  sent.local_ms = clock_.now_ms();
-  sent.body = item.payload;
-  sent.status = MessageStatus::kSent;
-  sent.content_ts = content ? content->timestamp() : 0;
-  return store_->append_message(sent).status();
+  return Status::ok();
 }
 
 Status Client::apply_group_control(const std::string& from, const DataMessage& data,

@@ -1,4 +1,7 @@
 // Client: the outbox and sending.
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "client/client.h"
@@ -24,6 +27,11 @@ constexpr std::int64_t kFirstBackoffMs = 250;
 }  // namespace
 
 std::string name_part(const std::string& address) { return address.substr(0, address.find('@')); }
+
+void failpoint(const char* name) {
+  const char* armed = std::getenv("PARLEY_FAILPOINT");
+  if (armed != nullptr && std::strcmp(armed, name) == 0) ::raise(SIGKILL);
+}
 
 bool transient(const Status& s) {
   return s.code() == ErrorCode::kUnavailable || s.code() == ErrorCode::kIo ||
@@ -99,7 +107,14 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
   for (const OutboxItem& item : pending) {
     Status s = deliver(item);
     if (s.is_ok()) {
-      PARLEY_TRY(store_->outbox_remove(item.id));
+      // The history entry and the outbox removal commit together, so a crash in between cannot
+      // record a message twice (the resend is a duplicate the server drops, and lands here once).
+      failpoint("after_server_ack");
+      Status done = store_->run_in_transaction([&]() -> Status {
+        PARLEY_TRY(record_sent(item));
+        return store_->outbox_remove(item.id);
+      });
+      PARLEY_TRY(done);
       continue;
     }
     if (transient(s)) {
@@ -135,6 +150,24 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
     if (wanted == 0 || item.id == wanted) result = s;
   }
   return result;
+}
+
+// A user's message (1:1 or group) goes into the history once the server has it; control messages
+// (group changes, sender keys, receipts) leave no trace there.
+Status Client::record_sent(const OutboxItem& item) {
+  auto content = decode_content(item.payload);
+  if (!content || !content->has_data()) return Status::ok();
+  const bool group = item.recipient.rfind(kGroupRecipientPrefix, 0) == 0;
+  if (!group && content->data().has_group()) return Status::ok();
+  StoredMessage sent;
+  sent.content_ts = content->timestamp();
+  sent.conversation = group ? item.recipient.substr(kGroupRecipientPrefix.size()) : item.recipient;
+  sent.direction = MessageDirection::kOutgoing;
+  sent.sender = protocol::ProtocolAddress{address_, account_->device_id};
+  sent.local_ms = clock_.now_ms();
+  sent.body = item.payload;
+  sent.status = MessageStatus::kSent;
+  return store_->append_message(sent).status();
 }
 
 Status Client::deliver(const OutboxItem& item) {
@@ -203,21 +236,7 @@ Status Client::deliver_to_devices(const std::string& address, const OutboxItem& 
   if (resp.status() == wire::kStatusNotFound) {
     return make_error(ErrorCode::kNotFound, "unknown address: " + address);
   }
-  PARLEY_TRY(response_status(resp, "send"));
-
-  // Control messages (group changes, sender keys, receipts) leave no trace in the history.
-  auto content = decode_content(item.payload);
-  if (!content || !content->has_data() || content->data().has_group()) return Status::ok();
-  StoredMessage sent;
-  sent.content_ts = content->timestamp();
-  sent.conversation = address;
-  sent.direction = MessageDirection::kOutgoing;
-  sent.sender = protocol::ProtocolAddress{address_, account_->device_id};
-  sent.server_ms = static_cast<std::int64_t>(resp.send().server_timestamp());
-  sent.local_ms = clock_.now_ms();
-  sent.body = item.payload;
-  sent.status = MessageStatus::kSent;
-  return store_->append_message(sent).status();
+  return response_status(resp, "send");
 }
 
 Status Client::ensure_session(const std::string& address, std::uint32_t device, bool rebuild) {

@@ -103,6 +103,7 @@ TEST_F(CliTest, OneToOneBothWaysAndSafetyNumbers) {
   ASSERT_EQ(hist.size(), 2u);
   EXPECT_EQ(hist[0]["direction"], "out");
   EXPECT_EQ(hist[0]["text"], "hello bob");
+  EXPECT_EQ(hist[0]["status"], "delivered");  // bob's delivery receipt came back
   EXPECT_EQ(hist[1]["direction"], "in");
   EXPECT_EQ(hist[1]["text"], "hi alice");
 }
@@ -139,6 +140,100 @@ TEST_F(CliTest, ServerKilledAndRestartedLosesNothingAcknowledged) {
   EXPECT_EQ(got[2]["text"], "before 2");
   EXPECT_EQ(got[3]["text"], "while down");
   EXPECT_TRUE(receive("bob").empty());
+}
+
+TEST_F(CliTest, SenderKilledAfterTheServerHadItDeliversExactlyOnce) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  // The worst moment: the server stored the message and acknowledged it, but the sender dies
+  // before it could take the message out of its outbox.
+  Ran killed = parley("alice", {"send", "bob", "only once"}, {{"PARLEY_FAILPOINT", "after_server_ack"}});
+  EXPECT_EQ(killed.exit_code, -1);  // SIGKILL
+  // Restarted, the sender sends its outbox again (any command that connects does).
+  Ran again = parley("alice", {"receive", "--timeout", "5"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  auto got = receive("bob");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["text"], "only once");
+  // Killed at random moments while sending: every message arrives at most once, and each one
+  // the sender saw acknowledged (exit 0) exactly once.
+  std::vector<std::string> acknowledged;
+  for (int i = 0; i < 6; ++i) {
+    const std::string text = "burst " + std::to_string(i);
+    Ran r = run_parley({"--profile", profile("alice"), "send", "bob", text}, {},
+                       std::chrono::milliseconds(5 + 15 * i));
+    if (r.exit_code == 0) acknowledged.push_back(text);
+  }
+  ASSERT_EQ(parley("alice", {"receive", "--timeout", "5"}).exit_code, 0);
+  std::map<std::string, int> seen;
+  for (const auto& j : receive("bob")) seen[j["text"]]++;
+  for (const auto& [text, n] : seen) EXPECT_EQ(n, 1) << text;
+  for (const auto& text : acknowledged) EXPECT_EQ(seen[text], 1) << text;
+  Ran h = parley("alice", {"history", "bob", "--json"});
+  std::map<std::string, int> recorded;
+  for (const auto& j : json_lines(h.out)) recorded[j["text"]]++;
+  EXPECT_EQ(recorded["only once"], 1);
+}
+
+// Texts of the group messages (not group events) among `got`.
+std::vector<std::string> group_texts(const std::vector<nlohmann::json>& got, const std::string& gid) {
+  std::vector<std::string> out;
+  for (const auto& j : got) {
+    if (j["group"] == gid && !j.contains("event") && !j.contains("error")) out.push_back(j["text"]);
+  }
+  return out;
+}
+
+TEST_F(CliTest, GroupOfThreeWithAnAddAndARemove) {
+  start();
+  for (const char* n : {"alice", "bob", "carol", "dave"}) register_user(n);
+  Ran created = parley("alice", {"group", "create", "friends", "bob", "carol"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string gid = created.out.substr(0, created.out.find('\n'));
+  ASSERT_EQ(gid.size(), 32u);
+
+  ASSERT_EQ(parley("alice", {"send", "--group", gid, "hello group"}).exit_code, 0);
+  auto bob = receive("bob");
+  auto carol = receive("carol");
+  EXPECT_EQ(group_texts(bob, gid), std::vector<std::string>{"hello group"});
+  EXPECT_EQ(group_texts(carol, gid), std::vector<std::string>{"hello group"});
+  ASSERT_FALSE(bob.empty());
+  EXPECT_TRUE(bob[0].contains("event"));  // "alice created ..."
+
+  // bob answers in the group; alice and carol read it.
+  Ran info = parley("bob", {"group", "info", gid});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("carol@127.0.0.1"), std::string::npos) << info.out;
+  ASSERT_EQ(parley("bob", {"send", "--group", gid, "hi all"}).exit_code, 0);
+  EXPECT_EQ(group_texts(receive("alice"), gid), std::vector<std::string>{"hi all"});
+  EXPECT_EQ(group_texts(receive("carol"), gid), std::vector<std::string>{"hi all"});
+
+  // alice adds dave and removes carol.
+  ASSERT_EQ(parley("alice", {"group", "add", gid, "dave"}).exit_code, 0);
+  ASSERT_EQ(parley("alice", {"group", "remove", gid, "carol"}).exit_code, 0);
+  ASSERT_EQ(parley("alice", {"send", "--group", gid, "after the change"}).exit_code, 0);
+  EXPECT_EQ(group_texts(receive("dave"), gid), std::vector<std::string>{"after the change"});
+  bob = receive("bob");
+  EXPECT_EQ(group_texts(bob, gid), std::vector<std::string>{"after the change"});
+  // carol learns she was removed and reads nothing that follows, from alice or from bob.
+  ASSERT_EQ(parley("bob", {"send", "--group", gid, "bob after the change"}).exit_code, 0);
+  carol = receive("carol");
+  EXPECT_TRUE(group_texts(carol, gid).empty());
+  bool told = false;
+  for (const auto& j : carol) told |= j.contains("event") && j["event"].get<std::string>().find("removed you") != std::string::npos;
+  EXPECT_TRUE(told);
+  EXPECT_EQ(group_texts(receive("dave"), gid), std::vector<std::string>{"bob after the change"});
+  Ran carol_send = parley("carol", {"send", "--group", gid, "let me in"});
+  EXPECT_EQ(carol_send.exit_code, 1);
+
+  Ran h = parley("alice", {"history", gid, "--json"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  std::vector<std::string> texts;
+  for (const auto& j : json_lines(h.out)) texts.push_back(j["text"]);
+  EXPECT_EQ(texts, (std::vector<std::string>{"hello group", "hi all", "after the change"}));
+  Ran list = parley("dave", {"groups"});
+  EXPECT_NE(list.out.find(gid + " friends"), std::string::npos) << list.out;
 }
 
 TEST_F(CliTest, TamperedCiphertextIsRefusedAndRecorded) {

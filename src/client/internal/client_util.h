@@ -22,6 +22,10 @@ std::string name_part(const std::string& address);
 // Worth retrying later: the network or the server was unavailable.
 bool transient(const Status& s);
 
+// Crash injection for tests: when PARLEY_FAILPOINT names this point, the process kills itself
+// (SIGKILL, like a power cut) right here. Unset in normal use: one getenv per call.
+void failpoint(const char* name);
+
 inline std::string lowercase(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
