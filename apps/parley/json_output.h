@@ -23,6 +23,12 @@ inline nlohmann::json to_json(const client::IncomingMessage& m) {
   if (!m.error.empty()) j["error"] = m.error;
   if (m.identity_changed) j["identity_changed"] = true;
   if (!m.event.empty()) j["event"] = m.event;  // a group change
+  if (m.attachment) {
+    nlohmann::json a{{"name", m.attachment->name}, {"size", m.attachment->size},
+                     {"sha256", m.attachment->sha256}, {"path", m.attachment->path}};
+    if (!m.attachment->error.empty()) a["error"] = m.attachment->error;
+    j["attachment"] = std::move(a);
+  }
   return j;
 }
 

@@ -74,6 +74,20 @@ std::string format_time(std::uint64_t ms) {
   return buf;
 }
 
+// Progress of large transfers on stderr, when it is a terminal (scripts get clean output).
+parley::client::TransferProgress progress_printer(const char* what) {
+  if (!::isatty(STDERR_FILENO)) return {};
+  return [what, last = -1](std::uint64_t done, std::uint64_t total) mutable {
+    if (total < (1u << 20)) return;  // small files: no noise
+    const int pct = static_cast<int>(done * 100 / total);
+    if (pct == last) return;
+    last = pct;
+    std::fprintf(stderr, "\r%s %3d%% (%llu / %llu bytes)%s", what, pct,
+                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+                 done >= total ? "\n" : "");
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,6 +109,8 @@ int main(int argc, char** argv) {
   send->add_option("ADDRESS", to, "name or name@server (omit with --group)");
   send->add_option("TEXT", text, "the message");
   send->add_option("--group", group_id, "send to the group GROUP_ID instead");
+  std::string file;
+  send->add_option("--file", file, "attach this file (TEXT becomes its caption)");
 
   std::string group_name;
   std::vector<std::string> members;
@@ -122,6 +138,8 @@ int main(int argc, char** argv) {
   receive->add_option("--timeout", timeout_s, "seconds to wait (with --follow: to listen)")
       ->check(CLI::Range(0.0, 31536000.0));
   receive->add_flag("--json", json, "one JSON object per line");
+  std::string download_dir;
+  receive->add_option("--download-dir", download_dir, "where received files go (default: PROFILE/files)");
 
   auto* contacts = app.add_subcommand("contacts", "list known contacts and their key status");
 
@@ -170,20 +188,22 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (send->parsed()) {
+    // send ADDRESS TEXT | send --group GID TEXT | send ADDRESS --file PATH [TEXT] |
+    // send --group GID --file PATH [TEXT]: with --group the first positional is the text.
+    const bool grouped = !group_id.empty();
+    const std::string target = grouped ? group_id : to;
+    const std::string body = grouped ? to : text;
+    if (target.empty() || (grouped && !text.empty()) || (file.empty() && body.empty())) {
+      std::fprintf(stderr,
+                   "parley: usage: send ADDRESS TEXT | send --group GROUP_ID TEXT | "
+                   "send ADDRESS --file PATH [TEXT]\n");
+      return 2;
+    }
     Status s;
-    if (!group_id.empty()) {
-      // `send --group GID TEXT`: the one positional is the text.
-      if (!text.empty() || to.empty()) {
-        std::fprintf(stderr, "parley: usage: send --group GROUP_ID TEXT\n");
-        return 2;
-      }
-      s = client.send_group_text(group_id, to);
+    if (!file.empty()) {
+      s = client.send_file(target, grouped, file, body, progress_printer("upload"));
     } else {
-      if (to.empty() || text.empty()) {
-        std::fprintf(stderr, "parley: usage: send ADDRESS TEXT\n");
-        return 2;
-      }
-      s = client.send_text(to, text);
+      s = grouped ? client.send_group_text(target, body) : client.send_text(target, body);
     }
     if (!s.is_ok()) return fail(s);
     return 0;
@@ -222,6 +242,8 @@ int main(int argc, char** argv) {
   if (receive->parsed()) {
     parley::client::ReceiveOptions ro;
     ro.follow = follow;
+    ro.download_dir = download_dir;
+    ro.progress = progress_printer("download");
     ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
     Status s = client.receive(ro, [&](const parley::client::IncomingMessage& m) {
       if (json) {
@@ -239,6 +261,13 @@ int main(int argc, char** argv) {
         }
         std::printf("[%s] %s%s%s: %s\n", format_time(m.timestamp).c_str(), m.from.c_str(),
                     m.group ? " in " : "", m.group ? m.group->c_str() : "", m.text.c_str());
+        if (m.attachment && m.attachment->error.empty()) {
+          std::printf("  file %s (%llu bytes) saved as %s\n", m.attachment->name.c_str(),
+                      static_cast<unsigned long long>(m.attachment->size), m.attachment->path.c_str());
+        } else if (m.attachment) {
+          std::printf("  file %s (%llu bytes) could not be fetched: %s\n", m.attachment->name.c_str(),
+                      static_cast<unsigned long long>(m.attachment->size), m.attachment->error.c_str());
+        }
       }
       std::fflush(stdout);
     });

@@ -184,6 +184,8 @@ Result<std::string> Client::canonical_address(std::string_view address) const {
   return name + "@" + server_name_;
 }
 
+Result<wire::Invite> Client::server_invite() const { return invite_of(*account_); }
+
 // ---- The connection ----------------------------------------------------------------------------
 
 Status Client::ensure_link() {

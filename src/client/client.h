@@ -35,6 +35,7 @@
 #include "crypto/password.h"
 #include "crypto/primitives.h"
 #include "wire/frame.h"
+#include "wire/invite.h"
 
 namespace parley::client {
 
@@ -59,7 +60,18 @@ struct IncomingMessage {
   bool identity_changed = false;       // the sender's identity key changed with this message
   std::string event;                   // a group change ("alice added dave"); text is empty
   bool control = false;                // sender key or receipt: nothing to show
+  struct File {
+    std::string name;    // as the sender named it (sanitized)
+    std::uint64_t size = 0;
+    std::string sha256;  // hex, of the plaintext
+    std::string path;    // where it was saved; empty when the download failed
+    std::string error;   // why the download failed
+  };
+  std::optional<File> attachment;
 };
+
+// Progress of a transfer: bytes done of total.
+using TransferProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
 struct GroupInfo {
   std::string id;  // 32 hex characters
@@ -70,6 +82,8 @@ struct GroupInfo {
 
 struct ReceiveOptions {
   bool follow = false;  // keep receiving after the queue is drained
+  std::filesystem::path download_dir;  // attachments go here; empty: PROFILE/files
+  TransferProgress progress;           // of attachment downloads (may be empty)
   std::chrono::milliseconds timeout{10000};  // overall bound (follow: how long to listen)
 };
 
@@ -104,6 +118,10 @@ class Client {
   // the contact's key changed and was not trusted yet; on a network failure the message stays
   // queued (kUnavailable) and goes out with the next command that connects.
   Status send_text(std::string_view to, std::string_view text);
+  // Encrypts and uploads `file` (resuming an interrupted upload of the same unchanged file),
+  // then sends it with `caption` to `to`, an address, or a group when `to_group`.
+  Status send_file(std::string_view to, bool to_group, const std::filesystem::path& file,
+                   std::string_view caption, const TransferProgress& progress);
   // Sends everything in the outbox (what earlier runs could not deliver).
   Status flush_outbox();
 
@@ -139,6 +157,8 @@ class Client {
   Client(std::unique_ptr<Profile> profile, OpenOptions options);
   Status load();
   Status ensure_link();
+  Status receive_on_link(const ReceiveOptions& options,
+                         const std::function<void(const IncomingMessage&)>& on_message);
   void drop_link();
   Status deliver(const OutboxItem& item);
   Status record_sent(const OutboxItem& item);
@@ -167,8 +187,13 @@ class Client {
   // Queues one delivery receipt per sender for the messages received in this run.
   Status queue_receipts();
   std::map<std::string, std::vector<std::uint64_t>> pending_receipts_;
+  // Downloads the attachment of a stored message (outside the receive transaction).
+  void fetch_attachment(const Attachment& pointer, const ReceiveOptions& options,
+                        IncomingMessage& m);
+  Result<wire::Invite> server_invite() const;
   Status replenish_pre_keys();
-  Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope, bool& duplicate);
+  Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope,
+                                          const ReceiveOptions& options, bool& duplicate);
 
   OpenOptions options_;
   SystemClock clock_;

@@ -31,6 +31,14 @@ const char* status_name(MessageStatus s) {
 
 Status Client::receive(const ReceiveOptions& options,
                        const std::function<void(const IncomingMessage&)>& on_message) {
+  Status s = receive_on_link(options, on_message);
+  // A network failure leaves the link unusable: the next call connects afresh.
+  if (!s.is_ok() && transient(s)) drop_link();
+  return s;
+}
+
+Status Client::receive_on_link(const ReceiveOptions& options,
+                               const std::function<void(const IncomingMessage&)>& on_message) {
   const auto deadline = Clock::now() + options.timeout;
   PARLEY_TRY(ensure_link());
   // Whatever earlier runs could not send goes first.
@@ -85,7 +93,7 @@ Status Client::receive(const ReceiveOptions& options,
     }
     if (!push->has_envelope()) continue;
     bool duplicate = false;
-    PARLEY_ASSIGN_OR_RETURN(IncomingMessage m, handle_envelope(push->envelope(), duplicate));
+    PARLEY_ASSIGN_OR_RETURN(IncomingMessage m, handle_envelope(push->envelope(), options, duplicate));
     // Stored (or recorded as undecryptable): only now may the server delete it.
     acks.push_back(push->envelope().server_id());
     if (!duplicate && !m.control) on_message(m);
@@ -95,7 +103,8 @@ Status Client::receive(const ReceiveOptions& options,
   return send_receipts();
 }
 
-Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e, bool& duplicate) {
+Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e,
+                                                const ReceiveOptions& options, bool& duplicate) {
   IncomingMessage m;
   m.from = lowercase(e.source()) + "@" + server_name_;
   m.device = e.source_device();
@@ -116,6 +125,11 @@ Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e, bool& d
   if (opened.is_ok()) {
     PARLEY_ASSIGN_OR_RETURN(auto known_after, store_->get_identity(stored.sender));
     m.identity_changed = known_before && known_after && !(*known_before == *known_after);
+    // A file is fetched after its message is stored: a failed download is reported with the
+    // message (the pointer stays in the history), it never loses the message.
+    if (auto c = decode_content(stored.body); c && c->has_data() && c->data().has_attachment()) {
+      fetch_attachment(c->data().attachment(), options, m);
+    }
     return m;
   }
   // Not decryptable: recorded with the reason (a re-delivery of a stored envelope shows up as a

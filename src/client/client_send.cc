@@ -122,6 +122,7 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
       const std::int64_t delay = std::min<std::int64_t>(
           kFirstBackoffMs << std::min<std::int64_t>(item.attempts, 10), 60000);
       store_->outbox_bump(item.id, clock_.now_ms() + delay).ignore();
+      drop_link();  // the next attempt connects afresh
       return s;
     }
     // A permanent refusal (unknown account, untrusted identity, too large): the message can never

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tests/client/cli_support.h"
+#include "crypto/primitives.h"
 #include "tests/server/harness.h"
 
 namespace parley::testing {
@@ -174,6 +175,69 @@ TEST_F(CliTest, SenderKilledAfterTheServerHadItDeliversExactlyOnce) {
   std::map<std::string, int> recorded;
   for (const auto& j : json_lines(h.out)) recorded[j["text"]]++;
   EXPECT_EQ(recorded["only once"], 1);
+}
+
+// SHA-256 of a file, hex (via the crypto library, like the client).
+std::string file_sha256(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return "";
+  crypto::Sha256 h;
+  std::vector<std::uint8_t> buf(1 << 16);
+  for (;;) {
+    const std::size_t n = std::fread(buf.data(), 1, buf.size(), f);
+    if (n == 0) break;
+    h.update(ByteView(buf.data(), n));
+  }
+  std::fclose(f);
+  const auto d = h.finish();
+  return to_hex(ByteView(d.data(), d.size()));
+}
+
+std::string random_file(const std::string& path, std::size_t size, std::uint64_t seed) {
+  DeterministicRng rng(seed);
+  std::vector<std::uint8_t> data(size);
+  rng.fill(data);
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return "";
+  std::fwrite(data.data(), 1, data.size(), f);
+  std::fclose(f);
+  return file_sha256(path);
+}
+
+TEST_F(CliTest, TwentyMegabyteFileAndAnInterruptedUploadThatResumes) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  const std::string big = dir_.path() + "/big.bin";
+  const std::string hash = random_file(big, 20 * 1024 * 1024, 42);
+  ASSERT_EQ(parley("alice", {"send", "bob", "--file", big, "the big one"}).exit_code, 0);
+  auto got = receive("bob");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["text"], "the big one");
+  ASSERT_TRUE(got[0].contains("attachment"));
+  EXPECT_EQ(got[0]["attachment"]["name"], "big.bin");
+  EXPECT_EQ(got[0]["attachment"]["size"], 20 * 1024 * 1024);
+  EXPECT_EQ(got[0]["attachment"]["sha256"], hash);
+  EXPECT_EQ(file_sha256(got[0]["attachment"]["path"]), hash);
+
+  // The sender dies half-way through an upload; the same command again resumes it, and the
+  // file arrives once.
+  const std::string other = dir_.path() + "/other.bin";
+  const std::string other_hash = random_file(other, 6 * 1024 * 1024, 43);
+  Ran killed = parley("alice", {"send", "bob", "--file", other}, {{"PARLEY_FAILPOINT", "upload_half"}});
+  EXPECT_EQ(killed.exit_code, -1);
+  ASSERT_EQ(parley("alice", {"send", "bob", "--file", other}).exit_code, 0);
+  got = receive("bob");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["attachment"]["sha256"], other_hash);
+  EXPECT_EQ(file_sha256(got[0]["attachment"]["path"]), other_hash);
+  EXPECT_TRUE(fs::is_empty(profile("alice") + "/uploads"));
+  // The second run continued the first one's upload slot instead of starting over: two slots
+  // in all (the big file, the other one).
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_requests_total{kind=\"attachment_slot\"} 2\n"), std::string::npos)
+      << *metrics;
 }
 
 // Texts of the group messages (not group events) among `got`.
