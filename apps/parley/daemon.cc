@@ -408,8 +408,9 @@ void Server::remove_socket_file() {
 
 // Runs queued calls and receive slices until the server stops. `client` is null while the
 // profile could not be re-opened; calls then fail with that reason.
-void serve_client(const client::OpenOptions& options, std::unique_ptr<client::Client>& client,
-                  asio::io_context& io, Server& server, CallQueue& calls) {
+void serve_client(const client::OpenOptions& options, const std::filesystem::path& download_dir,
+                  std::unique_ptr<client::Client>& client, asio::io_context& io, Server& server,
+                  CallQueue& calls) {
   std::minstd_rand jitter(std::random_device{}());
   milliseconds backoff = kFirstBackoff;
   Clock::time_point retry_at{};
@@ -446,6 +447,7 @@ void serve_client(const client::OpenOptions& options, std::unique_ptr<client::Cl
     if (client) {
       client::ReceiveOptions slice;
       slice.follow = true;
+      slice.download_dir = download_dir;
       slice.timeout = server.connections() > 0 ? kReceiveSlice : kIdleReceiveSlice;
       s = client->receive(slice, notify);
     }
@@ -468,7 +470,7 @@ void serve_client(const client::OpenOptions& options, std::unique_ptr<client::Cl
 }  // namespace
 
 int run_daemon(const client::OpenOptions& options, std::unique_ptr<client::Client> client,
-               const std::string& socket_path) {
+               const std::string& socket_path, const std::filesystem::path& download_dir) {
   // A program that disconnects while we write must not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
   asio::io_context io(1);
@@ -483,7 +485,7 @@ int run_daemon(const client::OpenOptions& options, std::unique_ptr<client::Clien
   std::thread io_thread([&io] { io.run(); });
   std::printf("parley daemon: %s listening on %s\n", client->address().c_str(), socket_path.c_str());
   std::fflush(stdout);
-  serve_client(options, client, io, server, calls);
+  serve_client(options, download_dir, client, io, server, calls);
   guard.reset();
   io_thread.join();
   return 0;

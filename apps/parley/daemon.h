@@ -19,6 +19,8 @@
 // 5 s); calls are answered meanwhile. After a few failures in a row the daemon re-opens the
 // profile with the same options (a fresh Client without connection state).
 
+#include <filesystem>
+#include <memory>
 #include <string>
 
 #include "client/client.h"
@@ -28,8 +30,9 @@ namespace parley::cli {
 // Serves `socket_path` until SIGINT or SIGTERM. Returns the process exit code: 0 after a clean
 // stop, 1 when the socket cannot be set up (another daemon serves it, the path is not a socket or
 // is too long, or the directory is not writable); the reason goes to stderr.
-// `client` was opened with `options` (kept for re-opening) and is owned by the daemon.
+// `client` was opened with `options` (kept for re-opening) and is owned by the daemon. Received
+// files are saved in `download_dir` (empty: PROFILE/files, the Client's default).
 int run_daemon(const client::OpenOptions& options, std::unique_ptr<client::Client> client,
-               const std::string& socket_path);
+               const std::string& socket_path, const std::filesystem::path& download_dir);
 
 }  // namespace parley::cli

@@ -158,6 +158,9 @@ int main(int argc, char** argv) {
   std::string socket_path;
   auto* daemon = app.add_subcommand("daemon", "serve JSON-RPC 2.0 on a Unix socket (docs/cli.md)");
   daemon->add_option("--socket", socket_path, "path of the Unix socket to create")->required();
+  std::string daemon_download_dir;
+  daemon->add_option("--download-dir", daemon_download_dir,
+                     "where received files go (default: PROFILE/files)");
 
   try {
     app.parse(argc, argv);
@@ -182,7 +185,17 @@ int main(int argc, char** argv) {
   if (!opened) return fail(opened.error());
   Client& client = **opened;
 
-  if (daemon->parsed()) return parley::cli::run_daemon(options, std::move(*opened), socket_path);
+  if (daemon->parsed()) {
+    // Absolute, so that it does not depend on where the daemon's working directory is later.
+    std::error_code ec;
+    const std::filesystem::path downloads =
+        daemon_download_dir.empty() ? std::filesystem::path()
+                                    : std::filesystem::absolute(daemon_download_dir, ec);
+    if (ec) {
+      return fail(parley::make_error(parley::ErrorCode::kInvalidArgument, "bad --download-dir"));
+    }
+    return parley::cli::run_daemon(options, std::move(*opened), socket_path, downloads);
+  }
   if (whoami->parsed()) {
     std::printf("%s\n", client.address().c_str());
     return 0;

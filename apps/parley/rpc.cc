@@ -1,9 +1,11 @@
 #include "apps/parley/rpc.h"
 
+#include <filesystem>
 #include <functional>
 #include <initializer_list>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "apps/parley/json_output.h"
 
@@ -45,6 +47,7 @@ class Params {
       if (!known) set_error("unknown parameter \"" + key + "\"");
     }
   }
+  bool has(const char* key) const { return params_.contains(key); }
   std::string string(const char* key) {
     auto it = params_.find(key);
     if (it == params_.end()) {
@@ -57,6 +60,41 @@ class Params {
     }
     return it->get_ref<const std::string&>();
   }
+  // An optional string; nullopt when absent (or ill-typed, which is an error).
+  std::optional<std::string> optional_string(const char* key) {
+    if (!has(key)) return std::nullopt;
+    std::string s = string(key);
+    if (error_) return std::nullopt;
+    return s;
+  }
+  // An array of strings; absent is an error when `required`, else an empty list. With
+  // `non_empty`, an empty array is an error too.
+  std::vector<std::string> strings(const char* key, bool required, bool non_empty) {
+    auto it = params_.find(key);
+    if (it == params_.end()) {
+      if (required) set_error(std::string("missing parameter \"") + key + "\"");
+      return {};
+    }
+    if (!it->is_array()) {
+      set_error(std::string("parameter \"") + key + "\" must be an array of strings");
+      return {};
+    }
+    if (non_empty && it->empty()) {
+      set_error(std::string("parameter \"") + key + "\" must not be empty");
+      return {};
+    }
+    std::vector<std::string> out;
+    for (const json& v : *it) {
+      if (!v.is_string()) {
+        set_error(std::string("parameter \"") + key + "\" must be an array of strings");
+        return {};
+      }
+      out.push_back(v.get<std::string>());
+    }
+    return out;
+  }
+  // Records a problem found by the method itself (e.g. conflicting parameters).
+  void refuse(std::string why) { set_error(std::move(why)); }
   // An optional integer in [lo, hi]; `fallback` when absent.
   std::int64_t integer(const char* key, std::int64_t lo, std::int64_t hi, std::int64_t fallback) {
     auto it = params_.find(key);
@@ -91,13 +129,83 @@ Outcome m_whoami(client::Client& c, Params& p) {
   return ok({{"address", c.address()}});
 }
 
+// send {to | group, text, file?}: a 1:1 or group message; with "file" (an absolute path) the
+// file is uploaded and sent, and "text" (optional then) is its caption.
 Outcome m_send(client::Client& c, Params& p) {
-  p.only({"to", "text"});
-  std::string to = p.string("to");
-  std::string text = p.string("text");
+  p.only({"to", "group", "text", "file"});
+  const bool to_group = p.has("group");
+  if (to_group && p.has("to")) p.refuse("give \"to\" or \"group\", not both");
+  if (!to_group && !p.has("to")) p.refuse("missing parameter \"to\" (or \"group\")");
+  const std::string target = to_group ? p.string("group") : p.string("to");
+  const std::optional<std::string> file = p.optional_string("file");
+  const std::string text = file ? p.optional_string("text").value_or("") : p.string("text");
+  if (file && !std::filesystem::path(*file).is_absolute()) {
+    // The daemon's working directory is not the caller's: a relative path would be ambiguous.
+    p.refuse("parameter \"file\" must be an absolute path");
+  }
   if (p.error()) return invalid(p);
-  if (Status s = c.send_text(to, text); !s.is_ok()) return fail(s);
+  Status s;
+  if (file) {
+    s = c.send_file(target, to_group, *file, text, {});
+  } else {
+    s = to_group ? c.send_group_text(target, text) : c.send_text(target, text);
+  }
+  if (!s.is_ok()) return fail(s);
   return ok({{"ok", true}});
+}
+
+json group_json(const client::GroupInfo& g) {
+  return json{{"id", g.id}, {"name", g.name}, {"members", g.members}, {"left", g.left}};
+}
+
+Outcome m_group_create(client::Client& c, Params& p) {
+  p.only({"name", "members"});
+  const std::string name = p.string("name");
+  const std::vector<std::string> members = p.strings("members", false, false);
+  if (p.error()) return invalid(p);
+  auto id = c.group_create(name, members);
+  if (!id) return fail(id.error());
+  return ok({{"id", *id}});
+}
+
+// group_add and group_remove: {group, members[]} (at least one member).
+Outcome m_group_change(client::Client& c, Params& p, bool add) {
+  p.only({"group", "members"});
+  const std::string group = p.string("group");
+  const std::vector<std::string> members = p.strings("members", true, true);
+  if (p.error()) return invalid(p);
+  Status s = add ? c.group_add(group, members) : c.group_remove(group, members);
+  if (!s.is_ok()) return fail(s);
+  return ok({{"ok", true}});
+}
+Outcome m_group_add(client::Client& c, Params& p) { return m_group_change(c, p, true); }
+Outcome m_group_remove(client::Client& c, Params& p) { return m_group_change(c, p, false); }
+
+Outcome m_group_leave(client::Client& c, Params& p) {
+  p.only({"group"});
+  const std::string group = p.string("group");
+  if (p.error()) return invalid(p);
+  if (Status s = c.group_leave(group); !s.is_ok()) return fail(s);
+  return ok({{"ok", true}});
+}
+
+Outcome m_group_info(client::Client& c, Params& p) {
+  p.only({"group"});
+  const std::string group = p.string("group");
+  if (p.error()) return invalid(p);
+  auto info = c.group_info(group);
+  if (!info) return fail(info.error());
+  return ok(group_json(*info));
+}
+
+Outcome m_groups(client::Client& c, Params& p) {
+  p.only({});
+  if (p.error()) return invalid(p);
+  auto all = c.groups();
+  if (!all) return fail(all.error());
+  json list = json::array();
+  for (const auto& g : *all) list.push_back(group_json(g));
+  return ok(std::move(list));
 }
 
 Outcome m_contacts(client::Client& c, Params& p) {
@@ -115,6 +223,7 @@ Outcome m_contacts(client::Client& c, Params& p) {
   return ok(std::move(list));
 }
 
+// history {address, limit?}: `address` is a contact's address or a group id.
 Outcome m_history(client::Client& c, Params& p) {
   p.only({"address", "limit"});
   std::string address = p.string("address");
@@ -148,9 +257,18 @@ using Method = Outcome (*)(client::Client&, Params&);
 
 Method find_method(std::string_view name) {
   static constexpr std::pair<std::string_view, Method> kMethods[] = {
-      {"whoami", m_whoami},   {"send", m_send},
-      {"contacts", m_contacts}, {"history", m_history},
-      {"safety_number", m_safety_number}, {"trust", m_trust},
+      {"whoami", m_whoami},
+      {"send", m_send},
+      {"contacts", m_contacts},
+      {"history", m_history},
+      {"safety_number", m_safety_number},
+      {"trust", m_trust},
+      {"group_create", m_group_create},
+      {"group_add", m_group_add},
+      {"group_remove", m_group_remove},
+      {"group_leave", m_group_leave},
+      {"group_info", m_group_info},
+      {"groups", m_groups},
   };
   for (const auto& [n, m] : kMethods) {
     if (n == name) return m;

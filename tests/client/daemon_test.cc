@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/bytes.h"
+#include "crypto/primitives.h"
 #include "tests/client/cli_support.h"
 #include "tests/server/harness.h"
 
@@ -32,6 +34,20 @@ std::string read_file(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// SHA-256 of a file, hex ("" when it cannot be read).
+std::string file_sha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  crypto::Sha256 h;
+  std::vector<char> buf(1 << 16);
+  while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
+    h.update(ByteView(reinterpret_cast<const std::uint8_t*>(buf.data()),
+                      static_cast<std::size_t>(in.gcount())));
+  }
+  const auto d = h.finish();
+  return to_hex(ByteView(d.data(), d.size()));
 }
 
 // The error code of a JSON-RPC error response (0 when it is not one).
@@ -56,11 +72,13 @@ class DaemonTest : public ::testing::Test {
     Ran r = run_parley({"--profile", profile(name), "register", server_->invite_link(), "--name", name});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  // Starts `name`'s daemon on `socket` (default: socket_path(name)).
-  std::unique_ptr<ParleyProcess> daemon(const std::string& name, std::string socket = "") {
+  // Starts `name`'s daemon on `socket` (default: socket_path(name)) with `extra` options.
+  std::unique_ptr<ParleyProcess> daemon(const std::string& name, std::string socket = "",
+                                        const std::vector<std::string>& extra = {}) {
     if (socket.empty()) socket = socket_path(name);
-    auto p = ParleyProcess::spawn({"--profile", profile(name), "daemon", "--socket", socket},
-                                  log_path(name));
+    std::vector<std::string> args = {"--profile", profile(name), "daemon", "--socket", socket};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto p = ParleyProcess::spawn(args, log_path(name));
     EXPECT_TRUE(p.has_value());
     return p ? std::move(*p) : nullptr;
   }
@@ -212,7 +230,61 @@ TEST_F(DaemonTest, BadInputGetsErrorsAndTheDaemonKeepsServing) {
     EXPECT_EQ(r["id"], 5);
   }
 
+  // Invalid params of send's group and file forms and of the group methods: method, params.
+  const std::pair<const char*, const char*> bad_params[] = {
+      {"send", R"({"text":"hi"})"},
+      {"send", R"({"to":"bob","group":"00","text":"hi"})"},
+      {"send", R"({"group":7,"text":"hi"})"},
+      {"send", R"({"group":"00"})"},
+      {"send", R"({"to":"bob","file":3})"},
+      {"send", R"({"to":"bob","file":"relative.txt"})"},
+      {"send", R"({"to":"bob","file":"/tmp/x","text":1})"},
+      {"send", R"({"to":"bob","text":"hi","caption":"x"})"},
+      {"group_create", R"({"members":["bob"]})"},
+      {"group_create", R"({"name":"t","members":"bob"})"},
+      {"group_create", R"({"name":"t","members":["bob",2]})"},
+      {"group_create", R"({"name":"t","member":["bob"]})"},
+      {"group_add", R"({"group":"00"})"},
+      {"group_add", R"({"group":"00","members":[]})"},
+      {"group_add", R"({"members":["bob"]})"},
+      {"group_remove", R"({"group":"00","members":"bob"})"},
+      {"group_leave", R"({})"},
+      {"group_leave", R"({"group":"00","members":[]})"},
+      {"group_info", R"({"group":5})"},
+      {"groups", R"({"all":true})"},
+  };
+  auto request = [](const char* method, const char* params) {
+    return std::string(R"({"jsonrpc":"2.0","id":5,"method":")") + method + R"(","params":)" +
+           params + "}";
+  };
+  for (const auto& [method, params] : bad_params) {
+    r = exchange(*c, request(method, params));
+    EXPECT_EQ(error_code(r), -32602) << method << " " << params << " -> " << r;
+    EXPECT_EQ(r["id"], 5);
+    EXPECT_FALSE(r["error"]["message"].get<std::string>().empty()) << r;
+  }
+  r = exchange(*c, request("send", R"({"to":"bob","group":"00","text":"hi"})"));
+  EXPECT_EQ(r["error"]["message"], "give \"to\" or \"group\", not both") << r;
+  r = exchange(*c, request("group_add", R"({"group":"00","members":[]})"));
+  EXPECT_EQ(r["error"]["message"], "parameter \"members\" must not be empty") << r;
+  r = exchange(*c, request("send", R"({"to":"bob","file":"relative.txt"})"));
+  EXPECT_EQ(r["error"]["message"], "parameter \"file\" must be an absolute path") << r;
+
   // A failing operation: code 1 and the Status text, which starts with the stable code name.
+  const std::string no_such_group(32, 'a');
+  auto missing_group = c->call("group_info", {{"group", no_such_group}});
+  ASSERT_TRUE(missing_group.has_value());
+  EXPECT_EQ(error_code(*missing_group), 1) << *missing_group;
+  EXPECT_EQ((*missing_group)["error"]["data"]["code"], "not_found") << *missing_group;
+  auto bad_group = c->call("send", {{"group", "not hex"}, {"text", "hi"}});
+  ASSERT_TRUE(bad_group.has_value());
+  EXPECT_EQ((*bad_group)["error"]["data"]["code"], "invalid_argument") << *bad_group;
+  auto no_file = c->call("send", {{"to", "alice"}, {"file", dir_.path() + "/does-not-exist"}});
+  ASSERT_TRUE(no_file.has_value());
+  EXPECT_EQ(error_code(*no_file), 1) << *no_file;
+  auto none = c->call("groups");
+  ASSERT_TRUE(none.has_value());
+  EXPECT_EQ((*none)["result"], json::array()) << *none;
   auto unknown = c->call("send", {{"to", "nobody"}, {"text", "hi"}});
   ASSERT_TRUE(unknown.has_value());
   EXPECT_EQ(error_code(*unknown), 1) << *unknown;
@@ -273,6 +345,187 @@ TEST_F(DaemonTest, BadInputGetsErrorsAndTheDaemonKeepsServing) {
   ASSERT_TRUE(who.has_value());
   EXPECT_EQ((*who)["result"]["address"], "alice@127.0.0.1");
   EXPECT_TRUE(d->running());
+}
+
+// The params of the next notification on `c`, which must be a "message" (`log`: the daemon's
+// log, shown on failure).
+json next_message(RpcConnection& c, const std::string& log) {
+  auto n = c.next_notification(30s);
+  EXPECT_TRUE(n.has_value()) << n.status().to_string() << "\n" << log;
+  if (!n) return json::object();
+  EXPECT_EQ((*n)["method"], "message") << *n;
+  return (*n)["params"];
+}
+
+TEST_F(DaemonTest, GroupsThroughTheSocket) {
+  start_server();
+  register_user("alice");
+  register_user("bob");
+  register_user("carol");  // no daemon: her messages wait on the server
+  auto alice_daemon = daemon("alice");
+  auto bob_daemon = daemon("bob");
+  auto a = connect("alice");
+  auto b = connect("bob");
+  ASSERT_TRUE(a && b);
+
+  auto created = a->call("group_create", {{"name", "team"}, {"members", {"bob"}}});
+  ASSERT_TRUE(created.has_value()) << created.status().to_string();
+  ASSERT_TRUE((*created)["result"].contains("id")) << *created;
+  const std::string gid = (*created)["result"]["id"];
+  EXPECT_EQ(gid.size(), 32u);
+
+  // Bob learns of the group (an event), then gets a group message with "group" set.
+  json m = next_message(*b, read_file(log_path("bob")));
+  EXPECT_EQ(m["group"], gid) << m;
+  EXPECT_EQ(m["from"], "alice@127.0.0.1");
+  EXPECT_FALSE(m.value("event", "").empty()) << m;
+  auto sent = a->call("send", {{"group", gid}, {"text", "hello team"}});
+  ASSERT_TRUE(sent.has_value());
+  EXPECT_EQ((*sent)["result"], json({{"ok", true}})) << *sent;
+  m = next_message(*b, read_file(log_path("bob")));
+  EXPECT_EQ(m["group"], gid) << m;
+  EXPECT_EQ(m["from"], "alice@127.0.0.1");
+  EXPECT_EQ(m["text"], "hello team");
+  EXPECT_FALSE(m.contains("event")) << m;
+
+  // And back: bob's reply reaches alice's daemon as a group message.
+  ASSERT_TRUE(b->call("send", {{"group", gid}, {"text", "hi from bob"}}).has_value());
+  m = next_message(*a, read_file(log_path("alice")));
+  EXPECT_EQ(m["group"], gid) << m;
+  EXPECT_EQ(m["from"], "bob@127.0.0.1");
+  EXPECT_EQ(m["text"], "hi from bob");
+
+  auto info = b->call("group_info", {{"group", gid}});
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ((*info)["result"], json({{"id", gid},
+                                     {"name", "team"},
+                                     {"members", {"alice@127.0.0.1", "bob@127.0.0.1"}},
+                                     {"left", false}}))
+      << *info;
+  auto list = b->call("groups");
+  ASSERT_TRUE(list.has_value());
+  ASSERT_EQ((*list)["result"].size(), 1u) << *list;
+  EXPECT_EQ((*list)["result"][0]["id"], gid);
+
+  // Add and remove carol: bob hears of both changes.
+  auto added = a->call("group_add", {{"group", gid}, {"members", {"carol"}}});
+  ASSERT_TRUE(added.has_value());
+  EXPECT_EQ((*added)["result"], json({{"ok", true}})) << *added;
+  m = next_message(*b, read_file(log_path("bob")));
+  EXPECT_EQ(m["group"], gid);
+  EXPECT_FALSE(m.value("event", "").empty()) << m;
+  info = b->call("group_info", {{"group", gid}});
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ((*info)["result"]["members"],
+            json({"alice@127.0.0.1", "bob@127.0.0.1", "carol@127.0.0.1"}))
+      << *info;
+  auto removed = a->call("group_remove", {{"group", gid}, {"members", {"carol@127.0.0.1"}}});
+  ASSERT_TRUE(removed.has_value());
+  EXPECT_EQ((*removed)["result"], json({{"ok", true}})) << *removed;
+  m = next_message(*b, read_file(log_path("bob")));
+  EXPECT_FALSE(m.value("event", "").empty()) << m;
+  info = a->call("group_info", {{"group", gid}});
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ((*info)["result"]["members"], json({"alice@127.0.0.1", "bob@127.0.0.1"})) << *info;
+  // Removing someone who is not a member is an operation failure, not a params error.
+  auto again = a->call("group_remove", {{"group", gid}, {"members", {"carol"}}});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(error_code(*again), 1) << *again;
+
+  // The group's conversation, by group id.
+  auto history = a->call("history", {{"address", gid}});
+  ASSERT_TRUE(history.has_value());
+  std::vector<std::string> texts;
+  for (const json& h : (*history)["result"]) texts.push_back(h["text"]);
+  EXPECT_NE(std::find(texts.begin(), texts.end(), "hello team"), texts.end()) << *history;
+  EXPECT_NE(std::find(texts.begin(), texts.end(), "hi from bob"), texts.end()) << *history;
+
+  // Bob leaves: alice hears of it; bob's copy is marked left, and he cannot send any more.
+  auto left = b->call("group_leave", {{"group", gid}});
+  ASSERT_TRUE(left.has_value());
+  EXPECT_EQ((*left)["result"], json({{"ok", true}})) << *left;
+  m = next_message(*a, read_file(log_path("alice")));
+  EXPECT_EQ(m["group"], gid);
+  EXPECT_EQ(m["from"], "bob@127.0.0.1");
+  EXPECT_FALSE(m.value("event", "").empty()) << m;
+  info = b->call("group_info", {{"group", gid}});
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ((*info)["result"]["left"], true) << *info;
+  info = a->call("group_info", {{"group", gid}});
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ((*info)["result"]["members"], json({"alice@127.0.0.1"})) << *info;
+  auto refused = b->call("send", {{"group", gid}, {"text", "still here?"}});
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ((*refused)["error"]["data"]["code"], "permission_denied") << *refused;
+
+  EXPECT_FALSE(a->next_notification(300ms).has_value());
+  EXPECT_FALSE(b->next_notification(300ms).has_value());
+  EXPECT_EQ(alice_daemon->terminate(), 0);
+  EXPECT_EQ(bob_daemon->terminate(), 0);
+}
+
+TEST_F(DaemonTest, FilesThroughTheSocket) {
+  start_server();
+  register_user("alice");
+  register_user("bob");
+  const std::string downloads = dir_.path() + "/bob-downloads";
+  auto alice_daemon = daemon("alice");  // default: PROFILE/files
+  auto bob_daemon = daemon("bob", "", {"--download-dir", downloads});
+  auto a = connect("alice");
+  auto b = connect("bob");
+  ASSERT_TRUE(a && b);
+
+  // A little over 200 KiB of varied bytes (several upload chunks' worth of padding blocks).
+  const std::string photo = dir_.path() + "/photo.jpg";
+  {
+    std::ofstream out(photo, std::ios::binary);
+    std::uint32_t x = 12345;
+    for (int i = 0; i < 210 * 1024; ++i) {
+      x = x * 1103515245u + 12345u;
+      out.put(static_cast<char>(x >> 24));
+    }
+  }
+  const std::string hash = file_sha256(photo);
+  ASSERT_EQ(hash.size(), 64u);
+
+  auto sent = a->call("send", {{"to", "bob"}, {"file", photo}, {"text", "a photo"}});
+  ASSERT_TRUE(sent.has_value()) << sent.status().to_string();
+  EXPECT_EQ((*sent)["result"], json({{"ok", true}})) << *sent;
+  json m = next_message(*b, read_file(log_path("bob")));
+  EXPECT_EQ(m["from"], "alice@127.0.0.1");
+  EXPECT_EQ(m["text"], "a photo");
+  ASSERT_TRUE(m.contains("attachment")) << m;
+  const json& att = m["attachment"];
+  EXPECT_EQ(att["name"], "photo.jpg");
+  EXPECT_EQ(att["size"], 210 * 1024);
+  EXPECT_EQ(att["sha256"], hash);
+  EXPECT_FALSE(att.contains("error")) << att;
+  const std::string saved = att["path"];
+  EXPECT_EQ(fs::path(saved).parent_path(), fs::path(downloads)) << saved;
+  EXPECT_EQ(file_sha256(saved), hash);
+
+  // Back, without a caption, into alice's default directory; a second file of the same name is
+  // saved beside the first, never over it.
+  const std::string note = dir_.path() + "/note.txt";
+  std::ofstream(note) << "meet at noon\n";
+  const std::string note_hash = file_sha256(note);
+  ASSERT_TRUE(b->call("send", {{"to", "alice"}, {"file", note}}).has_value());
+  ASSERT_TRUE(b->call("send", {{"to", "alice"}, {"file", note}}).has_value());
+  std::vector<std::string> paths;
+  for (int i = 0; i < 2; ++i) {
+    m = next_message(*a, read_file(log_path("alice")));
+    EXPECT_EQ(m["text"], "") << m;
+    ASSERT_TRUE(m.contains("attachment")) << m;
+    EXPECT_EQ(m["attachment"]["name"], "note.txt");
+    EXPECT_EQ(m["attachment"]["sha256"], note_hash);
+    paths.push_back(m["attachment"]["path"]);
+    EXPECT_EQ(fs::path(paths.back()).parent_path(), fs::path(profile("alice")) / "files");
+    EXPECT_EQ(file_sha256(paths.back()), note_hash);
+  }
+  EXPECT_NE(paths[0], paths[1]);
+
+  EXPECT_EQ(alice_daemon->terminate(), 0);
+  EXPECT_EQ(bob_daemon->terminate(), 0);
 }
 
 TEST_F(DaemonTest, ConnectionsAreBounded) {
