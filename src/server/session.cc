@@ -313,6 +313,10 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
       if (too_many) self->close("too many failed logins");
       return;
     }
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->batches_ = req.accept_batches();
+    }
     self->logged_in(id, *a, req.device_id());
   });
 }
@@ -678,20 +682,59 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
 
 // ---- Delivery ------------------------------------------------------------------------------------
 
-void Session::push_envelope(std::int64_t seq, const store::Envelope& e) {
-  Frame f;
-  auto* w = f.mutable_push()->mutable_envelope();
+namespace {
+
+void fill(wire::Envelope* w, const store::Envelope& e) {
   w->set_server_id(std::string(as_chars(e.server_id)));
   w->set_server_timestamp(static_cast<std::uint64_t>(e.timestamp_ms));
   w->set_source(e.source);
   w->set_source_device(e.source_device);
   w->set_type(e.type);
   w->set_content(std::string(as_chars(e.content)));
-  send_frame(f);
+}
+
+// An EnvelopeBatch frame stays well inside kMaxFrameSize (256 KiB).
+constexpr std::size_t kBatchBytes = 128 * 1024;
+
+}  // namespace
+
+void Session::note_pushed(std::int64_t seq, const store::Envelope& e) {
   last_seq_sent_ = std::max(last_seq_sent_, seq);
   unacked_.emplace(e.server_id, e.content.size());
   unacked_bytes_ += e.content.size();
   service_.metrics().messages_pushed.fetch_add(1);
+}
+
+void Session::push_envelope(std::int64_t seq, const store::Envelope& e) {
+  Frame f;
+  fill(f.mutable_push()->mutable_envelope(), e);
+  send_frame(f);
+  note_pushed(seq, e);
+}
+
+void Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
+  if (!batches_) {
+    for (const auto& q : page) {
+      if (q.seq > last_seq_sent_) push_envelope(q.seq, q.envelope);
+    }
+    return;
+  }
+  Frame f;
+  std::size_t bytes = 0;
+  auto flush = [&] {
+    if (f.push().envelopes().envelopes_size() == 0) return;
+    send_frame(f);
+    f.Clear();
+    bytes = 0;
+  };
+  for (const auto& q : page) {
+    if (q.seq <= last_seq_sent_) continue;
+    if (bytes + q.envelope.content.size() > kBatchBytes) flush();
+    fill(f.mutable_push()->mutable_envelopes()->add_envelopes(), q.envelope);
+    bytes += q.envelope.content.size() + 64;
+    note_pushed(q.seq, q.envelope);
+  }
+  flush();
 }
 
 void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
@@ -726,9 +769,7 @@ void Session::pump() {
                            error_code_name(page.error().code()));
               return;
             }
-            for (const auto& q : *page) {
-              if (q.seq > self->last_seq_sent_) self->push_envelope(q.seq, q.envelope);
-            }
+            self->push_page(*page);
             if (page->size() < limit && !self->dirty_) {
               if (self->delivery_ == Delivery::kDraining) {
                 Frame f;

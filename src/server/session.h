@@ -73,6 +73,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::pair<AccountPtr, std::uint32_t> who();
   void pump();  // delivery: fetch more from the queue when the window has room (mu_ held)
   void push_envelope(std::int64_t seq, const store::Envelope& e);  // mu_ held
+  // Pushes a page of the stored queue: as EnvelopeBatch frames when the client accepts them.
+  void push_page(const std::vector<store::QueuedEnvelope>& page);  // mu_ held
+  void note_pushed(std::int64_t seq, const store::Envelope& e);    // mu_ held
 
   Service& service_;
   const std::string remote_ip_;
@@ -85,6 +88,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Bytes nonce_;
   std::uint32_t inflight_requests_ = 0;
   int failed_logins_ = 0;
+  bool batches_ = false;  // the client accepts EnvelopeBatch pushes
   // Authenticated state.
   AccountPtr account_;
   std::uint32_t device_id_ = 0;
