@@ -192,8 +192,9 @@ class Client {
                         IncomingMessage& m);
   Result<wire::Invite> server_invite() const;
   Status replenish_pre_keys();
-  Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope,
-                                          const ReceiveOptions& options, bool& duplicate);
+  // Inside the batch transaction; `file` gets an attachment to fetch once it committed.
+  Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope, bool& duplicate,
+                                          std::optional<Attachment>& file);
 
   OpenOptions options_;
   SystemClock clock_;

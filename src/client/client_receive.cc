@@ -14,8 +14,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Acknowledgements go to the server in batches of at most this many ids (the server takes 1000).
-constexpr std::size_t kAckBatch = 100;
+// Envelopes stored per transaction: the server's delivery window (it sends no more until these
+// are acknowledged).
+constexpr std::size_t kReceiveBatch = 256;
 
 const char* status_name(MessageStatus s) {
   switch (s) {
@@ -68,43 +69,76 @@ Status Client::receive_on_link(const ReceiveOptions& options,
     return s;
   };
 
+  // Envelopes are taken in batches (whatever has arrived, up to the server's delivery window)
+  // and stored in one transaction: one commit, one fsync, per batch rather than per message.
   for (;;) {
     const auto now = Clock::now();
     if (now >= deadline) break;
-    // Pending acknowledgements go out before waiting: the server holds back further envelopes
-    // while too many are unacknowledged.
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    if (!acks.empty()) wait = std::min(wait, std::chrono::milliseconds(20));
     Result<wire::Push> push = link_->next_push(std::max(wait, std::chrono::milliseconds(1)));
     if (!push) {
       if (push.error().code() == ErrorCode::kUnavailable) {  // nothing arrived in time
-        PARLEY_TRY(send_acks());
         PARLEY_TRY(send_receipts());
         continue;
       }
-      drop_link();
       return push.error();
     }
-    if (push->has_queue_empty()) {
+    std::vector<wire::Envelope> batch;
+    bool queue_empty = false;
+    auto take = [&](wire::Push& p) {
+      if (p.has_queue_empty()) queue_empty = true;
+      if (p.has_envelope()) batch.push_back(std::move(*p.mutable_envelope()));
+      if (p.has_envelopes()) {
+        for (auto& e : *p.mutable_envelopes()->mutable_envelopes()) batch.push_back(std::move(e));
+      }
+    };
+    take(*push);
+    while (!queue_empty && !batch.empty() && batch.size() < kReceiveBatch) {
+      Result<wire::Push> more = link_->next_push(std::chrono::milliseconds(1));
+      if (!more && more.error().code() == ErrorCode::kUnavailable) break;
+      if (!more) return more.error();
+      take(*more);
+    }
+    if (!batch.empty()) {
+      struct Shown {
+        IncomingMessage message;
+        std::optional<Attachment> file;
+      };
+      std::vector<Shown> shown;
+      Status stored = store_->run_in_transaction([&]() -> Status {
+        for (const wire::Envelope& e : batch) {
+          bool duplicate = false;
+          std::optional<Attachment> file;
+          PARLEY_ASSIGN_OR_RETURN(IncomingMessage m, handle_envelope(e, duplicate, file));
+          if (!duplicate && !m.control) shown.push_back(Shown{std::move(m), std::move(file)});
+        }
+        return Status::ok();
+      });
+      if (!stored.is_ok()) {
+        pending_receipts_.clear();
+        return stored;
+      }
+      // Stored (or recorded as undecryptable): only now may the server delete them.
+      for (const wire::Envelope& e : batch) acks.push_back(e.server_id());
       PARLEY_TRY(send_acks());
+      for (Shown& s : shown) {
+        // A file is fetched after its message is stored: a failed download is reported with
+        // the message (the pointer stays in the history), it never loses the message.
+        if (s.file) fetch_attachment(*s.file, options, s.message);
+        on_message(s.message);
+      }
+    }
+    if (queue_empty) {
       PARLEY_TRY(send_receipts());
       if (!options.follow) return Status::ok();
-      continue;
     }
-    if (!push->has_envelope()) continue;
-    bool duplicate = false;
-    PARLEY_ASSIGN_OR_RETURN(IncomingMessage m, handle_envelope(push->envelope(), options, duplicate));
-    // Stored (or recorded as undecryptable): only now may the server delete it.
-    acks.push_back(push->envelope().server_id());
-    if (!duplicate && !m.control) on_message(m);
-    if (acks.size() >= kAckBatch) PARLEY_TRY(send_acks());
   }
   PARLEY_TRY(send_acks());
   return send_receipts();
 }
 
-Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e,
-                                                const ReceiveOptions& options, bool& duplicate) {
+Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e, bool& duplicate,
+                                                std::optional<Attachment>& file) {
   IncomingMessage m;
   m.from = lowercase(e.source()) + "@" + server_name_;
   m.device = e.source_device();
@@ -117,18 +151,24 @@ Result<IncomingMessage> Client::handle_envelope(const wire::Envelope& e,
   stored.server_ms = m.server_timestamp;
   stored.local_ms = clock_.now_ms();
   stored.server_id = to_bytes(e.server_id());
-  PARLEY_ASSIGN_OR_RETURN(auto known_before, store_->get_identity(stored.sender));
+  // Only a PreKeyWhisperMessage can bring a new identity key.
+  const bool may_change_identity =
+      e.type() == static_cast<std::uint32_t>(protocol::MessageType::kPreKeyWhisper);
+  std::optional<crypto::PublicKey> known_before;
+  if (may_change_identity) {
+    PARLEY_ASSIGN_OR_RETURN(known_before, store_->get_identity(stored.sender));
+  }
 
   // The ratchet step, its effects and the history entry commit together: after a crash either
   // all are there (and the re-delivered envelope is recognised as a duplicate) or none.
   Status opened = store_->run_in_transaction([&] { return open_envelope(e, m, stored); });
   if (opened.is_ok()) {
-    PARLEY_ASSIGN_OR_RETURN(auto known_after, store_->get_identity(stored.sender));
-    m.identity_changed = known_before && known_after && !(*known_before == *known_after);
-    // A file is fetched after its message is stored: a failed download is reported with the
-    // message (the pointer stays in the history), it never loses the message.
+    if (may_change_identity) {
+      PARLEY_ASSIGN_OR_RETURN(auto known_after, store_->get_identity(stored.sender));
+      m.identity_changed = known_before && known_after && !(*known_before == *known_after);
+    }
     if (auto c = decode_content(stored.body); c && c->has_data() && c->data().has_attachment()) {
-      fetch_attachment(c->data().attachment(), options, m);
+      file = c->data().attachment();
     }
     return m;
   }

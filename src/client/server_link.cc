@@ -117,6 +117,7 @@ Result<wire::LoginResult> ServerLink::login(const std::string& folded_name,
   auto* login = r.mutable_login();
   login->set_name(folded_name);
   login->set_device_id(device_id);
+  login->set_accept_batches(true);
   auto sig = auth.sign(wire::auth_transcript(nonce, folded_name, device_id));
   login->set_challenge_signature(std::string(as_chars(sig)));
   PARLEY_ASSIGN_OR_RETURN(wire::Response resp, call(std::move(r)));
