@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
   auto* reg = app.add_subcommand("register", "create the profile and register NAME on a server");
   reg->add_option("INVITE", invite, "invite link parley://…")->required();
   reg->add_option("--name", name, "account name (3-32 of a-z 0-9 . _ -)")->required();
+  std::string recover;
+  reg->add_option("--recover", recover,
+                  "take over NAME with its recovery code (a lost device; contacts see a new "
+                  "identity)");
 
   auto* whoami = app.add_subcommand("whoami", "print this profile's address");
 
@@ -174,9 +178,15 @@ int main(int argc, char** argv) {
 
   if (reg->parsed()) {
     options.passphrase = passphrase_for(options.profile_dir, true);
-    auto client = Client::register_account(options, invite, name);
+    auto client = Client::register_account(options, invite, name, recover);
     if (!client) return fail(client.error());
     std::printf("registered %s\n", (*client)->address().c_str());
+    // On stderr: scripts keep a one-line stdout; people see it once and write it down.
+    std::fprintf(stderr,
+                 "recovery code: %s\n"
+                 "  Keep it somewhere safe: with it you can take your name back on a new device "
+                 "(parley register ... --recover CODE).\n",
+                 (*client)->recovery_code().c_str());
     return 0;
   }
 

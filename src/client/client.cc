@@ -57,6 +57,30 @@ void add_pre_keys(const std::vector<protocol::PreKeyRecord>& keys,
   }
 }
 
+constexpr std::size_t kRecoveryCodeSize = 16;
+
+// "a1b2-c3d4-...": 32 hex digits in groups of four.
+std::string format_recovery_code(ByteView code) {
+  const std::string hex = to_hex(code);
+  std::string out;
+  for (std::size_t i = 0; i < hex.size(); ++i) {
+    if (i > 0 && i % 4 == 0) out.push_back('-');
+    out.push_back(hex[i]);
+  }
+  return out;
+}
+
+std::optional<Bytes> parse_recovery_code(std::string_view text) {
+  std::string hex;
+  for (char c : text) {
+    if (c == '-' || c == ' ') continue;
+    hex.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  auto bytes = from_hex(hex);
+  if (!bytes || bytes->size() != kRecoveryCodeSize) return std::nullopt;
+  return bytes;
+}
+
 }  // namespace
 
 Client::Client(std::unique_ptr<Profile> profile, OpenOptions options)
@@ -69,10 +93,19 @@ Client::~Client() = default;
 
 Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& options,
                                                          std::string_view invite_link,
-                                                         std::string_view name) {
+                                                         std::string_view name,
+                                                         std::string_view recover_code) {
   auto invite = wire::parse_invite(invite_link);
   if (!invite) {
     return make_error(ErrorCode::kInvalidArgument, "malformed invite: " + invite.error().message());
+  }
+  std::optional<Bytes> old_code;
+  if (!recover_code.empty()) {
+    old_code = parse_recovery_code(recover_code);
+    if (!old_code) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "a recovery code is 32 hex digits (dashes and spaces are ignored)");
+    }
   }
   const std::string folded = lowercase(name);
   if (folded.empty() || folded.size() > 32) {
@@ -105,6 +138,12 @@ Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& opti
 
     wire::RegisterRequest req;
     req.set_name(std::string(name));
+    SecretBytes code(kRecoveryCodeSize);
+    rng.fill(code.mutable_view());
+    const auto code_hash = crypto::sha256(code.view());
+    req.set_recovery_hash(std::string(as_chars(code_hash)));
+    if (old_code) req.set_recovery_code(std::string(as_chars(*old_code)));
+    client->recovery_code_ = format_recovery_code(code.view());
     req.set_invite_token(invite->invite_token);
     const Bytes identity_pub = a.identity.public_key.serialize();
     req.set_identity_key(std::string(as_chars(identity_pub)));
@@ -123,8 +162,9 @@ Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& opti
     PARLEY_ASSIGN_OR_RETURN(auto link, ServerLink::connect(*invite, rng, options.network_timeout));
     PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link->register_device(std::move(req), a.auth, folded));
     if (resp.status() == wire::kStatusConflict) {
-      return make_error(ErrorCode::kAlreadyExists, "the name " + folded + " is taken on " +
-                                                       invite->server_name);
+      return make_error(ErrorCode::kAlreadyExists,
+                        "the name " + folded + " is taken on " + invite->server_name +
+                            (old_code ? " and the recovery code does not match" : ""));
     }
     PARLEY_TRY(response_status(resp, "registration"));
     if (resp.has_login()) {

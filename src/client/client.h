@@ -103,9 +103,17 @@ class Client {
   // `invite_link`. Errors: kInvalidArgument (malformed invite or name), kAlreadyExists (a profile
   // is already there, or the name is taken), kPermissionDenied (certificate pin mismatch or the
   // server refused the registration). On failure no profile is left behind.
+  //
+  // Registration draws a recovery code (recovery_code(), shown once to the user; the server
+  // keeps only its hash). With `recover_code` set, a name that is taken is taken over when the
+  // code matches: the account gets this new device and identity (contacts see the identity
+  // change), and a new recovery code.
   static Result<std::unique_ptr<Client>> register_account(const OpenOptions& options,
                                                           std::string_view invite_link,
-                                                          std::string_view name);
+                                                          std::string_view name,
+                                                          std::string_view recover_code = {});
+  // The recovery code drawn by register_account ("xxxx-xxxx-..."); empty after open().
+  const std::string& recovery_code() const { return recovery_code_; }
   // Opens a registered profile. kNotFound, kWrongPassphrase, kNotRegistered.
   static Result<std::unique_ptr<Client>> open(const OpenOptions& options);
   ~Client();
@@ -206,6 +214,7 @@ class Client {
   std::string address_;
   std::string server_name_;
   std::unique_ptr<ServerLink> link_;
+  std::string recovery_code_;
 };
 
 }  // namespace parley::client

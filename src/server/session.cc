@@ -239,10 +239,16 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
                               as_bytes(r.challenge_signature()))) {
     return respond_error(id, wire::kStatusUnauthorized, "bad challenge signature");
   }
-  if (cfg.registration == RegistrationPolicy::kInvite && r.invite_token().empty()) {
+  const bool recovering = !r.recovery_code().empty();
+  if ((!r.recovery_hash().empty() && r.recovery_hash().size() != 32) ||
+      (recovering && (r.recovery_code().size() < 16 || r.recovery_code().size() > 64))) {
+    return respond_error(id, wire::kStatusBadRequest, "invalid recovery fields");
+  }
+  // A recovery proves ownership of an existing name with its code: no invitation or work.
+  if (!recovering && cfg.registration == RegistrationPolicy::kInvite && r.invite_token().empty()) {
     return respond_error(id, wire::kStatusForbidden, "registration needs an invitation");
   }
-  if (cfg.registration == RegistrationPolicy::kPow &&
+  if (!recovering && cfg.registration == RegistrationPolicy::kPow &&
       !crypto::pow_valid(nonce, *folded, r.pow_nonce(), cfg.pow_difficulty)) {
     return respond_error(id, wire::kStatusForbidden, "proof of work does not meet the difficulty");
   }
@@ -260,16 +266,25 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
   account.device.signed_pre_key = to_store(r.signed_pre_key());
   account.device.created_ms = account.now_ms;
   account.pre_keys = to_store(r.pre_keys());
-  if (cfg.registration == RegistrationPolicy::kInvite) account.invite_token = r.invite_token();
+  if (cfg.registration == RegistrationPolicy::kInvite && !recovering) {
+    account.invite_token = r.invite_token();
+  }
+  account.recovery_hash = to_bytes(r.recovery_hash());
+  if (recovering) {
+    const auto h = crypto::sha256(as_bytes(r.recovery_code()));
+    account.recover_with_hash = Bytes(h.begin(), h.end());
+  }
   auto self = shared_from_this();
   const std::string key = *folded;
   service_.store().create_account(
       std::move(account),
-      service_.on_io<store::Account>([self, id, key](Result<store::Account> a) {
+      service_.on_io<store::Account>([self, id, key, recovering](Result<store::Account> a) {
         if (!a) {
           const Status& s = a.error();
           if (s.code() == ErrorCode::kAlreadyExists) {
-            return self->respond_error(id, wire::kStatusConflict, "name is taken");
+            return self->respond_error(id, wire::kStatusConflict,
+                                       recovering ? "name is taken and the recovery code does not match"
+                                                  : "name is taken");
           }
           if (s.code() == ErrorCode::kPermissionDenied) {
             return self->respond_error(id, wire::kStatusForbidden, "invitation is not valid");
@@ -281,7 +296,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
         info->name = a->name;
         info->devices = std::move(a->devices);
         self->service_.remember_account(key, info);
-        spdlog::info("event=register account_id={}", info->id);
+        spdlog::info("event={} account_id={}", a->recovered ? "recover" : "register", info->id);
         self->logged_in(id, std::move(info), 1);
       }));
 }

@@ -96,8 +96,15 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_by_expiry ON attachments(expires_ms);
 )sql";
 
+// Version 2: account recovery (a user who lost a device re-registers the name with the
+// recovery code shown at registration; only its SHA-256 is kept).
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE accounts ADD COLUMN recovery_hash BLOB;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
+    {2, kSchemaV2},
 };
 
 Result<std::int32_t> user_version(internal::Db& db) {

@@ -58,6 +58,11 @@ Stmt& Stmt::bind_blob(int index, ByteView value) {
   return *this;
 }
 
+Stmt& Stmt::bind_null(int index) {
+  note_bind(sqlite3_bind_null(stmt_, index));
+  return *this;
+}
+
 Result<bool> Stmt::step() {
   if (bind_rc_ != SQLITE_OK) return Db::error(bind_rc_, what_);
   int rc = sqlite3_step(stmt_);

@@ -3,6 +3,7 @@
 #include <map>
 #include <utility>
 
+#include "base/secret_bytes.h"
 #include "store/internal/sqlite_ops.h"
 
 namespace parley::store::internal {
@@ -49,6 +50,32 @@ Status insert_pre_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
   return Status::ok();
 }
 
+Status bump_counters(Tx& tx, std::int64_t account_id, std::uint32_t device_id, std::int64_t count,
+                     std::int64_t bytes);
+
+// Inserts the new account's (or the recovered account's) device, its prekeys and its counters.
+Status insert_device(Tx& tx, std::int64_t account_id, const NewAccount& a) {
+  Device d = a.device;
+  if (d.created_ms == 0) d.created_ms = a.now_ms;
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt dev, tx.db.prepare("INSERT INTO devices (account_id, device_id, registration_id, "
+                              "auth_public_key, identity_key, spk_id, spk_public, spk_signature, "
+                              "created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                              "insert device"));
+  dev.bind(1, account_id)
+      .bind(2, d.device_id)
+      .bind(3, d.registration_id)
+      .bind_blob(4, d.auth_public_key)
+      .bind_blob(5, d.identity_key)
+      .bind(6, d.signed_pre_key.id)
+      .bind_blob(7, d.signed_pre_key.public_key)
+      .bind_blob(8, d.signed_pre_key.signature)
+      .bind(9, d.created_ms);
+  PARLEY_TRY(dev.run());
+  PARLEY_TRY(insert_pre_keys(tx, account_id, d.device_id, a.pre_keys));
+  return bump_counters(tx, account_id, d.device_id, 0, 0);
+}
+
 // Adds (or with negative values removes) queue totals of one device.
 Status bump_counters(Tx& tx, std::int64_t account_id, std::uint32_t device_id, std::int64_t count,
                      std::int64_t bytes) {
@@ -89,6 +116,46 @@ Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
   return out;
 }
 
+// Replaces every device of an account by `a.device`: the old devices' queues, prekeys and
+// counters go (their envelopes were encrypted to keys that no longer exist).
+Status recover_account(Tx& tx, std::int64_t account_id, const NewAccount& a) {
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt gone, tx.db.prepare("DELETE FROM envelopes WHERE account_id = ?1 RETURNING size",
+                                 "drop recovered queue"));
+    gone.bind(1, account_id);
+    std::int64_t count = 0, bytes = 0;
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, gone.step());
+      if (!row) break;
+      ++count;
+      bytes += gone.column_int(0);
+    }
+    tx.delta.envelopes -= count;
+    tx.delta.bytes -= bytes;
+  }
+  for (const char* sql : {"DELETE FROM queue_counters WHERE account_id = ?1",
+                          "DELETE FROM pre_keys WHERE account_id = ?1",
+                          "DELETE FROM devices WHERE account_id = ?1"}) {
+    PARLEY_ASSIGN_OR_RETURN(Stmt del, tx.db.prepare(sql, "clear recovered account"));
+    del.bind(1, account_id);
+    PARLEY_TRY(del.run());
+  }
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt upd, tx.db.prepare("UPDATE accounts SET recovery_hash = ?2 WHERE id = ?1",
+                                "rotate recovery hash"));
+    upd.bind(1, account_id);
+    if (a.recovery_hash.empty()) {
+      upd.bind_null(2);
+    } else {
+      upd.bind_blob(2, a.recovery_hash);
+    }
+    PARLEY_TRY(upd.run());
+  }
+  return insert_device(tx, account_id, a);
+}
+
 SendOutcome outcome(SendOutcome::Kind kind, std::string limit = {}, std::uint32_t device = 0) {
   SendOutcome o;
   o.kind = kind;
@@ -118,42 +185,47 @@ Result<Account> op_create_account(Tx& tx, const NewAccount& a) {
 
   {
     PARLEY_ASSIGN_OR_RETURN(
-        Stmt taken, tx.db.prepare("SELECT 1 FROM accounts WHERE folded_name = ?1", "check name"));
+        Stmt taken, tx.db.prepare("SELECT id, name, recovery_hash FROM accounts WHERE "
+                                  "folded_name = ?1",
+                                  "check name"));
     taken.bind_text(1, a.folded_name);
     PARLEY_ASSIGN_OR_RETURN(bool row, taken.step());
-    if (row) return make_error(ErrorCode::kAlreadyExists, "store: name taken");
+    if (row) {
+      const Bytes stored = taken.column_is_null(2) ? Bytes() : taken.column_blob(2);
+      if (a.recover_with_hash.empty() || stored.empty() ||
+          !constant_time_equal(stored, a.recover_with_hash)) {
+        return make_error(ErrorCode::kAlreadyExists, "store: name taken");
+      }
+      Account out;
+      out.id = taken.column_int(0);
+      out.name = taken.column_text(1);
+      PARLEY_TRY(recover_account(tx, out.id, a));
+      Device d = a.device;
+      if (d.created_ms == 0) d.created_ms = a.now_ms;
+      out.devices.push_back(std::move(d));
+      out.recovered = true;
+      return out;
+    }
   }
 
   PARLEY_ASSIGN_OR_RETURN(
-      Stmt ins, tx.db.prepare("INSERT INTO accounts (name, folded_name, created_ms) "
-                              "VALUES (?1, ?2, ?3)",
+      Stmt ins, tx.db.prepare("INSERT INTO accounts (name, folded_name, created_ms, "
+                              "recovery_hash) VALUES (?1, ?2, ?3, ?4)",
                               "insert account"));
   ins.bind_text(1, a.name).bind_text(2, a.folded_name).bind(3, a.now_ms);
+  if (a.recovery_hash.empty()) {
+    ins.bind_null(4);
+  } else {
+    ins.bind_blob(4, a.recovery_hash);
+  }
   PARLEY_TRY(ins.run());
   Account out;
   out.id = tx.db.last_insert_rowid();
   out.name = a.name;
 
+  PARLEY_TRY(insert_device(tx, out.id, a));
   Device d = a.device;
   if (d.created_ms == 0) d.created_ms = a.now_ms;
-  PARLEY_ASSIGN_OR_RETURN(
-      Stmt dev, tx.db.prepare("INSERT INTO devices (account_id, device_id, registration_id, "
-                              "auth_public_key, identity_key, spk_id, spk_public, spk_signature, "
-                              "created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                              "insert device"));
-  dev.bind(1, out.id)
-      .bind(2, d.device_id)
-      .bind(3, d.registration_id)
-      .bind_blob(4, d.auth_public_key)
-      .bind_blob(5, d.identity_key)
-      .bind(6, d.signed_pre_key.id)
-      .bind_blob(7, d.signed_pre_key.public_key)
-      .bind_blob(8, d.signed_pre_key.signature)
-      .bind(9, d.created_ms);
-  PARLEY_TRY(dev.run());
-  PARLEY_TRY(insert_pre_keys(tx, out.id, d.device_id, a.pre_keys));
-  PARLEY_TRY(bump_counters(tx, out.id, d.device_id, 0, 0));
-
   out.devices.push_back(std::move(d));
   tx.delta.accounts += 1;
   return out;

@@ -55,6 +55,7 @@ struct Account {
   std::int64_t id = 0;
   std::string name;         // as registered
   std::vector<Device> devices;
+  bool recovered = false;   // create_account replaced the devices of an existing account
 };
 
 struct NewAccount {
@@ -64,6 +65,12 @@ struct NewAccount {
   std::vector<PreKey> pre_keys;
   std::string invite_token;  // non-empty: must be an unused, unexpired invite; consumed
   std::int64_t now_ms = 0;
+  // SHA-256 of the account's recovery code (empty: the account cannot be recovered).
+  Bytes recovery_hash;
+  // Non-empty: if the name is taken, recover that account when this equals its stored
+  // recovery hash — its devices are replaced by `device` (with `pre_keys`), the old device's
+  // queue and prekeys are deleted, and the recovery hash becomes `recovery_hash`.
+  Bytes recover_with_hash;
 };
 
 struct Bundle {

@@ -240,6 +240,47 @@ TEST_F(StoreTest, NameTakenIsAlreadyExistsAndConsumesNoInvite) {
   EXPECT_TRUE(call<Account>([&](auto cb) { store_->create_account(bob, cb); }).has_value());
 }
 
+TEST_F(StoreTest, RecoveryReplacesTheDeviceOnlyWithTheRightCode) {
+  NewAccount first = make_account("alice", 3);
+  first.recovery_hash = Bytes(32, 0xaa);
+  auto a = call<Account>([&](auto cb) { store_->create_account(first, cb); });
+  ASSERT_TRUE(a.has_value());
+  for (std::uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(send(make_send(a->id, {make_delivery(a->id, 1, i)})).has_value());
+
+  NewAccount wrong = make_account("alice", 2);
+  wrong.recover_with_hash = Bytes(32, 0xab);
+  auto refused = call<Account>([&](auto cb) { store_->create_account(wrong, cb); });
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(fetch(a->id, 1).size(), 4u);
+
+  NewAccount again = make_account("alice", 2);
+  again.device.registration_id = 4242;
+  again.device.identity_key = Bytes(33, 0x07);
+  again.recover_with_hash = Bytes(32, 0xaa);
+  again.recovery_hash = Bytes(32, 0xbb);
+  auto recovered = call<Account>([&](auto cb) { store_->create_account(again, cb); });
+  ASSERT_TRUE(recovered.has_value()) << recovered.error().to_string();
+  EXPECT_TRUE(recovered->recovered);
+  EXPECT_EQ(recovered->id, a->id);
+  auto found = call<std::optional<Account>>([&](auto cb) { store_->find_account("alice", cb); });
+  ASSERT_TRUE(found.has_value() && found->has_value());
+  ASSERT_EQ((*found)->devices.size(), 1u);
+  EXPECT_EQ((*found)->devices[0].registration_id, 4242u);
+  EXPECT_EQ((*found)->devices[0].identity_key, Bytes(33, 0x07));
+  // The old device's queue (encrypted to keys that are gone) and prekeys are dropped.
+  EXPECT_TRUE(fetch(a->id, 1).empty());
+  EXPECT_EQ(store_->stats().queued_envelopes, 0u);
+  auto count = call<std::uint32_t>([&](auto cb) { store_->pre_key_count(a->id, 1, cb); });
+  ASSERT_TRUE(count.has_value());
+  EXPECT_EQ(*count, 2u);
+  EXPECT_EQ(store_->stats().accounts, 1u);
+  // The code was rotated: the old one no longer works.
+  NewAccount replay = make_account("alice");
+  replay.recover_with_hash = Bytes(32, 0xaa);
+  EXPECT_FALSE(call<Account>([&](auto cb) { store_->create_account(replay, cb); }).has_value());
+}
+
 TEST_F(StoreTest, InviteIsConsumedOnce) {
   ASSERT_TRUE(call_status([&](auto cb) { store_->create_invite("tok", 5000, cb); }).is_ok());
   EXPECT_EQ(call_status([&](auto cb) { store_->create_invite("tok", 5000, cb); }).code(),

@@ -240,6 +240,50 @@ TEST_F(CliTest, TwentyMegabyteFileAndAnInterruptedUploadThatResumes) {
       << *metrics;
 }
 
+TEST_F(CliTest, AContactRecoversOnANewDeviceAndTheChangeIsReported) {
+  start();
+  register_user("alice");
+  Ran bob_reg = parley("bob", {"register", server_->invite_link(), "--name", "bob"});
+  ASSERT_EQ(bob_reg.exit_code, 0) << bob_reg.err;
+  const auto at = bob_reg.err.find("recovery code: ");
+  ASSERT_NE(at, std::string::npos) << bob_reg.err;
+  const std::string code = bob_reg.err.substr(at + 15, 39);
+  ASSERT_EQ(parley("alice", {"send", "bob", "hi bob"}).exit_code, 0);
+  ASSERT_EQ(receive("bob").size(), 1u);
+  ASSERT_EQ(parley("bob", {"send", "alice", "hi alice"}).exit_code, 0);
+  ASSERT_EQ(receive("alice").size(), 1u);
+  Ran before = parley("alice", {"safety-number", "bob"});
+  ASSERT_EQ(before.exit_code, 0);
+
+  // bob loses his device. Without the code the name stays taken; with it he takes it back.
+  Ran wrong = parley("bob2", {"register", server_->invite_link(), "--name", "bob", "--recover",
+                              "0000-0000-0000-0000-0000-0000-0000-0000"});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("recovery code does not match"), std::string::npos) << wrong.err;
+  Ran recovered = parley("bob2", {"register", server_->invite_link(), "--name", "bob", "--recover", code});
+  ASSERT_EQ(recovered.exit_code, 0) << recovered.err;
+  ASSERT_EQ(parley("bob2", {"send", "alice", "new phone"}).exit_code, 0);
+
+  // alice reads it, told that bob's identity changed; the safety number is a new one.
+  auto got = receive("alice");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["text"], "new phone");
+  EXPECT_EQ(got[0]["identity_changed"], true);
+  Ran after = parley("alice", {"safety-number", "bob"});
+  EXPECT_NE(after.out, before.out);
+  Ran contacts = parley("alice", {"contacts"});
+  EXPECT_NE(contacts.out.find("identity-changed"), std::string::npos) << contacts.out;
+  // Sending to bob needs alice's confirmation first.
+  Ran refused = parley("alice", {"send", "bob", "is it you?"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("untrusted_identity"), std::string::npos) << refused.err;
+  ASSERT_EQ(parley("alice", {"trust", "bob"}).exit_code, 0);
+  ASSERT_EQ(parley("alice", {"send", "bob", "welcome back"}).exit_code, 0);
+  got = receive("bob2");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["text"], "welcome back");
+}
+
 // Texts of the group messages (not group events) among `got`.
 std::vector<std::string> group_texts(const std::vector<nlohmann::json>& got, const std::string& gid) {
   std::vector<std::string> out;

@@ -38,6 +38,7 @@ class Stmt {
   Stmt& bind(int index, std::int64_t value);
   Stmt& bind_text(int index, std::string_view value);
   Stmt& bind_blob(int index, ByteView value);
+  Stmt& bind_null(int index);
 
   // One step: true when a row is available, false when done.
   Result<bool> step();
