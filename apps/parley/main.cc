@@ -129,6 +129,9 @@ int main(int argc, char** argv) {
   auto* g_remove = group->add_subcommand("remove", "remove members (they cannot read what follows)");
   g_remove->add_option("GROUP_ID", group_id)->required();
   g_remove->add_option("ADDRESS", members)->required();
+  auto* g_rename = group->add_subcommand("rename", "rename a group");
+  g_rename->add_option("GROUP_ID", group_id)->required();
+  g_rename->add_option("NAME", group_name, "the new name")->required();
   auto* g_leave = group->add_subcommand("leave", "leave a group");
   g_leave->add_option("GROUP_ID", group_id)->required();
   auto* g_info = group->add_subcommand("info", "name and members of a group");
@@ -237,9 +240,10 @@ int main(int argc, char** argv) {
     std::printf("%s\n", id->c_str());
     return 0;
   }
-  if (g_add->parsed() || g_remove->parsed() || g_leave->parsed()) {
+  if (g_add->parsed() || g_remove->parsed() || g_leave->parsed() || g_rename->parsed()) {
     Status s = g_add->parsed()      ? client.group_add(group_id, members)
                : g_remove->parsed() ? client.group_remove(group_id, members)
+               : g_rename->parsed() ? client.group_rename(group_id, group_name)
                                     : client.group_leave(group_id);
     if (!s.is_ok()) return fail(s);
     return 0;

@@ -181,6 +181,15 @@ Outcome m_group_change(client::Client& c, Params& p, bool add) {
 Outcome m_group_add(client::Client& c, Params& p) { return m_group_change(c, p, true); }
 Outcome m_group_remove(client::Client& c, Params& p) { return m_group_change(c, p, false); }
 
+Outcome m_group_rename(client::Client& c, Params& p) {
+  p.only({"group", "name"});
+  const std::string group = p.string("group");
+  const std::string name = p.string("name");
+  if (p.error()) return invalid(p);
+  if (Status s = c.group_rename(group, name); !s.is_ok()) return fail(s);
+  return ok({{"ok", true}});
+}
+
 Outcome m_group_leave(client::Client& c, Params& p) {
   p.only({"group"});
   const std::string group = p.string("group");
@@ -266,6 +275,7 @@ Method find_method(std::string_view name) {
       {"group_create", m_group_create},
       {"group_add", m_group_add},
       {"group_remove", m_group_remove},
+      {"group_rename", m_group_rename},
       {"group_leave", m_group_leave},
       {"group_info", m_group_info},
       {"groups", m_groups},

@@ -235,12 +235,12 @@ Status Client::ensure_link() {
   PARLEY_ASSIGN_OR_RETURN(wire::LoginResult login,
                           link->login(account_->name, account_->device_id, account_->auth));
   link_ = std::move(link);
-  if (login.pre_key_count() < kPreKeyLowWater) {
-    Status s = replenish_pre_keys();
-    if (!s.is_ok()) {
-      drop_link();
-      return s;
-    }
+  // Key upkeep on every connection: one-time prekeys topped up, the signed prekey rotated.
+  Status s = login.pre_key_count() < kPreKeyLowWater ? replenish_pre_keys() : Status::ok();
+  if (s.is_ok()) s = rotate_signed_pre_key_if_due();
+  if (!s.is_ok()) {
+    drop_link();
+    return s;
   }
   return Status::ok();
 }
@@ -253,19 +253,49 @@ void Client::drop_link() {
 Status Client::replenish_pre_keys() {
   Account& a = *account_;
   auto keys = protocol::generate_pre_keys(a.next_pre_key_id, kPreKeyBatch, rng_);
-  Account updated = std::move(a);
-  updated.next_pre_key_id = (updated.next_pre_key_id + kPreKeyBatch - 1) % protocol::kMaxPreKeyId + 1;
+  const std::uint32_t previous = a.next_pre_key_id;
+  a.next_pre_key_id = (a.next_pre_key_id + kPreKeyBatch - 1) % protocol::kMaxPreKeyId + 1;
   // Stored first: a key the server hands out must be one we can still use.
   Status saved = store_->run_in_transaction([&]() -> Status {
     for (const auto& k : keys) PARLEY_TRY(store_->store_pre_key(k));
-    return store_->save_account(updated);
+    return store_->save_account(a);
   });
-  PARLEY_TRY(saved);
-  account_ = std::move(updated);
+  if (!saved.is_ok()) {
+    a.next_pre_key_id = previous;
+    return saved;
+  }
   wire::Request r;
   add_pre_keys(keys, r.mutable_upload_keys()->mutable_pre_keys());
   PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
   return response_status(resp, "prekey upload");
+}
+
+Status Client::rotate_signed_pre_key_if_due() {
+  Account& a = *account_;
+  PARLEY_ASSIGN_OR_RETURN(protocol::SignedPreKeyRecord current,
+                          store_->load_signed_pre_key(a.signed_pre_key_id));
+  const std::int64_t now = clock_.now_ms();
+  const std::int64_t age_ms = now - static_cast<std::int64_t>(current.timestamp_ms);
+  if (age_ms < options_.signed_pre_key_max_age.count() * 1000) return Status::ok();
+  const std::uint32_t previous_id = a.signed_pre_key_id;
+  const std::uint32_t next_id = previous_id % protocol::kMaxPreKeyId + 1;
+  auto fresh = protocol::generate_signed_pre_key(a.identity, next_id, static_cast<std::uint64_t>(now), rng_);
+  // The previous key stays one more period: messages already on their way may use it. The one
+  // before it goes.
+  a.signed_pre_key_id = next_id;
+  Status saved = store_->run_in_transaction([&]() -> Status {
+    PARLEY_TRY(store_->store_signed_pre_key(fresh));
+    if (previous_id > 1) store_->remove_signed_pre_key(previous_id - 1).ignore();
+    return store_->save_account(a);
+  });
+  if (!saved.is_ok()) {
+    a.signed_pre_key_id = previous_id;
+    return saved;
+  }
+  wire::Request r;
+  *r.mutable_upload_keys()->mutable_signed_pre_key() = to_wire(fresh);
+  PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
+  return response_status(resp, "signed prekey upload");
 }
 
 // ---- Identity ----------------------------------------------------------------------------------

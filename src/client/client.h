@@ -46,6 +46,8 @@ struct OpenOptions {
   std::optional<std::string> passphrase;  // none: a generated key in a 0600 key file
   crypto::PasswordParams kdf = crypto::PasswordParams::kInteractive;
   std::chrono::milliseconds network_timeout{15000};
+  // The signed prekey is replaced when older than this (checked on every connection).
+  std::chrono::seconds signed_pre_key_max_age{7 * 24 * 3600};
 };
 
 // One received message, as stored and as shown to the user.
@@ -142,6 +144,7 @@ class Client {
   // Creates a group of us and `members` and tells them; returns the group id.
   Result<std::string> group_create(std::string_view name, const std::vector<std::string>& members);
   Status group_add(std::string_view group_id, const std::vector<std::string>& members);
+  Status group_rename(std::string_view group_id, std::string_view name);
   // Removes members and rotates our sender key, so they cannot read what we send next.
   Status group_remove(std::string_view group_id, const std::vector<std::string>& members);
   Status group_leave(std::string_view group_id);
@@ -155,6 +158,8 @@ class Client {
   // Accepts the current identity key of `address` (after the user compared safety numbers).
   Status trust(std::string_view address);
   Result<std::vector<Contact>> contacts();
+  // The conversation with an address or a group, oldest first. Incoming messages shown here
+  // count as read: their senders get read receipts (sent with the next command that connects).
   Result<std::vector<HistoryEntry>> history(std::string_view address, std::size_t limit);
 
   // "bob" or "bob@server" -> "bob@server" (lowercase); kInvalidArgument when malformed or on
@@ -185,7 +190,8 @@ class Client {
   Result<Group> find_group(std::string_view group_id);
   // Applies a group control message from `from`; fills m.event. kPermissionDenied when `from`
   // may not change the group.
-  Status apply_group_control(const std::string& from, const DataMessage& data, IncomingMessage& m);
+  Status apply_group_control(const std::string& from, const DataMessage& data,
+                             std::uint64_t content_timestamp, IncomingMessage& m);
   // Inside the receive transaction: decrypt, decode, apply and log one envelope.
   Status open_envelope(const wire::Envelope& envelope, IncomingMessage& m, StoredMessage& stored);
   Status open_group_envelope(const wire::Envelope& envelope, IncomingMessage& m,
@@ -194,12 +200,14 @@ class Client {
   Status apply_content(const Content& content, IncomingMessage& m, StoredMessage& stored);
   // Queues one delivery receipt per sender for the messages received in this run.
   Status queue_receipts();
+  Status mark_read(const std::vector<StoredMessage>& shown);
   std::map<std::string, std::vector<std::uint64_t>> pending_receipts_;
   // Downloads the attachment of a stored message (outside the receive transaction).
   void fetch_attachment(const Attachment& pointer, const ReceiveOptions& options,
                         IncomingMessage& m);
   Result<wire::Invite> server_invite() const;
   Status replenish_pre_keys();
+  Status rotate_signed_pre_key_if_due();
   // Inside the batch transaction; `file` gets an attachment to fetch once it committed.
   Result<IncomingMessage> handle_envelope(const wire::Envelope& envelope, bool& duplicate,
                                           std::optional<Attachment>& file);

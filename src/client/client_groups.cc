@@ -116,6 +116,21 @@ Status Client::group_add(std::string_view group_id, const std::vector<std::strin
   return send_until_acknowledged(OutboxItem{});
 }
 
+Status Client::group_rename(std::string_view group_id, std::string_view name) {
+  if (name.empty() || name.size() > kMaxGroupNameBytes) {
+    return make_error(ErrorCode::kInvalidArgument, "a group name has 1 to 128 bytes");
+  }
+  PARLEY_ASSIGN_OR_RETURN(Group g, find_group(group_id));
+  if (g.left) return make_error(ErrorCode::kPermissionDenied, "you are not in this group");
+  g.name = std::string(name);
+  Status saved = store_->run_in_transaction([&]() -> Status {
+    PARLEY_TRY(store_->save_group(g));
+    return queue_group_update(g, g.members, GroupContext::UPDATE);
+  });
+  PARLEY_TRY(saved);
+  return send_until_acknowledged(OutboxItem{});
+}
+
 Status Client::group_remove(std::string_view group_id, const std::vector<std::string>& members) {
   PARLEY_ASSIGN_OR_RETURN(Group g, find_group(group_id));
   if (g.left) return make_error(ErrorCode::kPermissionDenied, "you are not in this group");
@@ -150,6 +165,7 @@ Status Client::group_leave(std::string_view group_id) {
   std::vector<std::string> others = g.members;
   std::erase(g.members, address_);
   g.left = true;
+  g.left_ms = clock_.now_ms();
   Status saved = store_->run_in_transaction([&]() -> Status {
     PARLEY_TRY(queue_group_update(g, others, GroupContext::QUIT));
     PARLEY_TRY(store_->save_group(g));
@@ -284,7 +300,7 @@ Status Client::deliver_group(const OutboxItem& item) {
 }
 
 Status Client::apply_group_control(const std::string& from, const DataMessage& data,
-                                   IncomingMessage& m) {
+                                   std::uint64_t content_timestamp, IncomingMessage& m) {
   const GroupContext& ctx = data.group();
   if (ctx.id().size() != kGroupIdSize) return make_error(ErrorCode::kMalformed, "bad group id");
   if (ctx.members_size() > static_cast<int>(kMaxGroupMembers) || ctx.name().size() > kMaxGroupNameBytes) {
@@ -298,7 +314,7 @@ Status Client::apply_group_control(const std::string& from, const DataMessage& d
                       existing->members.end()) {
     return make_error(ErrorCode::kPermissionDenied, "a group change from a non-member");
   }
-  Group g = existing ? std::move(*existing) : Group{id, ctx.name(), clock_.now_ms(), false, {}};
+  Group g = existing ? std::move(*existing) : Group{id, ctx.name(), clock_.now_ms(), false, 0, {}};
   const std::vector<std::string> before = g.members;
   const protocol::SenderKeyName ours{m.group.value(), {address_, account_->device_id}};
 
@@ -317,9 +333,17 @@ Status Client::apply_group_control(const std::string& from, const DataMessage& d
     if (!existing && !now.contains(address_)) {
       return make_error(ErrorCode::kPermissionDenied, "an update of a group we are not in");
     }
+    // An update sent before its sender learned that we left (its timestamp is older than our
+    // leaving) would put us back in on our side only: it is ignored.
+    if (existing && g.left && now.contains(address_) &&
+        static_cast<std::int64_t>(content_timestamp) <= g.left_ms) {
+      m.event = from + " sent an update from before you left; ignored";
+      return Status::ok();
+    }
     g.name = ctx.name();
     g.members.assign(now.begin(), now.end());
     if (!now.contains(address_)) {
+      if (!g.left) g.left_ms = clock_.now_ms();
       g.left = true;
       m.event = from + " removed you from \"" + g.name + "\"";
     } else {

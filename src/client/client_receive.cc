@@ -33,8 +33,10 @@ const char* status_name(MessageStatus s) {
 Status Client::receive(const ReceiveOptions& options,
                        const std::function<void(const IncomingMessage&)>& on_message) {
   Status s = receive_on_link(options, on_message);
-  // A network failure leaves the link unusable: the next call connects afresh.
-  if (!s.is_ok() && transient(s)) drop_link();
+  // A network failure leaves the link unusable: the next call connects afresh. A drain
+  // (without follow) ends the link too: the server marks the end of the stored queue only
+  // after a login, so the next drain must log in again to know where its queue ends.
+  if ((!s.is_ok() && transient(s)) || !options.follow) drop_link();
   return s;
 }
 
@@ -215,7 +217,7 @@ Status Client::apply_content(const Content& content, IncomingMessage& m, StoredM
     return store_->append_message(stored).status();
   }
   if (content.has_data()) {  // a group change, sent 1:1
-    PARLEY_TRY(apply_group_control(m.from, content.data(), m));
+    PARLEY_TRY(apply_group_control(m.from, content.data(), content.timestamp(), m));
     stored.conversation = *m.group;
     return store_->append_message(stored).status();
   }
@@ -318,7 +320,34 @@ Result<std::vector<HistoryEntry>> Client::history(std::string_view address, std:
     }
     out.push_back(std::move(h));
   }
+  PARLEY_TRY(mark_read(stored));
   return out;
+}
+
+// What history shows has been read: incoming 1:1 messages become "read" and their senders get a
+// read receipt (queued in the outbox; it goes out with the next command that connects).
+Status Client::mark_read(const std::vector<StoredMessage>& shown) {
+  std::map<std::string, std::vector<std::uint64_t>> receipts;
+  std::vector<std::int64_t> ids;
+  for (const StoredMessage& s : shown) {
+    if (s.direction != MessageDirection::kIncoming || s.status != MessageStatus::kDelivered) continue;
+    ids.push_back(s.id);
+    if (s.conversation == s.sender.name && s.content_ts != 0) {
+      receipts[s.sender.name].push_back(s.content_ts);
+    }
+  }
+  if (ids.empty()) return Status::ok();
+  return store_->run_in_transaction([&]() -> Status {
+    for (std::int64_t id : ids) PARLEY_TRY(store_->set_message_status(id, MessageStatus::kRead));
+    for (const auto& [to, timestamps] : receipts) {
+      Content c;
+      c.set_timestamp(static_cast<std::uint64_t>(clock_.now_ms()));
+      c.mutable_receipt()->set_kind(Receipt::READ);
+      for (std::uint64_t t : timestamps) c.mutable_receipt()->add_timestamps(t);
+      PARLEY_TRY(store_->outbox_put(to, encode_content(c)).status());
+    }
+    return Status::ok();
+  });
 }
 
 }  // namespace parley::client

@@ -96,6 +96,7 @@ struct Group {
   std::string name;
   std::int64_t created_ms = 0;
   bool left = false;
+  std::int64_t left_ms = 0;  // when we left (or were removed), by our clock; 0: never
   std::vector<std::string> members;  // account names, sorted; filled by load/list only
 };
 

@@ -200,18 +200,20 @@ Status LocalStore::save_group(const Group& g) {
   return run_in_transaction([&]() -> Status {
     {
       PARLEY_ASSIGN_OR_RETURN(
-          Stmt upd, db_.prepare("UPDATE groups SET name = ?2, created_ms = ?3, left_group = ?4 "
-                                "WHERE id = ?1",
+          Stmt upd, db_.prepare("UPDATE groups SET name = ?2, created_ms = ?3, left_group = ?4, "
+                                "left_ms = ?5 WHERE id = ?1",
                                 "update group"));
       upd.bind_blob(1, g.id).bind_text(2, g.name).bind(3, g.created_ms).bind(4, g.left ? 1 : 0);
+      upd.bind(5, g.left_ms);
       PARLEY_TRY(upd.run());
     }
     if (db_.changes() > 0) return Status::ok();
     PARLEY_ASSIGN_OR_RETURN(Stmt ins,
-                            db_.prepare("INSERT INTO groups (id, name, created_ms, left_group) "
-                                        "VALUES (?1, ?2, ?3, ?4)",
+                            db_.prepare("INSERT INTO groups (id, name, created_ms, left_group, "
+                                        "left_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                                         "add group"));
     ins.bind_blob(1, g.id).bind_text(2, g.name).bind(3, g.created_ms).bind(4, g.left ? 1 : 0);
+    ins.bind(5, g.left_ms);
     return ins.run();
   });
 }
@@ -235,7 +237,8 @@ Result<Group> LocalStore::load_group(ByteView id) {
   {
     PARLEY_ASSIGN_OR_RETURN(
         Stmt stmt,
-        db_.prepare("SELECT name, created_ms, left_group FROM groups WHERE id = ?1", "load group"));
+        db_.prepare("SELECT name, created_ms, left_group, left_ms FROM groups WHERE id = ?1",
+                    "load group"));
     stmt.bind_blob(1, id);
     PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
     if (!row) return make_error(ErrorCode::kNotFound, "no such group");
@@ -243,6 +246,7 @@ Result<Group> LocalStore::load_group(ByteView id) {
     g.name = stmt.column_text(0);
     g.created_ms = stmt.column_int(1);
     g.left = stmt.column_int(2) != 0;
+    g.left_ms = stmt.column_int(3);
   }
   PARLEY_ASSIGN_OR_RETURN(g.members, members_of(id));
   return g;
@@ -252,8 +256,8 @@ Result<std::vector<Group>> LocalStore::list_groups() {
   std::vector<Group> out;
   {
     PARLEY_ASSIGN_OR_RETURN(Stmt stmt,
-                            db_.prepare("SELECT id, name, created_ms, left_group FROM groups "
-                                        "ORDER BY created_ms, id",
+                            db_.prepare("SELECT id, name, created_ms, left_group, left_ms FROM "
+                                        "groups ORDER BY created_ms, id",
                                         "list groups"));
     for (;;) {
       PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
@@ -263,6 +267,7 @@ Result<std::vector<Group>> LocalStore::list_groups() {
       g.name = stmt.column_text(1);
       g.created_ms = stmt.column_int(2);
       g.left = stmt.column_int(3) != 0;
+      g.left_ms = stmt.column_int(4);
       out.push_back(std::move(g));
     }
   }

@@ -249,7 +249,7 @@ TEST_F(LocalStoreTest, TransactionsCommitAndNest) {
     EXPECT_EQ(inner.code(), ErrorCode::kInvalidMessage);
     // An inner success is kept. save_group and set_members nest their own transactions too.
     PARLEY_TRY(store_->run_in_transaction([&] { return store_->store_pre_key(pks[2]); }));
-    Group g{Bytes(kGroupIdSize, 1), "g", 1, false, {}};
+    Group g{Bytes(kGroupIdSize, 1), "g", 1, false, 0, {}};
     PARLEY_TRY(store_->save_group(g));
     return store_->set_members(g.id, {"x", "y"});
   });
@@ -385,14 +385,14 @@ TEST_F(LocalStoreTest, Groups) {
   const Bytes g2(kGroupIdSize, 0xb2);
   EXPECT_EQ(store_->load_group(g1).status().code(), ErrorCode::kNotFound);
   EXPECT_EQ(store_->set_members(g1, {"x"}).code(), ErrorCode::kNotFound);
-  EXPECT_EQ(store_->save_group(Group{Bytes(3, 0), "bad", 0, false, {}}).code(),
+  EXPECT_EQ(store_->save_group(Group{Bytes(3, 0), "bad", 0, false, 0, {}}).code(),
             ErrorCode::kInvalidArgument);
 
-  ASSERT_TRUE(store_->save_group(Group{g1, "friends", 10, false, {}}).is_ok());
-  ASSERT_TRUE(store_->save_group(Group{g2, "work", 20, false, {}}).is_ok());
+  ASSERT_TRUE(store_->save_group(Group{g1, "friends", 10, false, 0, {}}).is_ok());
+  ASSERT_TRUE(store_->save_group(Group{g2, "work", 20, false, 0, {}}).is_ok());
   ASSERT_TRUE(store_->set_members(g1, {"carol", "bob", "bob"}).is_ok());
   // Updating the group keeps its members (no delete-and-insert cascade).
-  ASSERT_TRUE(store_->save_group(Group{g1, "best friends", 10, true, {}}).is_ok());
+  ASSERT_TRUE(store_->save_group(Group{g1, "best friends", 10, true, 10, {}}).is_ok());
   reopen();
 
   auto g = store_->load_group(g1);

@@ -121,6 +121,12 @@ ALTER TABLE messages ADD COLUMN content_ts INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_content_ts ON messages(conversation, content_ts);
 )sql";
 
+// Version 3: when we left a group, so that a stale update sent before the others knew cannot
+// put us back in.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE groups ADD COLUMN left_ms INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 struct Migration {
   std::int32_t version;  // user_version after this migration
   const char* sql;
@@ -129,6 +135,7 @@ struct Migration {
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 Result<std::int32_t> user_version(Db& db) {

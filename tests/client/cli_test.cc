@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/client/cli_support.h"
@@ -107,6 +108,17 @@ TEST_F(CliTest, OneToOneBothWaysAndSafetyNumbers) {
   EXPECT_EQ(hist[0]["status"], "delivered");  // bob's delivery receipt came back
   EXPECT_EQ(hist[1]["direction"], "in");
   EXPECT_EQ(hist[1]["text"], "hi alice");
+
+  // bob has now seen alice's message in his history: a read receipt goes back with his next
+  // command that connects, and alice's copy becomes "read".
+  Ran bob_hist = parley("bob", {"history", "alice", "--json"});
+  ASSERT_EQ(bob_hist.exit_code, 0) << bob_hist.err;
+  EXPECT_EQ(json_lines(bob_hist.out)[0]["status"], "delivered");  // as it was when shown
+  EXPECT_TRUE(receive("bob").empty());  // connects: the receipt goes out
+  EXPECT_TRUE(receive("alice").empty());  // the receipt is not a message
+  hist = json_lines(parley("alice", {"history", "bob", "--json"}).out);
+  ASSERT_EQ(hist.size(), 2u);
+  EXPECT_EQ(hist[0]["status"], "read");
 }
 
 TEST_F(CliTest, OfflineRecipientGetsEverythingInOrder) {
@@ -342,6 +354,33 @@ TEST_F(CliTest, GroupOfThreeWithAnAddAndARemove) {
   EXPECT_EQ(texts, (std::vector<std::string>{"hello group", "hi all", "after the change"}));
   Ran list = parley("dave", {"groups"});
   EXPECT_NE(list.out.find(gid + " friends"), std::string::npos) << list.out;
+}
+
+TEST_F(CliTest, RenameAndAStaleUpdateAfterLeaving) {
+  start();
+  for (const char* n : {"alice", "bob", "carol"}) register_user(n);
+  Ran created = parley("alice", {"group", "create", "old name", "bob"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string gid = created.out.substr(0, created.out.find('\n'));
+  receive("bob");
+  ASSERT_EQ(parley("alice", {"group", "rename", gid, "new name"}).exit_code, 0);
+  receive("bob");
+  Ran info = parley("bob", {"group", "info", gid});
+  EXPECT_NE(info.out.find(" new name:"), std::string::npos) << info.out;
+
+  // alice adds carol (the update to bob waits on the server); then bob leaves before reading
+  // it. The stale update, which still lists bob, must not put him back in on his side.
+  ASSERT_EQ(parley("alice", {"group", "add", gid, "carol"}).exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(parley("bob", {"group", "leave", gid}).exit_code, 0);
+  receive("bob");
+  info = parley("bob", {"group", "info", gid});
+  EXPECT_NE(info.out.find("(left)"), std::string::npos) << info.out;
+  EXPECT_EQ(parley("bob", {"send", "--group", gid, "still here?"}).exit_code, 1);
+  // alice learns that bob left.
+  receive("alice");
+  info = parley("alice", {"group", "info", gid});
+  EXPECT_EQ(info.out.find("bob@"), std::string::npos) << info.out;
 }
 
 TEST_F(CliTest, TamperedCiphertextIsRefusedAndRecorded) {
