@@ -30,8 +30,13 @@ Status LocalStore::run_in_transaction(const std::function<Status()>& body) {
       Level level(depth_);
       s = body();
     }
-    if (!s.is_ok()) return s;  // the Transaction rolls back as it goes out of scope
-    return tx.commit();
+    if (!s.is_ok()) {
+      recent_.reset();
+      return s;  // the Transaction rolls back as it goes out of scope
+    }
+    Status committed = tx.commit();
+    if (!committed.is_ok()) recent_.reset();
+    return committed;
   }
   const std::string name = "parley_sp" + std::to_string(depth_);
   PARLEY_TRY(db_.exec("SAVEPOINT " + name, "open savepoint"));
@@ -43,6 +48,7 @@ Status LocalStore::run_in_transaction(const std::function<Status()>& body) {
   if (!s.is_ok()) {
     // ROLLBACK TO undoes this level's writes but keeps the savepoint open; RELEASE closes it.
     db_.exec("ROLLBACK TO " + name + "; RELEASE " + name, "roll back savepoint").ignore();
+    recent_.reset();
     return s;
   }
   return db_.exec("RELEASE " + name, "release savepoint");

@@ -20,6 +20,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <deque>
+#include <unordered_set>
 #include <vector>
 
 #include "base/clock.h"
@@ -34,6 +36,7 @@ namespace parley::client {
 
 inline constexpr std::size_t kClientMessageIdSize = 16;
 inline constexpr std::size_t kGroupIdSize = 16;
+inline constexpr std::size_t kRecentEnvelopes = 4096;
 
 // The registered account of this profile (one row). Move-only: it holds private keys.
 struct Account {
@@ -173,7 +176,9 @@ class LocalStore final : public protocol::IdentityKeyStore,
   Status outbox_remove(std::int64_t id);
 
   // ---- History ----
-  // Appends `message` and returns its id; kAlreadyExists when its server_id is already stored.
+  // Appends `message` and returns its id; kAlreadyExists when its server_id is one of the last
+  // kRecentEnvelopes stored (a server re-delivers only envelopes not yet acknowledged, and the
+  // client acknowledges each batch before it takes the next, so that window is ample).
   Result<std::int64_t> append_message(const StoredMessage& message);
   // The newest `limit` messages of `conversation`, oldest first.
   Result<std::vector<StoredMessage>> history(const std::string& conversation, std::size_t limit);
@@ -203,10 +208,20 @@ class LocalStore final : public protocol::IdentityKeyStore,
  private:
   Result<std::vector<std::string>> members_of(ByteView group_id);
 
+  Result<bool> envelope_seen(ByteView server_id);
+  void remember_envelope(ByteView server_id);
+
   internal::Db& db_;
   const Clock& clock_;
   Rng& rng_;
   int depth_ = 0;  // open run_in_transaction levels
+  // The server ids of the newest kRecentEnvelopes messages, read on first use and dropped
+  // whenever a transaction rolls back (it may have held ids that are now gone).
+  struct Recent {
+    std::unordered_set<std::string> ids;
+    std::deque<std::string> order;  // oldest first
+  };
+  std::optional<Recent> recent_;
 };
 
 }  // namespace parley::client

@@ -109,7 +109,47 @@ Status LocalStore::outbox_remove(std::int64_t id) {
 
 // ---- History ------------------------------------------------------------------------------------
 
+Result<bool> LocalStore::envelope_seen(ByteView server_id) {
+  if (!recent_) {
+    // The newest rows first (the rowid order): no index needed.
+    Recent r;
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt stmt, db_.prepare("SELECT server_id FROM messages WHERE server_id IS NOT NULL "
+                               "ORDER BY id DESC LIMIT ?1",
+                               "load recent envelopes"));
+    stmt.bind(1, static_cast<std::int64_t>(kRecentEnvelopes));
+    std::vector<std::string> newest_first;
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, stmt.step());
+      if (!row) break;
+      const Bytes id = stmt.column_blob(0);
+      newest_first.emplace_back(as_chars(id));
+    }
+    for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
+      r.ids.insert(*it);
+      r.order.push_back(*it);
+    }
+    recent_ = std::move(r);
+  }
+  return recent_->ids.contains(std::string(as_chars(server_id)));
+}
+
+void LocalStore::remember_envelope(ByteView server_id) {
+  if (!recent_) return;  // reloaded from the table on next use
+  std::string id(as_chars(server_id));
+  recent_->ids.insert(id);
+  recent_->order.push_back(std::move(id));
+  while (recent_->order.size() > kRecentEnvelopes) {
+    recent_->ids.erase(recent_->order.front());
+    recent_->order.pop_front();
+  }
+}
+
 Result<std::int64_t> LocalStore::append_message(const StoredMessage& m) {
+  if (m.server_id) {
+    PARLEY_ASSIGN_OR_RETURN(bool seen, envelope_seen(*m.server_id));
+    if (seen) return make_error(ErrorCode::kAlreadyExists, "this envelope is already in the history");
+  }
   PARLEY_ASSIGN_OR_RETURN(
       Stmt stmt,
       db_.prepare("INSERT INTO messages (conversation, direction, sender_name, sender_device, "
@@ -135,13 +175,10 @@ Result<std::int64_t> LocalStore::append_message(const StoredMessage& m) {
     stmt.bind_null(10);
   }
   stmt.bind(11, static_cast<std::int64_t>(m.content_ts & 0x7FFFFFFFFFFFFFFFull));
-  Status s = stmt.run();
-  // server_id is the only UNIQUE column besides the rowid we let SQLite choose.
-  if (s.code() == ErrorCode::kAlreadyExists) {
-    return make_error(ErrorCode::kAlreadyExists, "this envelope is already in the history");
-  }
-  PARLEY_TRY(s);
-  return db_.last_insert_rowid();
+  PARLEY_TRY(stmt.run());
+  const std::int64_t id = db_.last_insert_rowid();
+  if (m.server_id) remember_envelope(*m.server_id);
+  return id;
 }
 
 Result<std::vector<StoredMessage>> LocalStore::history(const std::string& conversation,

@@ -329,6 +329,21 @@ TEST_F(LocalStoreTest, HistoryAndDuplicateEnvelopes) {
   auto dup = store_->append_message(incoming("one again", 1, 100));
   ASSERT_FALSE(dup.has_value());
   EXPECT_EQ(dup.error().code(), ErrorCode::kAlreadyExists);
+  // Recognised after a reopen too, and an id rolled back with its transaction is not.
+  reopen();
+  EXPECT_EQ(store_->append_message(incoming("one", 1, 100)).status().code(), ErrorCode::kAlreadyExists);
+  Status rolled = store_->run_in_transaction([&]() -> Status {
+    PARLEY_TRY(store_->append_message(incoming("two", 9, 100)).status());
+    return make_error(ErrorCode::kInternal, "the step failed after logging");
+  });
+  EXPECT_FALSE(rolled.is_ok());
+  // The same id is accepted again (this transaction reaches its own failure at the end, so
+  // nothing stays behind for the checks below).
+  Status again = store_->run_in_transaction([&]() -> Status {
+    PARLEY_TRY(store_->append_message(incoming("two", 9, 100)).status());
+    return make_error(ErrorCode::kInternal, "undo");
+  });
+  EXPECT_EQ(again.code(), ErrorCode::kInternal) << again.to_string();
 
   StoredMessage out;
   out.conversation = "bob";

@@ -127,6 +127,33 @@ constexpr const char* kSchemaV3 = R"sql(
 ALTER TABLE groups ADD COLUMN left_ms INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// Version 4: duplicate envelopes are recognised by the server ids of the last
+// kRecentEnvelopes messages (read into memory from the newest rows) instead of a UNIQUE index
+// over every message ever received: a random-key index dirties a different page for nearly
+// every message stored.
+constexpr const char* kSchemaV4 = R"sql(
+CREATE TABLE messages_v4 (
+  id            INTEGER PRIMARY KEY,
+  conversation  TEXT    NOT NULL,
+  direction     TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+  sender_name   TEXT    NOT NULL,
+  sender_device INTEGER NOT NULL,
+  server_ms     INTEGER NOT NULL,
+  local_ms      INTEGER NOT NULL,
+  body          BLOB    NOT NULL,
+  status        TEXT    NOT NULL CHECK (status IN ('sent', 'delivered', 'read', 'failed')),
+  error         TEXT,
+  server_id     BLOB,
+  content_ts    INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO messages_v4 SELECT id, conversation, direction, sender_name, sender_device, server_ms,
+  local_ms, body, status, error, server_id, content_ts FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v4 RENAME TO messages;
+CREATE INDEX messages_by_conversation ON messages(conversation, id);
+CREATE INDEX messages_by_content_ts ON messages(conversation, content_ts);
+)sql";
+
 struct Migration {
   std::int32_t version;  // user_version after this migration
   const char* sql;
@@ -136,6 +163,7 @@ constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
     {3, kSchemaV3},
+    {4, kSchemaV4},
 };
 
 Result<std::int32_t> user_version(Db& db) {
