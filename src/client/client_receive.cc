@@ -96,7 +96,8 @@ Status Client::receive_on_link(const ReceiveOptions& options,
     };
     take(*push);
     while (!queue_empty && !batch.empty() && batch.size() < kReceiveBatch) {
-      Result<wire::Push> more = link_->next_push(std::chrono::milliseconds(1));
+      // Only what has already arrived: a live message is not held back waiting for company.
+      Result<wire::Push> more = link_->next_push(std::chrono::milliseconds(0));
       if (!more && more.error().code() == ErrorCode::kUnavailable) break;
       if (!more) return more.error();
       take(*more);

@@ -78,6 +78,12 @@ Result<wire::Push> ServerLink::next_push(milliseconds timeout) {
     pushes_.pop_front();
     return p;
   }
+  if (timeout.count() <= 0) {  // only what has already arrived
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(wire::Frame in, next_frame(milliseconds(0)));
+      if (in.has_push()) return std::move(*in.mutable_push());
+    }
+  }
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     PARLEY_ASSIGN_OR_RETURN(wire::Frame in, next_frame(left_until(deadline)));

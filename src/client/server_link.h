@@ -41,8 +41,8 @@ class ServerLink {
 
   // Assigns the id, sends, and waits for the matching response.
   Result<wire::Response> call(wire::Request request, milliseconds timeout = milliseconds(15000));
-  // The next push, waiting up to `timeout`; kUnavailable when none came in time, kIo when the
-  // connection closed.
+  // The next push, waiting up to `timeout` (zero: only one that has already arrived);
+  // kUnavailable when none came in time, kIo when the connection closed.
   Result<wire::Push> next_push(milliseconds timeout);
 
   void close();

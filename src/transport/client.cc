@@ -370,6 +370,12 @@ class BlockingWsClientImpl final : public BlockingWsClient {
 
   template <typename Pred>
   void run_until(Pred done, std::chrono::milliseconds timeout) {
+    if (timeout.count() <= 0) {
+      // No waiting: run only what is ready (e.g. bytes already received), then look.
+      if (io_.stopped()) io_.restart();
+      io_.poll();
+      return;
+    }
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (!done()) {
       const auto now = std::chrono::steady_clock::now();

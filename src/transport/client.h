@@ -61,7 +61,8 @@ class BlockingWsClient {
   // Sends a text frame (the server refuses them; tests of that refusal only).
   virtual Status send_text_for_test(std::string_view message) = 0;
   // Next binary message. kUnavailable on timeout (the connection stays usable) or kIo when the
-  // connection closed (the close reason is in the message).
+  // connection closed (the close reason is in the message). A zero timeout does not wait: it
+  // returns a message only if one has already arrived.
   virtual Result<std::string> receive(std::chrono::milliseconds timeout) = 0;
   virtual void close() = 0;
 };
