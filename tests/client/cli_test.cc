@@ -422,6 +422,27 @@ TEST_F(CliTest, TamperedCiphertextIsRefusedAndRecorded) {
   auto hist = json_lines(h.out);
   ASSERT_EQ(hist.size(), 1u);
   EXPECT_EQ(hist[0]["status"], "failed");
+
+  // A genuine message from alice, altered where it waits: one byte of its ciphertext (inside the
+  // MACed part, just before the 8-byte MAC) is flipped in the server's own database. bob refuses
+  // it (bad MAC), records it, and the session goes on.
+  ASSERT_EQ(parley("alice", {"send", "bob", "tamper with me"}).exit_code, 0);
+  const std::string db = dir_.path() + "/d/parley.db";
+  const std::string sql =
+      "UPDATE envelopes SET content = CAST(substr(content, 1, length(content) - 13) || "
+      "(CASE WHEN substr(content, length(content) - 12, 1) = X'00' THEN X'01' ELSE X'00' END) || "
+      "substr(content, length(content) - 11) AS BLOB) WHERE seq = (SELECT MAX(seq) FROM envelopes);";
+  ASSERT_EQ(std::system(("sqlite3 -cmd '.timeout 5000' '" + db + "' \"" + sql + "\"").c_str()), 0);
+  ASSERT_EQ(parley("alice", {"send", "bob", "after the tampering"}).exit_code, 0);
+  got = receive("bob");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0]["from"], "alice@127.0.0.1");
+  ASSERT_TRUE(got[0].contains("error"));
+  EXPECT_NE(got[0]["error"].get<std::string>().find("bad_mac"), std::string::npos) << got[0];
+  EXPECT_EQ(got[1]["text"], "after the tampering");
+  hist = json_lines(parley("bob", {"history", "alice", "--json"}).out);
+  ASSERT_GE(hist.size(), 2u);
+  EXPECT_EQ(hist[hist.size() - 2]["status"], "failed");
 }
 
 TEST_F(CliTest, ClearErrors) {
