@@ -3,11 +3,7 @@
 namespace parley::client {
 
 Result<bool> IdentityPolicy::changed(const std::string& name) {
-  PARLEY_ASSIGN_OR_RETURN(std::vector<Contact> all, store_.list_contacts());
-  for (const Contact& c : all) {
-    if (c.address.name == name && c.identity_changed) return true;
-  }
-  return false;
+  return store_.identity_changed(name);
 }
 
 Result<bool> IdentityPolicy::is_trusted_identity(const protocol::ProtocolAddress& address,

@@ -213,6 +213,15 @@ Status LocalStore::trust_contact(const ProtocolAddress& address, const crypto::P
   });
 }
 
+Result<bool> LocalStore::identity_changed(const std::string& name) {
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt stmt, db_.prepare("SELECT 1 FROM contacts WHERE name = ?1 AND identity_changed = 1 "
+                             "LIMIT 1",
+                             "check identity change"));
+  stmt.bind_text(1, name);
+  return stmt.step();
+}
+
 Result<std::vector<Contact>> LocalStore::list_contacts() {
   PARLEY_ASSIGN_OR_RETURN(
       Stmt stmt, db_.prepare("SELECT name, device_id, identity_key, verified, identity_changed, "

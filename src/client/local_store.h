@@ -162,6 +162,9 @@ class LocalStore final : public protocol::IdentityKeyStore,
   // The user accepts `identity` for `address` (recording it if new), with `verified` as given.
   Status trust_contact(const protocol::ProtocolAddress& address, const crypto::PublicKey& identity,
                        bool verified);
+  // True when a device of account `name` is marked identity-changed (one indexed lookup: this
+  // runs on every send).
+  Result<bool> identity_changed(const std::string& name);
   // Every contact, by address.
   Result<std::vector<Contact>> list_contacts();
 
