@@ -76,6 +76,11 @@ net::awaitable<Status> connect_tls(TlsStream& stream, const ClientOptions& o) {
   if (o.pin_sha256.size() != 32) {
     co_return make_error(ErrorCode::kInvalidArgument, "client: pin_sha256 must be 32 bytes");
   }
+  if (o.route.kind != Route::Kind::kDirect) {
+    co_return make_error(ErrorCode::kUnimplemented,
+                         "client: route " + std::string(route_kind_name(o.route.kind)) +
+                             " not supported yet");
+  }
   auto ex = co_await net::this_coro::executor;
   auto resolver = std::make_shared<tcp::resolver>(ex);
   auto timer = std::make_shared<net::steady_timer>(ex);
@@ -515,6 +520,20 @@ net::awaitable<void> raw_exchange(const ClientOptions& o, std::string bytes,
 }
 
 }  // namespace
+
+std::string_view route_kind_name(Route::Kind kind) {
+  switch (kind) {
+    case Route::Kind::kDirect:
+      return "direct";
+    case Route::Kind::kSocks5:
+      return "socks5";
+    case Route::Kind::kHttpConnect:
+      return "http-connect";
+    case Route::Kind::kBridge:
+      return "bridge";
+  }
+  return "unknown";
+}
 
 Result<std::string> HttpsClient::raw_exchange_for_test(std::string_view bytes,
                                                        std::chrono::milliseconds read_for,

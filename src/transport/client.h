@@ -5,6 +5,12 @@
 // Pinning: the connection is refused (kPermissionDenied, "certificate pin mismatch") unless the
 // SHA-256 of the server's leaf certificate (DER) equals ClientOptions::pin_sha256. There is no
 // CA validation: the pin from the invite link is the trust anchor.
+//
+// Routes (docs/reach.md): the byte stream to host:port is obtained directly, through a SOCKS5
+// or HTTP CONNECT proxy, or through a parleyd bridge; the pinned TLS + WebSocket always runs
+// end-to-end with parleyd over it. Through a Tor pluggable transport (transport/pt.h) the route
+// is kSocks5 to the PT's local SOCKS endpoint, and host:port is the server's PT address.
+// Client streams are never half-closed (obfs4proxy closes both directions on a half-close).
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -22,7 +28,28 @@
 
 namespace parley::transport {
 
+// How the byte stream to ClientOptions::host:port is obtained. The TLS + WebSocket that runs
+// over it is always end-to-end with parleyd and pinned with ClientOptions::pin_sha256.
+struct Route {
+  enum class Kind { kDirect, kSocks5, kHttpConnect, kBridge };
+  Kind kind = Kind::kDirect;
+  std::string via_host;            // the proxy / bridge address (kSocks5, kHttpConnect, kBridge)
+  std::uint16_t via_port = 0;
+  std::string socks_username;      // kSocks5: RFC 1929 user/pass auth when non-empty (a Tor PT
+  std::string socks_password;      //   passes its args here: "cert=...;iat-mode=0", password
+                                   //   "\0"; over 255 bytes the username continues into the
+                                   //   password, as the PT spec says)
+  Bytes bridge_pin_sha256;         // kBridge: pin of the bridge's own TLS certificate (32 bytes)
+  std::string bridge_path;         // kBridge: the bridge's secret path
+  std::string bridge_sni;          // kBridge: SNI for the outer TLS (empty: none)
+};
+
+// A short name of a route kind for logs and listings: "direct", "socks5", "http-connect",
+// "bridge".
+std::string_view route_kind_name(Route::Kind kind);
+
 struct ClientOptions {
+  using Route = transport::Route;
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;
   std::string ws_path;               // from the invite link
@@ -32,6 +59,15 @@ struct ClientOptions {
   std::size_t max_message_size = 256 * 1024;
   std::size_t write_queue_limit = 4 * 1024 * 1024;  // WsClient: bytes queued before it closes
                                                     // itself (kResourceExhausted)
+  // How the byte stream is obtained (direct by default). Every proxy and bridge step is bounded
+  // by connect_timeout. Errors: kIo ("socks5: proxy refused: connection refused", "http
+  // connect: proxy answered 403", "bridge: no upgrade (404)", ...), kPermissionDenied for a
+  // pin mismatch of the bridge ("bridge certificate pin mismatch") or of the server.
+  Route route;
+  // Application-level liveness for links that freeze silently: when non-zero, the WebSocket
+  // client pings after idle_timeout / 2 without traffic and closes with kIo "link stalled" when
+  // nothing at all (no frame, no pong) arrived for idle_timeout. Zero: no such check.
+  std::chrono::milliseconds idle_timeout{0};
 };
 
 // An asynchronous WebSocket client connection (for the load generator and the client daemon).
