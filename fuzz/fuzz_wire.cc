@@ -32,7 +32,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         auto again = wire::parse_invite(wire::format_invite(*invite));
         if (!again || again->host != invite->host || again->port != invite->port ||
             again->pin_sha256 != invite->pin_sha256 || again->ws_path != invite->ws_path ||
-            again->invite_token != invite->invite_token || again->server_name != invite->server_name) {
+            again->invite_token != invite->invite_token || again->server_name != invite->server_name ||
+            again->obfs4_host != invite->obfs4_host || again->obfs4_port != invite->obfs4_port ||
+            again->obfs4_args != invite->obfs4_args || again->is_bridge != invite->is_bridge ||
+            again->sni != invite->sni) {
           std::abort();
         }
       }

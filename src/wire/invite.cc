@@ -47,14 +47,72 @@ Status bad(const char* what) {
   return make_error(ErrorCode::kInvalidArgument, std::string("invite: ") + what);
 }
 
+bool host_ok(std::string_view host) {
+  if (host.empty() || host.size() > 253) return false;
+  for (char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '-' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string host_port(const std::string& host, std::uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+// "HOST:PORT" or "[V6]:PORT", port 1..65535.
+bool split_host_port(std::string_view text, std::string& host, std::uint16_t& port) {
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return false;
+    }
+    host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return false;
+    host = std::string(text.substr(0, colon));
+    port_text = text.substr(colon + 1);
+  }
+  unsigned p = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), p);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || p == 0 || p > 65535) {
+    return false;
+  }
+  port = static_cast<std::uint16_t>(p);
+  return host_ok(host);
+}
+
+// Transport arguments: printable ASCII without spaces, bounded.
+bool args_ok(std::string_view args) {
+  if (args.empty() || args.size() > 1024) return false;
+  for (char c : args) {
+    if (c <= ' ' || c > '~') return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string format_invite(const Invite& i) {
-  const bool v6 = i.host.find(':') != std::string::npos;
-  std::string out = "parley://" + (v6 ? "[" + i.host + "]" : i.host) + ":" +
-                    std::to_string(i.port) + "/?v=1&name=" + percent_encode(i.server_name) +
-                    "&pin=" + to_hex(i.pin_sha256) + "&path=" + percent_encode(i.ws_path);
+  std::string out = "parley://" + host_port(i.host, i.port) + "/?v=1";
+  if (i.is_bridge) {
+    out += "&bridge=1";
+    if (!i.server_name.empty()) out += "&name=" + percent_encode(i.server_name);
+  } else {
+    out += "&name=" + percent_encode(i.server_name);
+  }
+  out += "&pin=" + to_hex(i.pin_sha256) + "&path=" + percent_encode(i.ws_path);
+  if (!i.sni.empty()) out += "&sni=" + percent_encode(i.sni);
   if (!i.invite_token.empty()) out += "&invite=" + percent_encode(i.invite_token);
+  if (!i.obfs4_host.empty()) {
+    out += "&obfs4=" + percent_encode(host_port(i.obfs4_host, i.obfs4_port)) +
+           "&obfs4args=" + percent_encode(i.obfs4_args);
+  }
   return out;
 }
 
@@ -92,11 +150,7 @@ Result<Invite> parse_invite(std::string_view link) {
     return bad("bad port");
   }
   inv.port = static_cast<std::uint16_t>(port);
-  for (char c : inv.host) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '-' || c == ':';
-    if (!ok || inv.host.size() > 253) return bad("bad host");
-  }
+  if (!host_ok(inv.host)) return bad("bad host");
 
   bool have_version = false;
   while (!tail.empty()) {
@@ -122,12 +176,26 @@ Result<Invite> parse_invite(std::string_view link) {
     } else if (key == "invite") {
       if (value.size() > 256) return bad("invite token too long");
       inv.invite_token = value;
+    } else if (key == "bridge") {
+      if (value != "1") return bad("bridge must be 1");
+      inv.is_bridge = true;
+    } else if (key == "sni") {
+      if (!host_ok(value) || value.find(':') != std::string::npos) return bad("bad sni");
+      inv.sni = value;
+    } else if (key == "obfs4") {
+      if (!split_host_port(value, inv.obfs4_host, inv.obfs4_port)) return bad("bad obfs4 address");
+    } else if (key == "obfs4args") {
+      if (!args_ok(value)) return bad("bad obfs4args");
+      inv.obfs4_args = value;
     }
+  }
+  if (inv.obfs4_host.empty() != inv.obfs4_args.empty()) {
+    return bad("obfs4 and obfs4args go together");
   }
   if (!have_version) return bad("missing v=1");
   if (inv.pin_sha256.empty()) return bad("missing pin");
   if (inv.ws_path.empty()) return bad("missing path");
-  if (inv.server_name.empty()) return bad("missing name");
+  if (inv.server_name.empty() && !inv.is_bridge) return bad("missing name");
   return inv;
 }
 
