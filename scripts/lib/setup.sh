@@ -13,6 +13,7 @@ PARLEY_DEBS=(
   libboost1.81-dev libsqlite3-dev sqlite3 libsqlcipher-dev libspdlog-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs
+  iproute2 nftables iptables openssl python3 obfs4proxy libnetfilter-queue-dev  # tests/reach: the censor simulator
 )
 
 parley_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
