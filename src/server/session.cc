@@ -548,8 +548,8 @@ void Session::send_one(const wire::SendRequest& r, SendDone done) {
       batch.deliveries.push_back(std::move(d));
     }
     // Keep what the notification needs; the batch moves into the store.
-    auto envelopes = std::make_shared<std::vector<std::pair<std::uint32_t,
-                                                           std::shared_ptr<const store::Envelope>>>>();
+    auto envelopes = std::make_shared<
+        std::vector<std::pair<std::uint32_t, std::shared_ptr<store::Envelope>>>>();
     for (const auto& d : batch.deliveries) {
       envelopes->emplace_back(d.device_id, std::make_shared<store::Envelope>(d.envelope));
     }
@@ -578,7 +578,11 @@ void Session::send_one(const wire::SendRequest& r, SendDone done) {
               }
               self->service_.metrics().messages_stored.fetch_add(envelopes->size());
               done(wire::kStatusOk, "", res);
-              for (std::size_t i = 0; i < envelopes->size() && i < o->seqs.size(); ++i) {
+              for (std::size_t i = 0; i < envelopes->size() && i < o->seqs.size() &&
+                                      i < o->server_ids.size();
+                   ++i) {
+                // The store put the seq into the id: push the id it stored.
+                (*envelopes)[i].second->server_id = std::move(o->server_ids[i]);
                 self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i],
                                       (*envelopes)[i].second);
               }

@@ -102,9 +102,67 @@ constexpr const char* kSchemaV2 = R"sql(
 ALTER TABLE accounts ADD COLUMN recovery_hash BLOB;
 )sql";
 
+// Version 3: write volume. Every index whose key is random (envelopes by server id, dedup keys)
+// made each operation dirty a different B-tree page, so every commit wrote megabytes of WAL.
+// - envelopes: the store assigns seq (the rowid: an insert appends to the table) and writes it
+//   into the first 8 bytes of the server id, so an ack deletes by primary key; the server-id
+//   and age indexes go (expiry walks each queue from its oldest envelope instead).
+//   Measured with parley-bench-store: clustering the table by (account, device, seq) made
+//   draining a queue 5x cheaper but enqueueing 2x dearer (an insert into the middle of a B-tree
+//   of 250-byte rows dirties and splits pages); enqueueing is the figure with a goal.
+// - dedup: an append-only log (rowid order = insertion order); the store looks keys up in an
+//   in-memory index built from it at open, and verifies a hit against the row.
+// - meta: next_seq (the next seq to hand out, written with every batch that stores envelopes,
+//   so a seq is never reused even after the newest envelopes were deleted) and legacy_max_seq
+//   (envelopes up to it were stored before version 3: their server ids do not carry their seq,
+//   so an ack of one looks within the device's queue).
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE meta (
+  key   TEXT    PRIMARY KEY,
+  value INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO meta (key, value) SELECT 'legacy_max_seq', IFNULL(MAX(seq), 0) FROM envelopes;
+INSERT INTO meta (key, value) SELECT 'next_seq', IFNULL(MAX(seq), 0) + 1 FROM envelopes;
+
+CREATE TABLE envelopes_v3 (
+  seq           INTEGER PRIMARY KEY,               -- assigned by the store, increasing
+  account_id    INTEGER NOT NULL,
+  device_id     INTEGER NOT NULL,
+  server_id     BLOB    NOT NULL,                  -- big-endian seq (8 bytes) || 8 random bytes
+  timestamp_ms  INTEGER NOT NULL,
+  source        TEXT    NOT NULL,
+  source_device INTEGER NOT NULL,
+  type          INTEGER NOT NULL,
+  content       BLOB    NOT NULL,
+  size          INTEGER NOT NULL,
+  stored_ms     INTEGER NOT NULL
+) STRICT;
+INSERT INTO envelopes_v3 SELECT seq, account_id, device_id, server_id, timestamp_ms, source,
+  source_device, type, content, size, stored_ms FROM envelopes ORDER BY seq;
+DROP TABLE envelopes;
+ALTER TABLE envelopes_v3 RENAME TO envelopes;
+CREATE INDEX envelopes_by_device ON envelopes(account_id, device_id, seq);
+
+CREATE TABLE dedup_v3 (
+  id                  INTEGER PRIMARY KEY,
+  sender_account      INTEGER NOT NULL,
+  sender_device       INTEGER NOT NULL,
+  destination_account INTEGER NOT NULL,
+  client_message_id   BLOB    NOT NULL,
+  created_ms          INTEGER NOT NULL
+) STRICT;
+INSERT INTO dedup_v3 (sender_account, sender_device, destination_account, client_message_id,
+  created_ms) SELECT sender_account, sender_device, destination_account, client_message_id,
+  created_ms FROM dedup ORDER BY created_ms;
+DROP TABLE dedup;
+ALTER TABLE dedup_v3 RENAME TO dedup;
+CREATE INDEX dedup_by_age ON dedup(created_ms);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 Result<std::int32_t> user_version(internal::Db& db) {

@@ -20,6 +20,21 @@ std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
 
 // ---- shared helpers ---------------------------------------------------------------------------
 
+constexpr std::size_t kServerIdSize = 16;
+
+// Whether dedup row `row` (0: none) holds exactly the key of `batch`.
+Result<bool> dedup_row_matches(Tx& tx, std::int64_t row, const SendBatch& batch) {
+  if (row == 0) return false;
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, tx.db.prepare("SELECT 1 FROM dedup WHERE id = ?1 AND sender_account = ?2 AND "
+                            "sender_device = ?3 AND destination_account = ?4 AND "
+                            "client_message_id = ?5",
+                            "check dedup"));
+  s.bind(1, row).bind(2, batch.sender_account).bind(3, batch.sender_device);
+  s.bind(4, batch.destination_account).bind_blob(5, batch.client_message_id);
+  return s.step();
+}
+
 Result<bool> device_exists(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
   PARLEY_ASSIGN_OR_RETURN(
       Stmt s, tx.db.prepare("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2",
@@ -315,16 +330,18 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
   if (batch.deliveries.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "store: a send without deliveries");
   }
+  for (const Delivery& d : batch.deliveries) {
+    if (d.envelope.server_id.size() != kServerIdSize) {
+      return make_error(ErrorCode::kInvalidArgument, "store: a server id must be 16 bytes");
+    }
+  }
   const bool dedup = !batch.client_message_id.empty();
+  std::uint64_t key_hash = 0;
   if (dedup) {
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, tx.db.prepare("SELECT 1 FROM dedup WHERE sender_account = ?1 AND sender_device = ?2 "
-                              "AND destination_account = ?3 AND client_message_id = ?4",
-                              "check dedup"));
-    s.bind(1, batch.sender_account).bind(2, batch.sender_device);
-    s.bind(3, batch.destination_account).bind_blob(4, batch.client_message_id);
-    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (row) return outcome(SendOutcome::Kind::kDuplicate);
+    key_hash = tx.backend.dedup.hash(batch.sender_account, batch.sender_device,
+                                     batch.destination_account, batch.client_message_id);
+    PARLEY_ASSIGN_OR_RETURN(bool seen, dedup_row_matches(tx, tx.backend.dedup.find(key_hash), batch));
+    if (seen) return outcome(SendOutcome::Kind::kDuplicate);
   }
 
   // What this send adds to each device queue (a device may appear more than once).
@@ -370,23 +387,35 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     s.bind(3, batch.destination_account).bind_blob(4, batch.client_message_id);
     s.bind(5, batch.now_ms);
     PARLEY_TRY(s.run());
+    const std::int64_t row = tx.db.last_insert_rowid();
+    tx.backend.dedup.insert(key_hash, row, batch.now_ms);
+    tx.dedup_added.emplace_back(key_hash, row);
   }
 
   SendOutcome stored;
   stored.seqs.reserve(batch.deliveries.size());
+  stored.server_ids.reserve(batch.deliveries.size());
   for (const Delivery& d : batch.deliveries) {
     const Envelope& e = d.envelope;
+    // Seqs burnt by a rolled-back operation leave gaps; they are never handed out twice.
+    const std::int64_t seq = tx.backend.next_seq++;
+    Bytes server_id = e.server_id;
+    for (int i = 0; i < 8; ++i) {
+      server_id[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(
+          static_cast<std::uint64_t>(seq) >> (56 - 8 * i));
+    }
     PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, tx.db.prepare("INSERT INTO envelopes (account_id, device_id, server_id, "
+        Stmt s, tx.db.prepare("INSERT INTO envelopes (seq, account_id, device_id, server_id, "
                               "timestamp_ms, source, source_device, type, content, size, "
-                              "stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                              "stored_ms) VALUES (?11, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                               "insert envelope"));
-    s.bind(1, d.account_id).bind(2, d.device_id).bind_blob(3, e.server_id);
+    s.bind(1, d.account_id).bind(2, d.device_id).bind_blob(3, server_id);
     s.bind(4, e.timestamp_ms).bind_text(5, e.source).bind(6, e.source_device).bind(7, e.type);
     s.bind_blob(8, e.content).bind(9, static_cast<std::int64_t>(e.content.size()));
-    s.bind(10, batch.now_ms);
+    s.bind(10, batch.now_ms).bind(11, seq);
     PARLEY_TRY(s.run());
-    stored.seqs.push_back(tx.db.last_insert_rowid());
+    stored.seqs.push_back(seq);
+    stored.server_ids.push_back(std::move(server_id));
   }
   for (const auto& [key, add] : adds) {
     PARLEY_TRY(bump_counters(tx, key.first, key.second, add.count, add.bytes));
@@ -424,20 +453,39 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
                              const std::vector<Bytes>& server_ids) {
   std::int64_t count = 0;
   std::int64_t bytes = 0;
-  for (const Bytes& id : server_ids) {
-    // INDEXED BY: without it the planner prefers envelopes_by_device (two equality columns) and
-    // scans the whole queue of the device for every id.
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, tx.db.prepare("DELETE FROM envelopes INDEXED BY envelopes_by_server_id WHERE "
-                              "server_id = ?3 AND account_id = ?1 AND device_id = ?2 "
-                              "RETURNING size",
-                              "delete envelope"));
-    s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
+  auto take = [&](Stmt& s) -> Result<bool> {
+    bool any = false;
     for (;;) {
       PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-      if (!row) break;
+      if (!row) return any;
+      any = true;
       count += 1;
       bytes += s.column_int(0);
+    }
+  };
+  for (const Bytes& id : server_ids) {
+    bool deleted = false;
+    if (id.size() == kServerIdSize) {
+      // The first 8 bytes are the seq: a primary-key lookup, checked against the whole id.
+      std::uint64_t seq = 0;
+      for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | id[i];
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?4 AND server_id = ?3 AND "
+                                "account_id = ?1 AND device_id = ?2 RETURNING size",
+                                "delete envelope"));
+      s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
+      s.bind(4, static_cast<std::int64_t>(seq & 0x7fffffffffffffffull));
+      PARLEY_ASSIGN_OR_RETURN(deleted, take(s));
+    }
+    if (!deleted && tx.backend.legacy_rows) {
+      // An envelope stored before schema v3 has a random id: look within the device's queue.
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2 "
+                                "AND seq <= ?4 AND server_id = ?3 RETURNING size",
+                                "delete legacy envelope"));
+      s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
+      s.bind(4, tx.backend.legacy_max_seq);
+      PARLEY_TRY(take(s).status());
     }
   }
   if (count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -count, -bytes));
@@ -496,21 +544,36 @@ Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint
 Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
                                            std::int64_t dedup_ms) {
   {
-    std::map<std::pair<std::int64_t, std::uint32_t>, std::pair<std::int64_t, std::int64_t>> gone;
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE stored_ms < ?1 "
-                              "RETURNING account_id, device_id, size",
-                              "expire envelopes"));
-    s.bind(1, now_ms - max_age_ms);
-    for (;;) {
-      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-      if (!row) break;
-      auto& g = gone[{s.column_int(0), u32(s.column_int(1))}];
-      g.first += 1;
-      g.second += s.column_int(2);
+    // Each queue from its oldest envelope: seq order is storage order, so the expired ones are
+    // a prefix (a clock step backwards only delays some until the next run).
+    std::vector<std::pair<std::int64_t, std::uint32_t>> queues;
+    {
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt s, tx.db.prepare("SELECT account_id, device_id FROM queue_counters WHERE count > 0",
+                                "list queues"));
+      for (;;) {
+        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+        if (!row) break;
+        queues.emplace_back(s.column_int(0), u32(s.column_int(1)));
+      }
     }
-    for (const auto& [key, g] : gone) {
-      PARLEY_TRY(bump_counters(tx, key.first, key.second, -g.first, -g.second));
+    for (const auto& [account_id, device_id] : queues) {
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2 "
+                                "AND seq < IFNULL((SELECT seq FROM envelopes WHERE account_id = ?1 "
+                                "AND device_id = ?2 AND stored_ms >= ?3 ORDER BY seq LIMIT 1), ?4) "
+                                "RETURNING size",
+                                "expire envelopes"));
+      s.bind(1, account_id).bind(2, device_id).bind(3, now_ms - max_age_ms).bind(4, kInt64Max);
+      std::int64_t count = 0;
+      std::int64_t bytes = 0;
+      for (;;) {
+        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+        if (!row) break;
+        count += 1;
+        bytes += s.column_int(0);
+      }
+      if (count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -count, -bytes));
     }
   }
   {
@@ -518,6 +581,16 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
         Stmt s, tx.db.prepare("DELETE FROM dedup WHERE created_ms < ?1", "expire dedup keys"));
     s.bind(1, now_ms - dedup_ms);
     PARLEY_TRY(s.run());
+    // Forgetting in memory is safe even if this transaction rolls back: a key that is in the
+    // table but not in the index only costs a duplicate being stored, never a lost message.
+    tx.backend.dedup.expire(now_ms - dedup_ms);
+  }
+  if (tx.backend.legacy_rows) {
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, tx.db.prepare("SELECT 1 FROM envelopes WHERE seq <= ?1 LIMIT 1",
+                                                  "look for legacy envelopes"));
+    s.bind(1, tx.backend.legacy_max_seq);
+    PARLEY_ASSIGN_OR_RETURN(bool any, s.step());
+    tx.backend.legacy_rows = any;
   }
   {
     PARLEY_ASSIGN_OR_RETURN(
@@ -555,6 +628,50 @@ Result<StatsDelta> read_gauges(Db& db) {
     g.bytes = s.column_int(1);
   }
   return g;
+}
+
+Status save_next_seq(Db& db, Backend& backend) {
+  if (backend.next_seq == backend.stored_next_seq) return Status::ok();
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, db.prepare("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", "save next seq"));
+  s.bind(1, backend.next_seq);
+  PARLEY_TRY(s.run());
+  return Status::ok();
+}
+
+Status load_backend(Db& db, Backend& backend) {
+  for (const char* key : {"next_seq", "legacy_max_seq"}) {
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT value FROM meta WHERE key = ?1", "read meta"));
+    s.bind_text(1, key);
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) return make_error(ErrorCode::kIo, "store: the meta table lacks a row");
+    (std::string_view(key) == "next_seq" ? backend.next_seq : backend.legacy_max_seq) =
+        s.column_int(0);
+  }
+  backend.stored_next_seq = backend.next_seq;
+  {
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT 1 FROM envelopes WHERE seq <= ?1 LIMIT 1",
+                                               "look for legacy envelopes"));
+    s.bind(1, backend.legacy_max_seq);
+    PARLEY_ASSIGN_OR_RETURN(bool any, s.step());
+    backend.legacy_rows = any;
+  }
+  // The newest keys, oldest first, so the index evicts in the same order as it would have.
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt s, db.prepare("SELECT id, sender_account, sender_device, destination_account, "
+                         "client_message_id, created_ms FROM (SELECT * FROM dedup ORDER BY id "
+                         "DESC LIMIT ?1) ORDER BY id",
+                         "load dedup keys"));
+  s.bind(1, i64(backend.dedup_capacity));
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) break;
+    const Bytes cmid = s.column_blob(4);
+    backend.dedup.insert(backend.dedup.hash(s.column_int(1), u32(s.column_int(2)),
+                                            s.column_int(3), cmid),
+                         s.column_int(0), s.column_int(5));
+  }
+  return Status::ok();
 }
 
 }  // namespace parley::store::internal

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -68,8 +69,9 @@ Callback<Unit> adapt(Done done) {
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(std::unique_ptr<Db> db, const SqliteOptions& options, const StatsDelta& gauges)
-      : options_(options), db_(std::move(db)) {
+  SqliteStore(std::unique_ptr<Db> db, const SqliteOptions& options, const StatsDelta& gauges,
+              std::unique_ptr<Backend> backend)
+      : options_(options), db_(std::move(db)), backend_(std::move(backend)) {
     accounts_.store(static_cast<std::uint64_t>(gauges.accounts));
     envelopes_.store(static_cast<std::uint64_t>(gauges.envelopes));
     bytes_.store(static_cast<std::uint64_t>(gauges.bytes));
@@ -227,17 +229,19 @@ class SqliteStore final : public Store {
   }
 
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
-    Tx tx{*db_, {}};
+    Tx tx{*db_, *backend_, {}, {}};
     Status failed = db_->run("BEGIN IMMEDIATE", "begin transaction");
     if (failed.is_ok()) {
       for (auto& op : batch) {
         failed = db_->run("SAVEPOINT op", "savepoint");
         if (!failed.is_ok()) break;
         const StatsDelta before = tx.delta;
+        const std::size_t dedup_mark = tx.dedup_added.size();
         if (op->run(tx)) {
           failed = db_->run("RELEASE op", "release savepoint");
         } else {
           tx.delta = before;
+          undo_dedup(tx, dedup_mark);
           failed = db_->run("ROLLBACK TO op", "roll back savepoint");
           if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
         }
@@ -247,15 +251,18 @@ class SqliteStore final : public Store {
         }
         if (!failed.is_ok()) break;
       }
+      if (failed.is_ok()) failed = save_next_seq(*db_, *backend_);
       if (failed.is_ok()) failed = db_->run("COMMIT", "commit");
       if (!failed.is_ok() && db_->in_transaction()) {
         db_->exec("ROLLBACK", "rollback").ignore();
       }
     }
     if (!failed.is_ok()) {
+      undo_dedup(tx, 0);  // (next_seq stays where it is: the seqs of the batch are burnt)
       for (auto& op : batch) op->fail(failed);
       return;
     }
+    backend_->stored_next_seq = backend_->next_seq;
     accounts_.fetch_add(static_cast<std::uint64_t>(tx.delta.accounts), std::memory_order_relaxed);
     envelopes_.fetch_add(static_cast<std::uint64_t>(tx.delta.envelopes),
                          std::memory_order_relaxed);
@@ -265,8 +272,17 @@ class SqliteStore final : public Store {
     last_batch_size_.store(batch.size(), std::memory_order_relaxed);
   }
 
+  // Forgets the dedup keys recorded in memory from index `mark` on (their rows rolled back).
+  static void undo_dedup(Tx& tx, std::size_t mark) {
+    for (std::size_t i = mark; i < tx.dedup_added.size(); ++i) {
+      tx.backend.dedup.erase(tx.dedup_added[i].first, tx.dedup_added[i].second);
+    }
+    tx.dedup_added.resize(mark);
+  }
+
   const SqliteOptions options_;
   std::unique_ptr<Db> db_;  // used only by thread_ (and by close() after joining it)
+  std::unique_ptr<Backend> backend_;  // likewise
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -290,13 +306,20 @@ class SqliteStore final : public Store {
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
                                                  const SqliteOptions& options) {
-  if (options.max_batch == 0 || options.max_pending == 0) {
+  if (options.max_batch == 0 || options.max_pending == 0 || options.dedup_entries == 0) {
     return make_error(ErrorCode::kInvalidArgument, "store: batch and queue bounds must be > 0");
   }
   PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::open(path));
   PARLEY_TRY(migrate(*db));
   PARLEY_ASSIGN_OR_RETURN(StatsDelta gauges, read_gauges(*db));
-  return std::unique_ptr<Store>(new SqliteStore(std::move(db), options, gauges));
+  std::uint64_t seed = 0;
+  {
+    std::random_device rd;
+    seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }
+  auto backend = std::make_unique<Backend>(options.dedup_entries, seed);
+  PARLEY_TRY(load_backend(*db, *backend));
+  return std::unique_ptr<Store>(new SqliteStore(std::move(db), options, gauges, std::move(backend)));
 }
 
 }  // namespace internal

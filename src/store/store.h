@@ -82,7 +82,10 @@ struct Bundle {
 };
 
 struct Envelope {
-  Bytes server_id;  // 16 bytes
+  // 16 bytes. store_messages() takes 16 random bytes and replaces the first 8 with the
+  // big-endian queue seq (so an ack finds the envelope by primary key); the ids it stored are
+  // in SendOutcome::server_ids.
+  Bytes server_id;
   std::int64_t timestamp_ms = 0;
   std::string source;
   std::uint32_t source_device = 0;
@@ -118,6 +121,7 @@ struct SendOutcome {
   std::string limit;            // kQueueFull: "count" or "bytes"
   std::uint32_t device_id = 0;  // kQueueFull: the device whose queue is full
   std::vector<std::int64_t> seqs;  // kStored: the queue seq of each delivery, in batch order
+  std::vector<Bytes> server_ids;   // kStored: the server id of each delivery, in batch order
 };
 
 struct QueuedEnvelope {

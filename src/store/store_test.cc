@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -80,11 +81,13 @@ class Gate {
   bool released_ = false;
 };
 
+// The caller's part of a server id is its last 8 bytes (the store writes the seq before them).
 Bytes server_id(std::uint32_t n, std::uint8_t tag = 0) {
   Bytes id(16, tag);
-  std::memcpy(id.data(), &n, sizeof n);
+  std::memcpy(id.data() + 8, &n, sizeof n);
   return id;
 }
+Bytes tail(const Bytes& id) { return Bytes(id.begin() + 8, id.end()); }
 
 Device make_device(std::uint32_t device_id) {
   Device d;
@@ -426,7 +429,7 @@ TEST_F(StoreTest, StoreAndFetchInOrder) {
   ASSERT_EQ(all.size(), 10u);
   for (std::size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].seq, seqs[i]);
   for (std::uint32_t i = 0; i < 10; ++i) {
-    EXPECT_EQ(all[i].envelope.server_id, server_id(i, 1));
+    EXPECT_EQ(tail(all[i].envelope.server_id), tail(server_id(i, 1)));
     EXPECT_EQ(all[i].envelope.content, Bytes(10, static_cast<std::uint8_t>(i)));
     EXPECT_EQ(all[i].envelope.source, "sender");
     EXPECT_EQ(all[i].envelope.timestamp_ms, 5000 + i);
@@ -513,17 +516,29 @@ TEST_F(StoreTest, AckDeletesOnlyTheNamedIdsOfThatDevice) {
               SendOutcome::Kind::kStored);
   }
   EXPECT_EQ(store_->stats().queued_envelopes, 10u);
-  // Ids 0 and 3 of device 1, id 4 of device 2 (not this device's), and an unknown id.
-  auto n = ack(a.id, 1, {server_id(0, 1), server_id(3, 1), server_id(4, 2), server_id(77, 1)});
+  // The ids the store assigned, by the caller's part.
+  std::map<Bytes, Bytes> id;
+  for (std::uint32_t device : {1u, 2u}) {
+    for (const QueuedEnvelope& q : fetch(a.id, device)) {
+      EXPECT_EQ(q.envelope.server_id.size(), 16u);
+      id[tail(q.envelope.server_id)] = q.envelope.server_id;
+    }
+  }
+  ASSERT_EQ(id.size(), 10u);
+  Bytes unknown = id[tail(server_id(1, 1))];
+  unknown[15] ^= 1;  // the seq of a queued envelope, with other random bytes
+  // Ids 0 and 3 of device 1, id 4 of device 2 (not this device's), an unknown id, a short one.
+  auto n = ack(a.id, 1, {id[tail(server_id(0, 1))], id[tail(server_id(3, 1))],
+                         id[tail(server_id(4, 2))], server_id(77, 1), unknown, Bytes(5, 1)});
   ASSERT_TRUE(n.has_value());
   EXPECT_EQ(*n, 2u);
   auto left = fetch(a.id, 1);
   ASSERT_EQ(left.size(), 3u);
-  EXPECT_EQ(left[0].envelope.server_id, server_id(1, 1));
-  EXPECT_EQ(left[1].envelope.server_id, server_id(2, 1));
-  EXPECT_EQ(left[2].envelope.server_id, server_id(4, 1));
+  EXPECT_EQ(tail(left[0].envelope.server_id), tail(server_id(1, 1)));
+  EXPECT_EQ(tail(left[1].envelope.server_id), tail(server_id(2, 1)));
+  EXPECT_EQ(tail(left[2].envelope.server_id), tail(server_id(4, 1)));
   EXPECT_EQ(fetch(a.id, 2).size(), 5u);
-  EXPECT_EQ(*ack(a.id, 1, {server_id(0, 1)}), 0u);  // already gone
+  EXPECT_EQ(*ack(a.id, 1, {id[tail(server_id(0, 1))]}), 0u);  // already gone
   EXPECT_EQ(store_->stats().queued_envelopes, 8u);
   EXPECT_EQ(store_->stats().queued_bytes, 80u);
 
@@ -558,7 +573,7 @@ TEST_F(StoreTest, ExpireRemovesOldEnvelopesDedupInvitesAndAttachments) {
 
   auto left = fetch(a.id, 1);
   ASSERT_EQ(left.size(), 1u);
-  EXPECT_EQ(left[0].envelope.server_id, server_id(2, 1));
+  EXPECT_EQ(tail(left[0].envelope.server_id), tail(server_id(2, 1)));
   EXPECT_EQ(store_->stats().queued_envelopes, 1u);
   EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 3)}, "old", 6000))->kind,
             SendOutcome::Kind::kStored);
@@ -667,6 +682,105 @@ TEST_F(StoreTest, ReopeningAMigratedDatabaseDoesNotMigrateAgain) {
   for (std::size_t i = 0; i < migrations().size(); ++i) {
     EXPECT_EQ(migrations()[i].version, static_cast<std::int32_t>(i + 1));
   }
+}
+
+TEST_F(StoreTest, ServerIdsCarryTheSeqWhichIsNeverReused) {
+  Account a = create("alice");
+  auto r = send(make_send(a.id, {make_delivery(a.id, 1, 1), make_delivery(a.id, 1, 2)}));
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  ASSERT_EQ(r->server_ids.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    std::uint64_t prefix = 0;
+    for (std::size_t b = 0; b < 8; ++b) prefix = (prefix << 8) | r->server_ids[i][b];
+    EXPECT_EQ(static_cast<std::int64_t>(prefix), r->seqs[i]);
+    EXPECT_EQ(tail(r->server_ids[i]), tail(server_id(static_cast<std::uint32_t>(i + 1), 1)));
+  }
+  auto q = fetch(a.id, 1);
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].envelope.server_id, r->server_ids[0]);
+  // Acknowledge everything, reopen: the next seq is still higher (an id is never handed out
+  // twice, even though the table is empty and SQLite would reuse the rowid).
+  EXPECT_EQ(*ack(a.id, 1, r->server_ids), 2u);
+  store_->close();
+  open();
+  auto next = send(make_send(a.id, {make_delivery(a.id, 1, 3)}));
+  ASSERT_TRUE(next.has_value());
+  ASSERT_EQ(next->seqs.size(), 1u);
+  EXPECT_GT(next->seqs[0], r->seqs[1]);
+
+  // A server id that is not 16 bytes is refused and stores nothing.
+  SendBatch bad = make_send(a.id, {make_delivery(a.id, 1, 4)});
+  bad.deliveries[0].envelope.server_id = Bytes(8, 1);
+  auto refused = send(bad);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(fetch(a.id, 1).size(), 1u);
+}
+
+TEST_F(StoreTest, DedupIndexKeepsTheNewestKeysWithinItsCapacity) {
+  store_->close();
+  internal::SqliteOptions small;
+  small.dedup_entries = 2;
+  open(small);
+  Account a = create("alice");
+  for (const char* id : {"k1", "k2", "k3"}) {
+    ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, id))->kind,
+              SendOutcome::Kind::kStored);
+  }
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, "k3"))->kind,
+            SendOutcome::Kind::kDuplicate);
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, "k2"))->kind,
+            SendOutcome::Kind::kDuplicate);
+  // k1 fell out of the index: documented, a resend that old is stored again.
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, "k1"))->kind,
+            SendOutcome::Kind::kStored);
+  // The index is rebuilt from the table at open, newest keys first.
+  store_->close();
+  open(small);
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, "k1"))->kind,
+            SendOutcome::Kind::kDuplicate);
+}
+
+TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
+  store_->close();
+  store_.reset();
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  const Bytes legacy_id(16, 0xab);  // a v2 server id: random, no seq in it
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    for (const Migration& m : migrations()) {
+      if (m.version > 2) break;
+      ASSERT_TRUE((*db)->exec(m.sql, "test").is_ok());
+    }
+    ASSERT_TRUE((*db)->exec("PRAGMA user_version = 2", "test").is_ok());
+    ASSERT_TRUE((*db)->exec(
+        "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
+        "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
+        "  zeroblob(64), 1);"
+        "INSERT INTO queue_counters VALUES (7, 1, 1, 3);"
+        "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
+        "  source_device, type, content, size, stored_ms) "
+        "  VALUES (41, 7, 1, x'abababababababababababababababab', 1, 's', 1, 1, x'010203', 3, 1);"
+        "INSERT INTO dedup VALUES (99, 1, 7, CAST('old' AS BLOB), 1);",
+        "test").is_ok());
+  }
+  open();
+  auto q = fetch(7, 1);
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_EQ(q[0].seq, 41);
+  EXPECT_EQ(q[0].envelope.server_id, legacy_id);
+  SendBatch again = make_send(7, {make_delivery(7, 1, 1)}, "old");
+  again.sender_account = 99;
+  EXPECT_EQ(send(again)->kind, SendOutcome::Kind::kDuplicate);
+  auto fresh = send(make_send(7, {make_delivery(7, 1, 2)}));
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_GT(fresh->seqs[0], 41);
+  // The legacy id is still acknowledged (found within the device's queue).
+  EXPECT_EQ(*ack(7, 1, {legacy_id}), 1u);
+  EXPECT_EQ(*ack(7, 1, fresh->server_ids), 1u);
+  EXPECT_TRUE(fetch(7, 1).empty());
+  EXPECT_EQ(store_->stats().queued_envelopes, 0u);
 }
 
 TEST_F(StoreTest, RefusesADatabaseNewerThanTheCode) {
@@ -860,10 +974,10 @@ TEST_F(StoreTest, AcknowledgedMessagesSurviveKill9) {
 
   open();
   std::set<Bytes> present;
-  for (const QueuedEnvelope& q : fetch(a.id, 1)) present.insert(q.envelope.server_id);
+  for (const QueuedEnvelope& q : fetch(a.id, 1)) present.insert(tail(q.envelope.server_id));
   std::size_t lost = 0;
   for (std::uint32_t i : acked) {
-    if (present.count(server_id(i, 1)) == 0) ++lost;
+    if (present.count(tail(server_id(i, 1))) == 0) ++lost;
   }
   EXPECT_EQ(lost, 0u) << "of " << acked.size() << " acknowledged messages";
   EXPECT_GE(present.size(), acked.size());

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "store/internal/dedup_index.h"
 #include "store/internal/sqlite_db.h"
 #include "store/store.h"
 
@@ -23,9 +24,24 @@ struct StatsDelta {
   std::int64_t bytes = 0;
 };
 
+// State of the backend that operations read and advance, owned by the backend thread.
+struct Backend {
+  Backend(std::size_t dedup_entries, std::uint64_t seed)
+      : dedup_capacity(dedup_entries), dedup(dedup_entries, seed) {}
+  std::int64_t next_seq = 1;        // the seq (and server-id prefix) of the next envelope
+  std::int64_t stored_next_seq = 1; // next_seq as committed in the meta table
+  std::int64_t legacy_max_seq = 0;  // envelopes up to here predate schema v3 (see migrations.cc)
+  bool legacy_rows = false;         // some of them may still be queued
+  std::size_t dedup_capacity;
+  DedupIndex dedup;
+};
+
 struct Tx {
   Db& db;
+  Backend& backend;
   StatsDelta delta;
+  // Dedup keys recorded in memory by this transaction, undone if it does not commit.
+  std::vector<std::pair<std::uint64_t, std::int64_t>> dedup_added;
 };
 
 struct Unit {};
@@ -57,5 +73,9 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
 
 // Gauges at open: accounts, queued envelopes and bytes.
 Result<StatsDelta> read_gauges(Db& db);
+// Writes next_seq to the meta table if it moved (inside the batch transaction, before COMMIT).
+Status save_next_seq(Db& db, Backend& backend);
+// Fills `backend` at open: the next seq, the legacy marker and the newest dedup keys.
+Status load_backend(Db& db, Backend& backend);
 
 }  // namespace parley::store::internal
