@@ -5,9 +5,14 @@
 #include <openssl/x509.h>
 
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
 #include <deque>
+#include <type_traits>
 
 #include "crypto/x509.h"
 #include "transport/internal/asio.h"
@@ -17,7 +22,114 @@ namespace {
 
 using namespace internal;  // NOLINT: file-local
 namespace websocket = boost::beast::websocket;
-using WsStream = websocket::stream<TlsStream>;
+// The byte streams the client's TLS to parleyd runs over. Both close the TCP connection at
+// once when the WebSocket is torn down: Beast's own teardown half-closes the socket
+// (shutdown(SHUT_WR)), and obfs4proxy then closes both directions, so no client stream is
+// ever half-closed. asio's ssl::stream wants lowest_layer(); Beast's get_lowest_layer() walks
+// next_layer() down to the tcp_stream, whose timeouts bound every step.
+//
+// DirectPipe: TCP to parleyd, or to a SOCKS5 / HTTP CONNECT proxy that relays it.
+class DirectPipe {
+ public:
+  using executor_type = beast::tcp_stream::executor_type;
+  using next_layer_type = beast::tcp_stream;
+  using lowest_layer_type = beast::tcp_stream::socket_type;
+
+  explicit DirectPipe(const net::any_io_executor& ex)
+      : tcp_(std::make_unique<beast::tcp_stream>(ex)) {}
+
+  executor_type get_executor() noexcept { return tcp_->get_executor(); }
+  beast::tcp_stream& next_layer() noexcept { return *tcp_; }
+  const beast::tcp_stream& next_layer() const noexcept { return *tcp_; }
+  lowest_layer_type& lowest_layer() noexcept { return tcp_->socket(); }
+  const lowest_layer_type& lowest_layer() const noexcept { return tcp_->socket(); }
+  template <class MutableBufferSequence, class Token>
+  auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+    return tcp_->async_read_some(buffers, std::forward<Token>(token));
+  }
+  template <class ConstBufferSequence, class Token>
+  auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+    return tcp_->async_write_some(buffers, std::forward<Token>(token));
+  }
+
+ private:
+  std::unique_ptr<beast::tcp_stream> tcp_;
+};
+
+// BridgePipe: the TLS stream to a bridge, after its upgrade, seen by the inner TLS as a plain
+// byte stream to parleyd.
+class BridgePipe {
+ public:
+  using executor_type = TlsStream::executor_type;
+  using next_layer_type = TlsStream;
+  using lowest_layer_type = beast::tcp_stream::socket_type;
+
+  BridgePipe(const net::any_io_executor& ex, ssl::context& ctx)
+      : outer_(std::make_unique<TlsStream>(ex, ctx)) {}
+
+  executor_type get_executor() noexcept { return outer_->get_executor(); }
+  TlsStream& next_layer() noexcept { return *outer_; }
+  const TlsStream& next_layer() const noexcept { return *outer_; }
+  lowest_layer_type& lowest_layer() noexcept { return beast::get_lowest_layer(*outer_).socket(); }
+  const lowest_layer_type& lowest_layer() const noexcept {
+    return beast::get_lowest_layer(*outer_).socket();
+  }
+  template <class MutableBufferSequence, class Token>
+  auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+    return outer_->async_read_some(buffers, std::forward<Token>(token));
+  }
+  template <class ConstBufferSequence, class Token>
+  auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+    return outer_->async_write_some(buffers, std::forward<Token>(token));
+  }
+
+ private:
+  std::unique_ptr<TlsStream> outer_;
+};
+
+// WebSocket teardown of the pipes (found by ADL): close, never half-close.
+template <class Pipe>
+void close_now(Pipe& pipe) {
+  error_code ignored;
+  pipe.lowest_layer().close(ignored);
+}
+[[maybe_unused]] void teardown(beast::role_type, DirectPipe& pipe, error_code& ec) {
+  close_now(pipe);
+  ec = {};
+}
+[[maybe_unused]] void teardown(beast::role_type, BridgePipe& pipe, error_code& ec) {
+  close_now(pipe);
+  ec = {};
+}
+template <class Handler>
+void async_teardown(beast::role_type, DirectPipe& pipe, Handler&& handler) {
+  close_now(pipe);
+  net::post(pipe.get_executor(), beast::bind_front_handler(std::forward<Handler>(handler), error_code{}));
+}
+template <class Handler>
+void async_teardown(beast::role_type, BridgePipe& pipe, Handler&& handler) {
+  close_now(pipe);
+  net::post(pipe.get_executor(), beast::bind_front_handler(std::forward<Handler>(handler), error_code{}));
+}
+
+// TLS to parleyd over TCP (direct, SOCKS5, HTTP CONNECT), or inside the TLS to a bridge.
+using ClientTls = beast::ssl_stream<DirectPipe>;
+using Tls2Stream = beast::ssl_stream<BridgePipe>;
+template <class Tls>
+using WsStream = websocket::stream<Tls>;
+
+template <class Tls>
+constexpr bool kThroughBridge = std::is_same_v<Tls, Tls2Stream>;
+
+// A fresh unconnected stream of type Tls (both layers share the client context).
+template <class Tls>
+std::unique_ptr<Tls> make_stream(const net::any_io_executor& ex, ssl::context& ctx) {
+  if constexpr (kThroughBridge<Tls>) {
+    return std::make_unique<Tls>(BridgePipe(ex, ctx), ctx);
+  } else {
+    return std::make_unique<Tls>(DirectPipe(ex), ctx);
+  }
+}
 
 constexpr std::string_view kUserAgent =
     "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0";
@@ -38,23 +150,20 @@ std::shared_ptr<ssl::context> make_client_tls_context() {
   return ctx;
 }
 
-Status check_pin(TlsStream& stream, const Bytes& pin) {
-  X509* cert = SSL_get1_peer_certificate(stream.native_handle());
-  if (cert == nullptr) return make_error(ErrorCode::kPermissionDenied, "certificate pin mismatch");
+Status check_pin(SSL* ssl, const Bytes& pin, std::string_view mismatch) {
+  const auto refuse = [&] { return make_error(ErrorCode::kPermissionDenied, std::string(mismatch)); };
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return refuse();
   unsigned char* der = nullptr;
   const int len = i2d_X509(cert, &der);
   X509_free(cert);
-  if (len <= 0 || der == nullptr) {
-    return make_error(ErrorCode::kPermissionDenied, "certificate pin mismatch");
-  }
+  if (len <= 0 || der == nullptr) return refuse();
   auto digest = crypto::certificate_pin_der(ByteView(der, static_cast<std::size_t>(len)));
   OPENSSL_free(der);
-  if (!digest || pin.size() != digest->size()) {
-    return make_error(ErrorCode::kPermissionDenied, "certificate pin mismatch");
-  }
+  if (!digest || pin.size() != digest->size()) return refuse();
   unsigned char diff = 0;
   for (std::size_t i = 0; i < pin.size(); ++i) diff |= static_cast<unsigned char>(pin[i] ^ (*digest)[i]);
-  if (diff != 0) return make_error(ErrorCode::kPermissionDenied, "certificate pin mismatch");
+  if (diff != 0) return refuse();
   return Status::ok();
 }
 
@@ -70,35 +179,280 @@ Status io_error(std::string_view what, const error_code& ec) {
   return make_error(ErrorCode::kIo, std::string(what) + ": " + ec.message());
 }
 
-// Resolves, connects, runs the TLS handshake and checks the pin, each step bounded by
-// options.connect_timeout.
-net::awaitable<Status> connect_tls(TlsStream& stream, const ClientOptions& o) {
-  if (o.pin_sha256.size() != 32) {
-    co_return make_error(ErrorCode::kInvalidArgument, "client: pin_sha256 must be 32 bytes");
-  }
-  if (o.route.kind != Route::Kind::kDirect) {
-    co_return make_error(ErrorCode::kUnimplemented,
-                         "client: route " + std::string(route_kind_name(o.route.kind)) +
-                             " not supported yet");
-  }
+#define PARLEY_CO_TRY(expr)                                \
+  do {                                                     \
+    ::parley::Status parley_co_try_s_ = (expr);            \
+    if (!parley_co_try_s_.is_ok()) co_return parley_co_try_s_; \
+  } while (0)
+
+std::string bracket(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+// Resolves host:port and connects `sock`, each step bounded by `timeout`. `what` prefixes errors.
+net::awaitable<Status> tcp_connect(beast::tcp_stream& sock, const std::string& host,
+                                   std::uint16_t port, std::chrono::milliseconds timeout,
+                                   std::string_view what) {
   auto ex = co_await net::this_coro::executor;
   auto resolver = std::make_shared<tcp::resolver>(ex);
   auto timer = std::make_shared<net::steady_timer>(ex);
-  timer->expires_after(o.connect_timeout);
+  timer->expires_after(timeout);
   timer->async_wait([resolver](error_code ec) {
     if (!ec) resolver->cancel();
   });
-  auto [rec, results] = co_await resolver->async_resolve(o.host, std::to_string(o.port), kUse);
+  auto [rec, results] = co_await resolver->async_resolve(host, std::to_string(port), kUse);
   timer->cancel();
-  if (rec) co_return io_error("resolve", rec);
-
-  auto& tcp_layer = beast::get_lowest_layer(stream);
-  tcp_layer.expires_after(o.connect_timeout);
-  auto [cec, ep] = co_await tcp_layer.async_connect(results, kUse);
-  if (cec) co_return io_error("connect", cec);
+  if (rec) co_return io_error(std::string(what) + "resolve", rec);
+  sock.expires_after(timeout);
+  auto [cec, ep] = co_await sock.async_connect(results, kUse);
+  if (cec) co_return io_error(std::string(what) + "connect", cec);
   error_code ignored;
-  tcp_layer.socket().set_option(tcp::no_delay(true), ignored);
+  sock.socket().set_option(tcp::no_delay(true), ignored);
+  co_return Status::ok();
+}
 
+net::awaitable<Status> write_all(beast::tcp_stream& sock, const std::string& bytes,
+                                 std::chrono::milliseconds timeout, std::string_view what) {
+  sock.expires_after(timeout);
+  auto [ec, n] = co_await net::async_write(sock, net::buffer(bytes), kUse);
+  if (ec) co_return io_error(std::string(what) + "write", ec);
+  co_return Status::ok();
+}
+
+net::awaitable<Result<std::string>> read_exact(beast::tcp_stream& sock, std::size_t n,
+                                               std::chrono::milliseconds timeout,
+                                               std::string_view what) {
+  std::string out(n, '\0');
+  sock.expires_after(timeout);
+  auto [ec, got] = co_await net::async_read(sock, net::buffer(out), kUse);
+  if (ec) co_return io_error(std::string(what) + "read", ec);
+  co_return out;
+}
+
+std::string_view socks5_reply_text(unsigned rep) {
+  switch (rep) {
+    case 1: return "general failure";
+    case 2: return "connection not allowed by ruleset";
+    case 3: return "network unreachable";
+    case 4: return "host unreachable";
+    case 5: return "connection refused";
+    case 6: return "TTL expired";
+    case 7: return "command not supported";
+    case 8: return "address type not supported";
+    default: return "unknown reply";
+  }
+}
+
+// SOCKS5 (RFC 1928, RFC 1929 user/pass; the PT spec's long-argument rule) over a connected
+// `sock`: CONNECT to o.host:o.port. Every reply byte is checked.
+net::awaitable<Status> socks5_handshake(beast::tcp_stream& sock, const ClientOptions& o) {
+  const Route& r = o.route;
+  const auto t = o.connect_timeout;
+  const bool auth = !r.socks_username.empty();
+  std::string user = r.socks_username;
+  std::string pass = r.socks_password;
+  if (user.size() > 255) {  // pt-spec: the arguments continue into the password
+    pass = user.substr(255);
+    user.resize(255);
+  }
+  if (pass.size() > 255) {
+    co_return make_error(ErrorCode::kInvalidArgument, "socks5: credentials over 510 bytes");
+  }
+  std::string greeting = {'\x05', '\x01', auth ? '\x02' : '\x00'};
+  PARLEY_CO_TRY(co_await write_all(sock, greeting, t, "socks5: "));
+  auto method = co_await read_exact(sock, 2, t, "socks5: ");
+  if (!method) co_return method.error();
+  if ((*method)[0] != '\x05') co_return make_error(ErrorCode::kIo, "socks5: not a SOCKS5 proxy");
+  const auto chosen = static_cast<unsigned char>((*method)[1]);
+  if (chosen == 0xFF) {
+    co_return make_error(ErrorCode::kIo, "socks5: proxy accepts none of our auth methods");
+  }
+  if (chosen != (auth ? 0x02 : 0x00)) {
+    co_return make_error(ErrorCode::kIo, "socks5: proxy chose an auth method not offered");
+  }
+  if (auth) {
+    std::string req;
+    req.push_back('\x01');
+    req.push_back(static_cast<char>(user.size()));
+    req += user;
+    req.push_back(static_cast<char>(pass.size()));
+    req += pass;
+    PARLEY_CO_TRY(co_await write_all(sock, req, t, "socks5: "));
+    auto st = co_await read_exact(sock, 2, t, "socks5: ");
+    if (!st) co_return st.error();
+    if ((*st)[0] != '\x01') co_return make_error(ErrorCode::kIo, "socks5: bad auth reply");
+    if ((*st)[1] != '\x00') {
+      co_return make_error(ErrorCode::kPermissionDenied, "socks5: proxy refused the credentials");
+    }
+  }
+  std::string req = {'\x05', '\x01', '\x00'};
+  error_code aec;
+  const auto addr = net::ip::make_address(o.host, aec);
+  if (!aec && addr.is_v4()) {
+    req.push_back('\x01');
+    for (unsigned char b : addr.to_v4().to_bytes()) req.push_back(static_cast<char>(b));
+  } else if (!aec && addr.is_v6()) {
+    req.push_back('\x04');
+    for (unsigned char b : addr.to_v6().to_bytes()) req.push_back(static_cast<char>(b));
+  } else {
+    if (o.host.empty() || o.host.size() > 255) {
+      co_return make_error(ErrorCode::kInvalidArgument, "socks5: bad host name");
+    }
+    req.push_back('\x03');
+    req.push_back(static_cast<char>(o.host.size()));
+    req += o.host;
+  }
+  req.push_back(static_cast<char>(o.port >> 8));
+  req.push_back(static_cast<char>(o.port & 0xFF));
+  PARLEY_CO_TRY(co_await write_all(sock, req, t, "socks5: "));
+  auto head = co_await read_exact(sock, 4, t, "socks5: ");
+  if (!head) co_return head.error();
+  if ((*head)[0] != '\x05' || (*head)[2] != '\x00') {
+    co_return make_error(ErrorCode::kIo, "socks5: bad reply");
+  }
+  const auto rep = static_cast<unsigned char>((*head)[1]);
+  if (rep != 0) {
+    co_return make_error(ErrorCode::kIo,
+                         "socks5: proxy refused: " + std::string(socks5_reply_text(rep)));
+  }
+  std::size_t rest = 0;
+  switch ((*head)[3]) {
+    case '\x01': rest = 4 + 2; break;
+    case '\x04': rest = 16 + 2; break;
+    case '\x03': {
+      auto len = co_await read_exact(sock, 1, t, "socks5: ");
+      if (!len) co_return len.error();
+      rest = static_cast<unsigned char>((*len)[0]) + std::size_t{2};
+      break;
+    }
+    default: co_return make_error(ErrorCode::kIo, "socks5: bad reply address type");
+  }
+  auto bound = co_await read_exact(sock, rest, t, "socks5: ");
+  if (!bound) co_return bound.error();
+  co_return Status::ok();
+}
+
+// Reads one HTTP response header (bounded). A tunnel's (2xx, 101) must be followed by nothing
+// yet: the proxy or bridge sends no byte past it before we speak (TLS clients speak first).
+net::awaitable<Result<unsigned>> read_response_head(beast::tcp_stream& tcp_layer, auto& stream,
+                                                    std::chrono::milliseconds timeout,
+                                                    std::string_view what) {
+  beast::flat_buffer buffer(16 * 1024);
+  http::response_parser<http::empty_body> parser;
+  parser.header_limit(8 * 1024);
+  parser.skip(true);  // a CONNECT or 101 response has no body
+  tcp_layer.expires_after(timeout);
+  auto [ec, n] = co_await http::async_read(stream, buffer, parser, kUse);
+  if (ec) co_return io_error(std::string(what) + "read", ec);
+  const unsigned status = parser.get().result_int();
+  const bool tunnel = status == 101 || (status >= 200 && status <= 299);
+  if (tunnel && buffer.size() != 0) {  // an error status may come with a body: not read
+    co_return make_error(ErrorCode::kIo, std::string(what) + "unexpected bytes after the response");
+  }
+  co_return status;
+}
+
+// HTTP CONNECT over a connected `sock` to o.host:o.port; a 2xx answer is required.
+net::awaitable<Status> http_connect_handshake(beast::tcp_stream& sock, const ClientOptions& o) {
+  const std::string target = bracket(o.host) + ":" + std::to_string(o.port);
+  std::string req = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\nUser-Agent: " +
+                    std::string(kUserAgent) + "\r\n\r\n";
+  PARLEY_CO_TRY(co_await write_all(sock, req, o.connect_timeout, "http connect: "));
+  auto status = co_await read_response_head(sock, sock, o.connect_timeout, "http connect: ");
+  if (!status) co_return status.error();
+  if (*status < 200 || *status > 299) {
+    co_return make_error(ErrorCode::kIo, "http connect: proxy answered " + std::to_string(*status));
+  }
+  co_return Status::ok();
+}
+
+Status check_route(const ClientOptions& o) {
+  const Route& r = o.route;
+  if (r.kind == Route::Kind::kDirect) return Status::ok();
+  if (r.via_host.empty() || r.via_port == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "client: the route needs via_host and via_port");
+  }
+  if (r.kind == Route::Kind::kBridge) {
+    if (r.bridge_pin_sha256.size() != 32) {
+      return make_error(ErrorCode::kInvalidArgument, "client: bridge_pin_sha256 must be 32 bytes");
+    }
+    if (r.bridge_path.empty() || r.bridge_path.front() != '/') {
+      return make_error(ErrorCode::kInvalidArgument, "client: bad bridge_path");
+    }
+  }
+  return Status::ok();
+}
+
+// The TCP byte stream to o.host:o.port: direct, or through a SOCKS5 / HTTP CONNECT proxy.
+net::awaitable<Status> open_byte_stream(beast::tcp_stream& sock, const ClientOptions& o) {
+  switch (o.route.kind) {
+    case Route::Kind::kDirect:
+      co_return co_await tcp_connect(sock, o.host, o.port, o.connect_timeout, "");
+    case Route::Kind::kSocks5:
+      PARLEY_CO_TRY(co_await tcp_connect(sock, o.route.via_host, o.route.via_port, o.connect_timeout,
+                                      "socks5: proxy "));
+      co_return co_await socks5_handshake(sock, o);
+    case Route::Kind::kHttpConnect:
+      PARLEY_CO_TRY(co_await tcp_connect(sock, o.route.via_host, o.route.via_port, o.connect_timeout,
+                                      "http connect: proxy "));
+      co_return co_await http_connect_handshake(sock, o);
+    case Route::Kind::kBridge:
+      break;
+  }
+  co_return make_error(ErrorCode::kInternal, "client: bridge route on a direct stream");
+}
+
+// Bridge: TCP + TLS to the bridge (pinned with bridge_pin_sha256), then a WebSocket-looking
+// upgrade request on the bridge's secret path; after `101` the outer TLS stream is a byte pipe
+// to parleyd.
+net::awaitable<Status> open_bridge(TlsStream& outer, const ClientOptions& o) {
+  const Route& r = o.route;
+  auto& tcp_layer = beast::get_lowest_layer(outer);
+  PARLEY_CO_TRY(co_await tcp_connect(tcp_layer, r.via_host, r.via_port, o.connect_timeout,
+                                  "bridge: "));
+  if (!r.bridge_sni.empty()) {
+    SSL_ctrl(outer.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+             const_cast<char*>(r.bridge_sni.c_str()));
+  }
+  tcp_layer.expires_after(o.connect_timeout);
+  auto [hec] = co_await outer.async_handshake(ssl::stream_base::client, kUse);
+  if (hec) co_return io_error("bridge: tls handshake", hec);
+  PARLEY_CO_TRY(check_pin(outer.native_handle(), r.bridge_pin_sha256,
+                       "bridge certificate pin mismatch"));
+  websocket::detail::sec_ws_key_type key;
+  websocket::detail::make_sec_ws_key(key);
+  std::string host = bracket(r.bridge_sni.empty() ? r.via_host : r.bridge_sni);
+  if (r.via_port != 443) host += ":" + std::to_string(r.via_port);
+  const std::string req = "GET " + r.bridge_path + " HTTP/1.1\r\nHost: " + host +
+                          "\r\nUser-Agent: " + std::string(kUserAgent) +
+                          "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+                          std::string(key.data(), key.size()) + "\r\n\r\n";
+  tcp_layer.expires_after(o.connect_timeout);
+  auto [wec, wn] = co_await net::async_write(outer, net::buffer(req), kUse);
+  if (wec) co_return io_error("bridge: write", wec);
+  auto status = co_await read_response_head(tcp_layer, outer, o.connect_timeout, "bridge: ");
+  if (!status) co_return status.error();
+  if (*status != 101) {
+    co_return make_error(ErrorCode::kIo, "bridge: no upgrade (" + std::to_string(*status) + ")");
+  }
+  co_return Status::ok();
+}
+
+// Obtains the byte stream the route names, runs the TLS handshake with parleyd over it and
+// checks the pin, each step bounded by options.connect_timeout.
+template <class Tls>
+net::awaitable<Status> connect_tls(Tls& stream, const ClientOptions& o) {
+  if (o.pin_sha256.size() != 32) {
+    co_return make_error(ErrorCode::kInvalidArgument, "client: pin_sha256 must be 32 bytes");
+  }
+  PARLEY_CO_TRY(check_route(o));
+  if constexpr (kThroughBridge<Tls>) {
+    PARLEY_CO_TRY(co_await open_bridge(stream.next_layer().next_layer(), o));
+  } else {
+    PARLEY_CO_TRY(co_await open_byte_stream(stream.next_layer().next_layer(), o));
+  }
+  auto& tcp_layer = beast::get_lowest_layer(stream);
   if (!o.sni.empty()) {
     SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
              const_cast<char*>(o.sni.c_str()));
@@ -106,13 +460,26 @@ net::awaitable<Status> connect_tls(TlsStream& stream, const ClientOptions& o) {
   tcp_layer.expires_after(o.connect_timeout);
   auto [hec] = co_await stream.async_handshake(ssl::stream_base::client, kUse);
   if (hec) co_return io_error("tls handshake", hec);
-  co_return check_pin(stream, o.pin_sha256);
+  co_return check_pin(stream.native_handle(), o.pin_sha256, "certificate pin mismatch");
 }
 
 // ---------------------------------------------------------------------------------------------
 // WsClient
 
-class WsClientImpl final : public WsClient, public std::enable_shared_from_this<WsClientImpl> {
+// What BlockingWsClient needs of a WsClientImpl, whatever its stream type.
+class WsClientCore : public WsClient {
+ public:
+  virtual void start(std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) = 0;
+  virtual void send_text_for_test(std::shared_ptr<const std::string> message) = 0;
+  // For BlockingWsClient (same thread as the io_context).
+  virtual bool idle() const = 0;
+  virtual bool finished() const = 0;
+};
+
+// Tls is ClientTls (direct, SOCKS5, HTTP CONNECT) or Tls2Stream (through a bridge).
+template <class Tls>
+class WsClientImpl final : public WsClientCore,
+                           public std::enable_shared_from_this<WsClientImpl<Tls>> {
  public:
   WsClientImpl(net::io_context& io, ClientOptions options, MessageHandler on_message,
                CloseHandler on_close)
@@ -120,36 +487,40 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
         ex_(net::make_strand(io)),
         tls_ctx_(make_client_tls_context()),
         on_message_(std::move(on_message)),
-        on_close_(std::move(on_close)),
-        ws_(std::in_place, ex_, *tls_ctx_) {}
+        on_close_(std::move(on_close)) {
+    if constexpr (kThroughBridge<Tls>) {
+      ws_ = std::make_unique<WsStream<Tls>>(BridgePipe(ex_, *tls_ctx_), *tls_ctx_);
+    } else {
+      ws_ = std::make_unique<WsStream<Tls>>(DirectPipe(ex_), *tls_ctx_);
+    }
+  }
 
-  void start(std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) {
-    net::co_spawn(ex_, run(shared_from_this(), std::move(on_connected)),
+  void start(std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) override {
+    net::co_spawn(ex_, run(this->shared_from_this(), std::move(on_connected)),
                   [](std::exception_ptr) {});
   }
 
   void send(std::shared_ptr<const std::string> message) override {
     if (!message) return;
-    net::post(ex_, [self = shared_from_this(), m = std::move(message)]() mutable {
+    net::post(ex_, [self = this->shared_from_this(), m = std::move(message)]() mutable {
       self->enqueue(std::move(m));
     });
   }
 
   void close() override {
-    net::post(ex_, [self = shared_from_this()] { self->do_close(); });
+    net::post(ex_, [self = this->shared_from_this()] { self->do_close(); });
   }
 
   // Tests of the server's refusal of text frames: switches this connection to text frames.
-  void send_text_for_test(std::shared_ptr<const std::string> message) {
-    net::post(ex_, [self = shared_from_this(), m = std::move(message)]() mutable {
+  void send_text_for_test(std::shared_ptr<const std::string> message) override {
+    net::post(ex_, [self = this->shared_from_this(), m = std::move(message)]() mutable {
       self->ws_->text(true);
       self->enqueue(std::move(m));
     });
   }
 
-  // For BlockingWsClient (same thread as the io_context).
-  bool idle() const { return queue_.empty() && !writing_; }
-  bool finished() const { return finished_; }
+  bool idle() const override { return queue_.empty() && !writing_; }
+  bool finished() const override { return finished_; }
 
  private:
   // The coroutine owns the client (`self`) until it ends.
@@ -170,6 +541,12 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
         websocket::stream_base::timeout to =
             websocket::stream_base::timeout::suggested(beast::role_type::client);
         to.handshake_timeout = options_.connect_timeout;
+        if (options_.idle_timeout.count() > 0) {
+          // A frozen link: Beast pings after idle_timeout / 2 of silence and fails the read
+          // with beast::error::timeout when nothing (no frame, no pong) came for idle_timeout.
+          to.idle_timeout = options_.idle_timeout;
+          to.keep_alive_pings = true;
+        }
         ws_->set_option(to);
         ws_->set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
           req.set(http::field::user_agent, kUserAgent);
@@ -220,6 +597,7 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
 
   Status close_status(const error_code& ec) {
     if (!local_error_.is_ok()) return local_error_;
+    if (ec == beast::error::timeout) return make_error(ErrorCode::kIo, "link stalled");
     // A close frame received counts even when echoing it back failed (the server may have
     // dropped the TCP connection right after sending it).
     if (ec == websocket::error::closed || ws_->reason().code != websocket::close_code::none) {
@@ -251,7 +629,7 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
     }
     writing_ = true;
     ws_->async_write(net::buffer(*queue_.front()),
-                     [self = shared_from_this()](error_code ec, std::size_t) {
+                     [self = this->shared_from_this()](error_code ec, std::size_t) {
                        if (!self->queue_.empty()) {
                          self->queued_ -= self->queue_.front()->size();
                          self->queue_.pop_front();
@@ -280,7 +658,7 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
 
   void start_close() {
     close_sent_ = true;
-    ws_->async_close(websocket::close_code::normal, [self = shared_from_this()](error_code ec) {
+    ws_->async_close(websocket::close_code::normal, [self = this->shared_from_this()](error_code ec) {
       if (ec) {
         error_code ignored;
         beast::get_lowest_layer(*self->ws_).socket().close(ignored);
@@ -293,7 +671,7 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
   std::shared_ptr<ssl::context> tls_ctx_;
   MessageHandler on_message_;
   CloseHandler on_close_;
-  std::optional<WsStream> ws_;
+  std::unique_ptr<WsStream<Tls>> ws_;
 
   // Strand-confined.
   std::deque<std::shared_ptr<const std::string>> queue_;
@@ -305,6 +683,17 @@ class WsClientImpl final : public WsClient, public std::enable_shared_from_this<
   bool finished_ = false;
   Status local_error_;
 };
+
+std::shared_ptr<WsClientCore> make_ws_client(net::io_context& io, ClientOptions options,
+                                             WsClient::MessageHandler on_message,
+                                             WsClient::CloseHandler on_close) {
+  if (options.route.kind == Route::Kind::kBridge) {
+    return std::make_shared<WsClientImpl<Tls2Stream>>(io, std::move(options), std::move(on_message),
+                                                      std::move(on_close));
+  }
+  return std::make_shared<WsClientImpl<ClientTls>>(io, std::move(options), std::move(on_message),
+                                                   std::move(on_close));
+}
 
 // ---------------------------------------------------------------------------------------------
 // BlockingWsClient: a WsClientImpl on a private io_context, driven from the caller's thread.
@@ -318,14 +707,15 @@ class BlockingWsClientImpl final : public BlockingWsClient {
 
   Status connect() {
     std::optional<Result<std::shared_ptr<WsClient>>> result;
-    auto impl = std::make_shared<WsClientImpl>(
+    auto impl = make_ws_client(
         io_, options_,
         [this](std::string_view m) { inbox_.emplace_back(m); },
         [this](const Status& why) { closed_ = why; });
     client_ = impl;
     impl->start([&result](Result<std::shared_ptr<WsClient>> r) { result.emplace(std::move(r)); });
-    // Every connect step has its own timeout; this bound is a backstop.
-    run_until([&] { return result.has_value(); }, 4 * options_.connect_timeout + kSlack);
+    // Every connect step has its own timeout; this bound is a backstop (a bridge route has
+    // up to eight steps: TCP, TLS, upgrade write and read, inner TLS, WebSocket).
+    run_until([&] { return result.has_value(); }, 8 * options_.connect_timeout + kSlack);
     if (!result) {
       client_->close();
       run_until([&] { return client_->finished(); }, kSlack);
@@ -392,7 +782,7 @@ class BlockingWsClientImpl final : public BlockingWsClient {
 
   ClientOptions options_;
   net::io_context io_{1};
-  std::shared_ptr<WsClientImpl> client_;
+  std::shared_ptr<WsClientCore> client_;
   std::deque<std::string> inbox_;
   std::optional<Status> closed_;
 };
@@ -408,17 +798,24 @@ struct RequestSpec {
   std::vector<std::pair<http::field, std::string>> fields;
 };
 
+template <class Tls>
 net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const RequestSpec& spec);
 
 net::awaitable<void> do_request_into(const ClientOptions& o, const RequestSpec& spec,
                                      std::optional<Result<HttpResponse>>& out) {
-  out.emplace(co_await do_request(o, spec));
+  if (o.route.kind == Route::Kind::kBridge) {
+    out.emplace(co_await do_request<Tls2Stream>(o, spec));
+  } else {
+    out.emplace(co_await do_request<ClientTls>(o, spec));
+  }
 }
 
+template <class Tls>
 net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const RequestSpec& spec) {
   auto ex = co_await net::this_coro::executor;
   auto ctx = make_client_tls_context();
-  TlsStream stream(ex, *ctx);
+  auto stream_ptr = make_stream<Tls>(ex, *ctx);
+  Tls& stream = *stream_ptr;
   Status st = co_await connect_tls(stream, o);
   if (!st.is_ok()) co_return st;
   auto& tcp_layer = beast::get_lowest_layer(stream);
@@ -481,12 +878,14 @@ Result<HttpResponse> run_request(const ClientOptions& o, const RequestSpec& spec
   return std::move(*result);
 }
 
+template <class Tls>
 net::awaitable<void> raw_exchange(const ClientOptions& o, std::string bytes,
                                   std::chrono::milliseconds read_for, std::string then,
                                   std::optional<Result<std::string>>& out) {
   auto ex = co_await net::this_coro::executor;
   auto ctx = make_client_tls_context();
-  TlsStream stream(ex, *ctx);
+  auto stream_ptr = make_stream<Tls>(ex, *ctx);
+  Tls& stream = *stream_ptr;
   Status st = co_await connect_tls(stream, o);
   if (!st.is_ok()) {
     out.emplace(st);
@@ -540,8 +939,17 @@ Result<std::string> HttpsClient::raw_exchange_for_test(std::string_view bytes,
                                                        std::string_view then) {
   net::io_context io{1};
   std::optional<Result<std::string>> result;
-  net::co_spawn(io, raw_exchange(options_, std::string(bytes), read_for, std::string(then), result),
-                [](std::exception_ptr) {});
+  if (options_.route.kind == Route::Kind::kBridge) {
+    net::co_spawn(io,
+                  raw_exchange<Tls2Stream>(options_, std::string(bytes), read_for,
+                                           std::string(then), result),
+                  [](std::exception_ptr) {});
+  } else {
+    net::co_spawn(io,
+                  raw_exchange<ClientTls>(options_, std::string(bytes), read_for,
+                                          std::string(then), result),
+                  [](std::exception_ptr) {});
+  }
   io.run();
   if (!result) return make_error(ErrorCode::kInternal, "raw exchange failed");
   return std::move(*result);
@@ -550,8 +958,7 @@ Result<std::string> HttpsClient::raw_exchange_for_test(std::string_view bytes,
 void WsClient::async_connect(net::io_context& io, ClientOptions options, MessageHandler on_message,
                              CloseHandler on_close,
                              std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) {
-  auto impl = std::make_shared<WsClientImpl>(io, std::move(options), std::move(on_message),
-                                             std::move(on_close));
+  auto impl = make_ws_client(io, std::move(options), std::move(on_message), std::move(on_close));
   impl->start(std::move(on_connected));
 }
 

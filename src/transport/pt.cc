@@ -104,6 +104,8 @@ Result<Child> spawn(const std::string& binary, const std::vector<std::string>& p
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  // Nothing else of ours (listening sockets, databases) leaks into the transport.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   pid_t pid = -1;
   const int rc = binary.find('/') == std::string::npos
                      ? ::posix_spawnp(&pid, binary.c_str(), &fa, nullptr, argv, envp.data())

@@ -1,7 +1,10 @@
 // The TLS listener: accept loop, per-connection HTTP loop and WebSocket sessions.
 #include "transport/server.h"
 
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <atomic>
@@ -150,6 +153,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         self->stopping_ = true;
         error_code ignored;
         self->lowest_socket().close(ignored);
+        if (self->bridge_up_) self->bridge_up_->socket().close(ignored);
       }
     });
   }
@@ -188,7 +192,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   std::size_t queued_bytes() const override { return queued_bytes_.load(); }
 
  private:
-  enum class Phase { kHttp, kWsHandshake, kWs };
+  enum class Phase { kHttp, kWsHandshake, kWs, kBridge };
 
   Connection(std::shared_ptr<ServerState> st, tcp::socket sock)
       : st_(std::move(st)), ex_(sock.get_executor()), close_timer_(ex_) {
@@ -243,7 +247,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
                                        false, cx);
           break;
         }
-        co_await ws_session(hp.release());
+        if (!opt.bridge_to_host.empty()) {
+          co_await bridge_session(hp.release());
+        } else {
+          co_await ws_session(hp.release());
+        }
         co_return;
       }
       if (path.size() > att_prefix.size() && path.substr(0, att_prefix.size()) == att_prefix) {
@@ -257,6 +265,97 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     // Close like a polite server: TLS close_notify, briefly.
     tcp_layer.expires_after(std::chrono::seconds(2));
     co_await tls_->async_shutdown(kUse);
+  }
+
+  // Bridge mode: connect to the bridged address, answer 101 like a WebSocket server, then
+  // splice bytes both ways until either side ends or idles out. On a failed connect the client
+  // sees the connection close (nothing tells a prober more than a dropped upgrade would).
+  net::awaitable<void> bridge_session(http::request<http::empty_body> req) {
+    const ServerOptions& opt = st_->options;
+    phase_ = Phase::kBridge;
+    auto up = std::make_shared<beast::tcp_stream>(ex_);
+    {
+      tcp::resolver resolver(ex_);
+      net::steady_timer timer(ex_);
+      timer.expires_after(opt.handshake_timeout);
+      timer.async_wait([&resolver](error_code ec) {
+        if (!ec) resolver.cancel();
+      });
+      auto [rec, results] = co_await resolver.async_resolve(
+          opt.bridge_to_host, std::to_string(opt.bridge_to_port), kUse);
+      timer.cancel();
+      if (rec || stopping_) co_return;
+      up->expires_after(opt.handshake_timeout);
+      auto [cec, ep] = co_await up->async_connect(results, kUse);
+      if (cec || stopping_) co_return;
+      error_code ignored;
+      up->socket().set_option(tcp::no_delay(true), ignored);
+    }
+    http::response<http::empty_body> res{http::status::switching_protocols, req.version()};
+    res.set(http::field::server, opt.server_header);
+    res.set(http::field::upgrade, "websocket");
+    res.set(http::field::connection, "Upgrade");
+    websocket::detail::sec_ws_accept_type accept;
+    websocket::detail::make_sec_ws_accept(accept, req[http::field::sec_websocket_key]);
+    res.set(http::field::sec_websocket_accept, std::string_view(accept.data(), accept.size()));
+    auto& tcp_layer = beast::get_lowest_layer(*tls_);
+    tcp_layer.expires_after(opt.handshake_timeout);
+    {
+      auto [ec, n] = co_await http::async_write(*tls_, res, kUse);
+      if (ec || stopping_) {
+        up->close();
+        co_return;
+      }
+    }
+    bridge_up_ = up;
+    // upstream -> client in a second coroutine on this strand; client -> upstream here.
+    auto self = shared_from_this();
+    auto other_done = std::make_shared<bool>(false);
+    auto done_signal = std::make_shared<net::steady_timer>(ex_, net::steady_timer::time_point::max());
+    net::co_spawn(ex_, pump_to_client(self, up),
+                  [other_done, done_signal](std::exception_ptr) {
+                    *other_done = true;
+                    done_signal->cancel();
+                  });
+    std::vector<char> buf(16 * 1024);
+    for (;;) {
+      tcp_layer.expires_after(bridge_idle(opt));
+      auto [rec, n] = co_await tls_->async_read_some(net::buffer(buf), kUse);
+      if (rec || n == 0) break;
+      up->expires_after(bridge_idle(opt));
+      auto [wec, wn] = co_await net::async_write(*up, net::buffer(buf.data(), n), kUse);
+      if (wec) break;
+    }
+    close_bridge();
+    if (!*other_done) co_await done_signal->async_wait(kUse);
+  }
+
+  static std::chrono::steady_clock::duration bridge_idle(const ServerOptions& opt) {
+    if (opt.idle_timeout.count() > 0) return opt.idle_timeout;
+    return std::chrono::hours(24);
+  }
+
+  static net::awaitable<void> pump_to_client(std::shared_ptr<Connection> self,
+                                             std::shared_ptr<beast::tcp_stream> up) {
+    const ServerOptions& opt = self->st_->options;
+    auto& tcp_layer = beast::get_lowest_layer(*self->tls_);
+    std::vector<char> buf(16 * 1024);
+    for (;;) {
+      up->expires_after(bridge_idle(opt));
+      auto [rec, n] = co_await up->async_read_some(net::buffer(buf), kUse);
+      if (rec || n == 0) break;
+      tcp_layer.expires_after(bridge_idle(opt));
+      auto [wec, wn] = co_await net::async_write(*self->tls_, net::buffer(buf.data(), n), kUse);
+      if (wec) break;
+    }
+    self->close_bridge();
+  }
+
+  // Both sides of a bridged connection end together (never a half-close).
+  void close_bridge() {
+    error_code ignored;
+    if (bridge_up_) bridge_up_->socket().close(ignored);
+    lowest_socket().close(ignored);
   }
 
   net::awaitable<void> ws_session(http::request<http::empty_body> req) {
@@ -423,6 +522,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   bool stopping_ = false;
   std::optional<TlsStream> tls_;
   std::optional<WsStream> ws_;
+  std::shared_ptr<beast::tcp_stream> bridge_up_;  // bridge mode, after the 101
   std::unique_ptr<WsHandler> handler_;
   bool handler_closed_ = false;
   std::deque<std::shared_ptr<const std::string>> queue_;

@@ -95,6 +95,14 @@ struct ServerOptions {
                                                  // idle_timeout / 2 of silence (see server.cc)
   std::string server_header;  // "Server" response header; empty: none (the WebSocket 101
                               // response then carries an empty one)
+  // Bridge mode (parleyd --bridge-to, docs/operations.md): a request on ws_path with WebSocket
+  // upgrade headers gets "101 Switching Protocols", and from then on the decrypted byte stream
+  // is spliced both ways to a fresh TCP connection to bridge_to_host:bridge_to_port (16 KB
+  // buffered each way, idle_timeout per read and write, both sides closed together, counted in
+  // max_connections). The WsHandlerFactory is unused; everything else (the website, its
+  // headers and error pages) is answered exactly as in normal mode. Empty host: normal mode.
+  std::string bridge_to_host;
+  std::uint16_t bridge_to_port = 0;
 };
 
 class Server {
