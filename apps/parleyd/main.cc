@@ -1,11 +1,16 @@
 // parleyd: the parley server.
 //
 //   parleyd --data DIR --listen HOST:PORT [--admin HOST:PORT] [--config FILE] [...]
+//   parleyd --data DIR --listen HOST:PORT --bridge-to HOST:PORT [...]      (a bridge)
+//   ... [--obfs4 HOST:PORT [--pt-binary PATH]]    (obfs4proxy in front, for both)
 //
 // First start creates DIR (0700), the SQLite database, a TLS key and self-signed certificate
 // (unless --cert/--key are given) and a random WebSocket path. Every start prints one line
-//   invite: parley://HOST:PORT/?v=1&name=...&pin=...&path=...[&invite=TOKEN]
-// on stdout. SIGTERM or SIGINT drains gracefully: no new connections, every queued store
+//   invite: parley://HOST:PORT/?v=1&name=...&pin=...&path=...[&invite=TOKEN][&obfs4=...]
+// on stdout; a bridge (no database, no accounts: docs/operations.md) prints instead
+//   bridge: parley://HOST:PORT/?v=1&bridge=1&pin=...&path=...[&sni=NAME][&obfs4=...]
+// With --obfs4, obfs4proxy runs as a child in server mode (pt-spec v1) with this listener as
+// its ORPORT; it exits with parleyd. SIGTERM or SIGINT drains gracefully: no new connections, every queued store
 // operation committed, connections closed with "server restarting", exit status 0.
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -21,6 +26,7 @@
 #include <csignal>
 #include <sys/stat.h>
 #include <thread>
+#include <tuple>
 
 #include "crypto/primitives.h"
 #include "crypto/x509.h"
@@ -29,6 +35,7 @@
 #include "server/service.h"
 #include "store/store.h"
 #include "transport/admin.h"
+#include "transport/pt.h"
 #include "transport/server.h"
 #include "wire/invite.h"
 
@@ -123,6 +130,39 @@ Result<std::string> mint_invite(store::Store& store, Rng& rng, const Clock& cloc
   return token;
 }
 
+std::string bracket(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+// obfs4proxy (or another PT binary) in server mode on cfg.obfs4, in front of our own TLS
+// listener on `port`. Its keys live in DIR/pt, so its cert (in the links) survives restarts.
+Result<std::unique_ptr<transport::PtServer>> start_obfs4(const server::ServerConfig& cfg,
+                                                         std::uint16_t port) {
+  std::string orhost = cfg.listen.host;
+  if (orhost.empty() || orhost == "0.0.0.0") orhost = "127.0.0.1";
+  if (orhost == "::") orhost = "::1";
+  transport::PtServerOptions o;
+  o.binary = cfg.pt_binary;
+  o.bind_addr = bracket(cfg.obfs4.host) + ":" + std::to_string(cfg.obfs4.port);
+  o.orport = bracket(orhost) + ":" + std::to_string(port);
+  o.state_dir = (fs::path(cfg.data_dir) / "pt").string();
+  auto pt = transport::PtServer::start(o);
+  if (pt) {
+    spdlog::info("event=pt_started transport=obfs4 port={} pid={}", (*pt)->port(), (*pt)->pid());
+  }
+  return pt;
+}
+
+// The link's obfs4 parameters from the running PT (its public address when it listens on
+// every interface).
+void add_obfs4(wire::Invite& inv, const transport::PtServer* pt, const server::ServerConfig& cfg) {
+  if (pt == nullptr || pt->args().empty()) return;
+  const bool any = pt->host() == "0.0.0.0" || pt->host() == "::";
+  inv.obfs4_host = any ? cfg.public_host : pt->host();
+  inv.obfs4_port = pt->port();
+  inv.obfs4_args = pt->args();
+}
+
 // Stops `io` once the server has no connection left, or at `deadline`.
 void wait_for_connections(boost::asio::steady_timer& timer, transport::Server& server,
                           boost::asio::io_context& io,
@@ -175,6 +215,15 @@ int run(server::ServerConfig cfg) {
     return 1;
   }
   const std::uint16_t port = (*server)->port();
+  std::unique_ptr<transport::PtServer> pt;
+  if (!cfg.obfs4.host.empty()) {
+    auto started = start_obfs4(cfg, port);
+    if (!started) {
+      std::fprintf(stderr, "parleyd: --obfs4: %s\n", started.error().to_string().c_str());
+      return 1;
+    }
+    pt = std::move(*started);
+  }
 
   std::unique_ptr<transport::AdminServer> admin;
   if (!cfg.admin.host.empty()) {
@@ -187,8 +236,14 @@ int run(server::ServerConfig cfg) {
           if (method == "POST" && target == "/invite") {
             auto token = mint_invite(**store, rng, clock);
             if (!token) return {500, "text/plain", "could not create an invite\n"};
-            wire::Invite inv{cfg.public_host, cfg.public_port ? cfg.public_port : port,
-                             cfg.server_name, Bytes(pin->begin(), pin->end()), cfg.ws_path, *token};
+            wire::Invite inv;
+            inv.host = cfg.public_host;
+            inv.port = cfg.public_port ? cfg.public_port : port;
+            inv.server_name = cfg.server_name;
+            inv.pin_sha256 = Bytes(pin->begin(), pin->end());
+            inv.ws_path = cfg.ws_path;
+            inv.invite_token = *token;
+            add_obfs4(inv, pt.get(), cfg);
             return {200, "text/plain", wire::format_invite(inv) + "\n"};
           }
           if (method == "GET" && target == "/health") return {200, "text/plain", "ok\n"};
@@ -202,8 +257,13 @@ int run(server::ServerConfig cfg) {
     admin = std::move(*a);
   }
 
-  wire::Invite invite{cfg.public_host, cfg.public_port ? cfg.public_port : port, cfg.server_name,
-                      Bytes(pin->begin(), pin->end()), cfg.ws_path, ""};
+  wire::Invite invite;
+  invite.host = cfg.public_host;
+  invite.port = cfg.public_port ? cfg.public_port : port;
+  invite.server_name = cfg.server_name;
+  invite.pin_sha256 = Bytes(pin->begin(), pin->end());
+  invite.ws_path = cfg.ws_path;
+  add_obfs4(invite, pt.get(), cfg);
   if (cfg.registration == server::RegistrationPolicy::kInvite) {
     auto token = mint_invite(**store, rng, clock);
     if (!token) {
@@ -262,6 +322,110 @@ int run(server::ServerConfig cfg) {
   io.run();
   for (auto& t : pool) t.join();
   (*store)->close();  // commits everything still queued
+  pt.reset();         // obfs4proxy ends with us
+  spdlog::info("event=stopped");
+  return 0;
+}
+
+// A bridge: the same TLS listener and website as parleyd, no store and no accounts; its secret
+// path splices to cfg.bridge_to (transport::ServerOptions::bridge_to_host).
+int run_bridge(server::ServerConfig cfg) {
+  crypto::SystemRng rng;
+  if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
+  crypto::TlsIdentity tls;
+  if (Status s = prepare_data_dir(cfg, rng, tls); !s.is_ok()) {
+    std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
+    return 1;
+  }
+  auto pin = crypto::certificate_pin(tls.cert_pem);
+  if (!pin) {
+    std::fprintf(stderr, "parleyd: certificate: %s\n", pin.error().to_string().c_str());
+    return 1;
+  }
+  boost::asio::io_context io;
+  transport::ServerOptions opts;
+  opts.listen_host = cfg.listen.host;
+  opts.listen_port = cfg.listen.port;
+  opts.cert_pem = tls.cert_pem;
+  opts.key_pem = tls.key_pem;
+  // What parleyd's own Service sets (server::Service::fill_transport_options), so that the
+  // website answers the same.
+  opts.ws_path = cfg.ws_path;
+  opts.site_dir = cfg.site_dir;
+  opts.max_message_size = cfg.max_message_bytes + 4096;
+  opts.max_http_body = 16 * 1024 * 1024;
+  opts.write_queue_limit = cfg.write_queue_bytes;
+  opts.max_connections = cfg.max_connections;
+  opts.idle_timeout = std::chrono::seconds(cfg.idle_timeout_s);
+  opts.ping_interval = std::chrono::seconds(cfg.ping_interval_s);
+  opts.bridge_to_host = cfg.bridge_to.host;
+  opts.bridge_to_port = cfg.bridge_to.port;
+  auto server = transport::Server::start(io, opts, nullptr, nullptr);
+  if (!server) {
+    std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
+                 server.error().to_string().c_str());
+    return 1;
+  }
+  const std::uint16_t port = (*server)->port();
+  std::unique_ptr<transport::PtServer> pt;
+  if (!cfg.obfs4.host.empty()) {
+    auto started = start_obfs4(cfg, port);
+    if (!started) {
+      std::fprintf(stderr, "parleyd: --obfs4: %s\n", started.error().to_string().c_str());
+      return 1;
+    }
+    pt = std::move(*started);
+  }
+  std::unique_ptr<transport::AdminServer> admin;
+  if (!cfg.admin.host.empty()) {
+    auto a = transport::AdminServer::start(
+        io, cfg.admin.host, cfg.admin.port,
+        [&](const std::string& method, const std::string& target) -> transport::AdminResponse {
+          if (method == "GET" && target == "/health") return {200, "text/plain", "ok\n"};
+          if (method == "GET" && target == "/metrics") {
+            return {200, "text/plain; version=0.0.4",
+                    "# TYPE parley_bridge_connections gauge\nparley_bridge_connections " +
+                        std::to_string((*server)->connection_count()) + "\n"};
+          }
+          return {404, "text/plain", "not found\n"};
+        });
+    if (!a) {
+      std::fprintf(stderr, "parleyd: admin %s:%u: %s\n", cfg.admin.host.c_str(), cfg.admin.port,
+                   a.error().to_string().c_str());
+      return 1;
+    }
+    admin = std::move(*a);
+  }
+  wire::Invite link;
+  link.is_bridge = true;
+  link.host = cfg.public_host;
+  link.port = cfg.public_port ? cfg.public_port : port;
+  link.pin_sha256 = Bytes(pin->begin(), pin->end());
+  link.ws_path = cfg.ws_path;
+  link.sni = cfg.bridge_sni;
+  add_obfs4(link, pt.get(), cfg);
+  std::printf("bridge: %s\n", wire::format_invite(link).c_str());
+  if (admin) std::printf("admin: http://%s:%u/metrics\n", cfg.admin.host.c_str(), admin->port());
+  std::fflush(stdout);
+  spdlog::info("event=started mode=bridge port={} to={}:{}", port, cfg.bridge_to.host,
+               cfg.bridge_to.port);
+
+  boost::asio::steady_timer drain_timer(io);
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](boost::system::error_code, int sig) {
+    spdlog::info("event=draining signal={}", sig);
+    (*server)->stop_accepting();
+    (*server)->close_all("server restarting");
+    if (admin) admin->stop();
+    wait_for_connections(drain_timer, **server, io,
+                         std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  });
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+  pt.reset();
   spdlog::info("event=stopped");
   return 0;
 }
@@ -278,7 +442,7 @@ int main(int argc, char** argv) {
   CLI::App app{"parleyd: the parley server (stores and forwards ciphertext only)"};
   app.set_version_flag("--version", kVersion);
   server::ServerConfig cfg;
-  std::string config_file, listen, admin, policy;
+  std::string config_file, listen, admin, policy, bridge_to, obfs4;
   app.add_option("--config", config_file, "TOML configuration file (flags override it)");
   app.add_option("--data", cfg.data_dir, "data directory (created on first start)");
   app.add_option("--listen", listen, "HOST:PORT to listen on (TLS); port 0 picks a free one");
@@ -295,6 +459,11 @@ int main(int argc, char** argv) {
   app.add_option("--queue-max-bytes", cfg.queue_max_bytes, "bytes per device queue");
   app.add_option("--max-connections", cfg.max_connections, "simultaneous connections");
   app.add_option("--attachment-max-bytes", cfg.attachment_max_bytes, "largest attachment");
+  app.add_option("--bridge-to", bridge_to,
+                 "run as a bridge to the parleyd at HOST:PORT (no store, no accounts)");
+  app.add_option("--bridge-sni", cfg.bridge_sni, "TLS server name clients send to this bridge");
+  app.add_option("--obfs4", obfs4, "run obfs4proxy in server mode on HOST:PORT in front of this");
+  app.add_option("--pt-binary", cfg.pt_binary, "the pluggable-transport binary (obfs4proxy)");
   CLI11_PARSE(app, argc, argv);
 
   // Precedence: defaults < config file < flags. Re-apply flags over the file's values.
@@ -339,6 +508,20 @@ int main(int argc, char** argv) {
     if (listen.empty()) cfg.listen = from_file.listen;
     if (admin.empty()) cfg.admin = from_file.admin;
     if (policy.empty()) cfg.registration = from_file.registration;
+    if (bridge_to.empty()) cfg.bridge_to = from_file.bridge_to;
+    if (obfs4.empty()) cfg.obfs4 = from_file.obfs4;
+    keep("--bridge-sni", cfg.bridge_sni, from_file.bridge_sni);
+    keep("--pt-binary", cfg.pt_binary, from_file.pt_binary);
+  }
+  for (auto [flag, text, target] : {std::tuple{"--bridge-to", &bridge_to, &cfg.bridge_to},
+                                    std::tuple{"--obfs4", &obfs4, &cfg.obfs4}}) {
+    if (text->empty()) continue;
+    auto hp = server::parse_host_port(*text);
+    if (!hp || hp->host.empty() || (hp->port == 0 && target == &cfg.bridge_to)) {
+      std::fprintf(stderr, "parleyd: %s: expected HOST:PORT\n", flag);
+      return 2;
+    }
+    *target = *hp;
   }
   if (!listen.empty()) {
     auto hp = server::parse_host_port(listen);
@@ -368,5 +551,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "parleyd: --data DIR is required (or server.data in --config)\n");
     return 2;
   }
+  if (!cfg.bridge_to.host.empty()) return run_bridge(std::move(cfg));
   return run(std::move(cfg));
 }

@@ -116,6 +116,10 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.register_burst_per_ip") return read_double(n, key, c.register_burst_per_ip);
   if (key == "attachments.max_bytes") return read_uint(n, key, c.attachment_max_bytes);
   if (key == "attachments.expiry_days") return read_uint(n, key, c.attachment_expiry_days);
+  if (key == "bridge.to") return read_host_port(n, key, c.bridge_to);
+  if (key == "bridge.sni") return read_string(n, key, c.bridge_sni);
+  if (key == "transport.obfs4") return read_host_port(n, key, c.obfs4);
+  if (key == "transport.pt_binary") return read_string(n, key, c.pt_binary);
   return bad_key(key, "unknown key");
 }
 

@@ -55,6 +55,14 @@ struct ServerConfig {
   // [attachments]
   std::uint64_t attachment_max_bytes = 100ull << 20;
   std::uint32_t attachment_expiry_days = 30;
+  // [bridge] to = "HOST:PORT": run as a bridge to that parleyd (docs/operations.md); no store,
+  // no accounts. Empty host: a normal server.
+  HostPort bridge_to{"", 0};
+  std::string bridge_sni;            // [bridge] sni: TLS name clients send (in the bridge link)
+  // [transport] obfs4 = "HOST:PORT": run obfs4proxy in server mode there, in front of this
+  // listener; the printed link then carries obfs4= and obfs4args=. pt_binary: the PT binary.
+  HostPort obfs4{"", 0};
+  std::string pt_binary = "obfs4proxy";
 };
 
 // Applies a TOML file over `config`. Unknown keys are refused (kInvalidArgument naming the key),

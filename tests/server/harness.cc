@@ -79,7 +79,8 @@ Result<std::unique_ptr<Parleyd>> Parleyd::start(const std::string& data_dir,
     while ((nl = buffer.find('\n')) != std::string::npos) {
       std::string line = buffer.substr(0, nl);
       buffer.erase(0, nl + 1);
-      if (line.rfind("invite: ", 0) == 0) {
+      // A bridge (--bridge-to) prints its bridge link instead of an invite.
+      if (line.rfind("invite: ", 0) == 0 || line.rfind("bridge: ", 0) == 0) {
         d->invite_link_ = line.substr(8);
         auto inv = wire::parse_invite(d->invite_link_);
         if (!inv) {

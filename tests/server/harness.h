@@ -38,7 +38,8 @@ class TempDir {
 class Parleyd {
  public:
   // Starts parleyd with --data `data_dir`/d --admin 127.0.0.1:0 plus `args` (and --listen
-  // 127.0.0.1:0 unless `args` has a --listen), and waits (≤ 20 s) for its invite line.
+  // 127.0.0.1:0 unless `args` has a --listen), and waits (≤ 20 s) for its invite line (a
+  // bridge's "bridge:" line when `args` has --bridge-to; invite() is then the bridge link).
   static Result<std::unique_ptr<Parleyd>> start(const std::string& data_dir,
                                                 std::vector<std::string> args = {});
   ~Parleyd();  // SIGKILL if still running
