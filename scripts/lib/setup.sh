@@ -13,7 +13,7 @@ PARLEY_DEBS=(
   libboost1.81-dev libsqlite3-dev sqlite3 libsqlcipher-dev libspdlog-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs
-  obfs4proxy microsocks tinyproxy   # transport tests: a real PT, SOCKS5 and HTTP CONNECT proxy
+  microsocks tinyproxy   # tests/transport: a real SOCKS5 and HTTP CONNECT proxy (and obfs4proxy)
   iproute2 nftables iptables openssl python3 obfs4proxy libnetfilter-queue-dev  # tests/reach: the censor simulator
 )
 
