@@ -40,6 +40,21 @@ inline nlohmann::json to_json(const client::HistoryEntry& h) {
   return j;
 }
 
+// A transport: id, kind, link ("" for direct), pt_binary (only when set), enabled, preferred,
+// last_result ("" never tried, "ok", or the error), last_attempt_ms, last_success_ms (0: never).
+inline nlohmann::json to_json(const client::TransportRecord& t) {
+  nlohmann::json j{{"id", t.id},
+                   {"kind", std::string(client::transport_kind_name(t.kind))},
+                   {"link", t.link},
+                   {"enabled", t.enabled},
+                   {"preferred", t.preferred},
+                   {"last_result", t.last_result},
+                   {"last_attempt_ms", t.last_attempt_ms},
+                   {"last_success_ms", t.last_success_ms}};
+  if (!t.pt_binary.empty()) j["pt_binary"] = t.pt_binary;
+  return j;
+}
+
 // One line of output: compact JSON without a newline. Invalid UTF-8 in a string (a peer's text
 // is arbitrary bytes) is replaced by U+FFFD instead of throwing.
 inline std::string dump_line(const nlohmann::json& j) {

@@ -96,6 +96,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string profile_dir;
   app.add_option("--profile", profile_dir, "profile directory (holds keys and history)")->required();
+  double connect_timeout_s = 10, idle_timeout_s = 15;
+  app.add_option("--connect-timeout", connect_timeout_s,
+                 "seconds each step of reaching the server may take, per transport")
+      ->check(CLI::Range(0.1, 600.0));
+  app.add_option("--idle-timeout", idle_timeout_s,
+                 "seconds of silence after which a link counts as stalled and is replaced "
+                 "(0: never)")
+      ->check(CLI::Range(0.0, 3600.0));
 
   std::string invite, name;
   auto* reg = app.add_subcommand("register", "create the profile and register NAME on a server");
@@ -105,6 +113,33 @@ int main(int argc, char** argv) {
   reg->add_option("--recover", recover,
                   "take over NAME with its recovery code (a lost device; contacts see a new "
                   "identity)");
+  std::vector<std::string> reg_transports;
+  reg->add_option("--transport", reg_transports,
+                  "another way to reach the server (as `transport add` takes it); repeatable");
+  std::string pt_binary;
+  reg->add_option("--pt-binary", pt_binary,
+                  "the pluggable-transport binary for bridge lines (default: obfs4proxy)");
+
+  bool transports_json = false;
+  auto* transports = app.add_subcommand("transports", "list the ways to reach the server");
+  transports->add_flag("--json", transports_json, "one JSON object per line");
+  auto* transport = app.add_subcommand("transport", "add, remove, enable or disable a transport");
+  transport->require_subcommand(1);
+  std::vector<std::string> link_words;
+  auto* t_add = transport->add_subcommand(
+      "add", "add LINK: socks5://[USER:PASS@]HOST:PORT, http://HOST:PORT, a bridge link "
+             "parley://...&bridge=1..., or a bridge line \"obfs4 HOST:PORT cert=... iat-mode=0\"");
+  t_add->add_option("LINK", link_words, "the link (a bridge line may be given unquoted)")
+      ->required();
+  t_add->add_option("--pt-binary", pt_binary,
+                    "the pluggable-transport binary (default: obfs4proxy; e.g. lyrebird)");
+  std::int64_t transport_id = 0;
+  auto* t_remove = transport->add_subcommand("remove", "remove transport ID");
+  t_remove->add_option("ID", transport_id, "as `parley transports` lists it")->required();
+  auto* t_enable = transport->add_subcommand("enable", "enable transport ID");
+  t_enable->add_option("ID", transport_id)->required();
+  auto* t_disable = transport->add_subcommand("disable", "disable transport ID (it is not tried)");
+  t_disable->add_option("ID", transport_id)->required();
 
   auto* whoami = app.add_subcommand("whoami", "print this profile's address");
 
@@ -178,10 +213,14 @@ int main(int argc, char** argv) {
 
   parley::client::OpenOptions options;
   options.profile_dir = profile_dir;
+  options.connect_timeout =
+      std::chrono::milliseconds(static_cast<std::int64_t>(connect_timeout_s * 1000));
+  options.idle_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(idle_timeout_s * 1000));
 
   if (reg->parsed()) {
     options.passphrase = passphrase_for(options.profile_dir, true);
-    auto client = Client::register_account(options, invite, name, recover);
+    auto client =
+        Client::register_account(options, invite, name, recover, reg_transports, pt_binary);
     if (!client) return fail(client.error());
     std::printf("registered %s\n", (*client)->address().c_str());
     // On stderr: scripts keep a one-line stdout; people see it once and write it down.
@@ -208,6 +247,42 @@ int main(int argc, char** argv) {
       return fail(parley::make_error(parley::ErrorCode::kInvalidArgument, "bad --download-dir"));
     }
     return parley::cli::run_daemon(options, std::move(*opened), socket_path, downloads);
+  }
+  if (transports->parsed()) {
+    auto all = client.transports();
+    if (!all) return fail(all.error());
+    for (const auto& t : *all) {
+      if (transports_json) {
+        std::printf("%s\n", parley::cli::dump_line(to_json(t)).c_str());
+        continue;
+      }
+      std::string line = std::to_string(t.id) + " " +
+                         std::string(parley::client::transport_kind_name(t.kind));
+      if (!t.link.empty()) line += " " + t.link;
+      if (!t.pt_binary.empty()) line += " (" + t.pt_binary + ")";
+      if (!t.enabled) line += " [disabled]";
+      if (t.preferred) line += " [preferred]";
+      line += " last: " + (t.last_result.empty() ? std::string("never tried") : t.last_result);
+      if (t.last_attempt_ms > 0) {
+        line += " (" + format_time(static_cast<std::uint64_t>(t.last_attempt_ms)) + ")";
+      }
+      std::printf("%s\n", line.c_str());
+    }
+    return 0;
+  }
+  if (t_add->parsed()) {
+    std::string link;
+    for (const auto& w : link_words) link += (link.empty() ? "" : " ") + w;
+    auto id = client.add_transport(link, pt_binary);
+    if (!id) return fail(id.error());
+    std::printf("added transport %lld\n", static_cast<long long>(*id));
+    return 0;
+  }
+  if (t_remove->parsed() || t_enable->parsed() || t_disable->parsed()) {
+    Status s = t_remove->parsed() ? client.remove_transport(transport_id)
+                                  : client.set_transport_enabled(transport_id, t_enable->parsed());
+    if (!s.is_ok()) return fail(s);
+    return 0;
   }
   if (whoami->parsed()) {
     std::printf("%s\n", client.address().c_str());
@@ -272,6 +347,9 @@ int main(int argc, char** argv) {
     ro.download_dir = download_dir;
     ro.progress = progress_printer("download");
     ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
+    ro.on_reconnect = [](const Status& why) {
+      std::fprintf(stderr, "parley: the link failed (%s); reconnecting\n", why.to_string().c_str());
+    };
     Status s = client.receive(ro, [&](const parley::client::IncomingMessage& m) {
       if (json) {
         std::printf("%s\n", to_json(m).dump().c_str());
@@ -288,6 +366,12 @@ int main(int argc, char** argv) {
         }
         std::printf("[%s] %s%s%s: %s\n", format_time(m.timestamp).c_str(), m.from.c_str(),
                     m.group ? " in " : "", m.group ? m.group->c_str() : "", m.text.c_str());
+        // A message that is exactly a bridge link: say how to use it (never added by itself).
+        if (auto t = parley::client::parse_transport_link(m.text);
+            t && t->kind == parley::client::TransportKind::kBridge) {
+          std::printf("  (a bridge link: parley --profile %s transport add '%s')\n",
+                      profile_dir.c_str(), t->text.c_str());
+        }
         if (m.attachment && m.attachment->error.empty()) {
           std::printf("  file %s (%llu bytes) saved as %s\n", m.attachment->name.c_str(),
                       static_cast<unsigned long long>(m.attachment->size), m.attachment->path.c_str());

@@ -336,6 +336,13 @@ Status AttachmentTransfer::request_slot(ServerLink& link, UploadState& state) {
 Result<AttachmentPointer> AttachmentTransfer::upload(ServerLink& link, const wire::Invite& server,
                                                      const fs::path& file, const fs::path& work_dir,
                                                      ProgressFn progress) {
+  return upload(link, http_options(server), file, work_dir, std::move(progress));
+}
+
+Result<AttachmentPointer> AttachmentTransfer::upload(ServerLink& link,
+                                                     const transport::ClientOptions& http_opts,
+                                                     const fs::path& file, const fs::path& work_dir,
+                                                     ProgressFn progress) {
   cancelled_.store(false);
   stats_ = TransferStats{};
   struct stat st {};
@@ -403,7 +410,7 @@ Result<AttachmentPointer> AttachmentTransfer::upload(ServerLink& link, const wir
     }
   }
 
-  transport::HttpsClient http(http_options(server));
+  transport::HttpsClient http(http_opts);
   PARLEY_TRY(send_rest(link, http, *state, state_path, progress));
 
   AttachmentPointer out;
@@ -519,6 +526,12 @@ Status AttachmentTransfer::send_rest(ServerLink& link, transport::HttpsClient& h
 Status AttachmentTransfer::download(const wire::Invite& server, const AttachmentPointer& pointer,
                                     const fs::path& dest_dir, ProgressFn progress,
                                     fs::path* saved_as) {
+  return download(http_options(server), pointer, dest_dir, std::move(progress), saved_as);
+}
+
+Status AttachmentTransfer::download(const transport::ClientOptions& http_opts,
+                                    const AttachmentPointer& pointer, const fs::path& dest_dir,
+                                    ProgressFn progress, fs::path* saved_as) {
   cancelled_.store(false);
   stats_ = TransferStats{};
   if (pointer.key.size() != kAttachmentKeySize || pointer.digest.size() != kAttachmentDigestSize ||
@@ -536,7 +549,7 @@ Status AttachmentTransfer::download(const wire::Invite& server, const Attachment
   const fs::path part =
       dest_dir / (".parley-" + to_hex(ByteView(pointer.digest).first(16)) + ".part");
 
-  transport::HttpsClient http(http_options(server));
+  transport::HttpsClient http(http_opts);
   Status fetched = fetch_rest(http, pointer, total, part, progress);
   if (!fetched.is_ok()) {
     if (fetched.code() == ErrorCode::kMalformed) internal::remove_quietly(part);

@@ -123,6 +123,13 @@ class AttachmentTransfer {
                                                  const std::filesystem::path& file,
                                                  const std::filesystem::path& work_dir,
                                                  ProgressFn progress);
+  // The same with the HTTPS requests made with `http` (the route of the current link: proxy,
+  // bridge or pluggable transport).
+  [[nodiscard]] Result<AttachmentPointer> upload(ServerLink& link,
+                                                 const transport::ClientOptions& http,
+                                                 const std::filesystem::path& file,
+                                                 const std::filesystem::path& work_dir,
+                                                 ProgressFn progress);
 
   // Downloads, verifies and decrypts `pointer`, saving it in `dest_dir` (which must exist) and
   // setting `*saved_as` (if not null) to the path written.
@@ -132,6 +139,10 @@ class AttachmentTransfer {
   // after retries; the .part file stays so a new call resumes), kUnavailable "cancelled".
   // After a verification failure the .part file is deleted; no plaintext file is ever left.
   [[nodiscard]] Status download(const wire::Invite& server, const AttachmentPointer& pointer,
+                                const std::filesystem::path& dest_dir, ProgressFn progress,
+                                std::filesystem::path* saved_as);
+  [[nodiscard]] Status download(const transport::ClientOptions& http,
+                                const AttachmentPointer& pointer,
                                 const std::filesystem::path& dest_dir, ProgressFn progress,
                                 std::filesystem::path* saved_as);
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <system_error>
+#include <tuple>
 
 #include "client/identity_policy.h"
 #include "client/internal/client_util.h"
@@ -83,21 +84,55 @@ std::optional<Bytes> parse_recovery_code(std::string_view text) {
 
 }  // namespace
 
+struct Client::PendingRace {
+  std::unique_ptr<LinkRace> race;
+  std::vector<std::int64_t> ids;  // transport id of each candidate
+  std::vector<bool> recorded;     // its result is in the store
+};
+
 Client::Client(std::unique_ptr<Profile> profile, OpenOptions options)
     : options_(std::move(options)), profile_(std::move(profile)) {
   store_ = std::make_unique<LocalStore>(*profile_, clock_, rng_);
   trust_ = std::make_unique<IdentityPolicy>(*store_);
+  pool_ = std::make_unique<TransportPool>(profile_->dir() / "pt");
 }
 
-Client::~Client() = default;
+Client::~Client() {
+  drop_link();
+  reap_races(true);
+}
 
-Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& options,
-                                                         std::string_view invite_link,
-                                                         std::string_view name,
-                                                         std::string_view recover_code) {
+Result<std::unique_ptr<Client>> Client::register_account(
+    const OpenOptions& options, std::string_view invite_link, std::string_view name,
+    std::string_view recover_code, const std::vector<std::string>& transports,
+    std::string_view pt_binary) {
   auto invite = wire::parse_invite(invite_link);
   if (!invite) {
     return make_error(ErrorCode::kInvalidArgument, "malformed invite: " + invite.error().message());
+  }
+  if (invite->is_bridge) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "this is a bridge link, not a server invite (register with the server's "
+                      "invite and --transport BRIDGE_LINK)");
+  }
+  std::vector<TransportRecord> extra;
+  if (auto obfs4 = obfs4_link_of(*invite)) {
+    TransportRecord r;
+    r.kind = TransportKind::kPluggable;
+    r.link = *obfs4;
+    r.pt_binary = std::string(pt_binary);
+    extra.push_back(std::move(r));
+  }
+  for (const std::string& link : transports) {
+    PARLEY_ASSIGN_OR_RETURN(TransportLink t, parse_transport_link(link));
+    TransportRecord r;
+    r.kind = t.kind;
+    r.link = t.text;
+    if (t.kind == TransportKind::kPluggable) r.pt_binary = std::string(pt_binary);
+    const bool dup = std::any_of(extra.begin(), extra.end(), [&](const TransportRecord& e) {
+      return e.kind == r.kind && e.link == r.link;
+    });
+    if (!dup) extra.push_back(std::move(r));
   }
   std::optional<Bytes> old_code;
   if (!recover_code.empty()) {
@@ -156,10 +191,13 @@ Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& opti
     Status saved = store.run_in_transaction([&]() -> Status {
       PARLEY_TRY(store.store_signed_pre_key(spk));
       for (const auto& k : pre_keys) PARLEY_TRY(store.store_pre_key(k));
+      for (const auto& t : extra) PARLEY_TRY(store.add_transport(t).status());
       return store.save_account(a);
     });
     PARLEY_TRY(saved);
-    PARLEY_ASSIGN_OR_RETURN(auto link, ServerLink::connect(*invite, rng, options.network_timeout));
+    PARLEY_TRY(client->load());
+    // Registration goes through the same race as every later connection.
+    PARLEY_ASSIGN_OR_RETURN(auto link, client->connect_raced());
     PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link->register_device(std::move(req), a.auth, folded));
     if (resp.status() == wire::kStatusConflict) {
       return make_error(ErrorCode::kAlreadyExists,
@@ -173,9 +211,11 @@ Result<std::unique_ptr<Client>> Client::register_account(const OpenOptions& opti
       PARLEY_TRY(store.save_account(a));
     }
     link->close();
+    client->link_transport_ = 0;
     return client->load();
   }();
   if (!s.is_ok()) {
+    client->reap_races(true);
     client.reset();
     // Remove what this call created: never leave a half-registered profile behind.
     if (!existed) {
@@ -230,24 +270,127 @@ Result<wire::Invite> Client::server_invite() const { return invite_of(*account_)
 
 Status Client::ensure_link() {
   if (link_) return Status::ok();
-  PARLEY_ASSIGN_OR_RETURN(wire::Invite server, invite_of(*account_));
-  PARLEY_ASSIGN_OR_RETURN(auto link, ServerLink::connect(server, rng_, options_.network_timeout));
-  PARLEY_ASSIGN_OR_RETURN(wire::LoginResult login,
-                          link->login(account_->name, account_->device_id, account_->auth));
+  PARLEY_ASSIGN_OR_RETURN(auto link, connect_raced());
+  Result<wire::LoginResult> logged_in =
+      link->login(account_->name, account_->device_id, account_->auth);
+  if (!logged_in) {
+    link_ = std::move(link);
+    drop_link(transient(logged_in.error()) ? logged_in.error() : Status::ok());
+    return logged_in.error();
+  }
+  const wire::LoginResult login = std::move(*logged_in);
   link_ = std::move(link);
   // Key upkeep on every connection: one-time prekeys topped up, the signed prekey rotated.
   Status s = login.pre_key_count() < kPreKeyLowWater ? replenish_pre_keys() : Status::ok();
   if (s.is_ok()) s = rotate_signed_pre_key_if_due();
   if (!s.is_ok()) {
-    drop_link();
+    drop_link(transient(s) ? s : Status::ok());
     return s;
   }
   return Status::ok();
 }
 
-void Client::drop_link() {
+void Client::drop_link(const Status& why) {
+  if (link_ && !why.is_ok() && link_transport_ != 0) {
+    ++link_failures_[link_transport_];
+    store_->record_transport_result(link_transport_, why, clock_.now_ms()).ignore();
+  } else if (link_ && why.is_ok()) {
+    link_failures_.erase(link_transport_);  // it did its work: it gets its place back
+  }
   if (link_) link_->close();
   link_.reset();
+}
+
+// ---- Transports --------------------------------------------------------------------------------
+
+Result<std::unique_ptr<ServerLink>> Client::connect_raced() {
+  reap_races(false);
+  PARLEY_ASSIGN_OR_RETURN(std::vector<TransportRecord> all, store_->list_transports());
+  PARLEY_ASSIGN_OR_RETURN(wire::Invite server, invite_of(*account_));
+  transport::ClientOptions base;
+  base.host = server.host;
+  base.port = server.port;
+  base.ws_path = server.ws_path;
+  base.pin_sha256 = server.pin_sha256;
+  base.connect_timeout = options_.connect_timeout;
+  base.idle_timeout = options_.idle_timeout;
+
+  // The last winner first (direct when there is none), then direct, then the others by their
+  // last success; a transport whose links failed twice in this process goes last.
+  std::vector<TransportRecord> order;
+  for (auto& t : all) {
+    if (t.enabled) order.push_back(std::move(t));
+  }
+  auto rank = [&](const TransportRecord& t) {
+    const auto f = link_failures_.find(t.id);
+    const bool demoted = f != link_failures_.end() && f->second >= 2;
+    return std::make_tuple(demoted, !t.preferred, t.kind != TransportKind::kDirect,
+                           -t.last_success_ms, t.id);
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
+  if (order.size() > LinkRace::kMaxCandidates) order.resize(LinkRace::kMaxCandidates);
+
+  auto pending = std::make_unique<PendingRace>();
+  std::vector<LinkCandidate> candidates;
+  for (const TransportRecord& t : order) {
+    LinkCandidate c;
+    c.label = t.kind == TransportKind::kDirect ? std::string("direct") : t.link;
+    c.prepare = [pool = pool_.get(), t, base]() { return pool->options_for(t, base); };
+    candidates.push_back(std::move(c));
+    pending->ids.push_back(t.id);
+  }
+  pending->recorded.assign(pending->ids.size(), false);
+  pending->race = std::make_unique<LinkRace>(std::move(candidates), rng_, options_.race_stagger);
+  Result<LinkRace::Winner> won = pending->race->wait();
+  std::int64_t winner = 0;
+  if (won) {
+    winner = pending->ids[won->index];
+    link_options_ = won->options;
+    link_transport_ = winner;
+  }
+  races_.push_back(std::move(pending));
+  reap_races(false);
+  if (!won) return won.error();
+  store_->set_preferred_transport(winner).ignore();
+  return std::move(won->link);
+}
+
+void Client::reap_races(bool all) {
+  const std::int64_t now = clock_.now_ms();
+  for (auto it = races_.begin(); it != races_.end();) {
+    PendingRace& p = **it;
+    if (all) p.race->join();
+    const bool done = p.race->finished();
+    auto results = p.race->results();
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      if (!results[i] || p.recorded[i]) continue;
+      store_->record_transport_result(p.ids[i], *results[i], now).ignore();
+      p.recorded[i] = true;
+    }
+    it = done ? races_.erase(it) : std::next(it);
+  }
+}
+
+Result<std::vector<TransportRecord>> Client::transports() { return store_->list_transports(); }
+
+Result<std::int64_t> Client::add_transport(std::string_view link, std::string_view pt_binary) {
+  PARLEY_ASSIGN_OR_RETURN(TransportLink t, parse_transport_link(link));
+  if (!pt_binary.empty() && t.kind != TransportKind::kPluggable) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--pt-binary applies to pluggable transports (bridge lines) only");
+  }
+  TransportRecord r;
+  r.kind = t.kind;
+  r.link = t.text;
+  r.pt_binary = std::string(pt_binary);
+  return store_->add_transport(r);
+}
+
+Status Client::remove_transport(std::int64_t id) { return store_->remove_transport(id); }
+
+Status Client::set_transport_enabled(std::int64_t id, bool enabled) {
+  return store_->set_transport_enabled(id, enabled);
 }
 
 Status Client::replenish_pre_keys() {

@@ -32,6 +32,7 @@
 #include "client/content.pb.h"
 #include "client/local_store.h"
 #include "client/profile.h"
+#include "client/transports.h"
 #include "crypto/password.h"
 #include "crypto/primitives.h"
 #include "wire/frame.h"
@@ -45,7 +46,17 @@ struct OpenOptions {
   std::filesystem::path profile_dir;
   std::optional<std::string> passphrase;  // none: a generated key in a 0600 key file
   crypto::PasswordParams kdf = crypto::PasswordParams::kInteractive;
-  std::chrono::milliseconds network_timeout{15000};
+  std::chrono::milliseconds network_timeout{15000};  // unused since connect_timeout (kept for
+                                                     // source compatibility)
+  // Each step of reaching the server (TCP, proxy or bridge, TLS, WebSocket, challenge) on one
+  // transport. Generous: a 4 KB TLS handshake over 64 kbit/s with 10% loss takes 1-2 s.
+  std::chrono::milliseconds connect_timeout{10000};
+  // A link on which nothing at all arrives for this long (pings are answered by a live server
+  // after half of it) is closed as stalled and replaced by a fresh one. Zero: never.
+  std::chrono::milliseconds idle_timeout{15000};
+  // The race of transports: the next one starts this long after the previous (or at once when
+  // every started one failed).
+  std::chrono::milliseconds race_stagger{300};
   // The signed prekey is replaced when older than this (checked on every connection).
   std::chrono::seconds signed_pre_key_max_age{7 * 24 * 3600};
 };
@@ -87,6 +98,9 @@ struct ReceiveOptions {
   std::filesystem::path download_dir;  // attachments go here; empty: PROFILE/files
   TransferProgress progress;           // of attachment downloads (may be empty)
   std::chrono::milliseconds timeout{10000};  // overall bound (follow: how long to listen)
+  // Called when the link failed and the client reconnects (follow, or a drain interrupted after
+  // it started); may be empty.
+  std::function<void(const Status& why)> on_reconnect;
 };
 
 struct HistoryEntry {
@@ -110,10 +124,15 @@ class Client {
   // keeps only its hash). With `recover_code` set, a name that is taken is taken over when the
   // code matches: the account gets this new device and identity (contacts see the identity
   // change), and a new recovery code.
-  static Result<std::unique_ptr<Client>> register_account(const OpenOptions& options,
-                                                          std::string_view invite_link,
-                                                          std::string_view name,
-                                                          std::string_view recover_code = {});
+  //
+  // `transports` (links as `parley transport add` takes them, PT ones started with
+  // `pt_binary`, empty: obfs4proxy) are stored in the new profile and raced with the direct
+  // address (and the invite's obfs4 endpoint, if it has one) for the registration itself.
+  // A malformed one is refused (kInvalidArgument) before anything is created.
+  static Result<std::unique_ptr<Client>> register_account(
+      const OpenOptions& options, std::string_view invite_link, std::string_view name,
+      std::string_view recover_code = {}, const std::vector<std::string>& transports = {},
+      std::string_view pt_binary = {});
   // The recovery code drawn by register_account ("xxxx-xxxx-..."); empty after open().
   const std::string& recovery_code() const { return recovery_code_; }
   // Opens a registered profile. kNotFound, kWrongPassphrase, kNotRegistered.
@@ -162,6 +181,17 @@ class Client {
   // count as read: their senders get read receipts (sent with the next command that connects).
   Result<std::vector<HistoryEntry>> history(std::string_view address, std::size_t limit);
 
+  // ---- Transports (client/transports.h; docs/cli.md "transports") ----
+  Result<std::vector<TransportRecord>> transports();
+  // Parses and adds a link; returns its id. kInvalidArgument (malformed; nothing changes),
+  // kAlreadyExists.
+  Result<std::int64_t> add_transport(std::string_view link, std::string_view pt_binary = {});
+  // kNotFound; kInvalidArgument for direct (disable it instead).
+  Status remove_transport(std::int64_t id);
+  Status set_transport_enabled(std::int64_t id, bool enabled);
+  // The transport of the current link (0: not connected).
+  std::int64_t current_transport() const { return link_ ? link_transport_ : 0; }
+
   // "bob" or "bob@server" -> "bob@server" (lowercase); kInvalidArgument when malformed or on
   // another server.
   Result<std::string> canonical_address(std::string_view address) const;
@@ -170,9 +200,19 @@ class Client {
   Client(std::unique_ptr<Profile> profile, OpenOptions options);
   Status load();
   Status ensure_link();
+  // Races the profile's enabled transports to the server and returns the winner's link (not
+  // logged in); records every result and the winner.
+  Result<std::unique_ptr<ServerLink>> connect_raced();
+  // Records the results of races whose losers have finished since; with `all`, waits for
+  // every race first (the destructor).
+  void reap_races(bool all);
   Status receive_on_link(const ReceiveOptions& options,
-                         const std::function<void(const IncomingMessage&)>& on_message);
-  void drop_link();
+                         std::chrono::steady_clock::time_point deadline,
+                         const std::function<void(const IncomingMessage&)>& on_message,
+                         bool& connected);
+  // Drops the link; a non-ok `why` (a transient failure on it) is recorded against the
+  // transport it used, and a transport that failed this way twice goes last in later races.
+  void drop_link(const Status& why = Status::ok());
   Status deliver(const OutboxItem& item);
   Status record_sent(const OutboxItem& item);
   Status deliver_to_devices(const std::string& address, const OutboxItem& item,
@@ -223,6 +263,16 @@ class Client {
   std::string server_name_;
   std::unique_ptr<ServerLink> link_;
   std::string recovery_code_;
+  // Transports: PT binaries started so far (kept for the process lifetime), races whose losers
+  // may still run (joined in the destructor, before the store closes), the winner's options
+  // (attachments use the same route) and failures of links after their handshake, by
+  // transport id.
+  std::unique_ptr<TransportPool> pool_;
+  struct PendingRace;
+  std::vector<std::unique_ptr<PendingRace>> races_;
+  transport::ClientOptions link_options_;
+  std::int64_t link_transport_ = 0;
+  std::map<std::int64_t, int> link_failures_;
 };
 
 }  // namespace parley::client

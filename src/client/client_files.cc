@@ -13,6 +13,9 @@ namespace {
 // Where interrupted uploads keep their state, and received files land by default.
 constexpr const char* kUploadDir = "uploads";
 constexpr const char* kDownloadDir = "files";
+// Connections an upload may go through before send_file gives up (the state file stays: the
+// next send of the same file resumes).
+constexpr int kUploadConnections = 3;
 
 }  // namespace
 
@@ -28,20 +31,24 @@ Status Client::send_file(std::string_view to, bool to_group, const std::filesyst
   } else {
     PARLEY_ASSIGN_OR_RETURN(recipient, canonical_address(to));
   }
-  PARLEY_TRY(ensure_link());
-  PARLEY_ASSIGN_OR_RETURN(wire::Invite server, server_invite());
   AttachmentTransfer transfer(rng_);
   const bool half_failpoint = std::getenv("PARLEY_FAILPOINT") != nullptr;
   auto report = [&](std::uint64_t done, std::uint64_t total) {
     if (half_failpoint && done * 2 >= total && done < total) failpoint("upload_half");
     if (progress) progress(done, total);
   };
-  Result<AttachmentPointer> pointer =
-      transfer.upload(*link_, server, file, profile_->dir() / kUploadDir, report);
-  if (!pointer) {
-    if (transient(pointer.error())) drop_link();
-    return pointer.error();
+  // A link that fails during the upload is replaced (racing the transports again) and the
+  // upload resumes from what the server holds, by range.
+  Result<AttachmentPointer> pointer = make_error(ErrorCode::kUnavailable, "not started");
+  for (int attempt = 0; attempt < kUploadConnections; ++attempt) {
+    PARLEY_TRY(ensure_link());
+    // HTTPS goes the way the link went (proxy, bridge or pluggable transport).
+    const transport::ClientOptions http = link_options_;
+    pointer = transfer.upload(*link_, http, file, profile_->dir() / kUploadDir, report);
+    if (pointer || !transient(pointer.error())) break;
+    drop_link(pointer.error());
   }
+  if (!pointer) return pointer.error();
 
   Content content;
   content.set_timestamp(static_cast<std::uint64_t>(clock_.now_ms()));
@@ -70,8 +77,17 @@ void Client::fetch_attachment(const Attachment& proto, const ReceiveOptions& opt
   };
   Result<AttachmentPointer> pointer = from_attachment_proto(proto);
   if (!pointer) return fail(pointer.error());
+  // Called while the link is up: the same route as the link.
   Result<wire::Invite> server = server_invite();
   if (!server) return fail(server.error());
+  transport::ClientOptions http = link_options_;
+  if (!link_) {
+    http = transport::ClientOptions{};
+    http.host = server->host;
+    http.port = server->port;
+    http.ws_path = server->ws_path;
+    http.pin_sha256 = server->pin_sha256;
+  }
   const std::filesystem::path dir =
       options.download_dir.empty() ? profile_->dir() / kDownloadDir : options.download_dir;
   std::error_code ec;
@@ -79,7 +95,7 @@ void Client::fetch_attachment(const Attachment& proto, const ReceiveOptions& opt
   if (ec) return fail(make_error(ErrorCode::kIo, "cannot create " + dir.string()));
   AttachmentTransfer transfer(rng_);
   std::filesystem::path saved;
-  Status s = transfer.download(*server, *pointer, dir, options.progress, &saved);
+  Status s = transfer.download(http, *pointer, dir, options.progress, &saved);
   if (!s.is_ok()) return fail(s);
   f.path = saved.string();
   m.attachment = std::move(f);

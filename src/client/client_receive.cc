@@ -1,5 +1,6 @@
 // Client: receiving, and the history.
 #include <algorithm>
+#include <thread>
 
 #include "client/client.h"
 #include "client/content.h"
@@ -17,6 +18,9 @@ using Clock = std::chrono::steady_clock;
 // Envelopes stored per transaction: the server's delivery window (it sends no more until these
 // are acknowledged).
 constexpr std::size_t kReceiveBatch = 256;
+// Reconnecting after a failed link: jittered exponential back-off between these.
+constexpr std::chrono::milliseconds kFirstReconnectBackoff{500};
+constexpr std::chrono::milliseconds kMaxReconnectBackoff{5000};
 
 const char* status_name(MessageStatus s) {
   switch (s) {
@@ -32,18 +36,39 @@ const char* status_name(MessageStatus s) {
 
 Status Client::receive(const ReceiveOptions& options,
                        const std::function<void(const IncomingMessage&)>& on_message) {
-  Status s = receive_on_link(options, on_message);
-  // A network failure leaves the link unusable: the next call connects afresh. A drain
-  // (without follow) ends the link too: the server marks the end of the stored queue only
-  // after a login, so the next drain must log in again to know where its queue ends.
-  if ((!s.is_ok() && transient(s)) || !options.follow) drop_link();
-  return s;
+  const auto deadline = Clock::now() + options.timeout;
+  std::chrono::milliseconds backoff = kFirstReconnectBackoff;
+  bool started = false;  // a link was up in this call
+  for (;;) {
+    bool connected = false;
+    Status s = receive_on_link(options, deadline, on_message, connected);
+    started = started || connected;
+    // A drain (without follow) ends the link: the server marks the end of the stored queue
+    // only after a login, so the next drain must log in again to know where its queue ends.
+    if (s.is_ok() || !transient(s)) {
+      if (!options.follow) drop_link();
+      return s;
+    }
+    // A network failure leaves the link unusable. With follow, or when a drain had started,
+    // the client reconnects (racing the transports again) and goes on where it stopped: what
+    // was stored is acknowledged or re-delivered and recognised, nothing is shown twice.
+    drop_link(s);
+    if (!options.follow && !started) return s;
+    const auto jitter = std::chrono::milliseconds(
+        rng_.uniform(static_cast<std::uint32_t>(backoff.count() / 2 + 1)));
+    const auto pause = backoff / 2 + jitter;
+    if (Clock::now() + pause >= deadline) return s;
+    if (options.on_reconnect) options.on_reconnect(s);
+    std::this_thread::sleep_for(pause);
+    backoff = std::min(backoff * 2, kMaxReconnectBackoff);
+  }
 }
 
-Status Client::receive_on_link(const ReceiveOptions& options,
-                               const std::function<void(const IncomingMessage&)>& on_message) {
-  const auto deadline = Clock::now() + options.timeout;
+Status Client::receive_on_link(const ReceiveOptions& options, Clock::time_point deadline,
+                               const std::function<void(const IncomingMessage&)>& on_message,
+                               bool& connected) {
   PARLEY_TRY(ensure_link());
+  connected = true;
   // Whatever earlier runs could not send goes first.
   Status flushed = flush_outbox();
   if (!flushed.is_ok() && flushed.code() != ErrorCode::kNotFound &&

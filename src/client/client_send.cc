@@ -84,7 +84,7 @@ Status Client::send_until_acknowledged(const OutboxItem& item) {
   for (int attempt = 0; attempt < kMaxSendAttempts; ++attempt) {
     last = flush_outbox_for(item.id);
     if (last.is_ok() || !transient(last)) break;
-    drop_link();
+    drop_link(last);
     const std::int64_t backoff = kFirstBackoffMs << attempt;
     const std::int64_t jitter = static_cast<std::int64_t>(rng_.uniform(static_cast<std::uint32_t>(backoff)));
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff / 2 + jitter));
@@ -122,7 +122,7 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
       const std::int64_t delay = std::min<std::int64_t>(
           kFirstBackoffMs << std::min<std::int64_t>(item.attempts, 10), 60000);
       store_->outbox_bump(item.id, clock_.now_ms() + delay).ignore();
-      drop_link();  // the next attempt connects afresh
+      drop_link(s);  // the next attempt connects afresh (racing again)
       return s;
     }
     // A permanent refusal (unknown account, untrusted identity, too large): the message can never

@@ -28,6 +28,7 @@
 #include "base/result.h"
 #include "base/rng.h"
 #include "client/profile.h"
+#include "client/transports.h"
 #include "crypto/curve.h"
 #include "crypto/primitives.h"
 #include "protocol/stores.h"
@@ -207,6 +208,21 @@ class LocalStore final : public protocol::IdentityKeyStore,
   Result<std::uint32_t> mark_outgoing(const std::string& conversation,
                                       const std::vector<std::uint64_t>& timestamps,
                                       MessageStatus status);
+
+  // ---- Transports (the ways to reach the server; see client/transports.h) ----
+  // Every transport, by id (direct is id 1).
+  Result<std::vector<TransportRecord>> list_transports();
+  // Adds a transport (kind, link and pt_binary of `record`; the rest starts empty) and returns
+  // its id; kAlreadyExists when the same kind and link are already there.
+  Result<std::int64_t> add_transport(const TransportRecord& record);
+  // kNotFound for an unknown id; kInvalidArgument for direct (disable it instead).
+  Status remove_transport(std::int64_t id);
+  // kNotFound for an unknown id.
+  Status set_transport_enabled(std::int64_t id, bool enabled);
+  // Records an attempt at `now_ms`: ok, or the error (its text is kept).
+  Status record_transport_result(std::int64_t id, const Status& result, std::int64_t now_ms);
+  // Marks `id` as the last winner (and no other).
+  Status set_preferred_transport(std::int64_t id);
 
  private:
   Result<std::vector<std::string>> members_of(ByteView group_id);

@@ -154,6 +154,26 @@ CREATE INDEX messages_by_conversation ON messages(conversation, id);
 CREATE INDEX messages_by_content_ts ON messages(conversation, content_ts);
 )sql";
 
+// Version 5: the ways to reach the server (docs/cli.md "transports"). `direct` (the account's
+// own server address) always exists; it can be disabled but not removed. `link` is the
+// canonical link text of the other kinds; `last_result` is '' (never tried), 'ok', or the error
+// of the last attempt; `preferred` marks the last winner of a race (at most one row).
+constexpr const char* kSchemaV5 = R"sql(
+CREATE TABLE transports (
+  id              INTEGER PRIMARY KEY,
+  kind            TEXT    NOT NULL CHECK (kind IN ('direct', 'socks5', 'http', 'bridge', 'pt')),
+  link            TEXT    NOT NULL,
+  pt_binary       TEXT    NOT NULL DEFAULT '',
+  enabled         INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+  preferred       INTEGER NOT NULL DEFAULT 0 CHECK (preferred IN (0, 1)),
+  last_result     TEXT    NOT NULL DEFAULT '',
+  last_attempt_ms INTEGER NOT NULL DEFAULT 0,
+  last_success_ms INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (kind, link)
+);
+INSERT INTO transports (id, kind, link) VALUES (1, 'direct', '');
+)sql";
+
 struct Migration {
   std::int32_t version;  // user_version after this migration
   const char* sql;
@@ -164,6 +184,7 @@ constexpr Migration kMigrations[] = {
     {2, kSchemaV2},
     {3, kSchemaV3},
     {4, kSchemaV4},
+    {5, kSchemaV5},
 };
 
 Result<std::int32_t> user_version(Db& db) {

@@ -26,9 +26,14 @@ Result<std::unique_ptr<ServerLink>> ServerLink::connect(const wire::Invite& serv
   options.ws_path = server.ws_path;
   options.pin_sha256 = server.pin_sha256;
   options.connect_timeout = timeout;
+  return connect(options, rng);
+}
+
+Result<std::unique_ptr<ServerLink>> ServerLink::connect(const transport::ClientOptions& options,
+                                                        Rng& rng) {
   PARLEY_ASSIGN_OR_RETURN(auto ws, transport::BlockingWsClient::connect(options));
   std::unique_ptr<ServerLink> link(new ServerLink(std::move(ws), rng));
-  PARLEY_ASSIGN_OR_RETURN(wire::Frame first, link->next_frame(timeout));
+  PARLEY_ASSIGN_OR_RETURN(wire::Frame first, link->next_frame(options.connect_timeout));
   if (!first.has_push() || !first.push().has_challenge()) {
     return make_error(ErrorCode::kMalformed, "the server did not start with a challenge");
   }
@@ -130,6 +135,107 @@ Result<wire::LoginResult> ServerLink::login(const std::string& folded_name,
   PARLEY_TRY(response_status(resp, "login"));
   if (!resp.has_login()) return make_error(ErrorCode::kMalformed, "login: no result");
   return resp.login();
+}
+
+// ---- LinkRace -----------------------------------------------------------------------------------
+
+LinkRace::LinkRace(std::vector<LinkCandidate> candidates, Rng& rng, milliseconds stagger)
+    : candidates_(std::move(candidates)), rng_(rng), stagger_(stagger) {
+  if (candidates_.size() > kMaxCandidates) candidates_.resize(kMaxCandidates);
+  results_.resize(candidates_.size());
+  threads_.reserve(candidates_.size());
+  for (std::size_t i = 0; i < candidates_.size(); ++i) threads_.emplace_back([this, i] { run(i); });
+}
+
+LinkRace::~LinkRace() { join(); }
+
+void LinkRace::join() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void LinkRace::run(std::size_t i) {
+  {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      if (winner_) {  // never started
+        ++ended_;
+        cv_.notify_all();
+        return;
+      }
+      if (next_start_ == i) {
+        if (i == 0 || running_ == 0) break;
+        const auto when = last_start_ + stagger_;
+        if (Clock::now() >= when) break;
+        cv_.wait_until(lock, when);
+      } else {
+        cv_.wait(lock);
+      }
+    }
+    next_start_ = i + 1;
+    ++running_;
+    last_start_ = Clock::now();
+    cv_.notify_all();
+  }
+  Result<transport::ClientOptions> options = candidates_[i].prepare();
+  Result<std::unique_ptr<ServerLink>> link =
+      options ? ServerLink::connect(*options, rng_) : Result<std::unique_ptr<ServerLink>>(options.error());
+  std::unique_ptr<ServerLink> late;
+  {
+    std::lock_guard lock(mu_);
+    --running_;
+    ++ended_;
+    results_[i] = link.status();
+    if (link && !winner_) {
+      winner_ = i;
+      winner_link_ = std::move(*link);
+      winner_options_ = *options;
+    } else if (link) {
+      late = std::move(*link);
+    }
+    cv_.notify_all();
+  }
+  if (late) late->close();  // another candidate won
+}
+
+Result<LinkRace::Winner> LinkRace::wait() {
+  if (candidates_.empty()) {
+    return make_error(ErrorCode::kUnavailable,
+                      "no transport is enabled (parley transports; parley transport enable ID)");
+  }
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return winner_.has_value() || ended_ == candidates_.size(); });
+  if (winner_) {
+    if (taken_) return make_error(ErrorCode::kInternal, "the race's winner was already taken");
+    taken_ = true;
+    Winner w;
+    w.index = *winner_;
+    w.link = std::move(winner_link_);
+    w.options = winner_options_;
+    return w;
+  }
+  if (candidates_.size() == 1 && results_[0]) return *results_[0];
+  std::string message = "no transport reached the server:";
+  std::optional<ErrorCode> shared;
+  bool same = true;
+  for (std::size_t i = 0; i < candidates_.size(); ++i) {
+    if (!results_[i]) continue;
+    message += (i == 0 ? " " : "; ") + candidates_[i].label + ": " + results_[i]->to_string();
+    if (!shared) shared = results_[i]->code();
+    same = same && *shared == results_[i]->code();
+  }
+  return make_error(same && shared ? *shared : ErrorCode::kUnavailable, message);
+}
+
+bool LinkRace::finished() {
+  std::lock_guard lock(mu_);
+  return ended_ == candidates_.size();
+}
+
+std::vector<std::optional<Status>> LinkRace::results() {
+  std::lock_guard lock(mu_);
+  return results_;
 }
 
 Status response_status(const wire::Response& response, std::string_view what) {

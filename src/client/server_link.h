@@ -8,9 +8,16 @@
 // Not thread-safe: one thread drives a link.
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "base/result.h"
 #include "base/rng.h"
@@ -28,6 +35,11 @@ class ServerLink {
   // kPermissionDenied on a certificate pin mismatch; kIo/kUnavailable when unreachable.
   static Result<std::unique_ptr<ServerLink>> connect(const wire::Invite& server, Rng& rng,
                                                      milliseconds timeout = milliseconds(10000));
+  // The same over any route: `options` as given (its connect_timeout also bounds the wait for
+  // the challenge). `rng` is not used until the first call(), so links may be opened on other
+  // threads and handed over.
+  static Result<std::unique_ptr<ServerLink>> connect(const transport::ClientOptions& options,
+                                                     Rng& rng);
   ~ServerLink();
 
   const wire::Challenge& challenge() const { return challenge_; }
@@ -57,6 +69,69 @@ class ServerLink {
   wire::Challenge challenge_;
   std::deque<wire::Push> pushes_;
   std::uint64_t next_id_ = 1;
+};
+
+// One way to reach the server, for LinkRace.
+struct LinkCandidate {
+  std::string label;  // for error messages ("direct", "socks5://...")
+  // Produces the connection options; runs on the candidate's own thread and may block (a
+  // pluggable transport starting). Must be thread-safe with the other candidates' prepare.
+  std::function<Result<transport::ClientOptions>()> prepare;
+};
+
+// Races candidates to the server (happy-eyeballs style): candidate 0 starts at once, each next
+// one `stagger` after the previous started, or at once when every started candidate failed.
+// The first to complete the handshake (TLS, WebSocket, challenge) wins; a later one that also
+// completes is closed; candidates not started by then never start.
+//
+// Threads: one per started candidate (at most kMaxCandidates), each bounded by its options'
+// connect_timeout. wait() returns as soon as there is a winner; the losers still connecting
+// finish in the background, and the destructor joins them (so it may block up to their
+// timeouts). Thread-safe: wait(), finished() and results() may be called from one other thread
+// (the owner's).
+class LinkRace {
+ public:
+  static constexpr std::size_t kMaxCandidates = 8;
+
+  LinkRace(std::vector<LinkCandidate> candidates, Rng& rng, milliseconds stagger);
+  ~LinkRace();
+  LinkRace(const LinkRace&) = delete;
+  LinkRace& operator=(const LinkRace&) = delete;
+
+  struct Winner {
+    std::size_t index = 0;
+    std::unique_ptr<ServerLink> link;
+    transport::ClientOptions options;  // what it connected with (attachments use the same route)
+  };
+  // The winner, or the failure of all: a lone candidate's own error, else kUnavailable (or the
+  // code they all share) naming each candidate's error.
+  Result<Winner> wait();
+  // True once every thread has ended (results() is then final).
+  bool finished();
+  // Waits for every thread to end (idempotent; the owner's thread only).
+  void join();
+  // Per candidate: none while it runs or if it never started; ok; or its error.
+  std::vector<std::optional<Status>> results();
+
+ private:
+  void run(std::size_t i);
+
+  std::vector<LinkCandidate> candidates_;
+  Rng& rng_;
+  milliseconds stagger_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // Guarded by mu_:
+  std::size_t next_start_ = 0;  // the next candidate allowed to start
+  std::chrono::steady_clock::time_point last_start_;
+  std::size_t running_ = 0;
+  std::size_t ended_ = 0;
+  std::optional<std::size_t> winner_;
+  std::unique_ptr<ServerLink> winner_link_;
+  transport::ClientOptions winner_options_;
+  bool taken_ = false;
+  std::vector<std::optional<Status>> results_;
+  std::vector<std::thread> threads_;
 };
 
 // A response's status as a Status: 0 -> ok; otherwise the closest ErrorCode with the server's
