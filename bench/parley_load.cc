@@ -618,6 +618,12 @@ class Conn : public std::enable_shared_from_this<Conn> {
         if (hooks_ && hooks_->envelope) hooks_->envelope(*this, *p.mutable_envelope());
         return;
       }
+      if (p.has_envelopes()) {  // a drained queue, several envelopes a frame (as libparley asks)
+        for (auto& e : *p.mutable_envelopes()->mutable_envelopes()) {
+          if (hooks_ && hooks_->envelope) hooks_->envelope(*this, e);
+        }
+        return;
+      }
       if (p.has_queue_empty() && !ready_ && authed_) {
         ready_ = true;
         auto cb = std::move(open_done_);
@@ -675,6 +681,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       login->set_name(a.name);
       login->set_device_id(1);
       login->set_challenge_signature(std::string(as_chars(sig)));
+      login->set_accept_batches(true);
     }
     auth_id_ = send(f);
   }
