@@ -62,7 +62,11 @@ def main():
         s.settimeout(max(1.0, end - time.monotonic()))
         resp = None
         while resp is None:
-            line = f.readline()
+            try:
+                line = f.readline()
+            except (TimeoutError, socket.timeout):
+                print(f"FAIL the daemon did not answer the send of message {i} in time")
+                return 1
             if not line:
                 print(f"FAIL the daemon closed the socket at message {i}")
                 return 1

@@ -23,6 +23,7 @@ MODE=${1:?usage: reach.sh MODE}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 T0=$(date +%s)
 BUDGET=${REACH_BUDGET:-100}   # seconds: the deadline of every wait below
+[ "$MODE" = freeze ] && BUDGET=${REACH_BUDGET:-120}   # each frozen link costs the 15 s idle timeout
 
 log() { printf '[reach %s %5.1fs] %s\n' "$MODE" "$(awk -v a="$EPOCHREALTIME" -v b="$T0" 'BEGIN{print a-b}')" "$*" >&2; }
 skip() { echo "SKIPPED: $*"; exit 77; }
@@ -35,8 +36,11 @@ if ! ip netns add "$chk" 2>/dev/null; then skip "network namespaces cannot be cr
 ip netns del "$chk" 2>/dev/null
 : "${PARLEYD:?PARLEYD is not set}" "${PARLEY:?PARLEY is not set}" "${TESTBED:?TESTBED is not set}"
 for f in "$PARLEYD" "$PARLEY" "$TESTBED"; do [ -x "$f" ] || { echo "FAIL: $f is missing"; exit 1; }; done
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"   # Debian's tools before any shims
+# Debian's python3 (a pyenv shim first in PATH costs seconds per start on a loaded machine)
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)
 missing=""
-for t in nft iptables python3 g++ timeout obfs4proxy; do command -v $t >/dev/null 2>&1 || missing="$missing $t"; done
+for t in nft iptables "$PY" g++ timeout obfs4proxy; do command -v $t >/dev/null 2>&1 || missing="$missing $t"; done
 [ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || missing="$missing libnetfilter-queue-dev"
 [ -z "$missing" ] || { echo "FAIL: missing tools:$missing (scripts/lib/setup.sh installs them)"; exit 1; }
 
@@ -170,7 +174,7 @@ log "bob and alice registered"
 # capture_hello: parley's first client flight, as it leaves the client host: a throwaway profile
 # registers against a listener that records the bytes (tests/reach/capture.py), in the server ns.
 capture_hello() {
-  inns "$NS_S" timeout 15 python3 "$HERE/capture.py" "$S_IP" 4443 "$W/hello.bin" >"$W/capture.log" 2>&1 &
+  inns "$NS_S" timeout 15 "$PY" "$HERE/capture.py" "$S_IP" 4443 "$W/hello.bin" >"$W/capture.log" 2>&1 &
   local cap=$!
   wait_for 20 has_line "$W/capture.log" '^listening' || fail "capture listener did not start"
   local link=${INVITE/"$S_IP:443/"/"$S_IP:4443/"}   # the same invite, the listener's port
@@ -202,13 +206,13 @@ apply_mode() {
       tb clear; tb block-ja3 "$JA3" ;;
     block-pattern)
       capture_hello
-      read -r PAT_HEX PAT_OFF <<<"$(python3 "$HERE/hello.py" pattern "$W/hello.bin")"
+      read -r PAT_HEX PAT_OFF <<<"$("$PY" "$HERE/hello.py" pattern "$W/hello.bin")"
       [ -n "$PAT_HEX" ] || fail "no cipher list in the captured ClientHello"
       note "pattern 0x$PAT_HEX at payload offset $PAT_OFF (the first 8 bytes of parley's TLS cipher list)"
       tb block-pattern "$PAT_HEX" "$PAT_OFF" ;;
     block-string)
       capture_hello
-      STR=$(python3 "$HERE/hello.py" string "$W/hello.bin")
+      STR=$("$PY" "$HERE/hello.py" string "$W/hello.bin")
       [ -n "$STR" ] || fail "no printable string in the captured ClientHello"
       note "string '$STR' (from parley's ClientHello)"
       tb block-string "$STR" ;;
@@ -233,7 +237,7 @@ add_transports() {
 winner() { # the transport that carried alice's last connection, from `parley transports --json`
   [ $HAVE_TRANSPORTS = 1 ] || { echo direct; return; }
   pl "$NS_C" "$W/alice" 20 transports --json >"$W/transports.json" 2>>"$W/transports.txt" </dev/null || { echo "?"; return; }
-  python3 "$HERE/hello.py" winner "$W/transports.json" || echo "?"
+  "$PY" "$HERE/hello.py" winner "$W/transports.json" || echo "?"
 }
 
 censor_evidence() { # what the censor did to parley's flows (for the notes)
@@ -280,6 +284,8 @@ deliver_once() {
   pl "$NS_C" "$W/alice" "$(( $(left) > 75 ? 75 : $(left) ))" send bob "$text" >"$W/send.out" 2>"$W/send.err" </dev/null || rc=$?
   local t_acked=$EPOCHREALTIME
   log "send returned $rc after $(awk -v a="$t_acked" -v b="$t_send" 'BEGIN{printf "%.2f", a-b}') s"
+  SEND_S=$(awk -v a="$t_acked" -v b="$t_send" 'BEGIN{printf "%.2f", a-b}')
+  note "parley send returned after $SEND_S s"
   [ $rc = 0 ] || note "parley send exited $rc: $(tail -1 "$W/send.err")"
   if ! wait_for "$(left)" grep -qF "\"text\":\"$text\"" "$W/bob.out"; then
     censor_evidence
@@ -306,13 +312,13 @@ deliver_once() {
 # only bites a long-lived link: alice runs `parley daemon` and sends messages through it until
 # her link has carried well over 16 KB; every one must reach bob exactly once.
 deliver_daemon() {
-  local n_msgs=${FREEZE_MSGS:-12}
+  local n_msgs=${FREEZE_MSGS:-5}
   start_bob
   pl "$NS_C" "$W/alice" "$(left)" daemon --socket "$W/alice.sock" >"$W/daemon.out" 2>"$W/daemon.err" </dev/null &
   PIDS+=($!)
   wait_for 20 has_line "$W/daemon.out" 'listening on' || fail "alice's daemon did not start"
   sleep 1
-  inns "$NS_C" timeout "$(left)" python3 "$HERE/daemon_send.py" "$W/alice.sock" bob "$n_msgs" 1500 "$W/bob.out" \
+  inns "$NS_C" timeout "$(left)" "$PY" "$HERE/daemon_send.py" "$W/alice.sock" bob "$n_msgs" 1500 "$W/bob.out" \
     "$(( $(left) - 5 ))" >"$W/daemon_send.out" 2>&1
   local rc=$?
   cat "$W/daemon_send.out" >&2
@@ -326,7 +332,7 @@ deliver_daemon() {
   sleep 3
   stop_bob
   pl "$NS_S" "$W/bob" 20 receive --json --timeout 10 >>"$W/bob.out" 2>>"$W/bob.err" </dev/null || true
-  python3 "$HERE/daemon_send.py" --count-only "$W/bob.out" "$n_msgs" || fail "not every message arrived exactly once"
+  "$PY" "$HERE/daemon_send.py" --count-only "$W/bob.out" "$n_msgs" || fail "not every message arrived exactly once"
 }
 
 # ---------------------------------------------------------------- main
@@ -335,13 +341,13 @@ if [ "$MODE" = probe ]; then
   tb_cert="$W/site.crt"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=www.example -keyout "$W/site.key" -out "$tb_cert" 2>/dev/null
   mkdir -p "$W/www"; echo "<html><body>hello</body></html>" >"$W/www/index.html"
-  inns "$NS_S" timeout -k 2 "$CZ_TTL" python3 "$(dirname "$TESTBED")/https_server.py" "$S_IP" 8443 "$tb_cert" "$W/site.key" "$W/www" >/dev/null 2>&1 &
+  inns "$NS_S" timeout -k 2 "$CZ_TTL" "$PY" "$(dirname "$TESTBED")/https_server.py" "$S_IP" 8443 "$tb_cert" "$W/site.key" "$W/www" >/dev/null 2>&1 &
   PIDS+=($!)
   wait_for 10 inns "$NS_C" bash -c "exec 3<>/dev/tcp/$S_IP/8443" || fail "reference website did not start"
   targets=(--target "server=$S_IP:443")
   [ -n "$BRIDGE_LINK" ] && targets+=(--target "bridge=$B_IP:443")
   [ -n "$BRIDGE_LINK" ] || note "no bridge (parleyd has no --bridge-to): only the server was probed"
-  inns "$NS_C" timeout "$(left)" python3 "$HERE/probe.py" "${targets[@]}" --reference "$S_IP:8443" \
+  inns "$NS_C" timeout "$(left)" "$PY" "$HERE/probe.py" "${targets[@]}" --reference "$S_IP:8443" \
      --replay "$W/hello.bin" --path "$(inv_param path)" --report "$W/probe.txt" >&2
   rc=$?
   [ -n "$OUT" ] && cp "$W/probe.txt" "$OUT/probe.txt" 2>/dev/null
@@ -352,9 +358,23 @@ if [ "$MODE" = probe ]; then
   exit 0
 fi
 
+# register_under_censorship: a new user, carol, registers from the client host while the censor
+# is on, through the transports given on the command line (issue 5: registration works
+# through every transport, not only messaging).
+register_under_censorship() {
+  [ -n "$BRIDGE_LINK" ] || return 0
+  if [ $HAVE_REG_TRANSPORT != 1 ]; then note "no 'register --transport': carol's registration under censorship not tried"; return 0; fi
+  local t0=$EPOCHREALTIME rc=0
+  pl "$NS_C" "$W/carol" "$(( $(left) > 60 ? 60 : $(left) ))" register "$INVITE" --name carol --transport "$BRIDGE_LINK" \
+    >"$W/carol.reg" 2>"$W/carol.err" </dev/null || rc=$?
+  [ $rc = 0 ] || fail "carol could not register under censorship through the bridge: $(tail -1 "$W/carol.err")"
+  note "carol registered under censorship via the bridge in $(awk -v a="$EPOCHREALTIME" -v b="$t0" 'BEGIN{printf "%.1f", a-b}') s"
+}
+
 apply_mode
 add_transports
 if [ "$MODE" = freeze ]; then deliver_daemon; else deliver_once; fi
+case $MODE in block-ip|combo) register_under_censorship;; esac
 [ -n "$GAPS" ] && note "not yet in parley:$GAPS"
 record pass "$DELIVERY_S" "$WINNER"
 log "PASS: delivered once in $DELIVERY_S s via $WINNER"
