@@ -216,8 +216,10 @@ class CannedSocks {
       timeval tv{5, 0};
       ::setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
       char buf[512];
+      ssize_t n = 0;
       if (::read(conn, buf, 3) == 3 && ::write(conn, g.data(), g.size()) > 0 && !c.empty() &&
-          ::read(conn, buf, sizeof buf) > 0) {
+          (n = ::read(conn, buf, sizeof buf)) > 0) {
+        second_.assign(buf, static_cast<std::size_t>(n));
         (void)!::write(conn, c.data(), c.size());
       }
       while (::read(conn, buf, sizeof buf) > 0) {
@@ -226,14 +228,22 @@ class CannedSocks {
     });
   }
   ~CannedSocks() {
-    ::shutdown(fd_, SHUT_RDWR);
-    thread_.join();
+    finish();
     ::close(fd_);
   }
   std::uint16_t port() const { return port_; }
+  // Ends the server; returns the client's second message (after the greeting).
+  std::string finish() {
+    if (thread_.joinable()) {
+      ::shutdown(fd_, SHUT_RDWR);
+      thread_.join();
+    }
+    return second_;
+  }
 
  private:
   int fd_;
+  std::string second_;
   std::uint16_t port_ = 0;
   std::thread thread_;
 };
@@ -262,6 +272,28 @@ TEST_F(RouteTest, Socks5RepliesAreValidated) {
     Status st = connect_status(o);
     EXPECT_EQ(st.message(), c.error) << st.to_string();
   }
+}
+
+// PT arguments over 255 bytes continue from the username into the password (pt-spec).
+TEST_F(RouteTest, Socks5LongPtArguments) {
+  CannedSocks fake(std::string("\x05\x02", 2), std::string("\x01\x01", 2));
+  auto o = base();
+  o.connect_timeout = 2s;
+  o.route.kind = Route::Kind::kSocks5;
+  o.route.via_host = "127.0.0.1";
+  o.route.via_port = fake.port();
+  const std::string args = "cert=" + std::string(300, 'c') + ";iat-mode=0";
+  o.route.socks_username = args;
+  o.route.socks_password = std::string(1, '\0');
+  Status st = connect_status(o);
+  EXPECT_EQ(st.message(), "socks5: proxy refused the credentials");
+  const std::string auth = fake.finish();
+  ASSERT_EQ(auth.size(), 3 + args.size());
+  EXPECT_EQ(auth[0], '\x01');
+  EXPECT_EQ(static_cast<unsigned char>(auth[1]), 255u);
+  EXPECT_EQ(auth.substr(2, 255), args.substr(0, 255));
+  EXPECT_EQ(static_cast<unsigned char>(auth[257]), args.size() - 255);
+  EXPECT_EQ(auth.substr(258), args.substr(255));
 }
 
 // --- HTTP CONNECT ------------------------------------------------------------------------------
