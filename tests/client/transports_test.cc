@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -289,6 +290,38 @@ TEST_F(TransportTest, ABridgeWinsWhenDirectIsDeadAndTheWinnerIsRemembered) {
   Ran hint = parley("alice", {"receive", "--timeout", "20"});
   ASSERT_EQ(hint.exit_code, 0) << hint.err;
   EXPECT_NE(hint.out.find("(a bridge link: parley --profile"), std::string::npos) << hint.out;
+}
+
+// A server with obfs4proxy in front (`parleyd --obfs4`): its invite adds the obfs4 transport at
+// registration, and with direct disabled the client starts its own obfs4proxy (PT v1 managed
+// mode, state under PROFILE/pt) and goes through it.
+TEST_F(TransportTest, AnInvitesObfs4EndpointIsAddedAtRegistrationAndWorks) {
+  if (::system("command -v obfs4proxy >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "obfs4proxy is not installed";
+  }
+  auto d = Parleyd::start(dir_.path(), {"--obfs4", "127.0.0.1:" + std::to_string(free_port())});
+  ASSERT_TRUE(d.has_value()) << d.status().to_string();
+  server_ = std::move(*d);
+  ASSERT_NE(server_->invite_link().find("obfs4="), std::string::npos) << server_->invite_link();
+  ASSERT_EQ(parley("alice", {"register", server_->invite_link(), "--name", "alice"}).exit_code, 0);
+  ASSERT_EQ(parley("bob", {"register", server_->invite_link(), "--name", "bob"}).exit_code, 0);
+  auto list = transports("alice");
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[1]["kind"], "pt");
+  EXPECT_EQ(list[1]["link"].get<std::string>().rfind("obfs4 127.0.0.1:", 0), 0u) << list[1];
+
+  ASSERT_EQ(parley("alice", {"transport", "disable", "1"}).exit_code, 0);
+  Ran sent = parley("alice", {"send", "bob", "through obfs4"});
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  list = transports("alice");
+  EXPECT_EQ(list[1]["preferred"], true);
+  EXPECT_EQ(list[1]["last_result"], "ok");
+  EXPECT_TRUE(fs::exists(profile("alice") + "/pt/obfs4"));
+  Ran got = parley("bob", {"receive", "--json", "--timeout", "20"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  auto msgs = json_lines(got.out);
+  ASSERT_EQ(msgs.size(), 1u) << got.out;
+  EXPECT_EQ(msgs[0]["text"], "through obfs4");
 }
 
 // `receive --follow` whose link is cut (or frozen) mid-way reconnects, with back-off, and
