@@ -90,7 +90,7 @@ parley::client::TransferProgress progress_printer(const char* what) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_command(int argc, char** argv) {
   CLI::App app{"parley: end-to-end encrypted messaging from the command line"};
   app.set_version_flag("--version", kVersion);
   app.require_subcommand(1);
@@ -213,6 +213,9 @@ int main(int argc, char** argv) {
 
   parley::client::OpenOptions options;
   options.profile_dir = profile_dir;
+  // The process exits right after the command: losers of a race still connecting (to a
+  // black-holed address, say) are not waited for.
+  options.wait_for_race_losers = false;
   options.connect_timeout =
       std::chrono::milliseconds(static_cast<std::int64_t>(connect_timeout_s * 1000));
   options.idle_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(idle_timeout_s * 1000));
@@ -246,6 +249,9 @@ int main(int argc, char** argv) {
     if (ec) {
       return fail(parley::make_error(parley::ErrorCode::kInvalidArgument, "bad --download-dir"));
     }
+    // A long-lived daemon that re-opens the profile waits for losers instead (their PT children
+    // would otherwise pile up).
+    options.wait_for_race_losers = true;
     return parley::cli::run_daemon(options, std::move(*opened), socket_path, downloads);
   }
   if (transports->parsed()) {
@@ -425,4 +431,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   return 2;
+}
+
+int main(int argc, char** argv) {
+  const int rc = run_command(argc, argv);
+  // The profile is closed by now. Threads of abandoned race losers may still be inside a TLS
+  // handshake: exit without running static destructors (OpenSSL's cleanup) under them.
+  std::fflush(nullptr);
+  std::_Exit(rc);
 }

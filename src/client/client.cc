@@ -99,7 +99,19 @@ Client::Client(std::unique_ptr<Profile> profile, OpenOptions options)
 
 Client::~Client() {
   drop_link();
-  reap_races(true);
+  if (options_.wait_for_race_losers) {
+    reap_races(true);
+    return;
+  }
+  reap_races(false);
+  if (races_.empty()) return;
+  // Losers still connecting are left to end with the process: their races and the PT pool they
+  // may use are leaked on purpose, never freed under them.
+  for (auto& p : races_) {
+    p->race->detach();
+    static_cast<void>(p->race.release());
+  }
+  static_cast<void>(pool_.release());
 }
 
 Result<std::unique_ptr<Client>> Client::register_account(

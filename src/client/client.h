@@ -57,6 +57,10 @@ struct OpenOptions {
   // The race of transports: the next one starts this long after the previous (or at once when
   // every started one failed).
   std::chrono::milliseconds race_stagger{300};
+  // Whether destroying the Client waits for race losers still connecting (each within its
+  // timeouts). False for a process that exits right after (the CLI): they are abandoned, with
+  // the objects they use, to end with the process.
+  bool wait_for_race_losers = true;
   // The signed prekey is replaced when older than this (checked on every connection).
   std::chrono::seconds signed_pre_key_max_age{7 * 24 * 3600};
 };

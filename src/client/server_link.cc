@@ -149,6 +149,12 @@ LinkRace::LinkRace(std::vector<LinkCandidate> candidates, Rng& rng, milliseconds
 
 LinkRace::~LinkRace() { join(); }
 
+void LinkRace::detach() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.detach();
+  }
+}
+
 void LinkRace::join() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();

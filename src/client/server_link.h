@@ -110,6 +110,9 @@ class LinkRace {
   bool finished();
   // Waits for every thread to end (idempotent; the owner's thread only).
   void join();
+  // Lets the threads run on unjoined. The object must then never be destroyed (the owner leaks
+  // it): for a process about to exit.
+  void detach();
   // Per candidate: none while it runs or if it never started; ok; or its error.
   std::vector<std::optional<Status>> results();
 
