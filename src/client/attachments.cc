@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "client/internal/attachment_io.h"
+#include "client/transports.h"
 #include "crypto/primitives.h"
 
 namespace parley::client {
@@ -95,12 +96,7 @@ std::optional<ContentRange> parse_content_range(std::string_view v) {
 }
 
 transport::ClientOptions http_options(const wire::Invite& server) {
-  transport::ClientOptions o;
-  o.host = server.host;
-  o.port = server.port;
-  o.ws_path = server.ws_path;
-  o.pin_sha256 = server.pin_sha256;
-  return o;
+  return server_options(server);
 }
 
 std::string hex_of(std::string_view s) { return to_hex(as_bytes(s)); }

@@ -319,11 +319,7 @@ Result<std::unique_ptr<ServerLink>> Client::connect_raced() {
   reap_races(false);
   PARLEY_ASSIGN_OR_RETURN(std::vector<TransportRecord> all, store_->list_transports());
   PARLEY_ASSIGN_OR_RETURN(wire::Invite server, invite_of(*account_));
-  transport::ClientOptions base;
-  base.host = server.host;
-  base.port = server.port;
-  base.ws_path = server.ws_path;
-  base.pin_sha256 = server.pin_sha256;
+  transport::ClientOptions base = server_options(server);
   base.connect_timeout = options_.connect_timeout;
   base.idle_timeout = options_.idle_timeout;
 

@@ -82,11 +82,7 @@ void Client::fetch_attachment(const Attachment& proto, const ReceiveOptions& opt
   if (!server) return fail(server.error());
   transport::ClientOptions http = link_options_;
   if (!link_) {
-    http = transport::ClientOptions{};
-    http.host = server->host;
-    http.port = server->port;
-    http.ws_path = server->ws_path;
-    http.pin_sha256 = server->pin_sha256;
+    http = server_options(*server);
   }
   const std::filesystem::path dir =
       options.download_dir.empty() ? profile_->dir() / kDownloadDir : options.download_dir;

@@ -1,5 +1,6 @@
 #include "client/server_link.h"
 
+#include "client/transports.h"
 #include "crypto/pow.h"
 
 namespace parley::client {
@@ -20,11 +21,7 @@ milliseconds left_until(Clock::time_point deadline) {
 
 Result<std::unique_ptr<ServerLink>> ServerLink::connect(const wire::Invite& server, Rng& rng,
                                                         milliseconds timeout) {
-  transport::ClientOptions options;
-  options.host = server.host;
-  options.port = server.port;
-  options.ws_path = server.ws_path;
-  options.pin_sha256 = server.pin_sha256;
+  transport::ClientOptions options = server_options(server);
   options.connect_timeout = timeout;
   return connect(options, rng);
 }

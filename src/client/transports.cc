@@ -241,6 +241,41 @@ std::optional<std::string> obfs4_link_of(const wire::Invite& invite) {
   return t->text;
 }
 
+namespace {
+
+// A DNS name (not an IP literal): letters, digits, '-' and '.', with a dot and a letter.
+bool is_dns_name(std::string_view s) {
+  if (s.empty() || s.size() > 253 || s.find('.') == std::string_view::npos) return false;
+  bool letter = false;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalpha(u)) {
+      letter = true;
+    } else if (!std::isdigit(u) && c != '-' && c != '.') {
+      return false;
+    }
+  }
+  return letter && s.front() != '.' && s.back() != '.';
+}
+
+}  // namespace
+
+transport::ClientOptions server_options(const wire::Invite& server) {
+  transport::ClientOptions o;
+  o.host = server.host;
+  o.port = server.port;
+  o.ws_path = server.ws_path;
+  o.pin_sha256 = server.pin_sha256;
+  if (!server.sni.empty()) {
+    o.sni = server.sni;
+  } else if (is_dns_name(server.server_name)) {
+    o.sni = server.server_name;
+  } else if (is_dns_name(server.host)) {
+    o.sni = server.host;
+  }
+  return o;
+}
+
 Result<transport::ClientOptions> TransportPool::options_for(
     const TransportRecord& record, const transport::ClientOptions& server) {
   transport::ClientOptions o = server;

@@ -64,6 +64,13 @@ Result<TransportLink> parse_transport_link(std::string_view link);
 std::optional<std::string> obfs4_link_of(const wire::Invite& invite);
 
 // One stored transport.
+// How to reach the server of `server` directly: address, secret path, pin, and the TLS server
+// name. The name sent is the invite's `sni` if it has one, else the server's name when that is a
+// DNS name (what any HTTPS client to that site would send; a ClientHello without a name is
+// itself unusual), else none. A censor that blocks the name blocks this path, and the race moves
+// on to the profile's other transports.
+transport::ClientOptions server_options(const wire::Invite& server);
+
 struct TransportRecord {
   std::int64_t id = 0;
   TransportKind kind = TransportKind::kDirect;

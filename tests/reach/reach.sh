@@ -374,6 +374,14 @@ register_under_censorship() {
 apply_mode
 add_transports
 if [ "$MODE" = freeze ]; then deliver_daemon; else deliver_once; fi
+# The censor must really have stopped the direct path (a pass through an untouched direct link
+# proves nothing), and under block-fet the TLS path must beat the random-looking obfs4.
+case $MODE in
+  block-ip|block-sni|block-sni-dpi|block-tls|block-ja3|block-pattern|block-string|combo)
+    [ "$WINNER" != direct ] || fail "the direct path won under $MODE: the censor did not block parley's TLS, so this run proves nothing" ;;
+  block-fet)
+    case $WINNER in direct|bridge) ;; *) fail "under block-fet $WINNER won; a TLS path should" ;; esac ;;
+esac
 case $MODE in block-ip|combo) register_under_censorship;; esac
 [ -n "$GAPS" ] && note "not yet in parley:$GAPS"
 record pass "$DELIVERY_S" "$WINNER"
