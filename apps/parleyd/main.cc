@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sstream>
@@ -153,6 +154,35 @@ Result<std::unique_ptr<transport::PtServer>> start_obfs4(const server::ServerCon
   return pt;
 }
 
+// The TLS listener and, with --obfs4, the PT in front of it: what a server and a bridge share.
+// Errors are printed; nullopt means "exit 1".
+struct Front {
+  std::unique_ptr<transport::Server> server;
+  std::unique_ptr<transport::PtServer> pt;
+};
+std::optional<Front> start_front(boost::asio::io_context& io, const server::ServerConfig& cfg,
+                                 const transport::ServerOptions& opts,
+                                 transport::WsHandlerFactory factory,
+                                 transport::HttpFiles* files) {
+  auto server = transport::Server::start(io, opts, std::move(factory), files);
+  if (!server) {
+    std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
+                 server.error().to_string().c_str());
+    return std::nullopt;
+  }
+  Front front;
+  front.server = std::move(*server);
+  if (!cfg.obfs4.host.empty()) {
+    auto started = start_obfs4(cfg, front.server->port());
+    if (!started) {
+      std::fprintf(stderr, "parleyd: --obfs4: %s\n", started.error().to_string().c_str());
+      return std::nullopt;
+    }
+    front.pt = std::move(*started);
+  }
+  return front;
+}
+
 // The link's obfs4 parameters from the running PT (its public address when it listens on
 // every interface).
 void add_obfs4(wire::Invite& inv, const transport::PtServer* pt, const server::ServerConfig& cfg) {
@@ -208,22 +238,11 @@ int run(server::ServerConfig cfg) {
   opts.cert_pem = tls.cert_pem;
   opts.key_pem = tls.key_pem;
   service.fill_transport_options(opts);
-  auto server = transport::Server::start(io, opts, service.handler_factory(), &service.http_files());
-  if (!server) {
-    std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
-                 server.error().to_string().c_str());
-    return 1;
-  }
-  const std::uint16_t port = (*server)->port();
-  std::unique_ptr<transport::PtServer> pt;
-  if (!cfg.obfs4.host.empty()) {
-    auto started = start_obfs4(cfg, port);
-    if (!started) {
-      std::fprintf(stderr, "parleyd: --obfs4: %s\n", started.error().to_string().c_str());
-      return 1;
-    }
-    pt = std::move(*started);
-  }
+  auto front = start_front(io, cfg, opts, service.handler_factory(), &service.http_files());
+  if (!front) return 1;
+  auto& server = front->server;
+  auto& pt = front->pt;
+  const std::uint16_t port = server->port();
 
   std::unique_ptr<transport::AdminServer> admin;
   if (!cfg.admin.host.empty()) {
@@ -302,16 +321,16 @@ int run(server::ServerConfig cfg) {
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code, int sig) {
     spdlog::info("event=draining signal={}", sig);
-    (*server)->stop_accepting();
+    server->stop_accepting();
     service.set_draining();
     housekeeping.cancel();
     // Let in-flight requests finish, close the connections, wait (bounded) until every
     // connection has ended (so each session is released), then stop.
     drain_timer.expires_after(std::chrono::milliseconds(500));
     drain_timer.async_wait([&](boost::system::error_code) {
-      (*server)->close_all("server restarting");
+      server->close_all("server restarting");
       if (admin) admin->stop();
-      wait_for_connections(drain_timer, **server, io,
+      wait_for_connections(drain_timer, *server, io,
                            std::chrono::steady_clock::now() + std::chrono::seconds(5));
     });
   });
@@ -360,22 +379,11 @@ int run_bridge(server::ServerConfig cfg) {
   opts.ping_interval = std::chrono::seconds(cfg.ping_interval_s);
   opts.bridge_to_host = cfg.bridge_to.host;
   opts.bridge_to_port = cfg.bridge_to.port;
-  auto server = transport::Server::start(io, opts, nullptr, nullptr);
-  if (!server) {
-    std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
-                 server.error().to_string().c_str());
-    return 1;
-  }
-  const std::uint16_t port = (*server)->port();
-  std::unique_ptr<transport::PtServer> pt;
-  if (!cfg.obfs4.host.empty()) {
-    auto started = start_obfs4(cfg, port);
-    if (!started) {
-      std::fprintf(stderr, "parleyd: --obfs4: %s\n", started.error().to_string().c_str());
-      return 1;
-    }
-    pt = std::move(*started);
-  }
+  auto front = start_front(io, cfg, opts, nullptr, nullptr);
+  if (!front) return 1;
+  auto& server = front->server;
+  auto& pt = front->pt;
+  const std::uint16_t port = server->port();
   std::unique_ptr<transport::AdminServer> admin;
   if (!cfg.admin.host.empty()) {
     auto a = transport::AdminServer::start(
@@ -385,7 +393,7 @@ int run_bridge(server::ServerConfig cfg) {
           if (method == "GET" && target == "/metrics") {
             return {200, "text/plain; version=0.0.4",
                     "# TYPE parley_bridge_connections gauge\nparley_bridge_connections " +
-                        std::to_string((*server)->connection_count()) + "\n"};
+                        std::to_string(server->connection_count()) + "\n"};
           }
           return {404, "text/plain", "not found\n"};
         });
@@ -414,10 +422,10 @@ int run_bridge(server::ServerConfig cfg) {
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code, int sig) {
     spdlog::info("event=draining signal={}", sig);
-    (*server)->stop_accepting();
-    (*server)->close_all("server restarting");
+    server->stop_accepting();
+    server->close_all("server restarting");
     if (admin) admin->stop();
-    wait_for_connections(drain_timer, **server, io,
+    wait_for_connections(drain_timer, *server, io,
                          std::chrono::steady_clock::now() + std::chrono::seconds(5));
   });
   const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
