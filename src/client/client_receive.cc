@@ -146,15 +146,17 @@ Status Client::receive_on_link(const ReceiveOptions& options, Clock::time_point 
         pending_receipts_.clear();
         return stored;
       }
-      // Stored (or recorded as undecryptable): only now may the server delete them.
+      // Stored (or recorded as undecryptable): only now may the server delete them. They are
+      // shown before the acks go out: a link that fails while sending the acks must not leave
+      // a stored message unshown (redelivered, it is then a duplicate and never shown at all).
       for (const wire::Envelope& e : batch) acks.push_back(e.server_id());
-      PARLEY_TRY(send_acks());
       for (Shown& s : shown) {
         // A file is fetched after its message is stored: a failed download is reported with
         // the message (the pointer stays in the history), it never loses the message.
         if (s.file) fetch_attachment(*s.file, options, s.message);
         on_message(s.message);
       }
+      PARLEY_TRY(send_acks());
     }
     if (queue_empty) {
       PARLEY_TRY(send_receipts());
