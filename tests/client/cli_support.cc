@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <thread>
 
 namespace parley::testing {
@@ -247,6 +248,16 @@ Result<nlohmann::json> RpcConnection::next_notification(std::chrono::millisecond
     if (j.is_object() && !j.contains("id")) return j;
     return make_error(ErrorCode::kMalformed, "unexpected response: " + j.dump());
   }
+}
+
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.front() == '{') lines.push_back(nlohmann::json::parse(line));
+  }
+  return lines;
 }
 
 }  // namespace parley::testing

@@ -85,4 +85,8 @@ class RpcConnection {
   std::int64_t next_id_ = 1;
 };
 
+// The JSON objects of a command's output, one per line (lines that are not objects, such as
+// notes, are skipped).
+std::vector<nlohmann::json> json_lines(const std::string& out);
+
 }  // namespace parley::testing

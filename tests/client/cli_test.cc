@@ -26,18 +26,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
-std::vector<nlohmann::json> json_lines(const std::string& out) {
-  std::vector<nlohmann::json> lines;
-  std::size_t start = 0;
-  while (start < out.size()) {
-    std::size_t nl = out.find('\n', start);
-    if (nl == std::string::npos) nl = out.size();
-    if (nl > start) lines.push_back(nlohmann::json::parse(out.substr(start, nl - start)));
-    start = nl + 1;
-  }
-  return lines;
-}
-
 class CliTest : public ::testing::Test {
  protected:
   void start(std::vector<std::string> args = {}) {
