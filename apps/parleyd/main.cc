@@ -154,6 +154,22 @@ Result<std::unique_ptr<transport::PtServer>> start_obfs4(const server::ServerCon
   return pt;
 }
 
+// The data directory, the TLS identity and its pin, as a server and a bridge both need them.
+// Errors are printed; nullopt means "exit 1".
+std::optional<crypto::Sha256Digest> prepare_identity(server::ServerConfig& cfg, Rng& rng,
+                                                     crypto::TlsIdentity& tls) {
+  if (Status s = prepare_data_dir(cfg, rng, tls); !s.is_ok()) {
+    std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
+    return std::nullopt;
+  }
+  auto pin = crypto::certificate_pin(tls.cert_pem);
+  if (!pin) {
+    std::fprintf(stderr, "parleyd: certificate: %s\n", pin.error().to_string().c_str());
+    return std::nullopt;
+  }
+  return *pin;
+}
+
 // The TLS listener and, with --obfs4, the PT in front of it: what a server and a bridge share.
 // Errors are printed; nullopt means "exit 1".
 struct Front {
@@ -214,15 +230,8 @@ int run(server::ServerConfig cfg) {
   if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
 
   crypto::TlsIdentity tls;
-  if (Status s = prepare_data_dir(cfg, rng, tls); !s.is_ok()) {
-    std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
-    return 1;
-  }
-  auto pin = crypto::certificate_pin(tls.cert_pem);
-  if (!pin) {
-    std::fprintf(stderr, "parleyd: certificate: %s\n", pin.error().to_string().c_str());
-    return 1;
-  }
+  auto pin = prepare_identity(cfg, rng, tls);
+  if (!pin) return 1;
   auto store = store::open_sqlite_store((fs::path(cfg.data_dir) / "parley.db").string());
   if (!store) {
     std::fprintf(stderr, "parleyd: database: %s\n", store.error().to_string().c_str());
@@ -352,15 +361,8 @@ int run_bridge(server::ServerConfig cfg) {
   crypto::SystemRng rng;
   if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
   crypto::TlsIdentity tls;
-  if (Status s = prepare_data_dir(cfg, rng, tls); !s.is_ok()) {
-    std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
-    return 1;
-  }
-  auto pin = crypto::certificate_pin(tls.cert_pem);
-  if (!pin) {
-    std::fprintf(stderr, "parleyd: certificate: %s\n", pin.error().to_string().c_str());
-    return 1;
-  }
+  auto pin = prepare_identity(cfg, rng, tls);
+  if (!pin) return 1;
   boost::asio::io_context io;
   transport::ServerOptions opts;
   opts.listen_host = cfg.listen.host;
