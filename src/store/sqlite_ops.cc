@@ -22,6 +22,21 @@ std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
 
 constexpr std::size_t kServerIdSize = 16;
 
+// Runs a `DELETE FROM envelopes ... RETURNING size`: how many rows went, and their bytes.
+struct Removed {
+  std::int64_t count = 0;
+  std::int64_t bytes = 0;
+};
+Result<Removed> sum_removed(Stmt& s) {
+  Removed r;
+  for (;;) {
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) return r;
+    r.count += 1;
+    r.bytes += s.column_int(0);
+  }
+}
+
 // Whether dedup row `row` (0: none) holds exactly the key of `batch`.
 Result<bool> dedup_row_matches(Tx& tx, std::int64_t row, const SendBatch& batch) {
   if (row == 0) return false;
@@ -454,14 +469,10 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
   std::int64_t count = 0;
   std::int64_t bytes = 0;
   auto take = [&](Stmt& s) -> Result<bool> {
-    bool any = false;
-    for (;;) {
-      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-      if (!row) return any;
-      any = true;
-      count += 1;
-      bytes += s.column_int(0);
-    }
+    PARLEY_ASSIGN_OR_RETURN(Removed r, sum_removed(s));
+    count += r.count;
+    bytes += r.bytes;
+    return r.count > 0;
   };
   for (const Bytes& id : server_ids) {
     bool deleted = false;
@@ -565,15 +576,8 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
                                 "RETURNING size",
                                 "expire envelopes"));
       s.bind(1, account_id).bind(2, device_id).bind(3, now_ms - max_age_ms).bind(4, kInt64Max);
-      std::int64_t count = 0;
-      std::int64_t bytes = 0;
-      for (;;) {
-        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-        if (!row) break;
-        count += 1;
-        bytes += s.column_int(0);
-      }
-      if (count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -count, -bytes));
+      PARLEY_ASSIGN_OR_RETURN(Removed r, sum_removed(s));
+      if (r.count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -r.count, -r.bytes));
     }
   }
   {

@@ -17,7 +17,7 @@ struct SqliteOptions {
   // kResourceExhausted (callback run on the submitting thread). The server bounds in-flight
   // requests per connection, so reaching this means the disk cannot keep up: shed load.
   std::size_t max_pending = 100000;
-  // Most dedup keys indexed in memory (about 60 bytes each): a resend is recognised while its
+  // Most dedup keys indexed in memory (an estimated 60 bytes each): a resend is recognised while its
   // key is among the newest this many and within the dedup window.
   std::size_t dedup_entries = 1 << 20;
 };
