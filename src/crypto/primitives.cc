@@ -6,7 +6,9 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
+#include <cstring>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -354,9 +356,45 @@ Result<Bytes> aes256_gcm_decrypt(ByteView key, ByteView nonce12, ByteView aad, B
 
 // ---- Randomness ---------------------------------------------------------------------------------
 
+namespace {
+
+// Small requests (frame padding, ids, nonces: several per message on the server) are served
+// from a per-thread pool of libsodium output, refilled 512 bytes at a time: one getrandom
+// call instead of one per request. Bytes are wiped from the pool as they are handed out and
+// the pool is wiped when its thread ends. A forked child must not use the pool it inherited;
+// parley only forks to exec (posix_spawn).
+class RandomPool {
+ public:
+  static constexpr std::size_t kSize = 512;
+  static constexpr std::size_t kMaxRequest = 64;  // larger requests go to libsodium directly
+  ~RandomPool() { sodium_memzero(bytes_.data(), bytes_.size()); }
+  void take(std::span<std::uint8_t> out) {
+    if (left_ < out.size()) {
+      randombytes_buf(bytes_.data(), bytes_.size());
+      left_ = bytes_.size();
+    }
+    std::uint8_t* from = bytes_.data() + (bytes_.size() - left_);
+    std::memcpy(out.data(), from, out.size());
+    sodium_memzero(from, out.size());
+    left_ -= out.size();
+  }
+
+ private:
+  std::array<std::uint8_t, kSize> bytes_{};
+  std::size_t left_ = 0;
+};
+
+}  // namespace
+
 void SystemRng::fill(std::span<std::uint8_t> out) {
   ensure_sodium();
-  randombytes_buf(out.data(), out.size());
+  if (out.empty()) return;
+  if (out.size() > RandomPool::kMaxRequest) {
+    randombytes_buf(out.data(), out.size());
+    return;
+  }
+  thread_local RandomPool pool;
+  pool.take(out);
 }
 
 // ---- Ed25519 ------------------------------------------------------------------------------------

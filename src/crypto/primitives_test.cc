@@ -6,7 +6,9 @@
 #include <openssl/params.h>
 #include <sodium.h>
 
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/bytes.h"
@@ -289,6 +291,33 @@ TEST(SystemRng, FillsBytes) {
   rng.fill(b);
   EXPECT_NE(a, b);
   EXPECT_NE(a, Bytes(32));
+}
+
+// Small requests come from a per-thread pool: across refills and threads no output repeats
+// (16-byte values: a repeat would mean bytes handed out twice).
+TEST(SystemRng, PoolNeverRepeatsAcrossRefillsAndThreads) {
+  constexpr int kPerThread = 2000;  // 32 KB per thread: many refills of the 512-byte pool
+  std::vector<std::vector<Bytes>> got(3);
+  std::vector<std::thread> threads;
+  for (auto& out : got) {
+    threads.emplace_back([&out] {
+      SystemRng rng;
+      for (int i = 0; i < kPerThread; ++i) {
+        Bytes v(16);
+        rng.fill(v);
+        out.push_back(std::move(v));
+        Bytes odd(7);  // odd sizes shift the pool's offset
+        rng.fill(odd);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<Bytes> all;
+  for (const auto& out : got) all.insert(out.begin(), out.end());
+  EXPECT_EQ(all.size(), 3u * kPerThread);
+  Bytes big(4096);  // above the pool's request size: straight from libsodium
+  SystemRng().fill(big);
+  EXPECT_NE(big, Bytes(4096));
 }
 
 TEST(Ed25519, Rfc8032Test1) {
