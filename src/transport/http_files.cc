@@ -38,10 +38,10 @@ void set_common(http::response_header<>& h, const HttpContext& cx) {
   if (!cx.options.server_header.empty()) h.set(http::field::server, cx.options.server_header);
 }
 
-void expire(TlsStream& s, std::chrono::seconds t) { beast::get_lowest_layer(s).expires_after(t); }
+void expire(TlsSocket& s, std::chrono::seconds t) { s.expires_after(t); }
 
 // An in-memory response.
-net::awaitable<bool> write_simple(TlsStream& s, http::response<http::string_body>& res,
+net::awaitable<bool> write_simple(TlsSocket& s, http::response<http::string_body>& res,
                                   bool keep_alive, const HttpContext& cx) {
   set_common(res.base(), cx);
   res.keep_alive(keep_alive);
@@ -52,7 +52,7 @@ net::awaitable<bool> write_simple(TlsStream& s, http::response<http::string_body
 }
 
 // Sends [offset, offset + length) of an open file.
-net::awaitable<bool> write_file(TlsStream& s, int fd, std::uint64_t offset, std::uint64_t length,
+net::awaitable<bool> write_file(TlsSocket& s, int fd, std::uint64_t offset, std::uint64_t length,
                                 const HttpContext& cx) {
   auto chunk = std::make_unique<char[]>(kChunk);
   while (length > 0) {
@@ -70,7 +70,7 @@ net::awaitable<bool> write_file(TlsStream& s, int fd, std::uint64_t offset, std:
 }
 
 // The header of a response whose body (if any) is written separately.
-net::awaitable<bool> write_header(TlsStream& s, http::response<http::empty_body>& res,
+net::awaitable<bool> write_header(TlsSocket& s, http::response<http::empty_body>& res,
                                   std::uint64_t content_length, bool keep_alive,
                                   const HttpContext& cx) {
   set_common(res.base(), cx);
@@ -82,7 +82,7 @@ net::awaitable<bool> write_header(TlsStream& s, http::response<http::empty_body>
 }
 
 // Reads and discards a request body of at most `limit` bytes. False on error or over the limit.
-net::awaitable<bool> drain_body(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+net::awaitable<bool> drain_body(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
                                 std::uint64_t limit, const HttpContext& cx) {
   if (hp.is_done()) co_return true;
   if (hp.content_length() && *hp.content_length() > limit) co_return false;
@@ -100,7 +100,7 @@ net::awaitable<bool> drain_body(TlsStream& s, beast::flat_buffer& buffer, Header
   co_return true;
 }
 
-net::awaitable<bool> error_response(TlsStream& s, unsigned status, unsigned version,
+net::awaitable<bool> error_response(TlsSocket& s, unsigned status, unsigned version,
                                     const HttpContext& cx, bool keep_alive = false) {
   co_return co_await write_site_response(s, cx.site.error_page(status), version, keep_alive, false,
                                          cx);
@@ -121,7 +121,7 @@ unsigned status_for(const Status& st) {
 
 // A response with no body and a few extra fields (upload status answers).
 // `upload_offset` >= 0 adds the Upload-Offset field (and Range for 308).
-net::awaitable<bool> write_status(TlsStream& s, unsigned status, unsigned version, bool keep_alive,
+net::awaitable<bool> write_status(TlsSocket& s, unsigned status, unsigned version, bool keep_alive,
                                   std::int64_t upload_offset, const HttpContext& cx) {
   http::response<http::string_body> res{static_cast<http::status>(status), version};
   if (upload_offset >= 0) {
@@ -135,7 +135,7 @@ net::awaitable<bool> write_status(TlsStream& s, unsigned status, unsigned versio
 }
 
 // PUT <ws_path>/att/<id> with Content-Range "bytes START-END/TOTAL".
-net::awaitable<bool> put_attachment(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
                                     std::string id, const HttpContext& cx) {
   const auto& req = hp.get();  // not used after the parser moves into `bp` below
   const unsigned version = req.version();
@@ -232,7 +232,7 @@ net::awaitable<bool> put_attachment(TlsStream& s, beast::flat_buffer& buffer, He
 }
 
 // HEAD with a bearer token: the upload's state.
-net::awaitable<bool> head_upload(TlsStream& s, std::string_view id, std::string_view token,
+net::awaitable<bool> head_upload(TlsSocket& s, std::string_view id, std::string_view token,
                                  unsigned version, bool keep, const HttpContext& cx) {
   auto upload = cx.files->begin_upload(id, token);
   if (!upload) {
@@ -250,7 +250,7 @@ net::awaitable<bool> head_upload(TlsStream& s, std::string_view id, std::string_
 }
 
 // GET/HEAD of a complete attachment, with an optional single byte range.
-net::awaitable<bool> get_attachment(TlsStream& s, std::string_view id, std::string_view range_hdr,
+net::awaitable<bool> get_attachment(TlsSocket& s, std::string_view id, std::string_view range_hdr,
                                     unsigned version, bool keep, bool head,
                                     const HttpContext& cx) {
   auto dl = cx.files->open_download(id);
@@ -290,7 +290,7 @@ net::awaitable<bool> get_attachment(TlsStream& s, std::string_view id, std::stri
 
 }  // namespace
 
-net::awaitable<bool> write_site_response(TlsStream& s, const SiteResponse& page, unsigned version,
+net::awaitable<bool> write_site_response(TlsSocket& s, const SiteResponse& page, unsigned version,
                                          bool keep_alive, bool head, const HttpContext& cx) {
   const auto status = static_cast<http::status>(page.status);
   auto fill = [&](http::response_header<>& h) {
@@ -331,7 +331,7 @@ net::awaitable<bool> write_site_response(TlsStream& s, const SiteResponse& page,
   co_return keep_alive;
 }
 
-net::awaitable<bool> serve_site(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+net::awaitable<bool> serve_site(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
                                 const HttpContext& cx) {
   const auto& req = hp.get();
   const unsigned version = req.version();
@@ -347,7 +347,7 @@ net::awaitable<bool> serve_site(TlsStream& s, beast::flat_buffer& buffer, Header
   co_return co_await write_site_response(s, page, version, keep, head, cx);
 }
 
-net::awaitable<bool> serve_attachment(TlsStream& s, beast::flat_buffer& buffer, HeaderParser& hp,
+net::awaitable<bool> serve_attachment(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
                                       std::string_view id, const HttpContext& cx) {
   const auto& req = hp.get();
   const unsigned version = req.version();

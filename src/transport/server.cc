@@ -14,6 +14,8 @@
 #include <mutex>
 
 #include "transport/internal/asio.h"
+#include "transport/internal/cork_stream.h"
+#include "transport/internal/tls_socket.h"
 #include "transport/internal/http_serve.h"
 #include "transport/static_site.h"
 
@@ -73,7 +75,8 @@ namespace {
 
 using namespace internal;  // NOLINT: file-local
 namespace websocket = boost::beast::websocket;
-using WsStream = websocket::stream<TlsStream>;
+// Writes go through CorkStream: a connection's queued frames leave in one TLS write.
+using WsStream = websocket::stream<CorkStream<TlsSocket>>;
 
 class Connection;
 
@@ -138,8 +141,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       // Never let anything escape into the io_context; the connection just ends.
     }
     if (phase_ == Phase::kWs && !handler_closed_) finish_ws();
-    error_code ignored;
-    lowest_socket().close(ignored);
+    close_socket();
   }
 
 
@@ -151,8 +153,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         self->do_close(websocket::close_code::going_away, reason, false);
       } else {
         self->stopping_ = true;
+        self->close_socket();
         error_code ignored;
-        self->lowest_socket().close(ignored);
         if (self->bridge_up_) self->bridge_up_->socket().close(ignored);
       }
     });
@@ -199,11 +201,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     error_code ec;
     auto ep = sock.remote_endpoint(ec);
     if (!ec) remote_ip_ = ep.address().to_string();
-    tls_.emplace(std::move(sock), *st_->tls);
+    auto tls = TlsSocket::accept(std::move(sock), st_->tls->native_handle());
+    if (tls.has_value()) tls_ = std::move(tls).value();  // else the connection just ends
   }
 
-  tcp::socket& lowest_socket() {
-    return ws_ ? beast::get_lowest_layer(*ws_).socket() : beast::get_lowest_layer(*tls_).socket();
+  void close_socket() {
+    error_code ignored;
+    if (ws_) beast::get_lowest_layer(*ws_).close(ignored);
+    if (tls_) tls_->socket().close(ignored);
   }
 
   static bool is_http_parse_error(const error_code& ec) {
@@ -213,10 +218,10 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 
   net::awaitable<void> http_loop() {
     const ServerOptions& opt = st_->options;
-    auto& tcp_layer = beast::get_lowest_layer(*tls_);
-    tcp_layer.expires_after(opt.handshake_timeout);
+    if (!tls_) co_return;
+    tls_->expires_after(opt.handshake_timeout);
     {
-      auto [ec] = co_await tls_->async_handshake(ssl::stream_base::server, kUse);
+      auto [ec] = co_await tls_->async_handshake(kUse);
       if (ec) co_return;
     }
     HttpContext cx{opt, st_->site, st_->files};
@@ -227,7 +232,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       HeaderParser hp;
       hp.header_limit(8 * 1024);
       hp.body_limit(std::numeric_limits<std::uint64_t>::max());  // enforced per endpoint
-      tcp_layer.expires_after(served == 0 ? opt.handshake_timeout : opt.idle_timeout);
+      tls_->expires_after(served == 0 ? opt.handshake_timeout : opt.idle_timeout);
       auto [ec, n] = co_await http::async_read_header(*tls_, buffer, hp, kUse);
       if (ec) {
         if (is_http_parse_error(ec) && !stopping_) {
@@ -263,7 +268,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     }
     if (stopping_) co_return;
     // Close like a polite server: TLS close_notify, briefly.
-    tcp_layer.expires_after(std::chrono::seconds(2));
+    tls_->expires_after(std::chrono::seconds(2));
     co_await tls_->async_shutdown(kUse);
   }
 
@@ -298,8 +303,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     websocket::detail::sec_ws_accept_type accept;
     websocket::detail::make_sec_ws_accept(accept, req[http::field::sec_websocket_key]);
     res.set(http::field::sec_websocket_accept, std::string_view(accept.data(), accept.size()));
-    auto& tcp_layer = beast::get_lowest_layer(*tls_);
-    tcp_layer.expires_after(opt.handshake_timeout);
+    tls_->expires_after(opt.handshake_timeout);
     {
       auto [ec, n] = co_await http::async_write(*tls_, res, kUse);
       if (ec || stopping_) {
@@ -319,7 +323,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
                   });
     std::vector<char> buf(16 * 1024);
     for (;;) {
-      tcp_layer.expires_after(bridge_idle(opt));
+      tls_->expires_after(bridge_idle(opt));
       auto [rec, n] = co_await tls_->async_read_some(net::buffer(buf), kUse);
       if (rec || n == 0) break;
       up->expires_after(bridge_idle(opt));
@@ -338,13 +342,12 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   static net::awaitable<void> pump_to_client(std::shared_ptr<Connection> self,
                                              std::shared_ptr<beast::tcp_stream> up) {
     const ServerOptions& opt = self->st_->options;
-    auto& tcp_layer = beast::get_lowest_layer(*self->tls_);
     std::vector<char> buf(16 * 1024);
     for (;;) {
       up->expires_after(bridge_idle(opt));
       auto [rec, n] = co_await up->async_read_some(net::buffer(buf), kUse);
       if (rec || n == 0) break;
-      tcp_layer.expires_after(bridge_idle(opt));
+      self->tls_->expires_after(bridge_idle(opt));
       auto [wec, wn] = co_await net::async_write(*self->tls_, net::buffer(buf.data(), n), kUse);
       if (wec) break;
     }
@@ -355,15 +358,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   void close_bridge() {
     error_code ignored;
     if (bridge_up_) bridge_up_->socket().close(ignored);
-    lowest_socket().close(ignored);
+    close_socket();
   }
 
   net::awaitable<void> ws_session(http::request<http::empty_body> req) {
     const ServerOptions& opt = st_->options;
     phase_ = Phase::kWsHandshake;
-    ws_.emplace(std::move(*tls_));
-    tls_.reset();
-    beast::get_lowest_layer(*ws_).expires_never();
+    tls_->expires_never();  // the WebSocket's own timeouts apply from here
+    ws_.emplace(std::move(tls_));
     websocket::stream_base::timeout to{};
     to.handshake_timeout = opt.handshake_timeout;
     to.idle_timeout = opt.idle_timeout.count() > 0
@@ -433,7 +435,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     close_started_ = true;
     error_code ignored;
     close_timer_.cancel();
-    beast::get_lowest_layer(*ws_).socket().close(ignored);
+    beast::get_lowest_layer(*ws_).close(ignored);
     drop_queued(writing_);
     if (handler_ && !handler_closed_) {
       handler_closed_ = true;
@@ -479,7 +481,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         self->writing_ = false;
         self->drop_queued(false);
         error_code ignored;
-        beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+        beast::get_lowest_layer(*self->ws_).close(ignored);
         return;
       }
       self->write_next();
@@ -497,7 +499,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     close_timer_.async_wait([self = shared_from_this()](error_code ec) {
       if (ec || self->read_done_) return;
       error_code ignored;
-      beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+      beast::get_lowest_layer(*self->ws_).close(ignored);
     });
     if (!writing_) start_close();
   }
@@ -507,7 +509,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     ws_->async_close(close_reason_, [self = shared_from_this()](error_code ec) {
       if (ec) {
         error_code ignored;
-        beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+        beast::get_lowest_layer(*self->ws_).close(ignored);
       }
     });
   }
@@ -520,7 +522,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // Strand-confined state.
   Phase phase_ = Phase::kHttp;
   bool stopping_ = false;
-  std::optional<TlsStream> tls_;
+  std::unique_ptr<TlsSocket> tls_;  // until the WebSocket takes it
   std::optional<WsStream> ws_;
   std::shared_ptr<beast::tcp_stream> bridge_up_;  // bridge mode, after the 101
   std::unique_ptr<WsHandler> handler_;

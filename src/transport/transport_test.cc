@@ -317,6 +317,58 @@ TEST_F(TransportTest, WebSocketEcho) {
   EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
 }
 
+// Many messages in flight at once: the server gathers a connection's frames into large TLS
+// writes (CorkStream), including messages larger than its buffer. Every one must arrive whole
+// and in order.
+TEST_F(TransportTest, PipelinedMessagesArriveWholeAndInOrder) {
+  options_.write_queue_limit = 8 * 1024 * 1024;  // the client reads only after sending all
+  start();
+  auto c = ws();
+  ASSERT_TRUE(c);
+  std::vector<std::string> sent;
+  for (int i = 0; i < 400; ++i) {
+    std::size_t size = 1 + static_cast<std::size_t>(i * 37 % 300);
+    if (i % 50 >= 45) size = 60 * 1024 + static_cast<std::size_t>(i);  // five large in a row
+    std::string m(size, static_cast<char>('a' + i % 26));
+    m.replace(0, std::min<std::size_t>(m.size(), 4), std::to_string(i).substr(0, 4));
+    ASSERT_TRUE(c->send(as_bytes(m)).is_ok()) << i;
+    sent.push_back(std::move(m));
+  }
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    auto got = c->receive(5000ms);
+    ASSERT_TRUE(got.has_value()) << i << ": " << got.error().to_string();
+    ASSERT_EQ(*got, sent[i]) << i;
+  }
+  expect_echo(*c, "after the burst");
+}
+
+// A peer that connects and never speaks TLS is closed at the handshake timeout (the server's
+// own TLS stream keeps that deadline), and others are served meanwhile.
+TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
+  options_.handshake_timeout = 1s;
+  start();
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(server_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{6, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto good = ws();
+  ASSERT_TRUE(good);
+  expect_echo(*good, "served while the other waits");
+  char byte = 0;
+  const ssize_t n = ::recv(fd, &byte, 1, 0);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  EXPECT_EQ(n, 0);  // closed by the server, not by our 6 s receive timeout
+  EXPECT_GE(waited, 900ms);
+  EXPECT_LT(waited, 4s);
+}
+
 TEST_F(TransportTest, AsyncClientEcho) {
   start();
   boost::asio::io_context io;

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "transport/internal/asio.h"
+#include "transport/internal/tls_socket.h"
 #include "transport/server.h"
 #include "transport/static_site.h"
 
@@ -22,16 +23,16 @@ using HeaderParser = http::request_parser<http::empty_body>;
 
 // Serves the static site for a request whose header `hp` has been read (any body is read and
 // discarded, up to a small limit). Returns true when the connection may serve another request.
-net::awaitable<bool> serve_site(TlsStream& stream, beast::flat_buffer& buffer, HeaderParser& hp,
+net::awaitable<bool> serve_site(TlsSocket& stream, beast::flat_buffer& buffer, HeaderParser& hp,
                                 const HttpContext& cx);
 
 // Serves PUT/GET/HEAD of attachment `id` (the path below "<ws_path>/att/").
-net::awaitable<bool> serve_attachment(TlsStream& stream, beast::flat_buffer& buffer,
+net::awaitable<bool> serve_attachment(TlsSocket& stream, beast::flat_buffer& buffer,
                                       HeaderParser& hp, std::string_view id,
                                       const HttpContext& cx);
 
 // Writes a site page (error pages included) as the answer to a request.
-net::awaitable<bool> write_site_response(TlsStream& stream, const SiteResponse& page,
+net::awaitable<bool> write_site_response(TlsSocket& stream, const SiteResponse& page,
                                          unsigned version, bool keep_alive, bool head,
                                          const HttpContext& cx);
 

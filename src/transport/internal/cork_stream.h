@@ -1,0 +1,223 @@
+#pragma once
+// Internal to src/transport: CorkStream, a write-coalescing layer between a WebSocket stream and
+// its TLS stream.
+//
+// Without it every WebSocket message is one TLS record and one sendmsg: a server answering a
+// send, pushing an envelope and answering an ack pays three of each. With it, a write copies
+// the bytes into a buffer and completes at once; one flush, posted to the connection's strand,
+// writes everything gathered since in one TLS write. While a flush is in flight new writes
+// gather for the next one, so the busier a connection is the larger its writes become.
+//
+// Bounds: at most kLimit bytes wait beside the flush in flight (a larger single write is taken
+// whole, so a message is never split across flushes needlessly); a writer that finds the buffer
+// full waits for the flush. A slow reader therefore holds at most about 2 × kLimit plus one
+// message here; the connection's own queue limit bounds the rest. Idle connections keep no
+// buffer: both are released when a flush finds nothing more to write.
+//
+// Errors: the first failed flush is remembered; every later and waiting write completes with it.
+// Teardown (the WebSocket close) first waits for the buffered bytes to be written, then tears
+// down the next layer. All of it runs on the next layer's executor (the connection's strand),
+// as Beast's own operations do; the type is not thread-safe.
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/async_base.hpp>
+#include <boost/beast/core/role.hpp>
+#include <boost/beast/websocket/teardown.hpp>
+
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace parley::transport::internal {
+
+template <class Next>
+class CorkStream {
+ public:
+  using next_layer_type = Next;
+  using executor_type = typename Next::executor_type;
+  static constexpr std::size_t kLimit = 64 * 1024;
+
+  explicit CorkStream(std::unique_ptr<Next> next)
+      : next_(std::move(next)), st_(std::make_shared<State>()) {
+    st_->next = next_.get();
+  }
+  CorkStream(CorkStream&&) = delete;  // the state points at *next_
+  ~CorkStream() {
+    st_->next = nullptr;
+    st_->waiters.clear();  // their handlers are abandoned, as when a socket is destroyed
+  }
+
+  Next& next_layer() { return *next_; }
+  const Next& next_layer() const { return *next_; }
+  executor_type get_executor() { return next_->get_executor(); }
+
+  // Bytes buffered and not yet handed to the next layer's write.
+  std::size_t buffered() const { return st_->pending.size() + st_->in_flight.size(); }
+
+  template <class MutableBuffers, class Handler>
+  auto async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+    return next_->async_read_some(buffers, std::forward<Handler>(handler));
+  }
+
+  template <class ConstBuffers, class Handler>
+  auto async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+    return boost::asio::async_initiate<Handler, void(boost::system::error_code, std::size_t)>(
+        [this](auto h, const ConstBuffers& b) {
+          using Op = WriteOp<std::decay_t<decltype(h)>, ConstBuffers>;
+          Op::start(Op(std::move(h), get_executor(), st_, b));
+        },
+        handler, buffers);
+  }
+
+  // Runs `handler(error_code)` once everything buffered has been written (or failed), then
+  // tears down the next layer. Found by Beast through argument-dependent lookup.
+  template <class Handler>
+  friend void async_teardown(boost::beast::role_type role, CorkStream& stream,
+                             Handler&& handler) {
+    auto h = std::forward<Handler>(handler);
+    stream.when_flushed([role, &stream, h = std::move(h)]() mutable {
+      using boost::beast::websocket::async_teardown;
+      async_teardown(role, *stream.next_, std::move(h));
+    });
+  }
+  friend void teardown(boost::beast::role_type role, CorkStream& stream,
+                       boost::system::error_code& ec) {
+    // Synchronous close is never used by parley; whatever is still buffered is dropped.
+    using boost::beast::websocket::teardown;
+    teardown(role, *stream.next_, ec);
+  }
+
+ private:
+  // Something that waits on the strand for room in the buffer or for the flush to end.
+  struct Waiter {
+    virtual ~Waiter() = default;
+    virtual void resume() = 0;
+  };
+  struct State {
+    Next* next = nullptr;  // null once the CorkStream is gone
+    std::string pending;   // gathered for the next flush
+    std::string in_flight; // being written
+    bool flushing = false;
+    bool flush_posted = false;
+    boost::system::error_code error;
+    std::deque<std::unique_ptr<Waiter>> waiters;
+  };
+
+  template <class F>
+  struct FnWaiter final : Waiter {
+    explicit FnWaiter(F fn) : f(std::move(fn)) {}
+    void resume() override { f(); }
+    F f;
+  };
+  template <class F>
+  static void wait(State& s, F f) {
+    s.waiters.push_back(std::make_unique<FnWaiter<F>>(std::move(f)));
+  }
+
+  template <class Handler, class ConstBuffers>
+  class WriteOp : public boost::beast::async_base<Handler, executor_type> {
+   public:
+    WriteOp(Handler&& h, executor_type ex, std::shared_ptr<State> st, const ConstBuffers& b)
+        : boost::beast::async_base<Handler, executor_type>(std::move(h), ex),
+          st_(std::move(st)),
+          buffers_(b) {}
+    WriteOp(WriteOp&&) = default;
+
+    // `cont`: false from the initiating call (the handler is then posted, never run inline).
+    static void start(WriteOp&& op, bool cont = false) {
+      State& s = *op.st_;
+      if (s.error) return op.complete(cont, s.error, std::size_t{0});
+      if (!s.next) return op.complete(cont, boost::asio::error::operation_aborted, std::size_t{0});
+      const std::size_t size = boost::asio::buffer_size(op.buffers_);
+      if (size != 0 && s.pending.size() >= kLimit) {
+        wait(s, [op = std::move(op)]() mutable { start(std::move(op), true); });
+        return;
+      }
+      const std::size_t at = s.pending.size();
+      s.pending.resize(at + size);
+      boost::asio::buffer_copy(boost::asio::buffer(s.pending.data() + at, size), op.buffers_);
+      schedule_flush(op.st_);
+      op.complete(cont, boost::system::error_code{}, size);
+    }
+
+   private:
+    std::shared_ptr<State> st_;
+    ConstBuffers buffers_;
+  };
+
+  // The flush runs after the handlers already queued on the strand, so their writes join it.
+  static void schedule_flush(const std::shared_ptr<State>& st) {
+    if (st->flushing || st->flush_posted || !st->next) return;
+    st->flush_posted = true;
+    boost::asio::post(st->next->get_executor(), [st] {
+      st->flush_posted = false;
+      start_flush(st);
+    });
+  }
+
+  static void start_flush(const std::shared_ptr<State>& st) {
+    State& s = *st;
+    if (s.flushing || s.pending.empty() || s.error || !s.next) return;
+    s.in_flight.swap(s.pending);
+    s.flushing = true;
+    boost::asio::async_write(*s.next, boost::asio::buffer(s.in_flight),
+                             [st](boost::system::error_code ec, std::size_t) {
+                               flushed(st, ec);
+                             });
+  }
+
+  static void flushed(const std::shared_ptr<State>& st, boost::system::error_code ec) {
+    State& s = *st;
+    s.flushing = false;
+    if (!s.next) return;
+    if (ec && !s.error) s.error = ec;
+    if (!s.error && !s.pending.empty()) {
+      s.in_flight.clear();  // keeps its capacity: start_flush swaps it in as the next pending
+      start_flush(st);
+    } else {
+      std::string().swap(s.in_flight);  // idle or failed: keep no buffer
+      std::string().swap(s.pending);
+    }
+    // Each waiter re-checks and may wait again; new waiters go to the back of the queue.
+    std::deque<std::unique_ptr<Waiter>> ready;
+    ready.swap(s.waiters);
+    for (auto& w : ready) {
+      if (!st->next) return;
+      w->resume();
+    }
+  }
+
+  // Runs `f` on the strand once nothing is buffered or in flight (or a flush failed).
+  template <class F>
+  void when_flushed(F f) {
+    State& s = *st_;
+    if (s.error || (!s.flushing && s.pending.empty())) {
+      boost::asio::post(next_->get_executor(), [st = st_, f = std::move(f)]() mutable {
+        if (st->next) f();
+      });
+      return;
+    }
+    auto check = std::make_shared<std::unique_ptr<F>>(std::make_unique<F>(std::move(f)));
+    wait_until_flushed(st_, std::move(check));
+  }
+  template <class F>
+  static void wait_until_flushed(const std::shared_ptr<State>& st,
+                                 std::shared_ptr<std::unique_ptr<F>> f) {
+    wait(*st, [st, f]() mutable {
+      if (!st->error && (st->flushing || !st->pending.empty())) {
+        wait_until_flushed(st, std::move(f));
+        return;
+      }
+      (**f)();
+    });
+  }
+
+  std::unique_ptr<Next> next_;
+  std::shared_ptr<State> st_;
+};
+
+}  // namespace parley::transport::internal

@@ -1,0 +1,179 @@
+#pragma once
+// Internal to src/transport: TlsSocket, the server's TLS stream. OpenSSL reads and writes the
+// non-blocking socket itself (a socket BIO with read-ahead), and the stream waits for
+// readiness with the socket's async_wait only when OpenSSL asks for it.
+//
+// Why not asio::ssl::stream: its engine keeps two 17 KB buffers per connection for life, plus a
+// BIO pair whose buffers OpenSSL allocates on first use and never returns, and it copies every
+// byte through both. Here an idle connection holds only OpenSSL's SSL object:
+// SSL_MODE_RELEASE_BUFFERS hands the record buffers back whenever they are empty, and a
+// record goes from the kernel to OpenSSL and out again with no extra copy.
+//
+// Timeouts work like beast::tcp_stream's: expires_after() sets a deadline for whatever runs from
+// then on; when it passes, pending and later operations fail with beast::error::timeout.
+//
+// Threading: all operations must run on the socket's executor (the connection's strand); one
+// read and one write may be pending at once, as with any asio stream.
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/role.hpp>
+
+#include <chrono>
+#include <cstddef>
+
+#include "base/result.h"
+
+namespace parley::transport::internal {
+
+class TlsSocket {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+  using next_layer_type = boost::asio::ip::tcp::socket;
+
+  // Takes an accepted socket (made non-blocking) and a server context. kInternal when OpenSSL
+  // cannot make the SSL object.
+  static Result<std::unique_ptr<TlsSocket>> accept(boost::asio::ip::tcp::socket sock,
+                                                   SSL_CTX* ctx);
+  ~TlsSocket();
+  TlsSocket(const TlsSocket&) = delete;
+  TlsSocket& operator=(const TlsSocket&) = delete;
+
+  boost::asio::ip::tcp::socket& next_layer() { return sock_; }
+  boost::asio::ip::tcp::socket& socket() { return sock_; }
+  executor_type get_executor() { return sock_.get_executor(); }
+  SSL* native_handle() { return ssl_; }
+
+  void expires_after(std::chrono::steady_clock::duration d);
+  void expires_never();
+
+  // void(error_code)
+  template <class Handler>
+  auto async_handshake(Handler&& handler) {
+    return start<void(boost::system::error_code)>(Kind::kHandshake, nullptr, 0,
+                                                  std::forward<Handler>(handler));
+  }
+  // void(error_code, std::size_t): reads from the first non-empty buffer.
+  template <class MutableBuffers, class Handler>
+  auto async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+    auto b = first_buffer(buffers);
+    return start<void(boost::system::error_code, std::size_t)>(Kind::kRead, b.data(), b.size(),
+                                                               std::forward<Handler>(handler));
+  }
+  // void(error_code, std::size_t): writes from the first non-empty buffer (one or more records).
+  template <class ConstBuffers, class Handler>
+  auto async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+    auto b = first_buffer(buffers);
+    return start<void(boost::system::error_code, std::size_t)>(
+        Kind::kWrite, const_cast<void*>(b.data()), b.size(), std::forward<Handler>(handler));
+  }
+  // Sends close_notify (without waiting for the peer's). void(error_code)
+  template <class Handler>
+  auto async_shutdown(Handler&& handler) {
+    return start<void(boost::system::error_code)>(Kind::kShutdown, nullptr, 0,
+                                                  std::forward<Handler>(handler));
+  }
+
+  // The WebSocket close: close_notify, then the TCP connection is shut down and closed.
+  template <class Handler>
+  friend void async_teardown(boost::beast::role_type, TlsSocket& s, Handler&& handler) {
+    s.async_shutdown([&s, h = std::forward<Handler>(handler)](boost::system::error_code ec) mutable {
+      s.close_now();
+      h(ec == boost::asio::error::operation_aborted ? ec : boost::system::error_code{});
+    });
+  }
+  friend void teardown(boost::beast::role_type, TlsSocket& s, boost::system::error_code& ec) {
+    ec = {};
+    s.close_now();
+  }
+
+ private:
+  enum class Kind { kHandshake, kRead, kWrite, kShutdown };
+  enum class Want { kDone, kRead, kWrite };
+  struct Step {
+    Want want = Want::kDone;
+    boost::system::error_code ec;
+    std::size_t n = 0;
+  };
+
+  TlsSocket(boost::asio::ip::tcp::socket sock, SSL* ssl);
+  Step step(Kind kind, void* data, std::size_t size);
+  void close_now();
+
+  template <class Buffers>
+  static auto first_buffer(const Buffers& buffers) {
+    auto it = boost::asio::buffer_sequence_begin(buffers);
+    const auto end = boost::asio::buffer_sequence_end(buffers);
+    using B = std::decay_t<decltype(*it)>;
+    for (; it != end; ++it) {
+      B b(*it);
+      if (b.size() != 0) return b;
+    }
+    return B();
+  }
+
+  // One operation: try, wait for what OpenSSL wants, try again. A result that is ready at once
+  // is posted, never delivered inside the initiating call.
+  struct Op {
+    TlsSocket& s;
+    Kind kind;
+    void* data;
+    std::size_t size;
+    int state = 0;  // 0: first try; 1: waited; 2: posted result
+    Step result{};
+
+    template <class Self>
+    void operator()(Self& self, boost::system::error_code ec = {}) {
+      if (state == 2) return finish(self);
+      if (state == 1 && ec) {
+        result.ec = s.timed_out_ ? boost::system::error_code(boost::beast::error::timeout) : ec;
+        return finish(self);
+      }
+      if (s.timed_out_) {
+        result.ec = boost::beast::error::timeout;
+      } else {
+        result = s.step(kind, data, size);
+      }
+      if (result.want != Want::kDone) {
+        state = 1;
+        s.sock_.async_wait(result.want == Want::kRead ? boost::asio::ip::tcp::socket::wait_read
+                                                      : boost::asio::ip::tcp::socket::wait_write,
+                           std::move(self));
+        return;
+      }
+      if (state == 0) {
+        state = 2;
+        boost::asio::post(s.get_executor(), std::move(self));
+        return;
+      }
+      finish(self);
+    }
+    template <class Self>
+    void finish(Self& self) {
+      if constexpr (requires { self.complete(result.ec, result.n); }) {
+        self.complete(result.ec, result.n);
+      } else {
+        self.complete(result.ec);
+      }
+    }
+  };
+
+  template <class Signature, class Handler>
+  auto start(Kind kind, void* data, std::size_t size, Handler&& handler) {
+    return boost::asio::async_compose<Handler, Signature>(Op{*this, kind, data, size}, handler,
+                                                          sock_);
+  }
+
+  boost::asio::ip::tcp::socket sock_;
+  SSL* ssl_;
+  boost::asio::steady_timer deadline_;
+  bool timed_out_ = false;
+};
+
+}  // namespace parley::transport::internal
