@@ -358,16 +358,30 @@ Result<Bytes> aes256_gcm_decrypt(ByteView key, ByteView nonce12, ByteView aad, B
 
 namespace {
 
-// Small requests (frame padding, ids, nonces: several per message on the server) are served
-// from a per-thread pool of libsodium output, refilled 512 bytes at a time: one getrandom
-// call instead of one per request. Bytes are wiped from the pool as they are handed out and
-// the pool is wiped when its thread ends. A forked child must not use the pool it inherited;
-// parley only forks to exec (posix_spawn).
+// Randomness costs one getrandom system call per 4 KB, not one per request (the server asks
+// several times per message: frame padding, ids). Requests of up to 64 bytes are served from a
+// per-thread pool of libsodium output; a larger request is expanded with ChaCha20
+// (randombytes_buf_deterministic) from a fresh 32-byte seed taken from the pool. Bytes are
+// wiped from the pool as they are handed out, and the pool when its thread ends. A forked
+// child must not use the pool it inherited; parley only forks to exec (posix_spawn).
 class RandomPool {
  public:
-  static constexpr std::size_t kSize = 512;
-  static constexpr std::size_t kMaxRequest = 64;  // larger requests go to libsodium directly
+  static constexpr std::size_t kSize = 4096;
+  static constexpr std::size_t kDirect = 64;  // larger requests are expanded from a seed
   ~RandomPool() { sodium_memzero(bytes_.data(), bytes_.size()); }
+
+  void fill(std::span<std::uint8_t> out) {
+    if (out.size() <= kDirect) {
+      take(out);
+      return;
+    }
+    std::array<std::uint8_t, randombytes_SEEDBYTES> seed;
+    take(seed);
+    randombytes_buf_deterministic(out.data(), out.size(), seed.data());
+    sodium_memzero(seed.data(), seed.size());
+  }
+
+ private:
   void take(std::span<std::uint8_t> out) {
     if (left_ < out.size()) {
       randombytes_buf(bytes_.data(), bytes_.size());
@@ -379,7 +393,6 @@ class RandomPool {
     left_ -= out.size();
   }
 
- private:
   std::array<std::uint8_t, kSize> bytes_{};
   std::size_t left_ = 0;
 };
@@ -389,12 +402,8 @@ class RandomPool {
 void SystemRng::fill(std::span<std::uint8_t> out) {
   ensure_sodium();
   if (out.empty()) return;
-  if (out.size() > RandomPool::kMaxRequest) {
-    randombytes_buf(out.data(), out.size());
-    return;
-  }
   thread_local RandomPool pool;
-  pool.take(out);
+  pool.fill(out);
 }
 
 // ---- Ed25519 ------------------------------------------------------------------------------------

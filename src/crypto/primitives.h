@@ -56,8 +56,9 @@ Result<Bytes> aes256_gcm_encrypt(ByteView key, ByteView nonce12, ByteView aad, B
 // kDecryptFailed when the tag does not verify.
 Result<Bytes> aes256_gcm_decrypt(ByteView key, ByteView nonce12, ByteView aad, ByteView sealed);
 
-// A cryptographically secure Rng (libsodium randombytes). Thread-safe. Requests of up to 64
-// bytes come from a per-thread pool of libsodium output (one getrandom per 512 bytes).
+// A cryptographically secure Rng (libsodium randombytes). Thread-safe. Served from a per-thread
+// pool of libsodium output (one getrandom per 4 KB); requests over 64 bytes are expanded with
+// ChaCha20 from a fresh 32-byte seed out of that pool.
 class SystemRng final : public Rng {
  public:
   void fill(std::span<std::uint8_t> out) override;
