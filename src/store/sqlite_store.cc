@@ -228,37 +228,22 @@ class SqliteStore final : public Store {
     }
   }
 
+  // One group commit. First the whole batch runs in one transaction without savepoints:
+  // a savepoint makes SQLite copy every page an operation touches into a statement journal,
+  // which cost more than the operations themselves. Only when an operation fails (a full queue,
+  // a taken name) is everything rolled back and the batch run again with a savepoint per
+  // operation, so that the failing one is undone alone. Operations can run twice: they read
+  // their inputs by reference and set their result afresh on every run.
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
     Tx tx{*db_, *backend_, {}, {}};
-    Status failed = db_->run("BEGIN IMMEDIATE", "begin transaction");
-    if (failed.is_ok()) {
-      for (auto& op : batch) {
-        failed = db_->run("SAVEPOINT op", "savepoint");
-        if (!failed.is_ok()) break;
-        const StatsDelta before = tx.delta;
-        const std::size_t dedup_mark = tx.dedup_added.size();
-        if (op->run(tx)) {
-          failed = db_->run("RELEASE op", "release savepoint");
-        } else {
-          tx.delta = before;
-          undo_dedup(tx, dedup_mark);
-          failed = db_->run("ROLLBACK TO op", "roll back savepoint");
-          if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
-        }
-        // Some errors (I/O, disk full) make SQLite roll back the whole transaction.
-        if (failed.is_ok() && !db_->in_transaction()) {
-          failed = make_error(ErrorCode::kIo, "store: transaction rolled back by SQLite");
-        }
-        if (!failed.is_ok()) break;
-      }
-      if (failed.is_ok()) failed = save_next_seq(*db_, *backend_);
-      if (failed.is_ok()) failed = db_->run("COMMIT", "commit");
-      if (!failed.is_ok() && db_->in_transaction()) {
-        db_->exec("ROLLBACK", "rollback").ignore();
-      }
+    Status failed;
+    Attempt a = Attempt::kOpFailed;
+    if (batch.size() > 1) a = attempt(tx, batch, /*isolate=*/false, failed);
+    if (a == Attempt::kOpFailed) {
+      tx.delta = {};
+      a = attempt(tx, batch, /*isolate=*/true, failed);
     }
-    if (!failed.is_ok()) {
-      undo_dedup(tx, 0);  // (next_seq stays where it is: the seqs of the batch are burnt)
+    if (a != Attempt::kCommitted) {
       for (auto& op : batch) op->fail(failed);
       return;
     }
@@ -270,6 +255,47 @@ class SqliteStore final : public Store {
     commits_.fetch_add(1, std::memory_order_relaxed);
     committed_ops_.fetch_add(batch.size(), std::memory_order_relaxed);
     last_batch_size_.store(batch.size(), std::memory_order_relaxed);
+  }
+
+  enum class Attempt {
+    kCommitted,  // every op ran (isolate: failed ops were rolled back alone) and it committed
+    kOpFailed,   // without isolate only: an op failed, everything was rolled back
+    kFailed,     // the transaction failed (`failed` says why); everything was rolled back
+  };
+
+  Attempt attempt(Tx& tx, std::vector<std::unique_ptr<Op>>& batch, bool isolate,
+                  Status& failed) {
+    bool op_failed = false;
+    failed = db_->run("BEGIN IMMEDIATE", "begin transaction");
+    for (auto& op : batch) {
+      if (!failed.is_ok()) break;
+      if (isolate) failed = db_->run("SAVEPOINT op", "savepoint");
+      if (!failed.is_ok()) break;
+      const StatsDelta before = tx.delta;
+      const std::size_t dedup_mark = tx.dedup_added.size();
+      if (op->run(tx)) {
+        if (isolate) failed = db_->run("RELEASE op", "release savepoint");
+      } else if (!isolate) {
+        op_failed = true;
+        break;
+      } else {
+        tx.delta = before;
+        undo_dedup(tx, dedup_mark);
+        failed = db_->run("ROLLBACK TO op", "roll back savepoint");
+        if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
+      }
+      // Some errors (I/O, disk full) make SQLite roll back the whole transaction.
+      if (failed.is_ok() && !db_->in_transaction()) {
+        failed = make_error(ErrorCode::kIo, "store: transaction rolled back by SQLite");
+      }
+    }
+    if (failed.is_ok() && !op_failed) failed = save_next_seq(*db_, *backend_);
+    if (failed.is_ok() && !op_failed) failed = db_->run("COMMIT", "commit");
+    if (failed.is_ok() && !op_failed) return Attempt::kCommitted;
+    if (db_->in_transaction()) db_->exec("ROLLBACK", "rollback").ignore();
+    // (next_seq stays where it is: the seqs of a rolled-back attempt are burnt, never reused)
+    undo_dedup(tx, 0);
+    return failed.is_ok() ? Attempt::kOpFailed : Attempt::kFailed;
   }
 
   // Forgets the dedup keys recorded in memory from index `mark` on (their rows rolled back).

@@ -845,6 +845,49 @@ TEST_F(StoreTest, OneFailingOperationDoesNotAffectItsBatch) {
   EXPECT_EQ(store_->stats().accounts, 3u);
 }
 
+// A batch first runs without savepoints; an operation that fails makes the store roll the
+// whole batch back and run it again with a savepoint per operation. The rerun must leave
+// exactly what one run would: one envelope per send, dedup keys that still match, and seqs
+// that keep growing.
+TEST_F(StoreTest, ABatchRerunAfterAFailureStoresEachSendOnce) {
+  Account a = create("alice");
+  auto gate = std::make_unique<Gate>(*store_);
+  auto sent = std::make_shared<std::promise<Result<SendOutcome>>>();
+  auto taken = std::make_shared<std::promise<Result<Account>>>();
+  auto after = std::make_shared<std::promise<Result<SendOutcome>>>();
+  store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 1)}, "m1"),
+                         [sent](Result<SendOutcome> r) { sent->set_value(r); });
+  store_->create_account(make_account("alice"), [taken](Result<Account> r) { taken->set_value(r); });
+  store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 2)}, "m2"),
+                         [after](Result<SendOutcome> r) { after->set_value(r); });
+  gate.reset();
+  auto first = sent->get_future().get();
+  auto second = after->get_future().get();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(first->kind, SendOutcome::Kind::kStored);
+  EXPECT_EQ(second->kind, SendOutcome::Kind::kStored);
+  EXPECT_EQ(taken->get_future().get().error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(store_->stats().last_batch_size, 3u);
+  ASSERT_EQ(first->seqs.size(), 1u);
+  ASSERT_EQ(second->seqs.size(), 1u);
+  EXPECT_LT(first->seqs[0], second->seqs[0]);
+  const auto queued = fetch(a.id, 1);
+  ASSERT_EQ(queued.size(), 2u);
+  EXPECT_EQ(queued[0].seq, first->seqs[0]);
+  EXPECT_EQ(queued[1].seq, second->seqs[0]);
+  // The dedup keys recorded by the rerun are in force; those of the rolled-back run are gone
+  // without a trace (no false duplicate, no second copy).
+  auto again = send(make_send(a.id, {make_delivery(a.id, 1, 3)}, "m1"));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->kind, SendOutcome::Kind::kDuplicate);
+  auto fresh = send(make_send(a.id, {make_delivery(a.id, 1, 4)}, "m3"));
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_EQ(fresh->kind, SendOutcome::Kind::kStored);
+  EXPECT_EQ(fetch(a.id, 1).size(), 3u);
+  EXPECT_EQ(store_->stats().queued_envelopes, 3u);
+}
+
 TEST_F(StoreTest, GroupCommitSharesTransactions) {
   Account a = create("alice");
   constexpr int kThreads = 4;
