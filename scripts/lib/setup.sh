@@ -11,6 +11,7 @@ PARLEY_DEBS=(
   libprotobuf-dev protobuf-compiler
   nlohmann-json3-dev
   libboost1.81-dev libsqlite3-dev sqlite3 libsqlcipher-dev libspdlog-dev libtomlplusplus-dev libcli11-dev
+  libjemalloc-dev   # parleyd's allocator (docs/benchmarks.md)
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs
   microsocks tinyproxy   # tests/transport: a real SOCKS5 and HTTP CONNECT proxy (and obfs4proxy)

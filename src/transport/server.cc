@@ -366,6 +366,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     phase_ = Phase::kWsHandshake;
     tls_->expires_never();  // the WebSocket's own timeouts apply from here
     ws_.emplace(std::move(tls_));
+    ws_->next_layer().set_flush_executor(st_->io.get_executor());
     websocket::stream_base::timeout to{};
     to.handshake_timeout = opt.handshake_timeout;
     to.idle_timeout = opt.idle_timeout.count() > 0
@@ -467,10 +468,12 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   void write_next() {
     if (queue_.empty() || read_done_) {
       writing_ = false;
+      ws_->next_layer().release();  // the run of messages is over: flush what it wrote
       if (close_started_ && !close_sent_ && !read_done_) start_close();
       return;
     }
     writing_ = true;
+    ws_->next_layer().hold();
     const auto& m = queue_.front();
     ws_->async_write(net::buffer(*m), [self = shared_from_this()](error_code ec, std::size_t) {
       if (!self->queue_.empty()) {

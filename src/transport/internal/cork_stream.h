@@ -8,6 +8,11 @@
 // writes everything gathered since in one TLS write. While a flush is in flight new writes
 // gather for the next one, so the busier a connection is the larger its writes become.
 //
+// The owner may hold() the buffer while it writes a run of messages and release() it after
+// the last: a held buffer is flushed only when full. A flush is posted through the io_context
+// given to set_flush_executor (when set), so it runs after every handler already queued there,
+// and a burst of store callbacks for one connection leaves in one write.
+//
 // Bounds: at most kLimit bytes wait beside the flush in flight (a larger single write is taken
 // whole, so a message is never split across flushes needlessly); a writer that finds the buffer
 // full waits for the flush. A slow reader therefore holds at most about 2 × kLimit plus one
@@ -20,6 +25,7 @@
 // as Beast's own operations do; the type is not thread-safe.
 
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/async_base.hpp>
@@ -29,6 +35,7 @@
 #include <cstddef>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -57,6 +64,17 @@ class CorkStream {
 
   // Bytes buffered and not yet handed to the next layer's write.
   std::size_t buffered() const { return st_->pending.size() + st_->in_flight.size(); }
+
+  // Where flushes are posted first (then dispatched to the next layer's executor). Any thread
+  // may run it; the flush itself always runs on the next layer's executor.
+  void set_flush_executor(executor_type ex) { st_->flush_ex = std::move(ex); }
+
+  // While held, buffered bytes wait until release() (or until the buffer is full).
+  void hold() { st_->held = true; }
+  void release() {
+    st_->held = false;
+    schedule_flush(st_);
+  }
 
   template <class MutableBuffers, class Handler>
   auto async_read_some(const MutableBuffers& buffers, Handler&& handler) {
@@ -103,6 +121,8 @@ class CorkStream {
     std::string in_flight; // being written
     bool flushing = false;
     bool flush_posted = false;
+    bool held = false;
+    std::optional<executor_type> flush_ex;
     boost::system::error_code error;
     std::deque<std::unique_ptr<Waiter>> waiters;
   };
@@ -149,14 +169,24 @@ class CorkStream {
     ConstBuffers buffers_;
   };
 
-  // The flush runs after the handlers already queued on the strand, so their writes join it.
+  static bool may_flush(const State& s) { return !s.held || s.pending.size() >= kLimit; }
+
+  // The flush runs after the handlers already queued, so their writes join it.
   static void schedule_flush(const std::shared_ptr<State>& st) {
-    if (st->flushing || st->flush_posted || !st->next) return;
+    if (st->flushing || st->flush_posted || !st->next || st->pending.empty()) return;
+    if (!may_flush(*st)) return;
     st->flush_posted = true;
-    boost::asio::post(st->next->get_executor(), [st] {
+    auto run = [st] {
       st->flush_posted = false;
-      start_flush(st);
-    });
+      if (may_flush(*st)) start_flush(st);
+    };
+    if (st->flush_ex) {
+      boost::asio::post(*st->flush_ex, [run = std::move(run), ex = st->next->get_executor()] {
+        boost::asio::dispatch(ex, std::move(run));
+      });
+    } else {
+      boost::asio::post(st->next->get_executor(), std::move(run));
+    }
   }
 
   static void start_flush(const std::shared_ptr<State>& st) {
@@ -177,7 +207,7 @@ class CorkStream {
     if (ec && !s.error) s.error = ec;
     if (!s.error && !s.pending.empty()) {
       s.in_flight.clear();  // keeps its capacity: start_flush swaps it in as the next pending
-      start_flush(st);
+      if (may_flush(s)) start_flush(st);
     } else {
       std::string().swap(s.in_flight);  // idle or failed: keep no buffer
       std::string().swap(s.pending);
@@ -194,6 +224,7 @@ class CorkStream {
   // Runs `f` on the strand once nothing is buffered or in flight (or a flush failed).
   template <class F>
   void when_flushed(F f) {
+    release();
     State& s = *st_;
     if (s.error || (!s.flushing && s.pending.empty())) {
       boost::asio::post(next_->get_executor(), [st = st_, f = std::move(f)]() mutable {
