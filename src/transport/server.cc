@@ -36,6 +36,9 @@ Result<std::unique_ptr<ssl::context>> make_server_tls_context(const std::string&
   SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   // Idle connections hand their record buffers back to OpenSSL (memory per idle connection).
   SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
+  // No server-side session cache: it kept every connection's session for five minutes (memory
+  // per connection, also after it closed). Clients that resume use the stateless tickets.
+  SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);
   SSL_CTX_ctrl(native, SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_2_VERSION, nullptr);
   // TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are OpenSSL's defaults).
   if (SSL_CTX_set_cipher_list(native,
