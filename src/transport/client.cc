@@ -1,6 +1,8 @@
 // Client side: pinned TLS, WebSocket (async and blocking) and HTTPS requests for attachments.
 #include "transport/client.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -14,7 +16,6 @@
 #include <deque>
 #include <type_traits>
 
-#include "crypto/x509.h"
 #include "transport/internal/asio.h"
 
 namespace parley::transport {
@@ -150,20 +151,25 @@ std::shared_ptr<ssl::context> make_client_tls_context() {
   return ctx;
 }
 
+// One client context for the whole process: it is the same for every connection (the pin, not
+// a CA, is the trust anchor), and making one per connection cost the load generator more than
+// its side of the handshake (docs/benchmarks.md). SSL_CTX is safe to share between threads.
+std::shared_ptr<ssl::context> client_tls_context() {
+  static const std::shared_ptr<ssl::context> ctx = make_client_tls_context();
+  return ctx;
+}
+
+// The pin is SHA-256 over the leaf certificate's DER encoding (crypto::certificate_pin).
+// X509_digest hashes the encoding OpenSSL already holds: decoding the certificate a second
+// time cost the load generator a sixth of its handshake CPU.
 Status check_pin(SSL* ssl, const Bytes& pin, std::string_view mismatch) {
   const auto refuse = [&] { return make_error(ErrorCode::kPermissionDenied, std::string(mismatch)); };
-  X509* cert = SSL_get1_peer_certificate(ssl);
+  X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr) return refuse();
-  unsigned char* der = nullptr;
-  const int len = i2d_X509(cert, &der);
-  X509_free(cert);
-  if (len <= 0 || der == nullptr) return refuse();
-  auto digest = crypto::certificate_pin_der(ByteView(der, static_cast<std::size_t>(len)));
-  OPENSSL_free(der);
-  if (!digest || pin.size() != digest->size()) return refuse();
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < pin.size(); ++i) diff |= static_cast<unsigned char>(pin[i] ^ (*digest)[i]);
-  if (diff != 0) return refuse();
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), digest, &len) != 1) return refuse();
+  if (len != pin.size() || CRYPTO_memcmp(digest, pin.data(), len) != 0) return refuse();
   return Status::ok();
 }
 
@@ -485,7 +491,7 @@ class WsClientImpl final : public WsClientCore,
                CloseHandler on_close)
       : options_(std::move(options)),
         ex_(net::make_strand(io)),
-        tls_ctx_(make_client_tls_context()),
+        tls_ctx_(client_tls_context()),
         on_message_(std::move(on_message)),
         on_close_(std::move(on_close)) {
     if constexpr (kThroughBridge<Tls>) {
@@ -813,7 +819,7 @@ net::awaitable<void> do_request_into(const ClientOptions& o, const RequestSpec& 
 template <class Tls>
 net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const RequestSpec& spec) {
   auto ex = co_await net::this_coro::executor;
-  auto ctx = make_client_tls_context();
+  auto ctx = client_tls_context();
   auto stream_ptr = make_stream<Tls>(ex, *ctx);
   Tls& stream = *stream_ptr;
   Status st = co_await connect_tls(stream, o);
@@ -883,7 +889,7 @@ net::awaitable<void> raw_exchange(const ClientOptions& o, std::string bytes,
                                   std::chrono::milliseconds read_for, std::string then,
                                   std::optional<Result<std::string>>& out) {
   auto ex = co_await net::this_coro::executor;
-  auto ctx = make_client_tls_context();
+  auto ctx = client_tls_context();
   auto stream_ptr = make_stream<Tls>(ex, *ctx);
   Tls& stream = *stream_ptr;
   Status st = co_await connect_tls(stream, o);
