@@ -18,7 +18,7 @@
 // Usage: parley-load --parleyd PATH [--scenario all|throughput|idle|latency|offline|handshake]
 //                    [--seconds N] [--pairs N] [--window N] [--connections 1000,5000,19000]
 //                    [--rate 10000] [--offline-messages N] [--handshake-concurrency N]
-//                    [--payload BYTES] [--dir DIR] [--keep]
+//                    [--payload BYTES] [--server-threads N] [--dir DIR] [--keep]
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -91,6 +91,7 @@ struct Options {
   int handshake_concurrency = 64;
   int payload = 200;                               // bytes of ciphertext per message
   int register_concurrency = 200;
+  int server_threads = 0;                          // parleyd's io_threads; 0: its default
   std::string dir;                                 // where data directories go
   bool keep = false;                               // keep the data directories
 };
@@ -103,8 +104,8 @@ void usage() {
                "[--connections 1000,5000,19000]\n"
                "                   [--rate 10000] [--offline-messages N] "
                "[--handshake-concurrency N]\n"
-               "                   [--payload BYTES] [--register-concurrency N] [--dir DIR] "
-               "[--keep]\n");
+               "                   [--payload BYTES] [--register-concurrency N] "
+               "[--server-threads N] [--dir DIR] [--keep]\n");
 }
 
 std::optional<Options> parse_args(int argc, char** argv) {
@@ -148,6 +149,8 @@ std::optional<Options> parse_args(int argc, char** argv) {
       ok = int_value(o.offline_messages, 1, 100000000);
     } else if (a == "--handshake-concurrency") {
       ok = int_value(o.handshake_concurrency, 1, 4096);
+    } else if (a == "--server-threads") {
+      ok = int_value(o.server_threads, 1, 64);
     } else if (a == "--payload") {
       ok = int_value(o.payload, 16, 200000);
     } else if (a == "--register-concurrency") {
@@ -273,6 +276,7 @@ class Parleyd {
       // Limits raised so that one client IP can load the server; queue limits high enough for
       // the offline scenario. Everything else (durability, delivery window, timeouts) is as
       // shipped.
+      if (o.server_threads > 0) c << "[server]\nio_threads = " << o.server_threads << "\n";
       c << "[limits]\n"
            "queue_max_count = 10000000\n"
            "queue_max_bytes = 17179869184\n"

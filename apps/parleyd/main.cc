@@ -223,6 +223,18 @@ void wait_for_connections(boost::asio::steady_timer& timer, transport::Server& s
   });
 }
 
+unsigned io_thread_count(std::uint32_t configured) {
+  return configured != 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Runs the io_context on `configured` threads (0: one per core), this one included.
+void run_io(boost::asio::io_context& io, std::uint32_t configured) {
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < io_thread_count(configured); ++i) pool.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+}
+
 int run(server::ServerConfig cfg) {
   crypto::SystemRng rng;
   SystemClock clock;
@@ -304,7 +316,7 @@ int run(server::ServerConfig cfg) {
   if (admin) std::printf("admin: http://%s:%u/metrics\n", cfg.admin.host.c_str(), admin->port());
   std::fflush(stdout);
   spdlog::info("event=started port={} registration={} threads={}", port,
-               server::policy_name(cfg.registration), std::thread::hardware_concurrency());
+               server::policy_name(cfg.registration), io_thread_count(cfg.io_threads));
 
   // Housekeeping: expire old envelopes, dedup keys, invites and attachments.
   boost::asio::steady_timer housekeeping(io);
@@ -344,11 +356,7 @@ int run(server::ServerConfig cfg) {
     });
   });
 
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& t : pool) t.join();
+  run_io(io, cfg.io_threads);
   (*store)->close();  // commits everything still queued
   pt.reset();         // obfs4proxy ends with us
   spdlog::info("event=stopped");
@@ -430,11 +438,7 @@ int run_bridge(server::ServerConfig cfg) {
     wait_for_connections(drain_timer, *server, io,
                          std::chrono::steady_clock::now() + std::chrono::seconds(5));
   });
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& t : pool) t.join();
+  run_io(io, cfg.io_threads);
   pt.reset();
   spdlog::info("event=stopped");
   return 0;
@@ -463,6 +467,7 @@ int main(int argc, char** argv) {
   app.add_option("--cert", cfg.cert_file, "PEM certificate (default: generated self-signed)");
   app.add_option("--key", cfg.key_file, "PEM private key for --cert");
   app.add_option("--site", cfg.site_dir, "directory of the public website (default: built-in)");
+  app.add_option("--io-threads", cfg.io_threads, "threads serving connections (0: one per core)");
   app.add_option("--registration", policy, "registration policy: open, invite or pow");
   app.add_option("--pow-difficulty", cfg.pow_difficulty, "leading zero bits for pow registration");
   app.add_option("--queue-max-count", cfg.queue_max_count, "envelopes per device queue");
@@ -494,6 +499,7 @@ int main(int argc, char** argv) {
     keep("--cert", cfg.cert_file, from_file.cert_file);
     keep("--key", cfg.key_file, from_file.key_file);
     keep("--site", cfg.site_dir, from_file.site_dir);
+    keep("--io-threads", cfg.io_threads, from_file.io_threads);
     keep("--pow-difficulty", cfg.pow_difficulty, from_file.pow_difficulty);
     keep("--queue-max-count", cfg.queue_max_count, from_file.queue_max_count);
     keep("--queue-max-bytes", cfg.queue_max_bytes, from_file.queue_max_bytes);

@@ -88,6 +88,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "server.cert") return read_string(n, key, c.cert_file);
   if (key == "server.key") return read_string(n, key, c.key_file);
   if (key == "server.site") return read_string(n, key, c.site_dir);
+  if (key == "server.io_threads") return read_uint(n, key, c.io_threads);
   if (key == "registration.policy") {
     std::string s;
     PARLEY_TRY(read_string(n, key, s));

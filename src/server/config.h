@@ -29,6 +29,7 @@ struct ServerConfig {
   std::string cert_file;             // PEM; empty: DIR/tls/cert.pem, generated on first start
   std::string key_file;
   std::string site_dir;              // static website; empty: the built-in one
+  std::uint32_t io_threads = 0;      // threads running connections; 0: one per core
   // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.
   std::string ws_path;
   // [registration]

@@ -58,7 +58,7 @@ TEST(Config, TomlFileAndUnknownKeys) {
   const std::string path = ::testing::TempDir() + "/parleyd_test.toml";
   {
     std::ofstream f(path);
-    f << "[server]\nlisten = \"0.0.0.0:9443\"\nname = \"example.org\"\n"
+    f << "[server]\nlisten = \"0.0.0.0:9443\"\nname = \"example.org\"\nio_threads = 3\n"
       << "[registration]\npolicy = \"pow\"\npow_difficulty = 8\n"
       << "[limits]\nqueue_max_count = 7\n";
   }
@@ -66,6 +66,7 @@ TEST(Config, TomlFileAndUnknownKeys) {
   ASSERT_TRUE(load_config_file(path, c).is_ok());
   EXPECT_EQ(c.listen.port, 9443);
   EXPECT_EQ(c.server_name, "example.org");
+  EXPECT_EQ(c.io_threads, 3u);
   EXPECT_EQ(c.registration, RegistrationPolicy::kPow);
   EXPECT_EQ(c.pow_difficulty, 8u);
   EXPECT_EQ(c.queue_max_count, 7u);
