@@ -205,7 +205,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     auto ep = sock.remote_endpoint(ec);
     if (!ec) remote_ip_ = ep.address().to_string();
     auto tls = TlsSocket::accept(std::move(sock), st_->tls->native_handle());
-    if (tls.has_value()) tls_ = std::move(tls).value();  // else the connection just ends
+    if (tls.has_value()) tls_ = std::move(*tls);  // else the connection just ends
   }
 
   void close_socket() {
@@ -387,7 +387,13 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     ws_->binary(true);
     {
       auto [ec] = co_await ws_->async_accept(req, kUse);
-      if (ec || stopping_) co_return;
+      if (ec || stopping_) {
+        // A refused upgrade has been answered (400) into the write buffer: let the answer
+        // leave before the connection closes, within the handshake timeout.
+        ws_->next_layer().next_layer().expires_after(opt.handshake_timeout);
+        co_await ws_->next_layer().async_flush(kUse);
+        co_return;
+      }
     }
     try {
       handler_ = st_->factory ? st_->factory(remote_ip_) : nullptr;
@@ -528,7 +534,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // Strand-confined state.
   Phase phase_ = Phase::kHttp;
   bool stopping_ = false;
-  std::unique_ptr<TlsSocket> tls_;  // until the WebSocket takes it
+  std::shared_ptr<TlsSocket> tls_;  // until the WebSocket takes it
   std::optional<WsStream> ws_;
   std::shared_ptr<beast::tcp_stream> bridge_up_;  // bridge mode, after the 101
   std::unique_ptr<WsHandler> handler_;

@@ -48,13 +48,15 @@ class CorkStream {
   using executor_type = typename Next::executor_type;
   static constexpr std::size_t kLimit = 64 * 1024;
 
-  explicit CorkStream(std::unique_ptr<Next> next)
+  // The next layer is shared with the flush in flight, which keeps it alive until the write
+  // completes (its operation refers to it), even when this CorkStream is gone by then.
+  explicit CorkStream(std::shared_ptr<Next> next)
       : next_(std::move(next)), st_(std::make_shared<State>()) {
-    st_->next = next_.get();
+    st_->next = next_;
   }
-  CorkStream(CorkStream&&) = delete;  // the state points at *next_
+  CorkStream(CorkStream&&) = delete;
   ~CorkStream() {
-    st_->next = nullptr;
+    st_->gone = true;
     st_->waiters.clear();  // their handlers are abandoned, as when a socket is destroyed
   }
 
@@ -91,6 +93,17 @@ class CorkStream {
         handler, buffers);
   }
 
+  // Completes with void(error_code) once everything buffered has been written (or with the
+  // error that stopped it). Bound it with the next layer's deadline.
+  template <class Handler>
+  auto async_flush(Handler&& handler) {
+    return boost::asio::async_initiate<Handler, void(boost::system::error_code)>(
+        [this](auto h) {
+          when_flushed([h = std::move(h), st = st_]() mutable { h(st->error); });
+        },
+        handler);
+  }
+
   // Runs `handler(error_code)` once everything buffered has been written (or failed), then
   // tears down the next layer. Found by Beast through argument-dependent lookup.
   template <class Handler>
@@ -116,7 +129,8 @@ class CorkStream {
     virtual void resume() = 0;
   };
   struct State {
-    Next* next = nullptr;  // null once the CorkStream is gone
+    std::shared_ptr<Next> next;
+    bool gone = false;     // the CorkStream is gone: nothing more is written
     std::string pending;   // gathered for the next flush
     std::string in_flight; // being written
     bool flushing = false;
@@ -151,7 +165,7 @@ class CorkStream {
     static void start(WriteOp&& op, bool cont = false) {
       State& s = *op.st_;
       if (s.error) return op.complete(cont, s.error, std::size_t{0});
-      if (!s.next) return op.complete(cont, boost::asio::error::operation_aborted, std::size_t{0});
+      if (s.gone) return op.complete(cont, boost::asio::error::operation_aborted, std::size_t{0});
       const std::size_t size = boost::asio::buffer_size(op.buffers_);
       if (size != 0 && s.pending.size() >= kLimit) {
         wait(s, [op = std::move(op)]() mutable { start(std::move(op), true); });
@@ -173,7 +187,7 @@ class CorkStream {
 
   // The flush runs after the handlers already queued, so their writes join it.
   static void schedule_flush(const std::shared_ptr<State>& st) {
-    if (st->flushing || st->flush_posted || !st->next || st->pending.empty()) return;
+    if (st->flushing || st->flush_posted || st->gone || st->pending.empty()) return;
     if (!may_flush(*st)) return;
     st->flush_posted = true;
     auto run = [st] {
@@ -191,7 +205,7 @@ class CorkStream {
 
   static void start_flush(const std::shared_ptr<State>& st) {
     State& s = *st;
-    if (s.flushing || s.pending.empty() || s.error || !s.next) return;
+    if (s.flushing || s.pending.empty() || s.error || s.gone) return;
     s.in_flight.swap(s.pending);
     s.flushing = true;
     boost::asio::async_write(*s.next, boost::asio::buffer(s.in_flight),
@@ -203,7 +217,7 @@ class CorkStream {
   static void flushed(const std::shared_ptr<State>& st, boost::system::error_code ec) {
     State& s = *st;
     s.flushing = false;
-    if (!s.next) return;
+    if (s.gone) return;
     if (ec && !s.error) s.error = ec;
     if (!s.error && !s.pending.empty()) {
       s.in_flight.clear();  // keeps its capacity: start_flush swaps it in as the next pending
@@ -216,7 +230,7 @@ class CorkStream {
     std::deque<std::unique_ptr<Waiter>> ready;
     ready.swap(s.waiters);
     for (auto& w : ready) {
-      if (!st->next) return;
+      if (st->gone) return;
       w->resume();
     }
   }
@@ -228,7 +242,7 @@ class CorkStream {
     State& s = *st_;
     if (s.error || (!s.flushing && s.pending.empty())) {
       boost::asio::post(next_->get_executor(), [st = st_, f = std::move(f)]() mutable {
-        if (st->next) f();
+        if (!st->gone) f();
       });
       return;
     }
@@ -247,7 +261,7 @@ class CorkStream {
     });
   }
 
-  std::unique_ptr<Next> next_;
+  std::shared_ptr<Next> next_;
   std::shared_ptr<State> st_;
 };
 

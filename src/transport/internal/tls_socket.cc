@@ -87,21 +87,27 @@ Result<std::unique_ptr<TlsSocket>> TlsSocket::accept(net::ip::tcp::socket sock, 
 TlsSocket::TlsSocket(net::ip::tcp::socket sock, SSL* ssl)
     : sock_(std::move(sock)), ssl_(ssl), deadline_(sock_.get_executor()) {}
 
-TlsSocket::~TlsSocket() { SSL_free(ssl_); }
+TlsSocket::~TlsSocket() {
+  dl_->alive = false;
+  SSL_free(ssl_);
+}
 
 void TlsSocket::expires_after(std::chrono::steady_clock::duration d) {
-  timed_out_ = false;
+  dl_->timed_out = false;
+  const std::uint64_t generation = ++dl_->generation;
   deadline_.expires_after(d);
-  deadline_.async_wait([this](error_code ec) {
-    if (ec) return;  // re-armed, cancelled, or destroyed: `this` is not touched
-    timed_out_ = true;
+  deadline_.async_wait([this, dl = dl_, generation](error_code ec) {
+    // Re-armed, cancelled or destroyed: `this` is not touched.
+    if (ec || !dl->alive || dl->generation != generation) return;
+    dl->timed_out = true;
     error_code ignored;
     sock_.cancel(ignored);
   });
 }
 
 void TlsSocket::expires_never() {
-  timed_out_ = false;
+  ++dl_->generation;
+  dl_->timed_out = false;
   deadline_.cancel();
 }
 

@@ -12,6 +12,10 @@
 // Timeouts work like beast::tcp_stream's: expires_after() sets a deadline for whatever runs from
 // then on; when it passes, pending and later operations fail with beast::error::timeout.
 //
+// Lifetime: like any asio stream, a TlsSocket must outlive its pending operations (the server
+// shares it with CorkStream's flush for that reason). The deadline's handler holds only a small
+// shared state, so a timer that fires late never touches a TlsSocket that is gone.
+//
 // Threading: all operations must run on the socket's executor (the connection's strand); one
 // read and one write may be pending at once, as with any asio stream.
 
@@ -27,6 +31,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 
 #include "base/result.h"
 
@@ -132,10 +138,10 @@ class TlsSocket {
     void operator()(Self& self, boost::system::error_code ec = {}) {
       if (state == 2) return finish(self);
       if (state == 1 && ec) {
-        result.ec = s.timed_out_ ? boost::system::error_code(boost::beast::error::timeout) : ec;
+        result.ec = s.dl_->timed_out ? boost::system::error_code(boost::beast::error::timeout) : ec;
         return finish(self);
       }
-      if (s.timed_out_) {
+      if (s.dl_->timed_out) {
         result.ec = boost::beast::error::timeout;
       } else {
         result = s.step(kind, data, size);
@@ -172,8 +178,15 @@ class TlsSocket {
 
   boost::asio::ip::tcp::socket sock_;
   SSL* ssl_;
+  // Shared with the deadline timer's handler: `generation` tells a stale expiry (the deadline
+  // was moved after the timer fired) from a real one; `alive` is false once the socket is gone.
+  struct Deadline {
+    std::uint64_t generation = 0;
+    bool timed_out = false;
+    bool alive = true;
+  };
+  std::shared_ptr<Deadline> dl_ = std::make_shared<Deadline>();
   boost::asio::steady_timer deadline_;
-  bool timed_out_ = false;
 };
 
 }  // namespace parley::transport::internal
