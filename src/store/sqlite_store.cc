@@ -237,8 +237,9 @@ class SqliteStore final : public Store {
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
     Tx tx{*db_, *backend_, {}, {}};
     Status failed;
-    Attempt a = Attempt::kOpFailed;
-    if (batch.size() > 1) a = attempt(tx, batch, /*isolate=*/false, failed);
+    Attempt a = attempt(tx, batch, /*isolate=*/false, failed);
+    // A lone operation that failed keeps its error and has nothing to commit.
+    if (a == Attempt::kOpFailed && batch.size() == 1) return;
     if (a == Attempt::kOpFailed) {
       tx.delta = {};
       a = attempt(tx, batch, /*isolate=*/true, failed);
