@@ -211,7 +211,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   void close_socket() {
     error_code ignored;
     if (ws_) beast::get_lowest_layer(*ws_).close(ignored);
-    if (tls_) tls_->socket().close(ignored);
+    if (tls_) tls_->next_layer().close(ignored);
   }
 
   static bool is_http_parse_error(const error_code& ec) {

@@ -64,9 +64,6 @@ class CorkStream {
   const Next& next_layer() const { return *next_; }
   executor_type get_executor() { return next_->get_executor(); }
 
-  // Bytes buffered and not yet handed to the next layer's write.
-  std::size_t buffered() const { return st_->pending.size() + st_->in_flight.size(); }
-
   // Where flushes are posted first (then dispatched to the next layer's executor). Any thread
   // may run it; the flush itself always runs on the next layer's executor.
   void set_flush_executor(executor_type ex) { st_->flush_ex = std::move(ex); }

@@ -52,9 +52,7 @@ class TlsSocket {
   TlsSocket& operator=(const TlsSocket&) = delete;
 
   boost::asio::ip::tcp::socket& next_layer() { return sock_; }
-  boost::asio::ip::tcp::socket& socket() { return sock_; }
   executor_type get_executor() { return sock_.get_executor(); }
-  SSL* native_handle() { return ssl_; }
 
   void expires_after(std::chrono::steady_clock::duration d);
   void expires_never();
