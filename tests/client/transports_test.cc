@@ -77,7 +77,8 @@ class TransportTest : public ::testing::Test {
   }
   // bob follows; alice sends one, the link is cut (or frozen), alice sends two more: bob prints
   // all three, once each, and nothing is left on the server.
-  void run_follow_across(SocksForwarder& proxy, bool freeze, std::string& log);
+  // bob registers through a relay, follows, and the relay is cut (or frozen) mid-way.
+  void run_follow_across(bool freeze);
   std::vector<nlohmann::json> transports(const std::string& who) {
     Ran r = parley(who, {"transports", "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -318,6 +319,18 @@ TEST_F(TransportTest, AnInvitesObfs4EndpointIsAddedAtRegistrationAndWorks) {
 // prints everything sent meanwhile exactly once.
 TEST_F(TransportTest, ALinkCutUnderFollowIsReplacedAndNothingIsLostOrRepeated) {
   start();
+  run_follow_across(/*freeze=*/false);
+}
+
+// The same across a link that goes silent instead (no reset): only the idle timeout
+// (--idle-timeout 3: pings after 1.5 s, given up after 3 s) can tell, and the client moves on
+// to a fresh connection.
+TEST_F(TransportTest, ALinkFrozenUnderFollowIsGivenUpAfterTheIdleTimeout) {
+  start();
+  run_follow_across(/*freeze=*/true);
+}
+
+void TransportTest::run_follow_across(bool freeze) {
   // bob's direct address is a TCP relay to the server that the test can cut or freeze.
   SocksForwarder relay(server_->invite().port, /*plain=*/true);
   std::string invite = server_->invite_link();
@@ -326,29 +339,7 @@ TEST_F(TransportTest, ALinkCutUnderFollowIsReplacedAndNothingIsLostOrRepeated) {
   ASSERT_EQ(parley("bob", {"register", invite, "--name", "bob"}).exit_code, 0);
   ASSERT_EQ(parley("alice", {"register", server_->invite_link(), "--name", "alice"}).exit_code,
             0);
-  SocksForwarder& proxy = relay;
-  std::string log;
-  run_follow_across(proxy, /*freeze=*/false, log);
-}
-
-// The same across a link that goes silent instead (no reset): only the idle timeout
-// (--idle-timeout 3: pings after 1.5 s, given up after 3 s) can tell, and the client moves on
-// to a fresh connection.
-TEST_F(TransportTest, ALinkFrozenUnderFollowIsGivenUpAfterTheIdleTimeout) {
-  start();
-  SocksForwarder relay(server_->invite().port, /*plain=*/true);
-  std::string invite = server_->invite_link();
-  const std::string port = ":" + std::to_string(server_->invite().port) + "/";
-  invite.replace(invite.find(port), port.size(), ":" + std::to_string(relay.port()) + "/");
-  ASSERT_EQ(parley("bob", {"register", invite, "--name", "bob"}).exit_code, 0);
-  ASSERT_EQ(parley("alice", {"register", server_->invite_link(), "--name", "alice"}).exit_code,
-            0);
-  std::string log;
-  run_follow_across(relay, /*freeze=*/true, log);
-}
-
-void TransportTest::run_follow_across(SocksForwarder& proxy, bool freeze, std::string& log) {
-  log = dir_.path() + "/follow.log";
+  const std::string log = dir_.path() + "/follow.log";
   auto follow = ParleyProcess::spawn({"--profile", profile("bob"), "--idle-timeout", "3",
                                       "receive", "--follow", "--json", "--timeout", "90"},
                                      log);
@@ -358,9 +349,9 @@ void TransportTest::run_follow_across(SocksForwarder& proxy, bool freeze, std::s
   ASSERT_TRUE(wait_for_text(log, "\"one\"", 30s)) << read_file(log);
 
   if (freeze) {
-    proxy.freeze_open();  // silence, no reset
+    relay.freeze_open();  // silence, no reset
   } else {
-    proxy.cut_all();  // a reset
+    relay.cut_all();  // a reset
   }
   ASSERT_EQ(parley("alice", {"send", "bob", "two"}).exit_code, 0);
   ASSERT_EQ(parley("alice", {"send", "bob", "three"}).exit_code, 0);
