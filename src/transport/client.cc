@@ -152,8 +152,8 @@ std::shared_ptr<ssl::context> make_client_tls_context() {
 }
 
 // One client context for the whole process: it is the same for every connection (the pin, not
-// a CA, is the trust anchor), and making one per connection cost the load generator more than
-// its side of the handshake (docs/benchmarks.md). SSL_CTX is safe to share between threads.
+// a CA, is the trust anchor), and making one per connection cost the load generator about 90 µs
+// of a 1,040 µs handshake (docs/benchmarks.md). SSL_CTX is safe to share between threads.
 std::shared_ptr<ssl::context> client_tls_context() {
   static const std::shared_ptr<ssl::context> ctx = make_client_tls_context();
   return ctx;
