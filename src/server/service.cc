@@ -48,17 +48,15 @@ void Service::fill_transport_options(transport::ServerOptions& o) const {
   o.ping_interval = std::chrono::seconds(config_.ping_interval_s);
 }
 
+AccountPtr Service::cached_account(const std::string& folded_name) {
+  std::lock_guard<std::mutex> lock(accounts_mu_);
+  auto it = accounts_.find(folded_name);
+  return it == accounts_.end() ? nullptr : it->second;
+}
+
 void Service::find_account(const std::string& folded_name,
                            std::function<void(Result<AccountPtr>)> done) {
-  {
-    std::lock_guard<std::mutex> lock(accounts_mu_);
-    auto it = accounts_.find(folded_name);
-    if (it != accounts_.end()) {
-      AccountPtr a = it->second;
-      boost::asio::post(io_, [done = std::move(done), a]() { done(a); });
-      return;
-    }
-  }
+  if (AccountPtr cached = cached_account(folded_name)) return done(std::move(cached));
   store_.find_account(
       folded_name, on_io<std::optional<store::Account>>(
                        [this, folded_name, done = std::move(done)](

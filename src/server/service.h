@@ -70,6 +70,10 @@ class Service {
   }
 
   // Account cache over the store (accounts change only through this process).
+  // cached_account: the cached snapshot, or null. find_account: a cached account is handed to
+  // `done` at once, on the caller's thread; a miss asks the store and calls back on the
+  // io_context.
+  AccountPtr cached_account(const std::string& folded_name);
   void find_account(const std::string& folded_name, std::function<void(Result<AccountPtr>)> done);
   void remember_account(const std::string& folded_name, AccountPtr account);
 

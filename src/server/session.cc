@@ -495,99 +495,107 @@ void Session::send_one(const wire::SendRequest& r, SendDone done) {
   }
   auto folded = fold_name(r.destination());
   if (!folded) return done(wire::kStatusNotFound, "no such account", {});
+  if (AccountPtr dest = service_.cached_account(*folded)) {
+    return send_to(r, *dest, *sender, sender_device, std::move(done));
+  }
   auto self = shared_from_this();
   service_.find_account(*folded, [self, r, done = std::move(done), sender,
                                   sender_device](Result<AccountPtr> a) mutable {
     if (!a) return done(status_for(a.error()), "no such account", {});
-    const AccountInfo& dest = **a;
-    // The device list must match exactly: every device of the destination (except the sender's
-    // own device when writing to itself), with the registration ids the server holds.
-    wire::SendResult mismatch;
-    std::set<std::uint32_t> named;
-    for (const auto& m : r.messages()) {
-      if (!named.insert(m.device_id()).second) {
-        return done(wire::kStatusBadRequest, "device named twice", {});
-      }
-      const store::Device* d = dest.device(m.device_id());
-      const bool self_device = dest.id == sender->id && m.device_id() == sender_device;
-      if (d == nullptr || self_device) {
-        mismatch.mutable_mismatch()->add_extra_devices(m.device_id());
-      } else if (d->registration_id != m.registration_id()) {
-        mismatch.mutable_mismatch()->add_stale_devices(m.device_id());
-      }
-    }
-    for (const auto& d : dest.devices) {
-      const bool self_device = dest.id == sender->id && d.device_id == sender_device;
-      if (!self_device && !named.count(d.device_id)) {
-        mismatch.mutable_mismatch()->add_missing_devices(d.device_id);
-      }
-    }
-    if (mismatch.has_mismatch()) {
-      return done(wire::kStatusConflict, "device list does not match", mismatch);
-    }
-    const ServerConfig& cfg = self->service_.config();
-    store::SendBatch batch;
-    batch.sender_account = sender->id;
-    batch.sender_device = sender_device;
-    batch.client_message_id = to_bytes(r.client_message_id());
-    batch.destination_account = dest.id;
-    batch.now_ms = self->service_.clock().now_ms();
-    batch.limits.max_count = cfg.queue_max_count;
-    batch.limits.max_bytes = cfg.queue_max_bytes;
-    batch.limits.max_age_ms = static_cast<std::int64_t>(cfg.queue_max_age_days) * kDayMs;
-    for (const auto& m : r.messages()) {
-      store::Delivery d;
-      d.account_id = dest.id;
-      d.device_id = m.device_id();
-      d.envelope.server_id = random_bytes(self->service_.rng(), 16);
-      d.envelope.timestamp_ms = batch.now_ms;
-      d.envelope.source = sender->name;
-      d.envelope.source_device = sender_device;
-      d.envelope.type = m.type();
-      d.envelope.content = to_bytes(m.content());
-      batch.deliveries.push_back(std::move(d));
-    }
-    // Keep what the notification needs; the batch moves into the store.
-    auto envelopes = std::make_shared<
-        std::vector<std::pair<std::uint32_t, std::shared_ptr<store::Envelope>>>>();
-    for (const auto& d : batch.deliveries) {
-      envelopes->emplace_back(d.device_id, std::make_shared<store::Envelope>(d.envelope));
-    }
-    const std::int64_t dest_id = dest.id;
-    const std::int64_t now = batch.now_ms;
-    self->service_.store().store_messages(
-        std::move(batch),
-        self->service_.on_io<store::SendOutcome>(
-            [self, done = std::move(done), envelopes, dest_id, now](Result<store::SendOutcome> o) {
-              wire::SendResult res;
-              res.set_server_timestamp(static_cast<std::uint64_t>(now));
-              if (!o) return done(status_for(o.error()), "could not store the message", res);
-              switch (o->kind) {
-                case store::SendOutcome::Kind::kDuplicate:
-                  self->service_.metrics().duplicates.fetch_add(1);
-                  res.set_duplicate(true);
-                  return done(wire::kStatusOk, "", res);
-                case store::SendOutcome::Kind::kQueueFull:
-                  res.set_limit(o->limit);
-                  return done(wire::kStatusRateLimited,
-                              "queue of device " + std::to_string(o->device_id) + " is full (" +
-                                  o->limit + ")",
-                              res);
-                case store::SendOutcome::Kind::kStored:
-                  break;
-              }
-              self->service_.metrics().messages_stored.fetch_add(envelopes->size());
-              done(wire::kStatusOk, "", res);
-              for (std::size_t i = 0; i < envelopes->size() && i < o->seqs.size() &&
-                                      i < o->server_ids.size();
-                   ++i) {
-                // The store put the seq into the id: push the id it stored.
-                (*envelopes)[i].second->server_id = std::move(o->server_ids[i]);
-                self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i],
-                                      (*envelopes)[i].second);
-              }
-            }));
+    self->send_to(r, **a, *sender, sender_device, std::move(done));
   });
+}
+
+void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
+                      const AccountInfo& sender, std::uint32_t sender_device, SendDone done) {
+  // The device list must match exactly: every device of the destination (except the sender's
+  // own device when writing to itself), with the registration ids the server holds.
+  wire::SendResult mismatch;
+  std::set<std::uint32_t> named;
+  for (const auto& m : r.messages()) {
+    if (!named.insert(m.device_id()).second) {
+      return done(wire::kStatusBadRequest, "device named twice", {});
+    }
+    const store::Device* d = dest.device(m.device_id());
+    const bool self_device = dest.id == sender.id && m.device_id() == sender_device;
+    if (d == nullptr || self_device) {
+      mismatch.mutable_mismatch()->add_extra_devices(m.device_id());
+    } else if (d->registration_id != m.registration_id()) {
+      mismatch.mutable_mismatch()->add_stale_devices(m.device_id());
+    }
+  }
+  for (const auto& d : dest.devices) {
+    const bool self_device = dest.id == sender.id && d.device_id == sender_device;
+    if (!self_device && !named.count(d.device_id)) {
+      mismatch.mutable_mismatch()->add_missing_devices(d.device_id);
+    }
+  }
+  if (mismatch.has_mismatch()) {
+    return done(wire::kStatusConflict, "device list does not match", mismatch);
+  }
+  const ServerConfig& cfg = service_.config();
+  store::SendBatch batch;
+  batch.sender_account = sender.id;
+  batch.sender_device = sender_device;
+  batch.client_message_id = to_bytes(r.client_message_id());
+  batch.destination_account = dest.id;
+  batch.now_ms = service_.clock().now_ms();
+  batch.limits.max_count = cfg.queue_max_count;
+  batch.limits.max_bytes = cfg.queue_max_bytes;
+  batch.limits.max_age_ms = static_cast<std::int64_t>(cfg.queue_max_age_days) * kDayMs;
+  for (const auto& m : r.messages()) {
+    store::Delivery d;
+    d.account_id = dest.id;
+    d.device_id = m.device_id();
+    d.envelope.server_id = random_bytes(service_.rng(), 16);
+    d.envelope.timestamp_ms = batch.now_ms;
+    d.envelope.source = sender.name;
+    d.envelope.source_device = sender_device;
+    d.envelope.type = m.type();
+    d.envelope.content = to_bytes(m.content());
+    batch.deliveries.push_back(std::move(d));
+  }
+  // Keep what the notification needs; the batch moves into the store.
+  auto envelopes = std::make_shared<
+      std::vector<std::pair<std::uint32_t, std::shared_ptr<store::Envelope>>>>();
+  for (const auto& d : batch.deliveries) {
+    envelopes->emplace_back(d.device_id, std::make_shared<store::Envelope>(d.envelope));
+  }
+  const std::int64_t dest_id = dest.id;
+  const std::int64_t now = batch.now_ms;
+  auto self = shared_from_this();
+  service_.store().store_messages(
+      std::move(batch),
+      service_.on_io<store::SendOutcome>(
+          [self, done = std::move(done), envelopes, dest_id, now](Result<store::SendOutcome> o) {
+            wire::SendResult res;
+            res.set_server_timestamp(static_cast<std::uint64_t>(now));
+            if (!o) return done(status_for(o.error()), "could not store the message", res);
+            switch (o->kind) {
+              case store::SendOutcome::Kind::kDuplicate:
+                self->service_.metrics().duplicates.fetch_add(1);
+                res.set_duplicate(true);
+                return done(wire::kStatusOk, "", res);
+              case store::SendOutcome::Kind::kQueueFull:
+                res.set_limit(o->limit);
+                return done(wire::kStatusRateLimited,
+                            "queue of device " + std::to_string(o->device_id) + " is full (" +
+                                o->limit + ")",
+                            res);
+              case store::SendOutcome::Kind::kStored:
+                break;
+            }
+            self->service_.metrics().messages_stored.fetch_add(envelopes->size());
+            done(wire::kStatusOk, "", res);
+            for (std::size_t i = 0; i < envelopes->size() && i < o->seqs.size() &&
+                                    i < o->server_ids.size();
+                 ++i) {
+              // The store put the seq into the id: push the id it stored.
+              (*envelopes)[i].second->server_id = std::move(o->server_ids[i]);
+              self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i],
+                                    (*envelopes)[i].second);
+            }
+          }));
 }
 
 void Session::do_send(std::uint64_t id, const wire::SendRequest& r) {

@@ -67,6 +67,10 @@ class Session : public std::enable_shared_from_this<Session> {
   using SendDone = std::function<void(std::uint32_t status, std::string message, wire::SendResult)>;
   void send_one(const wire::SendRequest& r, SendDone done);
 
+  // Stores a SendRequest for `dest` (whose device list it checks first).
+  void send_to(const wire::SendRequest& r, const AccountInfo& dest, const AccountInfo& sender,
+               std::uint32_t sender_device, SendDone done);
+
   void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
   // The authenticated account and device, read under mu_ (an upload_keys callback on another
   // io thread may replace account_ while a handler runs).
