@@ -22,21 +22,6 @@ std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
 
 constexpr std::size_t kServerIdSize = 16;
 
-// Runs a `DELETE FROM envelopes ... RETURNING size`: how many rows went, and their bytes.
-struct Removed {
-  std::int64_t count = 0;
-  std::int64_t bytes = 0;
-};
-Result<Removed> sum_removed(Stmt& s) {
-  Removed r;
-  for (;;) {
-    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (!row) return r;
-    r.count += 1;
-    r.bytes += s.column_int(0);
-  }
-}
-
 // Whether dedup row `row` (0: none) holds exactly the key of `batch`.
 Result<bool> dedup_row_matches(Tx& tx, std::int64_t row, const SendBatch& batch) {
   if (row == 0) return false;
@@ -80,10 +65,7 @@ Status insert_pre_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
   return Status::ok();
 }
 
-Status bump_counters(Tx& tx, std::int64_t account_id, std::uint32_t device_id, std::int64_t count,
-                     std::int64_t bytes);
-
-// Inserts the new account's (or the recovered account's) device, its prekeys and its counters.
+// Inserts the new account's (or the recovered account's) device and its prekeys.
 Status insert_device(Tx& tx, std::int64_t account_id, const NewAccount& a) {
   Device d = a.device;
   if (d.created_ms == 0) d.created_ms = a.now_ms;
@@ -102,23 +84,23 @@ Status insert_device(Tx& tx, std::int64_t account_id, const NewAccount& a) {
       .bind_blob(8, d.signed_pre_key.signature)
       .bind(9, d.created_ms);
   PARLEY_TRY(dev.run());
-  PARLEY_TRY(insert_pre_keys(tx, account_id, d.device_id, a.pre_keys));
-  return bump_counters(tx, account_id, d.device_id, 0, 0);
+  return insert_pre_keys(tx, account_id, d.device_id, a.pre_keys);
 }
 
-// Adds (or with negative values removes) queue totals of one device.
-Status bump_counters(Tx& tx, std::int64_t account_id, std::uint32_t device_id, std::int64_t count,
-                     std::int64_t bytes) {
+// Deletes envelope `seq` of queue `key`, from the table and the queue index, and counts it off
+// the gauges. Returns whether it was there.
+Result<bool> delete_envelope(Tx& tx, QueueKey key, std::int64_t seq) {
   PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, tx.db.prepare("INSERT INTO queue_counters (account_id, device_id, count, bytes) "
-                            "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (account_id, device_id) DO UPDATE "
-                            "SET count = count + excluded.count, bytes = bytes + excluded.bytes",
-                            "update queue counters"));
-  s.bind(1, account_id).bind(2, device_id).bind(3, count).bind(4, bytes);
-  PARLEY_TRY(s.run());
-  tx.delta.envelopes += count;
-  tx.delta.bytes += bytes;
-  return Status::ok();
+      Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 RETURNING size",
+                            "delete queued envelope"));
+  s.bind(1, seq);
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  if (!row) return false;
+  const std::int64_t size = s.column_int(0);
+  tx.backend.queues.remove(key, seq);
+  tx.delta.envelopes -= 1;
+  tx.delta.bytes -= size;
+  return true;
 }
 
 Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
@@ -146,26 +128,16 @@ Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
   return out;
 }
 
-// Replaces every device of an account by `a.device`: the old devices' queues, prekeys and
-// counters go (their envelopes were encrypted to keys that no longer exist).
+// Replaces every device of an account by `a.device`: the old devices' queues and prekeys go
+// (their envelopes were encrypted to keys that no longer exist).
 Status recover_account(Tx& tx, std::int64_t account_id, const NewAccount& a) {
-  {
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt gone, tx.db.prepare("DELETE FROM envelopes WHERE account_id = ?1 RETURNING size",
-                                 "drop recovered queue"));
-    gone.bind(1, account_id);
-    std::int64_t count = 0, bytes = 0;
-    for (;;) {
-      PARLEY_ASSIGN_OR_RETURN(bool row, gone.step());
-      if (!row) break;
-      ++count;
-      bytes += gone.column_int(0);
+  for (const QueueKey& key : tx.backend.queues.queues_of(account_id)) {
+    for (std::int64_t seq : tx.backend.queues.after(key, 0, SIZE_MAX)) {
+      PARLEY_TRY(delete_envelope(tx, key, seq).status());
     }
-    tx.delta.envelopes -= count;
-    tx.delta.bytes -= bytes;
+    tx.backend.queues.drop(key);
   }
-  for (const char* sql : {"DELETE FROM queue_counters WHERE account_id = ?1",
-                          "DELETE FROM pre_keys WHERE account_id = ?1",
+  for (const char* sql : {"DELETE FROM pre_keys WHERE account_id = ?1",
                           "DELETE FROM devices WHERE account_id = ?1"}) {
     PARLEY_ASSIGN_OR_RETURN(Stmt del, tx.db.prepare(sql, "clear recovered account"));
     del.bind(1, account_id);
@@ -371,19 +343,16 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     add.bytes += static_cast<std::int64_t>(d.envelope.content.size());
   }
 
-  // Limits are checked for every device before anything is written.
+  // Limits are checked for every device before anything is written. (A device with queued
+  // envelopes exists: removing a device drops its queue.)
   for (const auto& [key, add] : adds) {
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, tx.db.prepare("SELECT IFNULL(q.count, 0), IFNULL(q.bytes, 0) FROM devices d "
-                              "LEFT JOIN queue_counters q ON q.account_id = d.account_id AND "
-                              "q.device_id = d.device_id WHERE d.account_id = ?1 AND "
-                              "d.device_id = ?2",
-                              "read queue counters"));
-    s.bind(1, key.first).bind(2, key.second);
-    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (!row) return not_found("store: a delivery names an unknown device");
-    const std::int64_t count = s.column_int(0);
-    const std::int64_t bytes = s.column_int(1);
+    const QueueIndex::Totals queued = tx.backend.queues.totals({key.first, key.second});
+    if (queued.count == 0) {
+      PARLEY_ASSIGN_OR_RETURN(bool known, device_exists(tx, key.first, key.second));
+      if (!known) return not_found("store: a delivery names an unknown device");
+    }
+    const std::int64_t count = queued.count;
+    const std::int64_t bytes = queued.bytes;
     if (count + add.count > static_cast<std::int64_t>(batch.limits.max_count)) {
       return outcome(SendOutcome::Kind::kQueueFull, "count", key.second);
     }
@@ -429,11 +398,12 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     s.bind_blob(8, e.content).bind(9, static_cast<std::int64_t>(e.content.size()));
     s.bind(10, batch.now_ms).bind(11, seq);
     PARLEY_TRY(s.run());
+    const auto size = static_cast<std::int64_t>(e.content.size());
+    tx.backend.queues.append({d.account_id, d.device_id}, seq, size);
+    tx.delta.envelopes += 1;
+    tx.delta.bytes += size;
     stored.seqs.push_back(seq);
     stored.server_ids.push_back(std::move(server_id));
-  }
-  for (const auto& [key, add] : adds) {
-    PARLEY_TRY(bump_counters(tx, key.first, key.second, add.count, add.bytes));
   }
   return stored;
 }
@@ -441,24 +411,23 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
 Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_id,
                                                    std::uint32_t device_id, std::int64_t after_seq,
                                                    std::size_t limit) {
-  PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, tx.db.prepare("SELECT seq, server_id, timestamp_ms, source, source_device, type, "
-                            "content FROM envelopes WHERE account_id = ?1 AND device_id = ?2 AND "
-                            "seq > ?3 ORDER BY seq LIMIT ?4",
-                            "fetch queue"));
-  s.bind(1, account_id).bind(2, device_id).bind(3, after_seq).bind(4, i64(limit));
   std::vector<QueuedEnvelope> out;
-  for (;;) {
+  for (std::int64_t seq : tx.backend.queues.after({account_id, device_id}, after_seq, limit)) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("SELECT server_id, timestamp_ms, source, source_device, type, "
+                              "content FROM envelopes WHERE seq = ?1",
+                              "fetch envelope"));
+    s.bind(1, seq);
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (!row) break;
+    if (!row) return make_error(ErrorCode::kInternal, "store: a queued envelope is missing");
     QueuedEnvelope q;
-    q.seq = s.column_int(0);
-    q.envelope.server_id = s.column_blob(1);
-    q.envelope.timestamp_ms = s.column_int(2);
-    q.envelope.source = s.column_text(3);
-    q.envelope.source_device = u32(s.column_int(4));
-    q.envelope.type = u32(s.column_int(5));
-    q.envelope.content = s.column_blob(6);
+    q.seq = seq;
+    q.envelope.server_id = s.column_blob(0);
+    q.envelope.timestamp_ms = s.column_int(1);
+    q.envelope.source = s.column_text(2);
+    q.envelope.source_device = u32(s.column_int(3));
+    q.envelope.type = u32(s.column_int(4));
+    q.envelope.content = s.column_blob(5);
     out.push_back(std::move(q));
   }
   return out;
@@ -466,13 +435,17 @@ Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_
 
 Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
                              const std::vector<Bytes>& server_ids) {
-  std::int64_t count = 0;
-  std::int64_t bytes = 0;
+  const QueueKey key{account_id, device_id};
+  std::uint32_t count = 0;
+  // Runs a `DELETE ... RETURNING seq, size` of at most one row of this device's queue.
   auto take = [&](Stmt& s) -> Result<bool> {
-    PARLEY_ASSIGN_OR_RETURN(Removed r, sum_removed(s));
-    count += r.count;
-    bytes += r.bytes;
-    return r.count > 0;
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) return false;
+    tx.backend.queues.remove(key, s.column_int(0));
+    tx.delta.envelopes -= 1;
+    tx.delta.bytes -= s.column_int(1);
+    ++count;
+    return true;
   };
   for (const Bytes& id : server_ids) {
     bool deleted = false;
@@ -482,25 +455,28 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
       for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | id[i];
       PARLEY_ASSIGN_OR_RETURN(
           Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?4 AND server_id = ?3 AND "
-                                "account_id = ?1 AND device_id = ?2 RETURNING size",
+                                "account_id = ?1 AND device_id = ?2 RETURNING seq, size",
                                 "delete envelope"));
       s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
       s.bind(4, static_cast<std::int64_t>(seq & 0x7fffffffffffffffull));
       PARLEY_ASSIGN_OR_RETURN(deleted, take(s));
     }
     if (!deleted && tx.backend.legacy_rows) {
-      // An envelope stored before schema v3 has a random id: look within the device's queue.
-      PARLEY_ASSIGN_OR_RETURN(
-          Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2 "
-                                "AND seq <= ?4 AND server_id = ?3 RETURNING size",
-                                "delete legacy envelope"));
-      s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
-      s.bind(4, tx.backend.legacy_max_seq);
-      PARLEY_TRY(take(s).status());
+      // An envelope stored before schema v3 has a random id: look among the device's queued
+      // envelopes from then.
+      for (std::int64_t seq : tx.backend.queues.after(key, 0, SIZE_MAX)) {
+        if (seq > tx.backend.legacy_max_seq) break;
+        PARLEY_ASSIGN_OR_RETURN(
+            Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 AND server_id = ?2 "
+                                  "RETURNING seq, size",
+                                  "delete legacy envelope"));
+        s.bind(1, seq).bind_blob(2, id);
+        PARLEY_ASSIGN_OR_RETURN(deleted, take(s));
+        if (deleted) break;
+      }
     }
   }
-  if (count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -count, -bytes));
-  return u32(count);
+  return count;
 }
 
 // ---- attachments ------------------------------------------------------------------------------
@@ -557,27 +533,29 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
   {
     // Each queue from its oldest envelope: seq order is storage order, so the expired ones are
     // a prefix (a clock step backwards only delays some until the next run).
-    std::vector<std::pair<std::int64_t, std::uint32_t>> queues;
-    {
-      PARLEY_ASSIGN_OR_RETURN(
-          Stmt s, tx.db.prepare("SELECT account_id, device_id FROM queue_counters WHERE count > 0",
-                                "list queues"));
-      for (;;) {
-        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-        if (!row) break;
-        queues.emplace_back(s.column_int(0), u32(s.column_int(1)));
+    for (const QueueKey& key : tx.backend.queues.non_empty()) {
+      bool young = false;
+      std::int64_t after = 0;
+      while (!young) {
+        const std::vector<std::int64_t> seqs = tx.backend.queues.after(key, after, 256);
+        if (seqs.empty()) break;
+        for (std::int64_t seq : seqs) {
+          PARLEY_ASSIGN_OR_RETURN(
+              Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 AND stored_ms < ?2 "
+                                    "RETURNING size",
+                                    "expire envelope"));
+          s.bind(1, seq).bind(2, now_ms - max_age_ms);
+          PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+          if (!row) {
+            young = true;
+            break;
+          }
+          tx.backend.queues.remove(key, seq);
+          tx.delta.envelopes -= 1;
+          tx.delta.bytes -= s.column_int(0);
+          after = seq;
+        }
       }
-    }
-    for (const auto& [account_id, device_id] : queues) {
-      PARLEY_ASSIGN_OR_RETURN(
-          Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2 "
-                                "AND seq < IFNULL((SELECT seq FROM envelopes WHERE account_id = ?1 "
-                                "AND device_id = ?2 AND stored_ms >= ?3 ORDER BY seq LIMIT 1), ?4) "
-                                "RETURNING size",
-                                "expire envelopes"));
-      s.bind(1, account_id).bind(2, device_id).bind(3, now_ms - max_age_ms).bind(4, kInt64Max);
-      PARLEY_ASSIGN_OR_RETURN(Removed r, sum_removed(s));
-      if (r.count > 0) PARLEY_TRY(bump_counters(tx, account_id, device_id, -r.count, -r.bytes));
     }
   }
   {
@@ -616,21 +594,13 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
   return ids;
 }
 
-Result<StatsDelta> read_gauges(Db& db) {
+Result<StatsDelta> read_gauges(Db& db, const Backend& backend) {
   StatsDelta g;
-  {
-    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT COUNT(*) FROM accounts", "count accounts"));
-    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (row) g.accounts = s.column_int(0);
-  }
-  PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, db.prepare("SELECT IFNULL(SUM(count), 0), IFNULL(SUM(bytes), 0) FROM queue_counters",
-                         "sum queue counters"));
+  PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT COUNT(*) FROM accounts", "count accounts"));
   PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-  if (row) {
-    g.envelopes = s.column_int(0);
-    g.bytes = s.column_int(1);
-  }
+  if (row) g.accounts = s.column_int(0);
+  g.envelopes = backend.queues.all().count;
+  g.bytes = backend.queues.all().bytes;
   return g;
 }
 
@@ -659,6 +629,19 @@ Status load_backend(Db& db, Backend& backend) {
     s.bind(1, backend.legacy_max_seq);
     PARLEY_ASSIGN_OR_RETURN(bool any, s.step());
     backend.legacy_rows = any;
+  }
+  {
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT seq, account_id, device_id, size FROM "
+                                               "envelopes ORDER BY seq",
+                                               "load queues"));
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+      if (!row) break;
+      if (!backend.queues.load_envelope({s.column_int(1), u32(s.column_int(2))}, s.column_int(0),
+                                        s.column_int(3))) {
+        return make_error(ErrorCode::kIo, "store: an envelope row is corrupt (negative size)");
+      }
+    }
   }
   // The newest keys, oldest first, so the index evicts in the same order as it would have.
   PARLEY_ASSIGN_OR_RETURN(

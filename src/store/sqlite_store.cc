@@ -249,6 +249,7 @@ class SqliteStore final : public Store {
       return;
     }
     backend_->stored_next_seq = backend_->next_seq;
+    backend_->queues.settle();
     accounts_.fetch_add(static_cast<std::uint64_t>(tx.delta.accounts), std::memory_order_relaxed);
     envelopes_.fetch_add(static_cast<std::uint64_t>(tx.delta.envelopes),
                          std::memory_order_relaxed);
@@ -274,6 +275,7 @@ class SqliteStore final : public Store {
       if (!failed.is_ok()) break;
       const StatsDelta before = tx.delta;
       const std::size_t dedup_mark = tx.dedup_added.size();
+      const std::size_t queues_mark = tx.backend.queues.mark();
       if (op->run(tx)) {
         if (isolate) failed = db_->run("RELEASE op", "release savepoint");
       } else if (!isolate) {
@@ -282,6 +284,7 @@ class SqliteStore final : public Store {
       } else {
         tx.delta = before;
         undo_dedup(tx, dedup_mark);
+        tx.backend.queues.undo(queues_mark);
         failed = db_->run("ROLLBACK TO op", "roll back savepoint");
         if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
       }
@@ -296,6 +299,7 @@ class SqliteStore final : public Store {
     if (db_->in_transaction()) db_->exec("ROLLBACK", "rollback").ignore();
     // (next_seq stays where it is: the seqs of a rolled-back attempt are burnt, never reused)
     undo_dedup(tx, 0);
+    tx.backend.queues.undo(0);
     return failed.is_ok() ? Attempt::kOpFailed : Attempt::kFailed;
   }
 
@@ -338,7 +342,6 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
   }
   PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::open(path));
   PARLEY_TRY(migrate(*db));
-  PARLEY_ASSIGN_OR_RETURN(StatsDelta gauges, read_gauges(*db));
   std::uint64_t seed = 0;
   {
     std::random_device rd;
@@ -346,6 +349,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
   }
   auto backend = std::make_unique<Backend>(options.dedup_entries, seed);
   PARLEY_TRY(load_backend(*db, *backend));
+  PARLEY_ASSIGN_OR_RETURN(StatsDelta gauges, read_gauges(*db, *backend));
   return std::unique_ptr<Store>(new SqliteStore(std::move(db), options, gauges, std::move(backend)));
 }
 

@@ -888,6 +888,67 @@ TEST_F(StoreTest, ABatchRerunAfterAFailureStoresEachSendOnce) {
   EXPECT_EQ(store_->stats().queued_envelopes, 3u);
 }
 
+// The queues live in memory (schema v4): they must follow rolled-back operations, acks in any
+// order, and be rebuilt with the same contents and totals when the store opens again.
+TEST_F(StoreTest, QueuesFollowRollbacksAcksAndReopen) {
+  Account a = create("alice");
+  auto limited = [&](std::uint8_t n) {
+    SendBatch b = make_send(a.id, {make_delivery(a.id, 1, n)});
+    b.limits.max_count = 2;
+    return b;
+  };
+  auto first = send(limited(1));
+  ASSERT_TRUE(first.has_value());
+  auto gate = std::make_unique<Gate>(*store_);
+  auto stored = std::make_shared<std::promise<Result<SendOutcome>>>();
+  auto refused = std::make_shared<std::promise<Result<SendOutcome>>>();
+  auto acked = std::make_shared<std::promise<Result<std::uint32_t>>>();
+  store_->store_messages(limited(2), [stored](Result<SendOutcome> r) { stored->set_value(r); });
+  store_->store_messages(limited(3), [refused](Result<SendOutcome> r) { refused->set_value(r); });
+  store_->ack(a.id, 1, first->server_ids,
+              [acked](Result<std::uint32_t> r) { acked->set_value(r); });
+  gate.reset();
+  auto second = stored->get_future().get();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->kind, SendOutcome::Kind::kStored);
+  auto full = refused->get_future().get();
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(full->kind, SendOutcome::Kind::kQueueFull);
+  EXPECT_EQ(*acked->get_future().get(), 1u);
+  EXPECT_EQ(store_->stats().last_batch_size, 3u);
+
+  auto third = send(limited(4));
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->kind, SendOutcome::Kind::kStored);
+  auto seqs = [&] {
+    std::vector<std::int64_t> out;
+    for (const auto& q : fetch(a.id, 1)) out.push_back(q.seq);
+    return out;
+  };
+  const std::vector<std::int64_t> expected{second->seqs[0], third->seqs[0]};
+  EXPECT_EQ(seqs(), expected);
+  EXPECT_EQ(fetch(a.id, 1, second->seqs[0]).size(), 1u);
+  EXPECT_EQ(store_->stats().queued_envelopes, 2u);
+
+  open();
+  EXPECT_EQ(seqs(), expected);
+  EXPECT_EQ(store_->stats().queued_envelopes, 2u);
+  EXPECT_EQ(store_->stats().queued_bytes, 2u * make_delivery(a.id, 1, 2).envelope.content.size());
+  auto over = send(limited(5));  // the rebuilt totals still count two
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ(over->kind, SendOutcome::Kind::kQueueFull);
+  // Newest first, then the oldest: both go, and the queue is empty before and after a reopen.
+  EXPECT_EQ(*ack(a.id, 1, third->server_ids), 1u);
+  EXPECT_EQ(*ack(a.id, 1, third->server_ids), 0u);
+  EXPECT_EQ(*ack(a.id, 1, second->server_ids), 1u);
+  EXPECT_TRUE(fetch(a.id, 1).empty());
+  EXPECT_EQ(store_->stats().queued_envelopes, 0u);
+  open();
+  EXPECT_TRUE(fetch(a.id, 1).empty());
+  EXPECT_EQ(store_->stats().queued_envelopes, 0u);
+  EXPECT_EQ(store_->stats().queued_bytes, 0u);
+}
+
 TEST_F(StoreTest, GroupCommitSharesTransactions) {
   Account a = create("alice");
   constexpr int kThreads = 4;

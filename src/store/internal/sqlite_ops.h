@@ -12,6 +12,7 @@
 
 #include "base/result.h"
 #include "store/internal/dedup_index.h"
+#include "store/internal/queue_index.h"
 #include "store/internal/sqlite_db.h"
 #include "store/store.h"
 
@@ -34,6 +35,7 @@ struct Backend {
   bool legacy_rows = false;         // some of them may still be queued
   std::size_t dedup_capacity;
   DedupIndex dedup;
+  QueueIndex queues;  // every non-empty device queue (see queue_index.h)
 };
 
 struct Tx {
@@ -71,11 +73,12 @@ Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint
 Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
                                            std::int64_t dedup_ms);
 
-// Gauges at open: accounts, queued envelopes and bytes.
-Result<StatsDelta> read_gauges(Db& db);
+// Gauges at open: accounts, and the queued envelopes and bytes of a loaded `backend`.
+Result<StatsDelta> read_gauges(Db& db, const Backend& backend);
 // Writes next_seq to the meta table if it moved (inside the batch transaction, before COMMIT).
 Status save_next_seq(Db& db, Backend& backend);
-// Fills `backend` at open: the next seq, the legacy marker and the newest dedup keys.
+// Fills `backend` at open: the next seq, the legacy marker, the newest dedup keys and the
+// queue index (one pass over the envelopes table).
 Status load_backend(Db& db, Backend& backend);
 
 }  // namespace parley::store::internal

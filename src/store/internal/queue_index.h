@@ -1,0 +1,93 @@
+#pragma once
+// Internal to src/store: every device's queue in memory — which envelopes (by seq) it holds,
+// in order, and their sizes. The envelopes themselves stay in SQLite.
+//
+// Why: an index in the database (envelopes by device) and per-device counter rows made every
+// commit rewrite the index pages and counter rows of every device it touched, about 2.4 page
+// writes per message (docs/storage.md). This index holds only non-empty queues, at 16 bytes per
+// queued envelope, and is rebuilt from the envelopes table when the store opens. Whether a
+// device exists is still the devices table's business.
+//
+// Changes are made inside a transaction and logged; `undo` reverts them to a mark when the
+// transaction (or one operation's savepoint) rolls back, and `settle` drops removed entries
+// once it commits. Only the backend thread touches it.
+
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+namespace parley::store::internal {
+
+struct QueueKey {
+  std::int64_t account_id = 0;
+  std::uint32_t device_id = 0;
+  bool operator==(const QueueKey&) const = default;
+};
+
+struct QueueKeyHash {
+  std::size_t operator()(const QueueKey& k) const noexcept {
+    return std::hash<std::uint64_t>()(
+        static_cast<std::uint64_t>(k.account_id) * 0x9E3779B97F4A7C15ull ^ k.device_id);
+  }
+};
+
+class QueueIndex {
+ public:
+  struct Totals {
+    std::int64_t count = 0;
+    std::int64_t bytes = 0;
+  };
+
+  // Building at open (not logged), in seq order. False if `seq` is not above the queue's newest
+  // or `size` is negative.
+  bool load_envelope(QueueKey key, std::int64_t seq, std::int64_t size);
+
+  // Totals of one queue (zero when it is empty or unknown), and of all queues.
+  Totals totals(QueueKey key) const;
+  Totals all() const { return all_; }
+  // Non-empty queues: those of one account, and all of them.
+  std::vector<QueueKey> queues_of(std::int64_t account_id) const;
+  std::vector<QueueKey> non_empty() const;
+
+  // Logged changes.
+  void append(QueueKey key, std::int64_t seq, std::int64_t size);      // seq above every queued one
+  std::optional<std::int64_t> remove(QueueKey key, std::int64_t seq);  // its size, if queued
+  void drop(QueueKey key);  // the whole queue (the caller deleted its rows)
+
+  // Up to `limit` queued seqs above `after_seq`, oldest first.
+  std::vector<std::int64_t> after(QueueKey key, std::int64_t after_seq, std::size_t limit) const;
+
+  std::size_t mark() const { return log_.size(); }
+  void undo(std::size_t mark);  // reverts logged changes back to `mark`
+  void settle();                // commit: forgets the log, drops removed entries
+
+ private:
+  struct Entry {
+    std::int64_t seq;
+    std::int64_t size;  // negative: removed in this transaction (-size - 1)
+  };
+  struct Queue {
+    // entries[head..] in increasing seq; removed ones stay until settle(). (A vector with a
+    // moving head: a deque would allocate over 500 bytes for even one entry.)
+    std::vector<Entry> entries;
+    std::size_t head = 0;
+    Totals totals;
+  };
+  enum class Change { kDropped, kAppended, kRemoved };
+  struct Logged {
+    Change change;
+    QueueKey key;
+    std::int64_t seq = 0;
+    Queue dropped;  // kDropped only
+  };
+
+  static Entry* find(Queue& q, std::int64_t seq);
+
+  std::unordered_map<QueueKey, Queue, QueueKeyHash> queues_;
+  Totals all_;
+  std::vector<Logged> log_;
+  std::vector<QueueKey> touched_;  // queues with removed entries to drop at settle()
+};
+
+}  // namespace parley::store::internal

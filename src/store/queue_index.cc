@@ -1,0 +1,168 @@
+#include "store/internal/queue_index.h"
+
+#include <algorithm>
+
+namespace parley::store::internal {
+namespace {
+
+bool live(std::int64_t size) { return size >= 0; }
+
+}  // namespace
+
+bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size) {
+  if (size < 0) return false;
+  Queue& q = queues_[key];
+  if (!q.entries.empty() && q.entries.back().seq >= seq) return false;
+  q.entries.push_back({seq, size});
+  q.totals.count += 1;
+  q.totals.bytes += size;
+  all_.count += 1;
+  all_.bytes += size;
+  return true;
+}
+
+QueueIndex::Totals QueueIndex::totals(QueueKey key) const {
+  auto it = queues_.find(key);
+  return it == queues_.end() ? Totals{} : it->second.totals;
+}
+
+std::vector<QueueKey> QueueIndex::queues_of(std::int64_t account_id) const {
+  std::vector<QueueKey> out;
+  for (const auto& [key, q] : queues_) {
+    if (key.account_id == account_id) out.push_back(key);
+  }
+  return out;
+}
+
+std::vector<QueueKey> QueueIndex::non_empty() const {
+  std::vector<QueueKey> out;
+  for (const auto& [key, q] : queues_) {
+    if (q.totals.count > 0) out.push_back(key);
+  }
+  return out;
+}
+
+void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size) {
+  Queue& q = queues_[key];
+  q.entries.push_back({seq, size});
+  q.totals.count += 1;
+  q.totals.bytes += size;
+  all_.count += 1;
+  all_.bytes += size;
+  log_.push_back({Change::kAppended, key, seq, {}});
+}
+
+QueueIndex::Entry* QueueIndex::find(Queue& q, std::int64_t seq) {
+  auto begin = q.entries.begin() + static_cast<std::ptrdiff_t>(q.head);
+  auto it = std::lower_bound(begin, q.entries.end(), seq,
+                             [](const Entry& e, std::int64_t s) { return e.seq < s; });
+  return it != q.entries.end() && it->seq == seq ? &*it : nullptr;
+}
+
+std::optional<std::int64_t> QueueIndex::remove(QueueKey key, std::int64_t seq) {
+  auto it = queues_.find(key);
+  if (it == queues_.end()) return std::nullopt;
+  Queue& q = it->second;
+  Entry* e = find(q, seq);
+  if (e == nullptr || !live(e->size)) return std::nullopt;
+  const std::int64_t size = e->size;
+  e->size = -size - 1;
+  q.totals.count -= 1;
+  q.totals.bytes -= size;
+  all_.count -= 1;
+  all_.bytes -= size;
+  log_.push_back({Change::kRemoved, key, seq, {}});
+  touched_.push_back(key);
+  return size;
+}
+
+void QueueIndex::drop(QueueKey key) {
+  auto it = queues_.find(key);
+  if (it == queues_.end()) return;
+  all_.count -= it->second.totals.count;
+  all_.bytes -= it->second.totals.bytes;
+  log_.push_back({Change::kDropped, key, 0, std::move(it->second)});
+  queues_.erase(it);
+}
+
+std::vector<std::int64_t> QueueIndex::after(QueueKey key, std::int64_t after_seq,
+                                            std::size_t limit) const {
+  std::vector<std::int64_t> out;
+  auto it = queues_.find(key);
+  if (it == queues_.end()) return out;
+  const Queue& q = it->second;
+  auto e =
+      std::upper_bound(q.entries.begin() + static_cast<std::ptrdiff_t>(q.head), q.entries.end(),
+                       after_seq, [](std::int64_t s, const Entry& x) { return s < x.seq; });
+  for (; e != q.entries.end() && out.size() < limit; ++e) {
+    if (live(e->size)) out.push_back(e->seq);
+  }
+  return out;
+}
+
+void QueueIndex::undo(std::size_t mark) {
+  while (log_.size() > mark) {
+    Logged& l = log_.back();
+    switch (l.change) {
+      case Change::kDropped:
+        all_.count += l.dropped.totals.count;
+        all_.bytes += l.dropped.totals.bytes;
+        queues_[l.key] = std::move(l.dropped);
+        break;
+      case Change::kAppended: {
+        // The newest entry of its queue, and live: later changes were undone first.
+        Queue& q = queues_[l.key];
+        const std::int64_t size = q.entries.back().size;
+        q.entries.pop_back();
+        q.totals.count -= 1;
+        q.totals.bytes -= size;
+        all_.count -= 1;
+        all_.bytes -= size;
+        if (q.entries.size() == q.head) queues_.erase(l.key);
+        break;
+      }
+      case Change::kRemoved: {
+        Queue& q = queues_[l.key];
+        Entry* e = find(q, l.seq);
+        const std::int64_t size = -e->size - 1;
+        e->size = size;
+        q.totals.count += 1;
+        q.totals.bytes += size;
+        all_.count += 1;
+        all_.bytes += size;
+        break;
+      }
+    }
+    log_.pop_back();
+  }
+  if (log_.empty()) touched_.clear();
+}
+
+void QueueIndex::settle() {
+  log_.clear();
+  for (const QueueKey& key : touched_) {
+    auto it = queues_.find(key);
+    if (it == queues_.end()) continue;
+    Queue& q = it->second;
+    if (q.totals.count == 0) {
+      queues_.erase(it);
+      continue;
+    }
+    // Removed entries are usually the oldest (acknowledged in order): the head moves past
+    // them. Others are dropped in one pass once they are a quarter of the queue.
+    while (q.head < q.entries.size() && !live(q.entries[q.head].size)) ++q.head;
+    const std::size_t held = q.entries.size() - q.head;
+    if (q.head >= held || held >= 4 * static_cast<std::size_t>(q.totals.count) / 3 + 1) {
+      auto first = q.entries.begin() + static_cast<std::ptrdiff_t>(q.head);
+      auto end =
+          std::remove_if(first, q.entries.end(), [](const Entry& e) { return !live(e.size); });
+      if (q.head > 0) end = std::copy(first, end, q.entries.begin());
+      q.entries.erase(end, q.entries.end());
+      q.head = 0;
+      if (q.entries.capacity() > 4 * q.entries.size() + 16) q.entries.shrink_to_fit();
+    }
+  }
+  touched_.clear();
+}
+
+}  // namespace parley::store::internal

@@ -1,0 +1,108 @@
+#include "store/internal/queue_index.h"
+
+#include <gtest/gtest.h>
+
+namespace parley::store::internal {
+namespace {
+
+using Seqs = std::vector<std::int64_t>;
+
+const QueueKey kA{7, 1};
+const QueueKey kB{7, 2};
+
+TEST(QueueIndexTest, AppendRemoveAndAfterInSeqOrder) {
+  QueueIndex q;
+  q.append(kA, 10, 100);
+  q.append(kA, 11, 50);
+  q.append(kB, 12, 7);
+  q.append(kA, 13, 1);
+  EXPECT_EQ(q.totals(kA).count, 3);
+  EXPECT_EQ(q.totals(kA).bytes, 151);
+  EXPECT_EQ(q.all().count, 4);
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{10, 11, 13}));
+  EXPECT_EQ(q.after(kA, 10, 1), (Seqs{11}));
+  EXPECT_EQ(q.after(kA, 13, 10), Seqs{});
+  EXPECT_EQ(q.remove(kA, 11), 50);
+  EXPECT_EQ(q.remove(kA, 11), std::nullopt);  // once
+  EXPECT_EQ(q.remove(kA, 12), std::nullopt);  // another device's
+  EXPECT_EQ(q.remove(QueueKey{8, 1}, 10), std::nullopt);
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{10, 13}));
+  q.settle();
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{10, 13}));
+  EXPECT_EQ(q.totals(kA).count, 2);
+  EXPECT_EQ(q.totals(kA).bytes, 101);
+  EXPECT_EQ(q.all().count, 3);
+  EXPECT_EQ(q.all().bytes, 108);
+}
+
+TEST(QueueIndexTest, UndoRevertsToTheMarkAndSettleForgetsTheLog) {
+  QueueIndex q;
+  q.append(kA, 1, 10);
+  q.append(kA, 2, 20);
+  q.settle();
+  const std::size_t mark = q.mark();
+  EXPECT_EQ(q.remove(kA, 1), 10);
+  q.append(kA, 3, 30);
+  q.append(kB, 4, 40);
+  q.drop(kA);
+  q.append(kA, 5, 50);  // a new queue under the same key (a recovered account's new device)
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{5}));
+  EXPECT_EQ(q.all().count, 2);
+  q.undo(mark);
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{1, 2}));
+  EXPECT_EQ(q.after(kB, 0, 10), Seqs{});
+  EXPECT_EQ(q.totals(kA).bytes, 30);
+  EXPECT_EQ(q.all().count, 2);
+  EXPECT_EQ(q.all().bytes, 30);
+  EXPECT_TRUE(q.non_empty() == std::vector<QueueKey>{kA});
+  // A partial undo keeps what came before its mark.
+  EXPECT_EQ(q.remove(kA, 2), 20);
+  const std::size_t mid = q.mark();
+  q.append(kA, 6, 60);
+  q.undo(mid);
+  q.settle();
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{1}));
+  q.undo(0);  // nothing logged after settle()
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{1}));
+}
+
+TEST(QueueIndexTest, EmptiedQueuesGoAndRemovedEntriesAreDroppedAnywhere) {
+  QueueIndex q;
+  for (std::int64_t s = 1; s <= 100; ++s) q.append(kA, s, 1);
+  q.append(kB, 101, 1);
+  q.settle();
+  // Out of order: every even seq, then the oldest ten.
+  for (std::int64_t s = 2; s <= 100; s += 2) ASSERT_TRUE(q.remove(kA, s).has_value());
+  q.settle();
+  EXPECT_EQ(q.totals(kA).count, 50);
+  EXPECT_EQ(q.after(kA, 0, 3), (Seqs{1, 3, 5}));
+  for (std::int64_t s = 1; s <= 19; s += 2) ASSERT_TRUE(q.remove(kA, s).has_value());
+  q.settle();
+  EXPECT_EQ(q.after(kA, 0, 2), (Seqs{21, 23}));
+  EXPECT_EQ(q.after(kA, 96, 10), (Seqs{97, 99}));
+  EXPECT_EQ(q.remove(kA, 21), 1);
+  q.undo(0);
+  EXPECT_EQ(q.after(kA, 0, 1), (Seqs{21}));
+  for (std::int64_t s = 21; s <= 99; s += 2) ASSERT_TRUE(q.remove(kA, s).has_value());
+  q.settle();
+  EXPECT_EQ(q.totals(kA).count, 0);
+  EXPECT_TRUE(q.non_empty() == std::vector<QueueKey>{kB});
+  EXPECT_TRUE(q.queues_of(7) == std::vector<QueueKey>{kB});
+  q.append(kA, 102, 5);  // appends after the queue went
+  EXPECT_EQ(q.after(kA, 0, 10), (Seqs{102}));
+}
+
+TEST(QueueIndexTest, LoadRefusesOutOfOrderSeqsAndNegativeSizes) {
+  QueueIndex q;
+  EXPECT_TRUE(q.load_envelope(kA, 5, 1));
+  EXPECT_FALSE(q.load_envelope(kA, 5, 1));
+  EXPECT_FALSE(q.load_envelope(kA, 4, 1));
+  EXPECT_FALSE(q.load_envelope(kB, 6, -1));
+  EXPECT_TRUE(q.load_envelope(kB, 6, 0));
+  EXPECT_EQ(q.all().count, 2);
+  EXPECT_EQ(q.remove(kB, 6), 0);  // an empty envelope is still one
+  EXPECT_EQ(q.all().count, 1);
+}
+
+}  // namespace
+}  // namespace parley::store::internal
