@@ -8,10 +8,10 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <atomic>
-#include <deque>
 #include <limits>
 #include <list>
 #include <mutex>
+#include <optional>
 
 #include "transport/internal/asio.h"
 #include "transport/internal/cork_stream.h"
@@ -133,22 +133,22 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 
   // The coroutine owns the connection (`self`) until it ends.
   static net::awaitable<void> run(std::shared_ptr<Connection> self) {
-    co_await self->run_inner();
-  }
-
- private:
-  net::awaitable<void> run_inner() {
     try {
-      co_await http_loop();
+      // The HTTP loop's frame (its parser and buffer) is gone before the WebSocket or bridge
+      // session starts: it would otherwise stay allocated for the connection's whole life.
+      std::optional<http::request<http::empty_body>> upgrade = co_await self->http_loop();
+      if (upgrade && !self->st_->options.bridge_to_host.empty()) {
+        co_await self->bridge_session(std::move(*upgrade));
+      } else if (upgrade) {
+        co_await self->ws_session(std::move(*upgrade));
+      }
     } catch (...) {
       // Never let anything escape into the io_context; the connection just ends.
     }
-    if (phase_ == Phase::kWs && !handler_closed_) finish_ws();
-    close_socket();
+    if (self->phase_ == Phase::kWs && !self->handler_closed_) self->finish_ws();
+    self->close_socket();
   }
 
-
- public:
   // From Server::close_all (any thread).
   void shutdown_from_server(std::string reason) {
     net::post(ex_, [self = shared_from_this(), reason = std::move(reason)] {
@@ -219,13 +219,15 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
            ec != http::error::end_of_stream && ec != http::error::partial_message;
   }
 
-  net::awaitable<void> http_loop() {
+  // Serves HTTP requests until the connection ends (nullopt) or asks for the WebSocket upgrade
+  // on the secret path (the request, to be answered by the caller).
+  net::awaitable<std::optional<http::request<http::empty_body>>> http_loop() {
     const ServerOptions& opt = st_->options;
-    if (!tls_) co_return;
+    if (!tls_) co_return std::nullopt;
     tls_->expires_after(opt.handshake_timeout);
     {
       auto [ec] = co_await tls_->async_handshake(kUse);
-      if (ec) co_return;
+      if (ec) co_return std::nullopt;
     }
     HttpContext cx{opt, st_->site, st_->files};
     const std::string att_prefix = opt.ws_path + "/att/";
@@ -255,12 +257,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
                                        false, cx);
           break;
         }
-        if (!opt.bridge_to_host.empty()) {
-          co_await bridge_session(hp.release());
-        } else {
-          co_await ws_session(hp.release());
-        }
-        co_return;
+        co_return hp.release();
       }
       if (path.size() > att_prefix.size() && path.substr(0, att_prefix.size()) == att_prefix) {
         keep = co_await serve_attachment(*tls_, buffer, hp, path.substr(att_prefix.size()), cx);
@@ -269,10 +266,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       }
       if (buffer.capacity() > 16 * 1024 && buffer.size() == 0) buffer.shrink_to_fit();
     }
-    if (stopping_) co_return;
+    if (stopping_) co_return std::nullopt;
     // Close like a polite server: TLS close_notify, briefly.
     tls_->expires_after(std::chrono::seconds(2));
     co_await tls_->async_shutdown(kUse);
+    co_return std::nullopt;
   }
 
   // Bridge mode: connect to the bridged address, answer 101 like a WebSocket server, then
@@ -314,6 +312,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         co_return;
       }
     }
+    req = {};  // the header fields are separate allocations this frame would keep for life
+    res = {};
     bridge_up_ = up;
     // upstream -> client in a second coroutine on this strand; client -> upstream here.
     auto self = shared_from_this();
@@ -395,6 +395,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         co_return;
       }
     }
+    req = {};  // its header fields are separate allocations this frame would keep for life
     try {
       handler_ = st_->factory ? st_->factory(remote_ip_) : nullptr;
     } catch (...) {
@@ -539,7 +540,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   std::shared_ptr<beast::tcp_stream> bridge_up_;  // bridge mode, after the 101
   std::unique_ptr<WsHandler> handler_;
   bool handler_closed_ = false;
-  std::deque<std::shared_ptr<const std::string>> queue_;
+  // A list: libstdc++'s deque allocates over 500 bytes even when empty (memory per idle
+  // connection); a node per queued message costs less than that.
+  std::list<std::shared_ptr<const std::string>> queue_;
   bool writing_ = false;
   bool close_started_ = false;
   bool close_sent_ = false;

@@ -33,7 +33,7 @@
 #include <boost/beast/websocket/teardown.hpp>
 
 #include <cstddef>
-#include <deque>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -135,7 +135,9 @@ class CorkStream {
     bool held = false;
     std::optional<executor_type> flush_ex;
     boost::system::error_code error;
-    std::deque<std::unique_ptr<Waiter>> waiters;
+    // A list, not a deque: libstdc++'s deque allocates over 500 bytes even when empty, and
+    // every connection has one of these, nearly always empty.
+    std::list<std::unique_ptr<Waiter>> waiters;
   };
 
   template <class F>
@@ -224,7 +226,7 @@ class CorkStream {
       std::string().swap(s.pending);
     }
     // Each waiter re-checks and may wait again; new waiters go to the back of the queue.
-    std::deque<std::unique_ptr<Waiter>> ready;
+    std::list<std::unique_ptr<Waiter>> ready;
     ready.swap(s.waiters);
     for (auto& w : ready) {
       if (st->gone) return;
