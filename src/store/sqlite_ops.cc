@@ -411,15 +411,23 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
 Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_id,
                                                    std::uint32_t device_id, std::int64_t after_seq,
                                                    std::size_t limit) {
+  const QueueKey key{account_id, device_id};
   std::vector<QueuedEnvelope> out;
-  for (std::int64_t seq : tx.backend.queues.after({account_id, device_id}, after_seq, limit)) {
+  for (std::int64_t seq : tx.backend.queues.after(key, after_seq, limit)) {
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("SELECT server_id, timestamp_ms, source, source_device, type, "
                               "content FROM envelopes WHERE seq = ?1",
                               "fetch envelope"));
     s.bind(1, seq);
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (!row) return make_error(ErrorCode::kInternal, "store: a queued envelope is missing");
+    if (!row) {
+      // Deleted behind the store's back (another process on the file): forget it.
+      if (auto size = tx.backend.queues.remove(key, seq)) {
+        tx.delta.envelopes -= 1;
+        tx.delta.bytes -= *size;
+      }
+      continue;
+    }
     QueuedEnvelope q;
     q.seq = seq;
     q.envelope.server_id = s.column_blob(0);

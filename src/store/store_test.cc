@@ -949,6 +949,28 @@ TEST_F(StoreTest, QueuesFollowRollbacksAcksAndReopen) {
   EXPECT_EQ(store_->stats().queued_bytes, 0u);
 }
 
+// The queue index is the store's own; an envelope another process deleted from the file is
+// skipped and forgotten, not reported as an error for ever.
+TEST_F(StoreTest, AnEnvelopeDeletedBehindTheStoresBackIsForgotten) {
+  Account a = create("alice");
+  auto first = send(make_send(a.id, {make_delivery(a.id, 1, 1)}));
+  auto second = send(make_send(a.id, {make_delivery(a.id, 1, 2)}));
+  ASSERT_TRUE(first.has_value() && second.has_value());
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    const std::string sql = "DELETE FROM envelopes WHERE seq = " + std::to_string(first->seqs[0]);
+    ASSERT_TRUE((*db)->exec(sql.c_str(), "test").is_ok());
+  }
+  const auto queued = fetch(a.id, 1);
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].seq, second->seqs[0]);
+  EXPECT_EQ(store_->stats().queued_envelopes, 1u);
+  EXPECT_EQ(*ack(a.id, 1, first->server_ids), 0u);
+  EXPECT_EQ(*ack(a.id, 1, second->server_ids), 1u);
+  EXPECT_EQ(store_->stats().queued_envelopes, 0u);
+}
+
 TEST_F(StoreTest, GroupCommitSharesTransactions) {
   Account a = create("alice");
   constexpr int kThreads = 4;
