@@ -5,14 +5,17 @@
 // Why: an index in the database (envelopes by device) and per-device counter rows made every
 // commit rewrite the index pages and counter rows of every device it touched, about 2.4 page
 // writes per message (docs/storage.md). This index holds only non-empty queues, at 16 bytes per
-// queued envelope, and is rebuilt from the envelopes table when the store opens. Whether a
-// device exists is still the devices table's business.
+// queued envelope (up to twice that while a queue's vector has room to grow), and is rebuilt
+// from the envelopes table when the store opens. Whether a device exists is still the devices
+// table's business.
 //
 // Changes are made inside a transaction and logged; `undo` reverts them to a mark when the
 // transaction (or one operation's savepoint) rolls back, and `settle` drops removed entries
 // once it commits. Only the backend thread touches it.
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include <vector>
