@@ -146,16 +146,4 @@ Result<Sha256Digest> certificate_pin(std::string_view cert_pem) {
   return digest;
 }
 
-Result<Sha256Digest> certificate_pin_der(ByteView der) {
-  if (der.empty() || der.size() > INT_MAX) {
-    return make_error(ErrorCode::kMalformed, "x509: no certificate");
-  }
-  const unsigned char* p = der.data();
-  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  if (!cert || p != der.data() + der.size()) {
-    return make_error(ErrorCode::kMalformed, "x509: not one certificate");
-  }
-  return sha256(der);
-}
-
 }  // namespace parley::crypto

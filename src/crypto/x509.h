@@ -28,7 +28,4 @@ Result<TlsIdentity> generate_self_signed(std::string_view common_name, int days)
 // kMalformed when no certificate parses.
 Result<Sha256Digest> certificate_pin(std::string_view cert_pem);
 
-// SHA-256 of `der` after checking that it parses as one X.509 certificate (kMalformed if not).
-Result<Sha256Digest> certificate_pin_der(ByteView der);
-
 }  // namespace parley::crypto
