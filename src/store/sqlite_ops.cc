@@ -87,20 +87,22 @@ Status insert_device(Tx& tx, std::int64_t account_id, const NewAccount& a) {
   return insert_pre_keys(tx, account_id, d.device_id, a.pre_keys);
 }
 
-// Deletes envelope `seq` of queue `key`, from the table and the queue index, and counts it off
-// the gauges. Returns whether it was there.
-Result<bool> delete_envelope(Tx& tx, QueueKey key, std::int64_t seq) {
+// Takes envelope `seq` (whose row is gone) off queue `key` in the index and off the gauges.
+void forget_envelope(Tx& tx, QueueKey key, std::int64_t seq) {
+  if (auto size = tx.backend.queues.remove(key, seq)) {
+    tx.delta.envelopes -= 1;
+    tx.delta.bytes -= *size;
+  }
+}
+
+// Deletes envelope `seq` of queue `key` from the table and forgets it.
+Status delete_envelope(Tx& tx, QueueKey key, std::int64_t seq) {
   PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 RETURNING size",
-                            "delete queued envelope"));
+      Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1", "delete queued envelope"));
   s.bind(1, seq);
-  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-  if (!row) return false;
-  const std::int64_t size = s.column_int(0);
-  tx.backend.queues.remove(key, seq);
-  tx.delta.envelopes -= 1;
-  tx.delta.bytes -= size;
-  return true;
+  PARLEY_TRY(s.run());
+  forget_envelope(tx, key, seq);
+  return Status::ok();
 }
 
 Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
@@ -133,7 +135,7 @@ Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
 Status recover_account(Tx& tx, std::int64_t account_id, const NewAccount& a) {
   for (const QueueKey& key : tx.backend.queues.queues_of(account_id)) {
     for (std::int64_t seq : tx.backend.queues.after(key, 0, SIZE_MAX)) {
-      PARLEY_TRY(delete_envelope(tx, key, seq).status());
+      PARLEY_TRY(delete_envelope(tx, key, seq));
     }
     tx.backend.queues.drop(key);
   }
@@ -421,11 +423,7 @@ Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_
     s.bind(1, seq);
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
     if (!row) {
-      // Deleted behind the store's back (another process on the file): forget it.
-      if (auto size = tx.backend.queues.remove(key, seq)) {
-        tx.delta.envelopes -= 1;
-        tx.delta.bytes -= *size;
-      }
+      forget_envelope(tx, key, seq);  // deleted behind the store's back (another process)
       continue;
     }
     QueuedEnvelope q;
@@ -445,13 +443,11 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
                              const std::vector<Bytes>& server_ids) {
   const QueueKey key{account_id, device_id};
   std::uint32_t count = 0;
-  // Runs a `DELETE ... RETURNING seq, size` of at most one row of this device's queue.
+  // Runs a `DELETE ... RETURNING seq` of at most one row of this device's queue.
   auto take = [&](Stmt& s) -> Result<bool> {
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
     if (!row) return false;
-    tx.backend.queues.remove(key, s.column_int(0));
-    tx.delta.envelopes -= 1;
-    tx.delta.bytes -= s.column_int(1);
+    forget_envelope(tx, key, s.column_int(0));
     ++count;
     return true;
   };
@@ -463,7 +459,7 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
       for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | id[i];
       PARLEY_ASSIGN_OR_RETURN(
           Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?4 AND server_id = ?3 AND "
-                                "account_id = ?1 AND device_id = ?2 RETURNING seq, size",
+                                "account_id = ?1 AND device_id = ?2 RETURNING seq",
                                 "delete envelope"));
       s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
       s.bind(4, static_cast<std::int64_t>(seq & 0x7fffffffffffffffull));
@@ -476,7 +472,7 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
         if (seq > tx.backend.legacy_max_seq) break;
         PARLEY_ASSIGN_OR_RETURN(
             Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 AND server_id = ?2 "
-                                  "RETURNING seq, size",
+                                  "RETURNING seq",
                                   "delete legacy envelope"));
         s.bind(1, seq).bind_blob(2, id);
         PARLEY_ASSIGN_OR_RETURN(deleted, take(s));
@@ -550,7 +546,7 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
         for (std::int64_t seq : seqs) {
           PARLEY_ASSIGN_OR_RETURN(
               Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 AND stored_ms < ?2 "
-                                    "RETURNING size",
+                                    "RETURNING seq",
                                     "expire envelope"));
           s.bind(1, seq).bind(2, now_ms - max_age_ms);
           PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
@@ -558,9 +554,7 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
             young = true;
             break;
           }
-          tx.backend.queues.remove(key, seq);
-          tx.delta.envelopes -= 1;
-          tx.delta.bytes -= s.column_int(0);
+          forget_envelope(tx, key, seq);
           after = seq;
         }
       }
