@@ -312,8 +312,6 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         co_return;
       }
     }
-    req = {};  // the header fields are separate allocations this frame would keep for life
-    res = {};
     bridge_up_ = up;
     // upstream -> client in a second coroutine on this strand; client -> upstream here.
     auto self = shared_from_this();
@@ -395,7 +393,6 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         co_return;
       }
     }
-    req = {};  // its header fields are separate allocations this frame would keep for life
     try {
       handler_ = st_->factory ? st_->factory(remote_ip_) : nullptr;
     } catch (...) {

@@ -75,9 +75,8 @@ class TransportTest : public ::testing::Test {
     dead.replace(dead.find(port), port.size(), ":" + std::to_string(free_port()) + "/");
     return dead;
   }
-  // bob follows; alice sends one, the link is cut (or frozen), alice sends two more: bob prints
-  // all three, once each, and nothing is left on the server.
-  // bob registers through a relay, follows, and the relay is cut (or frozen) mid-way.
+  // bob registers through a relay and follows; alice sends one, the relay is cut (or frozen),
+  // alice sends two more: bob prints all three, once each, and nothing is left on the server.
   void run_follow_across(bool freeze);
   std::vector<nlohmann::json> transports(const std::string& who) {
     Ran r = parley(who, {"transports", "--json"});

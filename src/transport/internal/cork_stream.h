@@ -50,9 +50,8 @@ class CorkStream {
 
   // The next layer is shared with the flush in flight, which keeps it alive until the write
   // completes (its operation refers to it), even when this CorkStream is gone by then.
-  explicit CorkStream(std::shared_ptr<Next> next)
-      : next_(std::move(next)), st_(std::make_shared<State>()) {
-    st_->next = next_;
+  explicit CorkStream(std::shared_ptr<Next> next) : st_(std::make_shared<State>()) {
+    st_->next = std::move(next);
   }
   CorkStream(CorkStream&&) = delete;
   ~CorkStream() {
@@ -60,9 +59,9 @@ class CorkStream {
     st_->waiters.clear();  // their handlers are abandoned, as when a socket is destroyed
   }
 
-  Next& next_layer() { return *next_; }
-  const Next& next_layer() const { return *next_; }
-  executor_type get_executor() { return next_->get_executor(); }
+  Next& next_layer() { return *st_->next; }
+  const Next& next_layer() const { return *st_->next; }
+  executor_type get_executor() { return st_->next->get_executor(); }
 
   // Where flushes are posted first (then dispatched to the next layer's executor). Any thread
   // may run it; the flush itself always runs on the next layer's executor.
@@ -77,7 +76,7 @@ class CorkStream {
 
   template <class MutableBuffers, class Handler>
   auto async_read_some(const MutableBuffers& buffers, Handler&& handler) {
-    return next_->async_read_some(buffers, std::forward<Handler>(handler));
+    return st_->next->async_read_some(buffers, std::forward<Handler>(handler));
   }
 
   template <class ConstBuffers, class Handler>
@@ -95,28 +94,25 @@ class CorkStream {
   template <class Handler>
   auto async_flush(Handler&& handler) {
     return boost::asio::async_initiate<Handler, void(boost::system::error_code)>(
-        [this](auto h) {
-          when_flushed([h = std::move(h), st = st_]() mutable { h(st->error); });
-        },
+        [this](auto h) { when_flushed([h = std::move(h), st = st_]() mutable { h(st->error); }); },
         handler);
   }
 
   // Runs `handler(error_code)` once everything buffered has been written (or failed), then
   // tears down the next layer. Found by Beast through argument-dependent lookup.
   template <class Handler>
-  friend void async_teardown(boost::beast::role_type role, CorkStream& stream,
-                             Handler&& handler) {
+  friend void async_teardown(boost::beast::role_type role, CorkStream& stream, Handler&& handler) {
     auto h = std::forward<Handler>(handler);
     stream.when_flushed([role, &stream, h = std::move(h)]() mutable {
       using boost::beast::websocket::async_teardown;
-      async_teardown(role, *stream.next_, std::move(h));
+      async_teardown(role, *stream.st_->next, std::move(h));
     });
   }
   friend void teardown(boost::beast::role_type role, CorkStream& stream,
                        boost::system::error_code& ec) {
     // Synchronous close is never used by parley; whatever is still buffered is dropped.
     using boost::beast::websocket::teardown;
-    teardown(role, *stream.next_, ec);
+    teardown(role, *stream.st_->next, ec);
   }
 
  private:
@@ -127,9 +123,9 @@ class CorkStream {
   };
   struct State {
     std::shared_ptr<Next> next;
-    bool gone = false;     // the CorkStream is gone: nothing more is written
-    std::string pending;   // gathered for the next flush
-    std::string in_flight; // being written
+    bool gone = false;      // the CorkStream is gone: nothing more is written
+    std::string pending;    // gathered for the next flush
+    std::string in_flight;  // being written
     bool flushing = false;
     bool flush_posted = false;
     bool held = false;
@@ -208,9 +204,7 @@ class CorkStream {
     s.in_flight.swap(s.pending);
     s.flushing = true;
     boost::asio::async_write(*s.next, boost::asio::buffer(s.in_flight),
-                             [st](boost::system::error_code ec, std::size_t) {
-                               flushed(st, ec);
-                             });
+                             [st](boost::system::error_code ec, std::size_t) { flushed(st, ec); });
   }
 
   static void flushed(const std::shared_ptr<State>& st, boost::system::error_code ec) {
@@ -240,7 +234,7 @@ class CorkStream {
     release();
     State& s = *st_;
     if (s.error || (!s.flushing && s.pending.empty())) {
-      boost::asio::post(next_->get_executor(), [st = st_, f = std::move(f)]() mutable {
+      boost::asio::post(st_->next->get_executor(), [st = st_, f = std::move(f)]() mutable {
         if (!st->gone) f();
       });
       return;
@@ -260,8 +254,7 @@ class CorkStream {
     });
   }
 
-  std::shared_ptr<Next> next_;
-  std::shared_ptr<State> st_;
+  std::shared_ptr<State> st_;  // holds the next layer too
 };
 
 }  // namespace parley::transport::internal
