@@ -36,6 +36,7 @@
 #include "server/service.h"
 #include "store/store.h"
 #include "transport/admin.h"
+#include "transport/io_pool.h"
 #include "transport/pt.h"
 #include "transport/server.h"
 #include "wire/invite.h"
@@ -227,14 +228,6 @@ unsigned io_thread_count(std::uint32_t configured) {
   return configured != 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
 }
 
-// Runs the io_context on `configured` threads (0: one per core), this one included.
-void run_io(boost::asio::io_context& io, std::uint32_t configured) {
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < io_thread_count(configured); ++i) pool.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& t : pool) t.join();
-}
-
 int run(server::ServerConfig cfg) {
   crypto::SystemRng rng;
   SystemClock clock;
@@ -250,7 +243,10 @@ int run(server::ServerConfig cfg) {
     return 1;
   }
 
-  boost::asio::io_context io;
+  // Connections are spread over `pool`, one thread per context; `io` (the first of them, run
+  // by this thread) also runs the acceptor, the admin listener, signals and housekeeping.
+  boost::asio::io_context io(1);
+  transport::IoPool pool(io, io_thread_count(cfg.io_threads));
   server::Metrics metrics;
   server::Service service(io, cfg, **store, clock, rng, metrics);
   transport::ServerOptions opts;
@@ -258,6 +254,7 @@ int run(server::ServerConfig cfg) {
   opts.listen_port = cfg.listen.port;
   opts.cert_pem = tls.cert_pem;
   opts.key_pem = tls.key_pem;
+  opts.workers = pool.contexts();
   service.fill_transport_options(opts);
   auto front = start_front(io, cfg, opts, service.handler_factory(), &service.http_files());
   if (!front) return 1;
@@ -356,7 +353,7 @@ int run(server::ServerConfig cfg) {
     });
   });
 
-  run_io(io, cfg.io_threads);
+  pool.run();
   (*store)->close();  // commits everything still queued
   pt.reset();         // obfs4proxy ends with us
   spdlog::info("event=stopped");
@@ -371,12 +368,16 @@ int run_bridge(server::ServerConfig cfg) {
   crypto::TlsIdentity tls;
   auto pin = prepare_identity(cfg, rng, tls);
   if (!pin) return 1;
-  boost::asio::io_context io;
+  // Connections are spread over `pool`, one thread per context; `io` (the first of them, run
+  // by this thread) also runs the acceptor, the admin listener, signals and housekeeping.
+  boost::asio::io_context io(1);
+  transport::IoPool pool(io, io_thread_count(cfg.io_threads));
   transport::ServerOptions opts;
   opts.listen_host = cfg.listen.host;
   opts.listen_port = cfg.listen.port;
   opts.cert_pem = tls.cert_pem;
   opts.key_pem = tls.key_pem;
+  opts.workers = pool.contexts();
   // What parleyd's own Service sets (server::Service::fill_transport_options), so that the
   // website answers the same.
   opts.ws_path = cfg.ws_path;
@@ -438,7 +439,7 @@ int run_bridge(server::ServerConfig cfg) {
     wait_for_connections(drain_timer, *server, io,
                          std::chrono::steady_clock::now() + std::chrono::seconds(5));
   });
-  run_io(io, cfg.io_threads);
+  pool.run();
   pt.reset();
   spdlog::info("event=stopped");
   return 0;

@@ -3,9 +3,11 @@
 // presence (which device is connected where), rate limits and metrics. Sessions (session.h) are
 // the per-connection state machines built on it.
 //
-// Threading: every method is thread-safe. Store callbacks are re-posted onto the io_context, so
-// session logic never runs on the store's thread.
+// Threading: every method is thread-safe. Store callbacks are re-posted onto an io thread (the
+// session's own connection executor, or the io_context), so session logic never runs on the
+// store's thread.
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <map>
@@ -56,18 +58,26 @@ class Service {
   RateLimiter& registrations() { return registrations_; }
   RateLimiter& ip_connects() { return ip_connects_; }
 
-  // Wraps `f` so that it runs on the io_context when the store calls back.
+  // Wrap `f` so that it runs on `ex` (a connection's executor, so that its session's work
+  // stays on its thread) or on the io_context when the store calls back.
+  template <typename T>
+  static store::Callback<T> on_executor(boost::asio::any_io_executor ex,
+                                        std::function<void(Result<T>)> f) {
+    return [ex = std::move(ex), f = std::move(f)](Result<T> r) mutable {
+      boost::asio::post(ex, [f = std::move(f), r = std::move(r)]() mutable { f(std::move(r)); });
+    };
+  }
+  static store::Done on_executor_done(boost::asio::any_io_executor ex,
+                                      std::function<void(Status)> f) {
+    return [ex = std::move(ex), f = std::move(f)](Status s) mutable {
+      boost::asio::post(ex, [f = std::move(f), s = std::move(s)]() mutable { f(std::move(s)); });
+    };
+  }
   template <typename T>
   store::Callback<T> on_io(std::function<void(Result<T>)> f) {
-    return [this, f = std::move(f)](Result<T> r) mutable {
-      boost::asio::post(io_, [f = std::move(f), r = std::move(r)]() mutable { f(std::move(r)); });
-    };
+    return on_executor<T>(io_.get_executor(), std::move(f));
   }
-  store::Done on_io_done(std::function<void(Status)> f) {
-    return [this, f = std::move(f)](Status s) mutable {
-      boost::asio::post(io_, [f = std::move(f), s = std::move(s)]() mutable { f(std::move(s)); });
-    };
-  }
+  boost::asio::any_io_executor io_executor() { return io_.get_executor(); }
 
   // Account cache over the store (accounts change only through this process).
   // cached_account: the cached snapshot, or null. find_account: a cached account is handed to

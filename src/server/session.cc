@@ -85,13 +85,14 @@ Bytes random_bytes(Rng& rng, std::size_t n) {
 }  // namespace
 
 Session::Session(Service& service, std::string remote_ip)
-    : service_(service), remote_ip_(std::move(remote_ip)) {}
+    : service_(service), remote_ip_(std::move(remote_ip)), ex_(service.io_executor()) {}
 
 Session::~Session() = default;
 
 void Session::on_open(std::shared_ptr<transport::WsConnection> conn) {
   std::lock_guard<std::mutex> lock(mu_);
   conn_ = conn;
+  ex_ = conn->executor();
   open_ = true;
   service_.metrics().connections.fetch_add(1);
   service_.metrics().connections_total.fetch_add(1);
@@ -278,7 +279,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
   const std::string key = *folded;
   service_.store().create_account(
       std::move(account),
-      service_.on_io<store::Account>([self, id, key, recovering](Result<store::Account> a) {
+      on_mine<store::Account>([self, id, key, recovering](Result<store::Account> a) {
         if (!a) {
           const Status& s = a.error();
           if (s.code() == ErrorCode::kAlreadyExists) {
@@ -350,7 +351,7 @@ void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t devi
   auto self = shared_from_this();
   service_.store().pre_key_count(
       account->id, device_id,
-      service_.on_io<std::uint32_t>([self, id, account, device_id](Result<std::uint32_t> n) {
+      on_mine<std::uint32_t>([self, id, account, device_id](Result<std::uint32_t> n) {
         Response r;
         r.set_id(id);
         auto* l = r.mutable_login();
@@ -383,7 +384,7 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
   const std::uint32_t device = me.second;
   service_.store().upload_keys(
       account->id, device, spk, to_store(r.pre_keys()),
-      service_.on_io<std::uint32_t>([self, id, spk, account, device](Result<std::uint32_t> n) {
+      on_mine<std::uint32_t>([self, id, spk, account, device](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "upload failed");
         if (spk) {
           // The signed prekey is part of the cached device record: refresh it.
@@ -406,14 +407,14 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
 void Session::do_key_count(std::uint64_t id) {
   auto self = shared_from_this();
   const auto me = who();
-  service_.store().pre_key_count(me.first->id, me.second,
-                                 service_.on_io<std::uint32_t>([self, id](Result<std::uint32_t> n) {
-                                   if (!n) return self->respond_error(id, status_for(n.error()), "failed");
-                                   Response r;
-                                   r.set_id(id);
-                                   r.mutable_key_count()->set_count(*n);
-                                   self->respond(std::move(r));
-                                 }));
+  service_.store().pre_key_count(
+      me.first->id, me.second, on_mine<std::uint32_t>([self, id](Result<std::uint32_t> n) {
+        if (!n) return self->respond_error(id, status_for(n.error()), "failed");
+        Response r;
+        r.set_id(id);
+        r.mutable_key_count()->set_count(*n);
+        self->respond(std::move(r));
+      }));
 }
 
 void Session::do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest& r) {
@@ -428,7 +429,7 @@ void Session::do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest
     }
     self->service_.store().take_bundles(
         (*a)->id, device,
-        self->service_.on_io<std::vector<store::Bundle>>(
+        self->on_mine<std::vector<store::Bundle>>(
             [self, id](Result<std::vector<store::Bundle>> bundles) {
               if (!bundles) return self->respond_error(id, status_for(bundles.error()), "failed");
               Response resp;
@@ -566,7 +567,7 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   auto self = shared_from_this();
   service_.store().store_messages(
       std::move(batch),
-      service_.on_io<store::SendOutcome>(
+      on_mine<store::SendOutcome>(
           [self, done = std::move(done), envelopes, dest_id, now](Result<store::SendOutcome> o) {
             wire::SendResult res;
             res.set_server_timestamp(static_cast<std::uint64_t>(now));
@@ -657,7 +658,7 @@ void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
   const auto me = who();
   service_.store().ack(
       me.first->id, me.second, std::move(ids),
-      service_.on_io<std::uint32_t>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
+      on_mine<std::uint32_t>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
         self->service_.metrics().messages_acked.fetch_add(*n);
         Response resp;
@@ -701,7 +702,7 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   out->set_expires_at(static_cast<std::uint64_t>(a.expires_ms));
   auto self = shared_from_this();
   service_.store().create_attachment(
-      std::move(a), service_.on_io_done([self, id, resp = std::move(resp)](Status s) mutable {
+      std::move(a), on_mine_done([self, id, resp = std::move(resp)](Status s) mutable {
         if (!s.is_ok()) return self->respond_error(id, status_for(s), "could not create a slot");
         self->respond(std::move(resp));
       }));
@@ -784,31 +785,30 @@ void Session::pump() {
   dirty_ = false;
   const std::size_t limit = kDeliveryWindow - unacked_.size();
   auto self = shared_from_this();
-  service_.store().fetch_queue(
-      account_->id, device_id_, last_seq_sent_, limit,
-      service_.on_io<std::vector<store::QueuedEnvelope>>(
-          [self, limit](Result<std::vector<store::QueuedEnvelope>> page) {
-            std::lock_guard<std::mutex> lock(self->mu_);
-            self->fetching_ = false;
-            if (!self->open_) return;
-            if (!page) {
-              spdlog::warn("event=fetch_queue_failed code={}",
-                           error_code_name(page.error().code()));
-              return;
-            }
-            self->push_page(*page);
-            if (page->size() < limit && !self->dirty_) {
-              if (self->delivery_ == Delivery::kDraining) {
-                Frame f;
-                f.mutable_push()->mutable_queue_empty();
-                self->send_frame(f);
-              }
-              self->delivery_ = Delivery::kLive;
-              return;
-            }
-            if (page->size() == limit) self->dirty_ = true;
-            self->pump();
-          }));
+  service_.store().fetch_queue(account_->id, device_id_, last_seq_sent_, limit,
+                               on_mine<std::vector<store::QueuedEnvelope>>(
+                                   [self, limit](Result<std::vector<store::QueuedEnvelope>> page) {
+                                     std::lock_guard<std::mutex> lock(self->mu_);
+                                     self->fetching_ = false;
+                                     if (!self->open_) return;
+                                     if (!page) {
+                                       spdlog::warn("event=fetch_queue_failed code={}",
+                                                    error_code_name(page.error().code()));
+                                       return;
+                                     }
+                                     self->push_page(*page);
+                                     if (page->size() < limit && !self->dirty_) {
+                                       if (self->delivery_ == Delivery::kDraining) {
+                                         Frame f;
+                                         f.mutable_push()->mutable_queue_empty();
+                                         self->send_frame(f);
+                                       }
+                                       self->delivery_ = Delivery::kLive;
+                                       return;
+                                     }
+                                     if (page->size() == limit) self->dirty_ = true;
+                                     self->pump();
+                                   }));
 }
 
 // ---- Adapter --------------------------------------------------------------------------------------

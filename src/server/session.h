@@ -7,8 +7,9 @@
 // pages, at most kDeliveryWindow unacknowledged at a time), then QueueEmpty, then live envelopes
 // as they are committed. An envelope is deleted only when the device acknowledges it.
 //
-// Threading: the transport calls on_message sequentially; store callbacks arrive on io threads.
-// All state is guarded by mu_. Sends go through the thread-safe WsConnection.
+// Threading: the transport calls on_message sequentially; store callbacks arrive on the
+// connection's executor. Other sessions reach this one (on_queued, replaced) from their own
+// threads, so all state is guarded by mu_. Sends go through the thread-safe WsConnection.
 
 #include <deque>
 #include <map>
@@ -71,6 +72,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_to(const wire::SendRequest& r, const AccountInfo& dest, const AccountInfo& sender,
                std::uint32_t sender_device, SendDone done);
 
+  // Store callbacks that run on this session's connection executor.
+  template <typename T>
+  store::Callback<T> on_mine(std::function<void(Result<T>)> f) {
+    return Service::on_executor<T>(ex_, std::move(f));
+  }
+  store::Done on_mine_done(std::function<void(Status)> f) {
+    return Service::on_executor_done(ex_, std::move(f));
+  }
+
   void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
   // The authenticated account and device, read under mu_ (an upload_keys callback on another
   // io thread may replace account_ while a handler runs).
@@ -88,6 +98,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Weak: the transport's connection owns the handler that owns this session, so a strong
   // reference back would be a cycle that outlives an io_context stopped mid-connection.
   std::weak_ptr<transport::WsConnection> conn_;
+  // The connection's executor (set in on_open, the io_context's before): store callbacks run
+  // there, beside the connection's own handlers.
+  boost::asio::any_io_executor ex_;
   bool open_ = false;  // between on_open and on_close
   Bytes nonce_;
   std::uint32_t inflight_requests_ = 0;

@@ -6,17 +6,20 @@
 //   PUT/GET/HEAD <ws_path>/att/<id>                  -> attachment upload/download (HttpFiles)
 //   anything else                                    -> the static site's 404 page
 //
-// Threading: Server runs on the io_context it is given (any number of threads). Each
-// connection has its own strand; WsHandler callbacks for one connection never run concurrently.
+// Threading: Server accepts on the io_context it is given (any number of threads). Each
+// connection runs on its own strand there, or on one of ServerOptions::workers (an IoPool);
+// WsHandler callbacks for one connection never run concurrently.
 // Every limit is enforced here: handshake and idle timeouts, pings, frame and body size caps,
 // a bounded write queue per connection, a cap on connections.
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/result.h"
@@ -24,7 +27,7 @@
 namespace parley::transport {
 
 // A server-side WebSocket connection. Thread-safe: send() and close() may be called from any
-// thread (they post to the connection's strand).
+// thread (they post to the connection's executor).
 class WsConnection {
  public:
   virtual ~WsConnection() = default;
@@ -37,6 +40,9 @@ class WsConnection {
   virtual const std::string& remote_ip() const = 0;
   // Bytes queued and not yet written.
   virtual std::size_t queued_bytes() const = 0;
+  // Where the connection's handlers run (its strand, or its IoPool context): work posted here
+  // never runs concurrently with the WsHandler's callbacks.
+  virtual const boost::asio::any_io_executor& executor() const = 0;
 };
 
 // Implemented by the server logic, one instance per WebSocket connection.
@@ -103,6 +109,10 @@ struct ServerOptions {
   // headers and error pages) is answered exactly as in normal mode. Empty host: normal mode.
   std::string bridge_to_host;
   std::uint16_t bridge_to_port = 0;
+  // io_contexts each run by exactly one thread (an IoPool's): connections are spread over them
+  // round-robin and stay on theirs, without a strand. Empty: each connection gets a strand on
+  // the io_context given to Server::start, which any number of threads may run.
+  std::vector<boost::asio::io_context*> workers;
 };
 
 class Server {

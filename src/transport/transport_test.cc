@@ -11,15 +11,19 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "crypto/x509.h"
 #include "transport/client.h"
+#include "transport/io_pool.h"
 #include "transport/server.h"
 
 namespace parley::transport {
@@ -115,6 +119,8 @@ struct Shared {
   std::atomic<bool> flood_refused{false};
   std::vector<std::thread> threads;
   std::mutex mu;
+  std::vector<std::thread::id> open_threads;  // guarded by mu: where each on_open ran
+  std::atomic<int> moved{0};                  // messages handled off their on_open thread
 };
 
 class EchoHandler final : public WsHandler {
@@ -122,6 +128,11 @@ class EchoHandler final : public WsHandler {
   explicit EchoHandler(Shared& shared) : shared_(shared) {}
   void on_open(std::shared_ptr<WsConnection> conn) override {
     conn_ = conn;
+    open_thread_ = std::this_thread::get_id();
+    {
+      std::lock_guard lock(shared_.mu);
+      shared_.open_threads.push_back(open_thread_);
+    }
     shared_.opened++;
     if (shared_.flood.load()) {
       std::weak_ptr<WsConnection> weak = conn;
@@ -147,6 +158,7 @@ class EchoHandler final : public WsHandler {
     }
   }
   void on_message(std::string_view message) override {
+    if (std::this_thread::get_id() != open_thread_) shared_.moved++;
     if (auto c = conn_.lock()) c->send(std::make_shared<const std::string>(message));
   }
   void on_close() override { shared_.closed++; }
@@ -154,6 +166,7 @@ class EchoHandler final : public WsHandler {
  private:
   Shared& shared_;
   std::weak_ptr<WsConnection> conn_;
+  std::thread::id open_thread_;
 };
 
 constexpr std::string_view kWsPath = "/k3J9xQ2mVt/ws";
@@ -697,6 +710,76 @@ TEST_F(TransportTest, SiteDirWithoutTraversal) {
     EXPECT_EQ(r->status, 404u) << p;
     EXPECT_EQ(r->body.find("secret"), std::string::npos);
   }
+}
+
+// With worker contexts (an IoPool's), connections are spread over them round-robin, and each
+// stays on its context's one thread.
+TEST_F(TransportTest, ConnectionsSpreadOverWorkerContexts) {
+  boost::asio::io_context w1(1), w2(1);
+  auto g1 = boost::asio::make_work_guard(w1);
+  auto g2 = boost::asio::make_work_guard(w2);
+  std::thread t1([&] { w1.run(); });
+  std::thread t2([&] { w2.run(); });
+  options_.workers = {&w1, &w2};
+  start();
+  std::vector<std::unique_ptr<BlockingWsClient>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(ws());
+    ASSERT_TRUE(clients.back());
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (auto& c : clients) expect_echo(*c, "round " + std::to_string(round));
+  }
+  {
+    std::lock_guard lock(shared_.mu);
+    ASSERT_EQ(shared_.open_threads.size(), 4u);
+    EXPECT_EQ(shared_.open_threads[0], t1.get_id());
+    EXPECT_EQ(shared_.open_threads[1], t2.get_id());
+    EXPECT_EQ(shared_.open_threads[2], t1.get_id());
+    EXPECT_EQ(shared_.open_threads[3], t2.get_id());
+  }
+  EXPECT_EQ(shared_.moved.load(), 0);
+  // The workers outlive every connection on them.
+  server_->stop_accepting();
+  server_->close_all("test over");
+  EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }, 10000ms));
+  server_.reset();
+  g1.reset();
+  g2.reset();
+  t1.join();
+  t2.join();
+}
+
+TEST(IoPool, RunsEachContextOnItsOwnThreadUntilMainEnds) {
+  boost::asio::io_context main_ctx(1);
+  IoPool pool(main_ctx, 3);
+  const auto& ctxs = pool.contexts();
+  ASSERT_EQ(ctxs.size(), 3u);
+  EXPECT_EQ(ctxs[0], &main_ctx);
+  std::mutex mu;
+  std::set<std::thread::id> seen;
+  std::atomic<int> ran{0};
+  for (auto* c : ctxs) {
+    boost::asio::post(*c, [&] {
+      std::lock_guard lock(mu);
+      seen.insert(std::this_thread::get_id());
+      ran++;
+    });
+  }
+  // The other contexts keep running (they have no work of their own) until main's run() ends.
+  boost::asio::steady_timer stop(main_ctx, 200ms);
+  stop.async_wait([&](boost::system::error_code) {
+    EXPECT_EQ(ran.load(), 3);
+    main_ctx.stop();
+  });
+  pool.run();
+  EXPECT_EQ(ran.load(), 3);
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen.count(std::this_thread::get_id()), 1u);
+  // Work posted after run() ended does not run.
+  boost::asio::post(*ctxs[1], [&] { ran++; });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(ran.load(), 3);
 }
 
 TEST_F(TransportTest, HandshakeRate) {

@@ -1,0 +1,34 @@
+#include "transport/io_pool.h"
+
+#include <algorithm>
+
+namespace parley::transport {
+
+IoPool::IoPool(boost::asio::io_context& main, unsigned size) : main_(main) {
+  all_.push_back(&main_);
+  for (unsigned i = 1; i < std::max(1u, size); ++i) {
+    // Concurrency hint 1: one thread runs it (others only post to it).
+    extra_.push_back(std::make_unique<boost::asio::io_context>(1));
+    all_.push_back(extra_.back().get());
+    guards_.emplace_back(extra_.back()->get_executor());
+  }
+}
+
+IoPool::~IoPool() {
+  for (auto& g : guards_) g.reset();
+  for (auto& c : extra_) c->stop();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void IoPool::run() {
+  for (auto& c : extra_) threads_.emplace_back([ctx = c.get()] { ctx->run(); });
+  main_.run();
+  for (auto& g : guards_) g.reset();
+  for (auto& c : extra_) c->stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+}  // namespace parley::transport
