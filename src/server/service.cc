@@ -105,7 +105,7 @@ void Service::notify(std::int64_t account, std::uint32_t device, std::int64_t se
     auto it = presence_.find({account, device});
     if (it != presence_.end()) s = it->second.lock();
   }
-  if (s) s->on_queued(seq, std::move(envelope));
+  if (s) s->queued(seq, std::move(envelope));
 }
 
 }  // namespace parley::server

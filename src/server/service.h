@@ -90,7 +90,8 @@ class Service {
   // Presence. A device has at most one live session; a new login replaces (and closes) the old.
   void attach(std::int64_t account, std::uint32_t device, const std::shared_ptr<Session>& s);
   void detach(std::int64_t account, std::uint32_t device, const Session* s);
-  // Tells the device's session (if connected here) that an envelope was queued for it.
+  // Tells the device's session (if connected here) that an envelope was queued for it. Called
+  // from the store's callback, in commit order (Session::queued says why that matters).
   void notify(std::int64_t account, std::uint32_t device, std::int64_t seq,
               std::shared_ptr<const store::Envelope> envelope);
 

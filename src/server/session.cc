@@ -565,38 +565,44 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   const std::int64_t dest_id = dest.id;
   const std::int64_t now = batch.now_ms;
   auto self = shared_from_this();
-  service_.store().store_messages(
-      std::move(batch),
-      on_mine<store::SendOutcome>(
-          [self, done = std::move(done), envelopes, dest_id, now](Result<store::SendOutcome> o) {
-            wire::SendResult res;
-            res.set_server_timestamp(static_cast<std::uint64_t>(now));
-            if (!o) return done(status_for(o.error()), "could not store the message", res);
-            switch (o->kind) {
-              case store::SendOutcome::Kind::kDuplicate:
-                self->service_.metrics().duplicates.fetch_add(1);
-                res.set_duplicate(true);
-                return done(wire::kStatusOk, "", res);
-              case store::SendOutcome::Kind::kQueueFull:
-                res.set_limit(o->limit);
-                return done(wire::kStatusRateLimited,
-                            "queue of device " + std::to_string(o->device_id) + " is full (" +
-                                o->limit + ")",
-                            res);
-              case store::SendOutcome::Kind::kStored:
-                break;
-            }
-            self->service_.metrics().messages_stored.fetch_add(envelopes->size());
-            done(wire::kStatusOk, "", res);
-            for (std::size_t i = 0; i < envelopes->size() && i < o->seqs.size() &&
-                                    i < o->server_ids.size();
-                 ++i) {
-              // The store put the seq into the id: push the id it stored.
-              (*envelopes)[i].second->server_id = std::move(o->server_ids[i]);
-              self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i],
-                                    (*envelopes)[i].second);
-            }
-          }));
+  // This callback runs on the store's thread, which finishes operations in commit (seq) order:
+  // the destination's sessions are told here, so that each hears of its envelopes in seq order
+  // whichever connections (and io threads) the senders are on. The answer to the sender then
+  // runs on this session's own executor.
+  service_.store().store_messages(std::move(batch), [self, done = std::move(done), envelopes,
+                                                     dest_id, now, ex = ex_](
+                                                        Result<store::SendOutcome> o) mutable {
+    if (o && o->kind == store::SendOutcome::Kind::kStored) {
+      for (std::size_t i = 0;
+           i < envelopes->size() && i < o->seqs.size() && i < o->server_ids.size(); ++i) {
+        // The store put the seq into the id: push the id it stored.
+        (*envelopes)[i].second->server_id = std::move(o->server_ids[i]);
+        self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i], (*envelopes)[i].second);
+      }
+    }
+    boost::asio::post(ex, [self = std::move(self), done = std::move(done),
+                           count = envelopes->size(), now, o = std::move(o)]() mutable {
+      wire::SendResult res;
+      res.set_server_timestamp(static_cast<std::uint64_t>(now));
+      if (!o) return done(status_for(o.error()), "could not store the message", res);
+      switch (o->kind) {
+        case store::SendOutcome::Kind::kDuplicate:
+          self->service_.metrics().duplicates.fetch_add(1);
+          res.set_duplicate(true);
+          return done(wire::kStatusOk, "", res);
+        case store::SendOutcome::Kind::kQueueFull:
+          res.set_limit(o->limit);
+          return done(
+              wire::kStatusRateLimited,
+              "queue of device " + std::to_string(o->device_id) + " is full (" + o->limit + ")",
+              res);
+        case store::SendOutcome::Kind::kStored:
+          break;
+      }
+      self->service_.metrics().messages_stored.fetch_add(count);
+      done(wire::kStatusOk, "", res);
+    });
+  });
 }
 
 void Session::do_send(std::uint64_t id, const wire::SendRequest& r) {
@@ -763,6 +769,12 @@ void Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
     note_pushed(q.seq, q.envelope);
   }
   flush();
+}
+
+void Session::queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
+  boost::asio::post(ex_, [self = shared_from_this(), seq, e = std::move(envelope)]() mutable {
+    self->on_queued(seq, std::move(e));
+  });
 }
 
 void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {

@@ -37,8 +37,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_message(std::string_view bytes);
   void on_close();
 
-  // A new envelope was committed for this session's device (Service::notify).
-  void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
+  // A new envelope was committed for this session's device (Service::notify, on the store's
+  // thread, in seq order). It is handled on the session's executor, where posts from one thread
+  // run in the order made: so the session sees its device's envelopes in seq order, and an
+  // envelope is never taken for one already pushed because a later one overtook it.
+  void queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
   // Another login of the same device replaced this session.
   void replaced();
 
@@ -81,6 +84,7 @@ class Session : public std::enable_shared_from_this<Session> {
     return Service::on_executor_done(ex_, std::move(f));
   }
 
+  void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
   void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
   // The authenticated account and device, read under mu_ (an upload_keys callback on another
   // io thread may replace account_ while a handler runs).
