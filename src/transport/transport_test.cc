@@ -782,24 +782,22 @@ TEST(IoPool, RunsEachContextOnItsOwnThreadUntilMainEnds) {
   EXPECT_EQ(ran.load(), 3);
 }
 
-TEST_F(TransportTest, HandshakeRate) {
+// Many connections one after another, each a full TLS handshake: every one is served. (Their
+// rate is measured by parley-load's handshake scenario, not here.)
+TEST_F(TransportTest, ManySequentialConnectionsAreEachServed) {
   start();
   HttpsClient https(client_options());
-  const int n = 50;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < 50; ++i) {
     auto r = https.request("GET", "/");
-    ASSERT_TRUE(r.has_value());
+    ASSERT_TRUE(r.has_value()) << i;
+    EXPECT_EQ(r->status, 200u);
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("sequential TLS handshake + GET /: %.0f/s\n", n / s);
-  const auto t1 = std::chrono::steady_clock::now();
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < 50; ++i) {
     auto c = ws();
-    ASSERT_TRUE(c);
+    ASSERT_TRUE(c) << i;
+    expect_echo(*c, "n" + std::to_string(i));
   }
-  const double s2 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-  std::printf("sequential TLS + WebSocket connects: %.0f/s\n", n / s2);
+  EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 50; }));
 }
 
 }  // namespace
