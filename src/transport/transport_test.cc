@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -380,6 +381,47 @@ TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
   EXPECT_EQ(n, 0);  // closed by the server, not by our 6 s receive timeout
   EXPECT_GE(waited, 900ms);
   EXPECT_LT(waited, 4s);
+}
+
+// A request in two TLS records with a pause between them. The server's first recv comes back
+// short, so its next read waits for the socket instead of calling recv (TlsSocket's BIO): the
+// second record must still be read, and a handshake split the same way must still finish.
+TEST_F(TransportTest, ARequestThatArrivesInPiecesIsServed) {
+  start();
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(server_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  SSL* ssl = SSL_new(ctx);
+  ASSERT_NE(ssl, nullptr);
+  SSL_set_fd(ssl, fd);
+  ASSERT_EQ(SSL_connect(ssl), 1);
+  const std::string head = "GET / HTTP/1.1\r\nHo";
+  const std::string tail = "st: localhost\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(SSL_write(ssl, head.data(), static_cast<int>(head.size())),
+            static_cast<int>(head.size()));
+  std::this_thread::sleep_for(150ms);
+  ASSERT_EQ(SSL_write(ssl, tail.data(), static_cast<int>(tail.size())),
+            static_cast<int>(tail.size()));
+  std::string response;
+  char buf[4096];
+  for (int i = 0; i < 100; ++i) {
+    const int n = SSL_read(ssl, buf, sizeof buf);
+    if (n <= 0) break;
+    response.append(buf, static_cast<std::size_t>(n));
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ::close(fd);
+  EXPECT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << response.substr(0, 60);
+  EXPECT_NE(response.find("<html"), std::string::npos);
 }
 
 TEST_F(TransportTest, AsyncClientEcho) {
