@@ -360,10 +360,12 @@ namespace {
 
 // Randomness costs one getrandom system call per 4 KB, not one per request (the server asks
 // several times per message: frame padding, ids). Requests of up to 64 bytes are served from a
-// per-thread pool of libsodium output; a larger request is expanded with ChaCha20
-// (randombytes_buf_deterministic) from a fresh 32-byte seed taken from the pool. Bytes are
-// wiped from the pool as they are handed out, and the pool when its thread ends. A forked
-// child must not use the pool it inherited; parley only forks to exec (posix_spawn).
+// per-thread pool: 4 KB expanded with ChaCha20 (randombytes_buf_deterministic) from a 32-byte
+// seed that the kernel gives (randombytes_buf). Filling the pool from randombytes_buf directly
+// would cost 16 system calls, as libsodium asks getrandom for at most 256 bytes at a time. A
+// larger request is expanded the same way from a seed taken from the pool. Bytes are wiped from
+// the pool as they are handed out, and the pool when its thread ends. A forked child must not
+// use the pool it inherited; parley only forks to exec (posix_spawn).
 class RandomPool {
  public:
   static constexpr std::size_t kSize = 4096;
@@ -384,7 +386,10 @@ class RandomPool {
  private:
   void take(std::span<std::uint8_t> out) {
     if (left_ < out.size()) {
-      randombytes_buf(bytes_.data(), bytes_.size());
+      std::array<std::uint8_t, randombytes_SEEDBYTES> seed;
+      randombytes_buf(seed.data(), seed.size());
+      randombytes_buf_deterministic(bytes_.data(), bytes_.size(), seed.data());
+      sodium_memzero(seed.data(), seed.size());
       left_ = bytes_.size();
     }
     std::uint8_t* from = bytes_.data() + (bytes_.size() - left_);
