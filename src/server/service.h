@@ -58,24 +58,19 @@ class Service {
   RateLimiter& registrations() { return registrations_; }
   RateLimiter& ip_connects() { return ip_connects_; }
 
-  // Wrap `f` so that it runs on `ex` (a connection's executor, so that its session's work
-  // stays on its thread) or on the io_context when the store calls back.
-  template <typename T>
-  static store::Callback<T> on_executor(boost::asio::any_io_executor ex,
-                                        std::function<void(Result<T>)> f) {
-    return [ex = std::move(ex), f = std::move(f)](Result<T> r) mutable {
+  // Wraps a store callback `f` (of a Result<T> or a Status) so that it runs on `ex` (a
+  // connection's executor, so that its session's work stays on its thread), or on the
+  // io_context (on_io), when the store calls back.
+  template <typename Arg>
+  static std::function<void(Arg)> on_executor(boost::asio::any_io_executor ex,
+                                              std::function<void(Arg)> f) {
+    return [ex = std::move(ex), f = std::move(f)](Arg r) mutable {
       boost::asio::post(ex, [f = std::move(f), r = std::move(r)]() mutable { f(std::move(r)); });
-    };
-  }
-  static store::Done on_executor_done(boost::asio::any_io_executor ex,
-                                      std::function<void(Status)> f) {
-    return [ex = std::move(ex), f = std::move(f)](Status s) mutable {
-      boost::asio::post(ex, [f = std::move(f), s = std::move(s)]() mutable { f(std::move(s)); });
     };
   }
   template <typename T>
   store::Callback<T> on_io(std::function<void(Result<T>)> f) {
-    return on_executor<T>(io_.get_executor(), std::move(f));
+    return on_executor<Result<T>>(io_.get_executor(), std::move(f));
   }
   boost::asio::any_io_executor io_executor() { return io_.get_executor(); }
 

@@ -279,7 +279,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
   const std::string key = *folded;
   service_.store().create_account(
       std::move(account),
-      on_mine<store::Account>([self, id, key, recovering](Result<store::Account> a) {
+      on_mine<Result<store::Account>>([self, id, key, recovering](Result<store::Account> a) {
         if (!a) {
           const Status& s = a.error();
           if (s.code() == ErrorCode::kAlreadyExists) {
@@ -351,7 +351,7 @@ void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t devi
   auto self = shared_from_this();
   service_.store().pre_key_count(
       account->id, device_id,
-      on_mine<std::uint32_t>([self, id, account, device_id](Result<std::uint32_t> n) {
+      on_mine<Result<std::uint32_t>>([self, id, account, device_id](Result<std::uint32_t> n) {
         Response r;
         r.set_id(id);
         auto* l = r.mutable_login();
@@ -384,7 +384,7 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
   const std::uint32_t device = me.second;
   service_.store().upload_keys(
       account->id, device, spk, to_store(r.pre_keys()),
-      on_mine<std::uint32_t>([self, id, spk, account, device](Result<std::uint32_t> n) {
+      on_mine<Result<std::uint32_t>>([self, id, spk, account, device](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "upload failed");
         if (spk) {
           // The signed prekey is part of the cached device record: refresh it.
@@ -408,7 +408,7 @@ void Session::do_key_count(std::uint64_t id) {
   auto self = shared_from_this();
   const auto me = who();
   service_.store().pre_key_count(
-      me.first->id, me.second, on_mine<std::uint32_t>([self, id](Result<std::uint32_t> n) {
+      me.first->id, me.second, on_mine<Result<std::uint32_t>>([self, id](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "failed");
         Response r;
         r.set_id(id);
@@ -429,7 +429,7 @@ void Session::do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest
     }
     self->service_.store().take_bundles(
         (*a)->id, device,
-        self->on_mine<std::vector<store::Bundle>>(
+        self->on_mine<Result<std::vector<store::Bundle>>>(
             [self, id](Result<std::vector<store::Bundle>> bundles) {
               if (!bundles) return self->respond_error(id, status_for(bundles.error()), "failed");
               Response resp;
@@ -664,7 +664,7 @@ void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
   const auto me = who();
   service_.store().ack(
       me.first->id, me.second, std::move(ids),
-      on_mine<std::uint32_t>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
+      on_mine<Result<std::uint32_t>>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
         self->service_.metrics().messages_acked.fetch_add(*n);
         Response resp;
@@ -708,7 +708,7 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   out->set_expires_at(static_cast<std::uint64_t>(a.expires_ms));
   auto self = shared_from_this();
   service_.store().create_attachment(
-      std::move(a), on_mine_done([self, id, resp = std::move(resp)](Status s) mutable {
+      std::move(a), on_mine<Status>([self, id, resp = std::move(resp)](Status s) mutable {
         if (!s.is_ok()) return self->respond_error(id, status_for(s), "could not create a slot");
         self->respond(std::move(resp));
       }));
@@ -796,31 +796,30 @@ void Session::pump() {
   fetching_ = true;
   dirty_ = false;
   const std::size_t limit = kDeliveryWindow - unacked_.size();
-  auto self = shared_from_this();
+  using Page = Result<std::vector<store::QueuedEnvelope>>;
+  auto on_page = [self = shared_from_this(), limit](Page page) {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    self->fetching_ = false;
+    if (!self->open_) return;
+    if (!page) {
+      spdlog::warn("event=fetch_queue_failed code={}", error_code_name(page.error().code()));
+      return;
+    }
+    self->push_page(*page);
+    if (page->size() < limit && !self->dirty_) {
+      if (self->delivery_ == Delivery::kDraining) {
+        Frame f;
+        f.mutable_push()->mutable_queue_empty();
+        self->send_frame(f);
+      }
+      self->delivery_ = Delivery::kLive;
+      return;
+    }
+    if (page->size() == limit) self->dirty_ = true;
+    self->pump();
+  };
   service_.store().fetch_queue(account_->id, device_id_, last_seq_sent_, limit,
-                               on_mine<std::vector<store::QueuedEnvelope>>(
-                                   [self, limit](Result<std::vector<store::QueuedEnvelope>> page) {
-                                     std::lock_guard<std::mutex> lock(self->mu_);
-                                     self->fetching_ = false;
-                                     if (!self->open_) return;
-                                     if (!page) {
-                                       spdlog::warn("event=fetch_queue_failed code={}",
-                                                    error_code_name(page.error().code()));
-                                       return;
-                                     }
-                                     self->push_page(*page);
-                                     if (page->size() < limit && !self->dirty_) {
-                                       if (self->delivery_ == Delivery::kDraining) {
-                                         Frame f;
-                                         f.mutable_push()->mutable_queue_empty();
-                                         self->send_frame(f);
-                                       }
-                                       self->delivery_ = Delivery::kLive;
-                                       return;
-                                     }
-                                     if (page->size() == limit) self->dirty_ = true;
-                                     self->pump();
-                                   }));
+                               on_mine<Page>(std::move(on_page)));
 }
 
 // ---- Adapter --------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@
 // pages, at most kDeliveryWindow unacknowledged at a time), then QueueEmpty, then live envelopes
 // as they are committed. An envelope is deleted only when the device acknowledges it.
 //
-// Threading: the transport calls on_message sequentially; store callbacks arrive on the
-// connection's executor. Other sessions reach this one (on_queued, replaced) from their own
-// threads, so all state is guarded by mu_. Sends go through the thread-safe WsConnection.
+// Threading: the transport calls on_message sequentially; store callbacks and queued envelopes
+// (queued(), from the store's thread) are handled on the connection's executor. Other sessions
+// and the store still call in from their threads (queued, replaced), so all state is guarded by
+// mu_. Sends go through the thread-safe WsConnection.
 
 #include <deque>
 #include <map>
@@ -75,13 +76,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_to(const wire::SendRequest& r, const AccountInfo& dest, const AccountInfo& sender,
                std::uint32_t sender_device, SendDone done);
 
-  // Store callbacks that run on this session's connection executor.
+  // Store callbacks that run on this session's connection executor (T: a Result or Status).
   template <typename T>
-  store::Callback<T> on_mine(std::function<void(Result<T>)> f) {
+  std::function<void(T)> on_mine(std::function<void(T)> f) {
     return Service::on_executor<T>(ex_, std::move(f));
-  }
-  store::Done on_mine_done(std::function<void(Status)> f) {
-    return Service::on_executor_done(ex_, std::move(f));
   }
 
   void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
