@@ -4,8 +4,8 @@
 
 namespace parley::transport {
 
-IoPool::IoPool(boost::asio::io_context& main, unsigned size) : main_(main) {
-  all_.push_back(&main_);
+IoPool::IoPool(boost::asio::io_context& main, unsigned size) {
+  all_.push_back(&main);
   for (unsigned i = 1; i < std::max(1u, size); ++i) {
     // Concurrency hint 1: one thread runs it (others only post to it).
     extra_.push_back(std::make_unique<boost::asio::io_context>(1));
@@ -14,17 +14,15 @@ IoPool::IoPool(boost::asio::io_context& main, unsigned size) : main_(main) {
   }
 }
 
-IoPool::~IoPool() {
-  for (auto& g : guards_) g.reset();
-  for (auto& c : extra_) c->stop();
-  for (auto& t : threads_) {
-    if (t.joinable()) t.join();
-  }
-}
+IoPool::~IoPool() { stop_others(); }
 
 void IoPool::run() {
   for (auto& c : extra_) threads_.emplace_back([ctx = c.get()] { ctx->run(); });
-  main_.run();
+  all_.front()->run();
+  stop_others();
+}
+
+void IoPool::stop_others() {
   for (auto& g : guards_) g.reset();
   for (auto& c : extra_) c->stop();
   for (auto& t : threads_) t.join();

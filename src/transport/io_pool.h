@@ -35,9 +35,10 @@ class IoPool {
 
  private:
   using Guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
-  boost::asio::io_context& main_;
+  void stop_others();  // releases, stops and joins the contexts other than main
+
   std::vector<std::unique_ptr<boost::asio::io_context>> extra_;
-  std::vector<boost::asio::io_context*> all_;
+  std::vector<boost::asio::io_context*> all_;  // main first
   std::vector<Guard> guards_;  // keep the extra contexts running while they have no connection
   std::vector<std::thread> threads_;
 };

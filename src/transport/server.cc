@@ -112,25 +112,23 @@ struct ServerState {
   std::atomic<bool> accepting{true};
   std::size_t next_worker = 0;  // used on acceptor_ex only
 
-  // Where the next connection runs, and where its CorkStream's flush is posted (a context
-  // executor, so that the flush runs after every handler already queued there).
-  struct Placement {
-    net::any_io_executor ex;
-    net::any_io_executor flush_ex;
-  };
-  Placement place_next() {
-    if (options.workers.empty()) return {net::make_strand(io), io.get_executor()};
-    net::io_context* ctx = options.workers[next_worker++ % options.workers.size()];
-    return {ctx->get_executor(), ctx->get_executor()};
+  // Where the next connection runs: its own strand, or the next worker context.
+  net::any_io_executor place_next() {
+    if (options.workers.empty()) return net::make_strand(io);
+    return options.workers[next_worker++ % options.workers.size()]->get_executor();
+  }
+  // Where a connection's CorkStream posts its flush: a context executor (the connection's own
+  // worker context, or the io_context under its strand), so that the flush runs after every
+  // handler already queued there.
+  net::any_io_executor flush_executor(const net::any_io_executor& conn_ex) {
+    return options.workers.empty() ? net::any_io_executor(io.get_executor()) : conn_ex;
   }
 };
 
 class Connection final : public WsConnection, public std::enable_shared_from_this<Connection> {
  public:
-  static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock,
-                                            net::any_io_executor flush_ex) {
-    auto conn =
-        std::shared_ptr<Connection>(new Connection(st, std::move(sock), std::move(flush_ex)));
+  static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock) {
+    auto conn = std::shared_ptr<Connection>(new Connection(st, std::move(sock)));
     std::lock_guard lock(st->mu);
     conn->registration_ = st->live.insert(st->live.end(), conn);
     return conn;
@@ -214,11 +212,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
  private:
   enum class Phase { kHttp, kWsHandshake, kWs, kBridge };
 
-  Connection(std::shared_ptr<ServerState> st, tcp::socket sock, net::any_io_executor flush_ex)
-      : st_(std::move(st)),
-        ex_(sock.get_executor()),
-        flush_ex_(std::move(flush_ex)),
-        close_timer_(ex_) {
+  Connection(std::shared_ptr<ServerState> st, tcp::socket sock)
+      : st_(std::move(st)), ex_(sock.get_executor()), close_timer_(ex_) {
     error_code ec;
     auto ep = sock.remote_endpoint(ec);
     if (!ec) remote_ip_ = ep.address().to_string();
@@ -385,7 +380,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     phase_ = Phase::kWsHandshake;
     tls_->expires_never();  // the WebSocket's own timeouts apply from here
     ws_.emplace(std::move(tls_));
-    ws_->next_layer().set_flush_executor(flush_ex_);
+    ws_->next_layer().set_flush_executor(st_->flush_executor(ex_));
     websocket::stream_base::timeout to{};
     to.handshake_timeout = opt.handshake_timeout;
     to.idle_timeout = opt.idle_timeout.count() > 0
@@ -544,7 +539,6 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 
   std::shared_ptr<ServerState> st_;
   const net::any_io_executor ex_;
-  const net::any_io_executor flush_ex_;
   std::string remote_ip_;
   std::list<std::weak_ptr<Connection>>::iterator registration_;
 
@@ -574,8 +568,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
   net::steady_timer backoff(st->acceptor_ex);
   while (st->accepting.load()) {
-    ServerState::Placement at = st->place_next();
-    auto [ec, sock] = co_await st->acceptor.async_accept(at.ex, kUse);
+    auto [ec, sock] = co_await st->acceptor.async_accept(st->place_next(), kUse);
     if (!st->accepting.load() || !st->acceptor.is_open()) break;
     if (ec) {
       if (ec == net::error::operation_aborted) break;
@@ -591,7 +584,7 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
     }
     st->connections.fetch_add(1);
     sock.set_option(tcp::no_delay(true), ignored);
-    auto conn = Connection::create(st, std::move(sock), std::move(at.flush_ex));
+    auto conn = Connection::create(st, std::move(sock));
     auto ex = conn->executor();
     net::co_spawn(ex, Connection::run(std::move(conn)), [](std::exception_ptr) {});
   }
