@@ -9,15 +9,20 @@ bool live(std::int64_t size) { return size >= 0; }
 
 }  // namespace
 
+// Counts an entry of `size` bytes into (sign 1) or out of (sign -1) a queue and the whole.
+void QueueIndex::tally(Queue& q, std::int64_t size, std::int64_t sign) {
+  q.totals.count += sign;
+  q.totals.bytes += sign * size;
+  all_.count += sign;
+  all_.bytes += sign * size;
+}
+
 bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size) {
   if (size < 0) return false;
   Queue& q = queues_[key];
   if (!q.entries.empty() && q.entries.back().seq >= seq) return false;
   q.entries.push_back({seq, size});
-  q.totals.count += 1;
-  q.totals.bytes += size;
-  all_.count += 1;
-  all_.bytes += size;
+  tally(q, size, 1);
   return true;
 }
 
@@ -45,11 +50,8 @@ std::vector<QueueKey> QueueIndex::non_empty() const {
 void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size) {
   Queue& q = queues_[key];
   q.entries.push_back({seq, size});
-  q.totals.count += 1;
-  q.totals.bytes += size;
-  all_.count += 1;
-  all_.bytes += size;
-  log_.push_back({Change::kAppended, key, seq, {}});
+  tally(q, size, 1);
+  log_.push_back({Change::kAppended, key, seq});
 }
 
 QueueIndex::Entry* QueueIndex::find(Queue& q, std::int64_t seq) {
@@ -67,22 +69,10 @@ std::optional<std::int64_t> QueueIndex::remove(QueueKey key, std::int64_t seq) {
   if (e == nullptr || !live(e->size)) return std::nullopt;
   const std::int64_t size = e->size;
   e->size = -size - 1;
-  q.totals.count -= 1;
-  q.totals.bytes -= size;
-  all_.count -= 1;
-  all_.bytes -= size;
-  log_.push_back({Change::kRemoved, key, seq, {}});
+  tally(q, size, -1);
+  log_.push_back({Change::kRemoved, key, seq});
   touched_.push_back(key);
   return size;
-}
-
-void QueueIndex::drop(QueueKey key) {
-  auto it = queues_.find(key);
-  if (it == queues_.end()) return;
-  all_.count -= it->second.totals.count;
-  all_.bytes -= it->second.totals.bytes;
-  log_.push_back({Change::kDropped, key, 0, std::move(it->second)});
-  queues_.erase(it);
 }
 
 std::vector<std::int64_t> QueueIndex::after(QueueKey key, std::int64_t after_seq,
@@ -104,20 +94,11 @@ void QueueIndex::undo(std::size_t mark) {
   while (log_.size() > mark) {
     Logged& l = log_.back();
     switch (l.change) {
-      case Change::kDropped:
-        all_.count += l.dropped.totals.count;
-        all_.bytes += l.dropped.totals.bytes;
-        queues_[l.key] = std::move(l.dropped);
-        break;
       case Change::kAppended: {
         // The newest entry of its queue, and live: later changes were undone first.
         Queue& q = queues_[l.key];
-        const std::int64_t size = q.entries.back().size;
+        tally(q, q.entries.back().size, -1);
         q.entries.pop_back();
-        q.totals.count -= 1;
-        q.totals.bytes -= size;
-        all_.count -= 1;
-        all_.bytes -= size;
         if (q.entries.size() == q.head) queues_.erase(l.key);
         break;
       }
@@ -126,10 +107,7 @@ void QueueIndex::undo(std::size_t mark) {
         Entry* e = find(q, l.seq);
         const std::int64_t size = -e->size - 1;
         e->size = size;
-        q.totals.count += 1;
-        q.totals.bytes += size;
-        all_.count += 1;
-        all_.bytes += size;
+        tally(q, size, 1);
         break;
       }
     }

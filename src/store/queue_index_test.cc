@@ -44,8 +44,10 @@ TEST(QueueIndexTest, UndoRevertsToTheMarkAndSettleForgetsTheLog) {
   EXPECT_EQ(q.remove(kA, 1), 10);
   q.append(kA, 3, 30);
   q.append(kB, 4, 40);
-  q.drop(kA);
-  q.append(kA, 5, 50);  // a new queue under the same key (a recovered account's new device)
+  // A recovered account: its queue emptied, then a new device under the same key.
+  EXPECT_EQ(q.remove(kA, 2), 20);
+  EXPECT_EQ(q.remove(kA, 3), 30);
+  q.append(kA, 5, 50);
   EXPECT_EQ(q.after(kA, 0, 10), (Seqs{5}));
   EXPECT_EQ(q.all().count, 2);
   q.undo(mark);

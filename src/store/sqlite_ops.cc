@@ -134,10 +134,10 @@ Result<std::vector<Device>> load_devices(Tx& tx, std::int64_t account_id) {
 // (their envelopes were encrypted to keys that no longer exist).
 Status recover_account(Tx& tx, std::int64_t account_id, const NewAccount& a) {
   for (const QueueKey& key : tx.backend.queues.queues_of(account_id)) {
+    // The emptied queue leaves the index when the batch commits (QueueIndex::settle).
     for (std::int64_t seq : tx.backend.queues.after(key, 0, SIZE_MAX)) {
       PARLEY_TRY(delete_envelope(tx, key, seq));
     }
-    tx.backend.queues.drop(key);
   }
   for (const char* sql : {"DELETE FROM pre_keys WHERE account_id = ?1",
                           "DELETE FROM devices WHERE account_id = ?1"}) {

@@ -56,7 +56,6 @@ class QueueIndex {
   // Logged changes.
   void append(QueueKey key, std::int64_t seq, std::int64_t size);      // seq above every queued one
   std::optional<std::int64_t> remove(QueueKey key, std::int64_t seq);  // its size, if queued
-  void drop(QueueKey key);  // the whole queue (the caller deleted its rows)
 
   // Up to `limit` queued seqs above `after_seq`, oldest first.
   std::vector<std::int64_t> after(QueueKey key, std::int64_t after_seq, std::size_t limit) const;
@@ -77,15 +76,15 @@ class QueueIndex {
     std::size_t head = 0;
     Totals totals;
   };
-  enum class Change { kDropped, kAppended, kRemoved };
+  enum class Change { kAppended, kRemoved };
   struct Logged {
     Change change;
     QueueKey key;
     std::int64_t seq = 0;
-    Queue dropped;  // kDropped only
   };
 
   static Entry* find(Queue& q, std::int64_t seq);
+  void tally(Queue& q, std::int64_t size, std::int64_t sign);
 
   std::unordered_map<QueueKey, Queue, QueueKeyHash> queues_;
   Totals all_;
