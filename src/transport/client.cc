@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "transport/internal/asio.h"
+#include "transport/internal/tls_resumption.h"
 
 namespace parley::transport {
 namespace {
@@ -148,6 +149,7 @@ std::shared_ptr<ssl::context> make_client_tls_context() {
   SSL_CTX_set_alpn_protos(native, kAlpn, sizeof kAlpn);
   // No CA validation: the pin (checked right after the handshake) is the trust anchor.
   ctx->set_verify_mode(ssl::verify_none, ec);
+  enable_session_resumption(native);
   return ctx;
 }
 
@@ -463,10 +465,16 @@ net::awaitable<Status> connect_tls(Tls& stream, const ClientOptions& o) {
     SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
              const_cast<char*>(o.sni.c_str()));
   }
+  SSL* ssl = stream.native_handle();
+  const std::string key =
+      o.resume_tls ? resumption_key(o.pin_sha256, o.host, o.port, o.sni) : std::string();
+  if (o.resume_tls) offer_session(ssl, key);
   tcp_layer.expires_after(o.connect_timeout);
   auto [hec] = co_await stream.async_handshake(ssl::stream_base::client, kUse);
   if (hec) co_return io_error("tls handshake", hec);
-  co_return check_pin(stream.native_handle(), o.pin_sha256, "certificate pin mismatch");
+  PARLEY_CO_TRY(check_pin(ssl, o.pin_sha256, "certificate pin mismatch"));
+  if (o.resume_tls) keep_sessions(ssl, key);
+  co_return Status::ok();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,6 +535,7 @@ class WsClientImpl final : public WsClientCore,
 
   bool idle() const override { return queue_.empty() && !writing_; }
   bool finished() const override { return finished_; }
+  bool tls_resumed() const override { return resumed_; }
 
  private:
   // The coroutine owns the client (`self`) until it ends.
@@ -543,6 +552,7 @@ class WsClientImpl final : public WsClientCore,
     try {
       Status st = co_await connect_tls(ws_->next_layer(), options_);
       if (st.is_ok()) {
+        resumed_ = SSL_session_reused(ws_->next_layer().native_handle()) == 1;
         beast::get_lowest_layer(*ws_).expires_never();
         websocket::stream_base::timeout to =
             websocket::stream_base::timeout::suggested(beast::role_type::client);
@@ -687,6 +697,7 @@ class WsClientImpl final : public WsClientCore,
   bool closing_ = false;
   bool close_sent_ = false;
   bool finished_ = false;
+  bool resumed_ = false;  // set before on_connected, read-only after
   Status local_error_;
 };
 
@@ -730,6 +741,8 @@ class BlockingWsClientImpl final : public BlockingWsClient {
     if (!result->has_value()) return result->error();
     return Status::ok();
   }
+
+  bool tls_resumed() const override { return client_ && client_->tls_resumed(); }
 
   Status send(ByteView message) override {
     if (closed_) return *closed_;
@@ -824,6 +837,7 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
   Tls& stream = *stream_ptr;
   Status st = co_await connect_tls(stream, o);
   if (!st.is_ok()) co_return st;
+  const bool resumed = SSL_session_reused(stream.native_handle()) == 1;
   auto& tcp_layer = beast::get_lowest_layer(stream);
   const auto timeout = std::max<std::chrono::steady_clock::duration>(o.connect_timeout,
                                                                     std::chrono::seconds(30));
@@ -862,6 +876,7 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
     if (ec) co_return io_error("read", ec);
   }
   HttpResponse out;
+  out.tls_resumed = resumed;
   auto& res = parser.get();
   out.status = res.result_int();
   out.body = std::move(res.body());

@@ -68,6 +68,12 @@ struct ClientOptions {
   // client pings after idle_timeout / 2 without traffic and closes with kIo "link stalled" when
   // nothing at all (no frame, no pong) arrived for idle_timeout. Zero: no such check.
   std::chrono::milliseconds idle_timeout{0};
+  // TLS session resumption: offer the session (ticket) this process last got from the same
+  // server (same pin, host, port and SNI), and keep the ones it sends once its pin is checked.
+  // A server that cannot resume (restarted) gets a full handshake. A resumed handshake sends no
+  // certificate and makes no signature. Off: every handshake is a full one (the load generator
+  // measures both).
+  bool resume_tls = true;
 };
 
 // An asynchronous WebSocket client connection (for the load generator and the client daemon).
@@ -86,6 +92,8 @@ class WsClient {
                             std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected);
   virtual void send(std::shared_ptr<const std::string> message) = 0;
   virtual void close() = 0;
+  // Whether the TLS handshake resumed an earlier session (ClientOptions::resume_tls).
+  virtual bool tls_resumed() const = 0;
 };
 
 // A blocking WebSocket client with timeouts (tests, the CLI). Not thread-safe.
@@ -101,6 +109,8 @@ class BlockingWsClient {
   // returns a message only if one has already arrived.
   virtual Result<std::string> receive(std::chrono::milliseconds timeout) = 0;
   virtual void close() = 0;
+  // Whether the TLS handshake resumed an earlier session (ClientOptions::resume_tls).
+  virtual bool tls_resumed() const = 0;
 };
 
 // Blocking HTTPS requests for attachments, over a fresh pinned TLS connection each.
@@ -109,6 +119,7 @@ struct HttpResponse {
   std::string body;
   std::string content_range;  // response header, if any (else the Upload-Offset header)
   std::vector<std::pair<std::string, std::string>> headers;  // all response fields, in order
+  bool tls_resumed = false;  // the request's TLS handshake resumed an earlier session
   // The value of a response field (case-insensitive name); empty when absent.
   std::string header(std::string_view name) const;
 };

@@ -194,22 +194,44 @@ class TransportTest : public ::testing::Test {
 
   void start(std::size_t max_connections = 100) {
     options_.max_connections = max_connections;
-    auto server = Server::start(
-        io_, options_,
-        [this](const std::string&) { return std::make_unique<EchoHandler>(shared_); },
-        files_.get());
-    ASSERT_TRUE(server.has_value()) << server.error().to_string();
-    server_ = std::move(server).value();
+    start_server();
     thread_ = std::thread([this] { io_.run(); });
   }
 
-  void TearDown() override {
-    if (server_) {
-      server_->stop_accepting();
-      server_->close_all("test over");
-      EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }, 10000ms));
-      server_.reset();
+  // `attempts`: the old listening socket of a restart closes on the io thread
+  // (stop_accepting posts it), so the bind is retried for a while.
+  void start_server(int attempts = 1) {
+    auto make = [this] {
+      return Server::start(
+          io_, options_,
+          [this](const std::string&) { return std::make_unique<EchoHandler>(shared_); },
+          files_.get());
+    };
+    auto server = make();
+    for (int i = 1; i < attempts && !server; ++i) {
+      std::this_thread::sleep_for(10ms);
+      server = make();
     }
+    ASSERT_TRUE(server.has_value()) << server.error().to_string();
+    server_ = std::move(server).value();
+  }
+
+  // A new server (with options_ as they are now) in place of the running one, on its port.
+  void restart_on_the_same_port() {
+    options_.listen_port = server_->port();
+    stop_server();
+    start_server(500);
+  }
+
+  void stop_server() {
+    server_->stop_accepting();
+    server_->close_all("test over");
+    EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }, 10000ms));
+    server_.reset();
+  }
+
+  void TearDown() override {
+    if (server_) stop_server();
     {
       std::lock_guard lock(shared_.mu);
       for (auto& t : shared_.threads) t.join();
@@ -464,6 +486,116 @@ TEST_F(TransportTest, WrongPinRefused) {
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(shared_.opened.load(), 0);
+}
+
+// TLS session resumption (ClientOptions::resume_tls, internal/tls_resumption.h).
+TEST_F(TransportTest, TlsSessionsResumeOnlyWithTheServerThatIssuedThem) {
+  start();
+  ClientOptions o = client_options();
+  auto first = BlockingWsClient::connect(o);
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  EXPECT_FALSE((*first)->tls_resumed());
+  expect_echo(**first, "first");
+  (*first)->close();
+
+  // The server's ticket came with the first connection: the next ones resume it.
+  auto second = BlockingWsClient::connect(o);
+  ASSERT_TRUE(second.has_value()) << second.error().to_string();
+  EXPECT_TRUE((*second)->tls_resumed());
+  expect_echo(**second, "second");
+  (*second)->close();
+  auto page = HttpsClient(o).request("GET", "/");
+  ASSERT_TRUE(page.has_value()) << page.error().to_string();
+  EXPECT_EQ(page->status, 200u);
+  EXPECT_TRUE(page->tls_resumed);
+
+  ClientOptions full = o;
+  full.resume_tls = false;
+  auto third = BlockingWsClient::connect(full);
+  ASSERT_TRUE(third.has_value()) << third.error().to_string();
+  EXPECT_FALSE((*third)->tls_resumed());
+  (*third)->close();
+
+  // A new server on the same port, with a new certificate: the session is offered to it (same
+  // host, port and pin) but it cannot resume it, and the pin check still refuses it.
+  auto other = crypto::generate_self_signed("localhost", 30);
+  ASSERT_TRUE(other.has_value());
+  options_.cert_pem = other->cert_pem;
+  options_.key_pem = other->key_pem;
+  restart_on_the_same_port();
+  auto refused = BlockingWsClient::connect(o);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().message(), "certificate pin mismatch");
+
+  // Under its own pin: a full handshake, then resumption again.
+  auto new_pin = crypto::certificate_pin(other->cert_pem);
+  ASSERT_TRUE(new_pin.has_value());
+  o.pin_sha256 = Bytes(new_pin->begin(), new_pin->end());
+  for (bool resumed : {false, true}) {
+    auto c = BlockingWsClient::connect(o);
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    EXPECT_EQ((*c)->tls_resumed(), resumed);
+    expect_echo(**c, "again");
+    (*c)->close();
+  }
+}
+
+// Connections opened many at once, each replaced by a new one as soon as it is up (as in a
+// reconnect storm), all resume: each takes the newest session the client holds.
+TEST_F(TransportTest, ConnectionsOpenedAtOnceEachResume) {
+  start();
+  ClientOptions o = client_options();
+  auto first = BlockingWsClient::connect(o);
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  (*first)->close();
+  constexpr int kTotal = 400, kAtOnce = 16;
+  boost::asio::io_context io;
+  int launched = 0, up = 0, resumed = 0, failed = 0;
+  std::function<void()> launch = [&] {
+    while (launched < kTotal && launched - up - failed < kAtOnce) {
+      ++launched;
+      WsClient::async_connect(
+          io, o, [](std::string_view) {}, [](const Status&) {},
+          [&](Result<std::shared_ptr<WsClient>> r) {
+            if (!r) {
+              ++failed;
+            } else {
+              ++up;
+              if ((*r)->tls_resumed()) ++resumed;
+              (*r)->close();
+            }
+            launch();
+          });
+    }
+  };
+  launch();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (up + failed < kTotal && std::chrono::steady_clock::now() < deadline &&
+         io.run_one_for(1s) > 0) {
+  }
+  io.run_for(2s);  // the closes
+  launch = nullptr;
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(up, kTotal);
+  EXPECT_EQ(resumed, kTotal);
+}
+
+// A server restarted with the same certificate has a new ticket key: the client's session is
+// refused and the handshake falls back to a full one.
+TEST_F(TransportTest, AServerThatCannotResumeGetsAFullHandshake) {
+  start();
+  ClientOptions o = client_options();
+  for (int i = 0; i < 2; ++i) {
+    auto c = BlockingWsClient::connect(o);
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    EXPECT_EQ((*c)->tls_resumed(), i == 1);
+    (*c)->close();
+  }
+  restart_on_the_same_port();
+  auto c = BlockingWsClient::connect(o);
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_FALSE((*c)->tls_resumed());
+  expect_echo(**c, "after the restart");
 }
 
 std::string ws_upgrade_request() {
