@@ -35,7 +35,8 @@ void Metrics::count_response(std::uint32_t status) {
   responses[8].fetch_add(1, std::memory_order_relaxed);  // anything else counts as 500
 }
 
-std::string Metrics::render_prometheus(const store::Stats& s) const {
+std::string Metrics::render_prometheus(const store::Stats& s,
+                                       const transport::Server::TlsHandshakes& tls) const {
   std::string out;
   auto line = [&out](std::string_view name, std::string_view type, std::string_view help,
                      auto value) {
@@ -75,6 +76,15 @@ std::string Metrics::render_prometheus(const store::Stats& s) const {
   for (std::size_t i = 0; i < responses.size(); ++i) {
     out += "parley_responses_total{code=\"" + std::to_string(kStatusBuckets[i]) + "\"} " +
            std::to_string(responses[i].load()) + "\n";
+  }
+  out +=
+      "# HELP parley_tls_handshakes_total TLS handshakes by outcome (resumed: a client's "
+      "session ticket).\n# TYPE parley_tls_handshakes_total counter\n";
+  for (const auto& [outcome, n] : {std::pair<const char*, std::uint64_t>{"full", tls.full},
+                                   {"resumed", tls.resumed},
+                                   {"failed", tls.failed}}) {
+    out += std::string("parley_tls_handshakes_total{outcome=\"") + outcome + "\"} " +
+           std::to_string(n) + "\n";
   }
   return out;
 }

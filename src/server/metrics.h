@@ -8,6 +8,7 @@
 #include <string>
 
 #include "store/store.h"
+#include "transport/server.h"
 
 namespace parley::server {
 
@@ -32,7 +33,8 @@ struct Metrics {
   std::atomic<std::uint64_t> bad_frames{0};         // frames that did not decode
 
   void count_response(std::uint32_t status);
-  std::string render_prometheus(const store::Stats& store) const;
+  std::string render_prometheus(const store::Stats& store,
+                                const transport::Server::TlsHandshakes& tls) const;
 };
 
 }  // namespace parley::server

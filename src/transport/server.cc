@@ -103,6 +103,7 @@ struct ServerState {
   const WsHandlerFactory factory;
   HttpFiles* const files;
   std::atomic<std::size_t> connections{0};
+  std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
 
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
@@ -240,7 +241,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     tls_->expires_after(opt.handshake_timeout);
     {
       auto [ec] = co_await tls_->async_handshake(kUse);
-      if (ec) co_return std::nullopt;
+      if (ec) {
+        ++st_->tls_failed;
+        co_return std::nullopt;
+      }
+      ++(tls_->session_reused() ? st_->tls_resumed : st_->tls_full);
     }
     HttpContext cx{opt, st_->site, st_->files};
     const std::string att_prefix = opt.ws_path + "/att/";
@@ -622,6 +627,9 @@ class ServerImpl final : public Server {
   }
 
   std::size_t connection_count() const override { return st_->connections.load(); }
+  TlsHandshakes tls_handshakes() const override {
+    return {st_->tls_full.load(), st_->tls_resumed.load(), st_->tls_failed.load()};
+  }
 
  private:
   std::shared_ptr<ServerState> st_;

@@ -127,6 +127,14 @@ class Server {
   // Closes every connection with `reason`.
   virtual void close_all(std::string_view reason) = 0;
   virtual std::size_t connection_count() const = 0;
+  // TLS handshakes since the start: full ones, resumed ones (a client's session ticket) and
+  // failed ones (bad TLS, a timeout, a peer that went away).
+  struct TlsHandshakes {
+    std::uint64_t full = 0;
+    std::uint64_t resumed = 0;
+    std::uint64_t failed = 0;
+  };
+  virtual TlsHandshakes tls_handshakes() const = 0;
 };
 
 }  // namespace parley::transport

@@ -578,6 +578,16 @@ TEST_F(ServerTest, MetricsAndGracefulDrain) {
   EXPECT_NE(metrics->find("parley_connections 1"), std::string::npos) << *metrics;
   EXPECT_NE(metrics->find("parley_requests_total{kind=\"register\"} 1"), std::string::npos);
   EXPECT_NE(metrics->find("parley_store_commits_total"), std::string::npos);
+  // alice's was the client's first handshake with this server; bob's resumes its ticket.
+  EXPECT_NE(metrics->find("parley_tls_handshakes_total{outcome=\"full\"} 1\n"), std::string::npos)
+      << *metrics;
+  auto bob = registered("bob", 2);
+  metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_tls_handshakes_total{outcome=\"resumed\"} 1\n"),
+            std::string::npos)
+      << *metrics;
+  bob.reset();
   EXPECT_TRUE(drain(*alice).empty());
   // The client keeps reading while the server drains (as a real client does), so it answers the
   // server's close and the server exits as soon as its connections are gone.

@@ -56,6 +56,8 @@ class TlsSocket {
 
   void expires_after(std::chrono::steady_clock::duration d);
   void expires_never();
+  // After the handshake: whether it resumed a session (a client's ticket).
+  bool session_reused() const { return SSL_session_reused(ssl_) == 1; }
 
   // void(error_code)
   template <class Handler>
