@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "transport/internal/asio.h"
+#include "transport/internal/cork_stream.h"
 #include "transport/internal/tls_resumption.h"
 
 namespace parley::transport {
@@ -117,8 +118,10 @@ void async_teardown(beast::role_type, BridgePipe& pipe, Handler&& handler) {
 // TLS to parleyd over TCP (direct, SOCKS5, HTTP CONNECT), or inside the TLS to a bridge.
 using ClientTls = beast::ssl_stream<DirectPipe>;
 using Tls2Stream = beast::ssl_stream<BridgePipe>;
+// The WebSocket writes through a CorkStream (as the server's does): the messages written in one
+// turn of the event loop leave in one TLS write, one record and one system call.
 template <class Tls>
-using WsStream = websocket::stream<Tls>;
+using WsStream = websocket::stream<CorkStream<Tls>>;
 
 template <class Tls>
 constexpr bool kThroughBridge = std::is_same_v<Tls, Tls2Stream>;
@@ -485,7 +488,8 @@ class WsClientCore : public WsClient {
  public:
   virtual void start(std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) = 0;
   virtual void send_text_for_test(std::shared_ptr<const std::string> message) = 0;
-  // For BlockingWsClient (same thread as the io_context).
+  // For BlockingWsClient (same thread as the io_context). Idle: every message sent has been
+  // handed to the socket (none queued, none waiting in the cork).
   virtual bool idle() const = 0;
   virtual bool finished() const = 0;
 };
@@ -503,9 +507,10 @@ class WsClientImpl final : public WsClientCore,
         on_message_(std::move(on_message)),
         on_close_(std::move(on_close)) {
     if constexpr (kThroughBridge<Tls>) {
-      ws_ = std::make_unique<WsStream<Tls>>(BridgePipe(ex_, *tls_ctx_), *tls_ctx_);
+      ws_ = std::make_unique<WsStream<Tls>>(
+          std::make_shared<Tls>(BridgePipe(ex_, *tls_ctx_), *tls_ctx_));
     } else {
-      ws_ = std::make_unique<WsStream<Tls>>(DirectPipe(ex_), *tls_ctx_);
+      ws_ = std::make_unique<WsStream<Tls>>(std::make_shared<Tls>(DirectPipe(ex_), *tls_ctx_));
     }
   }
 
@@ -533,7 +538,7 @@ class WsClientImpl final : public WsClientCore,
     });
   }
 
-  bool idle() const override { return queue_.empty() && !writing_; }
+  bool idle() const override { return queue_.empty() && !writing_ && ws_->next_layer().flushed(); }
   bool finished() const override { return finished_; }
   bool tls_resumed() const override { return resumed_; }
 
@@ -550,9 +555,10 @@ class WsClientImpl final : public WsClientCore,
       std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) {
     Status why;
     try {
-      Status st = co_await connect_tls(ws_->next_layer(), options_);
+      Tls& tls = ws_->next_layer().next_layer();
+      Status st = co_await connect_tls(tls, options_);
       if (st.is_ok()) {
-        resumed_ = SSL_session_reused(ws_->next_layer().native_handle()) == 1;
+        resumed_ = SSL_session_reused(tls.native_handle()) == 1;
         beast::get_lowest_layer(*ws_).expires_never();
         websocket::stream_base::timeout to =
             websocket::stream_base::timeout::suggested(beast::role_type::client);

@@ -67,6 +67,9 @@ class CorkStream {
   // may run it; the flush itself always runs on the next layer's executor.
   void set_flush_executor(executor_type ex) { st_->flush_ex = std::move(ex); }
 
+  // Nothing is buffered, waiting for a flush or being written.
+  bool flushed() const { return !st_->flushing && !st_->flush_posted && st_->pending.empty(); }
+
   // While held, buffered bytes wait until release() (or until the buffer is full).
   void hold() { st_->held = true; }
   void release() {
