@@ -540,7 +540,10 @@ class WsClientImpl final : public WsClientCore,
 
   bool idle() const override { return queue_.empty() && !writing_ && ws_->next_layer().flushed(); }
   bool finished() const override { return finished_; }
-  bool tls_resumed() const override { return resumed_; }
+  // Read after on_connected (the handshake is over and does not change again).
+  bool tls_resumed() const override {
+    return SSL_session_reused(ws_->next_layer().next_layer().native_handle()) == 1;
+  }
 
  private:
   // The coroutine owns the client (`self`) until it ends.
@@ -558,7 +561,6 @@ class WsClientImpl final : public WsClientCore,
       Tls& tls = ws_->next_layer().next_layer();
       Status st = co_await connect_tls(tls, options_);
       if (st.is_ok()) {
-        resumed_ = SSL_session_reused(tls.native_handle()) == 1;
         beast::get_lowest_layer(*ws_).expires_never();
         websocket::stream_base::timeout to =
             websocket::stream_base::timeout::suggested(beast::role_type::client);
@@ -703,7 +705,6 @@ class WsClientImpl final : public WsClientCore,
   bool closing_ = false;
   bool close_sent_ = false;
   bool finished_ = false;
-  bool resumed_ = false;  // set before on_connected, read-only after
   Status local_error_;
 };
 

@@ -34,13 +34,15 @@ class SessionCache {
     if (sessions_.size() >= kMaxResumptionKeys) sessions_.erase(sessions_.begin());
     sessions_.emplace(key, std::move(session));
   }
-  // A new reference to the session under `key`, or null.
-  SessionPtr get(const std::string& key) {
+  // A copy of the session under `key`, or null. A copy, not the shared object: OpenSSL
+  // changes the session a handshake resumes, and concurrent handshakes that shared one object
+  // failed to resume 4-31 % of the time (the load generator's handshake scenario, 64 at once;
+  // one at a time: none).
+  SessionPtr copy(const std::string& key) {
     std::lock_guard lock(mu_);
     auto it = sessions_.find(key);
     if (it == sessions_.end()) return nullptr;
-    SSL_SESSION_up_ref(it->second.get());
-    return SessionPtr(it->second.get());
+    return SessionPtr(SSL_SESSION_dup(it->second.get()));
   }
 
  private:
@@ -85,13 +87,8 @@ std::string resumption_key(const Bytes& pin, std::string_view host, std::uint16_
   return key;
 }
 
-// Each connection gets its own copy: OpenSSL changes the session a handshake resumes, and
-// concurrent handshakes that shared one object failed to resume 4-31 % of the time (the
-// load generator's handshake scenario, 64 at once; one at a time: none).
 void offer_session(SSL* ssl, const std::string& key) {
-  SessionPtr shared = cache().get(key);
-  if (!shared) return;
-  SessionPtr own(SSL_SESSION_dup(shared.get()));
+  SessionPtr own = cache().copy(key);
   if (own) SSL_set_session(ssl, own.get());  // takes its own reference
 }
 

@@ -14,7 +14,8 @@
 // process) falls back to a full handshake, with no error.
 //
 // The cache is in memory, one session per key (the newest the server sent), at most
-// kMaxKeys keys. OpenSSL does not offer a ticket past its lifetime.
+// kMaxResumptionKeys keys; each connection offers its own copy. OpenSSL does not offer a
+// ticket past its lifetime.
 
 #include <openssl/ssl.h>
 
@@ -37,7 +38,7 @@ void enable_session_resumption(SSL_CTX* ctx);
 std::string resumption_key(const Bytes& pin, std::string_view host, std::uint16_t port,
                            std::string_view sni);
 
-// Before the handshake: offers the session kept under `key`, if there is one.
+// Before the handshake: offers a copy of the session kept under `key`, if there is one.
 void offer_session(SSL* ssl, const std::string& key);
 
 // After the handshake and the pin check: sessions the server sends on this connection from now
