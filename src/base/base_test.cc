@@ -1,6 +1,13 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "base/bytes.h"
+#include "base/private_file.h"
 #include "base/result.h"
 #include "base/rng.h"
 #include "base/secret_bytes.h"
@@ -53,6 +60,29 @@ Result<int> propagates() {
   return 1;
 }
 TEST(Result, TryPropagates) { EXPECT_EQ(propagates().error().code(), ErrorCode::kNotFound); }
+
+TEST(PrivateFile, IsWrittenForTheOwnerOnlyAndReplacedWhole) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("base_test_private_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "secret").string();
+  const mode_t old_mask = ::umask(0);  // even a umask that lets everyone read
+  ASSERT_TRUE(write_private_file(path, "first").is_ok());
+  ASSERT_TRUE(write_private_file(path, "second").is_ok());
+  ::umask(old_mask);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::ifstream in(path);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "second");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+
+  Status missing = write_private_file((dir / "no" / "such" / "dir").string(), "x");
+  EXPECT_EQ(missing.code(), ErrorCode::kIo);
+  EXPECT_NE(missing.message().find("no/such/dir.tmp"), std::string::npos) << missing.message();
+  std::filesystem::remove_all(dir);
+}
 
 TEST(DeterministicRng, Reproducible) {
   DeterministicRng a(42), b(42), c(43);

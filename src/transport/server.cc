@@ -15,8 +15,9 @@
 
 #include "transport/internal/asio.h"
 #include "transport/internal/cork_stream.h"
-#include "transport/internal/tls_socket.h"
 #include "transport/internal/http_serve.h"
+#include "transport/internal/ticket_keys.h"
+#include "transport/internal/tls_socket.h"
 #include "transport/static_site.h"
 
 namespace parley::transport {
@@ -85,10 +86,11 @@ class Connection;
 
 // Everything the connections share. Kept alive by every connection and the accept loop.
 struct ServerState {
-  ServerState(net::io_context& io_ctx, ServerOptions opts, std::unique_ptr<ssl::context> ctx,
-              WsHandlerFactory f, HttpFiles* fs)
+  ServerState(net::io_context& io_ctx, ServerOptions opts, std::unique_ptr<TicketKeys> keys,
+              std::unique_ptr<ssl::context> ctx, WsHandlerFactory f, HttpFiles* fs)
       : io(io_ctx),
         options(std::move(opts)),
+        ticket_keys(std::move(keys)),
         tls(std::move(ctx)),
         site(options.site_dir),
         factory(std::move(f)),
@@ -98,6 +100,7 @@ struct ServerState {
 
   net::io_context& io;
   const ServerOptions options;
+  const std::unique_ptr<TicketKeys> ticket_keys;  // null: no tickets; outlives tls (its callback)
   const std::unique_ptr<ssl::context> tls;
   const StaticSite site;
   const WsHandlerFactory factory;
@@ -630,6 +633,10 @@ class ServerImpl final : public Server {
   TlsHandshakes tls_handshakes() const override {
     return {st_->tls_full.load(), st_->tls_resumed.load(), st_->tls_failed.load()};
   }
+  Result<bool> rotate_ticket_keys() override {
+    if (!st_->ticket_keys) return false;
+    return st_->ticket_keys->rotate_if_due();
+  }
 
  private:
   std::shared_ptr<ServerState> st_;
@@ -648,6 +655,16 @@ Result<std::unique_ptr<Server>> Server::start(net::io_context& io, ServerOptions
     return make_error(ErrorCode::kInvalidArgument, "server: zero limit");
   }
   PARLEY_ASSIGN_OR_RETURN(auto ctx, make_server_tls_context(options.cert_pem, options.key_pem));
+  std::unique_ptr<TicketKeys> ticket_keys;
+  if (options.tls_tickets) {
+    static const SystemClock clock;
+    PARLEY_ASSIGN_OR_RETURN(
+        ticket_keys, TicketKeys::open(options.ticket_key_file, options.ticket_key_rotation, clock));
+    ticket_keys->install(ctx->native_handle());
+  } else {
+    SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx->native_handle(), 0);
+  }
 
   error_code ec;
   tcp::endpoint endpoint;
@@ -662,8 +679,8 @@ Result<std::unique_ptr<Server>> Server::start(net::io_context& io, ServerOptions
     endpoint = results.begin()->endpoint();
   }
 
-  auto st = std::make_shared<ServerState>(io, std::move(options), std::move(ctx), std::move(ws),
-                                          files);
+  auto st = std::make_shared<ServerState>(io, std::move(options), std::move(ticket_keys),
+                                          std::move(ctx), std::move(ws), files);
   st->acceptor.open(endpoint.protocol(), ec);
   if (!ec) st->acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) st->acceptor.bind(endpoint, ec);

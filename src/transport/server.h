@@ -89,6 +89,13 @@ struct ServerOptions {
   std::uint16_t listen_port = 0;     // 0: pick a free port (see Server::port())
   std::string cert_pem;              // PEM certificate chain
   std::string key_pem;               // PEM private key
+  // TLS 1.3 session tickets (internal/ticket_keys.h, docs/protocol.md "TLS session
+  // resumption"). Their keys are kept in ticket_key_file (mode 0600), so that clients resume
+  // across a restart; empty: in memory only. Server::rotate_ticket_keys() replaces them every
+  // ticket_key_rotation. tls_tickets false: no tickets, so no client resumes.
+  bool tls_tickets = true;
+  std::string ticket_key_file;
+  std::chrono::seconds ticket_key_rotation{std::chrono::hours(12)};
   std::string ws_path;               // secret path, e.g. "/k3J9.../ws"; attachments below it
   std::string site_dir;              // static site files; empty: the built-in site
   std::size_t max_message_size = 256 * 1024;
@@ -135,6 +142,11 @@ class Server {
     std::uint64_t failed = 0;
   };
   virtual TlsHandshakes tls_handshakes() const = 0;
+  // Begins a new ticket key when the newest has sealed tickets for ticket_key_rotation (the
+  // caller runs this now and then; parleyd from its housekeeping). Returns whether it did; kIo
+  // when ticket_key_file could not be written (the new key is used all the same). False when
+  // tls_tickets is off.
+  virtual Result<bool> rotate_ticket_keys() = 0;
 };
 
 }  // namespace parley::transport

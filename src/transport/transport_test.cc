@@ -598,6 +598,64 @@ TEST_F(TransportTest, AServerThatCannotResumeGetsAFullHandshake) {
   expect_echo(**c, "after the restart");
 }
 
+TEST_F(TransportTest, KeptTicketKeysLetClientsResumeAfterARestart) {
+  options_.ticket_key_file = (dir_ / "ticket-keys").string();
+  start();
+  ClientOptions o = client_options();
+  auto first = BlockingWsClient::connect(o);
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  EXPECT_FALSE((*first)->tls_resumed());
+  (*first)->close();
+
+  restart_on_the_same_port();
+  auto again = BlockingWsClient::connect(o);
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_TRUE((*again)->tls_resumed());
+  expect_echo(**again, "resumed across the restart");
+  (*again)->close();
+
+  // Without the file, a restart makes new keys: one full handshake, then resumed again.
+  std::filesystem::remove(options_.ticket_key_file);
+  restart_on_the_same_port();
+  EXPECT_TRUE(std::filesystem::exists(options_.ticket_key_file));
+  for (int i = 0; i < 2; ++i) {
+    auto c = BlockingWsClient::connect(o);
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    EXPECT_EQ((*c)->tls_resumed(), i == 1);
+    (*c)->close();
+  }
+}
+
+TEST_F(TransportTest, WithoutTicketsNoClientResumes) {
+  options_.tls_tickets = false;
+  start();
+  for (int i = 0; i < 3; ++i) {
+    auto c = BlockingWsClient::connect(client_options());
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    EXPECT_FALSE((*c)->tls_resumed());
+    expect_echo(**c, "full handshake " + std::to_string(i));
+    (*c)->close();
+  }
+  EXPECT_EQ(server_->tls_handshakes().resumed, 0u);
+  EXPECT_FALSE(server_->rotate_ticket_keys().value());
+}
+
+TEST_F(TransportTest, AMalformedTicketKeyFileStopsTheStartAndIsLeftAlone) {
+  const auto path = dir_ / "ticket-keys";
+  const std::string bad = "v1 1764500000 00 11 22\n";
+  std::ofstream(path) << bad;
+  options_.ticket_key_file = path.string();
+  auto server = Server::start(
+      io_, options_, [this](const std::string&) { return std::make_unique<EchoHandler>(shared_); },
+      files_.get());
+  ASSERT_FALSE(server.has_value());
+  EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(server.error().message().find(path.string() + ": line 1"), std::string::npos)
+      << server.error().message();
+  std::ifstream in(path);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bad);
+}
+
 std::string ws_upgrade_request() {
   return "GET " + std::string(kWsPath) +
          " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
