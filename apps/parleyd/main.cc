@@ -29,6 +29,7 @@
 #include <thread>
 #include <tuple>
 
+#include "base/private_file.h"
 #include "crypto/primitives.h"
 #include "crypto/x509.h"
 #include "server/config.h"
@@ -57,21 +58,6 @@ Result<std::string> read_file(const fs::path& p) {
   return ss.str();
 }
 
-Status write_private_file(const fs::path& p, std::string_view data) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return make_error(ErrorCode::kIo, "cannot write " + tmp.string());
-    out.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (!out) return make_error(ErrorCode::kIo, "cannot write " + tmp.string());
-  }
-  ::chmod(tmp.c_str(), 0600);
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  if (ec) return make_error(ErrorCode::kIo, "cannot rename " + tmp.string());
-  return Status::ok();
-}
-
 std::string random_token(Rng& rng, std::size_t bytes) {
   // base64url without padding, so paths and tokens stay URL-safe.
   static constexpr char kAlphabet[] =
@@ -92,13 +78,18 @@ Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity
   const fs::path dir(cfg.data_dir);
   const fs::path ws_file = dir / "ws_path";
   if (!fs::exists(ws_file)) {
-    PARLEY_TRY(write_private_file(ws_file, "/" + random_token(rng, 22) + "\n"));
+    PARLEY_TRY(write_private_file(ws_file.string(), "/" + random_token(rng, 22) + "\n"));
   }
   PARLEY_ASSIGN_OR_RETURN(std::string ws, read_file(ws_file));
   while (!ws.empty() && (ws.back() == '\n' || ws.back() == '\r')) ws.pop_back();
   if (ws.size() < 8 || ws.front() != '/') return make_error(ErrorCode::kInvalidArgument, "bad " + ws_file.string());
   cfg.ws_path = ws;
 
+  // DIR/tls holds the generated certificate and key, and the ticket keys (also with --cert).
+  const fs::path tls_dir = dir / "tls";
+  fs::create_directories(tls_dir, ec);
+  if (ec) return make_error(ErrorCode::kIo, "cannot create " + tls_dir.string());
+  ::chmod(tls_dir.c_str(), 0700);
   if (!cfg.cert_file.empty() || !cfg.key_file.empty()) {
     if (cfg.cert_file.empty() || cfg.key_file.empty()) {
       return make_error(ErrorCode::kInvalidArgument, "--cert and --key go together");
@@ -107,14 +98,11 @@ Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity
     PARLEY_ASSIGN_OR_RETURN(tls.key_pem, read_file(cfg.key_file));
     return Status::ok();
   }
-  const fs::path tls_dir = dir / "tls";
-  fs::create_directories(tls_dir, ec);
-  ::chmod(tls_dir.c_str(), 0700);
   if (!fs::exists(tls_dir / "cert.pem") || !fs::exists(tls_dir / "key.pem")) {
     PARLEY_ASSIGN_OR_RETURN(crypto::TlsIdentity fresh,
                             crypto::generate_self_signed(cfg.public_host, 3650));
-    PARLEY_TRY(write_private_file(tls_dir / "key.pem", fresh.key_pem));
-    PARLEY_TRY(write_private_file(tls_dir / "cert.pem", fresh.cert_pem));
+    PARLEY_TRY(write_private_file((tls_dir / "key.pem").string(), fresh.key_pem));
+    PARLEY_TRY(write_private_file((tls_dir / "cert.pem").string(), fresh.cert_pem));
     spdlog::info("event=tls_identity_created");
   }
   PARLEY_ASSIGN_OR_RETURN(tls.cert_pem, read_file(tls_dir / "cert.pem"));
@@ -178,9 +166,13 @@ struct Front {
   std::unique_ptr<transport::PtServer> pt;
 };
 std::optional<Front> start_front(boost::asio::io_context& io, const server::ServerConfig& cfg,
-                                 const transport::ServerOptions& opts,
-                                 transport::WsHandlerFactory factory,
+                                 transport::ServerOptions opts, transport::WsHandlerFactory factory,
                                  transport::HttpFiles* files) {
+  opts.tls_tickets = cfg.tls_tickets != server::TlsTickets::kOff;
+  if (cfg.tls_tickets == server::TlsTickets::kFile) {
+    opts.ticket_key_file = (fs::path(cfg.data_dir) / "tls" / "ticket-keys").string();
+  }
+  opts.ticket_key_rotation = std::chrono::hours(cfg.tls_ticket_rotation_hours);
   auto server = transport::Server::start(io, opts, std::move(factory), files);
   if (!server) {
     std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
@@ -208,6 +200,21 @@ void add_obfs4(wire::Invite& inv, const transport::PtServer* pt, const server::S
   inv.obfs4_host = any ? cfg.public_host : pt->host();
   inv.obfs4_port = pt->port();
   inv.obfs4_args = pt->args();
+}
+
+// Every ten minutes: a new TLS ticket key when the newest has sealed for a rotation period.
+void rotate_ticket_keys_every(boost::asio::steady_timer& timer, transport::Server& server) {
+  timer.expires_after(std::chrono::minutes(10));
+  timer.async_wait([&timer, &server](boost::system::error_code ec) {
+    if (ec) return;
+    auto rotated = server.rotate_ticket_keys();
+    if (!rotated) {
+      spdlog::warn("event=tls_ticket_keys_not_written error=\"{}\"", rotated.error().to_string());
+    } else if (*rotated) {
+      spdlog::info("event=tls_ticket_key_rotated");
+    }
+    rotate_ticket_keys_every(timer, server);
+  });
 }
 
 // Stops `io` once the server has no connection left, or at `deadline`.
@@ -335,6 +342,8 @@ int run(server::ServerConfig cfg) {
     });
   };
   schedule();
+  boost::asio::steady_timer ticket_rotation(io);
+  rotate_ticket_keys_every(ticket_rotation, *server);
 
   boost::asio::steady_timer drain_timer(io);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
@@ -343,6 +352,7 @@ int run(server::ServerConfig cfg) {
     server->stop_accepting();
     service.set_draining();
     housekeeping.cancel();
+    ticket_rotation.cancel();
     // Let in-flight requests finish, close the connections, wait (bounded) until every
     // connection has ended (so each session is released), then stop.
     drain_timer.expires_after(std::chrono::milliseconds(500));
@@ -430,10 +440,13 @@ int run_bridge(server::ServerConfig cfg) {
   spdlog::info("event=started mode=bridge port={} to={}:{}", port, cfg.bridge_to.host,
                cfg.bridge_to.port);
 
+  boost::asio::steady_timer ticket_rotation(io);
+  rotate_ticket_keys_every(ticket_rotation, *server);
   boost::asio::steady_timer drain_timer(io);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code, int sig) {
     spdlog::info("event=draining signal={}", sig);
+    ticket_rotation.cancel();
     server->stop_accepting();
     server->close_all("server restarting");
     if (admin) admin->stop();
@@ -508,6 +521,8 @@ int main(int argc, char** argv) {
     keep("--max-connections", cfg.max_connections, from_file.max_connections);
     keep("--attachment-max-bytes", cfg.attachment_max_bytes, from_file.attachment_max_bytes);
     // Keys without a flag come from the file as they are.
+    cfg.tls_tickets = from_file.tls_tickets;
+    cfg.tls_ticket_rotation_hours = from_file.tls_ticket_rotation_hours;
     cfg.queue_max_age_days = from_file.queue_max_age_days;
     cfg.max_message_bytes = from_file.max_message_bytes;
     cfg.write_queue_bytes = from_file.write_queue_bytes;

@@ -87,6 +87,27 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "server.public_port") return read_uint(n, key, c.public_port);
   if (key == "server.cert") return read_string(n, key, c.cert_file);
   if (key == "server.key") return read_string(n, key, c.key_file);
+  if (key == "server.tls_tickets") {
+    std::string s;
+    PARLEY_TRY(read_string(n, key, s));
+    if (s == "file") {
+      c.tls_tickets = TlsTickets::kFile;
+    } else if (s == "memory") {
+      c.tls_tickets = TlsTickets::kMemory;
+    } else if (s == "off") {
+      c.tls_tickets = TlsTickets::kOff;
+    } else {
+      return bad_key(key, "expected file, memory or off");
+    }
+    return Status::ok();
+  }
+  if (key == "server.tls_ticket_rotation_hours") {
+    std::uint32_t hours = 0;
+    PARLEY_TRY(read_uint(n, key, hours));
+    if (hours < 1 || hours > 168) return bad_key(key, "expected 1 to 168 (hours)");
+    c.tls_ticket_rotation_hours = hours;
+    return Status::ok();
+  }
   if (key == "server.site") return read_string(n, key, c.site_dir);
   if (key == "server.io_threads") return read_uint(n, key, c.io_threads);
   if (key == "registration.policy") {

@@ -10,6 +10,9 @@
 namespace parley::server {
 
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
+// Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
+// that clients resume across a restart; in memory only; or no tickets at all.
+enum class TlsTickets { kFile, kMemory, kOff };
 
 struct HostPort {
   std::string host;
@@ -28,6 +31,8 @@ struct ServerConfig {
   std::uint16_t public_port = 0;     // port in the invite link; default: the bound port
   std::string cert_file;             // PEM; empty: DIR/tls/cert.pem, generated on first start
   std::string key_file;
+  TlsTickets tls_tickets = TlsTickets::kFile;
+  std::uint32_t tls_ticket_rotation_hours = 12;  // 1..168
   std::string site_dir;              // static website; empty: the built-in one
   std::uint32_t io_threads = 0;      // threads running connections; 0: one per core
   // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.

@@ -84,5 +84,30 @@ TEST(Config, TomlFileAndUnknownKeys) {
   EXPECT_FALSE(load_config_file(path, c).is_ok());
 }
 
+TEST(Config, TlsTicketKeys) {
+  const std::string path = ::testing::TempDir() + "/parleyd_tickets.toml";
+  auto load = [&](const std::string& text, ServerConfig& c) {
+    std::ofstream(path) << "[server]\n" << text << "\n";
+    return load_config_file(path, c);
+  };
+  ServerConfig c;
+  EXPECT_EQ(c.tls_tickets, TlsTickets::kFile);
+  EXPECT_EQ(c.tls_ticket_rotation_hours, 12u);
+  ASSERT_TRUE(load("tls_tickets = \"memory\"\ntls_ticket_rotation_hours = 168", c).is_ok());
+  EXPECT_EQ(c.tls_tickets, TlsTickets::kMemory);
+  EXPECT_EQ(c.tls_ticket_rotation_hours, 168u);
+  ASSERT_TRUE(load("tls_tickets = \"off\"", c).is_ok());
+  EXPECT_EQ(c.tls_tickets, TlsTickets::kOff);
+  for (const char* bad : {"tls_tickets = \"disk\"", "tls_tickets = 1",
+                          "tls_ticket_rotation_hours = 0", "tls_ticket_rotation_hours = 169"}) {
+    ServerConfig before;
+    Status s = load(bad, before);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("tls_ticket"), std::string::npos) << s.message();
+    EXPECT_EQ(before.tls_tickets, TlsTickets::kFile);  // left as it was
+    EXPECT_EQ(before.tls_ticket_rotation_hours, 12u);
+  }
+}
+
 }  // namespace
 }  // namespace parley::server

@@ -100,6 +100,8 @@ class TestClient {
   Result<wire::Response> ack(const std::vector<std::string>& server_ids);
 
   const std::string& name() const { return name_; }
+  // Whether the current connection's TLS handshake resumed a session ticket.
+  bool tls_resumed() const { return ws_ != nullptr && ws_->tls_resumed(); }
   std::uint32_t registration_id() const { return registration_id_; }
   const wire::Challenge& challenge() const { return challenge_; }
   const crypto::Ed25519KeyPair& auth_key() const { return auth_; }

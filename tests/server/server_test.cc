@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -356,6 +357,53 @@ TEST_F(ServerTest, FlagsOverrideTheConfigFileEvenAtTheirDefaults) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(alice->call(alice->make_send("bob", to_bob, "x"))->status(), 0u) << "send " << i;
   }
+}
+
+TEST_F(ServerTest, ClientsResumeTlsAcrossARestartUnlessTheTicketKeysAreNotKept) {
+  const std::string listen = "127.0.0.1:" + std::to_string(free_port());
+  const std::string conf = dir_.path() + "/parleyd.toml";
+  auto with_tickets = [&](const char* mode) {
+    std::FILE* f = std::fopen(conf.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f, "[server]\ntls_tickets = \"%s\"\n", mode);
+    std::fclose(f);
+    start({"--listen", listen, "--config", conf});
+  };
+  // The connections of one client, each with the newest ticket it has for this server.
+  auto resumed = [&](TestClient& c) {
+    EXPECT_TRUE(c.connect().is_ok());
+    const bool r = c.tls_resumed();
+    c.disconnect();
+    return r;
+  };
+
+  with_tickets("file");  // the default
+  auto c = std::make_unique<TestClient>(server_->client_options(), 1);
+  EXPECT_FALSE(resumed(*c));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_.path() + "/d/tls/ticket-keys").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(server_->terminate(), 0);
+  with_tickets("file");
+  EXPECT_TRUE(resumed(*c));
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_tls_handshakes_total{outcome=\"resumed\"} 1\n"),
+            std::string::npos)
+      << *metrics;
+  ASSERT_EQ(server_->terminate(), 0);
+
+  with_tickets("memory");  // keys of this process only
+  EXPECT_FALSE(resumed(*c));
+  EXPECT_TRUE(resumed(*c));
+  ASSERT_EQ(server_->terminate(), 0);
+  with_tickets("memory");
+  EXPECT_FALSE(resumed(*c));
+  ASSERT_EQ(server_->terminate(), 0);
+
+  with_tickets("off");
+  EXPECT_FALSE(resumed(*c));
+  EXPECT_FALSE(resumed(*c));
 }
 
 TEST_F(ServerTest, MultiSendFansOut) {
