@@ -9,7 +9,7 @@
 //   latency     p50/p90/p99/max delivery latency at a fixed send rate (10,000 messages/s)
 //   offline     enqueue rate to offline devices, then the drain rate when they log in
 //   handshake   TLS + WebSocket handshakes/s (until the server's Challenge push), full and
-//               resumed (TLS session resumption) apart
+//               resumed (TLS session resumption) apart, and resumed again after parleyd restarts
 //
 // The load generator runs on ONE thread (one boost::asio::io_context, single-threaded) so that
 // on a 2-core machine the server keeps the other core; it reports its own CPU use so that a
@@ -297,15 +297,47 @@ class Parleyd {
            "register_burst_per_ip = 1000000000.0\n";
     }
     d->log_ = d->dir_ + "/parleyd.log";
+    d->parleyd_ = o.parleyd;
+    if (!d->spawn("127.0.0.1:0")) return nullptr;
+    return d;
+  }
+
+  // SIGTERM (as an operator's restart or upgrade), then the same server again on its port and
+  // data directory. False when it does not come back.
+  bool restart() {
+    const std::string listen = "127.0.0.1:" + std::to_string(invite_.port);
+    end_process();
+    return spawn(listen);
+  }
+
+  // SIGTERM, then SIGKILL after 10 s.
+  void stop() {
+    end_process();
+    if (!dir_.empty()) {
+      if (keep_) {
+        std::printf("  (kept %s)\n", dir_.c_str());
+      } else {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+      }
+      dir_.clear();
+    }
+  }
+
+ private:
+  // Runs parleyd on the data directory, listening on `listen`, and waits (bounded) for its
+  // invite and admin lines.
+  bool spawn(const std::string& listen) {
     int out[2];
-    if (::pipe(out) != 0) return nullptr;
-    std::vector<std::string> argv = {o.parleyd, "--config", config, "--data", d->dir_ + "/data",
-                                     "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"};
+    if (::pipe(out) != 0) return false;
+    std::vector<std::string> argv = {parleyd_, "--config",     dir_ + "/parleyd.toml",
+                                     "--data", dir_ + "/data", "--listen",
+                                     listen,   "--admin",      "127.0.0.1:0"};
     const pid_t pid = ::fork();
-    if (pid < 0) return nullptr;
+    if (pid < 0) return false;
     if (pid == 0) {
       ::dup2(out[1], STDOUT_FILENO);
-      const int err = ::open(d->log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       if (err >= 0) ::dup2(err, STDERR_FILENO);
       ::close(out[0]);
       ::close(out[1]);
@@ -316,8 +348,8 @@ class Parleyd {
       ::_exit(127);
     }
     ::close(out[1]);
-    d->pid_ = pid;
-    d->stdout_ = out[0];
+    pid_ = pid;
+    stdout_ = out[0];
     std::string buffer;
     const auto deadline = Clock::now() + seconds(30);
     bool have_invite = false, have_admin = false;
@@ -336,27 +368,26 @@ class Parleyd {
           auto inv = wire::parse_invite(line.substr(8));
           if (!inv) {
             std::fprintf(stderr, "parley-load: bad invite line: %s\n", line.c_str());
-            return nullptr;
+            return false;
           }
-          d->invite_ = *inv;
+          invite_ = *inv;
           have_invite = true;
         } else if (line.rfind("admin: http://127.0.0.1:", 0) == 0) {
-          d->admin_port_ = static_cast<std::uint16_t>(std::atoi(line.c_str() + 24));
+          admin_port_ = static_cast<std::uint16_t>(std::atoi(line.c_str() + 24));
           have_admin = true;
         }
       }
     }
     if (!have_invite) {
       std::fprintf(stderr, "parley-load: parleyd printed no invite line within 30 s (log: %s)\n",
-                   d->log_.c_str());
-      d->keep_ = true;
-      return nullptr;
+                   log_.c_str());
+      keep_ = true;
+      return false;
     }
-    return d;
+    return true;
   }
 
-  // SIGTERM, then SIGKILL after 10 s.
-  void stop() {
+  void end_process() {
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
       const auto deadline = Clock::now() + seconds(10);
@@ -381,17 +412,9 @@ class Parleyd {
       ::close(stdout_);
       stdout_ = -1;
     }
-    if (!dir_.empty()) {
-      if (keep_) {
-        std::printf("  (kept %s)\n", dir_.c_str());
-      } else {
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-      }
-      dir_.clear();
-    }
   }
 
+ public:
   bool running() {
     if (pid_ <= 0) return false;
     int status = 0;
@@ -418,7 +441,7 @@ class Parleyd {
   std::uint16_t admin_port_ = 0;
   int stdout_ = -1;
   bool keep_ = false;
-  std::string dir_, log_;
+  std::string dir_, log_, parleyd_;
   wire::Invite invite_;
 };
 
@@ -1381,9 +1404,11 @@ void scenario_offline(const Options& o) {
 
 // One phase of the handshake scenario: full handshakes (resume_tls off) or resumed ones (the
 // client offers the ticket of an earlier connection to the same server).
-void handshake_phase(const Options& o, Parleyd& server, bool resume) {
+// `kind` names the phase in the report. Without `warm_up` the window starts with the first
+// connection (right after a restart, say), so its handshakes count too.
+void handshake_phase(const Options& o, Parleyd& server, bool resume, const char* kind,
+                     bool warm_up = true) {
   const int K = o.handshake_concurrency;
-  const char* kind = resume ? "resumed" : "full";
   Ctx ctx(o, server);
   ctx.client.resume_tls = resume;
   auto work = net::make_work_guard(ctx.io);
@@ -1428,11 +1453,15 @@ void handshake_phase(const Options& o, Parleyd& server, bool resume) {
       rearm();
     });
   };
+  measuring = !warm_up;
+  CpuMark m0 = cpu_mark(server.pid());
   launch();
   rearm();
-  ctx.run_for(seconds(1));
-  CpuMark m0 = cpu_mark(server.pid());
-  measuring = true;
+  if (warm_up) {
+    ctx.run_for(seconds(1));
+    m0 = cpu_mark(server.pid());
+    measuring = true;
+  }
   ctx.run_for(seconds(o.seconds));
   measuring = false;
   CpuMark m1 = cpu_mark(server.pid());
@@ -1465,12 +1494,22 @@ void handshake_phase(const Options& o, Parleyd& server, bool resume) {
 void scenario_handshake(const Options& o) {
   std::printf(
       "\n== handshake: TLS + WebSocket connections, %d opening at once, each closed after the "
-      "Challenge push, %d s full handshakes, then %d s resumed ones\n",
-      o.handshake_concurrency, o.seconds, o.seconds);
+      "Challenge push, %d s full handshakes, %d s resumed ones, and %d s resumed ones after "
+      "parleyd restarted\n",
+      o.handshake_concurrency, o.seconds, o.seconds, o.seconds);
   auto server = Parleyd::start(o, "handshake");
   if (!server) return;
-  handshake_phase(o, *server, false);
-  handshake_phase(o, *server, true);
+  handshake_phase(o, *server, false, "full");
+  handshake_phase(o, *server, true, "resumed");
+  // parleyd keeps its ticket keys in its data directory: the clients' tickets from before a
+  // restart (an upgrade, say) still resume after it.
+  if (!server->restart()) {
+    std::printf("handshake (resumed after a restart): parleyd did not come back (log: %s)\n",
+                server->log().c_str());
+    return;
+  }
+  // No warm-up: the first connections after the restart must resume too.
+  handshake_phase(o, *server, true, "resumed after a restart", /*warm_up=*/false);
 }
 
 void print_summary(const Options& o) {
