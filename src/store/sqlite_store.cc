@@ -1,12 +1,15 @@
 // The SQLite backend: one thread owns the connection and group-commits queued operations.
 //
-// Loop: wait for operations; take up to max_batch of them; BEGIN IMMEDIATE; run each inside its
-// own SAVEPOINT (RELEASE on success, ROLLBACK TO on error, so one failing operation leaves the
-// others intact); COMMIT (with synchronous=FULL this fsyncs the WAL); only then run the
-// callbacks of the batch. If the transaction itself fails (BEGIN, a savepoint, COMMIT, or
-// SQLite rolling the transaction back on its own after an I/O error), nothing of the batch is
-// committed and every operation in it fails with kIo: no callback ever reports a write that is
-// not durable.
+// Loop: wait for operations; take up to max_batch of them; BEGIN IMMEDIATE; run them all in
+// one transaction; COMMIT (with synchronous=FULL this fsyncs the WAL); only then run the
+// callbacks of the batch. When an operation fails, everything is rolled back and the batch is
+// run again with a SAVEPOINT per operation (RELEASE on success, ROLLBACK TO on error), so one
+// failing operation leaves the others intact (attempt(), below). If the transaction itself
+// fails (BEGIN, a savepoint, COMMIT, or SQLite rolling the transaction back on its own after an
+// I/O error), nothing of the batch is committed and every operation in it fails with kIo: no
+// callback ever reports a write that is not durable.
+
+#include <pthread.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -75,7 +78,11 @@ class SqliteStore final : public Store {
     accounts_.store(static_cast<std::uint64_t>(gauges.accounts));
     envelopes_.store(static_cast<std::uint64_t>(gauges.envelopes));
     bytes_.store(static_cast<std::uint64_t>(gauges.bytes));
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+      // Named for top, perf and /proc/PID/task (15 characters at most).
+      ::pthread_setname_np(::pthread_self(), "parley-store");
+      loop();
+    });
     worker_id_ = thread_.get_id();
   }
 

@@ -1,6 +1,9 @@
 #include "transport/io_pool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <string>
 
 namespace parley::transport {
 
@@ -17,7 +20,14 @@ IoPool::IoPool(boost::asio::io_context& main, unsigned size) {
 IoPool::~IoPool() { stop_others(); }
 
 void IoPool::run() {
-  for (auto& c : extra_) threads_.emplace_back([ctx = c.get()] { ctx->run(); });
+  for (auto& c : extra_) {
+    threads_.emplace_back([ctx = c.get(), n = threads_.size() + 1] {
+      // Named for top, perf and /proc/PID/task; the caller's thread runs context 0.
+      const std::string name = "parley-io-" + std::to_string(n);
+      ::pthread_setname_np(::pthread_self(), name.c_str());
+      ctx->run();
+    });
+  }
   all_.front()->run();
   stop_others();
 }
