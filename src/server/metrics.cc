@@ -61,6 +61,9 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_queue_bytes", "gauge", "Bytes waiting in device queues.", s.queued_bytes);
   line("parley_accounts", "gauge", "Registered accounts.", s.accounts);
   line("parley_store_commits_total", "counter", "Store transactions committed.", s.commits);
+  line("parley_store_unsynced_commits_total", "counter",
+       "Of them, batches of acknowledgements alone, committed without an fsync.",
+       s.unsynced_commits);
   line("parley_store_committed_ops_total", "counter", "Operations in committed transactions.",
        s.committed_ops);
   line("parley_store_last_batch_size", "gauge", "Operations in the last committed transaction.",

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -37,6 +38,8 @@ class Op {
   virtual ~Op() = default;
   // Runs the body; false when it failed and must be rolled back to its savepoint.
   virtual bool run(Tx& tx) = 0;
+  // Whether its commit must reach the disk before the callback (an fsync; see ack()).
+  virtual bool synced() const = 0;
   // Replaces the outcome with a failure (the batch did not commit).
   virtual void fail(const Status& status) = 0;
   // Invokes the callback with the outcome. Called exactly once.
@@ -46,12 +49,14 @@ class Op {
 template <typename T, typename Body>
 class TypedOp final : public Op {
  public:
-  TypedOp(Body body, Callback<T> done) : body_(std::move(body)), done_(std::move(done)) {}
+  TypedOp(Body body, Callback<T> done, bool synced)
+      : body_(std::move(body)), done_(std::move(done)), synced_(synced) {}
 
   bool run(Tx& tx) override {
     result_.emplace(body_(tx));
     return result_->has_value();
   }
+  bool synced() const override { return synced_; }
   void fail(const Status& status) override { result_.emplace(status); }
   void finish() override {
     if (!result_.has_value()) result_.emplace(make_error(ErrorCode::kInternal, "store: not run"));
@@ -61,6 +66,7 @@ class TypedOp final : public Op {
  private:
   Body body_;
   Callback<T> done_;
+  const bool synced_;
   std::optional<Result<T>> result_;
 };
 
@@ -142,9 +148,11 @@ class SqliteStore final : public Store {
   }
   void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
            Callback<std::uint32_t> done) override {
+    // Not synced: losing a delete to a power cut only delivers the envelope again, and the
+    // client drops it by its server id (docs/storage.md, "Durability").
     submit<std::uint32_t>([account_id, device_id, ids = std::move(server_ids)](
                               Tx& tx) { return op_ack(tx, account_id, device_id, ids); },
-                          std::move(done));
+                          std::move(done), Sync::kNo);
   }
 
   void create_attachment(Attachment attachment, Done done) override {
@@ -173,6 +181,7 @@ class SqliteStore final : public Store {
     s.queued_envelopes = envelopes_.load(std::memory_order_relaxed);
     s.queued_bytes = bytes_.load(std::memory_order_relaxed);
     s.commits = commits_.load(std::memory_order_relaxed);
+    s.unsynced_commits = unsynced_commits_.load(std::memory_order_relaxed);
     s.committed_ops = committed_ops_.load(std::memory_order_relaxed);
     s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
     return s;
@@ -196,8 +205,10 @@ class SqliteStore final : public Store {
   }
 
  private:
+  enum class Sync { kYes, kNo };
+
   template <typename T, typename Body>
-  void submit(Body body, Callback<T> done) {
+  void submit(Body body, Callback<T> done, Sync sync = Sync::kYes) {
     Status refused;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -206,7 +217,8 @@ class SqliteStore final : public Store {
       } else if (queue_.size() >= options_.max_pending) {
         refused = make_error(ErrorCode::kResourceExhausted, "store: too many pending operations");
       } else {
-        queue_.push_back(std::make_unique<TypedOp<T, Body>>(std::move(body), std::move(done)));
+        queue_.push_back(std::make_unique<TypedOp<T, Body>>(std::move(body), std::move(done),
+                                                            sync == Sync::kYes));
       }
     }
     if (!refused.is_ok()) {
@@ -243,7 +255,16 @@ class SqliteStore final : public Store {
   // their inputs by reference and set their result afresh on every run.
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
     Tx tx{*db_, *backend_, {}, {}};
-    Status failed;
+    // A batch of acknowledgements alone commits without an fsync (synchronous=NORMAL: WAL
+    // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:
+    // the WAL is written in order, so no synced commit can outlive an earlier unsynced one.
+    const bool synced = std::any_of(batch.begin(), batch.end(),
+                                    [](const std::unique_ptr<Op>& op) { return op->synced(); });
+    Status failed = set_synchronous(synced);
+    if (!failed.is_ok()) {
+      for (auto& op : batch) op->fail(failed);
+      return;
+    }
     Attempt a = attempt(tx, batch, /*isolate=*/false, failed);
     // A lone operation that failed keeps its error and has nothing to commit.
     if (a == Attempt::kOpFailed && batch.size() == 1) return;
@@ -262,8 +283,17 @@ class SqliteStore final : public Store {
                          std::memory_order_relaxed);
     bytes_.fetch_add(static_cast<std::uint64_t>(tx.delta.bytes), std::memory_order_relaxed);
     commits_.fetch_add(1, std::memory_order_relaxed);
+    if (!synced) unsynced_commits_.fetch_add(1, std::memory_order_relaxed);
     committed_ops_.fetch_add(batch.size(), std::memory_order_relaxed);
     last_batch_size_.store(batch.size(), std::memory_order_relaxed);
+  }
+
+  Status set_synchronous(bool full) {
+    if (full == synchronous_full_) return Status::ok();
+    PARLEY_TRY(db_->exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                         "set synchronous"));
+    synchronous_full_ = full;
+    return Status::ok();
   }
 
   enum class Attempt {
@@ -336,6 +366,8 @@ class SqliteStore final : public Store {
   std::atomic<std::uint64_t> envelopes_{0};
   std::atomic<std::uint64_t> bytes_{0};
   std::atomic<std::uint64_t> commits_{0};
+  std::atomic<std::uint64_t> unsynced_commits_{0};
+  bool synchronous_full_ = true;  // the connection's setting (Db::open sets FULL); store thread
   std::atomic<std::uint64_t> committed_ops_{0};
   std::atomic<std::uint64_t> last_batch_size_{0};
 };

@@ -1037,6 +1037,126 @@ TEST_F(StoreTest, PendingOperationsAreBounded) {
 }
 
 // kill -9 at an arbitrary instant loses nothing that was acknowledged (DESIGN.md promise 2).
+TEST_F(StoreTest, AcksAloneCommitWithoutAnFsyncAndOthersWithOne) {
+  Account a = create("alice");
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, i)}))->kind, SendOutcome::Kind::kStored);
+  }
+  std::vector<Bytes> ids;
+  for (const QueuedEnvelope& q : fetch(a.id, 1)) ids.push_back(q.envelope.server_id);
+  ASSERT_EQ(ids.size(), 4u);
+  const Stats s0 = store_->stats();
+  EXPECT_EQ(s0.unsynced_commits, 0u);  // sends, reads and account creation are synced
+  EXPECT_EQ(*ack(a.id, 1, {ids[0]}), 1u);
+  const Stats s1 = store_->stats();
+  EXPECT_EQ(s1.commits - s0.commits, 1u);
+  EXPECT_EQ(s1.unsynced_commits, 1u);
+
+  // An ack that shares its batch with a send is synced with it.
+  std::promise<void> acked, stored;
+  {
+    Gate gate(*store_);
+    store_->ack(a.id, 1, {ids[1]}, [&](Result<std::uint32_t> r) {
+      EXPECT_EQ(r.value(), 1u);
+      acked.set_value();
+    });
+    store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 9)}),
+                           [&](Result<SendOutcome> r) {
+                             EXPECT_EQ(r.value().kind, SendOutcome::Kind::kStored);
+                             stored.set_value();
+                           });
+  }
+  ASSERT_EQ(acked.get_future().wait_for(kTimeout), std::future_status::ready);
+  ASSERT_EQ(stored.get_future().wait_for(kTimeout), std::future_status::ready);
+  const Stats s2 = store_->stats();
+  EXPECT_EQ(s2.committed_ops - s1.committed_ops, 2u);
+  EXPECT_EQ(s2.unsynced_commits, 1u);
+
+  // Both kinds of commit are in the database after a reopen.
+  open();
+  std::vector<Bytes> left;
+  for (const QueuedEnvelope& q : fetch(a.id, 1)) left.push_back(tail(q.envelope.server_id));
+  EXPECT_EQ(left, (std::vector<Bytes>{tail(ids[2]), tail(ids[3]), tail(server_id(9, 1))}));
+}
+
+TEST_F(StoreTest, UnsyncedAcksSurviveKill9) {
+  Account a = create("alice");
+  constexpr std::uint32_t kMessages = 8000;  // within the default queue limit (10,000)
+  {
+    std::atomic<std::uint32_t> stored{0}, done{0};
+    std::promise<void> all;
+    for (std::uint32_t i = 0; i < kMessages; ++i) {
+      store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, i, 64)}),
+                             [&](Result<SendOutcome> r) {
+                               if (r.has_value() && r->kind == SendOutcome::Kind::kStored) ++stored;
+                               if (++done == kMessages) all.set_value();
+                             });
+    }
+    ASSERT_EQ(all.get_future().wait_for(kTimeout), std::future_status::ready);
+    ASSERT_EQ(stored.load(), kMessages);
+  }
+  std::vector<Bytes> ids;
+  for (const QueuedEnvelope& q : fetch(a.id, 1)) ids.push_back(q.envelope.server_id);
+  ASSERT_EQ(ids.size(), kMessages);
+  store_->close();
+  store_.reset();
+
+  constexpr std::size_t kKillAfter = 1000;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: acknowledge one envelope at a time (64 in flight), report each whose callback said
+    // it was deleted.
+    ::close(fds[0]);
+    const int out = fds[1];
+    auto opened = open_sqlite_store(path_);
+    if (!opened.has_value()) ::_exit(2);
+    std::unique_ptr<Store> store = std::move(opened).value();
+    std::atomic<int> in_flight{0};
+    for (std::uint32_t i = 0; i < kMessages; ++i) {
+      while (in_flight.load() > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      ++in_flight;
+      store->ack(a.id, 1, {ids[i]}, [out, i, &in_flight](Result<std::uint32_t> r) {
+        if (r.has_value() && *r == 1) {
+          ssize_t n = ::write(out, &i, sizeof i);
+          static_cast<void>(n);
+        }
+        --in_flight;
+      });
+    }
+    store->close();
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::vector<std::uint32_t> acked;
+  bool killed = false;
+  std::uint32_t v = 0;
+  while (::read(fds[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
+    acked.push_back(v);
+    if (!killed && acked.size() >= kKillAfter) {
+      ::kill(pid, SIGKILL);  // acks already in the pipe are still read
+      killed = true;
+    }
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "the child was not killed mid-stream";
+  ASSERT_LT(acked.size(), kMessages);
+
+  open();
+  std::set<Bytes> present;
+  for (const QueuedEnvelope& q : fetch(a.id, 1)) present.insert(tail(q.envelope.server_id));
+  std::size_t back = 0;
+  for (std::uint32_t i : acked) back += present.count(tail(ids[i]));
+  EXPECT_EQ(back, 0u) << "of " << acked.size() << " acknowledged deletes";
+  EXPECT_LE(present.size(), kMessages - acked.size());
+  EXPECT_EQ(store_->stats().queued_envelopes, present.size());
+}
+
 TEST_F(StoreTest, AcknowledgedMessagesSurviveKill9) {
   Account a = create("alice");
   store_->close();
