@@ -589,7 +589,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   std::uint64_t send(wire::Frame& frame) {
     const std::uint64_t id = next_id_++;
     frame.mutable_request()->set_id(id);
-    if (ws_) ws_->send(wire::encode_frame(frame, &ctx_.rng));
+    if (ws_) ws_->send(wire::encode_frame(frame));
     return id;
   }
 

@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 0: {
       auto frame = wire::decode_frame(input);
       if (frame) {
-        auto again = wire::decode_frame(*wire::encode_frame(*frame, nullptr));
+        auto again = wire::decode_frame(*wire::encode_frame(*frame, wire::Padding::kNone));
         if (!again || again->SerializeAsString() != frame->SerializeAsString()) std::abort();
       }
       break;

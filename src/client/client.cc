@@ -349,7 +349,7 @@ Result<std::unique_ptr<ServerLink>> Client::connect_raced() {
     pending->ids.push_back(t.id);
   }
   pending->recorded.assign(pending->ids.size(), false);
-  pending->race = std::make_unique<LinkRace>(std::move(candidates), rng_, options_.race_stagger);
+  pending->race = std::make_unique<LinkRace>(std::move(candidates), options_.race_stagger);
   Result<LinkRace::Winner> won = pending->race->wait();
   std::int64_t winner = 0;
   if (won) {

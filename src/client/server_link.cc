@@ -19,17 +19,16 @@ milliseconds left_until(Clock::time_point deadline) {
 
 }  // namespace
 
-Result<std::unique_ptr<ServerLink>> ServerLink::connect(const wire::Invite& server, Rng& rng,
+Result<std::unique_ptr<ServerLink>> ServerLink::connect(const wire::Invite& server,
                                                         milliseconds timeout) {
   transport::ClientOptions options = server_options(server);
   options.connect_timeout = timeout;
-  return connect(options, rng);
+  return connect(options);
 }
 
-Result<std::unique_ptr<ServerLink>> ServerLink::connect(const transport::ClientOptions& options,
-                                                        Rng& rng) {
+Result<std::unique_ptr<ServerLink>> ServerLink::connect(const transport::ClientOptions& options) {
   PARLEY_ASSIGN_OR_RETURN(auto ws, transport::BlockingWsClient::connect(options));
-  std::unique_ptr<ServerLink> link(new ServerLink(std::move(ws), rng));
+  std::unique_ptr<ServerLink> link(new ServerLink(std::move(ws)));
   PARLEY_ASSIGN_OR_RETURN(wire::Frame first, link->next_frame(options.connect_timeout));
   if (!first.has_push() || !first.push().has_challenge()) {
     return make_error(ErrorCode::kMalformed, "the server did not start with a challenge");
@@ -60,7 +59,7 @@ Result<wire::Response> ServerLink::call(wire::Request request, milliseconds time
   request.set_id(id);
   wire::Frame f;
   *f.mutable_request() = std::move(request);
-  auto bytes = wire::encode_frame(f, &rng_);
+  auto bytes = wire::encode_frame(f);
   PARLEY_TRY(ws_->send(as_bytes(*bytes)));
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
@@ -136,8 +135,8 @@ Result<wire::LoginResult> ServerLink::login(const std::string& folded_name,
 
 // ---- LinkRace -----------------------------------------------------------------------------------
 
-LinkRace::LinkRace(std::vector<LinkCandidate> candidates, Rng& rng, milliseconds stagger)
-    : candidates_(std::move(candidates)), rng_(rng), stagger_(stagger) {
+LinkRace::LinkRace(std::vector<LinkCandidate> candidates, milliseconds stagger)
+    : candidates_(std::move(candidates)), stagger_(stagger) {
   if (candidates_.size() > kMaxCandidates) candidates_.resize(kMaxCandidates);
   results_.resize(candidates_.size());
   threads_.reserve(candidates_.size());
@@ -183,7 +182,8 @@ void LinkRace::run(std::size_t i) {
   }
   Result<transport::ClientOptions> options = candidates_[i].prepare();
   Result<std::unique_ptr<ServerLink>> link =
-      options ? ServerLink::connect(*options, rng_) : Result<std::unique_ptr<ServerLink>>(options.error());
+      options ? ServerLink::connect(*options)
+              : Result<std::unique_ptr<ServerLink>>(options.error());
   std::unique_ptr<ServerLink> late;
   {
     std::lock_guard lock(mu_);

@@ -20,7 +20,6 @@
 #include <vector>
 
 #include "base/result.h"
-#include "base/rng.h"
 #include "crypto/primitives.h"
 #include "transport/client.h"
 #include "wire/frame.h"
@@ -33,13 +32,11 @@ using std::chrono::milliseconds;
 class ServerLink {
  public:
   // kPermissionDenied on a certificate pin mismatch; kIo/kUnavailable when unreachable.
-  static Result<std::unique_ptr<ServerLink>> connect(const wire::Invite& server, Rng& rng,
+  static Result<std::unique_ptr<ServerLink>> connect(const wire::Invite& server,
                                                      milliseconds timeout = milliseconds(10000));
   // The same over any route: `options` as given (its connect_timeout also bounds the wait for
-  // the challenge). `rng` is not used until the first call(), so links may be opened on other
-  // threads and handed over.
-  static Result<std::unique_ptr<ServerLink>> connect(const transport::ClientOptions& options,
-                                                     Rng& rng);
+  // the challenge). Links may be opened on other threads and handed over.
+  static Result<std::unique_ptr<ServerLink>> connect(const transport::ClientOptions& options);
   ~ServerLink();
 
   const wire::Challenge& challenge() const { return challenge_; }
@@ -60,12 +57,10 @@ class ServerLink {
   void close();
 
  private:
-  ServerLink(std::unique_ptr<transport::BlockingWsClient> ws, Rng& rng)
-      : ws_(std::move(ws)), rng_(rng) {}
+  explicit ServerLink(std::unique_ptr<transport::BlockingWsClient> ws) : ws_(std::move(ws)) {}
   Result<wire::Frame> next_frame(milliseconds timeout);
 
   std::unique_ptr<transport::BlockingWsClient> ws_;
-  Rng& rng_;
   wire::Challenge challenge_;
   std::deque<wire::Push> pushes_;
   std::uint64_t next_id_ = 1;
@@ -93,7 +88,7 @@ class LinkRace {
  public:
   static constexpr std::size_t kMaxCandidates = 8;
 
-  LinkRace(std::vector<LinkCandidate> candidates, Rng& rng, milliseconds stagger);
+  LinkRace(std::vector<LinkCandidate> candidates, milliseconds stagger);
   ~LinkRace();
   LinkRace(const LinkRace&) = delete;
   LinkRace& operator=(const LinkRace&) = delete;
@@ -120,7 +115,6 @@ class LinkRace {
   void run(std::size_t i);
 
   std::vector<LinkCandidate> candidates_;
-  Rng& rng_;
   milliseconds stagger_;
   std::mutex mu_;
   std::condition_variable cv_;

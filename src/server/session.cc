@@ -132,7 +132,7 @@ void Session::close(std::string_view reason) {
 
 void Session::send_frame(Frame& frame) {
   if (!open_) return;
-  if (auto c = conn_.lock()) c->send(wire::encode_frame(frame, &service_.rng()));
+  if (auto c = conn_.lock()) c->send(wire::encode_frame(frame));
 }
 
 void Session::respond(Response response) {

@@ -33,9 +33,9 @@ std::size_t field_overhead(std::size_t len) {
 
 }  // namespace
 
-std::shared_ptr<const std::string> encode_frame(Frame& frame, Rng* rng) {
+std::shared_ptr<const std::string> encode_frame(Frame& frame, Padding padding) {
   frame.clear_padding();
-  if (rng != nullptr) {
+  if (padding == Padding::kBuckets) {
     const std::size_t base = frame.ByteSizeLong();
     const std::size_t target = padded_size(base + 2);
     if (target > base) {
@@ -43,9 +43,7 @@ std::shared_ptr<const std::string> encode_frame(Frame& frame, Rng* rng) {
       std::size_t room = target - base;
       std::size_t len = room > 2 ? room - 2 : 0;
       while (len > 0 && len + field_overhead(len) > room) --len;
-      std::string pad(len, '\0');
-      rng->fill(std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(pad.data()), pad.size()));
-      frame.set_padding(std::move(pad));
+      frame.set_padding(std::string(len, '\0'));
     }
   }
   auto out = std::make_shared<std::string>();

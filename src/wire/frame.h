@@ -3,8 +3,10 @@
 //
 // - decode_frame() parses one WebSocket message into a Frame, refusing oversize input
 //   (kTooLarge) and bytes that do not parse (kMalformed).
-// - encode_frame() serializes a Frame, padding it with random bytes up to the next size in
-//   kPaddingBuckets so that message lengths do not show on the wire.
+// - encode_frame() serializes a Frame, padding it with zero bytes up to the next size in
+//   kPaddingBuckets so that message lengths do not show on the wire. Zeros, not random bytes:
+//   the frame travels inside TLS (no compression), so an observer sees only the length, and
+//   random padding cost the server about 2 % of its CPU (docs/benchmarks.md, session 8).
 // Stateless; thread-safe.
 
 #include <memory>
@@ -12,7 +14,6 @@
 
 #include "base/bytes.h"
 #include "base/result.h"
-#include "base/rng.h"
 #include "wire/frame.pb.h"
 
 namespace parley::wire {
@@ -25,8 +26,8 @@ inline constexpr std::size_t kMaxFrameSize = 256 * 1024;
 inline constexpr std::size_t kPaddingBuckets[] = {256, 1024, 4096, 16384};
 
 Result<Frame> decode_frame(std::string_view bytes);
-// `rng` fills the padding; nullptr: no padding (tests of exact encodings only).
-std::shared_ptr<const std::string> encode_frame(Frame& frame, Rng* rng);
+enum class Padding { kBuckets, kNone };  // kNone: tests of exact encodings only
+std::shared_ptr<const std::string> encode_frame(Frame& frame, Padding padding = Padding::kBuckets);
 
 // The bytes a device signs to authenticate (both login and registration):
 // "parley-auth-v1" || 0x00 || nonce(32) || name || 0x00 || device_id (4 bytes big-endian).

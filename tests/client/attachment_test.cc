@@ -98,7 +98,7 @@ class AttachmentTest : public ::testing::Test {
 
   // A new logged-in link, as a restarted client process would open.
   void connect_link() {
-    auto link = client::ServerLink::connect(server_->invite(), rng_);
+    auto link = client::ServerLink::connect(server_->invite());
     ASSERT_TRUE(link.has_value()) << link.status().to_string();
     link_ = std::move(*link);
     auto login = link_->login("alice", 1, *auth_);

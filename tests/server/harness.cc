@@ -240,7 +240,7 @@ Result<wire::Response> TestClient::call(wire::Request request, std::chrono::mill
   request.set_id(id);
   wire::Frame f;
   *f.mutable_request() = std::move(request);
-  auto bytes = wire::encode_frame(f, &rng_);
+  auto bytes = wire::encode_frame(f);
   PARLEY_TRY(send_raw(as_bytes(*bytes)));
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
