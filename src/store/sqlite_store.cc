@@ -1,13 +1,14 @@
 // The SQLite backend: one thread owns the connection and group-commits queued operations.
 //
 // Loop: wait for operations; take up to max_batch of them; BEGIN IMMEDIATE; run them all in
-// one transaction; COMMIT (with synchronous=FULL this fsyncs the WAL); only then run the
-// callbacks of the batch. When an operation fails, everything is rolled back and the batch is
-// run again with a SAVEPOINT per operation (RELEASE on success, ROLLBACK TO on error), so one
-// failing operation leaves the others intact (attempt(), below). If the transaction itself
-// fails (BEGIN, a savepoint, COMMIT, or SQLite rolling the transaction back on its own after an
-// I/O error), nothing of the batch is committed and every operation in it fails with kIo: no
-// callback ever reports a write that is not durable.
+// one transaction; COMMIT (with synchronous=FULL this fsyncs the WAL; a batch of acks alone
+// commits without an fsync, see ack()); only then run the callbacks of the batch. When an
+// operation fails, everything is rolled back and the batch is run again with a SAVEPOINT per
+// operation (RELEASE on success, ROLLBACK TO on error), so one failing operation leaves the
+// others intact (run_batch(), below). If the transaction itself fails (BEGIN, a savepoint,
+// COMMIT, or SQLite rolling the transaction back on its own after an I/O error), nothing of the
+// batch is committed and every operation in it fails with kIo: no callback ever reports a write
+// that is not durable.
 
 #include <pthread.h>
 

@@ -12,10 +12,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <map>
+#include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -182,6 +184,13 @@ class StoreTest : public ::testing::Test {
         [&](auto cb) { store_->fetch_queue(account, device, after, limit, cb); });
     EXPECT_TRUE(r.has_value()) << r.error().to_string();
     return r.has_value() ? *r : std::vector<QueuedEnvelope>{};
+  }
+
+  // The last 8 bytes of the server id of every envelope queued for the device.
+  std::set<Bytes> queued_tails(std::int64_t account, std::uint32_t device) {
+    std::set<Bytes> out;
+    for (const QueuedEnvelope& q : fetch(account, device)) out.insert(tail(q.envelope.server_id));
+    return out;
   }
 
   Result<std::uint32_t> ack(std::int64_t account, std::uint32_t device, std::vector<Bytes> ids) {
@@ -1037,6 +1046,62 @@ TEST_F(StoreTest, PendingOperationsAreBounded) {
 }
 
 // kill -9 at an arbitrary instant loses nothing that was acknowledged (DESIGN.md promise 2).
+// Forks a child that runs `child(out)` against the database at `path`: it opens its own store
+// and writes to the pipe `out` the number of each of its `total` operations whose callback
+// reported success. The parent reads the reports and SIGKILLs the child once `kill_after` have
+// come (reports already in the pipe are still read). Returns them all, or nullopt when the
+// child was not killed mid-stream (it died otherwise, or finished first).
+std::optional<std::vector<std::uint32_t>> run_then_kill9(
+    const std::string& path, std::size_t kill_after, std::size_t total,
+    const std::function<void(Store&, int out)>& child) {
+  int fds[2];
+  if (::pipe(fds) != 0) return std::nullopt;
+  const pid_t pid = ::fork();
+  if (pid < 0) return std::nullopt;
+  if (pid == 0) {
+    ::close(fds[0]);
+    auto opened = open_sqlite_store(path);
+    if (!opened.has_value()) ::_exit(2);
+    std::unique_ptr<Store> store = std::move(opened).value();
+    child(*store, fds[1]);
+    store->close();
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::vector<std::uint32_t> reported;
+  std::vector<std::uint8_t> buf;
+  bool sent_kill = false;
+  std::uint8_t chunk[4096];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], chunk, sizeof chunk);
+    if (n <= 0) break;
+    buf.insert(buf.end(), chunk, chunk + n);
+    const std::size_t whole = buf.size() / 4 * 4;
+    for (std::size_t off = 0; off < whole; off += 4) {
+      std::uint32_t v;
+      std::memcpy(&v, buf.data() + off, 4);
+      reported.push_back(v);
+    }
+    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(whole));
+    if (!sent_kill && reported.size() >= kill_after) {
+      ::kill(pid, SIGKILL);
+      sent_kill = true;
+    }
+  }
+  ::close(fds[0]);
+  int status = 0;
+  const bool killed =
+      ::waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+  if (!killed || reported.size() < kill_after || reported.size() >= total) return std::nullopt;
+  return reported;
+}
+
+// Reports operation `i` on `out` (for run_then_kill9's children).
+void report(int out, std::uint32_t i) {
+  const ssize_t n = ::write(out, &i, sizeof i);
+  static_cast<void>(n);
+}
+
 TEST_F(StoreTest, AcksAloneCommitWithoutAnFsyncAndOthersWithOne) {
   Account a = create("alice");
   for (std::uint32_t i = 0; i < 4; ++i) {
@@ -1101,59 +1166,28 @@ TEST_F(StoreTest, UnsyncedAcksSurviveKill9) {
   store_->close();
   store_.reset();
 
-  constexpr std::size_t kKillAfter = 1000;
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    // Child: acknowledge one envelope at a time (64 in flight), report each whose callback said
-    // it was deleted.
-    ::close(fds[0]);
-    const int out = fds[1];
-    auto opened = open_sqlite_store(path_);
-    if (!opened.has_value()) ::_exit(2);
-    std::unique_ptr<Store> store = std::move(opened).value();
-    std::atomic<int> in_flight{0};
-    for (std::uint32_t i = 0; i < kMessages; ++i) {
-      while (in_flight.load() > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
-      ++in_flight;
-      store->ack(a.id, 1, {ids[i]}, [out, i, &in_flight](Result<std::uint32_t> r) {
-        if (r.has_value() && *r == 1) {
-          ssize_t n = ::write(out, &i, sizeof i);
-          static_cast<void>(n);
+  // The child acknowledges one envelope at a time (64 in flight) and reports each whose
+  // callback said it was deleted.
+  const auto acked =
+      run_then_kill9(path_, /*kill_after=*/1000, kMessages, [&](Store& store, int out) {
+        std::atomic<int> in_flight{0};
+        for (std::uint32_t i = 0; i < kMessages; ++i) {
+          while (in_flight.load() > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
+          ++in_flight;
+          store.ack(a.id, 1, {ids[i]}, [out, i, &in_flight](Result<std::uint32_t> r) {
+            if (r.has_value() && *r == 1) report(out, i);
+            --in_flight;
+          });
         }
-        --in_flight;
       });
-    }
-    store->close();
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::vector<std::uint32_t> acked;
-  bool killed = false;
-  std::uint32_t v = 0;
-  while (::read(fds[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
-    acked.push_back(v);
-    if (!killed && acked.size() >= kKillAfter) {
-      ::kill(pid, SIGKILL);  // acks already in the pipe are still read
-      killed = true;
-    }
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-      << "the child was not killed mid-stream";
-  ASSERT_LT(acked.size(), kMessages);
+  ASSERT_TRUE(acked.has_value()) << "the child was not killed mid-stream";
 
   open();
-  std::set<Bytes> present;
-  for (const QueuedEnvelope& q : fetch(a.id, 1)) present.insert(tail(q.envelope.server_id));
+  const std::set<Bytes> present = queued_tails(a.id, 1);
   std::size_t back = 0;
-  for (std::uint32_t i : acked) back += present.count(tail(ids[i]));
-  EXPECT_EQ(back, 0u) << "of " << acked.size() << " acknowledged deletes";
-  EXPECT_LE(present.size(), kMessages - acked.size());
+  for (std::uint32_t i : *acked) back += present.count(tail(ids[i]));
+  EXPECT_EQ(back, 0u) << "of " << acked->size() << " acknowledged deletes";
+  EXPECT_LE(present.size(), kMessages - acked->size());
   EXPECT_EQ(store_->stats().queued_envelopes, present.size());
 }
 
@@ -1163,76 +1197,37 @@ TEST_F(StoreTest, AcknowledgedMessagesSurviveKill9) {
   store_.reset();
 
   constexpr std::uint32_t kMessages = 200000;
-  constexpr std::size_t kKillAfter = 3000;
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    // Child: store messages, report each one whose callback said "stored".
-    ::close(fds[0]);
-    const int out = fds[1];
-    auto opened = open_sqlite_store(path_);
-    if (!opened.has_value()) ::_exit(2);
-    std::unique_ptr<Store> store = std::move(opened).value();
-    std::atomic<int> in_flight{0};
-    for (std::uint32_t i = 0; i < kMessages; ++i) {
-      while (in_flight.load() > 4096) std::this_thread::sleep_for(std::chrono::microseconds(100));
-      ++in_flight;
-      store->store_messages(make_send(a.id, {make_delivery(a.id, 1, i, 64)}),
-                            [out, i, &in_flight](Result<SendOutcome> r) {
-                              if (r.has_value() && r->kind == SendOutcome::Kind::kStored) {
-                                ssize_t n = ::write(out, &i, sizeof i);
-                                static_cast<void>(n);
-                              }
-                              --in_flight;
-                            });
-    }
-    store->close();
-    ::_exit(0);
-  }
-
-  ::close(fds[1]);
-  std::vector<std::uint32_t> acked;
-  std::vector<std::uint8_t> buf;
-  bool killed = false;
-  std::uint8_t chunk[4096];
-  for (;;) {
-    ssize_t n = ::read(fds[0], chunk, sizeof chunk);
-    if (n <= 0) break;
-    buf.insert(buf.end(), chunk, chunk + n);
-    std::size_t whole = buf.size() / 4 * 4;
-    for (std::size_t off = 0; off < whole; off += 4) {
-      std::uint32_t v;
-      std::memcpy(&v, buf.data() + off, 4);
-      acked.push_back(v);
-    }
-    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(whole));
-    if (!killed && acked.size() >= kKillAfter) {
-      ::kill(pid, SIGKILL);  // acks already in the pipe are still read below
-      killed = true;
-    }
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-      << "the child was not killed mid-stream";
-  ASSERT_GE(acked.size(), kKillAfter);
-  ASSERT_LT(acked.size(), kMessages);
+  // The child stores messages and reports each one whose callback said "stored".
+  const auto acked =
+      run_then_kill9(path_, /*kill_after=*/3000, kMessages, [&](Store& store, int out) {
+        std::atomic<int> in_flight{0};
+        for (std::uint32_t i = 0; i < kMessages; ++i) {
+          while (in_flight.load() > 4096) {
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+          }
+          ++in_flight;
+          store.store_messages(make_send(a.id, {make_delivery(a.id, 1, i, 64)}),
+                               [out, i, &in_flight](Result<SendOutcome> r) {
+                                 if (r.has_value() && r->kind == SendOutcome::Kind::kStored) {
+                                   report(out, i);
+                                 }
+                                 --in_flight;
+                               });
+        }
+      });
+  ASSERT_TRUE(acked.has_value()) << "the child was not killed mid-stream";
 
   open();
-  std::set<Bytes> present;
-  for (const QueuedEnvelope& q : fetch(a.id, 1)) present.insert(tail(q.envelope.server_id));
+  const std::set<Bytes> present = queued_tails(a.id, 1);
   std::size_t lost = 0;
-  for (std::uint32_t i : acked) {
+  for (std::uint32_t i : *acked) {
     if (present.count(tail(server_id(i, 1))) == 0) ++lost;
   }
-  EXPECT_EQ(lost, 0u) << "of " << acked.size() << " acknowledged messages";
-  EXPECT_GE(present.size(), acked.size());
+  EXPECT_EQ(lost, 0u) << "of " << acked->size() << " acknowledged messages";
+  EXPECT_GE(present.size(), acked->size());
   // The counters were committed with the envelopes: they agree after the crash.
   EXPECT_EQ(store_->stats().queued_envelopes, present.size());
-  std::printf("kill -9 after %zu acknowledged messages: %zu stored, none lost\n", acked.size(),
+  std::printf("kill -9 after %zu acknowledged messages: %zu stored, none lost\n", acked->size(),
               present.size());
 }
 

@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "crypto/x509.h"
 #include "transport/internal/asio.h"
+#include "transport/testing/support.h"
 
 namespace parley::transport::internal {
 namespace {
@@ -39,11 +40,7 @@ std::string read_all(const std::filesystem::path& p) {
 class TicketKeysTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ticket_keys_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = test_support::fresh_test_dir("ticket_keys_test");
     path_ = (dir_ / "ticket-keys").string();
   }
   void TearDown() override {
@@ -160,14 +157,7 @@ TEST_F(TicketKeysTest, MalformedFilesAreRefusedAndLeftAlone) {
 
 // ---- tickets through real handshakes ------------------------------------------------------
 
-const crypto::TlsIdentity& identity() {
-  static const crypto::TlsIdentity id = [] {
-    auto r = crypto::generate_self_signed("localhost", 30);
-    if (!r) std::abort();
-    return std::move(r).value();
-  }();
-  return id;
-}
+const crypto::TlsIdentity& identity() { return test_support::test_identity(); }
 
 CtxPtr client_ctx(int max_version) {
   CtxPtr ctx(SSL_CTX_new(TLS_client_method()));

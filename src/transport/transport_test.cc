@@ -26,20 +26,14 @@
 #include "transport/client.h"
 #include "transport/io_pool.h"
 #include "transport/server.h"
+#include "transport/testing/support.h"
 
 namespace parley::transport {
 namespace {
 
 using namespace std::chrono_literals;
 
-const crypto::TlsIdentity& identity() {
-  static const crypto::TlsIdentity id = [] {
-    auto r = crypto::generate_self_signed("localhost", 30);
-    if (!r) std::abort();
-    return std::move(r).value();
-  }();
-  return id;
-}
+const crypto::TlsIdentity& identity() { return test_support::test_identity(); }
 
 Bytes pin() {
   auto p = crypto::certificate_pin(identity().cert_pem);
@@ -175,11 +169,7 @@ constexpr std::string_view kWsPath = "/k3J9xQ2mVt/ws";
 class TransportTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("transport_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = test_support::fresh_test_dir("transport_test");
     files_ = std::make_unique<TestFiles>(dir_);
     options_.cert_pem = identity().cert_pem;
     options_.key_pem = identity().key_pem;
