@@ -570,8 +570,8 @@ TEST_F(TransportTest, ConnectionsOpenedAtOnceEachResume) {
   EXPECT_EQ(resumed, kTotal);
 }
 
-// A server restarted with the same certificate has a new ticket key: the client's session is
-// refused and the handshake falls back to a full one.
+// A server restarted with the same certificate and its ticket keys in memory only has new
+// ones: the client's session is refused and the handshake falls back to a full one.
 TEST_F(TransportTest, AServerThatCannotResumeGetsAFullHandshake) {
   start();
   ClientOptions o = client_options();

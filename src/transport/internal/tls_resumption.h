@@ -10,8 +10,8 @@
 // offered again under the same key (pin, host, port, SNI). A resumed session carries the
 // certificate of the handshake that created it, so the pin check after a resumed handshake
 // still checks the pinned certificate; and only a server that holds the ticket's key can
-// complete the handshake. A server that cannot (restarted: its ticket key is random per
-// process) falls back to a full handshake, with no error.
+// complete the handshake. A server that cannot (one whose ticket keys are kept in memory only,
+// after a restart; see ticket_keys.h) falls back to a full handshake, with no error.
 //
 // The cache is in memory, one session per key (the newest the server sent), at most
 // kMaxResumptionKeys keys; each connection offers its own copy. OpenSSL does not offer a
