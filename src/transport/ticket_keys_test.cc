@@ -114,6 +114,18 @@ TEST_F(TicketKeysTest, AKeyDatedFarAheadIsReplaced) {
   EXPECT_NE(keys->names().at(0), ahead);
 }
 
+TEST_F(TicketKeysTest, AKeyDatedFarAheadInTheFileIsDroppedAtOpen) {
+  const std::string ahead = "v1 " + std::to_string(kStartMs / 1000 + 2 * 3600) + " " +
+                            std::string(32, 'a') + " " + std::string(64, 'b') + " " +
+                            std::string(64, 'c') + "\n";
+  std::ofstream(path_, std::ios::binary | std::ios::trunc) << ahead;
+  auto keys = open_keys(path_);
+  ASSERT_EQ(keys->names().size(), 1u);
+  EXPECT_NE(keys->names()[0], TicketKeys::Name{});
+  EXPECT_EQ(read_all(path_).find(std::string(32, 'a')), std::string::npos);  // rewritten
+  EXPECT_EQ(open_keys(path_)->names(), keys->names());
+}
+
 TEST_F(TicketKeysTest, MalformedFilesAreRefusedAndLeftAlone) {
   const std::string key =
       std::string(32, 'a') + " " + std::string(64, 'b') + " " + std::string(64, 'c');

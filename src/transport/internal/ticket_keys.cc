@@ -104,12 +104,17 @@ Result<std::unique_ptr<TicketKeys>> TicketKeys::open(std::string path,
                             "; deleting the file is safe (each client then makes one full "
                             "handshake)");
     }
+    // A key dated more than a period ahead was made under a wrong clock: its place in the
+    // order cannot be trusted, so it goes (its tickets then get full handshakes).
+    const std::size_t read = keys->keys_.size();
+    std::erase_if(keys->keys_, [&](const Key& k) { return k.created_s - now > keys->rotation_s_; });
     keys->drop_expired_locked(now);
-    if (!keys->due_locked(now)) return keys;
+    const bool changed = keys->keys_.size() != read;
+    if (!keys->due_locked(now) && !changed) return keys;
   } else if (errno != ENOENT) {
     return errno_error("cannot read " + keys->path_);
   }
-  PARLEY_TRY(keys->add_key_locked(now));
+  if (keys->due_locked(now)) PARLEY_TRY(keys->add_key_locked(now));
   std::string text = keys->serialize_locked();
   Status written = write_private_file(keys->path_, text);
   secure_zero(text.data(), text.size());
@@ -263,9 +268,7 @@ Status TicketKeys::parse(const std::string& text) {
                         "more than " + std::to_string(kMaxTicketKeys) + " keys");
     }
   }
-  std::stable_sort(parsed.begin(), parsed.end(),
-                   [](const Key& a, const Key& b) { return a.created_s > b.created_s; });
-  keys_ = std::move(parsed);
+  keys_ = std::move(parsed);  // in the file's order: newest first, as serialize_locked writes
   return Status::ok();
 }
 

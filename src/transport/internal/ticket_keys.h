@@ -43,8 +43,10 @@ class TicketKeys {
 
   // `path` empty: keys in memory only. Otherwise reads the file (kInvalidArgument naming it and
   // the line when it is malformed: nothing is then changed; deleting the file is safe, clients
-  // then make one full handshake) or creates it (kIo when it cannot be written). Keys past
-  // their time are dropped; if none is left to seal, a new one is made and written.
+  // then make one full handshake) or creates it (kIo when it cannot be written). The file lists
+  // the newest key first. Keys past their time are dropped, and so are keys dated more than a
+  // period ahead (made under a wrong clock); if none is left to seal, a new one is made. The
+  // file is rewritten when anything changed.
   // `clock` must outlive this object.
   static Result<std::unique_ptr<TicketKeys>> open(std::string path, std::chrono::seconds rotation,
                                                   const Clock& clock);
