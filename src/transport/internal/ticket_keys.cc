@@ -81,21 +81,37 @@ Result<std::unique_ptr<TicketKeys>> TicketKeys::open(std::string path,
     PARLEY_TRY(keys->add_key_locked(now));
     return keys;
   }
-  struct stat st {};
-  if (::stat(keys->path_.c_str(), &st) == 0) {
-    if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) > kMaxTicketKeyFileBytes) {
+  // Opened first, then checked through the descriptor: the path is resolved once.
+  const int fd = ::open(keys->path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd >= 0) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<std::size_t>(st.st_size) > kMaxTicketKeyFileBytes) {
+      ::close(fd);
       return make_error(ErrorCode::kInvalidArgument,
                         keys->path_ + ": not a ticket key file (a regular file of at most " +
                             std::to_string(kMaxTicketKeyFileBytes) +
                             " bytes); deleting it is safe");
     }
     std::string text(kMaxTicketKeyFileBytes + 1, '\0');
-    const int fd = ::open(keys->path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return errno_error("cannot read " + keys->path_);
-    const ssize_t n = ::read(fd, text.data(), text.size());
+    std::size_t have = 0;
+    int read_errno = 0;
+    while (have < text.size()) {
+      const ssize_t n = ::read(fd, text.data() + have, text.size() - have);
+      if (n > 0) {
+        have += static_cast<std::size_t>(n);
+      } else if (n == 0 || errno != EINTR) {
+        read_errno = n < 0 ? errno : 0;
+        break;
+      }
+    }
     ::close(fd);
-    if (n < 0) return errno_error("cannot read " + keys->path_);
-    text.resize(static_cast<std::size_t>(n));
+    if (read_errno != 0) {
+      secure_zero(text.data(), text.size());
+      errno = read_errno;
+      return errno_error("cannot read " + keys->path_);
+    }
+    text.resize(have);
     Status parsed = keys->parse(text);
     secure_zero(text.data(), text.size());
     if (!parsed.is_ok()) {
@@ -106,10 +122,10 @@ Result<std::unique_ptr<TicketKeys>> TicketKeys::open(std::string path,
     }
     // A key dated more than a period ahead was made under a wrong clock: its place in the
     // order cannot be trusted, so it goes (its tickets then get full handshakes).
-    const std::size_t read = keys->keys_.size();
+    const std::size_t in_file = keys->keys_.size();
     std::erase_if(keys->keys_, [&](const Key& k) { return k.created_s - now > keys->rotation_s_; });
     keys->drop_expired_locked(now);
-    const bool changed = keys->keys_.size() != read;
+    const bool changed = keys->keys_.size() != in_file;
     if (!keys->due_locked(now) && !changed) return keys;
   } else if (errno != ENOENT) {
     return errno_error("cannot read " + keys->path_);
@@ -273,13 +289,23 @@ Status TicketKeys::parse(const std::string& text) {
 }
 
 std::string TicketKeys::serialize_locked() const {
-  std::string out(kHeader);
+  // Appended in place into room reserved at once: no temporary or reallocated copy of a key is
+  // left behind in freed memory (the caller zeroizes the result).
+  std::string out;
+  out.reserve(kMaxTicketKeyFileBytes);
+  out += kHeader;
   for (const Key& k : keys_) {
-    std::string aes = to_hex(k.aes.view()), hmac = to_hex(k.hmac.view());
-    out += "v1 " + std::to_string(k.created_s) + " " + to_hex(ByteView(k.name)) + " " + aes + " " +
-           hmac + "\n";
-    secure_zero(aes.data(), aes.size());
-    secure_zero(hmac.data(), hmac.size());
+    out += "v1 ";
+    out += std::to_string(k.created_s);
+    for (ByteView part : {ByteView(k.name), k.aes.view(), k.hmac.view()}) {
+      out += ' ';
+      for (std::uint8_t b : part) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        out += kHex[b >> 4];
+        out += kHex[b & 15];
+      }
+    }
+    out += '\n';
   }
   return out;
 }
