@@ -6,18 +6,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace parley {
 namespace {
 
 Status io_error(const std::string& what, int err) {
   return make_error(ErrorCode::kIo, what + ": " + std::strerror(err));
-}
-
-std::string directory_of(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -43,7 +38,8 @@ Status write_private_file(const std::string& path, std::string_view data) {
     ::unlink(tmp.c_str());
     return io_error("cannot write " + path, err);
   }
-  const std::string dir = directory_of(path);
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return io_error("cannot open " + dir, errno);
   err = ::fsync(dfd) == 0 ? 0 : errno;
