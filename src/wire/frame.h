@@ -6,7 +6,8 @@
 // - encode_frame() serializes a Frame, padding it with zero bytes up to the next size in
 //   kPaddingBuckets so that message lengths do not show on the wire. Zeros, not random bytes:
 //   the frame travels inside TLS (no compression), so an observer sees only the length, and
-//   random padding cost the server about 2 % of its CPU (docs/benchmarks.md, session 8).
+//   random padding cost the server 2.3 % of its CPU (session 7's offline profile,
+//   docs/benchmarks.md).
 // Stateless; thread-safe.
 
 #include <memory>
