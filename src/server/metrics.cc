@@ -62,8 +62,14 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_accounts", "gauge", "Registered accounts.", s.accounts);
   line("parley_store_commits_total", "counter", "Store transactions committed.", s.commits);
   line("parley_store_unsynced_commits_total", "counter",
-       "Of them, batches of acknowledgements alone, committed without an fsync.",
+       "Of them, those committed without an fsync: acknowledgements alone, and deletions of "
+       "acknowledged envelopes.",
        s.unsynced_commits);
+  line("parley_store_acked_pending", "gauge",
+       "Acknowledged envelopes logged whose rows wait to be deleted together.", s.acked_pending);
+  line("parley_store_failed_ack_flushes_total", "counter",
+       "Deletions of acknowledged envelopes that failed (retried; done at the next start).",
+       s.failed_ack_flushes);
   line("parley_store_committed_ops_total", "counter", "Operations in committed transactions.",
        s.committed_ops);
   line("parley_store_last_batch_size", "gauge", "Operations in the last committed transaction.",

@@ -54,11 +54,22 @@ void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size) {
   log_.push_back({Change::kAppended, key, seq});
 }
 
-QueueIndex::Entry* QueueIndex::find(Queue& q, std::int64_t seq) {
+const QueueIndex::Entry* QueueIndex::find(const Queue& q, std::int64_t seq) {
   auto begin = q.entries.begin() + static_cast<std::ptrdiff_t>(q.head);
   auto it = std::lower_bound(begin, q.entries.end(), seq,
                              [](const Entry& e, std::int64_t s) { return e.seq < s; });
   return it != q.entries.end() && it->seq == seq ? &*it : nullptr;
+}
+
+QueueIndex::Entry* QueueIndex::find(Queue& q, std::int64_t seq) {
+  return const_cast<Entry*>(find(static_cast<const Queue&>(q), seq));
+}
+
+bool QueueIndex::contains(QueueKey key, std::int64_t seq) const {
+  auto it = queues_.find(key);
+  if (it == queues_.end()) return false;
+  const Entry* e = find(it->second, seq);
+  return e != nullptr && live(e->size);
 }
 
 std::optional<std::int64_t> QueueIndex::remove(QueueKey key, std::int64_t seq) {

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <span>
 #include <utility>
 
 #include "base/secret_bytes.h"
@@ -443,31 +444,37 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
                              const std::vector<Bytes>& server_ids) {
   const QueueKey key{account_id, device_id};
   std::uint32_t count = 0;
-  // Runs a `DELETE ... RETURNING seq` of at most one row of this device's queue.
-  auto take = [&](Stmt& s) -> Result<bool> {
-    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    if (!row) return false;
-    forget_envelope(tx, key, s.column_int(0));
-    ++count;
-    return true;
-  };
   for (const Bytes& id : server_ids) {
-    bool deleted = false;
+    bool taken = false;
     if (id.size() == kServerIdSize) {
-      // The first 8 bytes are the seq: a primary-key lookup, checked against the whole id.
+      // The first 8 bytes are the seq. The row is checked against the whole id and the device
+      // (read, not written: the page stays clean), then the seq goes to the acked table and the
+      // row is deleted later with others (delete_acked). The index tells an envelope already
+      // acknowledged (its row may still be there) from one still queued.
       std::uint64_t seq = 0;
       for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | id[i];
-      PARLEY_ASSIGN_OR_RETURN(
-          Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?4 AND server_id = ?3 AND "
-                                "account_id = ?1 AND device_id = ?2 RETURNING seq",
-                                "delete envelope"));
-      s.bind(1, account_id).bind(2, device_id).bind_blob(3, id);
-      s.bind(4, static_cast<std::int64_t>(seq & 0x7fffffffffffffffull));
-      PARLEY_ASSIGN_OR_RETURN(deleted, take(s));
+      const auto s64 = static_cast<std::int64_t>(seq & 0x7fffffffffffffffull);
+      if (tx.backend.queues.contains(key, s64)) {
+        PARLEY_ASSIGN_OR_RETURN(
+            Stmt s, tx.db.prepare("SELECT 1 FROM envelopes WHERE seq = ?4 AND server_id = ?3 AND "
+                                  "account_id = ?1 AND device_id = ?2",
+                                  "check acknowledged envelope"));
+        s.bind(1, account_id).bind(2, device_id).bind_blob(3, id).bind(4, s64);
+        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+        if (row) {
+          PARLEY_ASSIGN_OR_RETURN(Stmt log, tx.db.prepare("INSERT INTO acked (seq) VALUES (?1)",
+                                                          "record acknowledgement"));
+          log.bind(1, s64);
+          PARLEY_TRY(log.run());
+          forget_envelope(tx, key, s64);
+          tx.acked_added.push_back(s64);
+          taken = true;
+        }
+      }
     }
-    if (!deleted && tx.backend.legacy_rows) {
+    if (!taken && tx.backend.legacy_rows) {
       // An envelope stored before schema v3 has a random id: look among the device's queued
-      // envelopes from then.
+      // envelopes from then, and delete it at once (there are few, and they only get fewer).
       for (std::int64_t seq : tx.backend.queues.after(key, 0, SIZE_MAX)) {
         if (seq > tx.backend.legacy_max_seq) break;
         PARLEY_ASSIGN_OR_RETURN(
@@ -475,12 +482,30 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
                                   "RETURNING seq",
                                   "delete legacy envelope"));
         s.bind(1, seq).bind_blob(2, id);
-        PARLEY_ASSIGN_OR_RETURN(deleted, take(s));
-        if (deleted) break;
+        PARLEY_ASSIGN_OR_RETURN(taken, s.step());
+        if (taken) {
+          forget_envelope(tx, key, seq);
+          break;
+        }
       }
     }
+    if (taken) ++count;
   }
   return count;
+}
+
+Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
+  for (std::int64_t seq : seqs) {
+    PARLEY_ASSIGN_OR_RETURN(Stmt row, db.prepare("DELETE FROM envelopes WHERE seq = ?1",
+                                                 "delete acknowledged envelope"));
+    row.bind(1, seq);
+    PARLEY_TRY(row.run());
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt log, db.prepare("DELETE FROM acked WHERE seq = ?1", "forget acknowledgement"));
+    log.bind(1, seq);
+    PARLEY_TRY(log.run());
+  }
+  return Status::ok();
 }
 
 // ---- attachments ------------------------------------------------------------------------------
@@ -561,8 +586,14 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
     }
   }
   {
+    // The log is in insertion order: the expired keys are the rows before the first young one
+    // (found by a scan from the oldest that stops there). A row stored while the clock was set
+    // back stays until the young ones before it expire; the index below forgets it on time.
     PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, tx.db.prepare("DELETE FROM dedup WHERE created_ms < ?1", "expire dedup keys"));
+        Stmt s, tx.db.prepare("DELETE FROM dedup WHERE id < IFNULL((SELECT id FROM dedup WHERE "
+                              "created_ms >= ?1 ORDER BY id LIMIT 1), (SELECT MAX(id) + 1 FROM "
+                              "dedup))",
+                              "expire dedup keys"));
     s.bind(1, now_ms - dedup_ms);
     PARLEY_TRY(s.run());
     // Forgetting in memory is safe even if this transaction rolls back: a key that is in the
@@ -606,12 +637,14 @@ Result<StatsDelta> read_gauges(Db& db, const Backend& backend) {
   return g;
 }
 
-Status save_next_seq(Db& db, Backend& backend) {
-  if (backend.next_seq == backend.stored_next_seq) return Status::ok();
+Status save_next_seq(Tx& tx) {
+  if (tx.backend.next_seq <= tx.backend.seq_bound) return Status::ok();
+  const std::int64_t bound = tx.backend.next_seq + kSeqReserve;
   PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, db.prepare("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", "save next seq"));
-  s.bind(1, backend.next_seq);
+      Stmt s, tx.db.prepare("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", "save next seq"));
+  s.bind(1, bound);
   PARLEY_TRY(s.run());
+  tx.seq_bound = bound;
   return Status::ok();
 }
 
@@ -624,7 +657,27 @@ Status load_backend(Db& db, Backend& backend) {
     (std::string_view(key) == "next_seq" ? backend.next_seq : backend.legacy_max_seq) =
         s.column_int(0);
   }
-  backend.stored_next_seq = backend.next_seq;
+  backend.seq_bound = backend.next_seq;
+  {
+    // Acknowledged envelopes whose rows were not deleted yet when the store stopped.
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT seq FROM acked", "read the acked table"));
+    std::vector<std::int64_t> seqs;
+    for (;;) {
+      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+      if (!row) break;
+      seqs.push_back(s.column_int(0));
+    }
+    if (!seqs.empty()) {
+      std::sort(seqs.begin(), seqs.end());
+      PARLEY_TRY(db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes"));
+      Status done = delete_acked(db, seqs);
+      if (done.is_ok()) done = db.run("COMMIT", "commit deleting acknowledged envelopes");
+      if (!done.is_ok()) {
+        if (db.in_transaction()) db.exec("ROLLBACK", "rollback").ignore();
+        return done;
+      }
+    }
+  }
   {
     PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT 1 FROM envelopes WHERE seq <= ?1 LIMIT 1",
                                                "look for legacy envelopes"));

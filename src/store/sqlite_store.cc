@@ -9,16 +9,23 @@
 // COMMIT, or SQLite rolling the transaction back on its own after an I/O error), nothing of the
 // batch is committed and every operation in it fails with kIo: no callback ever reports a write
 // that is not durable.
+//
+// An acknowledgement records the envelope's seq in the acked table. Their rows are deleted later,
+// the oldest ack_flush_run at a time: after a batch while ack_flush_count or more wait, when
+// the store is idle and the oldest has waited ack_flush_delay, and at close
+// (delete_acked_rows(); docs/storage.md, "Write volume").
 
 #include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <random>
+#include <span>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -185,6 +192,8 @@ class SqliteStore final : public Store {
     s.unsynced_commits = unsynced_commits_.load(std::memory_order_relaxed);
     s.committed_ops = committed_ops_.load(std::memory_order_relaxed);
     s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
+    s.acked_pending = acked_pending_.load(std::memory_order_relaxed);
+    s.failed_ack_flushes = failed_ack_flushes_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -235,8 +244,17 @@ class SqliteStore final : public Store {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return !queue_.empty() || closed_; });
-        if (queue_.empty()) return;  // closed and drained
+        auto ready = [this] { return !queue_.empty() || closed_; };
+        if (backend_->acked.empty()) {
+          cv_.wait(lock, ready);
+        } else if (!cv_.wait_until(lock, acked_since_ + options_.ack_flush_delay, ready)) {
+          // Idle, and the oldest acknowledgement has waited long enough: delete a run, and
+          // come back at once for the next while there is still nothing else to do.
+          lock.unlock();
+          delete_acked_rows();
+          continue;
+        }
+        if (queue_.empty()) break;  // closed and drained
         while (!queue_.empty() && batch.size() < options_.max_batch) {
           batch.push_back(std::move(queue_.front()));
           queue_.pop_front();
@@ -245,7 +263,40 @@ class SqliteStore final : public Store {
       run_batch(batch);
       for (auto& op : batch) op->finish();
       batch.clear();
+      if (backend_->acked.size() >= options_.ack_flush_count) delete_acked_rows();
     }
+    // Closing: leave the acked table empty (open() would finish it otherwise).
+    while (!backend_->acked.empty()) {
+      if (!delete_acked_rows()) break;
+    }
+  }
+
+  // Deletes the rows of the oldest ack_flush_run acknowledged envelopes, and their seqs from
+  // the acked table, in one commit without an fsync: the acked table already holds them, so a
+  // lost delete is only done again (at open). A run is short so that the sends queued behind it
+  // wait little. False (and the seqs kept for a later run) when it failed.
+  bool delete_acked_rows() {
+    std::vector<std::int64_t>& acked = backend_->acked;
+    if (acked.empty()) return true;
+    const std::size_t n = std::min(acked.size(), options_.ack_flush_run);
+    std::nth_element(acked.begin(), acked.begin() + static_cast<std::ptrdiff_t>(n - 1),
+                     acked.end());
+    std::sort(acked.begin(), acked.begin() + static_cast<std::ptrdiff_t>(n));
+    Status s = set_synchronous(false);
+    if (s.is_ok()) s = db_->run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
+    if (s.is_ok()) s = delete_acked(*db_, std::span<const std::int64_t>(acked.data(), n));
+    if (s.is_ok()) s = db_->run("COMMIT", "commit deleting acknowledged envelopes");
+    if (!s.is_ok()) {
+      if (db_->in_transaction()) db_->exec("ROLLBACK", "rollback").ignore();
+      failed_ack_flushes_.fetch_add(1, std::memory_order_relaxed);
+      acked_since_ = std::chrono::steady_clock::now();  // not again at once
+      return false;
+    }
+    acked.erase(acked.begin(), acked.begin() + static_cast<std::ptrdiff_t>(n));
+    acked_pending_.store(acked.size(), std::memory_order_relaxed);
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    unsynced_commits_.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
 
   // One group commit. First the whole batch runs in one transaction without savepoints:
@@ -255,7 +306,7 @@ class SqliteStore final : public Store {
   // operation, so that the failing one is undone alone. Operations can run twice: they read
   // their inputs by reference and set their result afresh on every run.
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
-    Tx tx{*db_, *backend_, {}, {}};
+    Tx tx{*db_, *backend_, {}, {}, {}, 0};
     // A batch of acknowledgements alone commits without an fsync (synchronous=NORMAL: WAL
     // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:
     // the WAL is written in order, so no synced commit can outlive an earlier unsynced one.
@@ -277,8 +328,13 @@ class SqliteStore final : public Store {
       for (auto& op : batch) op->fail(failed);
       return;
     }
-    backend_->stored_next_seq = backend_->next_seq;
+    if (tx.seq_bound != 0) backend_->seq_bound = tx.seq_bound;
     backend_->queues.settle();
+    if (!tx.acked_added.empty()) {
+      if (backend_->acked.empty()) acked_since_ = std::chrono::steady_clock::now();
+      backend_->acked.insert(backend_->acked.end(), tx.acked_added.begin(), tx.acked_added.end());
+      acked_pending_.store(backend_->acked.size(), std::memory_order_relaxed);
+    }
     accounts_.fetch_add(static_cast<std::uint64_t>(tx.delta.accounts), std::memory_order_relaxed);
     envelopes_.fetch_add(static_cast<std::uint64_t>(tx.delta.envelopes),
                          std::memory_order_relaxed);
@@ -314,6 +370,7 @@ class SqliteStore final : public Store {
       const StatsDelta before = tx.delta;
       const std::size_t dedup_mark = tx.dedup_added.size();
       const std::size_t queues_mark = tx.backend.queues.mark();
+      const std::size_t acked_mark = tx.acked_added.size();
       if (op->run(tx)) {
         if (isolate) failed = db_->run("RELEASE op", "release savepoint");
       } else if (!isolate) {
@@ -323,6 +380,7 @@ class SqliteStore final : public Store {
         tx.delta = before;
         undo_dedup(tx, dedup_mark);
         tx.backend.queues.undo(queues_mark);
+        tx.acked_added.resize(acked_mark);
         failed = db_->run("ROLLBACK TO op", "roll back savepoint");
         if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
       }
@@ -331,13 +389,15 @@ class SqliteStore final : public Store {
         failed = make_error(ErrorCode::kIo, "store: transaction rolled back by SQLite");
       }
     }
-    if (failed.is_ok() && !op_failed) failed = save_next_seq(*db_, *backend_);
+    if (failed.is_ok() && !op_failed) failed = save_next_seq(tx);
     if (failed.is_ok() && !op_failed) failed = db_->run("COMMIT", "commit");
     if (failed.is_ok() && !op_failed) return Attempt::kCommitted;
     if (db_->in_transaction()) db_->exec("ROLLBACK", "rollback").ignore();
     // (next_seq stays where it is: the seqs of a rolled-back attempt are burnt, never reused)
     undo_dedup(tx, 0);
     tx.backend.queues.undo(0);
+    tx.acked_added.clear();
+    tx.seq_bound = 0;
     return failed.is_ok() ? Attempt::kOpFailed : Attempt::kFailed;
   }
 
@@ -371,13 +431,18 @@ class SqliteStore final : public Store {
   bool synchronous_full_ = true;  // the connection's setting (Db::open sets FULL); store thread
   std::atomic<std::uint64_t> committed_ops_{0};
   std::atomic<std::uint64_t> last_batch_size_{0};
+  std::atomic<std::uint64_t> acked_pending_{0};
+  std::atomic<std::uint64_t> failed_ack_flushes_{0};
+  // When the oldest of backend_->acked was committed (store thread only).
+  std::chrono::steady_clock::time_point acked_since_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
                                                  const SqliteOptions& options) {
-  if (options.max_batch == 0 || options.max_pending == 0 || options.dedup_entries == 0) {
+  if (options.max_batch == 0 || options.max_pending == 0 || options.dedup_entries == 0 ||
+      options.ack_flush_run == 0) {
     return make_error(ErrorCode::kInvalidArgument, "store: batch and queue bounds must be > 0");
   }
   PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::open(path));

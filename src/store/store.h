@@ -147,6 +147,9 @@ struct Stats {
   std::uint64_t unsynced_commits = 0;  // of them, batches of acks alone: no fsync (ack())
   std::uint64_t committed_ops = 0;     // operations in them (ops/commit = batch size)
   std::uint64_t last_batch_size = 0;
+  // Acknowledged envelopes whose rows wait to be deleted together (docs/storage.md).
+  std::uint64_t acked_pending = 0;
+  std::uint64_t failed_ack_flushes = 0;  // deletions of them that failed (retried later)
 };
 
 class Store {

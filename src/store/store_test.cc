@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "store/internal/sqlite_db.h"
+#include "store/internal/sqlite_ops.h"
 #include "store/internal/sqlite_store.h"
 #include "store/migrations.h"
 #include "store/store.h"
@@ -1229,6 +1230,137 @@ TEST_F(StoreTest, AcknowledgedMessagesSurviveKill9) {
   EXPECT_EQ(store_->stats().queued_envelopes, present.size());
   std::printf("kill -9 after %zu acknowledged messages: %zu stored, none lost\n", acked->size(),
               present.size());
+}
+
+// ---- acknowledged rows deleted in runs (schema v5) --------------------------------------------
+
+// Whether the statement produced a row (false on an error too).
+bool next_row(internal::Stmt& s) {
+  auto r = s.step();
+  return r.has_value() && *r;
+}
+
+// Rows of `table`, read through a second connection (the store's own is busy on its thread).
+std::int64_t count_rows(const std::string& path, const std::string& table) {
+  auto db = internal::Db::open(path);
+  if (!db.has_value()) return -1;
+  const std::string sql = "SELECT COUNT(*) FROM " + table;
+  auto s = (*db)->prepare(sql.c_str(), "test");
+  if (!s.has_value() || !next_row(*s)) return -1;
+  return s->column_int(0);
+}
+
+TEST_F(StoreTest, AcknowledgedRowsAreDeletedInRunsOfTheOldestAndAtClose) {
+  internal::SqliteOptions o;
+  o.ack_flush_count = 4;
+  o.ack_flush_run = 2;
+  o.ack_flush_delay = std::chrono::hours(1);
+  open(o);
+  Account a = create("alice");
+  std::vector<Bytes> ids;
+  for (std::uint32_t i = 0; i < 10; ++i) {
+    auto r = send(make_send(a.id, {make_delivery(a.id, 1, i)}));
+    ASSERT_TRUE(r.has_value());
+    ids.push_back(r->server_ids[0]);
+  }
+  // Three acknowledged: recorded, gone from the queue, their rows still there.
+  EXPECT_EQ(*ack(a.id, 1, {ids[5], ids[1], ids[3]}), 3u);
+  EXPECT_EQ(*ack(a.id, 1, {ids[1]}), 0u);  // once only, though its row is still there
+  EXPECT_EQ(store_->stats().acked_pending, 3u);
+  EXPECT_EQ(store_->stats().queued_envelopes, 7u);
+  EXPECT_EQ(fetch(a.id, 1).size(), 7u);
+  EXPECT_EQ(count_rows(path_, "envelopes"), 10);
+  EXPECT_EQ(count_rows(path_, "acked"), 3);
+  // Four or more waiting: after that batch the oldest two by seq (envelopes 0 and 1) are
+  // deleted, before the store takes its next batch (the fetch).
+  EXPECT_EQ(*ack(a.id, 1, {ids[0]}), 1u);
+  EXPECT_EQ(fetch(a.id, 1).size(), 6u);
+  EXPECT_EQ(store_->stats().acked_pending, 2u);
+  EXPECT_EQ(count_rows(path_, "envelopes"), 8);
+  EXPECT_EQ(count_rows(path_, "acked"), 2);
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    auto s = (*db)->prepare("SELECT seq FROM acked ORDER BY seq", "test");
+    ASSERT_TRUE(s.has_value());
+    std::vector<std::int64_t> left;
+    while (next_row(*s)) left.push_back(s->column_int(0));
+    auto seq = [&](std::size_t i) {
+      std::int64_t v = 0;
+      for (std::size_t b = 0; b < 8; ++b) v = (v << 8) | ids[i][b];
+      return v;
+    };
+    EXPECT_EQ(left, (std::vector<std::int64_t>{seq(3), seq(5)})) << "the oldest went first";
+  }
+  // Closing deletes the rest.
+  store_->close();
+  EXPECT_EQ(count_rows(path_, "envelopes"), 6);
+  EXPECT_EQ(count_rows(path_, "acked"), 0);
+  open();
+  EXPECT_EQ(fetch(a.id, 1).size(), 6u);
+}
+
+TEST_F(StoreTest, AnIdleStoreDeletesAcknowledgedRowsAfterTheDelay) {
+  internal::SqliteOptions o;
+  o.ack_flush_delay = std::chrono::milliseconds(50);
+  open(o);
+  Account a = create("alice");
+  auto r = send(make_send(a.id, {make_delivery(a.id, 1, 1), make_delivery(a.id, 1, 2)}));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(*ack(a.id, 1, r->server_ids), 2u);
+  std::int64_t rows = -1;
+  for (int i = 0; i < 200 && rows != 0; ++i) {  // at most 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    rows = count_rows(path_, "envelopes");
+  }
+  EXPECT_EQ(rows, 0);
+  EXPECT_EQ(count_rows(path_, "acked"), 0);
+  EXPECT_EQ(store_->stats().acked_pending, 0u);
+}
+
+TEST_F(StoreTest, AcknowledgementsLeftInTheTableAreFinishedAtOpen) {
+  Account a = create("alice");
+  auto r = send(make_send(a.id, {make_delivery(a.id, 1, 1), make_delivery(a.id, 1, 2)}));
+  ASSERT_TRUE(r.has_value());
+  store_->close();
+  {
+    // What a crash leaves: the acknowledgement recorded, the row not yet deleted.
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    const std::string sql = "INSERT INTO acked (seq) VALUES (" + std::to_string(r->seqs[0]) + ")";
+    ASSERT_TRUE((*db)->exec(sql.c_str(), "test").is_ok());
+  }
+  open();
+  EXPECT_EQ(count_rows(path_, "envelopes"), 1);
+  EXPECT_EQ(count_rows(path_, "acked"), 0);
+  const auto queued = fetch(a.id, 1);
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].seq, r->seqs[1]);
+  EXPECT_EQ(store_->stats().queued_envelopes, 1u);
+}
+
+TEST_F(StoreTest, TheSeqBoundIsWrittenAheadAndARestartSkipsPastIt) {
+  Account a = create("alice");
+  auto first = send(make_send(a.id, {make_delivery(a.id, 1, 1)}));
+  ASSERT_TRUE(first.has_value());
+  auto bound = [&] {
+    auto db = internal::Db::open(path_);
+    if (!db.has_value()) return std::int64_t{-1};
+    auto s = (*db)->prepare("SELECT value FROM meta WHERE key = 'next_seq'", "test");
+    if (!s.has_value() || !next_row(*s)) return std::int64_t{-1};
+    return s->column_int(0);
+  };
+  const std::int64_t written = bound();
+  EXPECT_EQ(written, first->seqs[0] + 1 + internal::kSeqReserve);
+  auto second = send(make_send(a.id, {make_delivery(a.id, 1, 2)}));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->seqs[0], first->seqs[0] + 1);
+  EXPECT_EQ(bound(), written) << "a send within the reserve leaves the meta row alone";
+  store_->close();
+  open();
+  auto third = send(make_send(a.id, {make_delivery(a.id, 1, 3)}));
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->seqs[0], written) << "after a restart, seqs start at the bound";
 }
 
 }  // namespace

@@ -56,6 +56,8 @@ class QueueIndex {
   // Logged changes.
   void append(QueueKey key, std::int64_t seq, std::int64_t size);      // seq above every queued one
   std::optional<std::int64_t> remove(QueueKey key, std::int64_t seq);  // its size, if queued
+  // Whether `seq` is queued for `key` (not removed, also not by this transaction).
+  bool contains(QueueKey key, std::int64_t seq) const;
 
   // Up to `limit` queued seqs above `after_seq`, oldest first.
   std::vector<std::int64_t> after(QueueKey key, std::int64_t after_seq, std::size_t limit) const;
@@ -83,6 +85,7 @@ class QueueIndex {
     std::int64_t seq = 0;
   };
 
+  static const Entry* find(const Queue& q, std::int64_t seq);
   static Entry* find(Queue& q, std::int64_t seq);
   void tally(Queue& q, std::int64_t size, std::int64_t sign);
 

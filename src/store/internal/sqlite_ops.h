@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,14 +30,23 @@ struct StatsDelta {
 struct Backend {
   Backend(std::size_t dedup_entries, std::uint64_t seed)
       : dedup_capacity(dedup_entries), dedup(dedup_entries, seed) {}
-  std::int64_t next_seq = 1;        // the seq (and server-id prefix) of the next envelope
-  std::int64_t stored_next_seq = 1; // next_seq as committed in the meta table
+  std::int64_t next_seq = 1;  // the seq (and server-id prefix) of the next envelope
+  // The meta table's next_seq: no seq at or above it has been handed out. It is written
+  // kSeqReserve ahead of next_seq, so most commits leave the meta page alone; a restart skips
+  // the rest of the reserve (seqs need only increase, not be dense).
+  std::int64_t seq_bound = 1;
   std::int64_t legacy_max_seq = 0;  // envelopes up to here predate schema v3 (see migrations.cc)
   bool legacy_rows = false;         // some of them may still be queued
   std::size_t dedup_capacity;
   DedupIndex dedup;
   QueueIndex queues;  // every non-empty device queue (see queue_index.h)
+  // Seqs of acknowledged envelopes whose rows are still in the table (their seqs are in the
+  // committed `acked` table, no longer in `queues`), in no particular order.
+  std::vector<std::int64_t> acked;
 };
+
+// How far ahead of next_seq the meta table's bound is written.
+inline constexpr std::int64_t kSeqReserve = 4096;
 
 struct Tx {
   Db& db;
@@ -44,6 +54,10 @@ struct Tx {
   StatsDelta delta;
   // Dedup keys recorded in memory by this transaction, undone if it does not commit.
   std::vector<std::pair<std::uint64_t, std::int64_t>> dedup_added;
+  // Seqs this transaction added to the acked table; added to Backend::acked once it commits.
+  std::vector<std::int64_t> acked_added;
+  // The bound save_next_seq wrote, adopted as Backend::seq_bound once the transaction commits.
+  std::int64_t seq_bound = 0;
 };
 
 struct Unit {};
@@ -75,10 +89,15 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
 
 // Gauges at open: accounts, and the queued envelopes and bytes of a loaded `backend`.
 Result<StatsDelta> read_gauges(Db& db, const Backend& backend);
-// Writes next_seq to the meta table if it moved (inside the batch transaction, before COMMIT).
-Status save_next_seq(Db& db, Backend& backend);
+// Writes a new bound to the meta table (into tx.seq_bound) when next_seq has reached the
+// stored one (inside the batch transaction, before COMMIT).
+Status save_next_seq(Tx& tx);
+// Deletes the rows of the acknowledged envelopes `seqs`, and the seqs from the acked table,
+// inside a transaction the caller runs. Also run at open, for those a stop left behind.
+Status delete_acked(Db& db, std::span<const std::int64_t> seqs);
 // Fills `backend` at open: the next seq, the legacy marker, the newest dedup keys and the
-// queue index (one pass over the envelopes table).
+// queue index (one pass over the envelopes table). First deletes the envelopes that the acked
+// log names (their deletion was pending when the store last stopped).
 Status load_backend(Db& db, Backend& backend);
 
 }  // namespace parley::store::internal
