@@ -11,9 +11,9 @@
 // that is not durable.
 //
 // An acknowledgement records the envelope's seq in the acked table. Their rows are deleted later,
-// the oldest ack_flush_run at a time: after a batch while ack_flush_count or more wait, when
-// the store is idle and the oldest has waited ack_flush_delay, and at close
-// (delete_acked_rows(); docs/storage.md, "Write volume").
+// the oldest ack_flush_run at a time (more if more than ack_flush_count would be left): after a
+// batch while ack_flush_count or more wait, when the store is idle and the oldest has waited
+// ack_flush_delay, and at close (delete_acked_rows(); docs/storage.md, "Write volume").
 
 #include <pthread.h>
 
@@ -271,14 +271,18 @@ class SqliteStore final : public Store {
     }
   }
 
-  // Deletes the rows of the oldest ack_flush_run acknowledged envelopes, and their seqs from
-  // the acked table, in one commit without an fsync: the acked table already holds them, so a
-  // lost delete is only done again (at open). A run is short so that the sends queued behind it
-  // wait little. False (and the seqs kept for a later run) when it failed.
+  // Deletes the rows of the oldest acknowledged envelopes, and their seqs from the acked table,
+  // in one commit without an fsync: the acked table already holds them, so a lost delete is only
+  // done again (at open). A run is ack_flush_run long, so that the sends queued behind it wait
+  // little, or longer when acknowledgements come faster than that: no more than
+  // ack_flush_count stay behind, so neither this list nor the table grows without bound.
+  // False (and the seqs kept for a later run) when it failed.
   bool delete_acked_rows() {
     std::vector<std::int64_t>& acked = backend_->acked;
     if (acked.empty()) return true;
-    const std::size_t n = std::min(acked.size(), options_.ack_flush_run);
+    const std::size_t over =
+        acked.size() > options_.ack_flush_count ? acked.size() - options_.ack_flush_count : 0;
+    const std::size_t n = std::min(acked.size(), std::max(options_.ack_flush_run, over));
     std::nth_element(acked.begin(), acked.begin() + static_cast<std::ptrdiff_t>(n - 1),
                      acked.end());
     std::sort(acked.begin(), acked.begin() + static_cast<std::ptrdiff_t>(n));

@@ -1300,6 +1300,30 @@ TEST_F(StoreTest, AcknowledgedRowsAreDeletedInRunsOfTheOldestAndAtClose) {
   EXPECT_EQ(fetch(a.id, 1).size(), 6u);
 }
 
+TEST_F(StoreTest, AcknowledgementsFasterThanRunsLeaveNoMoreThanTheCountWaiting) {
+  internal::SqliteOptions o;
+  o.ack_flush_count = 4;
+  o.ack_flush_run = 2;
+  o.ack_flush_delay = std::chrono::hours(1);
+  open(o);
+  Account a = create("alice");
+  std::vector<Bytes> ids;
+  for (std::uint32_t i = 0; i < 12; ++i) {
+    auto r = send(make_send(a.id, {make_delivery(a.id, 1, i)}));
+    ASSERT_TRUE(r.has_value());
+    ids.push_back(r->server_ids[0]);
+  }
+  // Ten in one acknowledgement: the run after it takes six, not two, leaving four; the run
+  // after the fetch's batch takes two more (four still wait). Runs of two alone would leave six.
+  // (A run follows its batch's callbacks: the second fetch waits for the run after the first.)
+  EXPECT_EQ(*ack(a.id, 1, std::vector<Bytes>(ids.begin(), ids.begin() + 10)), 10u);
+  EXPECT_EQ(fetch(a.id, 1).size(), 2u);
+  EXPECT_EQ(fetch(a.id, 1).size(), 2u);
+  EXPECT_EQ(store_->stats().acked_pending, 2u);
+  EXPECT_EQ(count_rows(path_, "envelopes"), 4);
+  EXPECT_EQ(count_rows(path_, "acked"), 2);
+}
+
 TEST_F(StoreTest, AnIdleStoreDeletesAcknowledgedRowsAfterTheDelay) {
   internal::SqliteOptions o;
   o.ack_flush_delay = std::chrono::milliseconds(50);

@@ -22,9 +22,10 @@ struct SqliteOptions {
   // key is among the newest this many and within the dedup window.
   std::size_t dedup_entries = 1 << 20;
   // Acknowledged envelopes wait in the acked table (schema v5); their rows are deleted the
-  // oldest ack_flush_run at a time, after each batch while ack_flush_count or more wait, or
-  // once the store is idle and the oldest has waited ack_flush_delay. Rows stored together are
-  // acknowledged at about the same time, so a run of the oldest shares pages.
+  // oldest ack_flush_run at a time (or as many as leave ack_flush_count), after each batch
+  // while ack_flush_count or more wait, or once the store is idle and the oldest has waited
+  // ack_flush_delay. Rows stored together are acknowledged at about the same time, so a run of
+  // the oldest shares pages.
   std::size_t ack_flush_count = 1024;
   std::size_t ack_flush_run = 128;
   std::chrono::milliseconds ack_flush_delay{1000};
