@@ -494,7 +494,9 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
   return count;
 }
 
-Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
+namespace {
+
+Status delete_acked_in_tx(Db& db, std::span<const std::int64_t> seqs) {
   for (std::int64_t seq : seqs) {
     PARLEY_ASSIGN_OR_RETURN(Stmt row, db.prepare("DELETE FROM envelopes WHERE seq = ?1",
                                                  "delete acknowledged envelope"));
@@ -506,6 +508,16 @@ Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
     PARLEY_TRY(log.run());
   }
   return Status::ok();
+}
+
+}  // namespace
+
+Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
+  Status s = db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
+  if (s.is_ok()) s = delete_acked_in_tx(db, seqs);
+  if (s.is_ok()) s = db.run("COMMIT", "commit deleting acknowledged envelopes");
+  if (!s.is_ok() && db.in_transaction()) db.exec("ROLLBACK", "rollback").ignore();
+  return s;
 }
 
 // ---- attachments ------------------------------------------------------------------------------
@@ -660,23 +672,17 @@ Status load_backend(Db& db, Backend& backend) {
   backend.seq_bound = backend.next_seq;
   {
     // Acknowledged envelopes whose rows were not deleted yet when the store stopped.
-    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT seq FROM acked", "read the acked table"));
     std::vector<std::int64_t> seqs;
-    for (;;) {
-      PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-      if (!row) break;
-      seqs.push_back(s.column_int(0));
-    }
-    if (!seqs.empty()) {
-      std::sort(seqs.begin(), seqs.end());
-      PARLEY_TRY(db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes"));
-      Status done = delete_acked(db, seqs);
-      if (done.is_ok()) done = db.run("COMMIT", "commit deleting acknowledged envelopes");
-      if (!done.is_ok()) {
-        if (db.in_transaction()) db.exec("ROLLBACK", "rollback").ignore();
-        return done;
+    {
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt s, db.prepare("SELECT seq FROM acked ORDER BY seq", "read the acked table"));
+      for (;;) {
+        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+        if (!row) break;
+        seqs.push_back(s.column_int(0));
       }
     }
+    if (!seqs.empty()) PARLEY_TRY(delete_acked(db, seqs));
   }
   {
     PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT 1 FROM envelopes WHERE seq <= ?1 LIMIT 1",

@@ -287,11 +287,8 @@ class SqliteStore final : public Store {
                      acked.end());
     std::sort(acked.begin(), acked.begin() + static_cast<std::ptrdiff_t>(n));
     Status s = set_synchronous(false);
-    if (s.is_ok()) s = db_->run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
     if (s.is_ok()) s = delete_acked(*db_, std::span<const std::int64_t>(acked.data(), n));
-    if (s.is_ok()) s = db_->run("COMMIT", "commit deleting acknowledged envelopes");
     if (!s.is_ok()) {
-      if (db_->in_transaction()) db_->exec("ROLLBACK", "rollback").ignore();
       failed_ack_flushes_.fetch_add(1, std::memory_order_relaxed);
       acked_since_ = std::chrono::steady_clock::now();  // not again at once
       return false;

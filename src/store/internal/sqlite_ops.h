@@ -92,8 +92,9 @@ Result<StatsDelta> read_gauges(Db& db, const Backend& backend);
 // Writes a new bound to the meta table (into tx.seq_bound) when next_seq has reached the
 // stored one (inside the batch transaction, before COMMIT).
 Status save_next_seq(Tx& tx);
-// Deletes the rows of the acknowledged envelopes `seqs`, and the seqs from the acked table,
-// inside a transaction the caller runs. Also run at open, for those a stop left behind.
+// Deletes the rows of the acknowledged envelopes `seqs`, and the seqs from the acked table, in
+// one transaction of its own (rolled back on failure). Also run at open, for those a stop left
+// behind.
 Status delete_acked(Db& db, std::span<const std::int64_t> seqs);
 // Fills `backend` at open: the next seq, the legacy marker, the newest dedup keys and the
 // queue index (one pass over the envelopes table). First deletes the envelopes that the acked
