@@ -18,6 +18,7 @@
 
 #include "transport/internal/asio.h"
 #include "transport/internal/cork_stream.h"
+#include "transport/internal/tcp_tls.h"
 #include "transport/internal/tls_resumption.h"
 
 namespace parley::transport {
@@ -25,42 +26,15 @@ namespace {
 
 using namespace internal;  // NOLINT: file-local
 namespace websocket = boost::beast::websocket;
-// The byte streams the client's TLS to parleyd runs over. Both close the TCP connection at
-// once when the WebSocket is torn down: Beast's own teardown half-closes the socket
-// (shutdown(SHUT_WR)), and obfs4proxy then closes both directions, so no client stream is
-// ever half-closed. asio's ssl::stream wants lowest_layer(); Beast's get_lowest_layer() walks
-// next_layer() down to the tcp_stream, whose timeouts bound every step.
+// The client's TLS to parleyd runs over TCP (TcpTls, internal/tcp_tls.h: direct, SOCKS5, HTTP
+// CONNECT) or inside the TLS to a bridge (Tls2Stream over BridgePipe). Either closes the TCP
+// connection at once when the WebSocket is torn down: Beast's own teardown half-closes the
+// socket (shutdown(SHUT_WR)), and obfs4proxy then closes both directions, so no client stream
+// is ever half-closed.
 //
-// DirectPipe: TCP to parleyd, or to a SOCKS5 / HTTP CONNECT proxy that relays it.
-class DirectPipe {
- public:
-  using executor_type = beast::tcp_stream::executor_type;
-  using next_layer_type = beast::tcp_stream;
-  using lowest_layer_type = beast::tcp_stream::socket_type;
-
-  explicit DirectPipe(const net::any_io_executor& ex)
-      : tcp_(std::make_unique<beast::tcp_stream>(ex)) {}
-
-  executor_type get_executor() noexcept { return tcp_->get_executor(); }
-  beast::tcp_stream& next_layer() noexcept { return *tcp_; }
-  const beast::tcp_stream& next_layer() const noexcept { return *tcp_; }
-  lowest_layer_type& lowest_layer() noexcept { return tcp_->socket(); }
-  const lowest_layer_type& lowest_layer() const noexcept { return tcp_->socket(); }
-  template <class MutableBufferSequence, class Token>
-  auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
-    return tcp_->async_read_some(buffers, std::forward<Token>(token));
-  }
-  template <class ConstBufferSequence, class Token>
-  auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
-    return tcp_->async_write_some(buffers, std::forward<Token>(token));
-  }
-
- private:
-  std::unique_ptr<beast::tcp_stream> tcp_;
-};
-
 // BridgePipe: the TLS stream to a bridge, after its upgrade, seen by the inner TLS as a plain
-// byte stream to parleyd.
+// byte stream to parleyd. asio's ssl::stream wants lowest_layer(); Beast's get_lowest_layer()
+// walks next_layer() down to the tcp_stream, whose timeouts bound every step.
 class BridgePipe {
  public:
   using executor_type = TlsStream::executor_type;
@@ -90,24 +64,14 @@ class BridgePipe {
   std::unique_ptr<TlsStream> outer_;
 };
 
-// WebSocket teardown of the pipes (found by ADL): close, never half-close.
-template <class Pipe>
-void close_now(Pipe& pipe) {
+// WebSocket teardown of the bridge pipe (found by ADL): close, never half-close.
+void close_now(BridgePipe& pipe) {
   error_code ignored;
   pipe.lowest_layer().close(ignored);
-}
-[[maybe_unused]] void teardown(beast::role_type, DirectPipe& pipe, error_code& ec) {
-  close_now(pipe);
-  ec = {};
 }
 [[maybe_unused]] void teardown(beast::role_type, BridgePipe& pipe, error_code& ec) {
   close_now(pipe);
   ec = {};
-}
-template <class Handler>
-void async_teardown(beast::role_type, DirectPipe& pipe, Handler&& handler) {
-  close_now(pipe);
-  net::post(pipe.get_executor(), beast::bind_front_handler(std::forward<Handler>(handler), error_code{}));
 }
 template <class Handler>
 void async_teardown(beast::role_type, BridgePipe& pipe, Handler&& handler) {
@@ -116,7 +80,6 @@ void async_teardown(beast::role_type, BridgePipe& pipe, Handler&& handler) {
 }
 
 // TLS to parleyd over TCP (direct, SOCKS5, HTTP CONNECT), or inside the TLS to a bridge.
-using ClientTls = beast::ssl_stream<DirectPipe>;
 using Tls2Stream = beast::ssl_stream<BridgePipe>;
 // The WebSocket writes through a CorkStream (as the server's does): the messages written in one
 // turn of the event loop leave in one TLS write, one record and one system call.
@@ -132,9 +95,22 @@ std::unique_ptr<Tls> make_stream(const net::any_io_executor& ex, ssl::context& c
   if constexpr (kThroughBridge<Tls>) {
     return std::make_unique<Tls>(BridgePipe(ex, ctx), ctx);
   } else {
-    return std::make_unique<Tls>(DirectPipe(ex), ctx);
+    return std::make_unique<Tls>(ex, ctx.native_handle());
   }
 }
+
+// Deadlines and the abrupt close, on either kind of stream.
+void expire_after(Tls2Stream& s, std::chrono::steady_clock::duration d) {
+  beast::get_lowest_layer(s).expires_after(d);
+}
+void expire_after(TcpTls& s, std::chrono::steady_clock::duration d) { s.expires_after(d); }
+void expire_never(Tls2Stream& s) { beast::get_lowest_layer(s).expires_never(); }
+void expire_never(TcpTls& s) { s.expires_never(); }
+void close_stream(Tls2Stream& s) {
+  error_code ignored;
+  beast::get_lowest_layer(s).socket().close(ignored);
+}
+void close_stream(TcpTls& s) { s.close(); }
 
 constexpr std::string_view kUserAgent =
     "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0";
@@ -461,9 +437,9 @@ net::awaitable<Status> connect_tls(Tls& stream, const ClientOptions& o) {
   if constexpr (kThroughBridge<Tls>) {
     PARLEY_CO_TRY(co_await open_bridge(stream.next_layer().next_layer(), o));
   } else {
-    PARLEY_CO_TRY(co_await open_byte_stream(stream.next_layer().next_layer(), o));
+    PARLEY_CO_TRY(co_await open_byte_stream(stream.tcp(), o));
+    PARLEY_CO_TRY(stream.start_tls());
   }
-  auto& tcp_layer = beast::get_lowest_layer(stream);
   if (!o.sni.empty()) {
     SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
              const_cast<char*>(o.sni.c_str()));
@@ -472,7 +448,7 @@ net::awaitable<Status> connect_tls(Tls& stream, const ClientOptions& o) {
   const std::string key =
       o.resume_tls ? resumption_key(o.pin_sha256, o.host, o.port, o.sni) : std::string();
   if (o.resume_tls) offer_session(ssl, key);
-  tcp_layer.expires_after(o.connect_timeout);
+  expire_after(stream, o.connect_timeout);
   auto [hec] = co_await stream.async_handshake(ssl::stream_base::client, kUse);
   if (hec) co_return io_error("tls handshake", hec);
   PARLEY_CO_TRY(check_pin(ssl, o.pin_sha256, "certificate pin mismatch"));
@@ -494,7 +470,7 @@ class WsClientCore : public WsClient {
   virtual bool finished() const = 0;
 };
 
-// Tls is ClientTls (direct, SOCKS5, HTTP CONNECT) or Tls2Stream (through a bridge).
+// Tls is TcpTls (direct, SOCKS5, HTTP CONNECT) or Tls2Stream (through a bridge).
 template <class Tls>
 class WsClientImpl final : public WsClientCore,
                            public std::enable_shared_from_this<WsClientImpl<Tls>> {
@@ -510,7 +486,7 @@ class WsClientImpl final : public WsClientCore,
       ws_ = std::make_unique<WsStream<Tls>>(
           std::make_shared<Tls>(BridgePipe(ex_, *tls_ctx_), *tls_ctx_));
     } else {
-      ws_ = std::make_unique<WsStream<Tls>>(std::make_shared<Tls>(DirectPipe(ex_), *tls_ctx_));
+      ws_ = std::make_unique<WsStream<Tls>>(std::make_shared<Tls>(ex_, tls_ctx_->native_handle()));
     }
   }
 
@@ -561,7 +537,7 @@ class WsClientImpl final : public WsClientCore,
       Tls& tls = ws_->next_layer().next_layer();
       Status st = co_await connect_tls(tls, options_);
       if (st.is_ok()) {
-        beast::get_lowest_layer(*ws_).expires_never();
+        expire_never(tls);
         websocket::stream_base::timeout to =
             websocket::stream_base::timeout::suggested(beast::role_type::client);
         to.handshake_timeout = options_.connect_timeout;
@@ -582,8 +558,7 @@ class WsClientImpl final : public WsClientCore,
       }
       if (!st.is_ok()) {
         finished_ = true;
-        error_code ignored;
-        beast::get_lowest_layer(*ws_).socket().close(ignored);
+        close_stream(tls);
         if (on_connected) on_connected(st);
         co_return;
       }
@@ -608,8 +583,7 @@ class WsClientImpl final : public WsClientCore,
       why = make_error(ErrorCode::kInternal, "websocket client failed");
     }
     finished_ = true;
-    error_code ignored;
-    beast::get_lowest_layer(*ws_).socket().close(ignored);
+    close_stream(ws_->next_layer().next_layer());
     queue_.clear();
     queued_ = 0;
     if (connected_ && on_close_) {
@@ -660,8 +634,7 @@ class WsClientImpl final : public WsClientCore,
                        }
                        if (ec) {
                          self->writing_ = false;
-                         error_code ignored;
-                         beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+                         close_stream(self->ws_->next_layer().next_layer());
                          return;
                        }
                        self->write_next();
@@ -670,10 +643,7 @@ class WsClientImpl final : public WsClientCore,
 
   void do_close() {
     if (closing_ || finished_ || !connected_) {
-      if (!connected_ && !finished_) {  // still connecting: abort
-        error_code ignored;
-        beast::get_lowest_layer(*ws_).socket().close(ignored);
-      }
+      if (!connected_ && !finished_) close_stream(ws_->next_layer().next_layer());  // abort
       return;
     }
     closing_ = true;
@@ -682,12 +652,10 @@ class WsClientImpl final : public WsClientCore,
 
   void start_close() {
     close_sent_ = true;
-    ws_->async_close(websocket::close_code::normal, [self = this->shared_from_this()](error_code ec) {
-      if (ec) {
-        error_code ignored;
-        beast::get_lowest_layer(*self->ws_).socket().close(ignored);
-      }
-    });
+    ws_->async_close(websocket::close_code::normal,
+                     [self = this->shared_from_this()](error_code ec) {
+                       if (ec) close_stream(self->ws_->next_layer().next_layer());
+                     });
   }
 
   const ClientOptions options_;
@@ -715,8 +683,8 @@ std::shared_ptr<WsClientCore> make_ws_client(net::io_context& io, ClientOptions 
     return std::make_shared<WsClientImpl<Tls2Stream>>(io, std::move(options), std::move(on_message),
                                                       std::move(on_close));
   }
-  return std::make_shared<WsClientImpl<ClientTls>>(io, std::move(options), std::move(on_message),
-                                                   std::move(on_close));
+  return std::make_shared<WsClientImpl<TcpTls>>(io, std::move(options), std::move(on_message),
+                                                std::move(on_close));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -832,7 +800,7 @@ net::awaitable<void> do_request_into(const ClientOptions& o, const RequestSpec& 
   if (o.route.kind == Route::Kind::kBridge) {
     out.emplace(co_await do_request<Tls2Stream>(o, spec));
   } else {
-    out.emplace(co_await do_request<ClientTls>(o, spec));
+    out.emplace(co_await do_request<TcpTls>(o, spec));
   }
 }
 
@@ -845,7 +813,6 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
   Status st = co_await connect_tls(stream, o);
   if (!st.is_ok()) co_return st;
   const bool resumed = SSL_session_reused(stream.native_handle()) == 1;
-  auto& tcp_layer = beast::get_lowest_layer(stream);
   const auto timeout = std::max<std::chrono::steady_clock::duration>(o.connect_timeout,
                                                                     std::chrono::seconds(30));
 
@@ -867,7 +834,7 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
   }
   http::request_serializer<http::string_body> sr(req);
   while (!sr.is_done()) {
-    tcp_layer.expires_after(timeout);
+    expire_after(stream, timeout);
     auto [ec, n] = co_await http::async_write_some(stream, sr, kUse);
     if (ec) co_return io_error("write", ec);
   }
@@ -878,7 +845,7 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
   parser.body_limit(std::uint64_t{256} * 1024 * 1024);
   if (spec.method == http::verb::head) parser.skip(true);
   while (!parser.is_done()) {
-    tcp_layer.expires_after(timeout);
+    expire_after(stream, timeout);
     auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, kUse);
     if (ec) co_return io_error("read", ec);
   }
@@ -890,7 +857,7 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
   for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
   out.content_range = std::string(res[http::field::content_range]);
   if (out.content_range.empty()) out.content_range = std::string(res["Upload-Offset"]);
-  tcp_layer.expires_after(std::chrono::seconds(2));
+  expire_after(stream, std::chrono::seconds(2));
   co_await stream.async_shutdown(kUse);
   co_return out;
 }
@@ -919,8 +886,7 @@ net::awaitable<void> raw_exchange(const ClientOptions& o, std::string bytes,
     out.emplace(st);
     co_return;
   }
-  auto& tcp_layer = beast::get_lowest_layer(stream);
-  tcp_layer.expires_after(o.connect_timeout);
+  expire_after(stream, o.connect_timeout);
   auto [wec, wn] = co_await net::async_write(stream, net::buffer(bytes), kUse);
   if (wec) {
     out.emplace(io_error("write", wec));
@@ -930,19 +896,18 @@ net::awaitable<void> raw_exchange(const ClientOptions& o, std::string bytes,
   const auto deadline = std::chrono::steady_clock::now() + read_for;
   char buf[16 * 1024];
   for (;;) {
-    tcp_layer.expires_at(deadline);
+    expire_after(stream, deadline - std::chrono::steady_clock::now());
     auto [ec, n] = co_await stream.async_read_some(net::buffer(buf), kUse);
     received.append(buf, n);
     if (ec) break;
     if (!then.empty() && received.find("\r\n\r\n") != std::string::npos) {
-      tcp_layer.expires_after(o.connect_timeout);
+      expire_after(stream, o.connect_timeout);
       auto [tec, tn] = co_await net::async_write(stream, net::buffer(then), kUse);
       if (tec) break;
       then.clear();
     }
   }
-  error_code ignored;
-  tcp_layer.socket().close(ignored);
+  close_stream(stream);
   out.emplace(std::move(received));
 }
 
@@ -973,10 +938,9 @@ Result<std::string> HttpsClient::raw_exchange_for_test(std::string_view bytes,
                                            std::string(then), result),
                   [](std::exception_ptr) {});
   } else {
-    net::co_spawn(io,
-                  raw_exchange<ClientTls>(options_, std::string(bytes), read_for,
-                                          std::string(then), result),
-                  [](std::exception_ptr) {});
+    net::co_spawn(
+        io, raw_exchange<TcpTls>(options_, std::string(bytes), read_for, std::string(then), result),
+        [](std::exception_ptr) {});
   }
   io.run();
   if (!result) return make_error(ErrorCode::kInternal, "raw exchange failed");

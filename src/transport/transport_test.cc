@@ -405,6 +405,42 @@ TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
   EXPECT_LT(waited, 4s);
 }
 
+// The other way round: a server that takes the TCP connection and never answers the client's
+// hello. The client's TLS stream (a TlsSocket after the TCP connect) keeps connect_timeout for
+// the handshake, for the WebSocket and the HTTPS client alike.
+TEST_F(TransportTest, ASilentServerFailsTheClientsHandshakeAtItsTimeout) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(lfd, 8), 0);  // the kernel completes the TCP handshakes; nobody reads
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ClientOptions o;
+  o.host = "127.0.0.1";
+  o.port = ntohs(addr.sin_port);
+  o.ws_path = std::string(kWsPath);
+  o.pin_sha256 = Bytes(32, 1);
+  o.connect_timeout = 500ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = BlockingWsClient::connect(o);
+  const auto ws_waited = std::chrono::steady_clock::now() - t0;
+  HttpsClient https(o);
+  auto r = https.request("GET", "/");
+  const auto both_waited = std::chrono::steady_clock::now() - t0;
+  ::close(lfd);
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code(), ErrorCode::kIo);
+  EXPECT_NE(c.error().message().find("tls handshake"), std::string::npos) << c.error().message();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("tls handshake"), std::string::npos) << r.error().message();
+  EXPECT_GE(ws_waited, 450ms);
+  EXPECT_LT(ws_waited, 3s);
+  EXPECT_LT(both_waited, 6s);
+}
+
 // A request in two TLS records with a pause between them. The server's first recv comes back
 // short, so its next read waits for the socket instead of calling recv (TlsSocket's BIO): the
 // second record must still be read.

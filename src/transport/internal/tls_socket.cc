@@ -89,6 +89,15 @@ const BIO_METHOD* socket_method() {
 }  // namespace
 
 Result<std::unique_ptr<TlsSocket>> TlsSocket::accept(net::ip::tcp::socket sock, SSL_CTX* ctx) {
+  return make(std::move(sock), ctx, true);
+}
+
+Result<std::unique_ptr<TlsSocket>> TlsSocket::connect(net::ip::tcp::socket sock, SSL_CTX* ctx) {
+  return make(std::move(sock), ctx, false);
+}
+
+Result<std::unique_ptr<TlsSocket>> TlsSocket::make(net::ip::tcp::socket sock, SSL_CTX* ctx,
+                                                   bool server) {
   error_code ec;
   sock.non_blocking(true, ec);
   if (ec) return make_error(ErrorCode::kIo, "tls: socket cannot be made non-blocking");
@@ -103,7 +112,11 @@ Result<std::unique_ptr<TlsSocket>> TlsSocket::accept(net::ip::tcp::socket sock, 
   }
   bio_state(bio).fd = sock.native_handle();
   SSL_set_bio(ssl, bio, bio);  // the SSL owns the BIO
-  SSL_set_accept_state(ssl);
+  if (server) {
+    SSL_set_accept_state(ssl);
+  } else {
+    SSL_set_connect_state(ssl);
+  }
   // Read whole TCP segments into OpenSSL's buffer (one recv for several records); write and
   // report records as they go (a partial write is a short count, not a failure).
   SSL_set_read_ahead(ssl, 1);
@@ -139,7 +152,7 @@ void TlsSocket::expires_never() {
   deadline_.cancel();
 }
 
-void TlsSocket::close_now() {
+void TlsSocket::close() {
   error_code ignored;
   deadline_.cancel();
   sock_.shutdown(net::ip::tcp::socket::shutdown_both, ignored);

@@ -1,7 +1,8 @@
 #pragma once
-// Internal to src/transport: TlsSocket, the server's TLS stream. OpenSSL reads and writes the
-// non-blocking socket itself (a socket BIO with read-ahead), and the stream waits for
-// readiness with the socket's async_wait only when OpenSSL asks for it.
+// Internal to src/transport: TlsSocket, the TLS stream of the server and of the client's TCP
+// routes (internal/tcp_tls.h). OpenSSL reads and writes the non-blocking socket itself (a socket
+// BIO with read-ahead), and the stream waits for readiness with the socket's async_wait only when
+// OpenSSL asks for it.
 //
 // Why not asio::ssl::stream: its engine keeps two 17 KB buffers per connection for life, plus a
 // BIO pair whose buffers OpenSSL allocates on first use and never returns, and it copies every
@@ -47,12 +48,19 @@ class TlsSocket {
   // cannot make the SSL object.
   static Result<std::unique_ptr<TlsSocket>> accept(boost::asio::ip::tcp::socket sock,
                                                    SSL_CTX* ctx);
+  // The client side: takes a connected socket (made non-blocking) and a client context; the
+  // caller sets SNI and a session to offer on native_handle() before the handshake.
+  static Result<std::unique_ptr<TlsSocket>> connect(boost::asio::ip::tcp::socket sock,
+                                                    SSL_CTX* ctx);
   ~TlsSocket();
   TlsSocket(const TlsSocket&) = delete;
   TlsSocket& operator=(const TlsSocket&) = delete;
 
   boost::asio::ip::tcp::socket& next_layer() { return sock_; }
   executor_type get_executor() { return sock_.get_executor(); }
+  SSL* native_handle() { return ssl_; }
+  // Closes the TCP connection at once (no close_notify); pending operations fail.
+  void close();
 
   void expires_after(std::chrono::steady_clock::duration d);
   void expires_never();
@@ -89,14 +97,15 @@ class TlsSocket {
   // The WebSocket close: close_notify, then the TCP connection is shut down and closed.
   template <class Handler>
   friend void async_teardown(boost::beast::role_type, TlsSocket& s, Handler&& handler) {
-    s.async_shutdown([&s, h = std::forward<Handler>(handler)](boost::system::error_code ec) mutable {
-      s.close_now();
-      h(ec == boost::asio::error::operation_aborted ? ec : boost::system::error_code{});
-    });
+    s.async_shutdown(
+        [&s, h = std::forward<Handler>(handler)](boost::system::error_code ec) mutable {
+          s.close();
+          h(ec == boost::asio::error::operation_aborted ? ec : boost::system::error_code{});
+        });
   }
   friend void teardown(boost::beast::role_type, TlsSocket& s, boost::system::error_code& ec) {
     ec = {};
-    s.close_now();
+    s.close();
   }
 
  private:
@@ -109,8 +118,9 @@ class TlsSocket {
   };
 
   TlsSocket(boost::asio::ip::tcp::socket sock, SSL* ssl);
+  static Result<std::unique_ptr<TlsSocket>> make(boost::asio::ip::tcp::socket sock, SSL_CTX* ctx,
+                                                 bool server);
   Step step(Kind kind, void* data, std::size_t size);
-  void close_now();
 
   template <class Buffers>
   static auto first_buffer(const Buffers& buffers) {
