@@ -495,6 +495,37 @@ void print_store_window(const std::map<std::string, double>& a, const std::map<s
   std::printf("  server store: %.0f commits/s, %.1f operations per commit (group commit, synchronous "
               "commits)\n",
               commits / wall, ops / commits);
+  // Upper bucket bounds (ms) under which half and 99 % of a histogram's window fell.
+  auto quantiles = [&](const std::string& name) {
+    const std::string prefix = name + "_bucket{le=\"";
+    std::vector<std::pair<double, double>> buckets;  // (le in s, cumulative count in the window)
+    for (const auto& [k, v] : b) {
+      if (k.rfind(prefix, 0) != 0) continue;
+      const std::string le = k.substr(prefix.size(), k.size() - prefix.size() - 2);
+      const double bound = le == "+Inf" ? INFINITY : std::strtod(le.c_str(), nullptr);
+      buckets.emplace_back(bound, v - get(a, k.c_str()));
+    }
+    std::sort(buckets.begin(), buckets.end());
+    std::string out;
+    for (double q : {0.5, 0.99}) {
+      if (!out.empty()) out += "/";
+      if (buckets.empty() || buckets.back().second <= 0) return std::string("-");
+      for (const auto& [bound, cum] : buckets) {
+        if (cum >= q * buckets.back().second) {
+          char v[32];
+          std::snprintf(v, sizeof v, std::isinf(bound) ? ">5000" : "%g", bound * 1000);
+          out += v;
+          break;
+        }
+      }
+    }
+    return out;
+  };
+  std::printf(
+      "  server store: queue wait p50/p99 <= %s ms, synced commit p50/p99 <= %s ms "
+      "(histogram bucket bounds)\n",
+      quantiles("parley_store_queue_wait_seconds").c_str(),
+      quantiles("parley_store_synced_commit_seconds").c_str());
 }
 
 // ---- Accounts and connections -------------------------------------------------------------------

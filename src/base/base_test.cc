@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include "base/bytes.h"
+#include "base/histogram.h"
 #include "base/private_file.h"
 #include "base/result.h"
 #include "base/rng.h"
@@ -93,6 +94,27 @@ TEST(DeterministicRng, Reproducible) {
   EXPECT_EQ(x, y);
   EXPECT_NE(x, z);
   for (int i = 0; i < 1000; ++i) EXPECT_LT(a.uniform(7), 7u);
+}
+
+TEST(LatencyHistogram, CountsEachDurationInTheFirstBucketThatHoldsIt) {
+  using namespace std::chrono_literals;
+  LatencyHistogram h;
+  h.observe(0ns);    // 0 s: the first bucket
+  h.observe(100us);  // exactly a bound: that bucket (le is "less than or equal")
+  h.observe(101us);  // just over it: the next
+  h.observe(3ms);    // (2.5 ms, 5 ms]
+  h.observe(10s);    // over every bound: +Inf
+  h.observe(-5ms);   // a clock that went back counts as 0
+  const auto s = h.snapshot();
+  EXPECT_EQ(s.count, 6u);
+  EXPECT_EQ(s.counts[0], 3u);
+  EXPECT_EQ(s.counts[1], 1u);
+  EXPECT_EQ(s.counts[5], 1u);
+  EXPECT_EQ(s.counts[LatencyHistogram::kBuckets - 1], 1u);
+  std::uint64_t total = 0;
+  for (auto c : s.counts) total += c;
+  EXPECT_EQ(total, s.count);
+  EXPECT_NEAR(s.sum_seconds, 0.0001 + 0.000101 + 0.003 + 10.0, 1e-9);
 }
 
 }  // namespace

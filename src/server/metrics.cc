@@ -1,10 +1,33 @@
 #include "server/metrics.h"
 
+#include <cstdio>
+
 namespace parley::server {
 
 namespace {
 constexpr std::uint32_t kStatusBuckets[] = {0, 400, 401, 403, 404, 409, 413, 429, 500, 503};
+
+// A Prometheus histogram: cumulative `le` buckets in seconds, then _sum and _count.
+void append_histogram(std::string& out, std::string_view name, std::string_view help,
+                      const LatencyHistogram::Snapshot& h) {
+  const std::string n(name);
+  out += "# HELP " + n + " " + std::string(help) + "\n# TYPE " + n + " histogram\n";
+  std::uint64_t cumulative = 0;
+  char le[32];
+  for (std::size_t i = 0; i < LatencyHistogram::kBuckets; ++i) {
+    cumulative += h.counts[i];
+    if (i < LatencyHistogram::kBoundsNs.size()) {
+      std::snprintf(le, sizeof le, "%g", static_cast<double>(LatencyHistogram::kBoundsNs[i]) / 1e9);
+    } else {
+      std::snprintf(le, sizeof le, "+Inf");
+    }
+    out += n + "_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  char sum[32];
+  std::snprintf(sum, sizeof sum, "%.9g", h.sum_seconds);
+  out += n + "_sum " + sum + "\n" + n + "_count " + std::to_string(cumulative) + "\n";
 }
+}  // namespace
 
 std::string_view request_kind_name(RequestKind k) {
   switch (k) {
@@ -74,6 +97,12 @@ std::string Metrics::render_prometheus(const store::Stats& s,
        s.committed_ops);
   line("parley_store_last_batch_size", "gauge", "Operations in the last committed transaction.",
        s.last_batch_size);
+  append_histogram(out, "parley_store_queue_wait_seconds",
+                   "Time each store operation waited for its group commit to start.", s.queue_wait);
+  append_histogram(out, "parley_store_synced_commit_seconds",
+                   "Duration of each group commit that syncs (sends and other writes), from BEGIN "
+                   "to the end of the fsync.",
+                   s.synced_commit);
   out += "# HELP parley_requests_total Requests by kind.\n# TYPE parley_requests_total counter\n";
   for (std::size_t i = 0; i < requests.size(); ++i) {
     out += "parley_requests_total{kind=\"" +

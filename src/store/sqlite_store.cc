@@ -52,6 +52,8 @@ class Op {
   virtual void fail(const Status& status) = 0;
   // Invokes the callback with the outcome. Called exactly once.
   virtual void finish() = 0;
+
+  std::chrono::steady_clock::time_point queued_at;  // set by submit()
 };
 
 template <typename T, typename Body>
@@ -194,6 +196,8 @@ class SqliteStore final : public Store {
     s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
     s.acked_pending = acked_pending_.load(std::memory_order_relaxed);
     s.failed_ack_flushes = failed_ack_flushes_.load(std::memory_order_relaxed);
+    s.queue_wait = queue_wait_.snapshot();
+    s.synced_commit = synced_commit_.snapshot();
     return s;
   }
 
@@ -219,6 +223,7 @@ class SqliteStore final : public Store {
 
   template <typename T, typename Body>
   void submit(Body body, Callback<T> done, Sync sync = Sync::kYes) {
+    const auto now = std::chrono::steady_clock::now();
     Status refused;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -229,6 +234,7 @@ class SqliteStore final : public Store {
       } else {
         queue_.push_back(std::make_unique<TypedOp<T, Body>>(std::move(body), std::move(done),
                                                             sync == Sync::kYes));
+        queue_.back()->queued_at = now;
       }
     }
     if (!refused.is_ok()) {
@@ -260,6 +266,8 @@ class SqliteStore final : public Store {
           queue_.pop_front();
         }
       }
+      const auto started = std::chrono::steady_clock::now();
+      for (const auto& op : batch) queue_wait_.observe(started - op->queued_at);
       run_batch(batch);
       for (auto& op : batch) op->finish();
       batch.clear();
@@ -307,6 +315,7 @@ class SqliteStore final : public Store {
   // operation, so that the failing one is undone alone. Operations can run twice: they read
   // their inputs by reference and set their result afresh on every run.
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
+    const auto started = std::chrono::steady_clock::now();
     Tx tx{*db_, *backend_, {}, {}, {}, 0};
     // A batch of acknowledgements alone commits without an fsync (synchronous=NORMAL: WAL
     // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:
@@ -341,7 +350,11 @@ class SqliteStore final : public Store {
                          std::memory_order_relaxed);
     bytes_.fetch_add(static_cast<std::uint64_t>(tx.delta.bytes), std::memory_order_relaxed);
     commits_.fetch_add(1, std::memory_order_relaxed);
-    if (!synced) unsynced_commits_.fetch_add(1, std::memory_order_relaxed);
+    if (synced) {
+      synced_commit_.observe(std::chrono::steady_clock::now() - started);
+    } else {
+      unsynced_commits_.fetch_add(1, std::memory_order_relaxed);
+    }
     committed_ops_.fetch_add(batch.size(), std::memory_order_relaxed);
     last_batch_size_.store(batch.size(), std::memory_order_relaxed);
   }
@@ -434,6 +447,8 @@ class SqliteStore final : public Store {
   std::atomic<std::uint64_t> last_batch_size_{0};
   std::atomic<std::uint64_t> acked_pending_{0};
   std::atomic<std::uint64_t> failed_ack_flushes_{0};
+  LatencyHistogram queue_wait_;     // each operation: from submit() to its batch's start
+  LatencyHistogram synced_commit_;  // each synced group commit: BEGIN to the end of the fsync
   // When the oldest of backend_->acked was committed (store thread only).
   std::chrono::steady_clock::time_point acked_since_;
 };

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/histogram.h"
 #include "base/result.h"
 
 namespace parley::store {
@@ -150,6 +151,10 @@ struct Stats {
   // Acknowledged envelopes whose rows wait to be deleted together (docs/storage.md).
   std::uint64_t acked_pending = 0;
   std::uint64_t failed_ack_flushes = 0;  // deletions of them that failed (retried later)
+  // Where a write's time goes in the store: waiting for its group commit to start (every
+  // operation), and the commits that sync, from BEGIN to the end of the fsync.
+  LatencyHistogram::Snapshot queue_wait;
+  LatencyHistogram::Snapshot synced_commit;
 };
 
 class Store {

@@ -1347,6 +1347,26 @@ TEST_F(StoreTest, AnIdleStoreDeletesAcknowledgedRowsAfterTheDelay) {
   EXPECT_EQ(store_->stats().acked_pending, 0u);
 }
 
+// Each operation's wait for its group commit, and each commit that syncs, are timed
+// (/metrics: parley_store_queue_wait_seconds, parley_store_synced_commit_seconds).
+TEST_F(StoreTest, OperationsAndSyncedCommitsAreTimed) {
+  const Stats before = store_->stats();
+  Account a = create("alice");
+  auto r = send(make_send(a.id, {make_delivery(a.id, 1, 1)}));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(*ack(a.id, 1, r->server_ids), 1u);
+  const Stats s = store_->stats();
+  // Three operations, one at a time: three batches. The account and the send sync; the
+  // acknowledgement alone does not.
+  EXPECT_EQ(s.queue_wait.count - before.queue_wait.count, 3u);
+  EXPECT_EQ(s.synced_commit.count - before.synced_commit.count, 2u);
+  EXPECT_EQ(s.commits - s.unsynced_commits, s.synced_commit.count);
+  EXPECT_GT(s.synced_commit.sum_seconds, before.synced_commit.sum_seconds);
+  std::uint64_t in_buckets = 0;
+  for (auto c : s.synced_commit.counts) in_buckets += c;
+  EXPECT_EQ(in_buckets, s.synced_commit.count);
+}
+
 TEST_F(StoreTest, AcknowledgementsLeftInTheTableAreFinishedAtOpen) {
   Account a = create("alice");
   auto r = send(make_send(a.id, {make_delivery(a.id, 1, 1), make_delivery(a.id, 1, 2)}));

@@ -626,6 +626,13 @@ TEST_F(ServerTest, MetricsAndGracefulDrain) {
   EXPECT_NE(metrics->find("parley_connections 1"), std::string::npos) << *metrics;
   EXPECT_NE(metrics->find("parley_requests_total{kind=\"register\"} 1"), std::string::npos);
   EXPECT_NE(metrics->find("parley_store_commits_total"), std::string::npos);
+  // The registration synced one commit at least; every operation is in the wait histogram.
+  EXPECT_NE(metrics->find("# TYPE parley_store_synced_commit_seconds histogram\n"),
+            std::string::npos);
+  EXPECT_EQ(metrics->find("parley_store_synced_commit_seconds_count 0\n"), std::string::npos)
+      << *metrics;
+  EXPECT_NE(metrics->find("parley_store_queue_wait_seconds_bucket{le=\"+Inf\"} "),
+            std::string::npos);
   // alice's was the client's first handshake with this server; bob's resumes its ticket.
   EXPECT_NE(metrics->find("parley_tls_handshakes_total{outcome=\"full\"} 1\n"), std::string::npos)
       << *metrics;
