@@ -85,7 +85,8 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_accounts", "gauge", "Registered accounts.", s.accounts);
   line("parley_store_commits_total", "counter", "Store transactions committed.", s.commits);
   line("parley_store_unsynced_commits_total", "counter",
-       "Of them, those committed without an fsync: acknowledgements alone, and deletions of "
+       "Of them, those committed without an fsync: acknowledgements and reads alone, and deletions "
+       "of "
        "acknowledged envelopes.",
        s.unsynced_commits);
   line("parley_store_acked_pending", "gauge",
@@ -101,7 +102,7 @@ std::string Metrics::render_prometheus(const store::Stats& s,
                    "Time each store operation waited for its group commit to start.", s.queue_wait);
   append_histogram(out, "parley_store_synced_commit_seconds",
                    "Duration of each group commit that syncs (sends and other writes), from BEGIN "
-                   "to the end of the fsync.",
+                   "through running its operations to the end of the fsync.",
                    s.synced_commit);
   out += "# HELP parley_requests_total Requests by kind.\n# TYPE parley_requests_total counter\n";
   for (std::size_t i = 0; i < requests.size(); ++i) {

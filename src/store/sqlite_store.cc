@@ -1,10 +1,10 @@
 // The SQLite backend: one thread owns the connection and group-commits queued operations.
 //
 // Loop: wait for operations; take up to max_batch of them; BEGIN IMMEDIATE; run them all in
-// one transaction; COMMIT (with synchronous=FULL this fsyncs the WAL; a batch of acks alone
-// commits without an fsync, see ack()); only then run the callbacks of the batch. When an
-// operation fails, everything is rolled back and the batch is run again with a SAVEPOINT per
-// operation (RELEASE on success, ROLLBACK TO on error), so one failing operation leaves the
+// one transaction; COMMIT (with synchronous=FULL this fsyncs the WAL; a batch of acks and reads
+// alone commits without an fsync, see ack() and Sync); only then run the callbacks of the batch.
+// When an operation fails, everything is rolled back and the batch is run again with a SAVEPOINT
+// per operation (RELEASE on success, ROLLBACK TO on error), so one failing operation leaves the
 // others intact (run_batch(), below). If the transaction itself fails (BEGIN, a savepoint,
 // COMMIT, or SQLite rolling the transaction back on its own after an I/O error), nothing of the
 // batch is committed and every operation in it fails with kIo: no callback ever reports a write
@@ -117,7 +117,8 @@ class SqliteStore final : public Store {
   }
   void find_account(std::string folded_name, Callback<std::optional<Account>> done) override {
     submit<std::optional<Account>>(
-        [n = std::move(folded_name)](Tx& tx) { return op_find_account(tx, n); }, std::move(done));
+        [n = std::move(folded_name)](Tx& tx) { return op_find_account(tx, n); }, std::move(done),
+        Sync::kNo);
   }
   void create_invite(std::string token, std::int64_t expires_ms, Done done) override {
     submit<Unit>([t = std::move(token), expires_ms](
@@ -137,7 +138,7 @@ class SqliteStore final : public Store {
                      Callback<std::uint32_t> done) override {
     submit<std::uint32_t>(
         [account_id, device_id](Tx& tx) { return op_pre_key_count(tx, account_id, device_id); },
-        std::move(done));
+        std::move(done), Sync::kNo);
   }
   void take_bundles(std::int64_t account_id, std::uint32_t device_id,
                     Callback<std::vector<Bundle>> done) override {
@@ -154,7 +155,7 @@ class SqliteStore final : public Store {
                    std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) override {
     submit<std::vector<QueuedEnvelope>>(
         [=](Tx& tx) { return op_fetch_queue(tx, account_id, device_id, after_seq, limit); },
-        std::move(done));
+        std::move(done), Sync::kNo);
   }
   void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
            Callback<std::uint32_t> done) override {
@@ -171,7 +172,8 @@ class SqliteStore final : public Store {
   }
   void find_attachment(std::string id, Callback<std::optional<Attachment>> done) override {
     submit<std::optional<Attachment>>(
-        [i = std::move(id)](Tx& tx) { return op_find_attachment(tx, i); }, std::move(done));
+        [i = std::move(id)](Tx& tx) { return op_find_attachment(tx, i); }, std::move(done),
+        Sync::kNo);
   }
   void set_attachment_progress(std::string id, std::uint64_t have, Done done) override {
     submit<Unit>(
@@ -219,6 +221,9 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // Whether an operation's commit must reach the disk before its callback. kNo: reads (they
+  // change nothing, so an fsync would only sync other operations' writes, which need none)
+  // and acknowledgements (ack()).
   enum class Sync { kYes, kNo };
 
   template <typename T, typename Body>
@@ -317,7 +322,7 @@ class SqliteStore final : public Store {
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
     const auto started = std::chrono::steady_clock::now();
     Tx tx{*db_, *backend_, {}, {}, {}, 0};
-    // A batch of acknowledgements alone commits without an fsync (synchronous=NORMAL: WAL
+    // A batch of acknowledgements and reads alone commits without an fsync (synchronous=NORMAL: WAL
     // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:
     // the WAL is written in order, so no synced commit can outlive an earlier unsynced one.
     const bool synced = std::any_of(batch.begin(), batch.end(),

@@ -145,7 +145,7 @@ struct Stats {
   std::uint64_t queued_envelopes = 0;
   std::uint64_t queued_bytes = 0;
   std::uint64_t commits = 0;           // transactions committed since start
-  std::uint64_t unsynced_commits = 0;  // of them, batches of acks alone: no fsync (ack())
+  std::uint64_t unsynced_commits = 0;  // of them, batches of acks and reads alone: no fsync
   std::uint64_t committed_ops = 0;     // operations in them (ops/commit = batch size)
   std::uint64_t last_batch_size = 0;
   // Acknowledged envelopes whose rows wait to be deleted together (docs/storage.md).
@@ -187,8 +187,8 @@ class Store {
                            std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) = 0;
   // Deletes the device's envelopes with these server ids; returns how many were deleted. The
   // delete survives a crash of the process at once, but a power cut only from the next synced
-  // commit on (a batch of acks alone is not fsynced): an envelope acknowledged just before a
-  // power cut may be delivered again, and the client drops it by its server id.
+  // commit on (a batch of acks and reads alone is not fsynced): an envelope acknowledged just
+  // before a power cut may be delivered again, and the client drops it by its server id.
   virtual void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
                    Callback<std::uint32_t> done) = 0;
 
