@@ -171,20 +171,28 @@ TEST_F(TicketKeysTest, MalformedFilesAreRefusedAndLeftAlone) {
 
 const crypto::TlsIdentity& identity() { return test_support::test_identity(); }
 
+struct Outcome {
+  bool done = false;
+  bool resumed = false;
+  SessionPtr session;  // the client's newest session (with the last ticket it got)
+  int tickets = 0;     // sessions (tickets) the client got in this handshake
+};
+
+// The client context's new-session callback counts into the connection's Outcome.
+int count_ticket(SSL* ssl, SSL_SESSION*) {
+  ++static_cast<Outcome*>(SSL_get_app_data(ssl))->tickets;
+  return 0;  // the session is not kept here (SSL_get1_session below takes the newest)
+}
+
 CtxPtr client_ctx(int max_version) {
   CtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
   SSL_CTX_set_max_proto_version(ctx.get(), max_version);
   SSL_CTX_set_session_cache_mode(ctx.get(),
                                  SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx.get(), count_ticket);
   return ctx;
 }
-
-struct Outcome {
-  bool done = false;
-  bool resumed = false;
-  SessionPtr session;  // the client's newest session (with the last ticket it got)
-};
 
 // One handshake in memory, then one byte from the server so that the client reads the TLS 1.3
 // tickets sent after the handshake.
@@ -201,6 +209,7 @@ Outcome handshake(SSL_CTX* server, SSL_CTX* client, SSL_SESSION* offer) {
   SessionPtr copy(offer != nullptr ? SSL_SESSION_dup(offer) : nullptr);
   if (copy) SSL_set_session(c.get(), copy.get());
   Outcome out;
+  SSL_set_app_data(c.get(), &out);
   for (int i = 0; i < 50 && !out.done; ++i) {
     const int rc = SSL_do_handshake(c.get());
     const int rs = SSL_do_handshake(s.get());
@@ -262,6 +271,35 @@ TEST_F(TicketHandshakeTest, Tls13TicketsResumeUntilTheirKeyIsGone) {
   Outcome fresh = handshake(server.get(), client.get(), after_rotation.session.get());
   ASSERT_TRUE(fresh.done);
   EXPECT_TRUE(fresh.resumed);
+}
+
+// One ticket after a full handshake and one after a resumed one: the client keeps only the
+// newest, so the server seals no more. A resumption renews the ticket, so a client never needs
+// to offer one twice (connections could be linked by it).
+TEST_F(TicketHandshakeTest, OneFreshTicketAfterEachHandshake) {
+  auto keys = open_keys(path_);
+  auto server = server_ctx(*keys);
+  auto client = client_ctx(TLS1_3_VERSION);
+  Outcome full = handshake(server.get(), client.get(), nullptr);
+  ASSERT_TRUE(full.done && full.session);
+  EXPECT_FALSE(full.resumed);
+  EXPECT_EQ(full.tickets, 1);
+  Outcome resumed = handshake(server.get(), client.get(), full.session.get());
+  ASSERT_TRUE(resumed.done);
+  EXPECT_TRUE(resumed.resumed);
+  EXPECT_EQ(resumed.tickets, 1);
+  ASSERT_TRUE(resumed.session);
+  const auto ticket = [](SSL_SESSION* s) {
+    const unsigned char* p = nullptr;
+    std::size_t n = 0;
+    SSL_SESSION_get0_ticket(s, &p, &n);
+    return std::string(reinterpret_cast<const char*>(p), n);
+  };
+  EXPECT_FALSE(ticket(resumed.session.get()).empty());
+  EXPECT_NE(ticket(resumed.session.get()), ticket(full.session.get()));
+  Outcome again = handshake(server.get(), client.get(), resumed.session.get());
+  ASSERT_TRUE(again.done);
+  EXPECT_TRUE(again.resumed);  // the renewed ticket resumes in turn
 }
 
 TEST_F(TicketHandshakeTest, OtherKeysOpenNothing) {

@@ -141,6 +141,10 @@ Result<std::unique_ptr<TicketKeys>> TicketKeys::open(std::string path,
 void TicketKeys::install(SSL_CTX* ctx) {
   SSL_CTX_set_ex_data(ctx, ctx_index(), this);
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_callback);
+  // One TLS 1.3 ticket after a full handshake, as after a resumed one (open_ticket renews;
+  // OpenSSL's default after a full handshake is two): parley's client keeps only the newest
+  // ticket per server (tls_resumption.cc), so a second was sealed, sent and parsed for nothing.
+  SSL_CTX_set_num_tickets(ctx, 1);
   // A ticket must not outlive the key that opens it (see the header).
   if (static_cast<std::int64_t>(SSL_CTX_get_timeout(ctx)) > rotation_s_) {
     SSL_CTX_set_timeout(ctx, rotation_s_);
@@ -187,14 +191,16 @@ int TicketKeys::seal(unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* 
 int TicketKeys::open_ticket(const unsigned char name[16], const unsigned char* iv,
                             EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac) {
   std::lock_guard lock(mu_);
-  for (std::size_t i = 0; i < keys_.size(); ++i) {
-    const Key& key = keys_[i];
+  for (const Key& key : keys_) {
     if (CRYPTO_memcmp(name, key.name.data(), key.name.size()) != 0) continue;
     if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes.data(), iv) != 1 ||
         !set_mac_key(mac, key.hmac)) {
       return -1;
     }
-    return i == 0 ? 1 : 2;  // 2: an older key opened it; OpenSSL issues a ticket under the newest
+    // 2: "renew": after every resumption the client gets a fresh ticket (under the newest key),
+    // so a client that connects again offers a ticket it never offered before, and an observer
+    // cannot link its connections by the ticket (RFC 8446, appendix C.4), across networks too.
+    return 2;
   }
   return 0;  // not ours (or past its time): a full handshake
 }

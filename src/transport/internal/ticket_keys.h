@@ -3,8 +3,9 @@
 // per process), so that clients can resume across a restart of the server.
 //
 // - A key seals new tickets for one rotation period. After that it only opens tickets, for one
-//   more period, and a ticket it opens is replaced by one under the newest key (the callback
-//   returns 2). The period must be at least the tickets' lifetime (SSL_CTX_get_timeout), so
+//   more period. Every ticket opened is replaced by a fresh one under the newest key (the
+//   callback returns 2, "renew"; one ticket per handshake), so a client never offers a ticket
+//   twice. The period must be at least the tickets' lifetime (SSL_CTX_get_timeout), so
 //   every ticket can be opened for as long as the client may offer it.
 // - With a file, the keys are read at start and written when they change: mode 0600, to a
 //   temporary file that is synced and then renamed. Without one, they live in memory only.
