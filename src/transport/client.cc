@@ -180,19 +180,29 @@ std::string bracket(const std::string& host) {
 net::awaitable<Status> tcp_connect(beast::tcp_stream& sock, const std::string& host,
                                    std::uint16_t port, std::chrono::milliseconds timeout,
                                    std::string_view what) {
-  auto ex = co_await net::this_coro::executor;
-  auto resolver = std::make_shared<tcp::resolver>(ex);
-  auto timer = std::make_shared<net::steady_timer>(ex);
-  timer->expires_after(timeout);
-  timer->async_wait([resolver](error_code ec) {
-    if (!ec) resolver->cancel();
-  });
-  auto [rec, results] = co_await resolver->async_resolve(host, std::to_string(port), kUse);
-  timer->cancel();
-  if (rec) co_return io_error(std::string(what) + "resolve", rec);
-  sock.expires_after(timeout);
-  auto [cec, ep] = co_await sock.async_connect(results, kUse);
-  if (cec) co_return io_error(std::string(what) + "connect", cec);
+  error_code not_an_address;
+  const net::ip::address address = net::ip::make_address(host, not_an_address);
+  if (!not_an_address) {
+    // An address (as invite links usually carry): no resolver. asio resolves on a thread of its
+    // own, and getaddrinfo's AI_ADDRCONFIG asks the kernel for the interfaces every time.
+    sock.expires_after(timeout);
+    auto [cec] = co_await sock.async_connect(tcp::endpoint(address, port), kUse);
+    if (cec) co_return io_error(std::string(what) + "connect", cec);
+  } else {
+    auto ex = co_await net::this_coro::executor;
+    auto resolver = std::make_shared<tcp::resolver>(ex);
+    auto timer = std::make_shared<net::steady_timer>(ex);
+    timer->expires_after(timeout);
+    timer->async_wait([resolver](error_code ec) {
+      if (!ec) resolver->cancel();
+    });
+    auto [rec, results] = co_await resolver->async_resolve(host, std::to_string(port), kUse);
+    timer->cancel();
+    if (rec) co_return io_error(std::string(what) + "resolve", rec);
+    sock.expires_after(timeout);
+    auto [cec, ep] = co_await sock.async_connect(results, kUse);
+    if (cec) co_return io_error(std::string(what) + "connect", cec);
+  }
   error_code ignored;
   sock.socket().set_option(tcp::no_delay(true), ignored);
   co_return Status::ok();

@@ -499,6 +499,21 @@ TEST_F(TransportTest, AsyncClientEcho) {
   EXPECT_EQ(closed->code(), ErrorCode::kIo);
 }
 
+// A host name goes through the resolver (an address does not): "localhost" (from /etc/hosts,
+// no DNS query) reaches the server like "127.0.0.1", for the WebSocket and the HTTPS client.
+TEST_F(TransportTest, AHostNameIsResolved) {
+  start();
+  ClientOptions o = client_options();
+  o.host = "localhost";
+  auto c = BlockingWsClient::connect(o);
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  expect_echo(**c, "by name");
+  HttpsClient https(o);
+  auto r = https.request("GET", "/");
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_EQ(r->status, 200u);
+}
+
 TEST_F(TransportTest, WrongPinRefused) {
   start();
   ClientOptions o = client_options();
