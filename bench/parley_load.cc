@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/histogram.h"
 #include "base/result.h"
 #include "base/rng.h"
 #include "crypto/primitives.h"
@@ -506,14 +507,19 @@ void print_store_window(const std::map<std::string, double>& a, const std::map<s
       buckets.emplace_back(bound, v - get(a, k.c_str()));
     }
     std::sort(buckets.begin(), buckets.end());
+    if (buckets.empty() || buckets.back().second <= 0) return std::string("-");
     std::string out;
     for (double q : {0.5, 0.99}) {
       if (!out.empty()) out += "/";
-      if (buckets.empty() || buckets.back().second <= 0) return std::string("-");
       for (const auto& [bound, cum] : buckets) {
         if (cum >= q * buckets.back().second) {
           char v[32];
-          std::snprintf(v, sizeof v, std::isinf(bound) ? ">5000" : "%g", bound * 1000);
+          if (std::isinf(bound)) {  // over the last bound
+            std::snprintf(v, sizeof v, ">%g",
+                          static_cast<double>(LatencyHistogram::kBoundsNs.back()) / 1e6);
+          } else {
+            std::snprintf(v, sizeof v, "%g", bound * 1000);
+          }
           out += v;
           break;
         }

@@ -1,8 +1,8 @@
 #pragma once
 // LatencyHistogram: durations counted into fixed buckets, for Prometheus histograms on /metrics.
-// observe() is a few relaxed atomic additions, so any thread may call it on a hot path;
+// observe() is two relaxed atomic additions, so any thread may call it on a hot path;
 // snapshot() reads the counts (not as one atomic whole: a snapshot taken during observe() may
-// count an observation in `count` before its bucket, which Prometheus tolerates).
+// hold an observation's bucket without its duration in the sum, which Prometheus tolerates).
 
 #include <array>
 #include <atomic>
@@ -23,7 +23,7 @@ class LatencyHistogram {
 
   struct Snapshot {
     std::array<std::uint64_t, kBuckets> counts{};  // per bucket, not cumulative; last is +Inf
-    std::uint64_t count = 0;
+    std::uint64_t count = 0;                       // the sum of `counts`
     double sum_seconds = 0;
   };
 
@@ -34,21 +34,20 @@ class LatencyHistogram {
     while (i < kBoundsNs.size() && n > kBoundsNs[i]) ++i;
     counts_[i].fetch_add(1, std::memory_order_relaxed);
     sum_ns_.fetch_add(n, std::memory_order_relaxed);
-    count_.fetch_add(1, std::memory_order_relaxed);
   }
 
   Snapshot snapshot() const {
     Snapshot s;
-    for (std::size_t i = 0; i < kBuckets; ++i)
+    for (std::size_t i = 0; i < kBuckets; ++i) {
       s.counts[i] = counts_[i].load(std::memory_order_relaxed);
-    s.count = count_.load(std::memory_order_relaxed);
+      s.count += s.counts[i];
+    }
     s.sum_seconds = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
     return s;
   }
 
  private:
   std::array<std::atomic<std::uint64_t>, kBuckets> counts_{};
-  std::atomic<std::uint64_t> count_{0};
   std::atomic<std::uint64_t> sum_ns_{0};
 };
 

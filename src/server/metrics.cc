@@ -25,7 +25,7 @@ void append_histogram(std::string& out, std::string_view name, std::string_view 
   }
   char sum[32];
   std::snprintf(sum, sizeof sum, "%.9g", h.sum_seconds);
-  out += n + "_sum " + sum + "\n" + n + "_count " + std::to_string(cumulative) + "\n";
+  out += n + "_sum " + sum + "\n" + n + "_count " + std::to_string(h.count) + "\n";
 }
 }  // namespace
 
@@ -85,9 +85,8 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_accounts", "gauge", "Registered accounts.", s.accounts);
   line("parley_store_commits_total", "counter", "Store transactions committed.", s.commits);
   line("parley_store_unsynced_commits_total", "counter",
-       "Of them, those committed without an fsync: acknowledgements and reads alone, and deletions "
-       "of "
-       "acknowledged envelopes.",
+       "Of them, those committed without an fsync: acknowledgements and reads alone, and "
+       "deletions of acknowledged envelopes.",
        s.unsynced_commits);
   line("parley_store_acked_pending", "gauge",
        "Acknowledged envelopes logged whose rows wait to be deleted together.", s.acked_pending);

@@ -273,7 +273,7 @@ class SqliteStore final : public Store {
       }
       const auto started = std::chrono::steady_clock::now();
       for (const auto& op : batch) queue_wait_.observe(started - op->queued_at);
-      run_batch(batch);
+      run_batch(batch, started);
       for (auto& op : batch) op->finish();
       batch.clear();
       if (backend_->acked.size() >= options_.ack_flush_count) delete_acked_rows();
@@ -319,8 +319,9 @@ class SqliteStore final : public Store {
   // a taken name) is everything rolled back and the batch run again with a savepoint per
   // operation, so that the failing one is undone alone. Operations can run twice: they read
   // their inputs by reference and set their result afresh on every run.
-  void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
-    const auto started = std::chrono::steady_clock::now();
+  // `started`: when the batch was taken from the queue (its BEGIN follows at once).
+  void run_batch(std::vector<std::unique_ptr<Op>>& batch,
+                 std::chrono::steady_clock::time_point started) {
     Tx tx{*db_, *backend_, {}, {}, {}, 0};
     // A batch of acknowledgements and reads alone commits without an fsync (synchronous=NORMAL: WAL
     // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:

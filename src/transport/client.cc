@@ -15,6 +15,7 @@
 
 #include <deque>
 #include <type_traits>
+#include <vector>
 
 #include "transport/internal/asio.h"
 #include "transport/internal/cork_stream.h"
@@ -180,14 +181,13 @@ std::string bracket(const std::string& host) {
 net::awaitable<Status> tcp_connect(beast::tcp_stream& sock, const std::string& host,
                                    std::uint16_t port, std::chrono::milliseconds timeout,
                                    std::string_view what) {
+  std::vector<tcp::endpoint> endpoints;
   error_code not_an_address;
   const net::ip::address address = net::ip::make_address(host, not_an_address);
   if (!not_an_address) {
-    // An address (as invite links usually carry): no resolver. asio resolves on a thread of its
-    // own, and getaddrinfo's AI_ADDRCONFIG asks the kernel for the interfaces every time.
-    sock.expires_after(timeout);
-    auto [cec] = co_await sock.async_connect(tcp::endpoint(address, port), kUse);
-    if (cec) co_return io_error(std::string(what) + "connect", cec);
+    // An address (as invite links usually carry): no resolver, which runs getaddrinfo on a
+    // thread of its own (three futex calls per connection; docs/benchmarks.md, session 10).
+    endpoints.emplace_back(address, port);
   } else {
     auto ex = co_await net::this_coro::executor;
     auto resolver = std::make_shared<tcp::resolver>(ex);
@@ -199,10 +199,11 @@ net::awaitable<Status> tcp_connect(beast::tcp_stream& sock, const std::string& h
     auto [rec, results] = co_await resolver->async_resolve(host, std::to_string(port), kUse);
     timer->cancel();
     if (rec) co_return io_error(std::string(what) + "resolve", rec);
-    sock.expires_after(timeout);
-    auto [cec, ep] = co_await sock.async_connect(results, kUse);
-    if (cec) co_return io_error(std::string(what) + "connect", cec);
+    for (const auto& r : results) endpoints.push_back(r.endpoint());
   }
+  sock.expires_after(timeout);
+  auto [cec, ep] = co_await sock.async_connect(endpoints, kUse);
+  if (cec) co_return io_error(std::string(what) + "connect", cec);
   error_code ignored;
   sock.socket().set_option(tcp::no_delay(true), ignored);
   co_return Status::ok();
@@ -491,14 +492,9 @@ class WsClientImpl final : public WsClientCore,
         ex_(net::make_strand(io)),
         tls_ctx_(client_tls_context()),
         on_message_(std::move(on_message)),
-        on_close_(std::move(on_close)) {
-    if constexpr (kThroughBridge<Tls>) {
-      ws_ = std::make_unique<WsStream<Tls>>(
-          std::make_shared<Tls>(BridgePipe(ex_, *tls_ctx_), *tls_ctx_));
-    } else {
-      ws_ = std::make_unique<WsStream<Tls>>(std::make_shared<Tls>(ex_, tls_ctx_->native_handle()));
-    }
-  }
+        on_close_(std::move(on_close)),
+        ws_(std::make_unique<WsStream<Tls>>(
+            std::shared_ptr<Tls>(make_stream<Tls>(ex_, *tls_ctx_)))) {}
 
   void start(std::function<void(Result<std::shared_ptr<WsClient>>)> on_connected) override {
     net::co_spawn(ex_, run(this->shared_from_this(), std::move(on_connected)),
