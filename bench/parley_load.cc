@@ -20,6 +20,10 @@
 //                    [--seconds N] [--pairs N] [--window N] [--connections 1000,5000,19000]
 //                    [--rate 10000] [--offline-messages N] [--handshake-concurrency N]
 //                    [--payload BYTES] [--server-threads N] [--dir DIR] [--keep] [--hold SECONDS]
+//                    [--acks oneway|request]
+//
+// Acknowledgements go one way (Frame.ack, no response) as parley clients send them to a server of
+// wire_version 2; `--acks request` sends them as AckRequests, each answered (the older form).
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -53,6 +57,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "base/bytes.h"
@@ -97,6 +102,7 @@ struct Options {
   std::string dir;                                 // where data directories go
   bool keep = false;                               // keep the data directories
   int hold = 0;  // idle: seconds to hold the connections after the last sample (to inspect parleyd)
+  bool oneway_acks = true;  // Frame.ack (no response) rather than AckRequest
 };
 
 void usage() {
@@ -109,7 +115,7 @@ void usage() {
                "[--handshake-concurrency N]\n"
                "                   [--payload BYTES] [--register-concurrency N] "
                "[--server-threads N] [--dir DIR] [--keep]\n"
-               "                   [--hold SECONDS]\n");
+               "                   [--hold SECONDS] [--acks oneway|request]\n");
 }
 
 std::optional<Options> parse_args(int argc, char** argv) {
@@ -183,6 +189,10 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.keep = true;
     } else if (a == "--hold") {
       ok = int_value(o.hold, 0, 3600);
+    } else if (a == "--acks") {
+      auto v = value();
+      ok = v && (*v == "oneway" || *v == "request");
+      if (ok) o.oneway_acks = *v == "oneway";
     } else if (a == "-h" || a == "--help") {
       usage();
       std::exit(0);
@@ -483,6 +493,13 @@ std::map<std::string, double> server_metrics(const Parleyd& d) {
   return out;
 }
 
+// Envelopes the server has deleted on acknowledgements (its counter; one-way acks get no answer).
+std::uint64_t server_acked(const Parleyd& d) {
+  const auto m = server_metrics(d);
+  const auto it = m.find("parley_messages_acked_total");
+  return it == m.end() ? 0 : static_cast<std::uint64_t>(it->second);
+}
+
 // Store group commit over a window: commits/s and operations per commit.
 void print_store_window(const std::map<std::string, double>& a, const std::map<std::string, double>& b,
                         double wall) {
@@ -556,7 +573,6 @@ struct Hooks {
   std::function<void(Conn&)> challenged;                          // Auth::kNone only
   std::function<void(Conn&, wire::Envelope&)> envelope;
   std::function<void(Conn&, const wire::Response&)> response;     // not auth, not ack
-  std::function<void(Conn&, std::uint32_t acked)> ack_done;
   std::function<void(Conn&, const Status&)> ended;                // once ready, then closed
 };
 
@@ -636,19 +652,23 @@ class Conn : public std::enable_shared_from_this<Conn> {
     pending_acks_.push_back(std::move(server_id));
     if (pending_acks_.size() >= 64) flush_acks();
   }
+  // One way when asked and the server takes it (its scenario then counts the server's deletes).
   void flush_acks() {
     if (pending_acks_.empty() || !ws_ || ended_) {
       pending_acks_.clear();
       return;
     }
     wire::Frame f;
-    auto* ack = f.mutable_request()->mutable_ack();
+    const bool oneway = ctx_.opts.oneway_acks && server_wire_version_ >= 2;
+    auto* ack = oneway ? f.mutable_ack() : f.mutable_request()->mutable_ack();
     for (auto& id : pending_acks_) ack->add_server_ids(std::move(id));
-    const auto n = static_cast<std::uint32_t>(pending_acks_.size());
     pending_acks_.clear();
-    ack_batches_[send(f)] = n;
+    if (oneway) {
+      ws_->send(wire::encode_frame(f));
+      return;
+    }
+    ack_ids_.insert(send(f));
   }
-  std::size_t acks_in_flight() const { return ack_batches_.size() + pending_acks_.size(); }
 
   void close() {
     closing_ = true;
@@ -715,16 +735,12 @@ class Conn : public std::enable_shared_from_this<Conn> {
       authed_ = true;
       return;
     }
-    if (auto it = ack_batches_.find(r.id()); it != ack_batches_.end()) {
-      const std::uint32_t n = it->second;
-      ack_batches_.erase(it);
-      if (hooks_ && hooks_->ack_done) hooks_->ack_done(*this, r.status() == wire::kStatusOk ? n : 0);
-      return;
-    }
+    if (ack_ids_.erase(r.id()) != 0) return;  // scenarios count the server's deletes instead
     if (hooks_ && hooks_->response) hooks_->response(*this, r);
   }
 
   void on_challenge(const wire::Challenge& c) {
+    server_wire_version_ = c.wire_version();
     if (auth_ == Auth::kNone) {
       ready_ = true;
       auto cb = std::move(open_done_);
@@ -765,8 +781,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   std::uint64_t next_id_ = 1;
   std::uint64_t auth_id_ = 0;
   bool authed_ = false, ready_ = false, ended_ = false, closing_ = false;
+  std::uint32_t server_wire_version_ = 0;
   std::vector<std::string> pending_acks_;
-  std::unordered_map<std::uint64_t, std::uint32_t> ack_batches_;
+  std::unordered_set<std::uint64_t> ack_ids_;  // AckRequests awaiting their answer
 };
 
 // Creates `n` accounts' keys (deterministic per index; cheap to regenerate).
@@ -1035,7 +1052,6 @@ void scenario_throughput(const Options& o) {
     }
     c.queue_ack(std::move(*e.mutable_server_id()));
   };
-  hooks->ack_done = [&](Conn&, std::uint32_t n) { acked += n; };
   hooks->response = [&](Conn& c, const wire::Response& r) {
     --c.inflight;
     if (r.status() == wire::kStatusOk) {
@@ -1085,6 +1101,7 @@ void scenario_throughput(const Options& o) {
       },
       seconds(20));
   ctx.run_for(milliseconds(50));
+  acked = server_acked(*server);
 
   const double rate = static_cast<double>(window_delivered) / wall;
   const double cpu_per_msg = (m1.server_us - m0.server_us) / std::max<double>(1, static_cast<double>(window_delivered));
@@ -1350,7 +1367,6 @@ void scenario_offline(const Options& o) {
     ++delivered;
     c.queue_ack(std::move(*e.mutable_server_id()));
   };
-  hooks->ack_done = [&](Conn&, std::uint32_t n) { acked += n; };
   hooks->response = [&](Conn& c, const wire::Response& r) {
     --c.inflight;
     ++answered;
@@ -1411,13 +1427,25 @@ void scenario_offline(const Options& o) {
 
   // Drain: log in, receive everything, acknowledge everything.
   AckTimer acks(ctx);
+  const std::uint64_t acked0 = server_acked(*server);
   const auto t0m = server_metrics(*server);
   CpuMark d0 = cpu_mark(server->pid());
   auto logins = open_many(ctx, receiver_ids, Conn::Auth::kLogin, hooks, o.register_concurrency, false,
                           seconds(std::max(120, 10 * o.seconds)));
   // QueueEmpty (what open_many waits for) comes once a device's stored queue is pushed; the last
-  // acks may still be in flight.
-  ctx.run_until([&] { return acked >= sent_ok; }, seconds(30));
+  // acks may still be in flight. Once all is received, the server's counter says when its
+  // deletes are done (read every 5 ms: each read is a blocking HTTP request).
+  ctx.run_until([&] { return delivered >= sent_ok; }, seconds(30));
+  const auto all_received = Clock::now();
+  auto next_read = Clock::now();
+  ctx.run_until(
+      [&] {
+        if (Clock::now() < next_read) return false;
+        next_read = Clock::now() + milliseconds(5);
+        acked = server_acked(*server) - acked0;
+        return acked >= sent_ok;
+      },
+      seconds(30));
   CpuMark d1 = cpu_mark(server->pid());
   const auto t1m = server_metrics(*server);
   const double drain_s = secs(d1.at - d0.at);
@@ -1426,6 +1454,8 @@ void scenario_offline(const Options& o) {
               "%" PRIu64 " acknowledged in %.2f s), server CPU %.1f µs/envelope\n",
               drain_rate, logins.ok, delivered, acked, drain_s,
               (d1.server_us - d0.server_us) / std::max<double>(1, static_cast<double>(acked)));
+  std::printf("  all received after %.2f s, all deleted by the server after %.2f s\n",
+              secs(all_received - d0.at), drain_s);
   print_client_cpu(d0, d1, "envelope", static_cast<double>(acked));
   print_store_window(t0m, t1m, drain_s);
   print_open_problems("login", logins);
@@ -1608,6 +1638,10 @@ int main(int argc, char** argv) {
               "generator runs on one thread (one io_context), parleyd gets the other core(s)\n",
               o.parleyd.c_str(), base.c_str(), tmpfs ? " (tmpfs: NOT durable)" : "",
               static_cast<unsigned long long>(rl.rlim_cur), ::sysconf(_SC_NPROCESSORS_ONLN));
+  std::printf("parley-load: acknowledgements %s\n",
+              o.oneway_acks ? "one way (Frame.ack, no response; a server before wire_version 2 "
+                              "gets AckRequests)"
+                            : "as AckRequests (each answered)");
   const bool all = o.scenario == "all";
   if (all || o.scenario == "throughput") scenario_throughput(o);
   if (all || o.scenario == "latency") scenario_latency(o);

@@ -76,16 +76,35 @@ Status Client::receive_on_link(const ReceiveOptions& options, Clock::time_point 
     return flushed;
   }
 
+  // Acknowledgements go one way when the server takes them (no round trip per batch). Before
+  // the run returns, the last one is sent again as a request: its answer means every earlier
+  // one is done too (the server deletes a connection's acknowledgements in order), so what was
+  // shown is not delivered again on the next run.
   std::vector<std::string> acks;
+  std::string unconfirmed;  // the last id acknowledged one way and not yet confirmed
+  auto ack_request = [&](wire::AckRequest ack) -> Status {
+    wire::Request r;
+    *r.mutable_ack() = std::move(ack);
+    PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
+    return response_status(resp, "acknowledgement");
+  };
   auto send_acks = [&]() -> Status {
     if (acks.empty()) return Status::ok();
     // Receipts for what was just stored are queued before the acknowledgement goes out.
     PARLEY_TRY(queue_receipts());
-    wire::Request r;
-    for (auto& id : acks) r.mutable_ack()->add_server_ids(std::move(id));
+    wire::AckRequest ack;
+    for (auto& id : acks) ack.add_server_ids(std::move(id));
     acks.clear();
-    PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
-    return response_status(resp, "acknowledgement");
+    if (!link_->one_way_acks()) return ack_request(std::move(ack));
+    unconfirmed = ack.server_ids(ack.server_ids_size() - 1);
+    return link_->ack_one_way(std::move(ack));
+  };
+  auto confirm_acks = [&]() -> Status {
+    if (unconfirmed.empty()) return Status::ok();
+    wire::AckRequest ack;
+    ack.add_server_ids(std::move(unconfirmed));
+    unconfirmed.clear();
+    return ack_request(std::move(ack));
   };
 
   // Receipts travel through the outbox; a failure to send them now is not the caller's error
@@ -160,10 +179,11 @@ Status Client::receive_on_link(const ReceiveOptions& options, Clock::time_point 
     }
     if (queue_empty) {
       PARLEY_TRY(send_receipts());
-      if (!options.follow) return Status::ok();
+      if (!options.follow) return confirm_acks();
     }
   }
   PARLEY_TRY(send_acks());
+  PARLEY_TRY(confirm_acks());
   return send_receipts();
 }
 

@@ -73,6 +73,13 @@ Result<wire::Response> ServerLink::call(wire::Request request, milliseconds time
   return make_error(ErrorCode::kUnavailable, "the server did not answer in time");
 }
 
+Status ServerLink::ack_one_way(wire::AckRequest ack) {
+  if (!ws_) return make_error(ErrorCode::kUnavailable, "not connected");
+  wire::Frame f;
+  *f.mutable_ack() = std::move(ack);
+  return ws_->send(as_bytes(*wire::encode_frame(f)));
+}
+
 Result<wire::Push> ServerLink::next_push(milliseconds timeout) {
   if (!pushes_.empty()) {
     wire::Push p = std::move(pushes_.front());

@@ -50,6 +50,11 @@ class ServerLink {
 
   // Assigns the id, sends, and waits for the matching response.
   Result<wire::Response> call(wire::Request request, milliseconds timeout = milliseconds(15000));
+  // Whether the server takes one-way acknowledgements (Frame.ack: wire_version >= 2).
+  bool one_way_acks() const { return challenge_.wire_version() >= 2; }
+  // Sends a one-way acknowledgement; no response comes (an ack the server cannot take closes
+  // the connection).
+  Status ack_one_way(wire::AckRequest ack);
   // The next push, waiting up to `timeout` (zero: only one that has already arrived);
   // kUnavailable when none came in time, kIo when the connection closed.
   Result<wire::Push> next_push(milliseconds timeout);

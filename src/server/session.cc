@@ -154,20 +154,31 @@ void Session::respond_error(std::uint64_t id, std::uint32_t status, std::string 
 
 void Session::on_message(std::string_view bytes) {
   auto frame = wire::decode_frame(bytes);
-  if (!frame || !frame->has_request()) {
+  if (!frame || !(frame->has_request() || frame->has_ack())) {
     service_.metrics().bad_frames.fetch_add(1);
-    close(frame ? "expected a request" : "malformed frame");
+    close(frame ? "expected a request or an ack" : "malformed frame");
     return;
   }
-  Request request = std::move(*frame->mutable_request());
   bool accepted;
+  bool authenticated;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!open_) return;
-    ++inflight_requests_;  // every request gets exactly one response, which decrements
+    // Every request gets exactly one response, which decrements; a one-way ack decrements when
+    // it completes.
+    ++inflight_requests_;
     accepted = inflight_requests_ <= service_.config().max_inflight_requests &&
                service_.ip_requests().allow(remote_ip_);
+    authenticated = account_ != nullptr;
   }
+  if (frame->has_ack()) {
+    service_.metrics().requests[static_cast<std::size_t>(RequestKind::kAck)].fetch_add(1);
+    // No response to refuse with: the connection closes, and the envelopes come again.
+    if (!accepted) return close("too many requests");
+    if (!authenticated) return close("acknowledgement before login");
+    return one_way_ack(frame->ack());
+  }
+  Request request = std::move(*frame->mutable_request());
   if (!accepted) return respond_error(request.id(), wire::kStatusRateLimited, "too many requests");
   service_.metrics().requests[static_cast<std::size_t>(kind_of(request))].fetch_add(1);
   handle(std::move(request));
@@ -652,10 +663,43 @@ void Session::do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r) {
   }
 }
 
+namespace {
+constexpr std::string_view kBadAck = "an ack needs 1 to 1000 ids";
+bool valid_ack(const wire::AckRequest& r) {
+  return r.server_ids_size() > 0 &&
+         static_cast<std::size_t>(r.server_ids_size()) <= kMaxAcksPerRequest;
+}
+}  // namespace
+
 void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
-  if (r.server_ids_size() == 0 || static_cast<std::size_t>(r.server_ids_size()) > kMaxAcksPerRequest) {
-    return respond_error(id, wire::kStatusBadRequest, "an ack needs 1 to 1000 ids");
-  }
+  if (!valid_ack(r)) return respond_error(id, wire::kStatusBadRequest, std::string(kBadAck));
+  auto self = shared_from_this();
+  ack_envelopes(r, [self, id](Result<std::uint32_t> n) {
+    if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
+    Response resp;
+    resp.set_id(id);
+    resp.mutable_ack()->set_deleted(*n);
+    self->respond(std::move(resp));
+  });
+}
+
+void Session::one_way_ack(const wire::AckRequest& r) {
+  if (!valid_ack(r)) return close(kBadAck);
+  auto self = shared_from_this();
+  ack_envelopes(r, [self](Result<std::uint32_t> n) {
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (self->inflight_requests_ > 0) --self->inflight_requests_;
+    }
+    if (!n) {
+      spdlog::warn("event=ack_failed code={}", error_code_name(n.error().code()));
+      self->close("acknowledgement failed");
+    }
+  });
+}
+
+void Session::ack_envelopes(const wire::AckRequest& r,
+                            std::function<void(Result<std::uint32_t>)> done) {
   std::vector<Bytes> ids;
   ids.reserve(static_cast<std::size_t>(r.server_ids_size()));
   for (const auto& s : r.server_ids()) ids.push_back(to_bytes(s));
@@ -664,23 +708,22 @@ void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
   const auto me = who();
   service_.store().ack(
       me.first->id, me.second, std::move(ids),
-      on_mine<Result<std::uint32_t>>([self, id, acked = std::move(acked)](Result<std::uint32_t> n) {
-        if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
-        self->service_.metrics().messages_acked.fetch_add(*n);
-        Response resp;
-        resp.set_id(id);
-        resp.mutable_ack()->set_deleted(*n);
-        self->respond(std::move(resp));
-        std::lock_guard<std::mutex> lock(self->mu_);
-        for (const auto& a : acked) {
-          auto it = self->unacked_.find(a);
-          if (it != self->unacked_.end()) {
-            self->unacked_bytes_ -= it->second;
-            self->unacked_.erase(it);
-          }
-        }
-        self->pump();
-      }));
+      on_mine<Result<std::uint32_t>>(
+          [self, done = std::move(done), acked = std::move(acked)](Result<std::uint32_t> n) {
+            if (n) self->service_.metrics().messages_acked.fetch_add(*n);
+            const bool ok = n.has_value();
+            done(std::move(n));
+            if (!ok) return;
+            std::lock_guard<std::mutex> lock(self->mu_);
+            for (const auto& a : acked) {
+              auto it = self->unacked_.find(a);
+              if (it != self->unacked_.end()) {
+                self->unacked_bytes_ -= it->second;
+                self->unacked_.erase(it);
+              }
+            }
+            self->pump();
+          }));
 }
 
 void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r) {

@@ -65,6 +65,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void do_send(std::uint64_t id, const wire::SendRequest& r);
   void do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r);
   void do_ack(std::uint64_t id, const wire::AckRequest& r);
+  void one_way_ack(const wire::AckRequest& r);  // Frame.ack: no response
+  // Deletes acknowledged envelopes (`done` gets how many), then frees their room in the
+  // delivery window.
+  void ack_envelopes(const wire::AckRequest& r, std::function<void(Result<std::uint32_t>)> done);
   void do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r);
   void do_devices(std::uint64_t id, const wire::DevicesRequest& r);
 

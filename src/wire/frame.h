@@ -19,7 +19,8 @@
 
 namespace parley::wire {
 
-inline constexpr std::uint32_t kWireVersion = 1;
+// 2: Frame.ack (one-way acknowledgements) is accepted.
+inline constexpr std::uint32_t kWireVersion = 2;
 inline constexpr std::size_t kMaxFrameSize = 256 * 1024;
 
 // Frames are padded to the smallest of these sizes that fits (larger frames to a multiple of

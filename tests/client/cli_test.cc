@@ -119,6 +119,13 @@ TEST_F(CliTest, OfflineRecipientGetsEverythingInOrder) {
   auto got = receive("carol");
   ASSERT_EQ(got.size(), 5u);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)]["text"], "message " + std::to_string(i));
+  // The acknowledgements went one way; the run confirmed them before it ended, so the server
+  // has deleted all five by now (the confirmation deletes nothing itself).
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_messages_acked_total 5\n"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("parley_requests_total{kind=\"ack\"} 2\n"), std::string::npos)
+      << *metrics;
 }
 
 TEST_F(CliTest, ServerKilledAndRestartedLosesNothingAcknowledged) {

@@ -345,4 +345,11 @@ Result<wire::Response> TestClient::ack(const std::vector<std::string>& server_id
   return call(std::move(r));
 }
 
+Status TestClient::ack_one_way(const std::vector<std::string>& server_ids) {
+  wire::Frame f;
+  auto* ack = f.mutable_ack();  // set even with no ids (a test of the empty ack)
+  for (const auto& id : server_ids) ack->add_server_ids(id);
+  return send_raw(as_bytes(*wire::encode_frame(f)));
+}
+
 }  // namespace parley::testing

@@ -98,6 +98,8 @@ class TestClient {
   wire::Request make_send(const std::string& to, const std::map<std::uint32_t, std::uint32_t>& devices,
                           const std::string& content, Bytes client_message_id = {});
   Result<wire::Response> ack(const std::vector<std::string>& server_ids);
+  // The one-way acknowledgement (Frame.ack): sent, no response awaited (none comes).
+  Status ack_one_way(const std::vector<std::string>& server_ids);
 
   const std::string& name() const { return name_; }
   // Whether the current connection's TLS handshake resumed a session ticket.

@@ -272,6 +272,74 @@ TEST_F(ServerTest, DeliveryOnlineOfflineAckAndDedup) {
   EXPECT_TRUE(drain(*bob).empty());
 }
 
+// Frame.ack (wire_version 2): deletes like AckRequest, frees the delivery window, and gets no
+// response; one the server cannot take closes the connection with a reason.
+TEST_F(ServerTest, OneWayAcksDeleteWithoutAResponse) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  EXPECT_EQ(bob->challenge().wire_version(), 2u);
+  EXPECT_TRUE(drain(*bob).empty());
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "m" + std::to_string(i)))->status(), 0u);
+    auto p = bob->next_push(5s);
+    ASSERT_TRUE(p.has_value() && p->has_envelope());
+    ids.push_back(p->envelope().server_id());
+  }
+  ASSERT_TRUE(bob->ack_one_way({ids[0], ids[2]}).is_ok());
+  // The next frame bob gets is the answer to its ping: the ack had none.
+  wire::Frame ping;
+  ping.mutable_request()->set_id(777);
+  ping.mutable_request()->mutable_ping();
+  ASSERT_TRUE(bob->send_raw(as_bytes(*wire::encode_frame(ping))).is_ok());
+  auto f = bob->next_frame(5s);
+  ASSERT_TRUE(f.has_value());
+  ASSERT_TRUE(f->has_response());
+  EXPECT_EQ(f->response().id(), 777u);
+  // Deleted: only the unacknowledged one comes again.
+  bob->disconnect();
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  auto again = drain(*bob);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].server_id(), ids[1]);
+
+  // The window: more than it holds, each acknowledged one way as it comes, all arrive live.
+  const int n = 300;  // more than the server's delivery window (256 envelopes)
+  std::thread sender([&] {
+    for (int i = 0; i < n; ++i) {
+      auto r = alice->call(alice->make_send("bob", to_bob, "w" + std::to_string(i)));
+      if (!r.has_value() || r->status() != 0u) return;
+    }
+  });
+  int received = 0;
+  for (; received < n; ++received) {
+    auto p = bob->next_push(10s);
+    if (!p.has_value() || !p->has_envelope()) break;
+    if (!bob->ack_one_way({p->envelope().server_id()}).is_ok()) break;
+  }
+  sender.join();
+  EXPECT_EQ(received, n);
+
+  // Refused one-way acks close the connection with a reason; the server serves everyone else.
+  auto empty = registered("carol", 3);
+  EXPECT_TRUE(drain(*empty).empty());
+  ASSERT_TRUE(empty->ack_one_way({}).is_ok());
+  auto closed = empty->next_frame(3s);
+  ASSERT_FALSE(closed.has_value());
+  EXPECT_NE(closed.error().message().find("an ack needs 1 to 1000 ids"), std::string::npos)
+      << closed.error().to_string();
+  auto anonymous = client(60);
+  ASSERT_TRUE(anonymous->ack_one_way({ids[1]}).is_ok());
+  closed = anonymous->next_frame(3s);
+  ASSERT_FALSE(closed.has_value());
+  EXPECT_NE(closed.error().message().find("acknowledgement before login"), std::string::npos)
+      << closed.error().to_string();
+  EXPECT_EQ(alice->call(alice->make_send("bob", to_bob, "still"))->status(), 0u);
+}
+
 // Several senders on different connections (so on different io threads) write to one online
 // device at once. Every envelope must be pushed live, each once, without the device having to
 // reconnect: the store's commits finish in seq order, but the senders' callbacks run on their
