@@ -9,21 +9,30 @@
 //            devices in turn, `inflight` operations outstanding;
 //   drain    every device fetches its queue 256 at a time and acknowledges each page;
 //   online   a send followed by the acknowledgement of what it stored (the steady state of
-//            online pairs), `inflight` pairs outstanding.
+//            online pairs), `inflight` pairs outstanding;
+//   storm    after `messages` more are queued (not timed), every device drains at once, as
+//            after an outage: a fetch of 256 per device outstanding, each page acknowledged and
+//            followed by the next fetch, as parleyd's sessions do. Meanwhile one send every
+//            millisecond (to a device that is not draining) reports how long it waited:
+//            p50/p99/max from submission to its callback.
 // The figures bound what parleyd can reach with its store: every message costs one enqueue and
 // one acknowledgement.
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "base/rng.h"
@@ -242,6 +251,108 @@ int run(const Options& o) {
     }
     w.drain();
     p.report(o.messages, "send+ack pairs", w.failures());
+  }
+  {  // storm: every device drains at once while sends keep coming
+    Window w(o.inflight);
+    const std::int64_t now = now_ms();
+    for (std::size_t i = 0; i < o.messages; ++i) {
+      w.acquire();
+      db->store_messages(
+          make_send(accounts[(i + 1) % o.devices], accounts[i % o.devices], o.size, now),
+          [&](Result<store::SendOutcome> r) {
+            w.release(r && r->kind == store::SendOutcome::Kind::kStored);
+          });
+    }
+    w.drain();
+    std::atomic<std::size_t> drained{0}, failures{0}, devices_left{o.devices}, acks_left{0};
+    // The probe's destination: an account of its own, which does not drain.
+    std::int64_t probe_to = 0;
+    {
+      store::NewAccount a;
+      a.name = a.folded_name = "probe";
+      a.device.registration_id = 1;
+      a.device.auth_public_key = random_bytes(32);
+      a.device.identity_key = random_bytes(33);
+      a.device.signed_pre_key = {1, random_bytes(33), random_bytes(64)};
+      a.now_ms = now_ms();
+      std::promise<std::int64_t> id;
+      db->create_account(std::move(a),
+                         [&](Result<store::Account> r) { id.set_value(r ? r->id : 0); });
+      probe_to = id.get_future().get();
+      if (probe_to == 0) {
+        std::fprintf(stderr, "could not create the probe's account\n");
+        return 1;
+      }
+    }
+    store::Store* st = db.get();
+    // One device's drain: fetch a page, acknowledge it, fetch the next (callbacks run on the
+    // store's thread, as parleyd's would post them on).
+    std::function<void(std::int64_t, std::int64_t)> next_page = [&](std::int64_t account,
+                                                                    std::int64_t after) {
+      st->fetch_queue(account, 1, after, 256,
+                      [&, account](Result<std::vector<store::QueuedEnvelope>> r) {
+                        if (!r || r->empty()) {
+                          if (!r) ++failures;
+                          --devices_left;
+                          return;
+                        }
+                        std::vector<Bytes> ids;
+                        for (const auto& q : *r) ids.push_back(q.envelope.server_id);
+                        const std::int64_t last = r->back().seq;
+                        const std::size_t n = ids.size();
+                        ++acks_left;
+                        st->ack(account, 1, std::move(ids), [&, n](Result<std::uint32_t> a) {
+                          if (a) drained += *a;
+                          if (!a || *a != n) ++failures;
+                          --acks_left;
+                        });
+                        next_page(account, last);
+                      });
+    };
+    Phase p("storm");
+    for (std::int64_t account : accounts) next_page(account, 0);
+    // The probe: a send every millisecond to an account that is not draining, timed until its
+    // callback.
+    std::mutex mu;
+    std::vector<double> waits_ms;
+    std::atomic<int> probes_left{0};
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (devices_left.load() > 0 && Clock::now() < deadline) {
+      const auto t0 = Clock::now();
+      ++probes_left;
+      db->store_messages(make_send(accounts[0], probe_to, o.size, now_ms()),
+                         [&, t0](Result<store::SendOutcome> r) {
+                           const double ms =
+                               std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+                           {
+                             std::lock_guard<std::mutex> lock(mu);
+                             waits_ms.push_back(ms);
+                           }
+                           if (!r) ++failures;
+                           --probes_left;
+                         });
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    while ((probes_left.load() > 0 || acks_left.load() > 0) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (devices_left.load() > 0 || probes_left.load() > 0 || acks_left.load() > 0) {
+      std::fprintf(stderr, "storm: not done after 120 s\n");
+      std::_Exit(1);  // callbacks still refer to this frame
+    }
+    p.report(drained.load(), "envelopes", failures.load() + (o.messages - drained.load()));
+    std::lock_guard<std::mutex> lock(mu);
+    std::sort(waits_ms.begin(), waits_ms.end());
+    auto at = [&](double q) {
+      return waits_ms.empty()
+                 ? 0.0
+                 : waits_ms[std::min(
+                       waits_ms.size() - 1,
+                       static_cast<std::size_t>(q * static_cast<double>(waits_ms.size())))];
+    };
+    std::printf(
+        "         %zu sends during the storm waited p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+        waits_ms.size(), at(0.5), at(0.99), waits_ms.empty() ? 0.0 : waits_ms.back());
   }
   const store::Stats st = db->stats();
   std::printf("commits %llu, operations %llu (%.0f per commit)\n",

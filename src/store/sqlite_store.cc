@@ -54,6 +54,7 @@ class Op {
   virtual void finish() = 0;
 
   std::chrono::steady_clock::time_point queued_at;  // set by submit()
+  std::size_t rows = 1;  // rows it may touch (a fetch: its page size; an ack: its ids)
 };
 
 template <typename T, typename Body>
@@ -155,15 +156,16 @@ class SqliteStore final : public Store {
                    std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) override {
     submit<std::vector<QueuedEnvelope>>(
         [=](Tx& tx) { return op_fetch_queue(tx, account_id, device_id, after_seq, limit); },
-        std::move(done), Sync::kNo);
+        std::move(done), Sync::kNo, limit);
   }
   void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
            Callback<std::uint32_t> done) override {
     // Not synced: losing a delete to a power cut only delivers the envelope again, and the
     // client drops it by its server id (docs/storage.md, "Durability").
+    const std::size_t rows = std::max<std::size_t>(1, server_ids.size());
     submit<std::uint32_t>([account_id, device_id, ids = std::move(server_ids)](
                               Tx& tx) { return op_ack(tx, account_id, device_id, ids); },
-                          std::move(done), Sync::kNo);
+                          std::move(done), Sync::kNo, rows);
   }
 
   void create_attachment(Attachment attachment, Done done) override {
@@ -224,22 +226,31 @@ class SqliteStore final : public Store {
   // Whether an operation's commit must reach the disk before its callback. kNo: reads (they
   // change nothing, so an fsync would only sync other operations' writes, which need none)
   // and acknowledgements (ack()).
+  //
+  // The order of operations: kYes operations (writes: a send, a registration) run before kNo
+  // operations queued earlier, and in the order submitted among themselves; kNo operations
+  // likewise. A read can therefore only see newer data than when it was submitted, never
+  // older, and a send does not wait behind a backlog of fetches (devices draining their
+  // queues after an outage). Batches bound the rows their kNo operations may read
+  // (max_batch_rows) and always take some of them, so neither kind waits for long.
   enum class Sync { kYes, kNo };
 
   template <typename T, typename Body>
-  void submit(Body body, Callback<T> done, Sync sync = Sync::kYes) {
+  void submit(Body body, Callback<T> done, Sync sync = Sync::kYes, std::size_t rows = 1) {
     const auto now = std::chrono::steady_clock::now();
     Status refused;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_) {
         refused = make_error(ErrorCode::kUnavailable, "store: closed");
-      } else if (queue_.size() >= options_.max_pending) {
+      } else if (writes_.size() + others_.size() >= options_.max_pending) {
         refused = make_error(ErrorCode::kResourceExhausted, "store: too many pending operations");
       } else {
-        queue_.push_back(std::make_unique<TypedOp<T, Body>>(std::move(body), std::move(done),
-                                                            sync == Sync::kYes));
-        queue_.back()->queued_at = now;
+        auto& queue = sync == Sync::kYes ? writes_ : others_;
+        queue.push_back(std::make_unique<TypedOp<T, Body>>(std::move(body), std::move(done),
+                                                           sync == Sync::kYes));
+        queue.back()->queued_at = now;
+        queue.back()->rows = rows;
       }
     }
     if (!refused.is_ok()) {
@@ -255,7 +266,7 @@ class SqliteStore final : public Store {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        auto ready = [this] { return !queue_.empty() || closed_; };
+        auto ready = [this] { return !writes_.empty() || !others_.empty() || closed_; };
         if (backend_->acked.empty()) {
           cv_.wait(lock, ready);
         } else if (!cv_.wait_until(lock, acked_since_ + options_.ack_flush_delay, ready)) {
@@ -265,11 +276,8 @@ class SqliteStore final : public Store {
           delete_acked_rows();
           continue;
         }
-        if (queue_.empty()) break;  // closed and drained
-        while (!queue_.empty() && batch.size() < options_.max_batch) {
-          batch.push_back(std::move(queue_.front()));
-          queue_.pop_front();
-        }
+        if (writes_.empty() && others_.empty()) break;  // closed and drained
+        take_batch(batch);
       }
       const auto started = std::chrono::steady_clock::now();
       for (const auto& op : batch) queue_wait_.observe(started - op->queued_at);
@@ -281,6 +289,28 @@ class SqliteStore final : public Store {
     // Closing: leave the acked table empty (open() would finish it otherwise).
     while (!backend_->acked.empty()) {
       if (!delete_acked_rows()) break;
+    }
+  }
+
+  // Writes first, leaving a quarter of the batch to other operations when some wait; then
+  // those in order while their rows stay within max_batch_rows. When both kinds wait, a batch
+  // takes at least one of each, so neither starves.
+  void take_batch(std::vector<std::unique_ptr<Op>>& batch) {
+    const std::size_t room =
+        std::min(others_.size(), std::max<std::size_t>(1, options_.max_batch / 4));
+    const std::size_t for_writes = options_.max_batch > room ? options_.max_batch - room : 1;
+    while (!writes_.empty() && batch.size() < for_writes) {
+      batch.push_back(std::move(writes_.front()));
+      writes_.pop_front();
+    }
+    std::size_t rows = 0;
+    for (bool first = true; !others_.empty(); first = false) {
+      const bool fits = batch.size() < options_.max_batch &&
+                        rows + others_.front()->rows <= options_.max_batch_rows;
+      if (!first && !fits) break;
+      rows += others_.front()->rows;
+      batch.push_back(std::move(others_.front()));
+      others_.pop_front();
     }
   }
 
@@ -435,7 +465,9 @@ class SqliteStore final : public Store {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Op>> queue_;  // guarded by mu_
+  // Operations waiting to run (submit()'s comment has their order); guarded by mu_.
+  std::deque<std::unique_ptr<Op>> writes_;  // Sync::kYes
+  std::deque<std::unique_ptr<Op>> others_;  // Sync::kNo
   bool closed_ = false;                    // guarded by mu_
 
   std::mutex join_mu_;  // serialises concurrent close() calls around join()

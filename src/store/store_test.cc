@@ -1103,6 +1103,80 @@ void report(int out, std::uint32_t i) {
   static_cast<void>(n);
 }
 
+// Devices draining their queues after an outage queue many fetches at once. A send queued
+// behind them runs first, in the next batch, and the fetches follow in batches whose pages add
+// up to at most max_batch_rows. Writes do not starve reads either: when both wait, a batch takes
+// at least one read.
+TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
+  internal::SqliteOptions rows;
+  rows.max_batch_rows = 4096;  // 16 fetches of 256
+  open(rows);
+  Account a = create("alice");
+  std::mutex mu;
+  std::vector<char> order;  // 's' a send, 'f' a fetch, in the order their callbacks ran
+  std::atomic<int> left{0};
+  std::promise<void> all_done;
+  auto note = [&](char what) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(what);
+    }
+    if (--left == 0) all_done.set_value();
+  };
+  const Stats s0 = store_->stats();
+  left = 41;
+  {
+    Gate gate(*store_);
+    for (int i = 0; i < 40; ++i) {
+      store_->fetch_queue(a.id, 1, 0, 256, [&](Result<std::vector<QueuedEnvelope>> r) {
+        EXPECT_TRUE(r.has_value());
+        note('f');
+      });
+    }
+    store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 1)}),
+                           [&](Result<SendOutcome> r) {
+                             EXPECT_EQ(r.value().kind, SendOutcome::Kind::kStored);
+                             note('s');
+                           });
+  }
+  ASSERT_EQ(all_done.get_future().wait_for(kTimeout), std::future_status::ready);
+  ASSERT_EQ(order.size(), 41u);
+  EXPECT_EQ(order.front(), 's');
+  // Three commits: the send with 16 fetches of 256 rows, 16 more, then 8 (the gate's own
+  // operation, for no device, fails and commits nothing).
+  const Stats s1 = store_->stats();
+  EXPECT_EQ(s1.commits - s0.commits, 3u);
+  EXPECT_EQ(s1.committed_ops - s0.committed_ops, 41u);
+  EXPECT_EQ(s1.last_batch_size, 8u);
+
+  // Small batches: 20 sends queued before a fetch. The first batch after the gate takes 7 sends
+  // and the fetch.
+  internal::SqliteOptions small;
+  small.max_batch = 8;
+  open(small);
+  order.clear();
+  left = 21;
+  std::promise<void> done_small;
+  all_done = std::move(done_small);
+  {
+    Gate gate(*store_);
+    for (std::uint32_t i = 0; i < 20; ++i) {
+      store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 10 + i)}),
+                             [&](Result<SendOutcome> r) {
+                               EXPECT_TRUE(r.has_value());
+                               note('s');
+                             });
+    }
+    store_->fetch_queue(a.id, 1, 0, 10, [&](Result<std::vector<QueuedEnvelope>> r) {
+      EXPECT_TRUE(r.has_value());
+      note('f');
+    });
+  }
+  ASSERT_EQ(all_done.get_future().wait_for(kTimeout), std::future_status::ready);
+  ASSERT_EQ(order.size(), 21u);
+  EXPECT_EQ(std::string(order.begin(), order.end()), "sssssssf" + std::string(13, 's'));
+}
+
 TEST_F(StoreTest, AcksAndReadsAloneCommitWithoutAnFsyncAndOthersWithOne) {
   Account a = create("alice");
   for (std::uint32_t i = 0; i < 4; ++i) {

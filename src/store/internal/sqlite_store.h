@@ -14,6 +14,11 @@ namespace parley::store::internal {
 struct SqliteOptions {
   // Most operations in one transaction (one group commit).
   std::size_t max_batch = 1024;
+  // Most rows the reads and acknowledgements of one batch may ask for (a fetch counts its page
+  // size, an ack its ids, any other operation 1; a batch takes at least one): a batch of
+  // fetches stays short,
+  // so that a send queued behind it waits little (SqliteStore::submit has the order).
+  std::size_t max_batch_rows = 8192;
   // Most operations queued and not yet run. A submission beyond it fails at once with
   // kResourceExhausted (callback run on the submitting thread). The server bounds in-flight
   // requests per connection, so reaching this means the disk cannot keep up: shed load.
