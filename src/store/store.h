@@ -7,6 +7,9 @@
 // many operations share one transaction and one fsync, and no callback of a write runs before
 // its transaction is durably committed (synchronous=FULL in WAL mode). Each operation is
 // isolated (a savepoint): one failing operation never affects the others in its batch.
+// Order: writes run and complete in the order submitted; so do reads and acknowledgements
+// among themselves. A read or an ack may run after a write submitted later than it (writes go
+// first, docs/storage.md), never before a write submitted earlier.
 //
 // Thread-safety: all methods may be called from any thread. The Store must outlive every
 // callback (do not destroy it from one); close() drains the queue first. An operation refused
