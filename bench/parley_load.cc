@@ -1362,13 +1362,25 @@ void scenario_offline(const Options& o) {
   SendMaker maker(ctx, o.payload);
   std::vector<std::uint32_t> seq(static_cast<std::size_t>(2 * P), 0);
   Clock::time_point last_response;
+  // During the drain two senders stay online and one sends to the other every millisecond: how
+  // long does a live message take while every other device drains (docs/storage.md, "Writes
+  // before reads")?
+  bool probing = false;
+  const Conn* probe_from = nullptr;  // its responses are the probe's, not the enqueue's
+  std::vector<std::int64_t> probe_lat;
+  std::uint64_t probe_sent = 0, probe_skipped = 0;
   auto hooks = std::make_shared<Hooks>();
   hooks->envelope = [&](Conn& c, wire::Envelope& e) {
-    ++delivered;
+    if (c.account() < P) {
+      probe_lat.push_back(now_ns() - SendMaker::sent_at(e));
+    } else {
+      ++delivered;
+    }
     c.queue_ack(std::move(*e.mutable_server_id()));
   };
   hooks->response = [&](Conn& c, const wire::Response& r) {
     --c.inflight;
+    if (&c == probe_from) return;
     ++answered;
     last_response = Clock::now();
     if (r.status() == wire::kStatusOk) {
@@ -1422,14 +1434,37 @@ void scenario_offline(const Options& o) {
   if (!errors.empty()) std::printf("  refused: %s\n", status_summary(errors).c_str());
   add_figure("offline enqueues/s", fmt("%.0f", enqueue_rate), ">= 50,000", "600-2,400",
              enqueue_rate >= 50000);
+  std::vector<std::shared_ptr<Conn>> prober;
+  if (senders.size() >= 2) {
+    for (int i : {senders[0], senders[1]}) prober.push_back(conns[static_cast<std::size_t>(i)]);
+    for (int i : {senders[0], senders[1]}) conns[static_cast<std::size_t>(i)].reset();
+    probe_from = prober[0].get();
+  }
   close_all(ctx, conns);
   ctx.run_for(milliseconds(500));
+  net::steady_timer probe_timer(ctx.io);
+  std::function<void()> probe = [&] {
+    if (!probing || prober.size() != 2) return;
+    if (prober[0]->inflight >= 60) {  // the server allows 64 requests in flight per connection
+      ++probe_skipped;
+    } else {
+      maker.send(*prober[0], prober[1]->account(),
+                 ++seq[static_cast<std::size_t>(prober[0]->account())]);
+      ++probe_sent;
+    }
+    probe_timer.expires_after(milliseconds(1));
+    probe_timer.async_wait([&](boost::system::error_code ec) {
+      if (!ec) probe();
+    });
+  };
 
   // Drain: log in, receive everything, acknowledge everything.
   AckTimer acks(ctx);
   const std::uint64_t acked0 = server_acked(*server);
   const auto t0m = server_metrics(*server);
   CpuMark d0 = cpu_mark(server->pid());
+  probing = true;
+  probe();
   auto logins = open_many(ctx, receiver_ids, Conn::Auth::kLogin, hooks, o.register_concurrency, false,
                           seconds(std::max(120, 10 * o.seconds)));
   // QueueEmpty (what open_many waits for) comes once a device's stored queue is pushed; the last
@@ -1437,17 +1472,23 @@ void scenario_offline(const Options& o) {
   // deletes are done (read every 5 ms: each read is a blocking HTTP request).
   ctx.run_until([&] { return delivered >= sent_ok; }, seconds(30));
   const auto all_received = Clock::now();
+  probing = false;
+  probe_timer.cancel();
   auto next_read = Clock::now();
   ctx.run_until(
       [&] {
         if (Clock::now() < next_read) return false;
         next_read = Clock::now() + milliseconds(5);
+        // The server's count includes the probe's envelopes (each received one is acknowledged).
         acked = server_acked(*server) - acked0;
+        acked -= std::min<std::uint64_t>(acked, probe_lat.size());
         return acked >= sent_ok;
       },
       seconds(30));
   CpuMark d1 = cpu_mark(server->pid());
   const auto t1m = server_metrics(*server);
+  // The probe's last messages (not timed: the drain is over).
+  ctx.run_until([&] { return probe_lat.size() >= probe_sent; }, seconds(10));
   const double drain_s = secs(d1.at - d0.at);
   const double drain_rate = static_cast<double>(acked) / drain_s;
   std::printf("offline: drain %.0f envelopes/s (%d devices log in, %" PRIu64 " envelopes received and "
@@ -1458,6 +1499,16 @@ void scenario_offline(const Options& o) {
               secs(all_received - d0.at), drain_s);
   print_client_cpu(d0, d1, "envelope", static_cast<double>(acked));
   print_store_window(t0m, t1m, drain_s);
+  if (!probe_lat.empty()) {
+    std::sort(probe_lat.begin(), probe_lat.end());
+    std::printf(
+        "  %zu live messages sent during the drain (one a millisecond between two online "
+        "devices; %zu more skipped with 60 in flight), %zu delivered: p50 %.2f ms, p99 %.2f "
+        "ms, max %.2f ms from send to delivery\n",
+        static_cast<std::size_t>(probe_sent), static_cast<std::size_t>(probe_skipped),
+        probe_lat.size(), percentile(probe_lat, 0.50) / 1e6, percentile(probe_lat, 0.99) / 1e6,
+        static_cast<double>(probe_lat.back()) / 1e6);
+  }
   print_open_problems("login", logins);
   if (delivered != sent_ok) {
     std::printf("  note: %" PRIu64 " envelopes received for %" PRIu64 " messages stored\n", delivered, sent_ok);
@@ -1465,6 +1516,7 @@ void scenario_offline(const Options& o) {
   add_figure("offline drain envelopes/s", fmt("%.0f", drain_rate), "-", "-", std::nullopt);
   acks.stop();
   close_all(ctx, logins.conns);
+  close_all(ctx, prober);
 }
 
 // ---- (e) handshakes --------------------------------------------------------------------------------
