@@ -145,6 +145,35 @@ std::int64_t now_ms() {
       .count();
 }
 
+store::NewAccount make_account(std::string name) {
+  store::NewAccount a;
+  a.name = std::move(name);
+  a.folded_name = a.name;
+  a.device.registration_id = 1;
+  a.device.auth_public_key = random_bytes(32);
+  a.device.identity_key = random_bytes(33);
+  a.device.signed_pre_key = {1, random_bytes(33), random_bytes(64)};
+  a.now_ms = now_ms();
+  return a;
+}
+
+// Queues `o.messages` sends, one envelope each, to the devices in turn (`o.inflight`
+// outstanding); returns how many failed.
+std::size_t enqueue(store::Store& db, const std::vector<std::int64_t>& accounts, const Options& o) {
+  Window w(o.inflight);
+  const std::int64_t now = now_ms();
+  for (std::size_t i = 0; i < o.messages; ++i) {
+    w.acquire();
+    db.store_messages(
+        make_send(accounts[(i + 1) % o.devices], accounts[i % o.devices], o.size, now),
+        [&](Result<store::SendOutcome> r) {
+          w.release(r && r->kind == store::SendOutcome::Kind::kStored);
+        });
+  }
+  w.drain();
+  return w.failures();
+}
+
 int run(const Options& o) {
   auto opened = store::open_sqlite_store(o.dir + "/parley.db");
   if (!opened) {
@@ -158,16 +187,8 @@ int run(const Options& o) {
     Window w(o.inflight);
     std::mutex mu;
     for (std::size_t i = 0; i < o.devices; ++i) {
-      store::NewAccount a;
-      a.name = "user" + std::to_string(i);
-      a.folded_name = a.name;
-      a.device.registration_id = 1;
-      a.device.auth_public_key = random_bytes(32);
-      a.device.identity_key = random_bytes(33);
-      a.device.signed_pre_key = {1, random_bytes(33), random_bytes(64)};
-      a.now_ms = now_ms();
       w.acquire();
-      db->create_account(std::move(a), [&](Result<store::Account> r) {
+      db->create_account(make_account("user" + std::to_string(i)), [&](Result<store::Account> r) {
         if (r) {
           std::lock_guard<std::mutex> lock(mu);
           accounts.push_back(r->id);
@@ -183,19 +204,9 @@ int run(const Options& o) {
   }
 
   {  // enqueue
-    Window w(o.inflight);
     Phase p("enqueue");
-    const std::int64_t now = now_ms();
-    for (std::size_t i = 0; i < o.messages; ++i) {
-      w.acquire();
-      db->store_messages(make_send(accounts[(i + 1) % o.devices], accounts[i % o.devices], o.size,
-                                   now),
-                         [&](Result<store::SendOutcome> r) {
-                           w.release(r && r->kind == store::SendOutcome::Kind::kStored);
-                         });
-    }
-    w.drain();
-    p.report(o.messages, "envelopes", w.failures());
+    const std::size_t failures = enqueue(*db, accounts, o);
+    p.report(o.messages, "envelopes", failures);
   }
 
   {  // drain: each device pages through its queue, acknowledging every page
@@ -253,30 +264,16 @@ int run(const Options& o) {
     p.report(o.messages, "send+ack pairs", w.failures());
   }
   {  // storm: every device drains at once while sends keep coming
-    Window w(o.inflight);
-    const std::int64_t now = now_ms();
-    for (std::size_t i = 0; i < o.messages; ++i) {
-      w.acquire();
-      db->store_messages(
-          make_send(accounts[(i + 1) % o.devices], accounts[i % o.devices], o.size, now),
-          [&](Result<store::SendOutcome> r) {
-            w.release(r && r->kind == store::SendOutcome::Kind::kStored);
-          });
+    if (enqueue(*db, accounts, o) != 0) {
+      std::fprintf(stderr, "storm: could not queue the messages\n");
+      return 1;
     }
-    w.drain();
     std::atomic<std::size_t> drained{0}, failures{0}, devices_left{o.devices}, acks_left{0};
     // The probe's destination: an account of its own, which does not drain.
     std::int64_t probe_to = 0;
     {
-      store::NewAccount a;
-      a.name = a.folded_name = "probe";
-      a.device.registration_id = 1;
-      a.device.auth_public_key = random_bytes(32);
-      a.device.identity_key = random_bytes(33);
-      a.device.signed_pre_key = {1, random_bytes(33), random_bytes(64)};
-      a.now_ms = now_ms();
       std::promise<std::int64_t> id;
-      db->create_account(std::move(a),
+      db->create_account(make_account("probe"),
                          [&](Result<store::Account> r) { id.set_value(r ? r->id : 0); });
       probe_to = id.get_future().get();
       if (probe_to == 0) {
@@ -284,12 +281,11 @@ int run(const Options& o) {
         return 1;
       }
     }
-    store::Store* st = db.get();
     // One device's drain: fetch a page, acknowledge it, fetch the next (callbacks run on the
     // store's thread, as parleyd's would post them on).
     std::function<void(std::int64_t, std::int64_t)> next_page = [&](std::int64_t account,
                                                                     std::int64_t after) {
-      st->fetch_queue(account, 1, after, 256,
+      db->fetch_queue(account, 1, after, 256,
                       [&, account](Result<std::vector<store::QueuedEnvelope>> r) {
                         if (!r || r->empty()) {
                           if (!r) ++failures;
@@ -301,7 +297,7 @@ int run(const Options& o) {
                         const std::int64_t last = r->back().seq;
                         const std::size_t n = ids.size();
                         ++acks_left;
-                        st->ack(account, 1, std::move(ids), [&, n](Result<std::uint32_t> a) {
+                        db->ack(account, 1, std::move(ids), [&, n](Result<std::uint32_t> a) {
                           if (a) drained += *a;
                           if (!a || *a != n) ++failures;
                           --acks_left;

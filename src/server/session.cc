@@ -172,9 +172,9 @@ void Session::on_message(std::string_view bytes) {
     authenticated = account_ != nullptr;
   }
   if (frame->has_ack()) {
-    service_.metrics().requests[static_cast<std::size_t>(RequestKind::kAck)].fetch_add(1);
     // No response to refuse with: the connection closes, and the envelopes come again.
     if (!accepted) return close("too many requests");
+    service_.metrics().requests[static_cast<std::size_t>(RequestKind::kAck)].fetch_add(1);
     if (!authenticated) return close("acknowledgement before login");
     return one_way_ack(frame->ack());
   }
