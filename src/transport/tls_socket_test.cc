@@ -1,0 +1,177 @@
+// TlsSocket's reads through OpenSSL's read-ahead: a blocking OpenSSL peer on a thread writes a
+// known stream over loopback TCP, in writes from one byte to several records; the TlsSocket
+// reads it back with buffers of every size, from one byte to more than a TLS record, and then
+// reports how the stream ended.
+#include "transport/internal/tls_socket.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "transport/internal/asio.h"
+#include "transport/testing/support.h"
+
+namespace parley::transport::internal {
+namespace {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+
+// The bytes of the stream: position-dependent, so a byte lost, doubled or reordered shows.
+char stream_byte(std::size_t i) { return static_cast<char>((i * 131 + i / 251) & 0xff); }
+
+enum class Ending { kCloseNotify, kBareFin };
+
+// Connects to `port`, writes `total` bytes of the stream in writes of many sizes (one byte up to
+// several records at once), then ends as told. Returns what failed, or "".
+std::string peer(std::uint16_t port, std::size_t total, Ending ending) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "socket";
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "connect";
+  }
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
+  std::string failed;
+  if (ssl == nullptr) {
+    failed = "SSL_new";
+  } else {
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1) failed = "SSL_connect";
+  }
+  std::string chunk;
+  const std::size_t sizes[] = {1, 2, 300, 5000, 16384, 40000, 7, 100000, 1536};
+  for (std::size_t sent = 0, k = 0; failed.empty() && sent < total; ++k) {
+    const std::size_t n = std::min(sizes[k % std::size(sizes)], total - sent);
+    chunk.resize(n);
+    for (std::size_t i = 0; i < n; ++i) chunk[i] = stream_byte(sent + i);
+    if (SSL_write(ssl, chunk.data(), static_cast<int>(n)) != static_cast<int>(n)) failed = "write";
+    sent += n;
+  }
+  if (failed.empty() && ending == Ending::kCloseNotify) SSL_shutdown(ssl);
+  // Half-close, and read until the server closes: closing with unread bytes (the server's
+  // session tickets) would reset the connection and lose what is still in flight.
+  ::shutdown(fd, SHUT_WR);
+  char sink[4096];
+  for (int i = 0; i < 1000 && ::recv(fd, sink, sizeof sink, 0) > 0; ++i) {
+  }
+  if (ssl != nullptr) SSL_free(ssl);
+  if (ctx != nullptr) SSL_CTX_free(ctx);
+  ::close(fd);
+  return failed;
+}
+
+struct Outcome {
+  std::string received;
+  boost::system::error_code end;  // what the read after the last byte reported
+  std::size_t reads = 0;
+};
+
+// Accepts one connection as a TLS server and reads until an error, with buffers of the sizes
+// given in turn.
+Outcome serve(tcp::acceptor& acceptor, const std::vector<std::size_t>& buffer_sizes) {
+  net::io_context& io = static_cast<net::io_context&>(acceptor.get_executor().context());
+  auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
+                                     test_support::test_identity().key_pem);
+  EXPECT_TRUE(ctx.has_value());
+  Outcome out;
+  if (!ctx) return out;
+  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
+  EXPECT_TRUE(tls.has_value());
+  if (!tls) return out;
+  TlsSocket& s = **tls;
+  s.expires_after(20s);
+  std::vector<char> buf;
+  std::function<void(boost::system::error_code, std::size_t)> on_read =
+      [&](boost::system::error_code ec, std::size_t n) {
+        if (ec) {
+          out.end = ec;
+          s.expires_never();
+          return;
+        }
+        out.received.append(buf.data(), n);
+        buf.assign(buffer_sizes[++out.reads % buffer_sizes.size()], 0);
+        s.async_read_some(net::buffer(buf), on_read);
+      };
+  s.async_handshake([&](boost::system::error_code ec) {
+    if (ec) {
+      out.end = ec;
+      s.expires_never();
+      return;
+    }
+    buf.assign(buffer_sizes[0], 0);
+    s.async_read_some(net::buffer(buf), on_read);
+  });
+  io.run();
+  return out;
+}
+
+void expect_stream(const std::string& got, std::size_t total) {
+  ASSERT_EQ(got.size(), total);
+  for (std::size_t i = 0; i < total; ++i) {
+    ASSERT_EQ(got[i], stream_byte(i)) << "at byte " << i;
+  }
+}
+
+class TlsSocketTest : public ::testing::Test {
+ protected:
+  tcp::acceptor listen() {
+    tcp::acceptor a(io_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    return a;
+  }
+  net::io_context io_;
+};
+
+// Large buffers take several records' plaintext in one read; small ones take a record over many
+// reads. Both must give the stream back byte for byte, and the peer's close_notify as eof.
+TEST_F(TlsSocketTest, ReadsTheWholeStreamWithBuffersOfAnySize) {
+  constexpr std::size_t kTotal = 2 * 1024 * 1024 + 17;
+  auto acceptor = listen();
+  std::string peer_failed;
+  std::thread t(
+      [&] { peer_failed = peer(acceptor.local_endpoint().port(), kTotal, Ending::kCloseNotify); });
+  const Outcome out = serve(acceptor, {65536, 1, 7, 1536, 300, 65536, 65536, 16384, 20000});
+  t.join();
+  EXPECT_EQ(peer_failed, "");
+  expect_stream(out.received, kTotal);
+  EXPECT_EQ(out.end, net::error::eof) << out.end.message();
+}
+
+// A peer that closes TCP without close_notify: everything it sent is read, then the stream
+// reports that it was cut.
+TEST_F(TlsSocketTest, AnEndWithoutCloseNotifyIsATruncatedStream) {
+  constexpr std::size_t kTotal = 300 * 1024;
+  auto acceptor = listen();
+  std::string peer_failed;
+  std::thread t(
+      [&] { peer_failed = peer(acceptor.local_endpoint().port(), kTotal, Ending::kBareFin); });
+  const Outcome out = serve(acceptor, {1536});
+  t.join();
+  EXPECT_EQ(peer_failed, "");
+  expect_stream(out.received, kTotal);
+  EXPECT_EQ(out.end, net::ssl::error::stream_truncated) << out.end.message();
+}
+
+}  // namespace
+}  // namespace parley::transport::internal
