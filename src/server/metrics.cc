@@ -93,6 +93,15 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_store_failed_ack_flushes_total", "counter",
        "Deletions of acknowledged envelopes that failed (retried; done at the next start).",
        s.failed_ack_flushes);
+  line("parley_store_checkpoints_total", "counter",
+       "WAL checkpoints run beside the writer, on their own thread.", s.checkpoints);
+  line("parley_store_failed_checkpoints_total", "counter",
+       "Of those, checkpoints that failed (busy: another checkpoint or a backup was running).",
+       s.failed_checkpoints);
+  line("parley_store_writer_checkpoints_total", "counter",
+       "Checkpoints the writer ran itself, waiting for them, because the WAL grew past its "
+       "bound: the disk cannot keep up with the writes.",
+       s.writer_checkpoints);
   line("parley_store_committed_ops_total", "counter", "Operations in committed transactions.",
        s.committed_ops);
   line("parley_store_last_batch_size", "gauge", "Operations in the last committed transaction.",

@@ -144,7 +144,9 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
   // wal_autocheckpoint: a checkpoint every 16,384 pages (64 MiB, journal_size_limit) instead of
   // SQLite's 1,000: the index pages every commit rewrites are copied into the database once per
   // checkpoint, so fewer checkpoints mean far fewer writes (parley-bench-store: enqueue +19 %,
-  // drain +50 %). Durability is unchanged: every COMMIT still syncs the WAL.
+  // drain +50 %). Durability is unchanged: every COMMIT still syncs the WAL. (The store's own
+  // connection replaces this with on_wal_commit and checkpoints on another thread:
+  // internal/checkpointer.h. It applies to connections that write without it: migrations.)
   PARLEY_TRY(db->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
                       "PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; "
                       "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=16384;",
@@ -189,5 +191,25 @@ Status Db::exec(const char* sql, std::string_view what) {
 std::int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
 std::int64_t Db::changes() const { return sqlite3_changes64(db_); }
 bool Db::in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
+
+Status Db::checkpoint(int& frames) {
+  int log = 0;
+  int done = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  frames = log;
+  if (rc != SQLITE_OK) return error(rc, "checkpoint");
+  return Status::ok();
+}
+
+void Db::on_wal_commit(std::function<void(int)> hook) {
+  wal_hook_ = std::move(hook);
+  sqlite3_wal_hook(
+      db_,
+      [](void* self, sqlite3*, const char*, int frames) {
+        static_cast<Db*>(self)->wal_hook_(frames);
+        return SQLITE_OK;
+      },
+      this);
+}
 
 }  // namespace parley::store::internal

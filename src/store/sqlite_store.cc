@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/internal/checkpointer.h"
 #include "store/internal/sqlite_db.h"
 #include "store/internal/sqlite_ops.h"
 #include "store/internal/sqlite_store.h"
@@ -89,9 +90,14 @@ Callback<Unit> adapt(Done done) {
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(std::unique_ptr<Db> db, const SqliteOptions& options, const StatsDelta& gauges,
+  SqliteStore(std::unique_ptr<Db> db, std::unique_ptr<Checkpointer> checkpointer,
+              const SqliteOptions& options, const StatsDelta& gauges,
               std::unique_ptr<Backend> backend)
-      : options_(options), db_(std::move(db)), backend_(std::move(backend)) {
+      : options_(options),
+        db_(std::move(db)),
+        checkpointer_(std::move(checkpointer)),
+        backend_(std::move(backend)) {
+    db_->on_wal_commit([this](int frames) { wal_grew(frames); });
     accounts_.store(static_cast<std::uint64_t>(gauges.accounts));
     envelopes_.store(static_cast<std::uint64_t>(gauges.envelopes));
     bytes_.store(static_cast<std::uint64_t>(gauges.bytes));
@@ -200,6 +206,9 @@ class SqliteStore final : public Store {
     s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
     s.acked_pending = acked_pending_.load(std::memory_order_relaxed);
     s.failed_ack_flushes = failed_ack_flushes_.load(std::memory_order_relaxed);
+    s.checkpoints = checkpointer_->passes();
+    s.failed_checkpoints = checkpointer_->failed_passes();
+    s.writer_checkpoints = writer_checkpoints_.load(std::memory_order_relaxed);
     s.queue_wait = queue_wait_.snapshot();
     s.synced_commit = synced_commit_.snapshot();
     return s;
@@ -218,7 +227,8 @@ class SqliteStore final : public Store {
     if (thread_.joinable()) {
       thread_.join();
       joined_.store(true);
-      db_.reset();
+      checkpointer_.reset();
+      db_.reset();  // the last connection: SQLite checkpoints the whole WAL and removes it
     }
   }
 
@@ -395,6 +405,17 @@ class SqliteStore final : public Store {
     last_batch_size_.store(batch.size(), std::memory_order_relaxed);
   }
 
+  // After each commit (the WAL hook, on the store thread): the checkpointer's turn, or ours
+  // when it has fallen far behind.
+  void wal_grew(int frames) {
+    checkpointer_->wal_grew(frames);
+    if (frames < options_.writer_checkpoint_frames) return;
+    int ignored = 0;
+    if (db_->checkpoint(ignored).is_ok()) {
+      writer_checkpoints_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
   Status set_synchronous(bool full) {
     if (full == synchronous_full_) return Status::ok();
     PARLEY_TRY(db_->exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
@@ -461,6 +482,7 @@ class SqliteStore final : public Store {
 
   const SqliteOptions options_;
   std::unique_ptr<Db> db_;  // used only by thread_ (and by close() after joining it)
+  std::unique_ptr<Checkpointer> checkpointer_;  // closed before db_
   std::unique_ptr<Backend> backend_;  // likewise
 
   std::mutex mu_;
@@ -485,6 +507,7 @@ class SqliteStore final : public Store {
   std::atomic<std::uint64_t> last_batch_size_{0};
   std::atomic<std::uint64_t> acked_pending_{0};
   std::atomic<std::uint64_t> failed_ack_flushes_{0};
+  std::atomic<std::uint64_t> writer_checkpoints_{0};
   LatencyHistogram queue_wait_;     // each operation: from submit() to its batch's start
   LatencyHistogram synced_commit_;  // each synced group commit: BEGIN to the end of the fsync
   // When the oldest of backend_->acked was committed (store thread only).
@@ -496,7 +519,8 @@ class SqliteStore final : public Store {
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
                                                  const SqliteOptions& options) {
   if (options.max_batch == 0 || options.max_pending == 0 || options.dedup_entries == 0 ||
-      options.ack_flush_run == 0) {
+      options.ack_flush_run == 0 || options.checkpoint_frames <= 0 ||
+      options.writer_checkpoint_frames <= 0) {
     return make_error(ErrorCode::kInvalidArgument, "store: batch and queue bounds must be > 0");
   }
   PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::open(path));
@@ -509,7 +533,10 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
   auto backend = std::make_unique<Backend>(options.dedup_entries, seed);
   PARLEY_TRY(load_backend(*db, *backend));
   PARLEY_ASSIGN_OR_RETURN(StatsDelta gauges, read_gauges(*db, *backend));
-  return std::unique_ptr<Store>(new SqliteStore(std::move(db), options, gauges, std::move(backend)));
+  PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Checkpointer> checkpointer,
+                          Checkpointer::start(path, options.checkpoint_frames));
+  return std::unique_ptr<Store>(
+      new SqliteStore(std::move(db), std::move(checkpointer), options, gauges, std::move(backend)));
 }
 
 }  // namespace internal

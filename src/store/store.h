@@ -154,6 +154,11 @@ struct Stats {
   // Acknowledged envelopes whose rows wait to be deleted together (docs/storage.md).
   std::uint64_t acked_pending = 0;
   std::uint64_t failed_ack_flushes = 0;  // deletions of them that failed (retried later)
+  // WAL checkpoints beside the writer, those that failed (busy), and those the writer had to run
+  // itself because the others fell behind.
+  std::uint64_t checkpoints = 0;
+  std::uint64_t failed_checkpoints = 0;
+  std::uint64_t writer_checkpoints = 0;
   // Where a write's time goes in the store: waiting for its group commit to start (every
   // operation), and the commits that sync, from BEGIN to the end of the fsync.
   LatencyHistogram::Snapshot queue_wait;

@@ -1177,6 +1177,44 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   EXPECT_EQ(std::string(order.begin(), order.end()), "sssssssf" + std::string(13, 's'));
 }
 
+// WAL checkpoints run on their own thread and connection once the WAL reaches
+// checkpoint_frames; the writer checkpoints itself only past writer_checkpoint_frames. Either
+// way every envelope is still there after a reopen.
+TEST_F(StoreTest, CheckpointsRunBesideTheWriterAndTheWriterStepsInOnlyPastItsBound) {
+  auto send_many = [&](const Account& a, std::uint32_t first) {
+    for (std::uint32_t i = first; i < first + 200; ++i) {
+      ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, i, 2000)}))->kind,
+                SendOutcome::Kind::kStored);
+    }
+  };
+  auto wait_until = [](const std::function<bool()>& done) {
+    for (int i = 0; i < 1000 && !done(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  };
+  internal::SqliteOptions beside;
+  beside.checkpoint_frames = 64;
+  beside.writer_checkpoint_frames = 1 << 30;
+  open(beside);
+  Account a = create("alice");
+  send_many(a, 0);  // 200 commits of a page or more each
+  EXPECT_TRUE(wait_until([&] { return store_->stats().checkpoints >= 1; }));
+  EXPECT_EQ(store_->stats().writer_checkpoints, 0u);
+
+  internal::SqliteOptions writer;
+  writer.checkpoint_frames = 1 << 30;
+  writer.writer_checkpoint_frames = 64;
+  open(writer);
+  send_many(a, 200);
+  EXPECT_GE(store_->stats().writer_checkpoints, 1u);
+  EXPECT_EQ(store_->stats().checkpoints, 0u);
+
+  open();
+  EXPECT_EQ(store_->stats().queued_envelopes, 400u);
+  EXPECT_EQ(fetch(a.id, 1, 0, 1000).size(), 400u);
+}
+
 TEST_F(StoreTest, AcksAndReadsAloneCommitWithoutAnFsyncAndOthersWithOne) {
   Account a = create("alice");
   for (std::uint32_t i = 0; i < 4; ++i) {

@@ -7,6 +7,7 @@
 // message names the step and SQLite's generic error string, never a value from the database.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -82,6 +83,14 @@ class Db {
   // True while a transaction is open (false when SQLite rolled one back on its own).
   bool in_transaction() const;
 
+  // A PASSIVE checkpoint: copies into the database what WAL frames it can without waiting for
+  // the writer or blocking it. kIo when it fails (busy: another checkpoint is running).
+  // `frames`: the frames in the WAL when it ran.
+  Status checkpoint(int& frames);
+  // After each commit of this connection, on its thread, calls `hook` with the frames now in
+  // the WAL. This replaces SQLite's automatic checkpoints on this connection.
+  void on_wal_commit(std::function<void(int)> hook);
+
   // The Status for a SQLite result code: kIo "store: <what>: <sqlite error string>".
   static Status error(int rc, std::string_view what);
 
@@ -89,6 +98,7 @@ class Db {
   explicit Db(sqlite3* db) : db_(db) {}
 
   sqlite3* db_;
+  std::function<void(int)> wal_hook_;
   struct Entry {
     sqlite3_stmt* stmt = nullptr;
     bool busy = false;
