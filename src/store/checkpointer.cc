@@ -53,7 +53,10 @@ void Checkpointer::loop() {
       wanted_ = false;
     }
     int frames = 0;
-    if (db_->checkpoint(frames).is_ok()) {
+    running_.store(true, std::memory_order_relaxed);
+    const bool ok = db_->checkpoint(frames).is_ok();
+    running_.store(false, std::memory_order_relaxed);
+    if (ok) {
       last_pass_frames_.store(frames, std::memory_order_relaxed);
       passes_.fetch_add(1, std::memory_order_relaxed);
     } else {

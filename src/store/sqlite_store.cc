@@ -409,7 +409,7 @@ class SqliteStore final : public Store {
   // when it has fallen far behind.
   void wal_grew(int frames) {
     checkpointer_->wal_grew(frames);
-    if (frames < options_.writer_checkpoint_frames) return;
+    if (frames < options_.writer_checkpoint_frames || checkpointer_->running()) return;
     int ignored = 0;
     if (db_->checkpoint(ignored).is_ok()) {
       writer_checkpoints_.fetch_add(1, std::memory_order_relaxed);

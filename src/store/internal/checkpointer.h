@@ -9,6 +9,11 @@
 // checkpoint on another connection runs beside the writer instead: WAL mode lets the writer
 // append while pages it wrote earlier are copied.
 //
+// The writer still checkpoints itself, between passes, once the WAL reaches its bound
+// (SqliteOptions::writer_checkpoint_frames): under steady writes a pass never finds the WAL
+// fully copied with no new frames, so SQLite never starts it over, and it would grow without
+// end. By then the passes have copied most of it, so the writer's checkpoint is short.
+//
 // When: the writer's WAL hook reports the WAL's size after every commit (wal_grew). A pass
 // starts once the WAL holds `start_frames` frames and has grown by a quarter of that since the
 // last pass: while the writer keeps appending, the WAL cannot start over (SQLite restarts it
@@ -42,6 +47,8 @@ class Checkpointer {
   // The WAL now holds `frames` frames (from the writer's WAL hook).
   void wal_grew(int frames);
 
+  // A pass is running now (the writer need not try one of its own: it would find it busy).
+  bool running() const { return running_.load(std::memory_order_relaxed); }
   std::uint64_t passes() const { return passes_.load(std::memory_order_relaxed); }
   std::uint64_t failed_passes() const { return failed_.load(std::memory_order_relaxed); }
 
@@ -53,6 +60,7 @@ class Checkpointer {
   const int start_frames_;
   // The WAL's size at the end of the last pass (0: none since the WAL started over).
   std::atomic<int> last_pass_frames_{0};
+  std::atomic<bool> running_{false};
   std::atomic<std::uint64_t> passes_{0};
   std::atomic<std::uint64_t> failed_{0};
 

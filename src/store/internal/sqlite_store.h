@@ -35,10 +35,11 @@ struct SqliteOptions {
   std::size_t ack_flush_run = 128;
   std::chrono::milliseconds ack_flush_delay{1000};
   // WAL checkpoints run on a thread of their own (internal/checkpointer.h) once the WAL holds
-  // checkpoint_frames pages; should they fall behind, the writer itself checkpoints (and waits)
-  // once it holds writer_checkpoint_frames, which bounds the WAL file.
+  // checkpoint_frames pages. The WAL starts over only after a checkpoint that leaves nothing
+  // to copy, which passes beside a busy writer never do: once it holds writer_checkpoint_frames
+  // the writer itself checkpoints (and waits) whenever no pass runs, which bounds the file.
   int checkpoint_frames = 16384;         // 64 MiB of 4 KiB pages
-  int writer_checkpoint_frames = 65536;  // 256 MiB
+  int writer_checkpoint_frames = 32768;  // 128 MiB
 };
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
