@@ -272,7 +272,9 @@ class SqliteStore final : public Store {
 
   void loop() {
     std::vector<std::unique_ptr<Op>> batch;
+    std::vector<std::unique_ptr<Op>> reads;
     batch.reserve(options_.max_batch);
+    reads.reserve(options_.max_batch);
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -289,11 +291,15 @@ class SqliteStore final : public Store {
         if (writes_.empty() && others_.empty()) break;  // closed and drained
         take_batch(batch);
       }
-      const auto started = std::chrono::steady_clock::now();
-      for (const auto& op : batch) queue_wait_.observe(started - op->queued_at);
-      run_batch(batch, started);
-      for (auto& op : batch) op->finish();
-      batch.clear();
+      split_reads(batch, reads);
+      for (auto* part : {&batch, &reads}) {
+        if (part->empty()) continue;
+        const auto started = std::chrono::steady_clock::now();
+        for (const auto& op : *part) queue_wait_.observe(started - op->queued_at);
+        run_batch(*part, started);
+        for (auto& op : *part) op->finish();
+        part->clear();
+      }
       if (backend_->acked.size() >= options_.ack_flush_count) delete_acked_rows();
     }
     // Closing: leave the acked table empty (open() would finish it otherwise).
@@ -322,6 +328,29 @@ class SqliteStore final : public Store {
       batch.push_back(std::move(others_.front()));
       others_.pop_front();
     }
+  }
+
+  // A batch whose reads and acknowledgements ask for more than max_rows_beside_writes rows
+  // commits its writes first, on their own, and the rest after them in a second transaction:
+  // the writes' callbacks (a sender waiting for its acknowledgement) then wait only for the
+  // fsync, not for thousands of rows read beside them while devices drain their queues. A few
+  // reads, the common case, stay in one commit with the writes. (The writes come first in a
+  // batch: take_batch.)
+  void split_reads(std::vector<std::unique_ptr<Op>>& batch,
+                   std::vector<std::unique_ptr<Op>>& reads) const {
+    std::size_t writes = 0;
+    std::size_t rows = 0;
+    for (const auto& op : batch) {
+      if (op->synced()) {
+        ++writes;
+      } else {
+        rows += op->rows;
+      }
+    }
+    if (writes == 0 || writes == batch.size() || rows <= options_.max_rows_beside_writes) return;
+    reads.assign(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(writes)),
+                 std::make_move_iterator(batch.end()));
+    batch.resize(writes);
   }
 
   // Deletes the rows of the oldest acknowledged envelopes, and their seqs from the acked table,

@@ -1104,12 +1104,14 @@ void report(int out, std::uint32_t i) {
 }
 
 // Devices draining their queues after an outage queue many fetches at once. A send queued
-// behind them runs first, in the next batch, and the fetches follow in batches whose pages add
-// up to at most max_batch_rows. Writes do not starve reads either: when both wait, a batch takes
-// at least one read.
+// behind them runs first, in the next batch, and commits on its own before the fetches of its
+// batch (they ask for more than max_rows_beside_writes rows); the fetches follow in batches
+// whose pages add up to at most max_batch_rows. Writes do not starve reads either: when both
+// wait, a batch takes at least one read.
 TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   internal::SqliteOptions rows;
-  rows.max_batch_rows = 4096;  // 16 fetches of 256
+  rows.max_batch_rows = 4096;         // 16 fetches of 256
+  rows.max_rows_beside_writes = 256;  // one fetch rides with the send; two do not
   open(rows);
   Account a = create("alice");
   std::mutex mu;
@@ -1142,18 +1144,19 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   ASSERT_EQ(all_done.get_future().wait_for(kTimeout), std::future_status::ready);
   ASSERT_EQ(order.size(), 41u);
   EXPECT_EQ(order.front(), 's');
-  // Three commits: the send with 16 fetches of 256 rows, 16 more, then 8 (the gate's own
-  // operation, for no device, fails and commits nothing).
+  // Four commits: the send alone, the 16 fetches of 256 rows taken with it, 16 more, then 8
+  // (the gate's own operation, for no device, fails and commits nothing).
   const Stats s1 = store_->stats();
-  EXPECT_EQ(s1.commits - s0.commits, 3u);
+  EXPECT_EQ(s1.commits - s0.commits, 4u);
   EXPECT_EQ(s1.committed_ops - s0.committed_ops, 41u);
   EXPECT_EQ(s1.last_batch_size, 8u);
 
   // Small batches: 20 sends queued before a fetch. The first batch after the gate takes 7 sends
-  // and the fetch.
+  // and the fetch, which asks for few rows and so commits with them.
   internal::SqliteOptions small;
   small.max_batch = 8;
   open(small);
+  const Stats t0 = store_->stats();
   order.clear();
   left = 21;
   std::promise<void> done_small;
@@ -1175,6 +1178,7 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   ASSERT_EQ(all_done.get_future().wait_for(kTimeout), std::future_status::ready);
   ASSERT_EQ(order.size(), 21u);
   EXPECT_EQ(std::string(order.begin(), order.end()), "sssssssf" + std::string(13, 's'));
+  EXPECT_EQ(store_->stats().commits - t0.commits, 3u);  // 7 and the fetch, 8, 5
 }
 
 // WAL checkpoints run on their own thread and connection once the WAL reaches

@@ -19,6 +19,9 @@ struct SqliteOptions {
   // fetches stays short,
   // so that a send queued behind it waits little (SqliteStore::submit has the order).
   std::size_t max_batch_rows = 8192;
+  // When a batch's reads and acknowledgements ask for more rows than this, its writes commit
+  // first on their own, and the rest in a second transaction (SqliteStore::split_reads).
+  std::size_t max_rows_beside_writes = 1024;
   // Most operations queued and not yet run. A submission beyond it fails at once with
   // kResourceExhausted (callback run on the submitting thread). The server bounds in-flight
   // requests per connection, so reaching this means the disk cannot keep up: shed load.
