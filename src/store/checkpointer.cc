@@ -20,13 +20,16 @@ Checkpointer::Checkpointer(std::unique_ptr<Db> db, int start_frames)
   });
 }
 
-Checkpointer::~Checkpointer() {
+Checkpointer::~Checkpointer() { stop(); }
+
+void Checkpointer::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   cv_.notify_one();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
+  db_.reset();
 }
 
 void Checkpointer::wal_grew(int frames) {
@@ -38,7 +41,7 @@ void Checkpointer::wal_grew(int frames) {
   if (frames < start_frames_ || frames - last < start_frames_ / 4) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (wanted_) return;
+    if (wanted_ || stop_) return;
     wanted_ = true;
   }
   cv_.notify_one();

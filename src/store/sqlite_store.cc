@@ -227,7 +227,7 @@ class SqliteStore final : public Store {
     if (thread_.joinable()) {
       thread_.join();
       joined_.store(true);
-      checkpointer_.reset();
+      checkpointer_->stop();
       db_.reset();  // the last connection: SQLite checkpoints the whole WAL and removes it
     }
   }
@@ -511,7 +511,7 @@ class SqliteStore final : public Store {
 
   const SqliteOptions options_;
   std::unique_ptr<Db> db_;  // used only by thread_ (and by close() after joining it)
-  std::unique_ptr<Checkpointer> checkpointer_;  // closed before db_
+  std::unique_ptr<Checkpointer> checkpointer_;  // stopped before db_ closes; counters stay
   std::unique_ptr<Backend> backend_;  // likewise
 
   std::mutex mu_;

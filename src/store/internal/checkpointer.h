@@ -20,8 +20,8 @@
 // only when every frame has been copied and a new write begins), and passes every few frames
 // would copy the same hot pages again and again.
 //
-// Threading: wal_grew is called on the writer's thread; everything else on the checkpointer's
-// own. The destructor stops and joins it (a pass in progress finishes first).
+// Threading: wal_grew is called on the writer's thread, the counters from any thread, stop()
+// and the destructor from the owner's; the passes run on the checkpointer's own.
 
 #include <atomic>
 #include <condition_variable>
@@ -40,7 +40,10 @@ class Checkpointer {
  public:
   // Opens a connection of its own to the database at `path` (already in WAL mode).
   static Result<std::unique_ptr<Checkpointer>> start(const std::string& path, int start_frames);
-  ~Checkpointer();
+  ~Checkpointer();  // stop()s
+  // Stops the thread (after the pass in progress) and closes the connection; the counters stay
+  // readable. Idempotent; wal_grew does nothing afterwards.
+  void stop();
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
@@ -56,7 +59,7 @@ class Checkpointer {
   Checkpointer(std::unique_ptr<Db> db, int start_frames);
   void loop();
 
-  std::unique_ptr<Db> db_;  // used only by thread_
+  std::unique_ptr<Db> db_;  // used only by thread_ (closed by stop() after joining it)
   const int start_frames_;
   // The WAL's size at the end of the last pass (0: none since the WAL started over).
   std::atomic<int> last_pass_frames_{0};
