@@ -94,13 +94,13 @@ std::string Metrics::render_prometheus(const store::Stats& s,
        "Deletions of acknowledged envelopes that failed (retried; done at the next start).",
        s.failed_ack_flushes);
   line("parley_store_checkpoints_total", "counter",
-       "WAL checkpoints run beside the writer, on their own thread.", s.checkpoints);
+       "WAL checkpoints done beside the writer, on their own thread.", s.checkpoints);
   line("parley_store_failed_checkpoints_total", "counter",
-       "Of those, checkpoints that failed (busy: another checkpoint or a backup was running).",
+       "WAL checkpoints on that thread that failed (busy: another checkpoint, or a backup).",
        s.failed_checkpoints);
   line("parley_store_writer_checkpoints_total", "counter",
-       "Checkpoints the writer ran itself, waiting for them, because the WAL grew past its "
-       "bound: the disk cannot keep up with the writes.",
+       "Checkpoints the store thread ran itself, holding up its operations, once the WAL "
+       "reached its bound: under steady writes, how the WAL starts over.",
        s.writer_checkpoints);
   line("parley_store_committed_ops_total", "counter", "Operations in committed transactions.",
        s.committed_ops);

@@ -63,8 +63,8 @@ void Checkpointer::loop() {
       last_pass_frames_.store(frames, std::memory_order_relaxed);
       passes_.fetch_add(1, std::memory_order_relaxed);
     } else {
-      failed_.fetch_add(
-          1, std::memory_order_relaxed);  // busy, most likely; the next commit asks again
+      // Busy, most likely (a backup, or the writer's own); the next commit asks again.
+      failed_.fetch_add(1, std::memory_order_relaxed);
     }
   }
 }
