@@ -701,6 +701,12 @@ TEST_F(ServerTest, MetricsAndGracefulDrain) {
       << *metrics;
   EXPECT_NE(metrics->find("parley_store_queue_wait_seconds_bucket{le=\"+Inf\"} "),
             std::string::npos);
+  // A fresh server's WAL is far from both checkpoint bounds (64 and 128 MiB).
+  for (const char* counter :
+       {"parley_store_checkpoints_total 0\n", "parley_store_failed_checkpoints_total 0\n",
+        "parley_store_writer_checkpoints_total 0\n"}) {
+    EXPECT_NE(metrics->find(counter), std::string::npos) << counter;
+  }
   // alice's was the client's first handshake with this server; bob's resumes its ticket.
   EXPECT_NE(metrics->find("parley_tls_handshakes_total{outcome=\"full\"} 1\n"), std::string::npos)
       << *metrics;
