@@ -1054,14 +1054,15 @@ TEST_F(StoreTest, PendingOperationsAreBounded) {
 // child was not killed mid-stream (it died otherwise, or finished first).
 std::optional<std::vector<std::uint32_t>> run_then_kill9(
     const std::string& path, std::size_t kill_after, std::size_t total,
-    const std::function<void(Store&, int out)>& child) {
+    const std::function<void(Store&, int out)>& child,
+    const internal::SqliteOptions& options = {}) {
   int fds[2];
   if (::pipe(fds) != 0) return std::nullopt;
   const pid_t pid = ::fork();
   if (pid < 0) return std::nullopt;
   if (pid == 0) {
     ::close(fds[0]);
-    auto opened = open_sqlite_store(path);
+    auto opened = internal::open_sqlite_store(path, options);
     if (!opened.has_value()) ::_exit(2);
     std::unique_ptr<Store> store = std::move(opened).value();
     child(*store, fds[1]);
@@ -1333,44 +1334,71 @@ TEST_F(StoreTest, UnsyncedAcksSurviveKill9) {
   EXPECT_EQ(store_->stats().queued_envelopes, present.size());
 }
 
+// Also with checkpoints every 64 KiB of WAL and a longer run, so that the kill lands among the
+// checkpointer's passes and the writer's own checkpoints, not only among commits.
 TEST_F(StoreTest, AcknowledgedMessagesSurviveKill9) {
   Account a = create("alice");
   store_->close();
   store_.reset();
 
-  constexpr std::uint32_t kMessages = 200000;
-  // The child stores messages and reports each one whose callback said "stored".
-  const auto acked =
-      run_then_kill9(path_, /*kill_after=*/3000, kMessages, [&](Store& store, int out) {
-        std::atomic<int> in_flight{0};
-        for (std::uint32_t i = 0; i < kMessages; ++i) {
-          while (in_flight.load() > 4096) {
-            std::this_thread::sleep_for(std::chrono::microseconds(100));
+  internal::SqliteOptions checkpointing;
+  checkpointing.checkpoint_frames = 16;
+  checkpointing.writer_checkpoint_frames = 64;
+  std::uint32_t first = 0;  // each round stores messages of its own
+  for (const internal::SqliteOptions& options : {internal::SqliteOptions{}, checkpointing}) {
+    constexpr std::uint32_t kMessages = 200000;
+    const std::size_t kill_after = options.checkpoint_frames == 16 ? 30000 : 3000;
+    // The child stores messages and reports each one whose callback said "stored".
+    const auto acked = run_then_kill9(
+        path_, kill_after, kMessages,
+        [&](Store& store, int out) {
+          std::atomic<int> in_flight{0};
+          for (std::uint32_t i = 0; i < kMessages; ++i) {
+            while (in_flight.load() > 4096) {
+              std::this_thread::sleep_for(std::chrono::microseconds(100));
+            }
+            ++in_flight;
+            SendBatch batch = make_send(a.id, {make_delivery(a.id, 1, first + i, 64)});
+            batch.limits.max_count = kMessages;  // the default 10,000 would refuse the rest
+            store.store_messages(std::move(batch), [out, i, &in_flight](Result<SendOutcome> r) {
+              if (r.has_value() && r->kind == SendOutcome::Kind::kStored) {
+                report(out, i);
+              }
+              --in_flight;
+            });
           }
-          ++in_flight;
-          store.store_messages(make_send(a.id, {make_delivery(a.id, 1, i, 64)}),
-                               [out, i, &in_flight](Result<SendOutcome> r) {
-                                 if (r.has_value() && r->kind == SendOutcome::Kind::kStored) {
-                                   report(out, i);
-                                 }
-                                 --in_flight;
-                               });
-        }
-      });
-  ASSERT_TRUE(acked.has_value()) << "the child was not killed mid-stream";
+        },
+        options);
+    ASSERT_TRUE(acked.has_value()) << "the child was not killed mid-stream";
 
-  open();
-  const std::set<Bytes> present = queued_tails(a.id, 1);
-  std::size_t lost = 0;
-  for (std::uint32_t i : *acked) {
-    if (present.count(tail(server_id(i, 1))) == 0) ++lost;
+    open();
+    const std::set<Bytes> present = queued_tails(a.id, 1);
+    std::size_t lost = 0;
+    for (std::uint32_t i : *acked) {
+      if (present.count(tail(server_id(first + i, 1))) == 0) ++lost;
+    }
+    EXPECT_EQ(lost, 0u) << "of " << acked->size() << " acknowledged messages";
+    EXPECT_GE(present.size(), acked->size());
+    // The counters were committed with the envelopes: they agree after the crash.
+    EXPECT_EQ(store_->stats().queued_envelopes, present.size());
+    std::printf(
+        "kill -9 after %zu acknowledged messages (checkpoint every %d frames): %zu "
+        "stored, none lost\n",
+        acked->size(), options.checkpoint_frames, present.size());
+    // The next round starts from an empty queue.
+    std::vector<Bytes> ids;
+    for (const QueuedEnvelope& q : fetch(a.id, 1)) ids.push_back(q.envelope.server_id);
+    for (std::size_t k = 0; k < ids.size(); k += 1000) {
+      const std::size_t end = std::min(ids.size(), k + 1000);
+      ASSERT_TRUE(ack(a.id, 1,
+                      std::vector<Bytes>(ids.begin() + static_cast<std::ptrdiff_t>(k),
+                                         ids.begin() + static_cast<std::ptrdiff_t>(end)))
+                      .has_value());
+    }
+    store_->close();
+    store_.reset();
+    first += kMessages;
   }
-  EXPECT_EQ(lost, 0u) << "of " << acked->size() << " acknowledged messages";
-  EXPECT_GE(present.size(), acked->size());
-  // The counters were committed with the envelopes: they agree after the crash.
-  EXPECT_EQ(store_->stats().queued_envelopes, present.size());
-  std::printf("kill -9 after %zu acknowledged messages: %zu stored, none lost\n", acked->size(),
-              present.size());
 }
 
 // ---- acknowledged rows deleted in runs (schema v5) --------------------------------------------
