@@ -117,7 +117,9 @@ int main(int argc, char** argv) {
 
   const auto deadline = Clock::now() + std::chrono::seconds(o.seconds + 1);
   const auto measure_from = Clock::now() + std::chrono::seconds(1);  // after a warm-up second
-  std::atomic<bool> stop{false};
+  // The sender's measured interval, which the echo thread follows (to within one of its
+  // epoll_wait calls): 0 warm-up, 1 measuring, 2 done.
+  std::atomic<int> phase{0};
   double echo_cpu = 0;
 
   std::thread echo([&] {
@@ -132,12 +134,14 @@ int main(int argc, char** argv) {
     std::vector<epoll_event> events(512);
     bool measuring = false;
     double cpu0 = 0;
-    while (!stop.load(std::memory_order_relaxed)) {
-      if (!measuring && Clock::now() >= measure_from) {
+    for (;;) {
+      const int now = phase.load(std::memory_order_acquire);
+      if (now == 2) break;
+      if (!measuring && now == 1) {
         measuring = true;
         cpu0 = thread_cpu_seconds();
       }
-      const int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
+      const int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 10);
       for (int i = 0; i < n; ++i) {
         const int fd = events[static_cast<std::size_t>(i)].data.fd;
         const ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
@@ -184,6 +188,7 @@ int main(int argc, char** argv) {
       messages = 0;
       cpu0 = thread_cpu_seconds();
       t0 = Clock::now();
+      phase.store(1, std::memory_order_release);
     }
     const int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
     for (int i = 0; i < n; ++i) {
@@ -201,7 +206,7 @@ int main(int argc, char** argv) {
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   const double send_cpu = thread_cpu_seconds() - cpu0;
-  stop = true;
+  phase.store(2, std::memory_order_release);
   echo.join();
   const double m = static_cast<double>(messages);
   std::printf(
