@@ -5,7 +5,6 @@
 #include "transport/internal/tls_socket.h"
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,19 +37,10 @@ enum class Ending { kCloseNotify, kBareFin };
 // Connects to `port`, writes `total` bytes of the stream in writes of many sizes (one byte up to
 // several records at once), then ends as told. Returns what failed, or "".
 std::string peer(std::uint16_t port, std::size_t total, Ending ending) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "socket";
+  const int fd = test_support::connect_loopback(port, 10);
+  if (fd < 0) return "connect";
   timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "connect";
-  }
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL* ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
   std::string failed;

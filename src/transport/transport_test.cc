@@ -368,29 +368,12 @@ TEST_F(TransportTest, PipelinedMessagesArriveWholeAndInOrder) {
   expect_echo(*c, "after the burst");
 }
 
-// A blocking TCP connection to 127.0.0.1:port with a receive timeout; -1 if it fails.
-int connect_loopback(std::uint16_t port, int recv_timeout_s) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{recv_timeout_s, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // A peer that connects and never speaks TLS is closed at the handshake timeout (the server's
 // own TLS stream keeps that deadline), and others are served meanwhile.
 TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
   options_.handshake_timeout = 1s;
   start();
-  const int fd = connect_loopback(server_->port(), 6);
+  const int fd = test_support::connect_loopback(server_->port(), 6);
   ASSERT_GE(fd, 0);
   const auto t0 = std::chrono::steady_clock::now();
   auto good = ws();
@@ -446,7 +429,7 @@ TEST_F(TransportTest, ASilentServerFailsTheClientsHandshakeAtItsTimeout) {
 // second record must still be read.
 TEST_F(TransportTest, ARequestThatArrivesInPiecesIsServed) {
   start();
-  const int fd = connect_loopback(server_->port(), 5);
+  const int fd = test_support::connect_loopback(server_->port(), 5);
   ASSERT_GE(fd, 0);
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   ASSERT_NE(ctx, nullptr);
@@ -772,7 +755,7 @@ TEST_F(TransportTest, SlowReaderIsClosedAndMemoryBounded) {
 
 // Plain TCP to the TLS port: writes `bytes`, reads until close or timeout.
 std::string raw_tcp(std::uint16_t port, const std::string& bytes) {
-  const int fd = connect_loopback(port, 2);
+  const int fd = test_support::connect_loopback(port, 2);
   if (fd < 0) return {};
   std::string out;
   if (::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) >= 0) {
