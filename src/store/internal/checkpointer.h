@@ -4,8 +4,8 @@
 //
 // Why: a checkpoint copies the WAL's pages into the database and syncs both files. Run by the
 // writer (SQLite's automatic checkpoint, inside a COMMIT), it stopped every store operation for
-// its whole length: 80–170 ms every 64 MiB of WAL on the benchmark machine, the longest waits
-// of sends while devices drain their queues (docs/benchmarks.md, session 12). A PASSIVE
+// its whole length: 80–170 ms every 64 MiB of WAL on the benchmark machine
+// (docs/benchmarks.md, session 12). A PASSIVE
 // checkpoint on another connection runs beside the writer instead: WAL mode lets the writer
 // append while pages it wrote earlier are copied.
 //
