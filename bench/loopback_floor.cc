@@ -179,6 +179,7 @@ int main(int argc, char** argv) {
   std::vector<char> buf(1 << 16);
   std::vector<epoll_event> events(512);
   std::uint64_t messages = 0;
+  std::uint64_t short_sends = 0;  // a full socket buffer: the connection's window shrinks
   bool measuring = false;
   double cpu0 = 0;
   Clock::time_point t0;
@@ -200,7 +201,8 @@ int main(int argc, char** argv) {
       pending[c] %= message.size();
       messages += whole;
       for (std::size_t k = 0; k < whole; ++k) {
-        ::send(clients[c], message.data(), message.size(), MSG_NOSIGNAL);
+        const ssize_t sent = ::send(clients[c], message.data(), message.size(), MSG_NOSIGNAL);
+        if (sent != static_cast<ssize_t>(message.size())) ++short_sends;
       }
     }
   }
@@ -209,6 +211,10 @@ int main(int argc, char** argv) {
   phase.store(2, std::memory_order_release);
   echo.join();
   const double m = static_cast<double>(messages);
+  if (short_sends > 0) {
+    std::fprintf(stderr, "parley-bench-loopback: %llu sends were short; the windows shrank\n",
+                 static_cast<unsigned long long>(short_sends));
+  }
   std::printf(
       "loopback: %d connections, window %d, %d-byte messages, %.1f s: %.0f messages/s; echo "
       "thread %.2f µs/message (%.0f%% of a core), sending thread %.2f µs/message\n",
