@@ -6,13 +6,21 @@
 // the echoes. No TLS, no WebSocket, no parsing: a message costs the echo thread one frame in and
 // one frame out, plus its share of the epoll_wait calls. parleyd handles four frames per
 // delivered message (the send, its response, the push, the acknowledgement), so its kernel
-// floor is about twice the echo's figure at the same batching. Window 1 keeps one message per
-// connection in flight, so every frame is a system call of its own, as at parley-load's
-// 10,000 messages/s across 500 pairs; a larger window lets the kernel and the echo gather.
+// floor is about twice the echo's figure when its frames gather as the echo's do.
+//
+// What a message costs depends on how many share a system call, which the output reports:
+// - `--gather 0` (the default): the sender sends each message with a send() of its own, so the
+//   echo's recv gathers what came in meanwhile but every message is still a segment of its own.
+//   With window 1 every frame is a system call of its own on both sides, as in parleyd at
+//   parley-load's 10,000 messages/s across 500 pairs.
+// - `--gather 1`: the sender sends all the messages an echo freed with one send(), so with a
+//   window above 1 both sides move many messages per system call and per segment.
 //
 // Usage: parley-bench-loopback [--connections N] [--window W] [--size BYTES] [--seconds S]
-// Prints messages/s and the CPU µs per message of the echo thread and of the sending thread
-// (CLOCK_THREAD_CPUTIME_ID). Only 127.0.0.1; every loop is bounded by the deadline.
+//                              [--gather 0|1]
+// Prints messages/s, the CPU µs per message of the echo thread and of the sending thread
+// (CLOCK_THREAD_CPUTIME_ID), and the messages per recv and per send of each. Only 127.0.0.1;
+// every loop is bounded by the deadline.
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -21,9 +29,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +50,13 @@ struct Options {
   int window = 1;
   int size = 300;
   int seconds = 5;
+  bool gather = false;
+};
+
+// System calls that moved data, counted over the measured interval.
+struct Calls {
+  std::uint64_t recvs = 0;
+  std::uint64_t sends = 0;
 };
 
 double thread_cpu_seconds() {
@@ -62,6 +79,7 @@ bool parse(int argc, char** argv, Options& o) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
+    if (a == "--gather" && v == 0 && std::string(argv[i + 1]) == "0") continue;
     if (v <= 0) return false;
     if (a == "--connections") {
       o.connections = v;
@@ -71,6 +89,8 @@ bool parse(int argc, char** argv, Options& o) {
       o.size = v;
     } else if (a == "--seconds") {
       o.seconds = v;
+    } else if (a == "--gather" && std::string(argv[i + 1]) == "1") {
+      o.gather = true;
     } else {
       return false;
     }
@@ -85,7 +105,7 @@ int main(int argc, char** argv) {
   if (!parse(argc, argv, o)) {
     std::fprintf(stderr,
                  "usage: parley-bench-loopback [--connections N<=9000] [--window W<=1024] "
-                 "[--size BYTES<=65536] [--seconds S]\n");
+                 "[--size BYTES<=65536] [--seconds S] [--gather 0|1]\n");
     return 2;
   }
   const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -121,6 +141,7 @@ int main(int argc, char** argv) {
   // epoll_wait calls): 0 warm-up, 1 measuring, 2 done.
   std::atomic<int> phase{0};
   double echo_cpu = 0;
+  Calls echo_calls;
 
   std::thread echo([&] {
     const int ep = ::epoll_create1(0);
@@ -145,9 +166,11 @@ int main(int argc, char** argv) {
       for (int i = 0; i < n; ++i) {
         const int fd = events[static_cast<std::size_t>(i)].data.fd;
         const ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
+        if (measuring) ++echo_calls.recvs;
         if (got <= 0) continue;
         // The peer reads continuously and its buffers are far larger than a window, so the
         // echo is written whole (a short write would only end the run's count early).
+        if (measuring) ++echo_calls.sends;
         if (::send(fd, buf.data(), static_cast<std::size_t>(got), MSG_NOSIGNAL) < 0) continue;
       }
     }
@@ -180,6 +203,7 @@ int main(int argc, char** argv) {
   std::vector<epoll_event> events(512);
   std::uint64_t messages = 0;
   std::uint64_t short_sends = 0;  // a full socket buffer: the connection's window shrinks
+  Calls send_calls;
   bool measuring = false;
   double cpu0 = 0;
   Clock::time_point t0;
@@ -187,6 +211,7 @@ int main(int argc, char** argv) {
     if (!measuring && Clock::now() >= measure_from) {
       measuring = true;
       messages = 0;
+      send_calls = {};
       cpu0 = thread_cpu_seconds();
       t0 = Clock::now();
       phase.store(1, std::memory_order_release);
@@ -195,14 +220,19 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n; ++i) {
       const std::size_t c = events[static_cast<std::size_t>(i)].data.u64;
       const ssize_t got = ::recv(clients[c], buf.data(), buf.size(), 0);
+      ++send_calls.recvs;
       if (got <= 0) continue;
       pending[c] += static_cast<std::size_t>(got);
       const std::size_t whole = pending[c] / message.size();
       pending[c] %= message.size();
       messages += whole;
-      for (std::size_t k = 0; k < whole; ++k) {
-        const ssize_t sent = ::send(clients[c], message.data(), message.size(), MSG_NOSIGNAL);
-        if (sent != static_cast<ssize_t>(message.size())) ++short_sends;
+      // The burst holds a whole window, and no more than a window is ever echoed back.
+      const std::size_t per_send = o.gather ? whole : 1;
+      for (std::size_t k = 0; per_send > 0 && k < whole; k += per_send) {
+        const std::size_t bytes = per_send * message.size();
+        const ssize_t sent = ::send(clients[c], burst.data(), bytes, MSG_NOSIGNAL);
+        ++send_calls.sends;
+        if (sent != static_cast<ssize_t>(bytes)) ++short_sends;
       }
     }
   }
@@ -215,10 +245,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "parley-bench-loopback: %llu sends were short; the windows shrank\n",
                  static_cast<unsigned long long>(short_sends));
   }
+  auto per = [m](std::uint64_t calls) {
+    return m / std::max<double>(1, static_cast<double>(calls));
+  };
   std::printf(
-      "loopback: %d connections, window %d, %d-byte messages, %.1f s: %.0f messages/s; echo "
-      "thread %.2f µs/message (%.0f%% of a core), sending thread %.2f µs/message\n",
-      o.connections, o.window, o.size, elapsed, m / elapsed, echo_cpu * 1e6 / m,
-      echo_cpu * 100 / elapsed, send_cpu * 1e6 / m);
+      "loopback: %d connections, window %d, %d-byte messages, gather %d, %.1f s: %.0f "
+      "messages/s; echo thread %.2f µs/message (%.0f%% of a core), sending thread %.2f "
+      "µs/message; messages per call: echo recv %.1f send %.1f, sender recv %.1f send %.1f\n",
+      o.connections, o.window, o.size, o.gather ? 1 : 0, elapsed, m / elapsed, echo_cpu * 1e6 / m,
+      echo_cpu * 100 / elapsed, send_cpu * 1e6 / m, per(echo_calls.recvs), per(echo_calls.sends),
+      per(send_calls.recvs), per(send_calls.sends));
   return 0;
 }

@@ -13,6 +13,15 @@
 // given to set_flush_executor (when set), so it runs after every handler already queued there,
 // and a burst of store callbacks for one connection leaves in one write.
 //
+// Input in hand: when the peer's messages arrived together (several in one TCP segment), each
+// is read without waiting for the socket, and the writes they cause (a client's next sends, an
+// echo) would each leave with a flush of their own, since the flush is queued ahead of the next
+// read's completion. When the next layer says a read is under way that completes without
+// waiting (TlsSocket::read_ready()), the flush is queued again behind it instead, at most
+// kMaxYields times in a row and while less than kLimit is buffered, so what the whole burst
+// causes leaves in one write. A read that must wait for the socket ends the yielding at once,
+// so a lone message's answer is not held back.
+//
 // Bounds: at most kLimit bytes wait beside the flush in flight (a larger single write is taken
 // whole, so a message is never split across flushes needlessly); a writer that finds the buffer
 // full waits for the flush. A slow reader therefore holds at most about 2 × kLimit plus one
@@ -47,6 +56,7 @@ class CorkStream {
   using next_layer_type = Next;
   using executor_type = typename Next::executor_type;
   static constexpr std::size_t kLimit = 64 * 1024;
+  static constexpr int kMaxYields = 64;
 
   // The next layer is shared with the flush in flight, which keeps it alive until the write
   // completes (its operation refers to it), even when this CorkStream is gone by then.
@@ -132,6 +142,7 @@ class CorkStream {
     bool flushing = false;
     bool flush_posted = false;
     bool held = false;
+    int yields = 0;  // flushes queued again in a row behind reads of input in hand
     std::optional<executor_type> flush_ex;
     boost::system::error_code error;
     // A list, not a deque: libstdc++'s deque allocates over 500 bytes even when empty, and
@@ -183,14 +194,34 @@ class CorkStream {
 
   static bool may_flush(const State& s) { return !s.held || s.pending.size() >= kLimit; }
 
+  // Whether the next layer is reading input already in hand (see the top of this file).
+  static bool input_in_hand(const State& s) {
+    if constexpr (requires(const Next& n) { n.read_ready(); }) {
+      return s.next->read_ready();
+    } else {
+      return false;
+    }
+  }
+
   // The flush runs after the handlers already queued, so their writes join it.
   static void schedule_flush(const std::shared_ptr<State>& st) {
     if (st->flushing || st->flush_posted || st->gone || st->pending.empty()) return;
     if (!may_flush(*st)) return;
+    post_flush(st);
+  }
+
+  static void post_flush(const std::shared_ptr<State>& st) {
     st->flush_posted = true;
     auto run = [st] {
       st->flush_posted = false;
-      if (may_flush(*st)) start_flush(st);
+      if (!may_flush(*st) || st->gone) return;
+      if (input_in_hand(*st) && st->yields < kMaxYields && st->pending.size() < kLimit) {
+        ++st->yields;
+        post_flush(st);
+        return;
+      }
+      st->yields = 0;
+      start_flush(st);
     };
     if (st->flush_ex) {
       boost::asio::post(*st->flush_ex, [run = std::move(run), ex = st->next->get_executor()] {
@@ -217,7 +248,13 @@ class CorkStream {
     if (ec && !s.error) s.error = ec;
     if (!s.error && !s.pending.empty()) {
       s.in_flight.clear();  // keeps its capacity: start_flush swaps it in as the next pending
-      if (may_flush(s)) start_flush(st);
+      if (may_flush(s)) {
+        if (input_in_hand(s)) {
+          schedule_flush(st);  // more of a burst is being read: let its writes join
+        } else {
+          start_flush(st);
+        }
+      }
     } else {
       std::string().swap(s.in_flight);  // idle or failed: keep no buffer
       std::string().swap(s.pending);

@@ -55,6 +55,8 @@ class TcpTls {
     return *tls_;
   }
   SSL* native_handle() { return tls_ ? tls_->native_handle() : nullptr; }
+  // TlsSocket::read_ready(): a read completes without waiting (false before start_tls()).
+  bool read_ready() const { return tls_ && tls_->read_ready(); }
 
   void expires_after(std::chrono::steady_clock::duration d) {
     if (tls_) {

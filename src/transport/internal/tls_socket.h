@@ -66,6 +66,10 @@ class TlsSocket {
   void expires_never();
   // After the handshake: whether it resumed a session (a client's ticket).
   bool session_reused() const { return SSL_session_reused(ssl_) == 1; }
+  // Whether a read is under way that will complete without waiting for the socket: its bytes
+  // were already in hand (in OpenSSL's buffer or read from the socket) and its completion is
+  // queued. CorkStream holds a flush back while this is so (cork_stream.h).
+  bool read_ready() const { return read_ == ReadState::kRunning; }
 
   // void(error_code)
   template <class Handler>
@@ -111,6 +115,8 @@ class TlsSocket {
  private:
   enum class Kind { kHandshake, kRead, kWrite, kShutdown };
   enum class Want { kDone, kRead, kWrite };
+  // Where the pending read is: none, trying or queued to complete, waiting for the socket.
+  enum class ReadState { kIdle, kRunning, kWaiting };
   struct Step {
     Want want = Want::kDone;
     boost::system::error_code ec;
@@ -146,6 +152,7 @@ class TlsSocket {
 
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}) {
+      if (kind == Kind::kRead) s.read_ = ReadState::kRunning;
       if (state == 2) return finish(self);
       if (state == 1 && ec) {
         result.ec = s.dl_->timed_out ? boost::system::error_code(boost::beast::error::timeout) : ec;
@@ -158,6 +165,7 @@ class TlsSocket {
       }
       if (result.want != Want::kDone) {
         state = 1;
+        if (kind == Kind::kRead) s.read_ = ReadState::kWaiting;
         s.sock_.async_wait(result.want == Want::kRead ? boost::asio::ip::tcp::socket::wait_read
                                                       : boost::asio::ip::tcp::socket::wait_write,
                            std::move(self));
@@ -172,6 +180,7 @@ class TlsSocket {
     }
     template <class Self>
     void finish(Self& self) {
+      if (kind == Kind::kRead) s.read_ = ReadState::kIdle;  // the handler may read again
       if constexpr (requires { self.complete(result.ec, result.n); }) {
         self.complete(result.ec, result.n);
       } else {
@@ -188,6 +197,7 @@ class TlsSocket {
 
   boost::asio::ip::tcp::socket sock_;
   SSL* ssl_;
+  ReadState read_ = ReadState::kIdle;
   // Shared with the deadline timer's handler: `generation` tells a stale expiry (the deadline
   // was moved after the timer fired) from a real one; `alive` is false once the socket is gone.
   struct Deadline {

@@ -1,0 +1,197 @@
+// CorkStream over a real TlsSocket on loopback: what a burst of messages that arrived together
+// causes leaves in one write, and the answer to a lone message is not held back. The peer is a
+// blocking OpenSSL client on a thread that counts the TLS records it receives.
+#include "transport/internal/cork_stream.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "transport/internal/asio.h"
+#include "transport/internal/tls_socket.h"
+#include "transport/testing/support.h"
+
+namespace parley::transport::internal {
+namespace {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+
+constexpr int kBurst = 20;
+constexpr std::size_t kSize = 40;
+
+std::string message(int i) { return std::string(kSize, static_cast<char>('a' + i % 26)); }
+
+struct PeerResult {
+  std::string failed;
+  int burst_records = -1;  // TLS records that carried the burst's echoes
+  std::string burst_echo;
+  bool lone_echoed = false;
+};
+
+// Reads exactly n bytes of plaintext; false on error or timeout (the socket's 10 s).
+bool read_exactly(SSL* ssl, std::size_t n, std::string& out) {
+  char buf[4096];
+  while (n > 0) {
+    const int got = SSL_read(ssl, buf, static_cast<int>(std::min(n, sizeof buf)));
+    if (got <= 0) return false;
+    out.append(buf, static_cast<std::size_t>(got));
+    n -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+void count_records(int write_p, int, int content_type, const void*, std::size_t, SSL*, void* arg) {
+  if (write_p == 0 && content_type == SSL3_RT_HEADER) ++*static_cast<int*>(arg);
+}
+
+// One warm-up round trip (it also takes in the server's session tickets), then kBurst messages
+// corked into one TCP segment, their echoes counted in records; then one lone message.
+PeerResult peer(std::uint16_t port) {
+  PeerResult r;
+  const int fd = test_support::connect_loopback(port, 10);
+  if (fd < 0) {
+    r.failed = "connect";
+    return r;
+  }
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
+  int records = 0;
+  std::string got;
+  if (ssl == nullptr) {
+    r.failed = "SSL_new";
+  } else {
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1) r.failed = "SSL_connect";
+  }
+  if (r.failed.empty() && (SSL_write(ssl, "w", 1) != 1 || !read_exactly(ssl, 1, got))) {
+    r.failed = "warm-up";
+  }
+  if (r.failed.empty()) {
+    SSL_set_msg_callback(ssl, count_records);
+    SSL_set_msg_callback_arg(ssl, &records);
+    int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    for (int i = 0; i < kBurst && r.failed.empty(); ++i) {
+      const std::string m = message(i);
+      if (SSL_write(ssl, m.data(), static_cast<int>(m.size())) != static_cast<int>(m.size())) {
+        r.failed = "burst write";
+      }
+    }
+    int off = 0;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);  // all of it in one segment
+    if (r.failed.empty() && !read_exactly(ssl, kBurst * kSize, r.burst_echo)) {
+      r.failed = "burst echo";
+    }
+    r.burst_records = records;
+    SSL_set_msg_callback(ssl, nullptr);
+  }
+  if (r.failed.empty()) {
+    std::string lone;
+    r.lone_echoed = SSL_write(ssl, "lone", 4) == 4 && read_exactly(ssl, 4, lone) && lone == "lone";
+  }
+  if (ssl != nullptr) {
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+  }
+  if (ctx != nullptr) SSL_CTX_free(ctx);
+  ::shutdown(fd, SHUT_WR);
+  char sink[256];
+  for (int i = 0; i < 100 && ::recv(fd, sink, sizeof sink, 0) > 0; ++i) {
+  }
+  ::close(fd);
+  return r;
+}
+
+// Echoes everything read through a CorkStream until the peer ends. As a WebSocket session does,
+// it reads on without waiting for its writes, which go one at a time.
+class Echo {
+ public:
+  explicit Echo(std::shared_ptr<TlsSocket> tls) : tls_(tls), cork_(std::move(tls)) {}
+
+  void start() {
+    tls_->expires_after(20s);
+    tls_->async_handshake([this](boost::system::error_code ec) {
+      if (ec) return end(ec);
+      read();
+    });
+  }
+  boost::system::error_code ended() const { return ended_; }
+
+ private:
+  void read() {
+    cork_.async_read_some(net::buffer(buf_), [this](boost::system::error_code ec, std::size_t n) {
+      if (ec) return end(ec);
+      outbox_.append(buf_, n);
+      write();
+      read();
+    });
+  }
+  void write() {
+    if (writing_ || outbox_.empty()) return;
+    writing_ = true;
+    sending_.swap(outbox_);
+    cork_.async_write_some(net::buffer(sending_),
+                           [this](boost::system::error_code ec, std::size_t) {
+                             writing_ = false;
+                             sending_.clear();
+                             if (ec) return end(ec);
+                             write();
+                           });
+  }
+  void end(boost::system::error_code ec) {
+    if (!ended_) ended_ = ec;
+    tls_->close();  // the peer reads until the connection closes
+  }
+
+  std::shared_ptr<TlsSocket> tls_;
+  CorkStream<TlsSocket> cork_;
+  char buf_[4096];
+  std::string outbox_;
+  std::string sending_;
+  bool writing_ = false;
+  boost::system::error_code ended_;
+};
+
+TEST(CorkStreamTest, EchoesOfABurstInHandLeaveInOneRecordAndALoneAnswerIsNotHeldBack) {
+  net::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
+                                     test_support::test_identity().key_pem);
+  ASSERT_TRUE(ctx.has_value());
+  PeerResult result;
+  std::thread t([&] { result = peer(acceptor.local_endpoint().port()); });
+  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
+  ASSERT_TRUE(tls.has_value());
+  Echo echo(std::shared_ptr<TlsSocket>(std::move(*tls)));
+  echo.start();
+  io.run();
+  t.join();
+  ASSERT_EQ(result.failed, "");
+  std::string want;
+  for (int i = 0; i < kBurst; ++i) want += message(i);
+  EXPECT_EQ(result.burst_echo, want);
+  // Every message of the burst was in hand at once: their echoes wait for the last of them and
+  // leave in one flush (one TLS write, so one record of kBurst * kSize bytes).
+  EXPECT_EQ(result.burst_records, 1);
+  // A lone message's read is followed by one that must wait for the socket: its echo leaves
+  // at once (a held answer would time the peer out).
+  EXPECT_TRUE(result.lone_echoed);
+  EXPECT_EQ(echo.ended(), net::error::eof) << echo.ended().message();
+}
+
+}  // namespace
+}  // namespace parley::transport::internal
