@@ -30,7 +30,6 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
-constexpr int kBurst = 20;
 constexpr std::size_t kSize = 40;
 
 std::string message(int i) { return std::string(kSize, static_cast<char>('a' + i % 26)); }
@@ -58,9 +57,9 @@ void count_records(int write_p, int, int content_type, const void*, std::size_t,
   if (write_p == 0 && content_type == SSL3_RT_HEADER) ++*static_cast<int*>(arg);
 }
 
-// One warm-up round trip (it also takes in the server's session tickets), then kBurst messages
+// One warm-up round trip (it also takes in the server's session tickets), then `burst` messages
 // corked into one TCP segment, their echoes counted in records; then one lone message.
-PeerResult peer(std::uint16_t port) {
+PeerResult peer(std::uint16_t port, int burst) {
   PeerResult r;
   const int fd = test_support::connect_loopback(port, 10);
   if (fd < 0) {
@@ -85,7 +84,7 @@ PeerResult peer(std::uint16_t port) {
     SSL_set_msg_callback_arg(ssl, &records);
     int on = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
-    for (int i = 0; i < kBurst && r.failed.empty(); ++i) {
+    for (int i = 0; i < burst && r.failed.empty(); ++i) {
       const std::string m = message(i);
       if (SSL_write(ssl, m.data(), static_cast<int>(m.size())) != static_cast<int>(m.size())) {
         r.failed = "burst write";
@@ -93,7 +92,8 @@ PeerResult peer(std::uint16_t port) {
     }
     int off = 0;
     ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);  // all of it in one segment
-    if (r.failed.empty() && !read_exactly(ssl, kBurst * kSize, r.burst_echo)) {
+    if (r.failed.empty() &&
+        !read_exactly(ssl, static_cast<std::size_t>(burst) * kSize, r.burst_echo)) {
       r.failed = "burst echo";
     }
     r.burst_records = records;
@@ -166,31 +166,58 @@ class Echo {
   boost::system::error_code ended_;
 };
 
-TEST(CorkStreamTest, EchoesOfABurstInHandLeaveInOneRecordAndALoneAnswerIsNotHeldBack) {
+// Runs the echo against a peer that sends `burst` messages at once.
+PeerResult echo_burst(int burst, boost::system::error_code& ended) {
   net::io_context io;
   tcp::acceptor acceptor(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
                                      test_support::test_identity().key_pem);
-  ASSERT_TRUE(ctx.has_value());
+  EXPECT_TRUE(ctx.has_value());
   PeerResult result;
-  std::thread t([&] { result = peer(acceptor.local_endpoint().port()); });
+  if (!ctx) {
+    result.failed = "context";
+    return result;
+  }
+  std::thread t([&] { result = peer(acceptor.local_endpoint().port(), burst); });
   auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
-  ASSERT_TRUE(tls.has_value());
-  Echo echo(std::shared_ptr<TlsSocket>(std::move(*tls)));
-  echo.start();
-  io.run();
+  EXPECT_TRUE(tls.has_value());
+  if (tls) {
+    Echo echo(std::shared_ptr<TlsSocket>(std::move(*tls)));
+    echo.start();
+    io.run();
+    ended = echo.ended();
+  }
   t.join();
-  ASSERT_EQ(result.failed, "");
   std::string want;
-  for (int i = 0; i < kBurst; ++i) want += message(i);
+  for (int i = 0; i < burst; ++i) want += message(i);
   EXPECT_EQ(result.burst_echo, want);
+  return result;
+}
+
+TEST(CorkStreamTest, EchoesOfABurstInHandLeaveInOneRecordAndALoneAnswerIsNotHeldBack) {
+  boost::system::error_code ended;
+  const PeerResult result = echo_burst(20, ended);
+  ASSERT_EQ(result.failed, "");
   // Every message of the burst was in hand at once: their echoes wait for the last of them and
-  // leave in one flush (one TLS write, so one record of kBurst * kSize bytes).
+  // leave in one flush (one TLS write, so one record of 20 * kSize bytes).
   EXPECT_EQ(result.burst_records, 1);
   // A lone message's read is followed by one that must wait for the socket: its echo leaves
   // at once (a held answer would time the peer out).
   EXPECT_TRUE(result.lone_echoed);
-  EXPECT_EQ(echo.ended(), net::error::eof) << echo.ended().message();
+  EXPECT_EQ(ended, net::error::eof) << ended.message();
+}
+
+// A flush waits behind at most kMaxYields reads in a row: a peer that keeps more in hand than
+// that still gets its answers in several writes, not only after the last of its messages.
+TEST(CorkStreamTest, AFlushWaitsBehindABoundedNumberOfReads) {
+  constexpr int kBurst = 3 * CorkStream<TlsSocket>::kMaxYields;  // 7.7 KB: one segment, one read
+  boost::system::error_code ended;
+  const PeerResult result = echo_burst(kBurst, ended);
+  ASSERT_EQ(result.failed, "");
+  EXPECT_GE(result.burst_records, 2);
+  EXPECT_LE(result.burst_records, kBurst / 8);
+  EXPECT_TRUE(result.lone_echoed);
+  EXPECT_EQ(ended, net::error::eof) << ended.message();
 }
 
 }  // namespace
