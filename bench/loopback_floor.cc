@@ -78,8 +78,13 @@ void no_delay(int fd) {
 bool parse(int argc, char** argv, Options& o) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    const int v = std::atoi(argv[i + 1]);
-    if (a == "--gather" && v == 0 && std::string(argv[i + 1]) == "0") continue;
+    const std::string value = argv[i + 1];
+    if (a == "--gather") {
+      if (value != "0" && value != "1") return false;
+      o.gather = value == "1";
+      continue;
+    }
+    const int v = std::atoi(value.c_str());
     if (v <= 0) return false;
     if (a == "--connections") {
       o.connections = v;
@@ -89,8 +94,6 @@ bool parse(int argc, char** argv, Options& o) {
       o.size = v;
     } else if (a == "--seconds") {
       o.seconds = v;
-    } else if (a == "--gather" && std::string(argv[i + 1]) == "1") {
-      o.gather = true;
     } else {
       return false;
     }
@@ -228,7 +231,7 @@ int main(int argc, char** argv) {
       messages += whole;
       // The burst holds a whole window, and no more than a window is ever echoed back.
       const std::size_t per_send = o.gather ? whole : 1;
-      for (std::size_t k = 0; per_send > 0 && k < whole; k += per_send) {
+      for (std::size_t k = 0; k < whole; k += per_send) {
         const std::size_t bytes = per_send * message.size();
         const ssize_t sent = ::send(clients[c], burst.data(), bytes, MSG_NOSIGNAL);
         ++send_calls.sends;

@@ -8,13 +8,11 @@
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstddef>
-#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -61,21 +59,11 @@ void count_records(int write_p, int, int content_type, const void*, std::size_t,
 // corked into one TCP segment, their echoes counted in records; then one lone message.
 PeerResult peer(std::uint16_t port, int burst) {
   PeerResult r;
-  const int fd = test_support::connect_loopback(port, 10);
-  if (fd < 0) {
-    r.failed = "connect";
-    return r;
-  }
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
+  test_support::TlsPeer p;
+  r.failed = p.connect(port);
+  SSL* ssl = p.ssl();
   int records = 0;
   std::string got;
-  if (ssl == nullptr) {
-    r.failed = "SSL_new";
-  } else {
-    SSL_set_fd(ssl, fd);
-    if (SSL_connect(ssl) != 1) r.failed = "SSL_connect";
-  }
   if (r.failed.empty() && (SSL_write(ssl, "w", 1) != 1 || !read_exactly(ssl, 1, got))) {
     r.failed = "warm-up";
   }
@@ -83,7 +71,7 @@ PeerResult peer(std::uint16_t port, int burst) {
     SSL_set_msg_callback(ssl, count_records);
     SSL_set_msg_callback_arg(ssl, &records);
     int on = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    ::setsockopt(p.fd(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
     for (int i = 0; i < burst && r.failed.empty(); ++i) {
       const std::string m = message(i);
       if (SSL_write(ssl, m.data(), static_cast<int>(m.size())) != static_cast<int>(m.size())) {
@@ -91,7 +79,7 @@ PeerResult peer(std::uint16_t port, int burst) {
       }
     }
     int off = 0;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);  // all of it in one segment
+    ::setsockopt(p.fd(), IPPROTO_TCP, TCP_CORK, &off, sizeof off);  // all of it in one segment
     if (r.failed.empty() &&
         !read_exactly(ssl, static_cast<std::size_t>(burst) * kSize, r.burst_echo)) {
       r.failed = "burst echo";
@@ -103,16 +91,7 @@ PeerResult peer(std::uint16_t port, int burst) {
     std::string lone;
     r.lone_echoed = SSL_write(ssl, "lone", 4) == 4 && read_exactly(ssl, 4, lone) && lone == "lone";
   }
-  if (ssl != nullptr) {
-    SSL_shutdown(ssl);
-    SSL_free(ssl);
-  }
-  if (ctx != nullptr) SSL_CTX_free(ctx);
-  ::shutdown(fd, SHUT_WR);
-  char sink[256];
-  for (int i = 0; i < 100 && ::recv(fd, sink, sizeof sink, 0) > 0; ++i) {
-  }
-  ::close(fd);
+  p.end(true);
   return r;
 }
 

@@ -37,38 +37,20 @@ enum class Ending { kCloseNotify, kBareFin };
 // Connects to `port`, writes `total` bytes of the stream in writes of many sizes (one byte up to
 // several records at once), then ends as told. Returns what failed, or "".
 std::string peer(std::uint16_t port, std::size_t total, Ending ending) {
-  const int fd = test_support::connect_loopback(port, 10);
-  if (fd < 0) return "connect";
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
-  std::string failed;
-  if (ssl == nullptr) {
-    failed = "SSL_new";
-  } else {
-    SSL_set_fd(ssl, fd);
-    if (SSL_connect(ssl) != 1) failed = "SSL_connect";
-  }
+  test_support::TlsPeer p;
+  std::string failed = p.connect(port);
   std::string chunk;
   const std::size_t sizes[] = {1, 2, 300, 5000, 16384, 40000, 7, 100000, 1536};
   for (std::size_t sent = 0, k = 0; failed.empty() && sent < total; ++k) {
     const std::size_t n = std::min(sizes[k % std::size(sizes)], total - sent);
     chunk.resize(n);
     for (std::size_t i = 0; i < n; ++i) chunk[i] = stream_byte(sent + i);
-    if (SSL_write(ssl, chunk.data(), static_cast<int>(n)) != static_cast<int>(n)) failed = "write";
+    if (SSL_write(p.ssl(), chunk.data(), static_cast<int>(n)) != static_cast<int>(n)) {
+      failed = "write";
+    }
     sent += n;
   }
-  if (failed.empty() && ending == Ending::kCloseNotify) SSL_shutdown(ssl);
-  // Half-close, and read until the server closes: closing with unread bytes (the server's
-  // session tickets) would reset the connection and lose what is still in flight.
-  ::shutdown(fd, SHUT_WR);
-  char sink[4096];
-  for (int i = 0; i < 1000 && ::recv(fd, sink, sizeof sink, 0) > 0; ++i) {
-  }
-  if (ssl != nullptr) SSL_free(ssl);
-  if (ctx != nullptr) SSL_CTX_free(ctx);
-  ::close(fd);
+  p.end(failed.empty() && ending == Ending::kCloseNotify);
   return failed;
 }
 

@@ -69,7 +69,7 @@ class TlsSocket {
   // Whether a read is under way that will complete without waiting for the socket: its bytes
   // were already in hand (in OpenSSL's buffer or read from the socket) and its completion is
   // queued. CorkStream holds a flush back while this is so (cork_stream.h).
-  bool read_ready() const { return read_ == ReadState::kRunning; }
+  bool read_ready() const { return read_in_hand_; }
 
   // void(error_code)
   template <class Handler>
@@ -115,8 +115,6 @@ class TlsSocket {
  private:
   enum class Kind { kHandshake, kRead, kWrite, kShutdown };
   enum class Want { kDone, kRead, kWrite };
-  // Where the pending read is: none, trying or queued to complete, waiting for the socket.
-  enum class ReadState { kIdle, kRunning, kWaiting };
   struct Step {
     Want want = Want::kDone;
     boost::system::error_code ec;
@@ -152,7 +150,7 @@ class TlsSocket {
 
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}) {
-      if (kind == Kind::kRead) s.read_ = ReadState::kRunning;
+      if (kind == Kind::kRead) s.read_in_hand_ = true;
       if (state == 2) return finish(self);
       if (state == 1 && ec) {
         result.ec = s.dl_->timed_out ? boost::system::error_code(boost::beast::error::timeout) : ec;
@@ -165,7 +163,7 @@ class TlsSocket {
       }
       if (result.want != Want::kDone) {
         state = 1;
-        if (kind == Kind::kRead) s.read_ = ReadState::kWaiting;
+        if (kind == Kind::kRead) s.read_in_hand_ = false;
         s.sock_.async_wait(result.want == Want::kRead ? boost::asio::ip::tcp::socket::wait_read
                                                       : boost::asio::ip::tcp::socket::wait_write,
                            std::move(self));
@@ -180,7 +178,7 @@ class TlsSocket {
     }
     template <class Self>
     void finish(Self& self) {
-      if (kind == Kind::kRead) s.read_ = ReadState::kIdle;  // the handler may read again
+      if (kind == Kind::kRead) s.read_in_hand_ = false;  // the handler may read again
       if constexpr (requires { self.complete(result.ec, result.n); }) {
         self.complete(result.ec, result.n);
       } else {
@@ -197,7 +195,8 @@ class TlsSocket {
 
   boost::asio::ip::tcp::socket sock_;
   SSL* ssl_;
-  ReadState read_ = ReadState::kIdle;
+  // A read op runs or its completion is queued, not waiting for the socket (read_ready()).
+  bool read_in_hand_ = false;
   // Shared with the deadline timer's handler: `generation` tells a stale expiry (the deadline
   // was moved after the timer fired) from a real one; `alive` is false once the socket is gone.
   struct Deadline {

@@ -1,9 +1,10 @@
 #pragma once
-// For the transport tests: a directory per test, one TLS identity per test binary, and a plain
-// TCP connection to a loopback port.
+// For the transport tests: a directory per test, one TLS identity per test binary, a plain
+// TCP connection to a loopback port, and a blocking OpenSSL client on one.
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -54,5 +55,51 @@ inline int connect_loopback(std::uint16_t port, int recv_timeout_s) {
   }
   return fd;
 }
+
+// A blocking OpenSSL client on a loopback connection (10 s send and receive timeouts): a TLS
+// peer that is not parley's own stream, for tests of that stream. Not copyable.
+class TlsPeer {
+ public:
+  TlsPeer() = default;
+  TlsPeer(const TlsPeer&) = delete;
+  TlsPeer& operator=(const TlsPeer&) = delete;
+  ~TlsPeer() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Connects to 127.0.0.1:port and completes the handshake: "" or what failed.
+  std::string connect(std::uint16_t port) {
+    fd_ = connect_loopback(port, 10);
+    if (fd_ < 0) return "connect";
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    ctx_ = SSL_CTX_new(TLS_client_method());
+    ssl_ = ctx_ != nullptr ? SSL_new(ctx_) : nullptr;
+    if (ssl_ == nullptr) return "SSL_new";
+    SSL_set_fd(ssl_, fd_);
+    return SSL_connect(ssl_) == 1 ? "" : "SSL_connect";
+  }
+  SSL* ssl() const { return ssl_; }
+  int fd() const { return fd_; }
+
+  // Sends close_notify when asked, half-closes, and reads until the server closes: closing with
+  // unread bytes (the server's session tickets) would reset the connection and lose what is
+  // still in flight to it.
+  void end(bool close_notify) {
+    if (close_notify && ssl_ != nullptr) SSL_shutdown(ssl_);
+    if (fd_ < 0) return;
+    ::shutdown(fd_, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 1000 && ::recv(fd_, sink, sizeof sink, 0) > 0; ++i) {
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  SSL_CTX* ctx_ = nullptr;
+  SSL* ssl_ = nullptr;
+};
 
 }  // namespace parley::transport::test_support
