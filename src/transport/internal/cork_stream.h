@@ -210,18 +210,22 @@ class CorkStream {
     post_flush(st);
   }
 
+  // Writes now, or queues the flush again behind a read of input in hand (the top of this file).
+  static void flush_unless_reading(const std::shared_ptr<State>& st) {
+    if (input_in_hand(*st) && st->yields < kMaxYields && st->pending.size() < kLimit) {
+      ++st->yields;
+      post_flush(st);
+      return;
+    }
+    st->yields = 0;
+    start_flush(st);
+  }
+
   static void post_flush(const std::shared_ptr<State>& st) {
     st->flush_posted = true;
     auto run = [st] {
       st->flush_posted = false;
-      if (!may_flush(*st) || st->gone) return;
-      if (input_in_hand(*st) && st->yields < kMaxYields && st->pending.size() < kLimit) {
-        ++st->yields;
-        post_flush(st);
-        return;
-      }
-      st->yields = 0;
-      start_flush(st);
+      if (may_flush(*st) && !st->gone) flush_unless_reading(st);
     };
     if (st->flush_ex) {
       boost::asio::post(*st->flush_ex, [run = std::move(run), ex = st->next->get_executor()] {
@@ -248,13 +252,7 @@ class CorkStream {
     if (ec && !s.error) s.error = ec;
     if (!s.error && !s.pending.empty()) {
       s.in_flight.clear();  // keeps its capacity: start_flush swaps it in as the next pending
-      if (may_flush(s)) {
-        if (input_in_hand(s)) {
-          schedule_flush(st);  // more of a burst is being read: let its writes join
-        } else {
-          start_flush(st);
-        }
-      }
+      if (may_flush(s)) flush_unless_reading(st);
     } else {
       std::string().swap(s.in_flight);  // idle or failed: keep no buffer
       std::string().swap(s.pending);
