@@ -33,6 +33,13 @@ BioState& bio_state(BIO* b) { return *static_cast<BioState*>(BIO_get_data(b)); }
 
 bool retryable(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
+// Empties this thread's OpenSSL error queue, which SSL_get_error needs empty before each call.
+// OpenSSL 3.0's ERR_clear_error costs about 2,000 instructions even on an empty queue (it frees
+// two null pointers for each of its 16 slots), more than decrypting a small record: look first.
+void clear_openssl_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 int bio_write(BIO* b, const char* data, int len) {
   BIO_clear_retry_flags(b);
   const ssize_t n = ::send(bio_state(b).fd, data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
@@ -165,7 +172,7 @@ TlsSocket::Step TlsSocket::step(Kind kind, void* data, std::size_t size) {
     r.ec = net::error::bad_descriptor;
     return r;
   }
-  ERR_clear_error();
+  clear_openssl_errors();
   errno = 0;
   int ret = 0;
   std::size_t n = 0;
@@ -216,7 +223,7 @@ TlsSocket::Step TlsSocket::step(Kind kind, void* data, std::size_t size) {
       break;
     }
   }
-  ERR_clear_error();
+  clear_openssl_errors();
   return r;
 }
 
