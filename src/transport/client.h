@@ -77,7 +77,9 @@ struct ClientOptions {
 };
 
 // An asynchronous WebSocket client connection (for the load generator and the client daemon).
-// Callbacks run on the connection's strand. send() may be called from any thread.
+// The io_context must be run by one thread: a connection's callbacks and all its work run there,
+// without a strand or locks. send() and close() may be called from any thread; a send() made on
+// that thread (from a callback) is queued at once, one from elsewhere is posted to it.
 class WsClient {
  public:
   virtual ~WsClient() = default;
