@@ -197,7 +197,16 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       }
       if (queued_bytes_.compare_exchange_weak(cur, cur + size)) break;
     }
+    // On the connection's own thread, with no send from another thread still posted ahead of
+    // it, the message is queued at once. A posted one keeps its place: the order of send() calls
+    // (a session makes them under its lock) is the order on the wire.
+    if (posted_sends_.load() == 0 && on_own_thread()) {
+      enqueue(std::move(message));
+      return true;
+    }
+    posted_sends_.fetch_add(1);
     net::post(ex_, [self = shared_from_this(), m = std::move(message)]() mutable {
+      self->posted_sends_.fetch_sub(1);
       self->enqueue(std::move(m));
     });
     return true;
@@ -223,6 +232,16 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     if (!ec) remote_ip_ = ep.address().to_string();
     auto tls = TlsSocket::accept(std::move(sock), st_->tls->native_handle());
     if (tls.has_value()) tls_ = std::move(*tls);  // else the connection just ends
+  }
+
+  // Whether this thread runs the connection's executor now: its worker context, or (without
+  // workers) its strand.
+  bool on_own_thread() const {
+    if (const auto* io = ex_.target<net::io_context::executor_type>()) {
+      return io->running_in_this_thread();
+    }
+    const auto* strand = ex_.target<net::strand<net::io_context::executor_type>>();
+    return strand != nullptr && strand->running_in_this_thread();
   }
 
   void close_socket() {
@@ -571,6 +590,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // Shared with other threads.
   std::atomic<bool> closing_{false};
   std::atomic<std::size_t> queued_bytes_{0};
+  std::atomic<std::size_t> posted_sends_{0};  // send()s posted to ex_ and not yet queued
 };
 
 net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {

@@ -27,13 +27,15 @@
 namespace parley::transport {
 
 // A server-side WebSocket connection. Thread-safe: send() and close() may be called from any
-// thread (they post to the connection's executor).
+// thread (from another thread they post to the connection's executor; send() on the
+// connection's own thread queues at once unless a posted send is still ahead of it).
 class WsConnection {
  public:
   virtual ~WsConnection() = default;
   // Queues one binary message. Returns false and drops the message when the connection is
   // closing or its write queue is above the configured byte limit (the slow reader is then
   // closed with reason "slow reader"): a slow peer never grows server memory without bound.
+  // Messages leave in the order of the send() calls.
   virtual bool send(std::shared_ptr<const std::string> message) = 0;
   // Sends a close frame with `reason` (a short, non-secret string) and shuts down.
   virtual void close(std::string_view reason) = 0;

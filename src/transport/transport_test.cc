@@ -116,6 +116,9 @@ struct Shared {
   std::mutex mu;
   std::vector<std::thread::id> open_threads;  // guarded by mu: where each on_open ran
   std::atomic<int> moved{0};                  // messages handled off their on_open thread
+  // Instead of echoing, answers "<message>-1" from another thread, then "<message>-2" from
+  // the connection's own thread.
+  std::atomic<bool> two_threads{false};
 };
 
 class EchoHandler final : public WsHandler {
@@ -154,7 +157,17 @@ class EchoHandler final : public WsHandler {
   }
   void on_message(std::string_view message) override {
     if (std::this_thread::get_id() != open_thread_) shared_.moved++;
-    if (auto c = conn_.lock()) c->send(std::make_shared<const std::string>(message));
+    auto c = conn_.lock();
+    if (!c) return;
+    if (shared_.two_threads.load()) {
+      // The first send is posted to this thread, which cannot run it before this returns.
+      std::thread([c, first = std::string(message) + "-1"] {
+        c->send(std::make_shared<const std::string>(first));
+      }).join();
+      c->send(std::make_shared<const std::string>(std::string(message) + "-2"));
+      return;
+    }
+    c->send(std::make_shared<const std::string>(message));
   }
   void on_close() override { shared_.closed++; }
 
@@ -366,6 +379,47 @@ TEST_F(TransportTest, PipelinedMessagesArriveWholeAndInOrder) {
     ASSERT_EQ(*got, sent[i]) << i;
   }
   expect_echo(*c, "after the burst");
+}
+
+// send() on the connection's own thread queues at once, but never ahead of a send made earlier
+// from another thread and still posted: messages leave in the order of the send() calls.
+void expect_answers_in_send_order(BlockingWsClient& c) {
+  for (int i = 0; i < 20; ++i) {
+    const std::string m = "m" + std::to_string(i);
+    ASSERT_TRUE(c.send(as_bytes(m)).is_ok());
+    for (const char* suffix : {"-1", "-2"}) {
+      auto got = c.receive(5000ms);
+      ASSERT_TRUE(got.has_value()) << m << ": " << got.error().to_string();
+      EXPECT_EQ(*got, m + suffix);
+    }
+  }
+}
+
+TEST_F(TransportTest, SendsLeaveInTheOrderTheyWereMadeFromAnyThreadOnAStrand) {
+  shared_.two_threads = true;
+  start();
+  auto c = ws();
+  ASSERT_TRUE(c);
+  expect_answers_in_send_order(*c);
+}
+
+TEST_F(TransportTest, SendsLeaveInTheOrderTheyWereMadeFromAnyThreadOnAWorkerContext) {
+  boost::asio::io_context w(1);
+  auto guard = boost::asio::make_work_guard(w);
+  std::thread t([&] { w.run(); });
+  shared_.two_threads = true;
+  options_.workers = {&w};
+  start();
+  auto c = ws();
+  ASSERT_TRUE(c);
+  expect_answers_in_send_order(*c);
+  c->close();
+  server_->stop_accepting();
+  server_->close_all("test over");
+  EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }, 10000ms));
+  server_.reset();
+  guard.reset();
+  t.join();
 }
 
 // A peer that connects and never speaks TLS is closed at the handshake timeout (the server's
