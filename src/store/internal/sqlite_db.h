@@ -70,8 +70,8 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   // A cached statement for `sql`; the cache is keyed by the text, which must outlive the Db
-  // (string literals). `what` names the step in error messages. A statement is borrowed by one
-  // Stmt at a time: preparing the same text while it is borrowed is a bug (kInternal).
+  // unchanged (string literals). `what` names the step in error messages. A statement is borrowed
+  // by one Stmt at a time: preparing the same text while it is borrowed is a bug (kInternal).
   Result<Stmt> prepare(std::string_view sql, std::string_view what);
   // Runs one cached statement that returns no rows (BEGIN, SAVEPOINT, COMMIT...).
   Status run(std::string_view sql, std::string_view what);
@@ -103,7 +103,15 @@ class Db {
     sqlite3_stmt* stmt = nullptr;
     bool busy = false;
   };
-  std::unordered_map<std::string_view, Entry> cache_;
+  // Texts are hashed by address and length, not by their characters (hashing a statement's
+  // text on every use cost more than binding its parameters); keys still compare by content.
+  // The same text at two addresses just gets two entries.
+  struct AddressHash {
+    std::size_t operator()(std::string_view sql) const noexcept {
+      return std::hash<const void*>()(sql.data()) ^ (sql.size() * 0x9E3779B97F4A7C15ull);
+    }
+  };
+  std::unordered_map<std::string_view, Entry, AddressHash> cache_;
 };
 
 }  // namespace parley::store::internal
