@@ -17,11 +17,12 @@ void QueueIndex::tally(Queue& q, std::int64_t size, std::int64_t sign) {
   all_.bytes += sign * size;
 }
 
-bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size) {
+bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size,
+                               std::uint64_t tag) {
   if (size < 0) return false;
   Queue& q = queues_[key];
   if (!q.entries.empty() && q.entries.back().seq >= seq) return false;
-  q.entries.push_back({seq, size});
+  q.entries.push_back({seq, size, tag});
   tally(q, size, 1);
   return true;
 }
@@ -47,9 +48,9 @@ std::vector<QueueKey> QueueIndex::non_empty() const {
   return out;
 }
 
-void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size) {
+void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag) {
   Queue& q = queues_[key];
-  q.entries.push_back({seq, size});
+  q.entries.push_back({seq, size, tag});
   tally(q, size, 1);
   log_.push_back({Change::kAppended, key, seq});
 }
@@ -65,11 +66,11 @@ QueueIndex::Entry* QueueIndex::find(Queue& q, std::int64_t seq) {
   return const_cast<Entry*>(find(static_cast<const Queue&>(q), seq));
 }
 
-bool QueueIndex::contains(QueueKey key, std::int64_t seq) const {
+bool QueueIndex::contains(QueueKey key, std::int64_t seq, std::uint64_t tag) const {
   auto it = queues_.find(key);
   if (it == queues_.end()) return false;
   const Entry* e = find(it->second, seq);
-  return e != nullptr && live(e->size);
+  return e != nullptr && live(e->size) && e->tag == tag;
 }
 
 std::optional<std::int64_t> QueueIndex::remove(QueueKey key, std::int64_t seq) {

@@ -12,10 +12,10 @@ const QueueKey kB{7, 2};
 
 TEST(QueueIndexTest, AppendRemoveAndAfterInSeqOrder) {
   QueueIndex q;
-  q.append(kA, 10, 100);
-  q.append(kA, 11, 50);
-  q.append(kB, 12, 7);
-  q.append(kA, 13, 1);
+  q.append(kA, 10, 100, 0);
+  q.append(kA, 11, 50, 0);
+  q.append(kB, 12, 7, 0);
+  q.append(kA, 13, 1, 0);
   EXPECT_EQ(q.totals(kA).count, 3);
   EXPECT_EQ(q.totals(kA).bytes, 151);
   EXPECT_EQ(q.all().count, 4);
@@ -37,17 +37,17 @@ TEST(QueueIndexTest, AppendRemoveAndAfterInSeqOrder) {
 
 TEST(QueueIndexTest, UndoRevertsToTheMarkAndSettleForgetsTheLog) {
   QueueIndex q;
-  q.append(kA, 1, 10);
-  q.append(kA, 2, 20);
+  q.append(kA, 1, 10, 0);
+  q.append(kA, 2, 20, 0);
   q.settle();
   const std::size_t mark = q.mark();
   EXPECT_EQ(q.remove(kA, 1), 10);
-  q.append(kA, 3, 30);
-  q.append(kB, 4, 40);
+  q.append(kA, 3, 30, 0);
+  q.append(kB, 4, 40, 0);
   // A recovered account: its queue emptied, then a new device under the same key.
   EXPECT_EQ(q.remove(kA, 2), 20);
   EXPECT_EQ(q.remove(kA, 3), 30);
-  q.append(kA, 5, 50);
+  q.append(kA, 5, 50, 0);
   EXPECT_EQ(q.after(kA, 0, 10), (Seqs{5}));
   EXPECT_EQ(q.all().count, 2);
   q.undo(mark);
@@ -60,7 +60,7 @@ TEST(QueueIndexTest, UndoRevertsToTheMarkAndSettleForgetsTheLog) {
   // A partial undo keeps what came before its mark.
   EXPECT_EQ(q.remove(kA, 2), 20);
   const std::size_t mid = q.mark();
-  q.append(kA, 6, 60);
+  q.append(kA, 6, 60, 0);
   q.undo(mid);
   q.settle();
   EXPECT_EQ(q.after(kA, 0, 10), (Seqs{1}));
@@ -70,8 +70,8 @@ TEST(QueueIndexTest, UndoRevertsToTheMarkAndSettleForgetsTheLog) {
 
 TEST(QueueIndexTest, EmptiedQueuesGoAndRemovedEntriesAreDroppedAnywhere) {
   QueueIndex q;
-  for (std::int64_t s = 1; s <= 100; ++s) q.append(kA, s, 1);
-  q.append(kB, 101, 1);
+  for (std::int64_t s = 1; s <= 100; ++s) q.append(kA, s, 1, 0);
+  q.append(kB, 101, 1, 0);
   q.settle();
   // Out of order: every even seq, then the oldest ten.
   for (std::int64_t s = 2; s <= 100; s += 2) ASSERT_TRUE(q.remove(kA, s).has_value());
@@ -90,17 +90,33 @@ TEST(QueueIndexTest, EmptiedQueuesGoAndRemovedEntriesAreDroppedAnywhere) {
   EXPECT_EQ(q.totals(kA).count, 0);
   EXPECT_TRUE(q.non_empty() == std::vector<QueueKey>{kB});
   EXPECT_TRUE(q.queues_of(7) == std::vector<QueueKey>{kB});
-  q.append(kA, 102, 5);  // appends after the queue went
+  q.append(kA, 102, 5, 0);  // appends after the queue went
   EXPECT_EQ(q.after(kA, 0, 10), (Seqs{102}));
+}
+
+TEST(QueueIndexTest, ContainsOnlyALiveSeqOfThatQueueWithItsTag) {
+  QueueIndex q;
+  EXPECT_TRUE(q.load_envelope(kA, 1, 10, 0xAAAA));
+  q.append(kA, 2, 20, 0xBBBB);
+  q.settle();
+  EXPECT_TRUE(q.contains(kA, 1, 0xAAAA));
+  EXPECT_TRUE(q.contains(kA, 2, 0xBBBB));
+  EXPECT_FALSE(q.contains(kA, 2, 0xAAAA));  // another envelope's tag
+  EXPECT_FALSE(q.contains(kB, 2, 0xBBBB));  // another device's queue
+  EXPECT_FALSE(q.contains(kA, 3, 0xBBBB));
+  ASSERT_TRUE(q.remove(kA, 2).has_value());
+  EXPECT_FALSE(q.contains(kA, 2, 0xBBBB));  // removed in this transaction
+  q.undo(0);
+  EXPECT_TRUE(q.contains(kA, 2, 0xBBBB));
 }
 
 TEST(QueueIndexTest, LoadRefusesOutOfOrderSeqsAndNegativeSizes) {
   QueueIndex q;
-  EXPECT_TRUE(q.load_envelope(kA, 5, 1));
-  EXPECT_FALSE(q.load_envelope(kA, 5, 1));
-  EXPECT_FALSE(q.load_envelope(kA, 4, 1));
-  EXPECT_FALSE(q.load_envelope(kB, 6, -1));
-  EXPECT_TRUE(q.load_envelope(kB, 6, 0));
+  EXPECT_TRUE(q.load_envelope(kA, 5, 1, 0));
+  EXPECT_FALSE(q.load_envelope(kA, 5, 1, 0));
+  EXPECT_FALSE(q.load_envelope(kA, 4, 1, 0));
+  EXPECT_FALSE(q.load_envelope(kB, 6, -1, 0));
+  EXPECT_TRUE(q.load_envelope(kB, 6, 0, 0));
   EXPECT_EQ(q.all().count, 2);
   EXPECT_EQ(q.remove(kB, 6), 0);  // an empty envelope is still one
   EXPECT_EQ(q.all().count, 1);

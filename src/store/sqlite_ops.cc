@@ -23,6 +23,16 @@ std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
 
 constexpr std::size_t kServerIdSize = 16;
 
+// A server id is the seq (8 bytes, big-endian) and 8 random bytes: the queue index keeps those
+// as the envelope's tag, which an acknowledgement must name too. (An id of another size has
+// tag 0.)
+std::uint64_t server_id_tag(ByteView id) {
+  std::uint64_t tag = 0;
+  if (id.size() != kServerIdSize) return tag;
+  for (std::size_t i = 8; i < kServerIdSize; ++i) tag = (tag << 8) | id[i];
+  return tag;
+}
+
 // Whether dedup row `row` (0: none) holds exactly the key of `batch`.
 Result<bool> dedup_row_matches(Tx& tx, std::int64_t row, const SendBatch& batch) {
   if (row == 0) return false;
@@ -402,7 +412,7 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     s.bind(10, batch.now_ms).bind(11, seq);
     PARLEY_TRY(s.run());
     const auto size = static_cast<std::int64_t>(e.content.size());
-    tx.backend.queues.append({d.account_id, d.device_id}, seq, size);
+    tx.backend.queues.append({d.account_id, d.device_id}, seq, size, server_id_tag(server_id));
     tx.delta.envelopes += 1;
     tx.delta.bytes += size;
     stored.seqs.push_back(seq);
@@ -447,29 +457,22 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
   for (const Bytes& id : server_ids) {
     bool taken = false;
     if (id.size() == kServerIdSize) {
-      // The first 8 bytes are the seq. The row is checked against the whole id and the device
-      // (read, not written: the page stays clean), then the seq goes to the acked table and the
-      // row is deleted later with others (delete_acked). The index tells an envelope already
-      // acknowledged (its row may still be there) from one still queued.
+      // The first 8 bytes are the seq. The index says whether this device's queue holds it
+      // with the id's other 8 bytes (so the whole id and the device are checked without reading
+      // the row), and tells an envelope already acknowledged (its row may still be there) from
+      // one still queued. The seq goes to the acked table and the row is deleted later with
+      // others (delete_acked).
       std::uint64_t seq = 0;
       for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | id[i];
       const auto s64 = static_cast<std::int64_t>(seq & 0x7fffffffffffffffull);
-      if (tx.backend.queues.contains(key, s64)) {
-        PARLEY_ASSIGN_OR_RETURN(
-            Stmt s, tx.db.prepare("SELECT 1 FROM envelopes WHERE seq = ?4 AND server_id = ?3 AND "
-                                  "account_id = ?1 AND device_id = ?2",
-                                  "check acknowledged envelope"));
-        s.bind(1, account_id).bind(2, device_id).bind_blob(3, id).bind(4, s64);
-        PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-        if (row) {
-          PARLEY_ASSIGN_OR_RETURN(Stmt log, tx.db.prepare("INSERT INTO acked (seq) VALUES (?1)",
-                                                          "record acknowledgement"));
-          log.bind(1, s64);
-          PARLEY_TRY(log.run());
-          forget_envelope(tx, key, s64);
-          tx.acked_added.push_back(s64);
-          taken = true;
-        }
+      if (tx.backend.queues.contains(key, s64, server_id_tag(id))) {
+        PARLEY_ASSIGN_OR_RETURN(Stmt log, tx.db.prepare("INSERT INTO acked (seq) VALUES (?1)",
+                                                        "record acknowledgement"));
+        log.bind(1, s64);
+        PARLEY_TRY(log.run());
+        forget_envelope(tx, key, s64);
+        tx.acked_added.push_back(s64);
+        taken = true;
       }
     }
     if (!taken && tx.backend.legacy_rows) {
@@ -502,10 +505,16 @@ Status delete_acked_in_tx(Db& db, std::span<const std::int64_t> seqs) {
                                                  "delete acknowledged envelope"));
     row.bind(1, seq);
     PARLEY_TRY(row.run());
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt log, db.prepare("DELETE FROM acked WHERE seq = ?1", "forget acknowledgement"));
-    log.bind(1, seq);
-    PARLEY_TRY(log.run());
+  }
+  // `seqs` are the acked table's smallest, in order: one range removes them all (one statement
+  // instead of one per envelope, which cost as much as deleting the envelopes' rows).
+  PARLEY_ASSIGN_OR_RETURN(
+      Stmt log, db.prepare("DELETE FROM acked WHERE seq <= ?1", "forget acknowledgements"));
+  log.bind(1, seqs.back());
+  PARLEY_TRY(log.run());
+  if (db.changes() != static_cast<std::int64_t>(seqs.size())) {
+    return make_error(ErrorCode::kInternal,
+                      "store: the acked table does not match the acknowledgements in memory");
   }
   return Status::ok();
 }
@@ -513,6 +522,7 @@ Status delete_acked_in_tx(Db& db, std::span<const std::int64_t> seqs) {
 }  // namespace
 
 Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
+  if (seqs.empty()) return Status::ok();
   Status s = db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
   if (s.is_ok()) s = delete_acked_in_tx(db, seqs);
   if (s.is_ok()) s = db.run("COMMIT", "commit deleting acknowledged envelopes");
@@ -692,14 +702,14 @@ Status load_backend(Db& db, Backend& backend) {
     backend.legacy_rows = any;
   }
   {
-    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT seq, account_id, device_id, size FROM "
-                                               "envelopes ORDER BY seq",
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT seq, account_id, device_id, size, "
+                                               "server_id FROM envelopes ORDER BY seq",
                                                "load queues"));
     for (;;) {
       PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
       if (!row) break;
       if (!backend.queues.load_envelope({s.column_int(1), u32(s.column_int(2))}, s.column_int(0),
-                                        s.column_int(3))) {
+                                        s.column_int(3), server_id_tag(s.column_blob(4)))) {
         return make_error(ErrorCode::kIo, "store: an envelope row is corrupt (negative size)");
       }
     }

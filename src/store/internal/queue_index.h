@@ -1,10 +1,11 @@
 #pragma once
 // Internal to src/store: every device's queue in memory — which envelopes (by seq) it holds,
-// in order, and their sizes. The envelopes themselves stay in SQLite.
+// in order, their sizes, and the random half of their server ids (the tag, which an
+// acknowledgement must match). The envelopes themselves stay in SQLite.
 //
 // Why: an index in the database (envelopes by device) and per-device counter rows made every
 // commit rewrite the index pages and counter rows of every device it touched, about 2.4 page
-// writes per message (docs/storage.md). This index holds only non-empty queues, at 16 bytes per
+// writes per message (docs/storage.md). This index holds only non-empty queues, at 24 bytes per
 // queued envelope (up to twice that while a queue's vector has room to grow), and is rebuilt
 // from the envelopes table when the store opens. Whether a device exists is still the devices
 // table's business.
@@ -44,7 +45,7 @@ class QueueIndex {
 
   // Building at open (not logged), in seq order. False if `seq` is not above the queue's newest
   // or `size` is negative.
-  bool load_envelope(QueueKey key, std::int64_t seq, std::int64_t size);
+  bool load_envelope(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag);
 
   // Totals of one queue (zero when it is empty or unknown), and of all queues.
   Totals totals(QueueKey key) const;
@@ -54,10 +55,11 @@ class QueueIndex {
   std::vector<QueueKey> non_empty() const;
 
   // Logged changes.
-  void append(QueueKey key, std::int64_t seq, std::int64_t size);      // seq above every queued one
+  // `seq` above every queued one.
+  void append(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag);
   std::optional<std::int64_t> remove(QueueKey key, std::int64_t seq);  // its size, if queued
-  // Whether `seq` is queued for `key` (not removed, also not by this transaction).
-  bool contains(QueueKey key, std::int64_t seq) const;
+  // Whether `seq` is queued for `key` with this tag (not removed, also not by this transaction).
+  bool contains(QueueKey key, std::int64_t seq, std::uint64_t tag) const;
 
   // Up to `limit` queued seqs above `after_seq`, oldest first.
   std::vector<std::int64_t> after(QueueKey key, std::int64_t after_seq, std::size_t limit) const;
@@ -70,6 +72,7 @@ class QueueIndex {
   struct Entry {
     std::int64_t seq;
     std::int64_t size;  // negative: removed in this transaction (-size - 1)
+    std::uint64_t tag;
   };
   struct Queue {
     // entries[head..] in increasing seq; removed ones stay until settle(). (A vector with a

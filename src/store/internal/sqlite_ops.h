@@ -94,7 +94,8 @@ Result<StatsDelta> read_gauges(Db& db, const Backend& backend);
 Status save_next_seq(Tx& tx);
 // Deletes the rows of the acknowledged envelopes `seqs`, and the seqs from the acked table, in
 // one transaction of its own (rolled back on failure). Also run at open, for those a stop left
-// behind.
+// behind. `seqs` must be the acked table's smallest seqs in ascending order (every one up to the
+// last); kInternal, and nothing deleted, when the table holds others in that range.
 Status delete_acked(Db& db, std::span<const std::int64_t> seqs);
 // Fills `backend` at open: the next seq, the legacy marker, the newest dedup keys and the
 // queue index (one pass over the envelopes table). First deletes the envelopes that the acked
