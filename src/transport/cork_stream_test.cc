@@ -199,5 +199,54 @@ TEST(CorkStreamTest, AFlushWaitsBehindABoundedNumberOfReads) {
   EXPECT_EQ(ended, net::error::eof) << ended.message();
 }
 
+// try_append takes a piece whole, in order with async writes, while the buffer is below kLimit;
+// once it is full it takes nothing, and a write waits for the flush instead.
+TEST(CorkStreamTest, TryAppendTakesWholePiecesInOrderWhileThereIsRoom) {
+  using Cork = CorkStream<TlsSocket>;
+  const std::string big(Cork::kLimit, 'b');
+  const std::string want = "h1b1" + std::string("w2") + big + "y";
+  net::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
+                                     test_support::test_identity().key_pem);
+  ASSERT_TRUE(ctx.has_value());
+  std::string got, failed;
+  std::thread t([&] {
+    test_support::TlsPeer p;
+    failed = p.connect(acceptor.local_endpoint().port());
+    if (failed.empty() && !read_exactly(p.ssl(), want.size(), got)) failed = "read";
+    p.end(true);
+  });
+  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
+  ASSERT_TRUE(tls.has_value());
+  auto socket = std::shared_ptr<TlsSocket>(std::move(*tls));
+  Cork cork(socket);
+  bool appended_first = false, appended_big = false, refused_when_full = false;
+  boost::system::error_code wrote_w2, wrote_y;
+  socket->expires_after(20s);
+  socket->async_handshake([&](boost::system::error_code handshake) {
+    ASSERT_FALSE(handshake) << handshake.message();
+    appended_first = cork.try_append(net::buffer("h1", 2), net::buffer("b1", 2));
+    cork.async_write_some(net::buffer("w2", 2),
+                          [&](boost::system::error_code ec, std::size_t) { wrote_w2 = ec; });
+    appended_big = cork.try_append(net::const_buffer(), net::buffer(big));
+    refused_when_full = !cork.try_append(net::buffer("x", 1), net::const_buffer());
+    cork.async_write_some(net::buffer("y", 1), [&](boost::system::error_code ec, std::size_t) {
+      wrote_y = ec;
+      cork.async_flush([&](boost::system::error_code) { socket->close(); });
+    });
+  });
+  io.run_for(20s);
+  t.join();
+  ASSERT_EQ(failed, "");
+  EXPECT_TRUE(appended_first);
+  EXPECT_TRUE(appended_big);
+  EXPECT_TRUE(refused_when_full);
+  EXPECT_FALSE(wrote_w2);
+  EXPECT_FALSE(wrote_y);
+  EXPECT_EQ(got.size(), want.size());
+  EXPECT_TRUE(got == want);
+}
+
 }  // namespace
 }  // namespace parley::transport::internal
