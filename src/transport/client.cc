@@ -21,6 +21,7 @@
 #include "transport/internal/cork_stream.h"
 #include "transport/internal/tcp_tls.h"
 #include "transport/internal/tls_resumption.h"
+#include "transport/internal/ws_frames.h"
 
 namespace parley::transport {
 namespace {
@@ -629,6 +630,15 @@ class WsClientImpl final : public WsClientCore,
   }
 
   void write_next() {
+    // While the cork has room, each message goes into it at once, masked (internal/ws_frames.h);
+    // once it is full (or a flush failed), Beast's async_write takes over and waits.
+    while (!queue_.empty() && !finished_ && ws_->is_open()) {
+      const std::string& m = *queue_.front();
+      const auto key = mask_keys_.next();
+      if (!key || !append_frame(ws_->next_layer(), m, ws_->text(), key)) break;
+      queued_ -= m.size();
+      queue_.pop_front();
+    }
     if (queue_.empty() || finished_) {
       writing_ = false;
       if (closing_ && !close_sent_ && !finished_) start_close();
@@ -681,6 +691,7 @@ class WsClientImpl final : public WsClientCore,
   std::deque<std::shared_ptr<const std::string>> queue_;
   std::size_t queued_ = 0;
   bool writing_ = false;
+  MaskKeys mask_keys_;
   bool connected_ = false;
   bool closing_ = false;
   bool close_sent_ = false;

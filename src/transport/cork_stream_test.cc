@@ -199,8 +199,9 @@ TEST(CorkStreamTest, AFlushWaitsBehindABoundedNumberOfReads) {
   EXPECT_EQ(ended, net::error::eof) << ended.message();
 }
 
-// try_append takes a piece whole, in order with async writes, while the buffer is below kLimit;
-// once it is full it takes nothing, and a write waits for the flush instead.
+// try_append takes a piece whole, in order with async writes, while the buffer is below kLimit,
+// and hands back the body's copy to change in place; once the buffer is full it takes nothing,
+// and a write waits for the flush instead.
 TEST(CorkStreamTest, TryAppendTakesWholePiecesInOrderWhileThereIsRoom) {
   using Cork = CorkStream<TlsSocket>;
   const std::string big(Cork::kLimit, 'b');
@@ -226,10 +227,13 @@ TEST(CorkStreamTest, TryAppendTakesWholePiecesInOrderWhileThereIsRoom) {
   socket->expires_after(20s);
   socket->async_handshake([&](boost::system::error_code handshake) {
     ASSERT_FALSE(handshake) << handshake.message();
-    appended_first = cork.try_append(net::buffer("h1", 2), net::buffer("b1", 2));
+    // The copy of the body may be changed in place before the flush: "bX" leaves as "b1".
+    auto body = cork.try_append(net::buffer("h1", 2), net::buffer("bX", 2));
+    appended_first = body && body->size() == 2;
+    if (body) static_cast<char*>(body->data())[1] = '1';
     cork.async_write_some(net::buffer("w2", 2),
                           [&](boost::system::error_code ec, std::size_t) { wrote_w2 = ec; });
-    appended_big = cork.try_append(net::const_buffer(), net::buffer(big));
+    appended_big = cork.try_append(net::const_buffer(), net::buffer(big)).has_value();
     refused_when_full = !cork.try_append(net::buffer("x", 1), net::const_buffer());
     cork.async_write_some(net::buffer("y", 1), [&](boost::system::error_code ec, std::size_t) {
       wrote_y = ec;

@@ -4,7 +4,6 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket.hpp>
-#include <boost/beast/websocket/detail/frame.hpp>
 #include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
@@ -19,6 +18,7 @@
 #include "transport/internal/http_serve.h"
 #include "transport/internal/ticket_keys.h"
 #include "transport/internal/tls_socket.h"
+#include "transport/internal/ws_frames.h"
 #include "transport/static_site.h"
 
 namespace parley::transport {
@@ -514,20 +514,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   }
 
   void write_next() {
-    // While the cork has room, each message goes into it at once as one unfragmented binary
-    // frame, its header written by Beast's own frame code: a Beast write operation per message
-    // cost as much as the rest of sending it. Beast's own frames (pongs, pings, the close) still
-    // go through its stream into the same buffer, each whole, so frames never interleave.
-    // Once the cork is full (or a flush failed), Beast's async_write takes over and waits.
+    // While the cork has room, each message goes into it at once (internal/ws_frames.h); once
+    // it is full (or a flush failed), Beast's async_write takes over and waits.
     while (!queue_.empty() && !read_done_ && ws_->is_open()) {
       const std::string& m = *queue_.front();
-      websocket::detail::frame_header fh{};
-      fh.op = websocket::detail::opcode::binary;
-      fh.fin = true;
-      fh.len = m.size();
-      websocket::detail::fh_buffer head;
-      websocket::detail::write(head, fh);
-      if (!ws_->next_layer().try_append(head.data(), net::buffer(m))) break;
+      if (!append_frame(ws_->next_layer(), m, false, std::nullopt)) break;
       queued_bytes_.fetch_sub(m.size());
       queue_.pop_front();
     }

@@ -105,18 +105,21 @@ class CorkStream {
 
   // The synchronous form of a write, for the owner's own framing: appends `head` then `body`
   // to the buffer as one piece and schedules the flush, when the buffer has room and no flush
-  // failed. False (nothing taken) otherwise: async_write_some then waits for room or reports
-  // the error. Saves a write operation and a posted completion per message.
-  bool try_append(boost::asio::const_buffer head, boost::asio::const_buffer body) {
+  // failed. Returns the copy of `body` in the buffer, which the caller may change in place
+  // until it returns to the executor (a WebSocket client masks it); nullopt (nothing taken)
+  // otherwise: async_write_some then waits for room or reports the error. Saves a write
+  // operation and a posted completion per message.
+  std::optional<boost::asio::mutable_buffer> try_append(boost::asio::const_buffer head,
+                                                        boost::asio::const_buffer body) {
     State& s = *st_;
-    if (s.error || s.gone || s.pending.size() >= kLimit) return false;
+    if (s.error || s.gone || s.pending.size() >= kLimit) return std::nullopt;
     const std::size_t at = s.pending.size();
     s.pending.resize(at + head.size() + body.size());
     char* out = s.pending.data() + at;
     if (head.size() != 0) std::memcpy(out, head.data(), head.size());
     if (body.size() != 0) std::memcpy(out + head.size(), body.data(), body.size());
     schedule_flush(st_);
-    return true;
+    return boost::asio::mutable_buffer(out + head.size(), body.size());
   }
 
   // Completes with void(error_code) once everything buffered has been written (or with the
