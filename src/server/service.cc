@@ -75,6 +75,7 @@ void Service::find_account(const std::string& folded_name,
 void Service::remember_account(const std::string& folded_name, AccountPtr account) {
   std::lock_guard<std::mutex> lock(accounts_mu_);
   accounts_[folded_name] = std::move(account);
+  accounts_generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 void Service::attach(std::int64_t account, std::uint32_t device,

@@ -7,6 +7,7 @@
 // session's own connection executor, or the io_context), so session logic never runs on the
 // store's thread.
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -81,6 +82,11 @@ class Service {
   AccountPtr cached_account(const std::string& folded_name);
   void find_account(const std::string& folded_name, std::function<void(Result<AccountPtr>)> done);
   void remember_account(const std::string& folded_name, AccountPtr account);
+  // Changes whenever remember_account() runs: an AccountPtr taken from the cache at one value is
+  // still the cached one while the value stays.
+  std::uint64_t accounts_generation() const {
+    return accounts_generation_.load(std::memory_order_acquire);
+  }
 
   // Presence. A device has at most one live session; a new login replaces (and closes) the old.
   void attach(std::int64_t account, std::uint32_t device, const std::shared_ptr<Session>& s);
@@ -110,6 +116,7 @@ class Service {
 
   std::mutex accounts_mu_;
   std::unordered_map<std::string, AccountPtr> accounts_;  // guarded by accounts_mu_
+  std::atomic<std::uint64_t> accounts_generation_{1};
 
   std::mutex presence_mu_;
   std::map<std::pair<std::int64_t, std::uint32_t>, std::weak_ptr<Session>> presence_;  // guarded

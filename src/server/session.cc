@@ -497,17 +497,33 @@ void Session::send_one(const wire::SendRequest& r, SendDone done) {
   if (bytes > service_.config().max_message_bytes) {
     return done(wire::kStatusTooLarge, "message too large", {});
   }
-  const auto me = who();
-  const AccountPtr sender = me.first;
-  const std::uint32_t sender_device = me.second;
+  const std::uint64_t generation = service_.accounts_generation();
+  AccountPtr sender, dest;
+  std::uint32_t sender_device = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sender = account_;
+    sender_device = device_id_;
+    if (last_destination_account_ && last_destination_generation_ == generation &&
+        last_destination_ == r.destination()) {
+      dest = last_destination_account_;
+    }
+  }
   if (!service_.account_sends().allow(std::to_string(sender->id), r.messages_size())) {
     wire::SendResult res;
     res.set_limit("rate");
     return done(wire::kStatusRateLimited, "send rate limit", res);
   }
+  if (dest) return send_to(r, *dest, *sender, sender_device, std::move(done));
   auto folded = fold_name(r.destination());
   if (!folded) return done(wire::kStatusNotFound, "no such account", {});
-  if (AccountPtr dest = service_.cached_account(*folded)) {
+  if ((dest = service_.cached_account(*folded))) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_destination_ = r.destination();
+      last_destination_account_ = dest;
+      last_destination_generation_ = generation;
+    }
     return send_to(r, *dest, *sender, sender_device, std::move(done));
   }
   auto self = shared_from_this();

@@ -122,6 +122,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool dirty_ = false;  // something was queued while we could not push it directly
   std::map<Bytes, std::size_t> unacked_;  // server id -> bytes
   std::size_t unacked_bytes_ = 0;
+  // The account this session last sent to, as named in the request, while the service's
+  // account cache has not changed since (Service::accounts_generation): a device mostly writes
+  // to the same few, and the shared cache's lock was contended by every io thread.
+  std::string last_destination_;
+  AccountPtr last_destination_account_;
+  std::uint64_t last_destination_generation_ = 0;
 };
 
 // Adapts a Session to the transport's handler interface (the transport owns the adapter; the

@@ -272,7 +272,9 @@ Result<wire::Push> TestClient::next_push(std::chrono::milliseconds timeout) {
 
 Result<wire::Response> TestClient::register_account(const std::string& name,
                                                     const std::string& invite,
-                                                    std::uint32_t pre_keys) {
+                                                    std::uint32_t pre_keys,
+                                                    const std::string& recovery_hash,
+                                                    const std::string& recovery_code) {
   name_ = name;
   wire::Request r;
   auto* reg = r.mutable_register_();
@@ -283,6 +285,8 @@ Result<wire::Response> TestClient::register_account(const std::string& name,
   auto sig = auth_.sign(wire::auth_transcript(as_bytes(challenge_.nonce()), folded, 1));
   reg->set_challenge_signature(std::string(as_chars(sig)));
   reg->set_invite_token(invite);
+  reg->set_recovery_hash(recovery_hash);
+  reg->set_recovery_code(recovery_code);
   reg->set_identity_key(fake_key(rng_));
   reg->set_registration_id(registration_id_);
   reg->mutable_signed_pre_key()->set_id(1);

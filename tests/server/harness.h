@@ -78,8 +78,12 @@ class TestClient {
   void disconnect();
 
   // Register / login on the current connection (after connect()).
+  // `recovery_hash` (SHA-256 of a recovery code) lets the account be recovered later: a
+  // registration of the same name that carries the code (`recovery_code`) replaces its devices.
   Result<wire::Response> register_account(const std::string& name, const std::string& invite = "",
-                                          std::uint32_t pre_keys = 10);
+                                          std::uint32_t pre_keys = 10,
+                                          const std::string& recovery_hash = "",
+                                          const std::string& recovery_code = "");
   Result<wire::Response> login();
   Result<wire::Response> login_as(const std::string& name, std::uint32_t device,
                                   const crypto::Ed25519KeyPair& key);

@@ -227,6 +227,31 @@ TEST_F(ServerTest, MismatchedAndStaleDevicesAreNamed) {
   EXPECT_EQ(alice->call(alice->make_send("bob", {{1, bob->registration_id()}}, "x"))->status(), 0u);
 }
 
+// A session remembers the account it last sent to, but never past a change of the server's
+// account cache: after the destination is recovered on a new device, the old registration id
+// is stale at once.
+TEST_F(ServerTest, ASendSeesTheDevicesOfAnAccountRecoveredSinceTheLastSend) {
+  start();
+  auto alice = registered("alice", 1);
+  const std::string code = "correct horse battery staple";
+  const auto hash = crypto::sha256(as_bytes(code));
+  const std::string recovery_hash(as_chars(ByteView(hash.data(), hash.size())));
+  auto bob = client(2);
+  ASSERT_EQ(bob->register_account("bob", "", 10, recovery_hash)->status(), 0u);
+  const std::map<std::uint32_t, std::uint32_t> old_device = {{1, bob->registration_id()}};
+  ASSERT_EQ(alice->call(alice->make_send("bob", old_device, "one"))->status(), 0u);
+  auto new_bob = client(3);
+  ASSERT_NE(new_bob->registration_id(), bob->registration_id());
+  ASSERT_EQ(new_bob->register_account("bob", "", 10, "", code)->status(), 0u);
+  auto stale = alice->call(alice->make_send("bob", old_device, "two"));
+  ASSERT_TRUE(stale.has_value());
+  EXPECT_EQ(stale->status(), 409u);
+  ASSERT_EQ(stale->send().mismatch().stale_devices_size(), 1);
+  EXPECT_EQ(
+      alice->call(alice->make_send("bob", {{1, new_bob->registration_id()}}, "three"))->status(),
+      0u);
+}
+
 TEST_F(ServerTest, DeliveryOnlineOfflineAckAndDedup) {
   start();
   auto alice = registered("alice", 1);
