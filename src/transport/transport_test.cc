@@ -442,6 +442,32 @@ TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
   EXPECT_LT(waited, 4s);
 }
 
+// A WebSocket peer that goes silent is pinged after half the idle timeout; one that answers
+// (a client that keeps reading answers pings by itself) stays, one that does not is closed at
+// the idle timeout. Both sides send nothing else meanwhile.
+TEST_F(TransportTest, AnIdlePeerIsPingedAndClosedOnlyWhenItDoesNotAnswer) {
+  options_.idle_timeout = 2s;
+  start();
+  auto answering = ws();
+  auto silent = ws();
+  ASSERT_TRUE(answering && silent);
+  expect_echo(*answering, "before");
+  expect_echo(*silent, "before");
+  // The silent client's io only runs inside its calls: it reads nothing and answers no ping.
+  // The answering one reads for three idle timeouts; nothing but pings comes.
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < 6s) {
+    auto got = answering->receive(200ms);
+    ASSERT_FALSE(got.has_value()) << "a message arrived: " << *got;
+    ASSERT_EQ(got.error().code(), ErrorCode::kUnavailable) << got.error().to_string();
+  }
+  EXPECT_EQ(shared_.closed.load(), 1);  // the silent one, after about 2 s
+  expect_echo(*answering, "after");
+  auto closed = silent->receive(3000ms);
+  ASSERT_FALSE(closed.has_value());
+  EXPECT_EQ(closed.error().code(), ErrorCode::kIo) << closed.error().to_string();
+}
+
 // The other way round: a server that takes the TCP connection and never answers the client's
 // hello. The client's TLS stream (a TlsSocket after the TCP connect) keeps connect_timeout for
 // the handshake, for the WebSocket and the HTTPS client alike.
