@@ -490,8 +490,7 @@ class WsClientImpl final : public WsClientCore,
   WsClientImpl(net::io_context& io, ClientOptions options, MessageHandler on_message,
                CloseHandler on_close)
       : options_(std::move(options)),
-        io_ex_(io.get_executor()),
-        ex_(io_ex_),
+        ex_(io.get_executor()),
         tls_ctx_(client_tls_context()),
         on_message_(std::move(on_message)),
         on_close_(std::move(on_close)),
@@ -506,7 +505,7 @@ class WsClientImpl final : public WsClientCore,
   void send(std::shared_ptr<const std::string> message) override {
     if (!message) return;
     // On the io_context's thread (a callback sending its answer): queue it now, in order.
-    if (io_ex_.running_in_this_thread()) return enqueue(std::move(message));
+    if (ex_.running_in_this_thread()) return enqueue(std::move(message));
     net::post(ex_, [self = this->shared_from_this(), m = std::move(message)]() mutable {
       self->enqueue(std::move(m));
     });
@@ -680,8 +679,7 @@ class WsClientImpl final : public WsClientCore,
   const ClientOptions options_;
   // The io_context runs on one thread (client.h), so it serializes a connection's work without
   // a strand, whose executor copies and posts took 9 % of the load generator's samples.
-  const net::io_context::executor_type io_ex_;
-  const net::any_io_executor ex_;
+  const net::io_context::executor_type ex_;
   std::shared_ptr<ssl::context> tls_ctx_;
   MessageHandler on_message_;
   CloseHandler on_close_;
