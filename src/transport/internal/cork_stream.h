@@ -41,8 +41,8 @@
 #include <boost/beast/core/role.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 
+#include <array>
 #include <cstddef>
-#include <cstring>
 #include <list>
 #include <memory>
 #include <optional>
@@ -113,12 +113,8 @@ class CorkStream {
                                                         boost::asio::const_buffer body) {
     State& s = *st_;
     if (s.error || s.gone || s.pending.size() >= kLimit) return std::nullopt;
-    const std::size_t at = s.pending.size();
-    s.pending.resize(at + head.size() + body.size());
-    char* out = s.pending.data() + at;
-    if (head.size() != 0) std::memcpy(out, head.data(), head.size());
-    if (body.size() != 0) std::memcpy(out + head.size(), body.data(), body.size());
-    schedule_flush(st_);
+    const std::array<boost::asio::const_buffer, 2> pieces{head, body};
+    char* out = append(st_, pieces);
     return boost::asio::mutable_buffer(out + head.size(), body.size());
   }
 
@@ -200,10 +196,7 @@ class CorkStream {
         wait(s, [op = std::move(op)]() mutable { start(std::move(op), true); });
         return;
       }
-      const std::size_t at = s.pending.size();
-      s.pending.resize(at + size);
-      boost::asio::buffer_copy(boost::asio::buffer(s.pending.data() + at, size), op.buffers_);
-      schedule_flush(op.st_);
+      append(op.st_, op.buffers_);
       op.complete(cont, boost::system::error_code{}, size);
     }
 
@@ -211,6 +204,19 @@ class CorkStream {
     std::shared_ptr<State> st_;
     ConstBuffers buffers_;
   };
+
+  // Copies `buffers` to the end of the pending bytes and schedules the flush (the caller has
+  // checked for room); returns where the copy begins.
+  template <class ConstBuffers>
+  static char* append(const std::shared_ptr<State>& st, const ConstBuffers& buffers) {
+    const std::size_t size = boost::asio::buffer_size(buffers);
+    const std::size_t at = st->pending.size();
+    st->pending.resize(at + size);
+    char* out = st->pending.data() + at;
+    boost::asio::buffer_copy(boost::asio::buffer(out, size), buffers);
+    schedule_flush(st);
+    return out;
+  }
 
   static bool may_flush(const State& s) { return !s.held || s.pending.size() >= kLimit; }
 
