@@ -90,11 +90,15 @@ std::string Stmt::column_text(int index) const {
 }
 
 Bytes Stmt::column_blob(int index) const {
+  const ByteView v = column_blob_view(index);
+  return Bytes(v.begin(), v.end());
+}
+
+ByteView Stmt::column_blob_view(int index) const {
   const void* p = sqlite3_column_blob(stmt_, index);
   int n = sqlite3_column_bytes(stmt_, index);
   if (p == nullptr || n <= 0) return {};
-  const auto* b = static_cast<const std::uint8_t*>(p);
-  return Bytes(b, b + n);
+  return ByteView(static_cast<const std::uint8_t*>(p), static_cast<std::size_t>(n));
 }
 
 bool Stmt::column_is_null(int index) const {

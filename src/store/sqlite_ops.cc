@@ -709,7 +709,7 @@ Status load_backend(Db& db, Backend& backend) {
       PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
       if (!row) break;
       if (!backend.queues.load_envelope({s.column_int(1), u32(s.column_int(2))}, s.column_int(0),
-                                        s.column_int(3), server_id_tag(s.column_blob(4)))) {
+                                        s.column_int(3), server_id_tag(s.column_blob_view(4)))) {
         return make_error(ErrorCode::kIo, "store: an envelope row is corrupt (negative size)");
       }
     }

@@ -49,6 +49,8 @@ class Stmt {
   std::int64_t column_int(int index) const;
   std::string column_text(int index) const;
   Bytes column_blob(int index) const;
+  // The same bytes without a copy, valid until the next step() or the end of this borrow.
+  ByteView column_blob_view(int index) const;
   bool column_is_null(int index) const;
 
  private:
