@@ -160,6 +160,13 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
       PARLEY_TRY(apply(std::string(section.str()) + "." + std::string(key.str()), value, config));
     }
   }
+  // A ping only keeps a quiet client if it goes out before the client counts as idle.
+  if (config.ping_interval_s != 0 && config.idle_timeout_s != 0 &&
+      config.ping_interval_s >= config.idle_timeout_s) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "config limits.ping_interval_s: must be below limits.idle_timeout_s (" +
+                          std::to_string(config.idle_timeout_s) + ")");
+  }
   return Status::ok();
 }
 

@@ -84,6 +84,28 @@ TEST(Config, TomlFileAndUnknownKeys) {
   EXPECT_FALSE(load_config_file(path, c).is_ok());
 }
 
+// ping_interval_s must be below idle_timeout_s, or no ping would go out before the idle
+// timeout cut a quiet client off; zero switches either off.
+TEST(Config, PingIntervalBelowIdleTimeout) {
+  const std::string path = ::testing::TempDir() + "/parleyd_ping.toml";
+  auto load = [&](const std::string& text, ServerConfig& c) {
+    std::ofstream(path) << "[limits]\n" << text << "\n";
+    return load_config_file(path, c);
+  };
+  ServerConfig c;
+  ASSERT_TRUE(load("idle_timeout_s = 60\nping_interval_s = 20", c).is_ok());
+  EXPECT_EQ(c.ping_interval_s, 20u);
+  ASSERT_TRUE(load("idle_timeout_s = 0\nping_interval_s = 500", c).is_ok());
+  ASSERT_TRUE(load("idle_timeout_s = 10\nping_interval_s = 0", c).is_ok());
+  for (const char* bad : {"idle_timeout_s = 60\nping_interval_s = 60",
+                          "ping_interval_s = 120"}) {  // the default idle_timeout_s is 120
+    ServerConfig fresh;
+    Status s = load(bad, fresh);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("ping_interval_s"), std::string::npos) << s.message();
+  }
+}
+
 TEST(Config, TlsTicketKeys) {
   const std::string path = ::testing::TempDir() + "/parleyd_tickets.toml";
   auto load = [&](const std::string& text, ServerConfig& c) {

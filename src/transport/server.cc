@@ -7,7 +7,9 @@
 #include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <list>
 #include <mutex>
@@ -227,7 +229,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   enum class Phase { kHttp, kWsHandshake, kWs, kBridge };
 
   Connection(std::shared_ptr<ServerState> st, tcp::socket sock)
-      : st_(std::move(st)), ex_(sock.get_executor()), close_timer_(ex_) {
+      : st_(std::move(st)), ex_(sock.get_executor()), timer_(ex_) {
     error_code ec;
     auto ep = sock.remote_endpoint(ec);
     if (!ec) remote_ip_ = ep.address().to_string();
@@ -409,13 +411,12 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     tls_->expires_never();  // the WebSocket's own timeouts apply from here
     ws_.emplace(std::move(tls_));
     ws_->next_layer().set_flush_executor(st_->flush_executor(ex_));
+    // Beast times the upgrade and the closing handshake only. Silence (pings and the idle
+    // timeout) is ours (keepalive()): Beast's would re-arm a timer on every read.
     websocket::stream_base::timeout to{};
     to.handshake_timeout = opt.handshake_timeout;
-    to.idle_timeout = opt.idle_timeout.count() > 0
-                          ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                opt.idle_timeout)
-                          : websocket::stream_base::none();
-    to.keep_alive_pings = opt.ping_interval.count() > 0;
+    to.idle_timeout = websocket::stream_base::none();
+    to.keep_alive_pings = false;
     ws_->set_option(to);
     ws_->set_option(websocket::permessage_deflate{});  // off
     ws_->set_option(websocket::stream_base::decorator(
@@ -445,6 +446,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       co_return;
     }
     phase_ = Phase::kWs;
+    keepalive();
     guarded([&] { handler_->on_open(shared_from_this()); });
     beast::flat_buffer buffer;
     for (;;) {
@@ -468,6 +470,48 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     finish_ws();
   }
 
+  // Pings and the idle timeout, timed by one timer that wakes only when something is due
+  // (never per read): the socket stamps each read with a coarse time (TlsSocket::last_read).
+  // A peer silent for ping_interval is pinged, and again every ping_interval while it stays
+  // silent; its pong is a read. One silent for idle_timeout is cut off. Either set to zero is off.
+  void keepalive() {
+    if (close_started_ || read_done_) return;
+    const ServerOptions& opt = st_->options;
+    if (opt.idle_timeout.count() <= 0 && opt.ping_interval.count() <= 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    const auto heard = ws_->next_layer().next_layer().last_read();
+    auto next = std::chrono::steady_clock::time_point::max();
+    if (opt.idle_timeout.count() > 0) {
+      if (now - heard >= opt.idle_timeout) {
+        error_code ignored;
+        beast::get_lowest_layer(*ws_).close(ignored);  // the pending read fails: finish_ws
+        return;
+      }
+      next = heard + opt.idle_timeout;
+    }
+    if (opt.ping_interval.count() > 0) {
+      auto due = std::max(heard, last_ping_) + opt.ping_interval;
+      if (now >= due) {
+        ping();
+        last_ping_ = now;
+        due = now + opt.ping_interval;
+      }
+      next = std::min(next, due);
+    }
+    timer_.expires_at(next);
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->keepalive();
+    });
+  }
+
+  void ping() {
+    if (ping_in_flight_)
+      return;  // stuck behind a write the peer does not read: the idle
+               // timeout (or the slow-reader limit) ends it
+    ping_in_flight_ = true;
+    ws_->async_ping({}, [self = shared_from_this()](error_code) { self->ping_in_flight_ = false; });
+  }
+
   template <typename F>
   void guarded(F&& f) {
     try {
@@ -483,7 +527,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     closing_.store(true);
     close_started_ = true;
     error_code ignored;
-    close_timer_.cancel();
+    timer_.cancel();
     beast::get_lowest_layer(*ws_).close(ignored);
     drop_queued(writing_);
     if (handler_ && !handler_closed_) {
@@ -554,8 +598,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     close_reason_ = websocket::close_reason(code, reason.substr(0, 120));
     if (drop) drop_queued(writing_);
     // A peer that stops reading would hold the close frame behind a stuck write for ever.
-    close_timer_.expires_after(st_->options.handshake_timeout);
-    close_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    timer_.expires_after(st_->options.handshake_timeout);
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
       if (ec || self->read_done_) return;
       error_code ignored;
       beast::get_lowest_layer(*self->ws_).close(ignored);
@@ -594,7 +638,10 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   bool close_sent_ = false;
   bool read_done_ = false;
   websocket::close_reason close_reason_;
-  net::steady_timer close_timer_;
+  // Keep-alive while the WebSocket is open (keepalive()), then the close's deadline (do_close).
+  net::steady_timer timer_;
+  std::chrono::steady_clock::time_point last_ping_{};
+  bool ping_in_flight_ = false;
 
   // Shared with other threads.
   std::atomic<bool> closing_{false};

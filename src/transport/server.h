@@ -105,9 +105,9 @@ struct ServerOptions {
   std::size_t write_queue_limit = 1024 * 1024;   // bytes queued per connection
   std::size_t max_connections = 19000;
   std::chrono::seconds handshake_timeout{10};
-  std::chrono::seconds idle_timeout{120};        // no frame at all (pings count)
-  std::chrono::seconds ping_interval{30};        // 0: no pings. Beast pings after
-                                                 // idle_timeout / 2 of silence (see server.cc)
+  std::chrono::seconds idle_timeout{120};  // nothing read at all (pongs count); 0: none
+  std::chrono::seconds ping_interval{30};  // a WebSocket silent this long is pinged, and
+                                           // again each interval while silent; 0: none
   std::string server_header;  // "Server" response header; empty: none (the WebSocket 101
                               // response then carries an empty one)
   // Bridge mode (parleyd --bridge-to, docs/operations.md): a request on ws_path with WebSocket

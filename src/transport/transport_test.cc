@@ -21,6 +21,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "crypto/x509.h"
 #include "transport/client.h"
@@ -442,11 +443,12 @@ TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
   EXPECT_LT(waited, 4s);
 }
 
-// A WebSocket peer that goes silent is pinged after half the idle timeout; one that answers
-// (a client that keeps reading answers pings by itself) stays, one that does not is closed at
-// the idle timeout. Both sides send nothing else meanwhile.
+// A WebSocket peer that goes silent is pinged after ping_interval; one that answers (a client
+// that keeps reading answers pings by itself) stays, one that does not is closed at the idle
+// timeout. Both sides send nothing else meanwhile.
 TEST_F(TransportTest, AnIdlePeerIsPingedAndClosedOnlyWhenItDoesNotAnswer) {
   options_.idle_timeout = 2s;
+  options_.ping_interval = 1s;
   start();
   auto answering = ws();
   auto silent = ws();
@@ -466,6 +468,60 @@ TEST_F(TransportTest, AnIdlePeerIsPingedAndClosedOnlyWhenItDoesNotAnswer) {
   auto closed = silent->receive(3000ms);
   ASSERT_FALSE(closed.has_value());
   EXPECT_EQ(closed.error().code(), ErrorCode::kIo) << closed.error().to_string();
+}
+
+// The pings keep to ping_interval: a peer that upgrades and then reads without ever answering
+// is pinged about every second and cut off at the 4 s idle timeout, nothing else arriving.
+// A raw TLS peer, so that nothing answers the pings behind the test's back.
+TEST_F(TransportTest, ASilentPeerIsPingedEveryIntervalUntilTheIdleTimeout) {
+  options_.idle_timeout = 4s;
+  options_.ping_interval = 1s;
+  start();
+  test_support::TlsPeer peer;
+  ASSERT_EQ(peer.connect(server_->port()), "");
+  const std::string upgrade =
+      "GET " + std::string(kWsPath) +
+      " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\n\r\n";
+  ASSERT_EQ(SSL_write(peer.ssl(), upgrade.data(), static_cast<int>(upgrade.size())),
+            static_cast<int>(upgrade.size()));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string in;
+  std::vector<std::chrono::steady_clock::duration> pings;
+  bool upgraded = false;
+  char buf[4096];
+  for (int i = 0; i < 100; ++i) {  // ends when the server closes (or 10 s pass without a byte)
+    const int n = SSL_read(peer.ssl(), buf, sizeof buf);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+    if (!upgraded) {
+      const auto end = in.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
+      in.erase(0, end + 4);
+      upgraded = true;
+    }
+    // The server's frames are unmasked; these are all small (one length byte).
+    while (in.size() >= 2 && in.size() >= 2u + (static_cast<unsigned char>(in[1]) & 0x7f)) {
+      const int opcode = in[0] & 0x0f;
+      ASSERT_EQ(opcode, 0x9) << "only pings were expected";
+      pings.push_back(std::chrono::steady_clock::now() - t0);
+      in.erase(0, 2u + (static_cast<unsigned char>(in[1]) & 0x7f));
+    }
+  }
+  const auto closed = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(upgraded);
+  // At about 1, 2 and 3 s; the close at 4 s comes before a fourth. Beast's own keep-alive sent
+  // one, at half the idle timeout.
+  ASSERT_GE(pings.size(), 2u);
+  EXPECT_LE(pings.size(), 4u);
+  EXPECT_GE(pings[0], 800ms);
+  EXPECT_GE(pings[1] - pings[0], 800ms);
+  EXPECT_LT(pings[1] - pings[0], 1800ms);
+  EXPECT_GE(closed, 3800ms);
+  EXPECT_LT(closed, 7s);
+  EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }, 5000ms));
 }
 
 // The other way round: a server that takes the TCP connection and never answers the client's

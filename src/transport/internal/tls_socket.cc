@@ -196,6 +196,7 @@ TlsSocket::Step TlsSocket::step(Kind kind, void* data, std::size_t size) {
   }
   if (ret == 1) {
     r.n = n;
+    if (kind == Kind::kRead) last_read_ = coarse_now();
     return r;
   }
   const int saved_errno = errno;  // set by the BIO (cleared below before each call)

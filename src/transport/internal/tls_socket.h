@@ -36,6 +36,7 @@
 #include <memory>
 
 #include "base/result.h"
+#include "transport/internal/coarse_clock.h"
 
 namespace parley::transport::internal {
 
@@ -70,6 +71,9 @@ class TlsSocket {
   // were already in hand (in OpenSSL's buffer or read from the socket) and its completion is
   // queued. CorkStream holds a flush back while this is so (cork_stream.h).
   bool read_ready() const { return read_in_hand_; }
+  // When the last read returned bytes (or the socket was made, before any): a coarse time
+  // (coarse_clock.h), for keep-alive and idle checks that must not cost a timer per read.
+  std::chrono::steady_clock::time_point last_read() const { return last_read_; }
 
   // void(error_code)
   template <class Handler>
@@ -197,6 +201,7 @@ class TlsSocket {
   SSL* ssl_;
   // A read op runs or its completion is queued, not waiting for the socket (read_ready()).
   bool read_in_hand_ = false;
+  std::chrono::steady_clock::time_point last_read_ = coarse_now();
   // Shared with the deadline timer's handler: `generation` tells a stale expiry (the deadline
   // was moved after the timer fired) from a real one; `alive` is false once the socket is gone.
   struct Deadline {
