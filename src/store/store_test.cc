@@ -1497,6 +1497,30 @@ TEST_F(AckRunsTest, AcknowledgementsFasterThanRunsLeaveNoMoreThanTheCountWaiting
   EXPECT_EQ(count_rows(path_, "acked"), 2);
 }
 
+// A run deletes envelope rows by the acked table's range. A seq in that range that the store
+// never acknowledged (written behind its back) fails the run and deletes nothing: the envelope
+// it names is still queued and is still delivered.
+TEST_F(AckRunsTest, ARunRefusesAnAckedTableThatDiffersFromMemory) {
+  const auto [a, ids, seqs] = open_and_send(10);
+  ASSERT_EQ(ids.size(), 10u);
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    const std::string sql = "INSERT INTO acked (seq) VALUES (" + std::to_string(seqs[1]) + ")";
+    ASSERT_TRUE((*db)->exec(sql.c_str(), "test").is_ok());
+  }
+  // Four acknowledged: the run after that batch would take seqs 0 and 2, but the table's range
+  // up to seq 2 also holds seq 1.
+  EXPECT_EQ(*ack(a.id, 1, {ids[0], ids[2], ids[3], ids[4]}), 4u);
+  const auto queued = fetch(a.id, 1);
+  EXPECT_GE(store_->stats().failed_ack_flushes, 1u);
+  EXPECT_EQ(store_->stats().acked_pending, 4u);
+  EXPECT_EQ(count_rows(path_, "envelopes"), 10);
+  EXPECT_EQ(count_rows(path_, "acked"), 5);
+  ASSERT_EQ(queued.size(), 6u);
+  EXPECT_EQ(queued[0].seq, seqs[1]);
+}
+
 TEST_F(StoreTest, AnIdleStoreDeletesAcknowledgedRowsAfterTheDelay) {
   internal::SqliteOptions o;
   o.ack_flush_delay = std::chrono::milliseconds(50);
