@@ -450,26 +450,49 @@ Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_
   return out;
 }
 
+namespace {
+
+// Writes `seqs` into the acked table, sixteen rows a statement while that many are left (a
+// statement per row cost more than its insert).
+Status record_acked(Db& db, std::span<const std::int64_t> seqs) {
+  constexpr std::size_t kRows = 16;
+  while (seqs.size() >= kRows) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, db.prepare("INSERT INTO acked (seq) VALUES (?1), (?2), (?3), (?4), (?5), (?6), "
+                           "(?7), (?8), (?9), (?10), (?11), (?12), (?13), (?14), (?15), (?16)",
+                           "record acknowledgements"));
+    for (std::size_t i = 0; i < kRows; ++i) s.bind(static_cast<int>(i + 1), seqs[i]);
+    PARLEY_TRY(s.run());
+    seqs = seqs.subspan(kRows);
+  }
+  for (std::int64_t seq : seqs) {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, db.prepare("INSERT INTO acked (seq) VALUES (?1)", "record acknowledgement"));
+    s.bind(1, seq);
+    PARLEY_TRY(s.run());
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
                              const std::vector<Bytes>& server_ids) {
   const QueueKey key{account_id, device_id};
   std::uint32_t count = 0;
+  const std::size_t first_acked = tx.acked_added.size();
   for (const Bytes& id : server_ids) {
     bool taken = false;
     if (id.size() == kServerIdSize) {
       // The first 8 bytes are the seq. The index says whether this device's queue holds it
       // with the id's other 8 bytes (so the whole id and the device are checked without reading
       // the row), and tells an envelope already acknowledged (its row may still be there) from
-      // one still queued. The seq goes to the acked table and the row is deleted later with
-      // others (delete_acked).
+      // one still queued. The seq goes to the acked table (below) and the row is deleted later
+      // with others (delete_acked).
       std::uint64_t seq = 0;
       for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | id[i];
       const auto s64 = static_cast<std::int64_t>(seq & 0x7fffffffffffffffull);
       if (tx.backend.queues.contains(key, s64, server_id_tag(id))) {
-        PARLEY_ASSIGN_OR_RETURN(Stmt log, tx.db.prepare("INSERT INTO acked (seq) VALUES (?1)",
-                                                        "record acknowledgement"));
-        log.bind(1, s64);
-        PARLEY_TRY(log.run());
         forget_envelope(tx, key, s64);
         tx.acked_added.push_back(s64);
         taken = true;
@@ -494,6 +517,8 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
     }
     if (taken) ++count;
   }
+  PARLEY_TRY(
+      record_acked(tx.db, std::span<const std::int64_t>(tx.acked_added).subspan(first_acked)));
   return count;
 }
 

@@ -1497,6 +1497,29 @@ TEST_F(AckRunsTest, AcknowledgementsFasterThanRunsLeaveNoMoreThanTheCountWaiting
   EXPECT_EQ(count_rows(path_, "acked"), 2);
 }
 
+// One acknowledgement of many ids (the table takes them sixteen rows a statement, the rest
+// one by one): each counts once, a repeated one not again.
+TEST_F(AckRunsTest, AnAcknowledgementOfManyIdsRecordsEachOnce) {
+  const auto [a, ids, seqs] = open_and_send(40);
+  ASSERT_EQ(ids.size(), 40u);
+  std::vector<Bytes> some(ids.begin(), ids.begin() + 34);
+  some.push_back(ids[5]);
+  EXPECT_EQ(*ack(a.id, 1, some), 34u);
+  // The run after the ack's batch leaves four (ack_flush_count), the one after the first
+  // fetch's two (the second fetch waits for it).
+  ASSERT_EQ(fetch(a.id, 1).size(), 6u);
+  const auto queued = fetch(a.id, 1);
+  ASSERT_EQ(queued.size(), 6u);
+  EXPECT_EQ(queued[0].seq, seqs[34]);
+  EXPECT_EQ(store_->stats().acked_pending, 2u);
+  EXPECT_EQ(count_rows(path_, "acked"), 2);
+  EXPECT_EQ(count_rows(path_, "envelopes"), 8);
+  store_->close();
+  EXPECT_EQ(count_rows(path_, "envelopes"), 6);
+  open();
+  EXPECT_EQ(fetch(a.id, 1).size(), 6u);
+}
+
 // A run deletes envelope rows by the acked table's range. A seq in that range that the store
 // never acknowledged (written behind its back) fails the run and deletes nothing: the envelope
 // it names is still queued and is still delivered.
