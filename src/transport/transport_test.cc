@@ -594,6 +594,31 @@ TEST_F(TransportTest, ARequestThatArrivesInPiecesIsServed) {
   EXPECT_NE(response.find("<html"), std::string::npos);
 }
 
+// TLS 1.3 suites: AES-128-GCM-SHA256 by the server's order, whatever the client lists first
+// (OpenSSL's clients list AES-256 first), except ChaCha20-Poly1305 for a client that lists it
+// first (no AES instructions).
+TEST_F(TransportTest, TheServerChoosesAes128UnlessTheClientPutsChaChaFirst) {
+  start();
+  auto suite = [&](const char* offered) -> std::string {
+    const int fd = test_support::connect_loopback(server_->port(), 5);
+    if (fd < 0) return "connect failed";
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_ciphersuites(ctx, offered);
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    std::string name = SSL_connect(ssl) == 1 ? SSL_get_cipher_name(ssl) : "handshake failed";
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ::close(fd);
+    return name;
+  };
+  EXPECT_EQ(suite("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+            "TLS_AES_128_GCM_SHA256");
+  EXPECT_EQ(suite("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+            "TLS_CHACHA20_POLY1305_SHA256");
+  EXPECT_EQ(suite("TLS_AES_256_GCM_SHA384"), "TLS_AES_256_GCM_SHA384");
+}
+
 TEST_F(TransportTest, AsyncClientEcho) {
   start();
   boost::asio::io_context io;
