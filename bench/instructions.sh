@@ -15,12 +15,15 @@
 #   server-throughput  parleyd under callgrind for 10 s of the throughput scenario (100 pairs);
 #                      prints instructions per message pushed (parley_messages_pushed_total
 #                      read from /metrics before and after)
+#   server-handshake   parleyd under callgrind for 8 s of the handshake scenario's first phase
+#                      (full TLS + WebSocket handshakes, 64 at once); prints instructions per
+#                      full handshake (parley_tls_handshakes_total{outcome="full"})
 # The callgrind file is kept (its path is printed) for callgrind_annotate.
 # Needs valgrind (apt-get install valgrind), and ss (iproute2) for server-throughput.
 set -euo pipefail
 
 usage() {
-  sed -n '2,20p' "$0" >&2
+  sed -n '2,23p' "$0" >&2
   exit 2
 }
 [[ $# -eq 2 ]] || usage
@@ -60,13 +63,15 @@ valgrind_pid() {
   return 1
 }
 
-# parley_messages_pushed_total from the admin listener of process `pid`.
-pushed_total() {
-  local pid=$1 port body
+# The value of metric `name` (its whole name, labels included) from the admin listener of
+# process `pid`.
+metric() {
+  local pid=$1 name=$2 port body value
   for port in $(ss -ltnp | grep "pid=$pid," | grep -oE '127\.0\.0\.1:[0-9]+' | cut -d: -f2); do
     body=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null || true)
-    if grep -q '^parley_messages_pushed_total' <<<"$body"; then
-      awk '/^parley_messages_pushed_total/ {print $2}' <<<"$body"
+    value=$(awk -v n="$name" '$1 == n {print $2; exit}' <<<"$body")
+    if [[ -n "$value" ]]; then
+      echo "$value"
       return 0
     fi
   done
@@ -110,14 +115,35 @@ case "$what" in
     wait_for 'registered' 3000
     sleep 6  # the pairs log in and the load settles
     pid=$(valgrind_pid "$parleyd")
-    before=$(pushed_total "$pid")
+    before=$(metric "$pid" parley_messages_pushed_total)
     callgrind_control -i on "$pid" >/dev/null 2>&1
     sleep 10
     callgrind_control -i off "$pid" >/dev/null 2>&1
-    after=$(pushed_total "$pid")
+    after=$(metric "$pid" parley_messages_pushed_total)
     callgrind_control -d throughput "$pid" >/dev/null 2>&1
     count=$((after - before))
     unit="message pushed"
+    ;;
+  server-handshake)
+    printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${vg[*]}" "$parleyd" >"$work/parleyd"
+    chmod +x "$work/parleyd"
+    timeout 900 "$load" --parleyd "$work/parleyd" --scenario handshake --seconds 20 >"$out" 2>&1 &
+    run=$!
+    wait_for '^== handshake' 3000
+    sleep 4  # parleyd starts under valgrind and the first handshakes run
+    pid=$(valgrind_pid "$parleyd")
+    full='parley_tls_handshakes_total{outcome="full"}'
+    before=$(metric "$pid" "$full")
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    sleep 8
+    callgrind_control -i off "$pid" >/dev/null 2>&1
+    after=$(metric "$pid" "$full")
+    callgrind_control -d handshake "$pid" >/dev/null 2>&1
+    count=$((after - before))
+    unit="full handshake"
+    # The later phases restart parleyd; they are not measured.
+    kill "$run" 2>/dev/null || true
+    pkill -f "valgrind.*$parleyd" 2>/dev/null || true
     ;;
   *) usage ;;
 esac
