@@ -276,7 +276,8 @@ int run(server::ServerConfig cfg) {
         [&](const std::string& method, const std::string& target) -> transport::AdminResponse {
           if (method == "GET" && target == "/metrics") {
             return {200, "text/plain; version=0.0.4",
-                    metrics.render_prometheus((*store)->stats(), server->tls_handshakes())};
+                    metrics.render_prometheus((*store)->stats(), server->tls_handshakes(),
+                                              server->keepalive_counts())};
           }
           if (method == "POST" && target == "/invite") {
             auto token = mint_invite(**store, rng, clock);

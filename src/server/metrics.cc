@@ -59,7 +59,8 @@ void Metrics::count_response(std::uint32_t status) {
 }
 
 std::string Metrics::render_prometheus(const store::Stats& s,
-                                       const transport::Server::TlsHandshakes& tls) const {
+                                       const transport::Server::TlsHandshakes& tls,
+                                       const transport::Server::KeepAliveCounts& keepalive) const {
   std::string out;
   auto line = [&out](std::string_view name, std::string_view type, std::string_view help,
                      auto value) {
@@ -133,6 +134,11 @@ std::string Metrics::render_prometheus(const store::Stats& s,
     out += std::string("parley_tls_handshakes_total{outcome=\"") + outcome + "\"} " +
            std::to_string(n) + "\n";
   }
+  line("parley_ws_pings_total", "counter",
+       "Pings sent to WebSocket peers silent for ping_interval_s.", keepalive.pings);
+  line("parley_ws_idle_closes_total", "counter",
+       "WebSocket connections cut after idle_timeout_s without a byte from the peer.",
+       keepalive.idle_closes);
   return out;
 }
 

@@ -34,7 +34,8 @@ struct Metrics {
 
   void count_response(std::uint32_t status);
   std::string render_prometheus(const store::Stats& store,
-                                const transport::Server::TlsHandshakes& tls) const;
+                                const transport::Server::TlsHandshakes& tls,
+                                const transport::Server::KeepAliveCounts& keepalive) const;
 };
 
 }  // namespace parley::server

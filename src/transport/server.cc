@@ -121,6 +121,7 @@ struct ServerState {
   HttpFiles* const files;
   std::atomic<std::size_t> connections{0};
   std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
+  std::atomic<std::uint64_t> pings{0}, idle_closes{0};
 
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
@@ -494,6 +495,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     auto next = std::chrono::steady_clock::time_point::max();
     if (opt.idle_timeout.count() > 0) {
       if (now - heard >= opt.idle_timeout) {
+        st_->idle_closes.fetch_add(1, std::memory_order_relaxed);
         error_code ignored;
         beast::get_lowest_layer(*ws_).close(ignored);  // the pending read fails: finish_ws
         return;
@@ -520,6 +522,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       return;  // stuck behind a write the peer does not read: the idle
                // timeout (or the slow-reader limit) ends it
     ping_in_flight_ = true;
+    st_->pings.fetch_add(1, std::memory_order_relaxed);
     ws_->async_ping({}, [self = shared_from_this()](error_code) { self->ping_in_flight_ = false; });
   }
 
@@ -719,6 +722,9 @@ class ServerImpl final : public Server {
   std::size_t connection_count() const override { return st_->connections.load(); }
   TlsHandshakes tls_handshakes() const override {
     return {st_->tls_full.load(), st_->tls_resumed.load(), st_->tls_failed.load()};
+  }
+  KeepAliveCounts keepalive_counts() const override {
+    return {st_->pings.load(), st_->idle_closes.load()};
   }
   Result<bool> rotate_ticket_keys() override {
     if (!st_->ticket_keys) return false;

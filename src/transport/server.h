@@ -144,6 +144,13 @@ class Server {
     std::uint64_t failed = 0;
   };
   virtual TlsHandshakes tls_handshakes() const = 0;
+  // WebSocket keep-alive since the start: pings sent to silent peers (ping_interval), and
+  // connections cut at the idle timeout.
+  struct KeepAliveCounts {
+    std::uint64_t pings = 0;
+    std::uint64_t idle_closes = 0;
+  };
+  virtual KeepAliveCounts keepalive_counts() const = 0;
   // Begins a new ticket key when the newest has sealed tickets for ticket_key_rotation (the
   // caller runs this now and then; parleyd from its housekeeping). Returns whether it did; kIo
   // when ticket_key_file could not be written (the new key is used all the same). False when

@@ -522,6 +522,8 @@ TEST_F(TransportTest, ASilentPeerIsPingedEveryIntervalUntilTheIdleTimeout) {
   EXPECT_GE(closed, 3800ms);
   EXPECT_LT(closed, 7s);
   EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }, 5000ms));
+  EXPECT_EQ(server_->keepalive_counts().pings, pings.size());
+  EXPECT_EQ(server_->keepalive_counts().idle_closes, 1u);
 }
 
 // The other way round: a server that takes the TCP connection and never answers the client's

@@ -732,6 +732,9 @@ TEST_F(ServerTest, MetricsAndGracefulDrain) {
         "parley_store_writer_checkpoints_total 0\n"}) {
     EXPECT_NE(metrics->find(counter), std::string::npos) << counter;
   }
+  for (const char* counter : {"parley_ws_pings_total 0\n", "parley_ws_idle_closes_total 0\n"}) {
+    EXPECT_NE(metrics->find(counter), std::string::npos) << counter;
+  }
   // alice's was the client's first handshake with this server; bob's resumes its ticket.
   EXPECT_NE(metrics->find("parley_tls_handshakes_total{outcome=\"full\"} 1\n"), std::string::npos)
       << *metrics;
