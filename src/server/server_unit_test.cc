@@ -84,13 +84,19 @@ TEST(Config, TomlFileAndUnknownKeys) {
   EXPECT_FALSE(load_config_file(path, c).is_ok());
 }
 
+// Loads a config file (under the test's temporary directory) of one [section] holding `text`.
+Status load_section(const std::string& file, const std::string& section, const std::string& text,
+                    ServerConfig& c) {
+  const std::string path = ::testing::TempDir() + "/" + file;
+  std::ofstream(path) << "[" << section << "]\n" << text << "\n";
+  return load_config_file(path, c);
+}
+
 // ping_interval_s must be below idle_timeout_s, or no ping would go out before the idle
 // timeout cut a quiet client off; zero switches either off.
 TEST(Config, PingIntervalBelowIdleTimeout) {
-  const std::string path = ::testing::TempDir() + "/parleyd_ping.toml";
-  auto load = [&](const std::string& text, ServerConfig& c) {
-    std::ofstream(path) << "[limits]\n" << text << "\n";
-    return load_config_file(path, c);
+  auto load = [](const std::string& text, ServerConfig& c) {
+    return load_section("parleyd_ping.toml", "limits", text, c);
   };
   ServerConfig c;
   ASSERT_TRUE(load("idle_timeout_s = 60\nping_interval_s = 20", c).is_ok());
@@ -107,10 +113,8 @@ TEST(Config, PingIntervalBelowIdleTimeout) {
 }
 
 TEST(Config, TlsTicketKeys) {
-  const std::string path = ::testing::TempDir() + "/parleyd_tickets.toml";
-  auto load = [&](const std::string& text, ServerConfig& c) {
-    std::ofstream(path) << "[server]\n" << text << "\n";
-    return load_config_file(path, c);
+  auto load = [](const std::string& text, ServerConfig& c) {
+    return load_section("parleyd_tickets.toml", "server", text, c);
   };
   ServerConfig c;
   EXPECT_EQ(c.tls_tickets, TlsTickets::kFile);
