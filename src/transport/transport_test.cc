@@ -443,6 +443,12 @@ TEST_F(TransportTest, SilentPeerIsClosedAtTheHandshakeTimeout) {
   EXPECT_LT(waited, 4s);
 }
 
+std::string ws_upgrade_request() {
+  return "GET " + std::string(kWsPath) +
+         " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+}
+
 // A WebSocket peer that goes silent is pinged after ping_interval; one that answers (a client
 // that keeps reading answers pings by itself) stays, one that does not is closed at the idle
 // timeout. Both sides send nothing else meanwhile.
@@ -479,11 +485,7 @@ TEST_F(TransportTest, ASilentPeerIsPingedEveryIntervalUntilTheIdleTimeout) {
   start();
   test_support::TlsPeer peer;
   ASSERT_EQ(peer.connect(server_->port()), "");
-  const std::string upgrade =
-      "GET " + std::string(kWsPath) +
-      " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-      "Sec-WebSocket-Version: 13\r\n\r\n";
+  const std::string upgrade = ws_upgrade_request();
   ASSERT_EQ(SSL_write(peer.ssl(), upgrade.data(), static_cast<int>(upgrade.size())),
             static_cast<int>(upgrade.size()));
   const auto t0 = std::chrono::steady_clock::now();
@@ -841,12 +843,6 @@ TEST_F(TransportTest, AMalformedTicketKeyFileStopsTheStartAndIsLeftAlone) {
       << server.error().message();
   std::ifstream in(path);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bad);
-}
-
-std::string ws_upgrade_request() {
-  return "GET " + std::string(kWsPath) +
-         " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 }
 
 std::string masked_frame(std::uint8_t opcode, std::string_view payload) {
