@@ -41,8 +41,8 @@ Result<RegistrationPolicy> parse_policy(std::string_view name) {
 
 namespace {
 
-Status bad_key(const std::string& key, const char* why) {
-  return make_error(ErrorCode::kInvalidArgument, "config " + key + ": " + why);
+Status bad_key(const std::string& key, std::string_view why) {
+  return make_error(ErrorCode::kInvalidArgument, "config " + key + ": " + std::string(why));
 }
 
 template <typename T>
@@ -163,9 +163,8 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
   // A ping only keeps a quiet client if it goes out before the client counts as idle.
   if (config.ping_interval_s != 0 && config.idle_timeout_s != 0 &&
       config.ping_interval_s >= config.idle_timeout_s) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "config limits.ping_interval_s: must be below limits.idle_timeout_s (" +
-                          std::to_string(config.idle_timeout_s) + ")");
+    return bad_key("limits.ping_interval_s", "must be below limits.idle_timeout_s (" +
+                                                 std::to_string(config.idle_timeout_s) + ")");
   }
   return Status::ok();
 }
