@@ -420,7 +420,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   net::awaitable<void> ws_session(http::request<http::empty_body> req) {
     const ServerOptions& opt = st_->options;
     phase_ = Phase::kWsHandshake;
-    tls_->expires_never();  // the WebSocket's own timeouts apply from here
+    tls_->expires_never();  // from here Beast times the handshakes, keepalive() the silence
     ws_.emplace(std::move(tls_));
     ws_->next_layer().set_flush_executor(st_->flush_executor(ex_));
     // Beast times the upgrade and the closing handshake only. Silence (pings and the idle
@@ -518,9 +518,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   }
 
   void ping() {
-    if (ping_in_flight_)
-      return;  // stuck behind a write the peer does not read: the idle
-               // timeout (or the slow-reader limit) ends it
+    // Still stuck behind a write the peer does not read: the idle timeout (or the slow-reader
+    // limit) ends the connection.
+    if (ping_in_flight_) return;
     ping_in_flight_ = true;
     st_->pings.fetch_add(1, std::memory_order_relaxed);
     ws_->async_ping({}, [self = shared_from_this()](error_code) { self->ping_in_flight_ = false; });

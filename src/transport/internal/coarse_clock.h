@@ -1,7 +1,7 @@
 #pragma once
 // Internal to src/transport: steady_clock's time read from CLOCK_MONOTONIC_COARSE, the kernel's
 // last timer tick (a few milliseconds old at most). Cheap enough to stamp every read with: the
-// vDSO returns it without reading the clock source, which on a VM can cost a trap.
+// vDSO returns the tick's time without reading the clock source.
 
 #include <time.h>
 
