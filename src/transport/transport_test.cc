@@ -604,16 +604,11 @@ TEST_F(TransportTest, ARequestThatArrivesInPiecesIsServed) {
 TEST_F(TransportTest, TheServerChoosesAes128UnlessTheClientPutsChaChaFirst) {
   start();
   auto suite = [&](const char* offered) -> std::string {
-    const int fd = test_support::connect_loopback(server_->port(), 5);
-    if (fd < 0) return "connect failed";
-    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_ciphersuites(ctx, offered);
-    SSL* ssl = SSL_new(ctx);
-    SSL_set_fd(ssl, fd);
-    std::string name = SSL_connect(ssl) == 1 ? SSL_get_cipher_name(ssl) : "handshake failed";
-    SSL_free(ssl);
-    SSL_CTX_free(ctx);
-    ::close(fd);
+    test_support::TlsPeer peer;
+    const std::string failed = peer.connect(server_->port(), offered);
+    if (!failed.empty()) return failed;
+    std::string name = SSL_get_cipher_name(peer.ssl());
+    peer.end(false);
     return name;
   };
   EXPECT_EQ(suite("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),

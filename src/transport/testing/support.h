@@ -69,13 +69,18 @@ class TlsPeer {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  // Connects to 127.0.0.1:port and completes the handshake: "" or what failed.
-  std::string connect(std::uint16_t port) {
+  // Connects to 127.0.0.1:port and completes the handshake: "" or what failed. `tls13_suites`,
+  // when given, replaces OpenSSL's list of TLS 1.3 suites to offer.
+  std::string connect(std::uint16_t port, const char* tls13_suites = nullptr) {
     fd_ = connect_loopback(port, 10);
     if (fd_ < 0) return "connect";
     timeval tv{10, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     ctx_ = SSL_CTX_new(TLS_client_method());
+    if (ctx_ != nullptr && tls13_suites != nullptr &&
+        SSL_CTX_set_ciphersuites(ctx_, tls13_suites) != 1) {
+      return "SSL_CTX_set_ciphersuites";
+    }
     ssl_ = ctx_ != nullptr ? SSL_new(ctx_) : nullptr;
     if (ssl_ == nullptr) return "SSL_new";
     SSL_set_fd(ssl_, fd_);
