@@ -278,6 +278,12 @@ class TransportTest : public ::testing::Test {
   std::unique_ptr<TestFiles> files_;
   ServerOptions options_;
   Shared shared_;
+  // A test's worker contexts (ServerOptions::workers), declared before io_ so that they outlive
+  // it: an accept still pending on io_ holds a socket made on a worker until io_ runs the
+  // acceptor's posted close (stop_accepting) or is destroyed. (A worker destroyed first made
+  // that socket's destruction a use after free under ASan.)
+  boost::asio::io_context worker_{1};
+  boost::asio::io_context worker2_{1};
   boost::asio::io_context io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
       io_.get_executor()};
@@ -405,11 +411,10 @@ TEST_F(TransportTest, SendsLeaveInTheOrderTheyWereMadeFromAnyThreadOnAStrand) {
 }
 
 TEST_F(TransportTest, SendsLeaveInTheOrderTheyWereMadeFromAnyThreadOnAWorkerContext) {
-  boost::asio::io_context w(1);
-  auto guard = boost::asio::make_work_guard(w);
-  std::thread t([&] { w.run(); });
+  auto guard = boost::asio::make_work_guard(worker_);
+  std::thread t([&] { worker_.run(); });
   shared_.two_threads = true;
-  options_.workers = {&w};
+  options_.workers = {&worker_};
   start();
   auto c = ws();
   ASSERT_TRUE(c);
@@ -1120,12 +1125,11 @@ TEST_F(TransportTest, SiteDirWithoutTraversal) {
 // With worker contexts (an IoPool's), connections are spread over them round-robin, and each
 // stays on its context's one thread.
 TEST_F(TransportTest, ConnectionsSpreadOverWorkerContexts) {
-  boost::asio::io_context w1(1), w2(1);
-  auto g1 = boost::asio::make_work_guard(w1);
-  auto g2 = boost::asio::make_work_guard(w2);
-  std::thread t1([&] { w1.run(); });
-  std::thread t2([&] { w2.run(); });
-  options_.workers = {&w1, &w2};
+  auto g1 = boost::asio::make_work_guard(worker_);
+  auto g2 = boost::asio::make_work_guard(worker2_);
+  std::thread t1([&] { worker_.run(); });
+  std::thread t2([&] { worker2_.run(); });
+  options_.workers = {&worker_, &worker2_};
   start();
   std::vector<std::unique_ptr<BlockingWsClient>> clients;
   for (int i = 0; i < 4; ++i) {
