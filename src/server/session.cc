@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include "crypto/primitives.h"
 #include "server/names.h"
 #include "crypto/pow.h"
@@ -20,6 +22,7 @@ constexpr std::size_t kMaxPreKeysPerUpload = 200;
 constexpr std::size_t kMaxDevicesPerSend = 64;
 constexpr std::size_t kMaxSendsPerMulti = 1000;
 constexpr std::size_t kMaxAcksPerRequest = 1000;
+constexpr std::size_t kServerIdSize = 16;
 constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
 
 bool valid_key(const std::string& k) { return k.size() == kPublicKeySize && k[0] == 0x05; }
@@ -539,11 +542,16 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   // The device list must match exactly: every device of the destination (except the sender's
   // own device when writing to itself), with the registration ids the server holds.
   wire::SendResult mismatch;
-  std::set<std::uint32_t> named;
-  for (const auto& m : r.messages()) {
-    if (!named.insert(m.device_id()).second) {
-      return done(wire::kStatusBadRequest, "device named twice", {});
+  const auto& messages = r.messages();  // at most kMaxDevicesPerSend: scanned, not indexed
+  const auto named = [&](std::uint32_t device_id, int before) {
+    for (int i = 0; i < before; ++i) {
+      if (messages[i].device_id() == device_id) return true;
     }
+    return false;
+  };
+  for (int i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    if (named(m.device_id(), i)) return done(wire::kStatusBadRequest, "device named twice", {});
     const store::Device* d = dest.device(m.device_id());
     const bool self_device = dest.id == sender.id && m.device_id() == sender_device;
     if (d == nullptr || self_device) {
@@ -554,7 +562,7 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   }
   for (const auto& d : dest.devices) {
     const bool self_device = dest.id == sender.id && d.device_id == sender_device;
-    if (!self_device && !named.count(d.device_id)) {
+    if (!self_device && !named(d.device_id, messages.size())) {
       mismatch.mutable_mismatch()->add_missing_devices(d.device_id);
     }
   }
@@ -690,56 +698,60 @@ bool valid_ack(const wire::AckRequest& r) {
 void Session::do_ack(std::uint64_t id, const wire::AckRequest& r) {
   if (!valid_ack(r)) return respond_error(id, wire::kStatusBadRequest, std::string(kBadAck));
   auto self = shared_from_this();
-  ack_envelopes(r, [self, id](Result<std::uint32_t> n) {
-    if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
-    Response resp;
-    resp.set_id(id);
-    resp.mutable_ack()->set_deleted(*n);
-    self->respond(std::move(resp));
-  });
+  ack_envelopes(r, on_mine<Result<std::uint32_t>>([self, id](Result<std::uint32_t> n) {
+                  if (!n) return self->respond_error(id, status_for(n.error()), "ack failed");
+                  Response resp;
+                  resp.set_id(id);
+                  resp.mutable_ack()->set_deleted(*n);
+                  self->respond(std::move(resp));
+                }));
 }
 
 void Session::one_way_ack(const wire::AckRequest& r) {
   if (!valid_ack(r)) return close(kBadAck);
-  auto self = shared_from_this();
-  ack_envelopes(r, [self](Result<std::uint32_t> n) {
+  // This runs on the store's thread: only a failure needs the connection's executor, so a
+  // deletion that succeeds costs no post back (one per acknowledgement at moderate rates).
+  ack_envelopes(r, [self = shared_from_this()](Result<std::uint32_t> n) {
     {
       std::lock_guard<std::mutex> lock(self->mu_);
       if (self->inflight_requests_ > 0) --self->inflight_requests_;
     }
-    if (!n) {
-      spdlog::warn("event=ack_failed code={}", error_code_name(n.error().code()));
-      self->close("acknowledgement failed");
-    }
+    if (n) return;
+    spdlog::warn("event=ack_failed code={}", error_code_name(n.error().code()));
+    boost::asio::post(self->ex_, [self] { self->close("acknowledgement failed"); });
   });
 }
 
-void Session::ack_envelopes(const wire::AckRequest& r,
-                            std::function<void(Result<std::uint32_t>)> done) {
+void Session::ack_envelopes(const wire::AckRequest& r, store::Callback<std::uint32_t> done) {
   std::vector<Bytes> ids;
   ids.reserve(static_cast<std::size_t>(r.server_ids_size()));
   for (const auto& s : r.server_ids()) ids.push_back(to_bytes(s));
-  auto self = shared_from_this();
-  auto acked = ids;
   const auto me = who();
+  // The store deletes, and then counts what it deleted (on its own thread).
   service_.store().ack(
       me.first->id, me.second, std::move(ids),
-      on_mine<Result<std::uint32_t>>(
-          [self, done = std::move(done), acked = std::move(acked)](Result<std::uint32_t> n) {
-            if (n) self->service_.metrics().messages_acked.fetch_add(*n);
-            const bool ok = n.has_value();
-            done(std::move(n));
-            if (!ok) return;
-            std::lock_guard<std::mutex> lock(self->mu_);
-            for (const auto& a : acked) {
-              auto it = self->unacked_.find(a);
-              if (it != self->unacked_.end()) {
-                self->unacked_bytes_ -= it->second;
-                self->unacked_.erase(it);
-              }
-            }
-            self->pump();
-          }));
+      [&metrics = service_.metrics(), done = std::move(done)](Result<std::uint32_t> n) mutable {
+        if (n) metrics.messages_acked.fetch_add(*n);
+        done(std::move(n));
+      });
+  // The device has these envelopes: their room in the delivery window is free now, whenever
+  // the deletion commits (a fetch for more asks for seqs above the last pushed, so it never
+  // brings back an envelope whose deletion is still queued). An id that is not in the window
+  // (already acknowledged, or not ours) frees nothing.
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& s : r.server_ids()) {
+    if (s.size() != kServerIdSize) continue;
+    ServerId key;
+    std::memcpy(key.data(), s.data(), key.size());
+    auto it = unacked_.find(key);
+    if (it == unacked_.end()) continue;
+    unacked_bytes_ -= it->second;
+    unacked_.erase(it);
+  }
+  // An empty table keeps its slots (up to the window's 256: about 12 KB) unless told: give
+  // them back, so that a device that has read everything costs what an idle one does.
+  if (unacked_.empty()) unacked_.rehash(0);
+  pump();
 }
 
 void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r) {
@@ -793,8 +805,9 @@ constexpr std::size_t kBatchBytes = 128 * 1024;
 
 void Session::note_pushed(std::int64_t seq, const store::Envelope& e) {
   last_seq_sent_ = std::max(last_seq_sent_, seq);
-  unacked_.emplace(e.server_id, e.content.size());
-  unacked_bytes_ += e.content.size();
+  ServerId key{};
+  if (e.server_id.size() == key.size()) std::memcpy(key.data(), e.server_id.data(), key.size());
+  if (unacked_.emplace(key, e.content.size()).second) unacked_bytes_ += e.content.size();
   service_.metrics().messages_pushed.fetch_add(1);
 }
 

@@ -12,12 +12,12 @@
 // and the store still call in from their threads (queued, replaced), so all state is guarded by
 // mu_. Sends go through the thread-safe WsConnection.
 
-#include <deque>
-#include <map>
+#include <array>
+#include <boost/container_hash/hash.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 
 #include "server/service.h"
 #include "transport/server.h"
@@ -66,9 +66,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r);
   void do_ack(std::uint64_t id, const wire::AckRequest& r);
   void one_way_ack(const wire::AckRequest& r);  // Frame.ack: no response
-  // Deletes acknowledged envelopes (`done` gets how many), then frees their room in the
-  // delivery window.
-  void ack_envelopes(const wire::AckRequest& r, std::function<void(Result<std::uint32_t>)> done);
+  // Frees the room of acknowledged envelopes in the delivery window and deletes them (`done`
+  // gets how many were deleted).
+  // `done` runs on the store's thread.
+  void ack_envelopes(const wire::AckRequest& r, store::Callback<std::uint32_t> done);
   void do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r);
   void do_devices(std::uint64_t id, const wire::DevicesRequest& r);
 
@@ -120,7 +121,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::int64_t last_seq_sent_ = 0;
   bool fetching_ = false;
   bool dirty_ = false;  // something was queued while we could not push it directly
-  std::map<Bytes, std::size_t> unacked_;  // server id -> bytes
+  // Pushed and not yet acknowledged: server id -> content bytes. A flat map of fixed-size keys
+  // costs no allocation per envelope (a std::map<Bytes> cost two).
+  using ServerId = std::array<std::uint8_t, 16>;
+  boost::unordered_flat_map<ServerId, std::size_t, boost::hash<ServerId>> unacked_;
   std::size_t unacked_bytes_ = 0;
   // The account this session last sent to, as named in the request, while the service's
   // account cache has not changed since (Service::accounts_generation): a device mostly writes
