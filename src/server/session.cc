@@ -712,13 +712,15 @@ void Session::one_way_ack(const wire::AckRequest& r) {
   // This runs on the store's thread: only a failure needs the connection's executor, so a
   // deletion that succeeds costs no post back (one per acknowledgement at moderate rates).
   ack_envelopes(r, [self = shared_from_this()](Result<std::uint32_t> n) {
+    boost::asio::any_io_executor ex;
     {
       std::lock_guard<std::mutex> lock(self->mu_);
       if (self->inflight_requests_ > 0) --self->inflight_requests_;
+      if (!n) ex = self->ex_;
     }
     if (n) return;
     spdlog::warn("event=ack_failed code={}", error_code_name(n.error().code()));
-    boost::asio::post(self->ex_, [self] { self->close("acknowledgement failed"); });
+    boost::asio::post(ex, [self] { self->close("acknowledgement failed"); });
   });
 }
 
