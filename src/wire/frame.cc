@@ -21,6 +21,9 @@ std::size_t padded_size(std::size_t n) {
   return (n + kLast - 1) / kLast * kLast;
 }
 
+// Frame.padding: field 15, length-delimited (wire type 2).
+constexpr std::uint8_t kPaddingTag = (15 << 3) | 2;
+
 // Bytes the padding field itself costs on the wire: tag (1) + varint length.
 std::size_t field_overhead(std::size_t len) {
   std::size_t v = 1;
@@ -35,19 +38,31 @@ std::size_t field_overhead(std::size_t len) {
 
 std::shared_ptr<const std::string> encode_frame(Frame& frame, Padding padding) {
   frame.clear_padding();
+  const std::size_t base = frame.ByteSizeLong();  // caches the sizes for the write below
+  std::size_t len = 0;  // padding bytes; 0: no padding field (proto3 omits an empty one)
   if (padding == Padding::kBuckets) {
-    const std::size_t base = frame.ByteSizeLong();
-    const std::size_t target = padded_size(base + 2);
-    if (target > base) {
-      // Solve len + overhead(len) == target - base (overhead grows with len; try downwards).
-      std::size_t room = target - base;
-      std::size_t len = room > 2 ? room - 2 : 0;
-      while (len > 0 && len + field_overhead(len) > room) --len;
-      frame.set_padding(std::string(len, '\0'));
+    const std::size_t room = padded_size(base + 2) - base;  // at least 2
+    // Solve len + overhead(len) == room (overhead grows with len; try downwards).
+    len = room - 2;
+    while (len > 0 && len + field_overhead(len) > room) --len;
+  }
+  // The padding field is written by hand instead of through set_padding(): protobuf writes
+  // fields in number order and padding (15) is the last, so the bytes are the same, without a
+  // string of zeros made, copied and freed for every frame. resize() zero-fills its room.
+  auto out = std::make_shared<std::string>();
+  out->resize(base + (len > 0 ? field_overhead(len) + len : 0));
+  auto* p = reinterpret_cast<std::uint8_t*>(out->data());
+  p = frame.SerializeWithCachedSizesToArray(p);
+  if (len > 0) {
+    *p++ = kPaddingTag;
+    for (std::size_t v = len;; v >>= 7) {
+      if (v < 0x80) {
+        *p++ = static_cast<std::uint8_t>(v);
+        break;
+      }
+      *p++ = static_cast<std::uint8_t>(v | 0x80);
     }
   }
-  auto out = std::make_shared<std::string>();
-  frame.SerializeToString(out.get());
   return out;
 }
 

@@ -27,6 +27,23 @@ TEST(Frame, PaddingHidesLengthsAndRoundTrips) {
   for (auto s : sizes) EXPECT_TRUE(s == 256 || s == 1024 || s == 4096 || s % 16384 == 0) << s;
 }
 
+// encode_frame writes the padding field itself: its bytes must be what protobuf writes for the
+// same frame with set_padding(), for every padding length, one- and two-byte length varints
+// and no padding at all (a frame two bytes short of a bucket) included.
+TEST(Frame, HandWrittenPaddingIsWhatProtobufWrites) {
+  for (std::size_t n = 0; n < 18000; n += (n < 1200 ? 1 : 97)) {
+    Frame f;
+    f.mutable_push()->mutable_envelope()->set_content(std::string(n, 'x'));
+    const std::string ours = *encode_frame(f);
+    auto back = decode_frame(ours);
+    ASSERT_TRUE(back.has_value()) << n;
+    Frame reference = f;
+    reference.set_padding(back->padding());
+    EXPECT_EQ(ours, reference.SerializeAsString()) << n;
+    EXPECT_EQ(back->push().envelope().content().size(), n);
+  }
+}
+
 TEST(Frame, RefusesGarbageAndOversize) {
   EXPECT_EQ(decode_frame("\xff\xff\xff").status().code(), ErrorCode::kMalformed);
   std::string big(kMaxFrameSize + 1, 'a');
