@@ -22,7 +22,6 @@ constexpr std::size_t kMaxPreKeysPerUpload = 200;
 constexpr std::size_t kMaxDevicesPerSend = 64;
 constexpr std::size_t kMaxSendsPerMulti = 1000;
 constexpr std::size_t kMaxAcksPerRequest = 1000;
-constexpr std::size_t kServerIdSize = 16;
 constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
 
 bool valid_key(const std::string& k) { return k.size() == kPublicKeySize && k[0] == 0x05; }
@@ -742,8 +741,8 @@ void Session::ack_envelopes(const wire::AckRequest& r, store::Callback<std::uint
   // (already acknowledged, or not ours) frees nothing.
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& s : r.server_ids()) {
-    if (s.size() != kServerIdSize) continue;
     ServerId key;
+    if (s.size() != key.size()) continue;
     std::memcpy(key.data(), s.data(), key.size());
     auto it = unacked_.find(key);
     if (it == unacked_.end()) continue;

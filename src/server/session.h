@@ -8,9 +8,10 @@
 // as they are committed. An envelope is deleted only when the device acknowledges it.
 //
 // Threading: the transport calls on_message sequentially; store callbacks and queued envelopes
-// (queued(), from the store's thread) are handled on the connection's executor. Other sessions
-// and the store still call in from their threads (queued, replaced), so all state is guarded by
-// mu_. Sends go through the thread-safe WsConnection.
+// (queued(), from the store's thread) are handled on the connection's executor, except the
+// completion of a one-way ack, which only updates a count (on the store's thread). Other
+// sessions and the store still call in from their threads (queued, replaced, that count), so
+// all state is guarded by mu_. Sends go through the thread-safe WsConnection.
 
 #include <array>
 #include <boost/container_hash/hash.hpp>
@@ -66,9 +67,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r);
   void do_ack(std::uint64_t id, const wire::AckRequest& r);
   void one_way_ack(const wire::AckRequest& r);  // Frame.ack: no response
-  // Frees the room of acknowledged envelopes in the delivery window and deletes them (`done`
-  // gets how many were deleted).
-  // `done` runs on the store's thread.
+  // Frees the room of acknowledged envelopes in the delivery window and deletes them. `done`
+  // gets how many were deleted, on the store's thread.
   void ack_envelopes(const wire::AckRequest& r, store::Callback<std::uint32_t> done);
   void do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r);
   void do_devices(std::uint64_t id, const wire::DevicesRequest& r);
