@@ -1,5 +1,8 @@
 #include "wire/frame.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 namespace parley::wire {
 
 Result<Frame> decode_frame(std::string_view bytes) {
@@ -21,17 +24,16 @@ std::size_t padded_size(std::size_t n) {
   return (n + kLast - 1) / kLast * kLast;
 }
 
-// Frame.padding: field 15, length-delimited (wire type 2).
-constexpr std::uint8_t kPaddingTag = (15 << 3) | 2;
+using google::protobuf::internal::WireFormatLite;
+using Coded = google::protobuf::io::CodedOutputStream;
 
-// Bytes the padding field itself costs on the wire: tag (1) + varint length.
+// Frame.padding's tag: its field number, length-delimited.
+constexpr std::uint32_t kPaddingTag =
+    WireFormatLite::MakeTag(Frame::kPaddingFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+
+// Bytes the padding field itself costs on the wire: its tag and the varint of its length.
 std::size_t field_overhead(std::size_t len) {
-  std::size_t v = 1;
-  while (len >= 0x80) {
-    len >>= 7;
-    ++v;
-  }
-  return 1 + v;
+  return Coded::VarintSize32(kPaddingTag) + Coded::VarintSize64(len);
 }
 
 }  // namespace
@@ -46,9 +48,10 @@ std::shared_ptr<const std::string> encode_frame(Frame& frame, Padding padding) {
     len = room - 2;
     while (len > 0 && len + field_overhead(len) > room) --len;
   }
-  // The padding field is written by hand instead of through set_padding(): protobuf writes
-  // fields in number order and padding (15) is the last, so the bytes are the same, without a
-  // string of zeros made, copied and freed for every frame. resize() zero-fills its room. (A
+  // The padding field is written here, with protobuf's own tag and varint writers, instead of
+  // through set_padding(): protobuf writes fields in number order and padding (15) is the last,
+  // so the bytes are the same, without a string of zeros made, copied and freed for every
+  // frame. resize() zero-fills its room. (A
   // frame parsed with unknown fields, which protobuf writes after the known ones, gets its
   // padding after them: another order, which parses the same. The frames we send have none.)
   auto out = std::make_shared<std::string>();
@@ -56,14 +59,8 @@ std::shared_ptr<const std::string> encode_frame(Frame& frame, Padding padding) {
   auto* p = reinterpret_cast<std::uint8_t*>(out->data());
   p = frame.SerializeWithCachedSizesToArray(p);
   if (len > 0) {
-    *p++ = kPaddingTag;
-    for (std::size_t v = len;; v >>= 7) {
-      if (v < 0x80) {
-        *p++ = static_cast<std::uint8_t>(v);
-        break;
-      }
-      *p++ = static_cast<std::uint8_t>(v | 0x80);
-    }
+    p = Coded::WriteTagToArray(kPaddingTag, p);
+    Coded::WriteVarint64ToArray(len, p);  // the zeros after it are resize()'s
   }
   return out;
 }
