@@ -125,6 +125,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // costs no allocation per envelope (a std::map<Bytes> cost two).
   using ServerId = std::array<std::uint8_t, 16>;
   boost::unordered_flat_map<ServerId, std::size_t, boost::hash<ServerId>> unacked_;
+  // The window's key for a server id; false (key untouched) when the id is not 16 bytes.
+  static bool window_key(std::string_view server_id, ServerId& key);
   std::size_t unacked_bytes_ = 0;
   // The account this session last sent to, as named in the request, while the service's
   // account cache has not changed since (Service::accounts_generation): a device mostly writes
