@@ -35,6 +35,20 @@ if(PARLEY_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+# ThreadSanitizer: parleyd runs io threads, a store thread and a checkpoint thread that hand
+# each other work; this build checks the hand-offs. Only our code and what is compiled with it
+# (Asio, Beast, protobuf's generated code) is instrumented, not OpenSSL, SQLite or libstdc++.
+if(PARLEY_TSAN)
+  if(PARLEY_SANITIZE OR PARLEY_BUILD_FUZZ)
+    message(FATAL_ERROR "PARLEY_TSAN cannot be combined with PARLEY_SANITIZE or PARLEY_BUILD_FUZZ")
+  endif()
+  # GCC warns that TSan does not model std::atomic_thread_fence, which Asio's handler
+  # invocations use. Asio's scheduler hands work over under mutexes, which TSan does see.
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer
+                      $<$<CXX_COMPILER_ID:GNU>:-Wno-tsan>)
+  add_link_options(-fsanitize=thread)
+endif()
+
 # parley_library(NAME SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
 # One library per src/ module: its dependency lists are the layering rule.
 function(parley_library name)
