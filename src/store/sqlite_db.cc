@@ -151,10 +151,17 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
   // drain +50 %). Durability is unchanged: every COMMIT still syncs the WAL. (The store's own
   // connection replaces this with on_wal_commit and checkpoints on another thread:
   // internal/checkpointer.h. It applies to connections that write without it: migrations.)
-  PARLEY_TRY(db->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
-                      "PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; "
-                      "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=16384;",
-                      "set pragmas"));
+  // secure_delete=ON: a deleted row (a delivered envelope: who wrote to whom and when, and
+  // the ciphertext) is overwritten with zeros in its page, so the database file of a seized
+  // server does not keep what was already delivered. Debian's SQLite has it on by default; it
+  // is set here so that no other build turns it off. It costs nothing measurable here
+  // (parley-bench-store, docs/benchmarks.md, session 17).
+  PARLEY_TRY(
+      db->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
+               "PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; "
+               "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=16384; "
+               "PRAGMA secure_delete=ON;",
+               "set pragmas"));
   return db;
 }
 

@@ -12,8 +12,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -559,6 +561,31 @@ TEST_F(StoreTest, AckDeletesOnlyTheNamedIdsOfThatDevice) {
   b.limits = limits;
   EXPECT_EQ(send(b)->kind, SendOutcome::Kind::kStored);
   EXPECT_EQ(send(b)->kind, SendOutcome::Kind::kQueueFull);
+}
+
+// A delivered envelope leaves nothing behind in the files (secure_delete): not the ciphertext,
+// not who sent it. The store is closed, so SQLite has checkpointed the WAL into the database.
+TEST_F(StoreTest, ADeliveredEnvelopeLeavesNothingInTheFiles) {
+  Account a = create("alice");
+  const std::string ciphertext = "ciphertext-that-must-not-outlive-its-delivery-0123456789";
+  const std::string sender = "sender-that-must-not-be-kept";
+  Delivery d = make_delivery(a.id, 1, 1);
+  d.envelope.content = to_bytes(ciphertext);
+  d.envelope.source = sender;
+  ASSERT_EQ(send(make_send(a.id, {d}))->kind, SendOutcome::Kind::kStored);
+  const auto queued = fetch(a.id, 1);
+  ASSERT_EQ(queued.size(), 1u);
+  ASSERT_EQ(*ack(a.id, 1, {queued[0].envelope.server_id}), 1u);
+  store_.reset();  // deletes the acknowledged row and checkpoints
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ++files;
+    EXPECT_EQ(bytes.find(ciphertext), std::string::npos) << entry.path();
+    EXPECT_EQ(bytes.find(sender), std::string::npos) << entry.path();
+  }
+  EXPECT_GE(files, 1u);
 }
 
 TEST_F(StoreTest, ExpireRemovesOldEnvelopesDedupInvitesAndAttachments) {
