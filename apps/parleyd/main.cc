@@ -465,6 +465,9 @@ int run_bridge(server::ServerConfig cfg) {
 int main(int argc, char** argv) {
   ::umask(077);                // the data directory holds keys: private to the service user
   ::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error value, not a crash
+  // A write past the file-size limit (ulimit -f, systemd's LimitFSIZE=) fails with EFBIG, which
+  // the store reports like a full disk, instead of killing the server.
+  ::signal(SIGXFSZ, SIG_IGN);
   auto logger = spdlog::stderr_color_mt("parleyd");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");

@@ -73,6 +73,10 @@ std::uint32_t status_for(const Status& s) {
     case ErrorCode::kPermissionDenied: return wire::kStatusForbidden;
     case ErrorCode::kTooLarge: return wire::kStatusTooLarge;
     case ErrorCode::kResourceExhausted: return wire::kStatusRateLimited;
+    // The store could not write (a full or failing disk): nothing was stored, and the same
+    // request may succeed later. 503 tells the client to keep it and retry; a 500 would make
+    // it give the message up as refused.
+    case ErrorCode::kIo:
     case ErrorCode::kUnavailable: return wire::kStatusUnavailable;
     default: return wire::kStatusInternal;
   }

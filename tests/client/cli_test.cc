@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -148,6 +151,30 @@ TEST_F(CliTest, ServerKilledAndRestartedLosesNothingAcknowledged) {
   EXPECT_EQ(got[2]["text"], "before 2");
   EXPECT_EQ(got[3]["text"], "while down");
   EXPECT_TRUE(receive("bob").empty());
+}
+
+// A server whose disk is full (its file-size limit lowered to 0 under it) refuses the message
+// for now, with 503: the client keeps it in its outbox and sends it once the server has room.
+TEST_F(CliTest, AMessageRefusedByAServerWithAFullDiskStaysQueuedAndGoesOutLater) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  ASSERT_EQ(parley("alice", {"send", "bob", "before"}).exit_code, 0);
+  struct rlimit full = {0, RLIM_INFINITY};
+  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &full, nullptr), 0) << std::strerror(errno);
+  Ran refused = parley("alice", {"send", "bob", "while full"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("queued"), std::string::npos) << refused.err;
+  struct rlimit room = {RLIM_INFINITY, RLIM_INFINITY};
+  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &room, nullptr), 0) << std::strerror(errno);
+  // Any command that connects sends the outbox first.
+  Ran flush = parley("alice", {"receive", "--timeout", "5"});
+  EXPECT_EQ(flush.exit_code, 0) << flush.err;
+  auto got = receive("bob");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0]["text"], "before");
+  EXPECT_EQ(got[1]["text"], "while full");
+  EXPECT_TRUE(server_->running());
 }
 
 TEST_F(CliTest, SenderKilledAfterTheServerHadItDeliversExactlyOnce) {

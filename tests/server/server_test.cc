@@ -3,12 +3,15 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -430,6 +433,45 @@ TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
   auto big = alice->call(alice->make_send("carol", to_carol, std::string(3000, 'b')));
   EXPECT_EQ(big->status(), 429u);
   EXPECT_EQ(big->send().limit(), "bytes");
+}
+
+// A full disk: parleyd's file-size limit is lowered to 0 under it (prlimit), so that every
+// write to a file fails, as on a disk with no room. Sends are refused with an error that says
+// so, the server keeps running and serving, and once there is room again sends are stored;
+// nothing refused is delivered and nothing stored before is lost.
+TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "before"))->status(), 0u);
+
+  struct rlimit full = {0, RLIM_INFINITY};
+  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &full, nullptr), 0) << std::strerror(errno);
+  for (int i = 0; i < 3; ++i) {
+    auto refused = alice->call(alice->make_send("bob", to_bob, "refused"));
+    ASSERT_TRUE(refused.has_value()) << refused.status().to_string();
+    EXPECT_EQ(refused->status(), 503u) << refused->message();  // try again later
+    EXPECT_FALSE(refused->message().empty());
+  }
+  EXPECT_TRUE(server_->running());
+  // Another device still connects; the sender's connection still answers.
+  auto carol = client(3);
+  EXPECT_TRUE(carol->challenge().nonce().size() > 0);
+
+  struct rlimit room = {RLIM_INFINITY, RLIM_INFINITY};
+  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &room, nullptr), 0) << std::strerror(errno);
+  auto after = alice->call(alice->make_send("bob", to_bob, "after"));
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->status(), 0u) << after->message();
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  auto got = drain(*bob);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].content(), "before");
+  EXPECT_EQ(got[1].content(), "after");
+  EXPECT_TRUE(server_->running());
 }
 
 TEST_F(ServerTest, FlagsOverrideTheConfigFileEvenAtTheirDefaults) {
