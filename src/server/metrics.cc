@@ -94,6 +94,10 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_store_failed_ack_flushes_total", "counter",
        "Deletions of acknowledged envelopes that failed (retried; done at the next start).",
        s.failed_ack_flushes);
+  line("parley_store_failed_commits_total", "counter",
+       "Group commits that failed as a whole (I/O errors, a full disk): nothing of them was "
+       "stored, and their sends were refused with 503.",
+       s.failed_commits);
   line("parley_store_checkpoints_total", "counter",
        "WAL checkpoints done beside the writer, on their own thread.", s.checkpoints);
   line("parley_store_failed_checkpoints_total", "counter",

@@ -206,6 +206,7 @@ class SqliteStore final : public Store {
     s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
     s.acked_pending = acked_pending_.load(std::memory_order_relaxed);
     s.failed_ack_flushes = failed_ack_flushes_.load(std::memory_order_relaxed);
+    s.failed_commits = failed_commits_.load(std::memory_order_relaxed);
     s.checkpoints = checkpointer_->passes();
     s.failed_checkpoints = checkpointer_->failed_passes();
     s.writer_checkpoints = writer_checkpoints_.load(std::memory_order_relaxed);
@@ -399,6 +400,7 @@ class SqliteStore final : public Store {
                                     [](const std::unique_ptr<Op>& op) { return op->synced(); });
     Status failed = set_synchronous(synced);
     if (!failed.is_ok()) {
+      failed_commits_.fetch_add(1, std::memory_order_relaxed);
       for (auto& op : batch) op->fail(failed);
       return;
     }
@@ -410,6 +412,7 @@ class SqliteStore final : public Store {
       a = attempt(tx, batch, /*isolate=*/true, failed);
     }
     if (a != Attempt::kCommitted) {
+      failed_commits_.fetch_add(1, std::memory_order_relaxed);
       for (auto& op : batch) op->fail(failed);
       return;
     }
@@ -536,6 +539,7 @@ class SqliteStore final : public Store {
   std::atomic<std::uint64_t> last_batch_size_{0};
   std::atomic<std::uint64_t> acked_pending_{0};
   std::atomic<std::uint64_t> failed_ack_flushes_{0};
+  std::atomic<std::uint64_t> failed_commits_{0};
   std::atomic<std::uint64_t> writer_checkpoints_{0};
   LatencyHistogram queue_wait_;     // each operation: from submit() to its batch's start
   LatencyHistogram synced_commit_;  // each synced group commit: BEGIN to the end of the fsync

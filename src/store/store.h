@@ -154,6 +154,9 @@ struct Stats {
   // Acknowledged envelopes whose rows wait to be deleted together (docs/storage.md).
   std::uint64_t acked_pending = 0;
   std::uint64_t failed_ack_flushes = 0;  // deletions of them that failed (retried later)
+  // Group commits that failed as a whole (an I/O error, a full disk): every operation in them
+  // failed, and nothing of them was stored.
+  std::uint64_t failed_commits = 0;
   // WAL checkpoints beside the writer, those that failed (busy), and those the writer had to run
   // itself because the others fell behind.
   std::uint64_t checkpoints = 0;

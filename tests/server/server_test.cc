@@ -456,6 +456,12 @@ TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
     EXPECT_FALSE(refused->message().empty());
   }
   EXPECT_TRUE(server_->running());
+  // The operator sees it: the refusals by code, and the store's failed commits.
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_responses_total{code=\"503\"} 3\n"), std::string::npos)
+      << *metrics;
+  EXPECT_NE(metrics->find("parley_store_failed_commits_total 3\n"), std::string::npos) << *metrics;
   // Another device still connects; the sender's connection still answers.
   auto carol = client(3);
   EXPECT_TRUE(carol->challenge().nonce().size() > 0);
