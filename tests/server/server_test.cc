@@ -436,16 +436,19 @@ TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
 }
 
 // A full disk: parleyd's file-size limit is lowered to 0 under it (prlimit), so that every
-// write to a file fails, as on a disk with no room. Sends are refused with an error that says
-// so, the server keeps running and serving, and once there is room again sends are stored;
-// nothing refused is delivered and nothing stored before is lost.
+// write to a file fails, as on a disk with no room. Sends are refused with 503 (try again
+// later), an acknowledgement that cannot be recorded closes the connection with a reason, the
+// server keeps running and serving, and once there is room again it stores sends; nothing
+// refused is delivered, and nothing stored before is lost or deleted unacknowledged.
 TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
   start();
   auto alice = registered("alice", 1);
   auto bob = registered("bob", 2);
-  bob->disconnect();
+  EXPECT_TRUE(drain(*bob).empty());
   const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
   ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "before"))->status(), 0u);
+  auto before = bob->next_push(5s);  // pushed live, acknowledged only once the disk is full
+  ASSERT_TRUE(before.has_value() && before->has_envelope());
 
   struct rlimit full = {0, RLIM_INFINITY};
   ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &full, nullptr), 0) << std::strerror(errno);
@@ -462,6 +465,13 @@ TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
   EXPECT_NE(metrics->find("parley_responses_total{code=\"503\"} 3\n"), std::string::npos)
       << *metrics;
   EXPECT_NE(metrics->find("parley_store_failed_commits_total 3\n"), std::string::npos) << *metrics;
+  // A one-way acknowledgement the store cannot record: the connection is closed with a reason
+  // (the device reconnects and is sent the envelope again).
+  ASSERT_TRUE(bob->ack_one_way({before->envelope().server_id()}).is_ok());
+  auto closed = bob->next_frame(5s);
+  ASSERT_FALSE(closed.has_value());
+  EXPECT_NE(closed.error().message().find("acknowledgement failed"), std::string::npos)
+      << closed.error().to_string();
   // Another device still connects; the sender's connection still answers.
   auto carol = client(3);
   EXPECT_TRUE(carol->challenge().nonce().size() > 0);
@@ -471,12 +481,17 @@ TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
   auto after = alice->call(alice->make_send("bob", to_bob, "after"));
   ASSERT_TRUE(after.has_value());
   EXPECT_EQ(after->status(), 0u) << after->message();
+  bob->disconnect();
   ASSERT_TRUE(bob->connect().is_ok());
   ASSERT_EQ(bob->login()->status(), 0u);
-  auto got = drain(*bob);
+  auto got = drain(*bob, /*ack=*/true);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].content(), "before");
   EXPECT_EQ(got[1].content(), "after");
+  bob->disconnect();  // acknowledged now: gone
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  EXPECT_TRUE(drain(*bob).empty());
   EXPECT_TRUE(server_->running());
 }
 
