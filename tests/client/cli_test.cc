@@ -49,6 +49,16 @@ class CliTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(r.out, "registered " + name + "@127.0.0.1\n");
   }
+  // A send that failed for now: the command fails, and the message stays in the outbox.
+  static void expect_queued(const Ran& r) {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("queued"), std::string::npos) << r.err;
+  }
+  // Any command that connects sends the outbox first.
+  void flush_outbox(const std::string& who) {
+    Ran flush = parley(who, {"receive", "--timeout", "5"});
+    EXPECT_EQ(flush.exit_code, 0) << flush.err;
+  }
   std::vector<nlohmann::json> receive(const std::string& who) {
     Ran r = parley(who, {"receive", "--json", "--timeout", "20"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -138,13 +148,9 @@ TEST_F(CliTest, ServerKilledAndRestartedLosesNothingAcknowledged) {
   for (int i = 0; i < 3; ++i) ASSERT_EQ(parley("alice", {"send", "bob", "before " + std::to_string(i)}).exit_code, 0);
   server_->kill9();
   // With the server down the send fails, but the message stays in alice's outbox.
-  Ran down = parley("alice", {"send", "bob", "while down"});
-  EXPECT_EQ(down.exit_code, 1);
-  EXPECT_NE(down.err.find("queued"), std::string::npos) << down.err;
+  expect_queued(parley("alice", {"send", "bob", "while down"}));
   start();
-  // Any command that connects sends the outbox first.
-  Ran flush = parley("alice", {"receive", "--timeout", "5"});
-  EXPECT_EQ(flush.exit_code, 0) << flush.err;
+  flush_outbox("alice");
   auto got = receive("bob");
   ASSERT_EQ(got.size(), 4u);
   EXPECT_EQ(got[0]["text"], "before 0");
@@ -160,16 +166,10 @@ TEST_F(CliTest, AMessageRefusedByAServerWithAFullDiskStaysQueuedAndGoesOutLater)
   register_user("alice");
   register_user("bob");
   ASSERT_EQ(parley("alice", {"send", "bob", "before"}).exit_code, 0);
-  struct rlimit full = {0, RLIM_INFINITY};
-  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &full, nullptr), 0) << std::strerror(errno);
-  Ran refused = parley("alice", {"send", "bob", "while full"});
-  EXPECT_EQ(refused.exit_code, 1);
-  EXPECT_NE(refused.err.find("queued"), std::string::npos) << refused.err;
-  struct rlimit room = {RLIM_INFINITY, RLIM_INFINITY};
-  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &room, nullptr), 0) << std::strerror(errno);
-  // Any command that connects sends the outbox first.
-  Ran flush = parley("alice", {"receive", "--timeout", "5"});
-  EXPECT_EQ(flush.exit_code, 0) << flush.err;
+  ASSERT_TRUE(set_file_size_limit(server_->pid(), 0).is_ok());  // the disk is full
+  expect_queued(parley("alice", {"send", "bob", "while full"}));
+  ASSERT_TRUE(set_file_size_limit(server_->pid(), kNoFileSizeLimit).is_ok());  // room again
+  flush_outbox("alice");
   auto got = receive("bob");
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0]["text"], "before");

@@ -7,11 +7,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -102,6 +104,15 @@ Result<std::unique_ptr<Parleyd>> Parleyd::start(const std::string& data_dir,
 
 Parleyd::~Parleyd() {
   if (pid_ > 0) kill9();
+}
+
+Status set_file_size_limit(pid_t pid, std::uint64_t bytes) {
+  const rlim_t soft = bytes == kNoFileSizeLimit ? RLIM_INFINITY : static_cast<rlim_t>(bytes);
+  const struct rlimit limit = {soft, RLIM_INFINITY};
+  if (::prlimit(pid, RLIMIT_FSIZE, &limit, nullptr) != 0) {
+    return make_error(ErrorCode::kIo, std::string("prlimit: ") + std::strerror(errno));
+  }
+  return Status::ok();
 }
 
 std::uint16_t free_port() {

@@ -65,6 +65,11 @@ class Parleyd {
 // A loopback TCP port that was free a moment ago (for servers restarted on the same port).
 std::uint16_t free_port();
 
+// Sets the file-size limit of a running process (parleyd): with 0 every write to a file fails,
+// as on a full disk (parleyd ignores SIGXFSZ); kNoFileSizeLimit lifts it again.
+inline constexpr std::uint64_t kNoFileSizeLimit = ~std::uint64_t{0};
+Status set_file_size_limit(pid_t pid, std::uint64_t bytes);
+
 // Plain HTTP GET on the admin listener (e.g. "/metrics").
 Result<std::string> admin_get(std::uint16_t port, const std::string& target,
                               const std::string& method = "GET");

@@ -3,15 +3,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <set>
 #include <thread>
 
@@ -435,8 +432,8 @@ TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
   EXPECT_EQ(big->send().limit(), "bytes");
 }
 
-// A full disk: parleyd's file-size limit is lowered to 0 under it (prlimit), so that every
-// write to a file fails, as on a disk with no room. Sends are refused with 503 (try again
+// A full disk: parleyd's file-size limit is lowered to 0 under it (set_file_size_limit), so that
+// every write to a file fails, as on a disk with no room. Sends are refused with 503 (try again
 // later), an acknowledgement that cannot be recorded closes the connection with a reason, the
 // server keeps running and serving, and once there is room again it stores sends; nothing
 // refused is delivered, and nothing stored before is lost or deleted unacknowledged.
@@ -450,8 +447,7 @@ TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
   auto before = bob->next_push(5s);  // pushed live, acknowledged only once the disk is full
   ASSERT_TRUE(before.has_value() && before->has_envelope());
 
-  struct rlimit full = {0, RLIM_INFINITY};
-  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &full, nullptr), 0) << std::strerror(errno);
+  ASSERT_TRUE(set_file_size_limit(server_->pid(), 0).is_ok());  // the disk is full
   for (int i = 0; i < 3; ++i) {
     auto refused = alice->call(alice->make_send("bob", to_bob, "refused"));
     ASSERT_TRUE(refused.has_value()) << refused.status().to_string();
@@ -476,8 +472,7 @@ TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
   auto carol = client(3);
   EXPECT_TRUE(carol->challenge().nonce().size() > 0);
 
-  struct rlimit room = {RLIM_INFINITY, RLIM_INFINITY};
-  ASSERT_EQ(::prlimit(server_->pid(), RLIMIT_FSIZE, &room, nullptr), 0) << std::strerror(errno);
+  ASSERT_TRUE(set_file_size_limit(server_->pid(), kNoFileSizeLimit).is_ok());  // room again
   auto after = alice->call(alice->make_send("bob", to_bob, "after"));
   ASSERT_TRUE(after.has_value());
   EXPECT_EQ(after->status(), 0u) << after->message();
