@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <memory>
 
 #include "transport/internal/http_serve.h"
@@ -106,6 +107,11 @@ net::awaitable<bool> error_response(TlsSocket& s, unsigned status, unsigned vers
                                          cx);
 }
 
+// An open() that may succeed later: no room, no inode, or no descriptor free for now.
+bool transient_file_error(int err) {
+  return err == ENOSPC || err == EDQUOT || err == EFBIG || err == EMFILE || err == ENFILE;
+}
+
 unsigned status_for(const Status& st) {
   switch (st.code()) {
     case ErrorCode::kNotFound: return 404;
@@ -114,6 +120,7 @@ unsigned status_for(const Status& st) {
     case ErrorCode::kMalformed: return 400;
     case ErrorCode::kTooLarge:
     case ErrorCode::kResourceExhausted: return 413;
+    case ErrorCode::kIo:  // the store could not write (a full or failing disk): try later
     case ErrorCode::kUnavailable: return 503;
     default: return 500;
   }
@@ -174,7 +181,8 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   }
 
   Fd fd(::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd.ok()) co_return co_await error_response(s, 500, version, cx);
+  if (!fd.ok())
+    co_return co_await error_response(s, transient_file_error(errno) ? 503 : 500, version, cx);
 
   if (beast::iequals(req[http::field::expect], "100-continue")) {
     http::response<http::empty_body> cont{http::status::continue_, version};
@@ -218,7 +226,9 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   if (!fd.close()) io_error = true;
   if (io_error) {
     if (cut) co_return false;
-    co_return co_await error_response(s, 500, version, cx);
+    // Nothing of this part is recorded; the client resumes from Upload-Offset once there is
+    // room again (503: try later, as for a send the store cannot write).
+    co_return co_await error_response(s, 503, version, cx);
   }
   if (cut) {
     if (written > 0) cx.files->finish_upload(id, have + written).ignore();

@@ -621,6 +621,43 @@ TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {
   EXPECT_EQ(alice->call(big)->status(), 413u);
 }
 
+// On a full disk a part of an upload is refused for now (503) and nothing of it is recorded;
+// with room again the upload resumes from what the server holds.
+TEST_F(ServerTest, AnUploadOnAFullDiskIsRefusedForNowAndResumes) {
+  start();
+  auto alice = registered("alice", 1);
+  std::string blob(101000, '\0');
+  for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>((i * 131) >> 3);
+  wire::Request r;
+  r.mutable_attachment_slot()->set_size(blob.size());
+  auto slot = alice->call(r);
+  ASSERT_EQ(slot->status(), 0u);
+  const auto& s = slot->attachment_slot();
+  transport::HttpsClient http(server_->client_options());
+  const std::string_view all(blob);
+  auto first =
+      http.put_range(s.path(), s.upload_token(), 0, as_bytes(all.substr(0, 100000)), blob.size());
+  ASSERT_TRUE(first.has_value()) << first.status().to_string();
+  EXPECT_EQ(first->status, 308u);
+  ASSERT_TRUE(set_file_size_limit(server_->pid(), 0).is_ok());  // the disk is full
+  // A small part, read whole before the server answers.
+  auto refused =
+      http.put_range(s.path(), s.upload_token(), 100000, as_bytes(all.substr(100000)), blob.size());
+  ASSERT_TRUE(refused.has_value()) << refused.status().to_string();
+  EXPECT_EQ(refused->status, 503u);
+  ASSERT_TRUE(set_file_size_limit(server_->pid(), kNoFileSizeLimit).is_ok());  // room again
+  auto head = http.head(s.path(), s.upload_token());
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(std::stoull(head->content_range), 100000u);
+  auto rest =
+      http.put_range(s.path(), s.upload_token(), 100000, as_bytes(all.substr(100000)), blob.size());
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_EQ(rest->status, 200u);
+  auto whole = http.get(s.path());
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->body, blob);
+}
+
 TEST_F(ServerTest, KillNineDuringABurstLosesNothingAcknowledged) {
   start();
   auto bob = registered("bob", 1);
