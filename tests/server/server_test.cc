@@ -71,6 +71,20 @@ class ServerTest : public ::testing::Test {
     return out;
   }
 
+  // A blob of `size` patterned bytes, and an upload slot for it.
+  static std::string patterned(std::size_t size) {
+    std::string blob(size, '\0');
+    for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>((i * 131) >> 3);
+    return blob;
+  }
+  static wire::AttachmentSlotResult upload_slot(TestClient& c, std::uint64_t size) {
+    wire::Request r;
+    r.mutable_attachment_slot()->set_size(size);
+    auto slot = c.call(r);
+    EXPECT_TRUE(slot.has_value() && slot->status() == 0u);
+    return slot.has_value() ? slot->attachment_slot() : wire::AttachmentSlotResult{};
+  }
+
   TempDir dir_;
   std::unique_ptr<Parleyd> server_;
 };
@@ -583,13 +597,8 @@ TEST_F(ServerTest, MultiSendFansOut) {
 TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {
   start();
   auto alice = registered("alice", 1);
-  std::string blob(300000, '\0');
-  for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>((i * 131) >> 3);
-  wire::Request r;
-  r.mutable_attachment_slot()->set_size(blob.size());
-  auto slot = alice->call(r);
-  ASSERT_EQ(slot->status(), 0u);
-  const auto& s = slot->attachment_slot();
+  const std::string blob = patterned(300000);
+  const auto s = upload_slot(*alice, blob.size());
   transport::HttpsClient http(server_->client_options());
   // First part, then the "cut".
   auto p1 = http.put_range(s.path(), s.upload_token(), 0, as_bytes(std::string_view(blob).substr(0, 100000)), blob.size());
@@ -626,13 +635,8 @@ TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {
 TEST_F(ServerTest, AnUploadOnAFullDiskIsRefusedForNowAndResumes) {
   start();
   auto alice = registered("alice", 1);
-  std::string blob(101000, '\0');
-  for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>((i * 131) >> 3);
-  wire::Request r;
-  r.mutable_attachment_slot()->set_size(blob.size());
-  auto slot = alice->call(r);
-  ASSERT_EQ(slot->status(), 0u);
-  const auto& s = slot->attachment_slot();
+  const std::string blob = patterned(101000);
+  const auto s = upload_slot(*alice, blob.size());
   transport::HttpsClient http(server_->client_options());
   const std::string_view all(blob);
   auto first =
