@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <memory>
 
 #include "transport/internal/http_serve.h"
@@ -107,11 +106,6 @@ net::awaitable<bool> error_response(TlsSocket& s, unsigned status, unsigned vers
                                          cx);
 }
 
-// An open() that may succeed later: no room, no inode, or no descriptor free for now.
-bool transient_file_error(int err) {
-  return err == ENOSPC || err == EDQUOT || err == EFBIG || err == EMFILE || err == ENFILE;
-}
-
 unsigned status_for(const Status& st) {
   switch (st.code()) {
     case ErrorCode::kNotFound: return 404;
@@ -180,9 +174,10 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
     co_return co_await error_response(s, 400, version, cx);
   }
 
+  // A file the server cannot open or write now (a full disk, no descriptor free) is refused
+  // like a send the store cannot write: 503, nothing of the part kept, resume later.
   Fd fd(::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd.ok())
-    co_return co_await error_response(s, transient_file_error(errno) ? 503 : 500, version, cx);
+  if (!fd.ok()) co_return co_await error_response(s, 503, version, cx);
 
   if (beast::iequals(req[http::field::expect], "100-continue")) {
     http::response<http::empty_body> cont{http::status::continue_, version};
@@ -226,9 +221,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   if (!fd.close()) io_error = true;
   if (io_error) {
     if (cut) co_return false;
-    // Nothing of this part is recorded; the client resumes from Upload-Offset once there is
-    // room again (503: try later, as for a send the store cannot write).
-    co_return co_await error_response(s, 503, version, cx);
+    co_return co_await error_response(s, 503, version, cx);  // as for open() above
   }
   if (cut) {
     if (written > 0) cx.files->finish_upload(id, have + written).ignore();

@@ -482,7 +482,7 @@ TEST_F(ServerTest, AFullDiskRefusesSendsClearlyAndRecovers) {
   ASSERT_FALSE(closed.has_value());
   EXPECT_NE(closed.error().message().find("acknowledgement failed"), std::string::npos)
       << closed.error().to_string();
-  // Another device still connects; the sender's connection still answers.
+  // Another device still connects.
   auto carol = client(3);
   EXPECT_TRUE(carol->challenge().nonce().size() > 0);
 
