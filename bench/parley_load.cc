@@ -22,6 +22,11 @@
 //                    [--payload BYTES] [--server-threads N] [--dir DIR] [--keep] [--hold SECONDS]
 //                    [--acks oneway|request]
 //
+// Exit status: 0 when every scenario measured what it set out to (whether or not a goal was met),
+// 1 when a fault made some figure meaningless (listed at the end: parleyd did not start,
+// connections failed, sends were refused, messages were lost or delivered twice), 2 on bad
+// arguments.
+//
 // Acknowledgements go one way (Frame.ack, no response) as parley clients send them to a server of
 // wire_version 2; `--acks request` sends them as AckRequests, each answered (the older form).
 
@@ -868,9 +873,21 @@ OpenResult open_many(Ctx& ctx, const std::vector<int>& accounts, Conn::Auth auth
   return res;
 }
 
+// A fault makes a scenario's figures meaningless: parleyd did not start, connections failed,
+// sends were refused, messages were lost or delivered twice, handshakes did not resume as asked.
+// A missed goal is not a fault. main() lists the faults last and exits 1 if there are any, so
+// that a smoke run (scripts/test) fails when the server or this program breaks.
+std::vector<std::string> g_faults;
+
+void fault(std::string what) {
+  std::printf("  FAULT: %s\n", what.c_str());
+  g_faults.push_back(std::move(what));
+}
+
 void print_open_problems(const char* what, const OpenResult& r) {
   if (r.failed == 0 && !r.timed_out) return;
-  std::printf("  %s: %d failed%s\n", what, r.failed, r.timed_out ? " (timed out)" : "");
+  fault(std::string(what) + ": " + std::to_string(r.failed) + " connections failed" +
+        (r.timed_out ? " (timed out)" : ""));
   for (const auto& [why, n] : r.errors) std::printf("    %d x %s\n", n, why.c_str());
 }
 
@@ -1027,7 +1044,7 @@ void scenario_throughput(const Options& o) {
               "64 envelopes or 5 ms, %d s after 2 s warm-up\n",
               o.pairs, o.window, o.payload, o.seconds);
   auto server = Parleyd::start(o, "throughput");
-  if (!server) return;
+  if (!server) return fault("throughput: parleyd did not start");
   Ctx ctx(o, *server);
   ctx.run_nonce = 1;
   const int P = o.pairs;
@@ -1117,7 +1134,14 @@ void scenario_throughput(const Options& o) {
   print_store_window(s0, s1, wall);
   std::printf("  totals: %" PRIu64 " sends ok, %" PRIu64 " delivered, %" PRIu64 " acked%s%s\n", sent_ok,
               delivered, acked, errors.empty() ? "" : "; refused: ", status_summary(errors).c_str());
-  if (closed_early > 0) std::printf("  %d connections closed during the run\n", closed_early);
+  if (closed_early > 0)
+    fault("throughput: " + std::to_string(closed_early) + " connections closed during the run");
+  if (senders.empty() || window_delivered == 0) fault("throughput: nothing delivered");
+  if (!errors.empty()) fault("throughput: sends refused: " + status_summary(errors));
+  if (delivered != sent_ok) {
+    fault("throughput: " + std::to_string(delivered) + " envelopes received for " +
+          std::to_string(sent_ok) + " sends acknowledged");
+  }
   add_figure("messages/s delivered (durable queueing)", fmt("%.0f", rate), ">= 75,000", "24,000 (no TLS, no durable queue)",
              rate >= 75000);
   add_figure("server CPU per message", fmt("%.1f µs", cpu_per_msg), "<= 15 µs", "60-105 µs",
@@ -1146,7 +1170,7 @@ void scenario_idle(const Options& o) {
   }
   const int max_n = levels.back();
   auto server = Parleyd::start(o, "idle");
-  if (!server) return;
+  if (!server) return fault("idle: parleyd did not start");
   Ctx ctx(o, *server);
   make_accounts(ctx, max_n);
   auto work = net::make_work_guard(ctx.io);
@@ -1189,8 +1213,8 @@ void scenario_idle(const Options& o) {
     const long self_rss = process_status_kb(::getpid(), "VmRSS");
     if (base <= 0 || rss <= base) {
       // (--parleyd is a wrapper whose own RSS this reads, or /proc could not be read)
-      std::printf("idle: server RSS not measured at %d connections (RSS %ld kB -> %ld kB)\n",
-                  live, base, rss);
+      fault("idle: server RSS not measured at " + std::to_string(live) + " connections (RSS " +
+            std::to_string(base) + " kB -> " + std::to_string(rss) + " kB)");
       add_figure("server RSS per idle connection @" + std::to_string(live), "not measured",
                  "<= 8 KB", "44.6 KB", std::nullopt);
       if (live < level) break;
@@ -1205,11 +1229,14 @@ void scenario_idle(const Options& o) {
     add_figure("server RSS per idle connection @" + std::to_string(live), fmt("%.2f KB", per),
                "<= 8 KB", "44.6 KB", per <= 8.0);
     if (live < level) {
-      std::printf("  only %d of %d connections are up; stopping here\n", live, level);
+      fault("idle: only " + std::to_string(live) + " of " + std::to_string(level) +
+            " connections are up");
       break;
     }
   }
-  if (ended_early > 0) std::printf("  %d idle connections were closed by the server\n", ended_early);
+  if (ended_early > 0) {
+    fault("idle: the server closed " + std::to_string(ended_early) + " idle connections");
+  }
   if (o.hold > 0) {
     std::printf("  holding the connections %d s (server pid %d)\n", o.hold, server->pid());
     std::fflush(stdout);
@@ -1225,7 +1252,7 @@ void scenario_latency(const Options& o) {
               "payload, %d s after 1 s warm-up\n",
               o.rate, o.pairs, o.payload, o.seconds);
   auto server = Parleyd::start(o, "latency");
-  if (!server) return;
+  if (!server) return fault("latency: parleyd did not start");
   Ctx ctx(o, *server);
   ctx.run_nonce = 3;
   const int P = o.pairs;
@@ -1262,7 +1289,7 @@ void scenario_latency(const Options& o) {
   for (int i = 0; i < P; ++i) {
     if (conns[static_cast<std::size_t>(i)] && conns[static_cast<std::size_t>(i + P)]) senders.push_back(i);
   }
-  if (senders.empty()) return;
+  if (senders.empty()) return fault("latency: no pair of connections came up");
   AckTimer acks(ctx);
 
   // The pacer: every 1 ms, send whatever the schedule says is due, round robin over senders.
@@ -1335,7 +1362,12 @@ void scenario_latency(const Options& o) {
                 "server is not keeping up with %.0f/s)\n",
                 skipped, o.rate);
   }
-  if (!errors.empty()) std::printf("  refused: %s\n", status_summary(errors).c_str());
+  if (!errors.empty()) fault("latency: sends refused: " + status_summary(errors));
+  if (lat.empty()) fault("latency: nothing delivered in the window");
+  if (delivered != sent_ok) {
+    fault("latency: " + std::to_string(delivered) + " envelopes received for " +
+          std::to_string(sent_ok) + " sends acknowledged");
+  }
   add_figure("p99 delivery latency @" + fmt("%.0f", o.rate) + "/s", fmt("%.2f ms", p99), "<= 5 ms",
              "142-709 ms @5,000/s", o.rate >= 10000 ? std::optional<bool>(p99 <= 5.0) : std::nullopt);
   acks.stop();
@@ -1351,7 +1383,7 @@ void scenario_offline(const Options& o) {
               "per sender), then the devices log in and drain with acks\n",
               M, P, P, o.window);
   auto server = Parleyd::start(o, "offline");
-  if (!server) return;
+  if (!server) return fault("offline: parleyd did not start");
   Ctx ctx(o, *server);
   ctx.run_nonce = 4;
   make_accounts(ctx, 2 * P);
@@ -1406,7 +1438,7 @@ void scenario_offline(const Options& o) {
   }
   close_all(ctx, receivers);
   ctx.run_for(milliseconds(500));
-  if (senders.empty()) return;
+  if (senders.empty()) return fault("offline: no pair of connections came up");
 
   // Enqueue.
   const auto s0 = server_metrics(*server);
@@ -1430,8 +1462,11 @@ void scenario_offline(const Options& o) {
               (m1.server_us - m0.server_us) / std::max<double>(1, static_cast<double>(sent_ok)));
   print_client_cpu(m0, m1, "enqueue", static_cast<double>(sent_ok));
   print_store_window(s0, s1, secs(m1.at - m0.at));
-  if (!all) std::printf("  timed out with %" PRIu64 " of %" PRIu64 " sends answered\n", answered, sent);
-  if (!errors.empty()) std::printf("  refused: %s\n", status_summary(errors).c_str());
+  if (!all) {
+    fault("offline: timed out with " + std::to_string(answered) + " of " + std::to_string(sent) +
+          " sends answered");
+  }
+  if (!errors.empty()) fault("offline: sends refused: " + status_summary(errors));
   add_figure("offline enqueues/s", fmt("%.0f", enqueue_rate), ">= 50,000", "600-2,400",
              enqueue_rate >= 50000);
   std::vector<std::shared_ptr<Conn>> prober;
@@ -1511,7 +1546,12 @@ void scenario_offline(const Options& o) {
   }
   print_open_problems("login", logins);
   if (delivered != sent_ok) {
-    std::printf("  note: %" PRIu64 " envelopes received for %" PRIu64 " messages stored\n", delivered, sent_ok);
+    fault("offline: " + std::to_string(delivered) + " envelopes received for " +
+          std::to_string(sent_ok) + " messages stored");
+  }
+  if (acked != sent_ok) {
+    fault("offline: the server deleted " + std::to_string(acked) + " of " +
+          std::to_string(sent_ok) + " envelopes within 30 s of receiving them all");
   }
   add_figure("offline drain envelopes/s", fmt("%.0f", drain_rate), "-", "-", std::nullopt);
   acks.stop();
@@ -1596,14 +1636,16 @@ void handshake_phase(const Options& o, Parleyd& server, bool resume, const char*
       (m1.server_us - m0.server_us) / std::max<double>(1, static_cast<double>(window_done)));
   print_client_cpu(m0, m1, "handshake", static_cast<double>(window_done));
   if (failed > 0) {
-    std::printf("  %" PRIu64 " failed:\n", failed);
+    fault(std::string("handshake (") + kind + "): " + std::to_string(failed) + " failed");
     for (const auto& [why, n] : errors) std::printf("    %d x %s\n", n, why.c_str());
   }
   // Every handshake of the resumed phase must have resumed, and none of the full phase.
   const bool as_asked = window_resumed == (resume ? window_done : 0);
-  if (!as_asked)
-    std::printf("  NOT AS ASKED: %" PRIu64 " of %" PRIu64 " resumed\n", window_resumed,
-                window_done);
+  if (!as_asked) {
+    fault(std::string("handshake (") + kind + "): " + std::to_string(window_resumed) + " of " +
+          std::to_string(window_done) + " resumed");
+  }
+  if (window_done == 0) fault(std::string("handshake (") + kind + "): none completed");
   add_figure(std::string("TLS handshakes/s (") + kind + ")", fmt("%.0f", rate), ">= 4,000", "-",
              as_asked && rate >= 4000);
   launch = nullptr;
@@ -1617,15 +1659,14 @@ void scenario_handshake(const Options& o) {
       "parleyd restarted\n",
       o.handshake_concurrency, o.seconds, o.seconds, o.seconds);
   auto server = Parleyd::start(o, "handshake");
-  if (!server) return;
+  if (!server) return fault("handshake: parleyd did not start");
   handshake_phase(o, *server, false, "full");
   handshake_phase(o, *server, true, "resumed");
   // parleyd keeps its ticket keys in its data directory: the clients' tickets from before a
   // restart (an upgrade, say) still resume after it.
   if (!server->restart()) {
-    std::printf("handshake (resumed after a restart): parleyd did not come back (log: %s)\n",
-                server->log().c_str());
-    return;
+    return fault("handshake (resumed after a restart): parleyd did not come back (log: " +
+                 server->log() + ")");
   }
   // No warm-up: the first connections after the restart must resume too.
   handshake_phase(o, *server, true, "resumed after a restart", /*warm_up=*/false);
@@ -1701,5 +1742,8 @@ int main(int argc, char** argv) {
   if (all || o.scenario == "handshake") scenario_handshake(o);
   if (all || o.scenario == "idle") scenario_idle(o);
   print_summary(o);
-  return 0;
+  if (g_faults.empty()) return 0;
+  std::printf("\n== %zu faults: the figures above do not stand\n", g_faults.size());
+  for (const auto& f : g_faults) std::printf("  %s\n", f.c_str());
+  return 1;
 }
