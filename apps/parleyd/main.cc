@@ -398,6 +398,7 @@ int run_bridge(server::ServerConfig cfg) {
   opts.max_http_body = 16 * 1024 * 1024;
   opts.write_queue_limit = cfg.write_queue_bytes;
   opts.max_connections = cfg.max_connections;
+  opts.max_handshakes_per_ip = cfg.max_handshakes_per_ip;
   opts.idle_timeout = std::chrono::seconds(cfg.idle_timeout_s);
   opts.ping_interval = std::chrono::seconds(cfg.ping_interval_s);
   opts.bridge_to_host = cfg.bridge_to.host;
@@ -530,6 +531,7 @@ int main(int argc, char** argv) {
     cfg.queue_max_age_days = from_file.queue_max_age_days;
     cfg.max_message_bytes = from_file.max_message_bytes;
     cfg.write_queue_bytes = from_file.write_queue_bytes;
+    cfg.max_handshakes_per_ip = from_file.max_handshakes_per_ip;
     cfg.idle_timeout_s = from_file.idle_timeout_s;
     cfg.ping_interval_s = from_file.ping_interval_s;
     cfg.max_inflight_requests = from_file.max_inflight_requests;

@@ -125,6 +125,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.max_message_bytes") return read_uint(n, key, c.max_message_bytes);
   if (key == "limits.write_queue_bytes") return read_uint(n, key, c.write_queue_bytes);
   if (key == "limits.max_connections") return read_uint(n, key, c.max_connections);
+  if (key == "limits.max_handshakes_per_ip") return read_uint(n, key, c.max_handshakes_per_ip);
   if (key == "limits.idle_timeout_s") return read_uint(n, key, c.idle_timeout_s);
   if (key == "limits.ping_interval_s") return read_uint(n, key, c.ping_interval_s);
   if (key == "limits.max_inflight_requests") return read_uint(n, key, c.max_inflight_requests);
@@ -159,6 +160,15 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
     for (auto&& [key, value] : *t) {
       PARLEY_TRY(apply(std::string(section.str()) + "." + std::string(key.str()), value, config));
     }
+  }
+  if (config.max_message_bytes > wire::kMaxMessageContent) {
+    return bad_key("limits.max_message_bytes", "at most " +
+                                                   std::to_string(wire::kMaxMessageContent) +
+                                                   " (an envelope must fit in a 256 KiB frame)");
+  }
+  if (config.write_queue_bytes < kMinWriteQueueBytes) {
+    return bad_key("limits.write_queue_bytes", "at least " + std::to_string(kMinWriteQueueBytes) +
+                                                   " (a delivery window and a frame)");
   }
   // A ping only keeps a quiet client if it goes out before the client counts as idle.
   if (config.ping_interval_s != 0 && config.idle_timeout_s != 0 &&

@@ -6,8 +6,14 @@
 #include <string>
 
 #include "base/result.h"
+#include "wire/frame.h"
 
 namespace parley::server {
+
+// A connection's write queue must hold a whole delivery window (kDeliveryWindowBytes in
+// session.h) plus a frame and the responses beside them: with less, a device draining large
+// envelopes would be cut as a slow reader at every login.
+inline constexpr std::uint32_t kMinWriteQueueBytes = 832 * 1024;
 
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
 // Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
@@ -44,9 +50,11 @@ struct ServerConfig {
   std::uint32_t queue_max_count = 10000;
   std::uint64_t queue_max_bytes = 64ull << 20;
   std::uint32_t queue_max_age_days = 30;
-  std::uint32_t max_message_bytes = 256 * 1024;   // one frame
-  std::uint32_t write_queue_bytes = 1 << 20;      // per connection
+  std::uint32_t max_message_bytes = wire::kMaxMessageContent;  // at most that (frame.h)
+  std::uint32_t write_queue_bytes = 1 << 20;  // per connection; kMinWriteQueueBytes or more
   std::uint32_t max_connections = 19000;
+  // Connections of one IP still in their TLS handshake; one more is closed. 0: no cap.
+  std::uint32_t max_handshakes_per_ip = 64;
   std::uint32_t idle_timeout_s = 120;
   std::uint32_t ping_interval_s = 30;
   std::uint32_t max_inflight_requests = 64;       // per connection

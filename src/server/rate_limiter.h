@@ -13,6 +13,12 @@
 
 namespace parley::server {
 
+// The bucket key for a client's address: an IPv6 address by its /64, the block one subscriber
+// usually gets (keyed by the whole address, each of a /64's 2^64 addresses would start with a
+// full bucket); an IPv4 address, or an IPv4-mapped IPv6 one, as the IPv4 address. Anything that
+// does not parse as an address is its own key.
+std::string rate_key_for_ip(const std::string& ip);
+
 class RateLimiter {
  public:
   // `rate` tokens per second, up to `burst`.

@@ -46,6 +46,23 @@ TEST(RateLimiter, BurstThenRefill) {
   EXPECT_TRUE(rl.allow("a"));  // a fresh bucket
 }
 
+// An IPv6 client is limited by its /64: each of its addresses does not get a fresh bucket.
+TEST(RateLimiter, KeysByIPv4OrIPv6Slash64) {
+  EXPECT_EQ(rate_key_for_ip("2001:db8::1"), "2001:db8::/64");
+  EXPECT_EQ(rate_key_for_ip("2001:db8::1"), rate_key_for_ip("2001:db8::ffff:2"));
+  EXPECT_EQ(rate_key_for_ip("2001:db8:0:0:1:2:3:4"), "2001:db8::/64");
+  EXPECT_NE(rate_key_for_ip("2001:db8::1"), rate_key_for_ip("2001:db8:0:1::1"));
+  EXPECT_EQ(rate_key_for_ip("::ffff:192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(rate_key_for_ip("192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(rate_key_for_ip("not an address"), "not an address");
+  ManualClock clock(0);
+  RateLimiter rl(clock, 1, 2);
+  EXPECT_TRUE(rl.allow(rate_key_for_ip("2001:db8::1")));
+  EXPECT_TRUE(rl.allow(rate_key_for_ip("2001:db8::2")));
+  EXPECT_FALSE(rl.allow(rate_key_for_ip("2001:db8::3")));
+  EXPECT_TRUE(rl.allow(rate_key_for_ip("2001:db8:1::1")));
+}
+
 TEST(Config, HostPort) {
   EXPECT_EQ(parse_host_port("127.0.0.1:8443")->port, 8443);
   EXPECT_EQ(parse_host_port("[::1]:1")->host, "::1");
@@ -109,6 +126,30 @@ TEST(Config, PingIntervalBelowIdleTimeout) {
     Status s = load(bad, fresh);
     EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("ping_interval_s"), std::string::npos) << s.message();
+  }
+}
+
+// Limits that would break delivery are refused with the key named: a message whose envelope
+// does not fit in a frame, a write queue too small for a delivery window.
+TEST(Config, MessageAndWriteQueueSizes) {
+  auto load = [](const std::string& text, ServerConfig& c) {
+    return load_section("parleyd_sizes.toml", "limits", text, c);
+  };
+  ServerConfig c;
+  EXPECT_EQ(c.max_message_bytes, wire::kMaxMessageContent);
+  ASSERT_TRUE(load("max_message_bytes = 1000\nwrite_queue_bytes = 2097152\n"
+                   "max_handshakes_per_ip = 8",
+                   c)
+                  .is_ok());
+  EXPECT_EQ(c.max_message_bytes, 1000u);
+  EXPECT_EQ(c.max_handshakes_per_ip, 8u);
+  for (const auto& [bad, key] :
+       {std::pair<std::string, std::string>{"max_message_bytes = 262144", "max_message_bytes"},
+        {"write_queue_bytes = 524288", "write_queue_bytes"}}) {
+    ServerConfig fresh;
+    Status s = load(bad, fresh);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find(key), std::string::npos) << s.message();
   }
 }
 

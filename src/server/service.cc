@@ -31,9 +31,11 @@ Service::~Service() = default;
 
 transport::WsHandlerFactory Service::handler_factory() {
   return [this](const std::string& remote_ip) -> std::unique_ptr<transport::WsHandler> {
+    // Every per-IP limit counts by this key (an IPv6 client by its /64).
+    const std::string key = rate_key_for_ip(remote_ip);
     // Over its connection rate, an IP gets "try again later" (the transport closes with 1013).
-    if (!ip_connects_.allow(remote_ip)) return nullptr;
-    return make_session_handler(*this, remote_ip);
+    if (!ip_connects_.allow(key)) return nullptr;
+    return make_session_handler(*this, key);
   };
 }
 
@@ -44,6 +46,7 @@ void Service::fill_transport_options(transport::ServerOptions& o) const {
   o.max_http_body = 16 * 1024 * 1024;
   o.write_queue_limit = config_.write_queue_bytes;
   o.max_connections = config_.max_connections;
+  o.max_handshakes_per_ip = config_.max_handshakes_per_ip;
   o.idle_timeout = std::chrono::seconds(config_.idle_timeout_s);
   o.ping_interval = std::chrono::seconds(config_.ping_interval_s);
 }
@@ -76,6 +79,23 @@ void Service::remember_account(const std::string& folded_name, AccountPtr accoun
   std::lock_guard<std::mutex> lock(accounts_mu_);
   accounts_[folded_name] = std::move(account);
   accounts_generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+AccountPtr Service::update_signed_pre_key(const std::string& folded_name,
+                                          const store::Device& device,
+                                          const store::SignedPreKey& spk) {
+  std::lock_guard<std::mutex> lock(accounts_mu_);
+  auto it = accounts_.find(folded_name);
+  if (it == accounts_.end() || !it->second) return nullptr;
+  const store::Device* now = it->second->device(device.device_id);
+  if (now == nullptr || now->auth_public_key != device.auth_public_key) return nullptr;
+  auto updated = std::make_shared<AccountInfo>(*it->second);
+  for (auto& d : updated->devices) {
+    if (d.device_id == device.device_id) d.signed_pre_key = spk;
+  }
+  it->second = updated;
+  accounts_generation_.fetch_add(1, std::memory_order_acq_rel);
+  return updated;
 }
 
 void Service::attach(std::int64_t account, std::uint32_t device,

@@ -82,6 +82,12 @@ class Service {
   AccountPtr cached_account(const std::string& folded_name);
   void find_account(const std::string& folded_name, std::function<void(Result<AccountPtr>)> done);
   void remember_account(const std::string& folded_name, AccountPtr account);
+  // A device's new signed prekey, applied to the cached account as it is now, and only while the
+  // cache still holds that device (same id and auth key): a session's older snapshot must never
+  // be written back, least of all over a recovery that replaced the device. The new snapshot,
+  // or null when nothing was cached to update.
+  AccountPtr update_signed_pre_key(const std::string& folded_name, const store::Device& device,
+                                   const store::SignedPreKey& spk);
   // Changes whenever remember_account() runs: an AccountPtr taken from the cache at one value is
   // still the cached one while the value stays.
   std::uint64_t accounts_generation() const {

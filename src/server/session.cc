@@ -262,7 +262,8 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
       (recovering && (r.recovery_code().size() < 16 || r.recovery_code().size() > 64))) {
     return respond_error(id, wire::kStatusBadRequest, "invalid recovery fields");
   }
-  // A recovery proves ownership of an existing name with its code: no invitation or work.
+  // A recovery proves ownership of an existing name with its code: no invitation or work. The
+  // store recovers only a name that exists (a recovery code never creates an account).
   if (!recovering && cfg.registration == RegistrationPolicy::kInvite && r.invite_token().empty()) {
     return respond_error(id, wire::kStatusForbidden, "registration needs an invitation");
   }
@@ -306,6 +307,10 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
           }
           if (s.code() == ErrorCode::kPermissionDenied) {
             return self->respond_error(id, wire::kStatusForbidden, "invitation is not valid");
+          }
+          if (recovering && s.code() == ErrorCode::kNotFound) {
+            return self->respond_error(id, wire::kStatusNotFound,
+                                       "no account by that name to recover");
           }
           return self->respond_error(id, status_for(s), "registration failed");
         }
@@ -399,20 +404,20 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
   const auto me = who();
   const AccountPtr account = me.first;
   const std::uint32_t device = me.second;
+  const store::Device* me_device = account->device(device);
   service_.store().upload_keys(
-      account->id, device, spk, to_store(r.pre_keys()),
+      account->id, device, me_device ? me_device->auth_public_key : Bytes(), spk,
+      to_store(r.pre_keys()),
       on_mine<Result<std::uint32_t>>([self, id, spk, account, device](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "upload failed");
-        if (spk) {
+        const store::Device* mine = account->device(device);
+        auto folded = fold_name(account->name);
+        if (spk && mine != nullptr && folded) {
           // The signed prekey is part of the cached device record: refresh it.
-          auto updated = std::make_shared<AccountInfo>(*account);
-          for (auto& d : updated->devices) {
-            if (d.device_id == device) d.signed_pre_key = *spk;
+          if (auto updated = self->service_.update_signed_pre_key(*folded, *mine, *spk)) {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            self->account_ = updated;
           }
-          auto folded = fold_name(updated->name);
-          if (folded) self->service_.remember_account(*folded, updated);
-          std::lock_guard<std::mutex> lock(self->mu_);
-          self->account_ = updated;
         }
         Response resp;
         resp.set_id(id);
@@ -828,12 +833,19 @@ void Session::push_envelope(std::int64_t seq, const store::Envelope& e) {
   note_pushed(seq, e);
 }
 
-void Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
+bool Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
+  // The window's bytes, not only its count: a page of large envelopes pushed whole would pass
+  // the connection's write queue, which cuts the device as a slow reader at every login.
+  auto room = [this] {
+    return unacked_.size() < kDeliveryWindow && unacked_bytes_ < kDeliveryWindowBytes;
+  };
   if (!batches_) {
     for (const auto& q : page) {
-      if (q.seq > last_seq_sent_) push_envelope(q.seq, q.envelope);
+      if (q.seq <= last_seq_sent_) continue;
+      if (!room()) return false;
+      push_envelope(q.seq, q.envelope);
     }
-    return;
+    return true;
   }
   Frame f;
   std::size_t bytes = 0;
@@ -845,12 +857,17 @@ void Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
   };
   for (const auto& q : page) {
     if (q.seq <= last_seq_sent_) continue;
+    if (!room()) {
+      flush();
+      return false;
+    }
     if (bytes + q.envelope.content.size() > kBatchBytes) flush();
     fill(f.mutable_push()->mutable_envelopes()->add_envelopes(), q.envelope);
     bytes += q.envelope.content.size() + 64;
     note_pushed(q.seq, q.envelope);
   }
   flush();
+  return true;
 }
 
 void Session::queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
@@ -887,7 +904,10 @@ void Session::pump() {
       spdlog::warn("event=fetch_queue_failed code={}", error_code_name(page.error().code()));
       return;
     }
-    self->push_page(*page);
+    if (!self->push_page(*page)) {
+      self->dirty_ = true;  // the rest comes when acknowledgements free the window
+      return;
+    }
     if (page->size() < limit && !self->dirty_) {
       if (self->delivery_ == Delivery::kDraining) {
         Frame f;

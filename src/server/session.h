@@ -27,7 +27,8 @@
 namespace parley::server {
 
 inline constexpr std::size_t kDeliveryWindow = 256;       // unacked envelopes in flight
-inline constexpr std::size_t kDeliveryWindowBytes = 512 * 1024;
+inline constexpr std::size_t kDeliveryWindowBytes = 512 * 1024;  // pushed past once, by a frame
+static_assert(kDeliveryWindowBytes + wire::kMaxFrameSize + 64 * 1024 <= kMinWriteQueueBytes);
 inline constexpr int kMaxFailedLogins = 3;
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -95,7 +96,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void pump();  // delivery: fetch more from the queue when the window has room (mu_ held)
   void push_envelope(std::int64_t seq, const store::Envelope& e);  // mu_ held
   // Pushes a page of the stored queue: as EnvelopeBatch frames when the client accepts them.
-  void push_page(const std::vector<store::QueuedEnvelope>& page);  // mu_ held
+  // Pushes what the delivery window has room for; false if it stopped short of the page's
+  // end (mu_ held).
+  bool push_page(const std::vector<store::QueuedEnvelope>& page);
   void note_pushed(std::int64_t seq, const store::Envelope& e);    // mu_ held
 
   Service& service_;
@@ -138,6 +141,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 // Adapts a Session to the transport's handler interface (the transport owns the adapter; the
 // session lives as long as callbacks still refer to it).
+// `remote_ip` is the key of the client's per-IP limits (rate_key_for_ip).
 std::unique_ptr<transport::WsHandler> make_session_handler(Service& service,
                                                            const std::string& remote_ip);
 

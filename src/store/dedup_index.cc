@@ -38,16 +38,23 @@ std::uint64_t DedupIndex::hash(std::int64_t sender_account, std::uint32_t sender
 void DedupIndex::insert(std::uint64_t h, std::int64_t row, std::int64_t created_ms) {
   rows_[h] = row;
   order_.push_back(Entry{created_ms, h, row});
-  while (order_.size() > max_entries_) {
-    forget(order_.front());
-    order_.pop_front();
-  }
 }
 
 void DedupIndex::erase(std::uint64_t h, std::int64_t row) {
   auto it = rows_.find(h);
   if (it != rows_.end() && it->second == row) rows_.erase(it);
-  // The entry in order_ stays until it ages out; forget() then finds nothing to remove.
+  // Its entry in order_ goes too: SQLite hands the rolled-back row id out again, and a stale
+  // entry (hash, row) would later make forget() erase the key that the re-run recorded there.
+  // Undone newest first, the entry is the last one (unless expire() already took it, and with it
+  // everything before it).
+  if (!order_.empty() && order_.back().hash == h && order_.back().row == row) order_.pop_back();
+}
+
+void DedupIndex::trim() {
+  while (order_.size() > max_entries_) {
+    forget(order_.front());
+    order_.pop_front();
+  }
 }
 
 void DedupIndex::expire(std::int64_t cutoff_ms) {

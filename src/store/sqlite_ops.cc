@@ -222,6 +222,11 @@ Result<Account> op_create_account(Tx& tx, const NewAccount& a) {
       return out;
     }
   }
+  // A recovery code proves ownership of a name that exists; it never creates one (the server
+  // asks for no invitation or proof of work with it).
+  if (!a.recover_with_hash.empty()) {
+    return not_found("store: no account by that name to recover");
+  }
 
   PARLEY_ASSIGN_OR_RETURN(
       Stmt ins, tx.db.prepare("INSERT INTO accounts (name, folded_name, created_ms, "
@@ -274,10 +279,18 @@ Result<Unit> op_create_invite(Tx& tx, const std::string& token, std::int64_t exp
 // ---- keys -------------------------------------------------------------------------------------
 
 Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                                     const Bytes& auth_public_key,
                                      const std::optional<SignedPreKey>& spk,
                                      const std::vector<PreKey>& pre_keys) {
-  PARLEY_ASSIGN_OR_RETURN(bool exists, device_exists(tx, account_id, device_id));
-  if (!exists) return not_found("store: no such device");
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2 AND "
+                              "auth_public_key = ?3",
+                              "look up device by key"));
+    s.bind(1, account_id).bind(2, device_id).bind_blob(3, auth_public_key);
+    PARLEY_ASSIGN_OR_RETURN(bool exists, s.step());
+    if (!exists) return not_found("store: no such device");
+  }
   if (spk.has_value()) {
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("UPDATE devices SET spk_id = ?3, spk_public = ?4, spk_signature = ?5 "
@@ -593,8 +606,12 @@ Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& 
 }
 
 Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have) {
+  // Progress only moves forward: a connection cut late, after another finished the upload,
+  // reports less than is recorded, and that must not make a complete attachment incomplete.
+  // (SQLite counts the row as changed even when MAX keeps the value.)
   PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, tx.db.prepare("UPDATE attachments SET have = ?2 WHERE id = ?1 AND size >= ?2",
+      Stmt s, tx.db.prepare("UPDATE attachments SET have = MAX(have, ?2) WHERE id = ?1 AND "
+                            "size >= ?2",
                             "update attachment"));
   s.bind_text(1, id).bind(2, i64(have));
   PARLEY_TRY(s.run());
@@ -637,7 +654,7 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
   {
     // The log is in insertion order: the expired keys are the rows before the first young one
     // (found by a scan from the oldest that stops there). A row stored while the clock was set
-    // back stays until the young ones before it expire; the index below forgets it on time.
+    // back stays until the young ones before it expire, in the index below too.
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("DELETE FROM dedup WHERE id < IFNULL((SELECT id FROM dedup WHERE "
                               "created_ms >= ?1 ORDER BY id LIMIT 1), (SELECT MAX(id) + 1 FROM "
@@ -654,7 +671,8 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
                                                   "look for legacy envelopes"));
     s.bind(1, tx.backend.legacy_max_seq);
     PARLEY_ASSIGN_OR_RETURN(bool any, s.step());
-    tx.backend.legacy_rows = any;
+    // Applied to Backend::legacy_rows only once this commits: a rollback brings them back.
+    if (!any) tx.legacy_rows_gone = true;
   }
   {
     PARLEY_ASSIGN_OR_RETURN(

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
@@ -82,6 +83,10 @@ class TypedOp final : public Op {
   std::optional<Result<T>> result_;
 };
 
+// a + b, or SIZE_MAX when that overflows: an operation's rows come from the caller (a fetch's
+// page size), so a sum of them must not wrap past a bound.
+std::size_t add_rows(std::size_t a, std::size_t b) { return b > SIZE_MAX - a ? SIZE_MAX : a + b; }
+
 Callback<Unit> adapt(Done done) {
   return [done = std::move(done)](Result<Unit> r) {
     if (done) done(r.status());
@@ -133,12 +138,14 @@ class SqliteStore final : public Store {
                  adapt(std::move(done)));
   }
 
-  void upload_keys(std::int64_t account_id, std::uint32_t device_id,
+  void upload_keys(std::int64_t account_id, std::uint32_t device_id, Bytes auth_public_key,
                    std::optional<SignedPreKey> signed_pre_key, std::vector<PreKey> pre_keys,
                    Callback<std::uint32_t> done) override {
     submit<std::uint32_t>(
-        [account_id, device_id, spk = std::move(signed_pre_key), keys = std::move(pre_keys)](
-            Tx& tx) { return op_upload_keys(tx, account_id, device_id, spk, keys); },
+        [account_id, device_id, auth = std::move(auth_public_key), spk = std::move(signed_pre_key),
+         keys = std::move(pre_keys)](Tx& tx) {
+          return op_upload_keys(tx, account_id, device_id, auth, spk, keys);
+        },
         std::move(done));
   }
   void pre_key_count(std::int64_t account_id, std::uint32_t device_id,
@@ -323,9 +330,9 @@ class SqliteStore final : public Store {
     std::size_t rows = 0;
     for (bool first = true; !others_.empty(); first = false) {
       const bool fits = batch.size() < options_.max_batch &&
-                        rows + others_.front()->rows <= options_.max_batch_rows;
+                        add_rows(rows, others_.front()->rows) <= options_.max_batch_rows;
       if (!first && !fits) break;
-      rows += others_.front()->rows;
+      rows = add_rows(rows, others_.front()->rows);
       batch.push_back(std::move(others_.front()));
       others_.pop_front();
     }
@@ -345,7 +352,7 @@ class SqliteStore final : public Store {
       if (op->synced()) {
         ++writes;
       } else {
-        rows += op->rows;
+        rows = add_rows(rows, op->rows);
       }
     }
     if (writes == 0 || writes == batch.size() || rows <= options_.max_rows_beside_writes) return;
@@ -392,7 +399,7 @@ class SqliteStore final : public Store {
   // `started`: when the batch was taken from the queue (its BEGIN follows at once).
   void run_batch(std::vector<std::unique_ptr<Op>>& batch,
                  std::chrono::steady_clock::time_point started) {
-    Tx tx{*db_, *backend_, {}, {}, {}, 0};
+    Tx tx{*db_, *backend_, {}, {}, {}, 0, false};
     // A batch of acknowledgements and reads alone commits without an fsync (synchronous=NORMAL: WAL
     // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:
     // the WAL is written in order, so no synced commit can outlive an earlier unsynced one.
@@ -417,7 +424,9 @@ class SqliteStore final : public Store {
       return;
     }
     if (tx.seq_bound != 0) backend_->seq_bound = tx.seq_bound;
+    if (tx.legacy_rows_gone) backend_->legacy_rows = false;
     backend_->queues.settle();
+    backend_->dedup.trim();
     if (!tx.acked_added.empty()) {
       if (backend_->acked.empty()) acked_since_ = std::chrono::steady_clock::now();
       backend_->acked.insert(backend_->acked.end(), tx.acked_added.begin(), tx.acked_added.end());
@@ -474,6 +483,7 @@ class SqliteStore final : public Store {
       const std::size_t dedup_mark = tx.dedup_added.size();
       const std::size_t queues_mark = tx.backend.queues.mark();
       const std::size_t acked_mark = tx.acked_added.size();
+      const bool legacy_rows_gone = tx.legacy_rows_gone;
       if (op->run(tx)) {
         if (isolate) failed = db_->run("RELEASE op", "release savepoint");
       } else if (!isolate) {
@@ -484,6 +494,7 @@ class SqliteStore final : public Store {
         undo_dedup(tx, dedup_mark);
         tx.backend.queues.undo(queues_mark);
         tx.acked_added.resize(acked_mark);
+        tx.legacy_rows_gone = legacy_rows_gone;
         failed = db_->run("ROLLBACK TO op", "roll back savepoint");
         if (failed.is_ok()) failed = db_->run("RELEASE op", "release savepoint");
       }
@@ -501,13 +512,15 @@ class SqliteStore final : public Store {
     tx.backend.queues.undo(0);
     tx.acked_added.clear();
     tx.seq_bound = 0;
+    tx.legacy_rows_gone = false;
     return failed.is_ok() ? Attempt::kOpFailed : Attempt::kFailed;
   }
 
-  // Forgets the dedup keys recorded in memory from index `mark` on (their rows rolled back).
+  // Forgets the dedup keys recorded in memory from index `mark` on (their rows rolled back),
+  // newest first (DedupIndex::erase).
   static void undo_dedup(Tx& tx, std::size_t mark) {
-    for (std::size_t i = mark; i < tx.dedup_added.size(); ++i) {
-      tx.backend.dedup.erase(tx.dedup_added[i].first, tx.dedup_added[i].second);
+    for (std::size_t i = tx.dedup_added.size(); i > mark; --i) {
+      tx.backend.dedup.erase(tx.dedup_added[i - 1].first, tx.dedup_added[i - 1].second);
     }
     tx.dedup_added.resize(mark);
   }

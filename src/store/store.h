@@ -8,8 +8,10 @@
 // its transaction is durably committed (synchronous=FULL in WAL mode). Each operation is
 // isolated (a savepoint): one failing operation never affects the others in its batch.
 // Order: writes run and complete in the order submitted; so do reads and acknowledgements
-// among themselves. A read or an ack may run after a write submitted later than it (writes go
-// first, docs/storage.md), never before a write submitted earlier.
+// among themselves. Between the two kinds there is no order (writes go first, docs/storage.md):
+// a read or an ack may run after a write submitted later than it, and also before one submitted
+// earlier when more writes wait than fit in a batch. A read sees everything committed before it
+// was submitted, never older data.
 //
 // Thread-safety: all methods may be called from any thread. The Store must outlive every
 // callback (do not destroy it from one); close() drains the queue first. An operation refused
@@ -71,9 +73,10 @@ struct NewAccount {
   std::int64_t now_ms = 0;
   // SHA-256 of the account's recovery code (empty: the account cannot be recovered).
   Bytes recovery_hash;
-  // Non-empty: if the name is taken, recover that account when this equals its stored
-  // recovery hash — its devices are replaced by `device` (with `pre_keys`), the old device's
-  // queue and prekeys are deleted, and the recovery hash becomes `recovery_hash`.
+  // Non-empty: recover the account of that name when this equals its stored recovery hash —
+  // its devices are replaced by `device` (with `pre_keys`), the old device's queue and prekeys
+  // are deleted, and the recovery hash becomes `recovery_hash`. kNotFound when no account has
+  // the name: a recovery never creates an account.
   Bytes recover_with_hash;
 };
 
@@ -179,8 +182,11 @@ class Store {
   virtual void create_invite(std::string token, std::int64_t expires_ms, Done done) = 0;
 
   // Keys. Replaces the signed prekey if given; adds one-time prekeys (ids already present are
-  // replaced). Returns how many one-time prekeys remain for the device.
-  virtual void upload_keys(std::int64_t account_id, std::uint32_t device_id,
+  // replaced). Returns how many one-time prekeys remain for the device. `auth_public_key` names
+  // the device as its session authenticated it: when the device has since been replaced (a
+  // recovery makes device 1 anew with another key), kNotFound and nothing changes, so a
+  // session of the replaced device cannot put its keys on the new one.
+  virtual void upload_keys(std::int64_t account_id, std::uint32_t device_id, Bytes auth_public_key,
                            std::optional<SignedPreKey> signed_pre_key, std::vector<PreKey> pre_keys,
                            Callback<std::uint32_t> done) = 0;
   virtual void pre_key_count(std::int64_t account_id, std::uint32_t device_id,
@@ -206,6 +212,9 @@ class Store {
   // Attachments (metadata; the bytes are files the server manages).
   virtual void create_attachment(Attachment attachment, Done done) = 0;
   virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
+  // Records that the attachment's file holds `have` bytes. Progress only moves forward: less
+  // than is recorded changes nothing and succeeds. kNotFound (no such attachment),
+  // kInvalidArgument (beyond its size).
   virtual void set_attachment_progress(std::string id, std::uint64_t have, Done done) = 0;
 
   // Housekeeping: deletes envelopes older than max_age, dedup keys older than dedup_ms, expired

@@ -296,6 +296,50 @@ TEST_F(StoreTest, RecoveryReplacesTheDeviceOnlyWithTheRightCode) {
   EXPECT_FALSE(call<Account>([&](auto cb) { store_->create_account(replay, cb); }).has_value());
 }
 
+// A recovery code never creates an account: the server asks for no invitation or proof of work
+// with one, so a recovery of a free name would have been an open door.
+TEST_F(StoreTest, ARecoveryOfAFreeNameCreatesNothing) {
+  NewAccount sneaky = make_account("mallory", 1);
+  sneaky.recover_with_hash = Bytes(32, 0xaa);
+  auto r = call<Account>([&](auto cb) { store_->create_account(sneaky, cb); });
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->stats().accounts, 0u);
+  auto found = call<std::optional<Account>>([&](auto cb) { store_->find_account("mallory", cb); });
+  ASSERT_TRUE(found.has_value());
+  EXPECT_FALSE(found->has_value());
+}
+
+// After a recovery replaced device 1, a session of the old device (a stolen phone still
+// connected) can no longer put its keys on the new one.
+TEST_F(StoreTest, KeysFromAReplacedDeviceAreRefused) {
+  NewAccount first = make_account("alice", 1);
+  first.recovery_hash = Bytes(32, 0xaa);
+  auto a = call<Account>([&](auto cb) { store_->create_account(first, cb); });
+  ASSERT_TRUE(a.has_value());
+  const Bytes old_key = a->devices[0].auth_public_key;
+  NewAccount again = make_account("alice", 1);
+  again.device.auth_public_key = Bytes(32, 0x5e);
+  again.recover_with_hash = Bytes(32, 0xaa);
+  ASSERT_TRUE(call<Account>([&](auto cb) { store_->create_account(again, cb); }).has_value());
+  SignedPreKey stolen{9, Bytes(33, 0x66), Bytes(64, 0x66)};
+  auto up = call<std::uint32_t>(
+      [&](auto cb) { store_->upload_keys(a->id, 1, old_key, stolen, make_pre_keys(50, 3), cb); });
+  ASSERT_FALSE(up.has_value());
+  EXPECT_EQ(up.error().code(), ErrorCode::kNotFound);
+  auto bundles = call<std::vector<Bundle>>([&](auto cb) { store_->take_bundles(a->id, 1, cb); });
+  ASSERT_TRUE(bundles.has_value());
+  ASSERT_EQ(bundles->size(), 1u);
+  EXPECT_EQ((*bundles)[0].signed_pre_key.public_key, again.device.signed_pre_key.public_key);
+  ASSERT_TRUE((*bundles)[0].pre_key.has_value());
+  EXPECT_EQ((*bundles)[0].pre_key->id, 1u);  // the new device's own, none of the old one's
+  auto mine = call<std::uint32_t>([&](auto cb) {
+    store_->upload_keys(a->id, 1, again.device.auth_public_key, std::nullopt, make_pre_keys(2, 1),
+                        cb);
+  });
+  ASSERT_TRUE(mine.has_value()) << mine.error().to_string();
+}
+
 TEST_F(StoreTest, InviteIsConsumedOnce) {
   ASSERT_TRUE(call_status([&](auto cb) { store_->create_invite("tok", 5000, cb); }).is_ok());
   EXPECT_EQ(call_status([&](auto cb) { store_->create_invite("tok", 5000, cb); }).code(),
@@ -331,8 +375,9 @@ TEST_F(StoreTest, UploadKeysAndCount) {
 
   // Ids 2..6: id 2 is replaced, so 6 keys in all.
   SignedPreKey spk{8, Bytes(33, 0x07), Bytes(64, 0x11)};
-  auto up = call<std::uint32_t>(
-      [&](auto cb) { store_->upload_keys(a.id, 1, spk, make_pre_keys(2, 5), cb); });
+  auto up = call<std::uint32_t>([&](auto cb) {
+    store_->upload_keys(a.id, 1, a.devices[0].auth_public_key, spk, make_pre_keys(2, 5), cb);
+  });
   ASSERT_TRUE(up.has_value()) << up.error().to_string();
   EXPECT_EQ(*up, 6u);
 
@@ -344,8 +389,10 @@ TEST_F(StoreTest, UploadKeysAndCount) {
   ASSERT_TRUE((*bundles)[0].pre_key.has_value());
   EXPECT_EQ((*bundles)[0].pre_key->id, 1u);  // lowest id first
 
-  auto unknown = call<std::uint32_t>(
-      [&](auto cb) { store_->upload_keys(a.id, 9, std::nullopt, make_pre_keys(1, 1), cb); });
+  auto unknown = call<std::uint32_t>([&](auto cb) {
+    store_->upload_keys(a.id, 9, a.devices[0].auth_public_key, std::nullopt, make_pre_keys(1, 1),
+                        cb);
+  });
   ASSERT_FALSE(unknown.has_value());
   EXPECT_EQ(unknown.error().code(), ErrorCode::kNotFound);
   EXPECT_EQ(call<std::uint32_t>([&](auto cb) { store_->pre_key_count(a.id, 9, cb); })
@@ -630,6 +677,29 @@ TEST_F(StoreTest, ExpireRemovesOldEnvelopesDedupInvitesAndAttachments) {
   EXPECT_TRUE(bb->has_value());
 }
 
+// Expiry deletes a prefix of the dedup log, and the index in memory forgets the same prefix: a
+// key stored while the clock was set back stays (a resend of it is a duplicate) until the
+// younger keys before it expire too (docs/storage.md, "Write volume").
+TEST_F(StoreTest, AKeyStoredWithTheClockSetBackStaysUntilTheKeysBeforeItExpire) {
+  Account a = create("alice");
+  ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, "young", 10000))->kind,
+            SendOutcome::Kind::kStored);
+  ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 2)}, "old", 1000))->kind,
+            SendOutcome::Kind::kStored);
+  auto expire = [&](std::int64_t now_ms) {  // dedup keys older than a second go
+    return call<std::vector<std::string>>(
+        [&](auto cb) { store_->expire(now_ms, 1000000, 1000, cb); });
+  };
+  // Cutoff 5000: "old" is out of the window, but "young" before it is not.
+  ASSERT_TRUE(expire(6000).has_value());
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 3)}, "old", 6000))->kind,
+            SendOutcome::Kind::kDuplicate);
+  // Cutoff 11000: both go.
+  ASSERT_TRUE(expire(12000).has_value());
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 4)}, "old", 12000))->kind,
+            SendOutcome::Kind::kStored);
+}
+
 // ---- attachments ------------------------------------------------------------------------------
 
 TEST_F(StoreTest, AttachmentsCrud) {
@@ -657,6 +727,31 @@ TEST_F(StoreTest, AttachmentsCrud) {
   auto none = call<std::optional<Attachment>>([&](auto cb) { store_->find_attachment("nope", cb); });
   ASSERT_TRUE(none.has_value());
   EXPECT_FALSE(none->has_value());
+}
+
+// Progress only moves forward: a connection cut late, after another finished the upload,
+// records less than is stored; that succeeds and changes nothing, so a complete attachment
+// never becomes incomplete again (its downloads would fail for good).
+TEST_F(StoreTest, AttachmentProgressOnlyMovesForward) {
+  Attachment att{"0123456789abcdef0123456789abcdef", Bytes(32, 9), 4, 2000, 0, 10, 20};
+  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  auto have = [&]() -> std::uint64_t {
+    auto found =
+        call<std::optional<Attachment>>([&](auto cb) { store_->find_attachment(att.id, cb); });
+    EXPECT_TRUE(found.has_value() && found->has_value());
+    return found.has_value() && found->has_value() ? (*found)->have : 0;
+  };
+  auto progress = [&](std::uint64_t n) {
+    return call_status([&](auto cb) { store_->set_attachment_progress(att.id, n, cb); });
+  };
+  ASSERT_TRUE(progress(1000).is_ok());
+  EXPECT_TRUE(progress(300).is_ok());
+  EXPECT_EQ(have(), 1000u);
+  ASSERT_TRUE(progress(2000).is_ok());
+  EXPECT_TRUE(progress(300).is_ok());
+  EXPECT_EQ(have(), 2000u);  // still complete
+  EXPECT_EQ(progress(2001).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(have(), 2000u);
 }
 
 // ---- durability, migrations, lifecycle ------------------------------------------------------------
@@ -820,6 +915,70 @@ TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
   EXPECT_EQ(store_->stats().queued_envelopes, 0u);
 }
 
+// An expire that finds no legacy envelope left (stored before schema v3) stops acks from
+// looking for them, but only once it commits: an expire that rolls back, alone or in a batch
+// run again with savepoints, must leave the legacy envelopes acknowledgeable.
+TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
+  store_->close();
+  store_.reset();
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    for (const Migration& m : migrations()) {
+      if (m.version > 2) break;
+      ASSERT_TRUE((*db)->exec(m.sql, "test").is_ok());
+    }
+    ASSERT_TRUE((*db)->exec("PRAGMA user_version = 2", "test").is_ok());
+    const char* two_queued =
+        "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
+        "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
+        "  zeroblob(64), 1);"
+        "INSERT INTO queue_counters VALUES (7, 1, 2, 2);"
+        "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
+        "  source_device, type, content, size, stored_ms) VALUES "
+        "  (41, 7, 1, x'abababababababababababababababab', 1, 's', 1, 1, x'01', 1, 1),"
+        "  (42, 7, 1, x'cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd', 1, 's', 1, 1, x'02', 1, 1);";
+    ASSERT_TRUE((*db)->exec(two_queued, "test").is_ok());
+  }
+  open();
+  // Each expire below deletes both (old) legacy envelopes, finds none left, then fails
+  // deleting an expired attachment (as on a full disk) and is rolled back.
+  Attachment att{"0123456789abcdef0123456789abcdef", Bytes(32, 1), 7, 1, 0, 1, 10};
+  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    const char* fail =
+        "CREATE TRIGGER fail_expiry BEFORE DELETE ON attachments BEGIN "
+        "SELECT RAISE(ABORT, 'expiry fails'); END";
+    ASSERT_TRUE((*db)->exec(fail, "test").is_ok());
+  }
+  using Expired = Result<std::vector<std::string>>;
+
+  // Alone: the batch's transaction rolls back.
+  auto alone =
+      call<std::vector<std::string>>([&](auto cb) { store_->expire(1000000, 1000, 1000, cb); });
+  ASSERT_FALSE(alone.has_value());
+  ASSERT_EQ(fetch(7, 1).size(), 2u);
+  EXPECT_EQ(*ack(7, 1, {Bytes(16, 0xab)}), 1u);
+
+  // Beside a send: the batch runs again with savepoints, the expire's is rolled back and the
+  // send commits.
+  auto sent = std::make_shared<std::promise<Result<SendOutcome>>>();
+  auto expired = std::make_shared<std::promise<Expired>>();
+  {
+    Gate gate(*store_);
+    store_->expire(1000000, 1000, 1000, [expired](Expired r) { expired->set_value(r); });
+    store_->store_messages(make_send(7, {make_delivery(7, 1, 1)}, "", 1000000),
+                           [sent](Result<SendOutcome> r) { sent->set_value(r); });
+  }
+  ASSERT_FALSE(expired->get_future().get().has_value());
+  ASSERT_TRUE(sent->get_future().get().has_value());
+  ASSERT_EQ(fetch(7, 1).size(), 2u);
+  EXPECT_EQ(*ack(7, 1, {Bytes(16, 0xcd)}), 1u);
+}
+
 TEST_F(StoreTest, RefusesADatabaseNewerThanTheCode) {
   store_->close();
   store_.reset();
@@ -923,6 +1082,68 @@ TEST_F(StoreTest, ABatchRerunAfterAFailureStoresEachSendOnce) {
   EXPECT_EQ(fresh->kind, SendOutcome::Kind::kStored);
   EXPECT_EQ(fetch(a.id, 1).size(), 3u);
   EXPECT_EQ(store_->stats().queued_envelopes, 3u);
+}
+
+// After a rollback SQLite hands out the same dedup row ids again, so a re-run records the same
+// (key, row) pairs in memory. The rolled-back ones must leave nothing behind in the index's
+// eviction order: a stale copy evicted later would take the re-run's live key with it, and a
+// resend within dedup_entries would be stored twice.
+TEST_F(StoreTest, KeysOfARolledBackRunDoNotEvictTheirRerunEarly) {
+  internal::SqliteOptions small;
+  small.dedup_entries = 3;
+  open(small);
+  Account a = create("alice");
+  std::vector<std::future<Result<SendOutcome>>> sends;
+  auto taken = std::make_shared<std::promise<Result<Account>>>();
+  {
+    Gate gate(*store_);
+    for (const char* id : {"k1", "k2"}) {
+      auto p = std::make_shared<std::promise<Result<SendOutcome>>>();
+      sends.push_back(p->get_future());
+      store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 1)}, id),
+                             [p](Result<SendOutcome> r) { p->set_value(r); });
+    }
+    // Fails in the same batch: the batch runs again with savepoints.
+    store_->create_account(make_account("alice"),
+                           [taken](Result<Account> r) { taken->set_value(r); });
+  }
+  for (auto& f : sends) ASSERT_EQ(f.get()->kind, SendOutcome::Kind::kStored);
+  ASSERT_EQ(taken->get_future().get().error().code(), ErrorCode::kAlreadyExists);
+  // A third key: three in all, within the capacity.
+  ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 2)}, "k3"))->kind,
+            SendOutcome::Kind::kStored);
+  for (const char* id : {"k1", "k2", "k3"}) {
+    EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 3)}, id))->kind,
+              SendOutcome::Kind::kDuplicate)
+        << id;
+  }
+}
+
+// A key recorded by an operation that rolls back must not evict an older key either (eviction
+// waits for the commit), or a failed send would make the index forget a key it should keep.
+TEST_F(StoreTest, AKeyThatIsRolledBackEvictsNoOtherKey) {
+  internal::SqliteOptions small;
+  small.dedup_entries = 2;
+  open(small);
+  Account a = create("alice");
+  for (const char* id : {"k1", "k2"}) {
+    ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, id))->kind,
+              SendOutcome::Kind::kStored);
+  }
+  auto db = internal::Db::open(path_);
+  ASSERT_TRUE(db.has_value());
+  // The send records its key, then fails storing its envelope (as on a full disk).
+  const char* fail =
+      "CREATE TRIGGER fail_send BEFORE INSERT ON envelopes BEGIN "
+      "SELECT RAISE(ABORT, 'send fails'); END";
+  ASSERT_TRUE((*db)->exec(fail, "test").is_ok());
+  ASSERT_FALSE(send(make_send(a.id, {make_delivery(a.id, 1, 2)}, "k3")).has_value());
+  ASSERT_TRUE((*db)->exec("DROP TRIGGER fail_send", "test").is_ok());
+  for (const char* id : {"k1", "k2"}) {
+    EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 3)}, id))->kind,
+              SendOutcome::Kind::kDuplicate)
+        << id;
+  }
 }
 
 // The queues live in memory (schema v4): they must follow rolled-back operations, acks in any
@@ -1207,6 +1428,52 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   ASSERT_EQ(order.size(), 21u);
   EXPECT_EQ(std::string(order.begin(), order.end()), "sssssssf" + std::string(13, 's'));
   EXPECT_EQ(store_->stats().commits - t0.commits, 3u);  // 7 and the fetch, 8, 5
+}
+
+// A fetch counts its page size as rows, and the page size is the caller's: sums of rows must
+// saturate, not wrap, or a huge page would look small enough to ride along.
+TEST_F(StoreTest, HugeFetchLimitsDoNotWrapTheBatchRowCount) {
+  Account a = create("alice");
+  auto fetch_async = [&](std::size_t limit) {
+    auto p = std::make_shared<std::promise<Result<std::vector<QueuedEnvelope>>>>();
+    store_->fetch_queue(a.id, 1, 0, limit,
+                        [p](Result<std::vector<QueuedEnvelope>> r) { p->set_value(r); });
+    return p->get_future();
+  };
+  // take_batch: a page of SIZE_MAX does not fit beside a page of 1 (max_batch_rows).
+  {
+    const Stats s0 = store_->stats();
+    std::future<Result<std::vector<QueuedEnvelope>>> small, huge;
+    {
+      Gate gate(*store_);  // its own operation fails and commits nothing
+      small = fetch_async(1);
+      huge = fetch_async(SIZE_MAX);
+    }
+    ASSERT_TRUE(small.get().has_value());
+    ASSERT_TRUE(huge.get().has_value());
+    EXPECT_EQ(store_->stats().commits - s0.commits, 2u);
+  }
+  // split_reads: beside a send they ask for more than max_rows_beside_writes rows, so the send
+  // commits on its own.
+  internal::SqliteOptions unbounded;
+  unbounded.max_batch_rows = SIZE_MAX;
+  open(unbounded);
+  {
+    const Stats s0 = store_->stats();
+    auto sent = std::make_shared<std::promise<Result<SendOutcome>>>();
+    std::future<Result<std::vector<QueuedEnvelope>>> small, huge;
+    {
+      Gate gate(*store_);
+      store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 1)}),
+                             [sent](Result<SendOutcome> r) { sent->set_value(r); });
+      small = fetch_async(1);
+      huge = fetch_async(SIZE_MAX);
+    }
+    ASSERT_TRUE(sent->get_future().get().has_value());
+    ASSERT_TRUE(small.get().has_value());
+    ASSERT_TRUE(huge.get().has_value());
+    EXPECT_EQ(store_->stats().commits - s0.commits, 2u);
+  }
 }
 
 // WAL checkpoints run on their own thread and connection once the WAL reaches

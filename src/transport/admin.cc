@@ -44,10 +44,14 @@ class AdminServerImpl final : public AdminServer {
 
  private:
   net::awaitable<void> accept_loop() {
+    net::steady_timer backoff(acceptor_.get_executor());
     for (;;) {
       auto [ec, socket] = co_await acceptor_.async_accept(net::make_strand(io_), kUse);
       if (ec) {
         if (!acceptor_.is_open()) co_return;
+        // EMFILE and friends: pause instead of spinning (as the TLS listener does).
+        backoff.expires_after(std::chrono::milliseconds(50));
+        co_await backoff.async_wait(kUse);
         continue;
       }
       net::co_spawn(socket.get_executor(), serve(beast::tcp_stream(std::move(socket))),

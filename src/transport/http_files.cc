@@ -38,7 +38,8 @@ void set_common(http::response_header<>& h, const HttpContext& cx) {
   if (!cx.options.server_header.empty()) h.set(http::field::server, cx.options.server_header);
 }
 
-void expire(TlsSocket& s, std::chrono::seconds t) { s.expires_after(t); }
+// The deadline of the next read or write: http_idle (never zero).
+void expire(TlsSocket& s, const HttpContext& cx) { s.expires_after(http_idle(cx.options)); }
 
 // An in-memory response.
 net::awaitable<bool> write_simple(TlsSocket& s, http::response<http::string_body>& res,
@@ -46,7 +47,7 @@ net::awaitable<bool> write_simple(TlsSocket& s, http::response<http::string_body
   set_common(res.base(), cx);
   res.keep_alive(keep_alive);
   res.prepare_payload();
-  expire(s, cx.options.idle_timeout);
+  expire(s, cx);
   auto [ec, n] = co_await http::async_write(s, res, kUse);
   co_return !ec && keep_alive;
 }
@@ -59,7 +60,7 @@ net::awaitable<bool> write_file(TlsSocket& s, int fd, std::uint64_t offset, std:
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(length, kChunk));
     ssize_t got = ::pread(fd, chunk.get(), want, static_cast<off_t>(offset));
     if (got <= 0) co_return false;  // file shrank or I/O error: the response is cut short
-    expire(s, cx.options.idle_timeout);
+    expire(s, cx);
     auto [ec, n] =
         co_await net::async_write(s, net::buffer(chunk.get(), static_cast<std::size_t>(got)), kUse);
     if (ec) co_return false;
@@ -76,7 +77,7 @@ net::awaitable<bool> write_header(TlsSocket& s, http::response<http::empty_body>
   set_common(res.base(), cx);
   res.keep_alive(keep_alive);
   res.content_length(content_length);
-  expire(s, cx.options.idle_timeout);
+  expire(s, cx);
   auto [ec, n] = co_await http::async_write(s, res, kUse);
   co_return !ec;
 }
@@ -92,7 +93,7 @@ net::awaitable<bool> drain_body(TlsSocket& s, beast::flat_buffer& buffer, Header
   while (!bp.is_done()) {
     bp.get().body().data = chunk.get();
     bp.get().body().size = kChunk;
-    expire(s, cx.options.idle_timeout);
+    expire(s, cx);
     auto [ec, n] = co_await http::async_read(s, buffer, bp, kUse);
     if (ec == http::error::need_buffer) continue;
     if (ec) co_return false;
@@ -100,10 +101,10 @@ net::awaitable<bool> drain_body(TlsSocket& s, beast::flat_buffer& buffer, Header
   co_return true;
 }
 
+// An error page; `head`: the answer to a HEAD request (the header only).
 net::awaitable<bool> error_response(TlsSocket& s, unsigned status, unsigned version,
-                                    const HttpContext& cx, bool keep_alive = false) {
-  co_return co_await write_site_response(s, cx.site.error_page(status), version, keep_alive, false,
-                                         cx);
+                                    const HttpContext& cx, bool head = false) {
+  co_return co_await write_site_response(s, cx.site.error_page(status), version, false, head, cx);
 }
 
 unsigned status_for(const Status& st) {
@@ -181,7 +182,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
 
   if (beast::iequals(req[http::field::expect], "100-continue")) {
     http::response<http::empty_body> cont{http::status::continue_, version};
-    expire(s, cx.options.idle_timeout);
+    expire(s, cx);
     auto [ec, n] = co_await http::async_write(s, cont, kUse);
     if (ec) co_return false;
   }
@@ -195,7 +196,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   while (!bp.is_done()) {
     bp.get().body().data = chunk.get();
     bp.get().body().size = kChunk;
-    expire(s, cx.options.idle_timeout);
+    expire(s, cx);
     auto [ec, n] = co_await http::async_read(s, buffer, bp, kUse);
     if (ec && ec != http::error::need_buffer) {
       cut = true;
@@ -262,7 +263,7 @@ net::awaitable<bool> get_attachment(TlsSocket& s, std::string_view id, std::stri
                                            keep, head, cx);
   }
   Fd fd(::open(dl->path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.ok()) co_return co_await error_response(s, 500, version, cx);
+  if (!fd.ok()) co_return co_await error_response(s, 500, version, cx, head);
   const std::uint64_t size = dl->size;
   std::uint64_t first = 0;
   std::uint64_t count = size;
@@ -307,7 +308,7 @@ net::awaitable<bool> write_site_response(TlsSocket& s, const SiteResponse& page,
     fill(res.base());
     set_common(res.base(), cx);
     res.keep_alive(keep_alive);
-    expire(s, cx.options.idle_timeout);
+    expire(s, cx);
     auto [ec, n] = co_await http::async_write(s, res, kUse);
     co_return !ec && keep_alive;
   }
@@ -344,7 +345,7 @@ net::awaitable<bool> serve_site(TlsSocket& s, beast::flat_buffer& buffer, Header
   const std::string inm(req[http::field::if_none_match]);
   const bool head = req.method() == http::verb::head;
   if (!hp.is_done() && !co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx)) {
-    co_return co_await write_site_response(s, cx.site.error_page(413), version, false, false, cx);
+    co_return co_await write_site_response(s, cx.site.error_page(413), version, false, head, cx);
   }
   SiteResponse page = cx.site.handle(method, target, inm);
   co_return co_await write_site_response(s, page, version, keep, head, cx);
@@ -363,12 +364,12 @@ net::awaitable<bool> serve_attachment(TlsSocket& s, beast::flat_buffer& buffer, 
       co_return co_await put_attachment(s, buffer, hp, std::string(id), cx);
     case http::verb::get:
     case http::verb::head: {
-      if (!hp.is_done()) co_return co_await error_response(s, 400, version, cx);
       const bool head = req.method() == http::verb::head;
+      if (!hp.is_done()) co_return co_await error_response(s, 400, version, cx, head);
       auto auth = req[http::field::authorization];
       if (head && !auth.empty()) {
         auto token = bearer_token(auth);
-        if (!token) co_return co_await error_response(s, 401, version, cx);
+        if (!token) co_return co_await error_response(s, 401, version, cx, head);
         co_return co_await head_upload(s, id, *token, version, keep, cx);
       }
       co_return co_await get_attachment(s, id, req[http::field::range], version, keep, head, cx);

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <limits>
 #include <list>
+#include <map>
 #include <mutex>
 #include <optional>
 
@@ -120,16 +121,50 @@ struct ServerState {
   const WsHandlerFactory factory;
   HttpFiles* const files;
   std::atomic<std::size_t> connections{0};
+  // What max_connections caps: the descriptors connections hold, one each and one more for a
+  // bridged connection's upstream.
+  std::atomic<std::size_t> slots{0};
   std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
   std::atomic<std::uint64_t> pings{0}, idle_closes{0};
 
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
 
+  // Connections per remote address still in their TLS handshake (max_handshakes_per_ip); an
+  // address leaves the map with its last one, so it holds at most one entry per connection.
+  std::mutex handshakes_mu;
+  std::map<std::string, std::size_t, std::less<>> handshakes;  // guarded by handshakes_mu
+
   net::any_io_executor acceptor_ex;
   tcp::acceptor acceptor;  // used on acceptor_ex only
   std::atomic<bool> accepting{true};
   std::size_t next_worker = 0;  // used on acceptor_ex only
+
+  // Takes one of max_connections' slots; false when none is free.
+  bool take_slot() {
+    std::size_t cur = slots.load();
+    do {
+      if (cur >= options.max_connections) return false;
+    } while (!slots.compare_exchange_weak(cur, cur + 1));
+    return true;
+  }
+
+  // A connection from `ip` starts its TLS handshake: false when `ip` already has
+  // max_handshakes_per_ip of them. Each true is matched by one end_handshake(ip).
+  bool begin_handshake(const std::string& ip) {
+    if (options.max_handshakes_per_ip == 0) return true;
+    std::lock_guard lock(handshakes_mu);
+    std::size_t& n = handshakes[ip];
+    if (n >= options.max_handshakes_per_ip) return false;  // n > 0: the entry stays
+    ++n;
+    return true;
+  }
+  void end_handshake(const std::string& ip) {
+    if (options.max_handshakes_per_ip == 0) return;
+    std::lock_guard lock(handshakes_mu);
+    auto it = handshakes.find(ip);
+    if (it != handshakes.end() && --it->second == 0) handshakes.erase(it);
+  }
 
   // Where the next connection runs: its own strand, or the next worker context.
   net::any_io_executor place_next() {
@@ -146,8 +181,11 @@ struct ServerState {
 
 class Connection final : public WsConnection, public std::enable_shared_from_this<Connection> {
  public:
-  static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock) {
-    auto conn = std::shared_ptr<Connection>(new Connection(st, std::move(sock)));
+  // `remote_ip` has been counted by st->begin_handshake and a slot taken for the connection.
+  static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock,
+                                            std::string remote_ip) {
+    auto conn =
+        std::shared_ptr<Connection>(new Connection(st, std::move(sock), std::move(remote_ip)));
     std::lock_guard lock(st->mu);
     conn->registration_ = st->live.insert(st->live.end(), conn);
     return conn;
@@ -158,6 +196,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       std::lock_guard lock(st_->mu);
       st_->live.erase(registration_);
     }
+    end_handshake();
+    st_->slots.fetch_sub(upstream_slot_ ? 2 : 1);  // free before connection_count() drops
     st_->connections.fetch_sub(1);
   }
 
@@ -240,11 +280,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
  private:
   enum class Phase { kHttp, kWsHandshake, kWs, kBridge };
 
-  Connection(std::shared_ptr<ServerState> st, tcp::socket sock)
-      : st_(std::move(st)), ex_(sock.get_executor()), timer_(ex_) {
-    error_code ec;
-    auto ep = sock.remote_endpoint(ec);
-    if (!ec) remote_ip_ = ep.address().to_string();
+  Connection(std::shared_ptr<ServerState> st, tcp::socket sock, std::string remote_ip)
+      : st_(std::move(st)),
+        ex_(sock.get_executor()),
+        remote_ip_(std::move(remote_ip)),
+        timer_(ex_) {
     auto tls = TlsSocket::accept(std::move(sock), st_->tls->native_handle());
     if (tls.has_value()) tls_ = std::move(*tls);  // else the connection just ends
   }
@@ -257,6 +297,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     }
     const auto* strand = ex_.target<net::strand<net::io_context::executor_type>>();
     return strand != nullptr && strand->running_in_this_thread();
+  }
+
+  // The TLS handshake is over (or never ran): the connection no longer counts against
+  // max_handshakes_per_ip.
+  void end_handshake() {
+    if (!handshaking_) return;
+    handshaking_ = false;
+    st_->end_handshake(remote_ip_);
   }
 
   void close_socket() {
@@ -278,6 +326,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     tls_->expires_after(opt.handshake_timeout);
     {
       auto [ec] = co_await tls_->async_handshake(kUse);
+      end_handshake();
       if (ec) {
         ++st_->tls_failed;
         co_return std::nullopt;
@@ -292,7 +341,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       HeaderParser hp;
       hp.header_limit(8 * 1024);
       hp.body_limit(std::numeric_limits<std::uint64_t>::max());  // enforced per endpoint
-      tls_->expires_after(served == 0 ? opt.handshake_timeout : opt.idle_timeout);
+      tls_->expires_after(served == 0 ? opt.handshake_timeout : http_idle(opt));
       auto [ec, n] = co_await http::async_read_header(*tls_, buffer, hp, kUse);
       if (ec) {
         if (is_http_parse_error(ec) && !stopping_) {
@@ -334,6 +383,10 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   net::awaitable<void> bridge_session(http::request<http::empty_body> req) {
     const ServerOptions& opt = st_->options;
     phase_ = Phase::kBridge;
+    // The upstream socket is a second descriptor: a second slot of max_connections, kept until
+    // the connection ends. None free: the client sees the connection close.
+    if (!st_->take_slot()) co_return;
+    upstream_slot_ = true;
     auto up = std::make_shared<beast::tcp_stream>(ex_);
     {
       tcp::resolver resolver(ex_);
@@ -639,6 +692,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // Strand-confined state.
   Phase phase_ = Phase::kHttp;
   bool stopping_ = false;
+  bool handshaking_ = true;         // counted in st_->handshakes until end_handshake()
+  bool upstream_slot_ = false;      // bridge mode: a second slot taken for the upstream
   std::shared_ptr<TlsSocket> tls_;  // until the WebSocket takes it
   std::optional<WsStream> ws_;
   std::shared_ptr<beast::tcp_stream> bridge_up_;  // bridge mode, after the 101
@@ -676,13 +731,21 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
       continue;
     }
     error_code ignored;
-    if (st->connections.load() >= st->options.max_connections) {
+    if (!st->take_slot()) {
       sock.close(ignored);  // over the cap: refused at once
+      continue;
+    }
+    error_code pec;
+    const auto peer = sock.remote_endpoint(pec);
+    std::string ip = pec ? std::string() : peer.address().to_string();
+    if (!st->begin_handshake(ip)) {
+      st->slots.fetch_sub(1);
+      sock.close(ignored);  // too many handshakes from this address: refused at once
       continue;
     }
     st->connections.fetch_add(1);
     sock.set_option(tcp::no_delay(true), ignored);
-    auto conn = Connection::create(st, std::move(sock));
+    auto conn = Connection::create(st, std::move(sock), std::move(ip));
     auto ex = conn->executor();
     net::co_spawn(ex, Connection::run(std::move(conn)), [](std::exception_ptr) {});
   }

@@ -10,7 +10,8 @@
 // connection runs on its own strand there, or on one of ServerOptions::workers (an IoPool);
 // WsHandler callbacks for one connection never run concurrently.
 // Every limit is enforced here: handshake and idle timeouts, pings, frame and body size caps,
-// a bounded write queue per connection, a cap on connections.
+// a bounded write queue per connection, a cap on connections and one on the connections from
+// one address that are still in their TLS handshake.
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
@@ -103,9 +104,14 @@ struct ServerOptions {
   std::size_t max_message_size = 256 * 1024;
   std::size_t max_http_body = 64 * 1024 * 1024;  // one attachment PUT request
   std::size_t write_queue_limit = 1024 * 1024;   // bytes queued per connection
-  std::size_t max_connections = 19000;
+  std::size_t max_connections = 19000;           // descriptors: a bridged connection takes two
+  // Connections from one remote address that have not finished their TLS handshake (each may
+  // take handshake_timeout); one more is closed at once, like one over max_connections. 0: no cap.
+  std::size_t max_handshakes_per_ip = 64;
   std::chrono::seconds handshake_timeout{10};
-  std::chrono::seconds idle_timeout{120};  // nothing read at all (pongs count); 0: none
+  // A WebSocket that reads nothing at all (pongs count) this long is closed; 0: never. Each HTTP
+  // read and write (but the first request's read) has this deadline, or 120 s when it is 0.
+  std::chrono::seconds idle_timeout{120};
   std::chrono::seconds ping_interval{30};  // a WebSocket silent this long is pinged, and
                                            // again each interval while silent; 0: none
   std::string server_header;  // "Server" response header; empty: none (the WebSocket 101
@@ -113,9 +119,10 @@ struct ServerOptions {
   // Bridge mode (parleyd --bridge-to, docs/operations.md): a request on ws_path with WebSocket
   // upgrade headers gets "101 Switching Protocols", and from then on the decrypted byte stream
   // is spliced both ways to a fresh TCP connection to bridge_to_host:bridge_to_port (16 KB
-  // buffered each way, idle_timeout per read and write, both sides closed together, counted in
-  // max_connections). The WsHandlerFactory is unused; everything else (the website, its
-  // headers and error pages) is answered exactly as in normal mode. Empty host: normal mode.
+  // buffered each way, idle_timeout per read and write, both sides closed together, counted twice
+  // in max_connections from the upstream's connect: two descriptors). The WsHandlerFactory is
+  // unused; everything else (the website, its headers and error pages) is answered exactly as in
+  // normal mode. Empty host: normal mode.
   std::string bridge_to_host;
   std::uint16_t bridge_to_port = 0;
   // io_contexts each run by exactly one thread (an IoPool's): connections are spread over them

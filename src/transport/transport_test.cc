@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +17,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cctype>
+#include <cerrno>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "crypto/x509.h"
+#include "transport/admin.h"
 #include "transport/client.h"
 #include "transport/io_pool.h"
 #include "transport/server.h"
@@ -452,6 +457,32 @@ std::string ws_upgrade_request() {
   return "GET " + std::string(kWsPath) +
          " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+}
+
+// One response read by a raw TLS peer: its header and a Content-Length body (none without the
+// field). What came until the server closed, or the peer's receive timeout passed, otherwise.
+std::string read_response(SSL* ssl) {
+  std::string in;
+  char buf[4096];
+  for (int i = 0; i < 1000; ++i) {
+    const auto end = in.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      std::size_t length = 0;
+      const std::string header = lower(in.substr(0, end));
+      const auto at = header.find("\r\ncontent-length: ");
+      if (at != std::string::npos) length = std::stoul(header.substr(at + 18));
+      if (in.size() >= end + 4 + length) return in;
+    }
+    const int n = SSL_read(ssl, buf, sizeof buf);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  return in;
+}
+
+bool ssl_send(SSL* ssl, std::string_view bytes) {
+  return SSL_write(ssl, bytes.data(), static_cast<int>(bytes.size())) ==
+         static_cast<int>(bytes.size());
 }
 
 // A WebSocket peer that goes silent is pinged after ping_interval; one that answers (a client
@@ -1064,6 +1095,177 @@ TEST_F(TransportTest, AttachmentBodyLimit) {
   EXPECT_EQ(m->rfind("HTTP/1.1 400", 0), 0u) << m->substr(0, 40);
 }
 
+// idle_timeout 0 ends no WebSocket for its silence, but HTTP keeps a deadline of its own: a
+// second request on a kept-alive connection, and a body that arrives in two parts, are served.
+TEST_F(TransportTest, AZeroIdleTimeoutStillServesKeptAliveHttp) {
+  options_.idle_timeout = 0s;
+  options_.ping_interval = 0s;
+  start();
+  test_support::TlsPeer peer;
+  ASSERT_EQ(peer.connect(server_->port()), "");
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(ssl_send(peer.ssl(), "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    const std::string r = read_response(peer.ssl());
+    EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << i << ": " << r.substr(0, 60);
+    EXPECT_NE(r.find("</html>"), std::string::npos) << i;
+    std::this_thread::sleep_for(50ms);
+  }
+
+  files_->add("att0", "tok", 1000);
+  const std::string body(1000, 'b');
+  test_support::TlsPeer put;
+  ASSERT_EQ(put.connect(server_->port()), "");
+  ASSERT_TRUE(ssl_send(put.ssl(), "PUT " + att("att0") +
+                                      " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
+                                      "Content-Range: bytes 0-999/1000\r\nContent-Length: 1000\r\n"
+                                      "\r\n" +
+                                      body.substr(0, 400)));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(ssl_send(put.ssl(), body.substr(400)));
+  const std::string r = read_response(put.ssl());
+  EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r.substr(0, 60);
+  EXPECT_EQ(files_->have("att0"), 1000u);
+}
+
+// A HEAD request gets a header and no body, error pages included (as from nginx).
+TEST_F(TransportTest, HeadRequestsNeverGetABody) {
+  start();
+  files_->add("gone", "t", 0);  // complete, but its file is missing: 500
+  HttpsClient https(client_options());
+  auto expect_header_only = [&](const std::string& request, const std::string& status) {
+    auto out = https.raw_exchange_for_test(request, 1000ms);
+    ASSERT_TRUE(out.has_value()) << out.error().to_string();
+    EXPECT_EQ(out->rfind("HTTP/1.1 " + status, 0), 0u) << out->substr(0, 40);
+    const auto end = out->find("\r\n\r\n");
+    ASSERT_NE(end, std::string::npos) << status;
+    EXPECT_EQ(out->size(), end + 4) << status << ": " << out->substr(end + 4, 40);
+    EXPECT_NE(lower(*out).find("\r\ncontent-length: "), std::string::npos) << status;
+  };
+  const std::string path = att("gone");
+  expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n",
+                     "401");
+  expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                     "400");
+  expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", "500");
+  expect_header_only("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", "413");
+}
+
+// A TCP connection to 127.0.0.1:port from the loopback address `source` (another peer address
+// for the server), or -1.
+int connect_from(const char* source, std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, source, &from.sin_addr) != 1 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Connections from one address that have not finished their TLS handshake are capped: one more
+// is closed at once, however many of max_connections are free, so that bare TCP connections
+// from one address cannot take every slot. A connection past its handshake no longer counts.
+TEST_F(TransportTest, HandshakesUnderWayAreCappedPerAddress) {
+  options_.max_handshakes_per_ip = 5;
+  start(20);
+  HttpsClient https(client_options());
+  std::vector<int> bare;  // TCP only: no ClientHello
+  // Twenty from 127.0.0.2: five stay, and a client from 127.0.0.1 is served.
+  for (int i = 0; i < 20; ++i) {
+    bare.push_back(connect_from("127.0.0.2", server_->port()));
+    ASSERT_GE(bare.back(), 0);
+  }
+  auto served = https.request("GET", "/");
+  ASSERT_TRUE(served.has_value()) << served.error().to_string();
+  EXPECT_EQ(served->status, 200u);
+  EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 5; }));
+  for (int fd : bare) ::close(fd);
+  bare.clear();
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 0; }));
+
+  // From the test's own address, 127.0.0.1.
+  for (int i = 0; i < 5; ++i) {
+    bare.push_back(test_support::connect_loopback(server_->port(), 1));
+    ASSERT_GE(bare.back(), 0);
+  }
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 5; }));
+  // The sixth is closed by the server at once, not at the 3 s handshake timeout (nor at our
+  // 1 s receive timeout); a TLS client from the same address too.
+  const int sixth = test_support::connect_loopback(server_->port(), 1);
+  ASSERT_GE(sixth, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  char byte = 0;
+  const ssize_t n = ::recv(sixth, &byte, 1, 0);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ::close(sixth);
+  EXPECT_EQ(n, 0);
+  EXPECT_LT(waited, 900ms);
+  EXPECT_FALSE(https.request("GET", "/").has_value());
+  EXPECT_EQ(server_->connection_count(), 5u);
+
+  for (int fd : bare) ::close(fd);
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 0; }));
+  auto page = https.request("GET", "/");
+  ASSERT_TRUE(page.has_value()) << page.error().to_string();
+  EXPECT_EQ(page->status, 200u);
+
+  // Five connections past their handshake (waiting for a request): a sixth handshake goes on.
+  const auto full = server_->tls_handshakes().full;
+  std::vector<std::unique_ptr<test_support::TlsPeer>> peers;
+  for (int i = 0; i < 5; ++i) {
+    peers.push_back(std::make_unique<test_support::TlsPeer>());
+    ASSERT_EQ(peers.back()->connect(server_->port()), "") << i;
+  }
+  ASSERT_TRUE(wait_for([&] { return server_->tls_handshakes().full == full + 5; }));
+  auto again = https.request("GET", "/");
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(again->status, 200u);
+}
+
+// Bridge mode: a bridged connection holds two descriptors (the client's and its upstream's)
+// and takes two of max_connections; connection_count() still counts it once.
+TEST_F(TransportTest, ABridgedConnectionTakesTwoOfMaxConnections) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);  // the upstream: the kernel accepts
+  ASSERT_GE(lfd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(lfd, 8), 0);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  options_.bridge_to_host = "127.0.0.1";
+  options_.bridge_to_port = ntohs(addr.sin_port);
+  start(3);
+  auto upgrade = [&](test_support::TlsPeer& peer) -> std::string {
+    if (!peer.connect(server_->port()).empty()) return "no TLS";
+    if (!ssl_send(peer.ssl(), ws_upgrade_request())) return "no write";
+    return read_response(peer.ssl());
+  };
+  test_support::TlsPeer first;
+  const std::string bridged = upgrade(first);
+  EXPECT_EQ(bridged.rfind("HTTP/1.1 101", 0), 0u) << bridged.substr(0, 40);
+  // The second is accepted (the third slot) but finds no slot for its upstream: it is closed.
+  test_support::TlsPeer second;
+  const std::string refused = upgrade(second);
+  EXPECT_EQ(refused.find("101"), std::string::npos) << refused.substr(0, 40);
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 1; }));
+  // The website still gets the third.
+  HttpsClient https(client_options());
+  auto page = https.request("GET", "/");
+  ASSERT_TRUE(page.has_value()) << page.error().to_string();
+  EXPECT_EQ(page->status, 200u);
+  ::close(lfd);
+}
+
 TEST_F(TransportTest, MaxConnections) {
   start(2);
   auto a = ws();
@@ -1157,6 +1359,64 @@ TEST_F(TransportTest, ConnectionsSpreadOverWorkerContexts) {
   g2.reset();
   t1.join();
   t2.join();
+}
+
+// In a child process (one thread, its own descriptor limit): with no descriptor free, the admin
+// listener pauses between failed accepts (EMFILE) instead of spinning on the waiting
+// connection, and answers it once descriptors are free. 0 or what failed.
+int admin_without_descriptors() {
+  boost::asio::io_context io(1);
+  auto admin = AdminServer::start(io, "127.0.0.1", 0, [](const std::string&, const std::string&) {
+    return AdminResponse{200, "text/plain", "ok\n"};
+  });
+  if (!admin) return 2;
+  const int client = test_support::connect_loopback((*admin)->port(), 2);
+  if (client < 0) return 3;
+  const std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  if (::send(client, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
+    return 4;
+  }
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 5;
+  limit.rlim_cur = std::min<rlim_t>(limit.rlim_cur, 256);
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 5;
+  std::vector<int> taken;
+  for (int i = 0; i < 256; ++i) {
+    const int fd = ::dup(client);
+    if (fd < 0) break;
+    taken.push_back(fd);
+  }
+  if (::dup(client) >= 0 || errno != EMFILE) return 6;
+  // About 20 accepts and 20 pauses in a second; spinning ran hundreds of thousands.
+  const std::size_t handlers = io.run_for(1s);
+  for (int fd : taken) ::close(fd);
+  io.run_for(300ms);
+  char reply[32] = {};
+  const ssize_t n = ::recv(client, reply, sizeof reply - 1, 0);
+  if (handlers > 200) return 7;
+  if (n <= 0 || std::string_view(reply).rfind("HTTP/1.1 200", 0) != 0) return 8;
+  (*admin)->stop();
+  io.run_for(100ms);
+  return 0;
+}
+
+TEST(AdminServer, PausesWhenNoDescriptorIsFree) {
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) ::_exit(admin_without_descriptors());
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 1000 && done == 0; ++i) {  // up to 10 s
+    done = ::waitpid(pid, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(10ms);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "the child did not end";
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "7: spinning; 8: no answer; else the set-up failed";
 }
 
 TEST(IoPool, RunsEachContextOnItsOwnThreadUntilMainEnds) {

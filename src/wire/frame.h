@@ -22,6 +22,12 @@ namespace parley::wire {
 // 2: Frame.ack (one-way acknowledgements) is accepted.
 inline constexpr std::uint32_t kWireVersion = 2;
 inline constexpr std::size_t kMaxFrameSize = 256 * 1024;
+// The largest content of one message the server takes. The Envelope that carries it to a device
+// (server id, timestamp, a source name of up to 32 characters, device, type, inside a Push or an
+// EnvelopeBatch, and the padding field) must still fit in kMaxFrameSize: a device that cannot
+// read an envelope gets it first again at every login, and its queue stops behind it.
+inline constexpr std::size_t kEnvelopeOverheadBound = 512;
+inline constexpr std::size_t kMaxMessageContent = kMaxFrameSize - kEnvelopeOverheadBound;
 
 // Frames are padded to the smallest of these sizes that fits (larger frames to a multiple of
 // the last one).

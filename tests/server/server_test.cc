@@ -182,6 +182,43 @@ TEST_F(ServerTest, ProofOfWorkRegistration) {
   EXPECT_EQ(refused, 1u);
 }
 
+// A recovery code proves ownership of an existing name; it never stands in for an invitation
+// or proof of work to create one (it did: any 16 bytes registered a new name on an invite-only
+// or proof-of-work server).
+TEST_F(ServerTest, ARecoveryCodeCreatesNoAccount) {
+  for (const std::vector<std::string>& policy :
+       {std::vector<std::string>{"--registration", "invite"},
+        std::vector<std::string>{"--registration", "pow", "--pow-difficulty", "30"},
+        std::vector<std::string>{}}) {
+    SCOPED_TRACE(policy.empty() ? "open" : policy[1]);
+    TempDir dir;
+    auto d = Parleyd::start(dir.path(), policy);
+    ASSERT_TRUE(d.has_value()) << d.status().to_string();
+    server_ = std::move(*d);
+    auto sneaky = client(2);
+    wire::Request r;
+    auto* reg = r.mutable_register_();
+    reg->set_name("mallory");
+    DeterministicRng rng(3);
+    auto key = crypto::Ed25519KeyPair::generate(rng);
+    reg->set_auth_public_key(std::string(as_chars(key.public_key)));
+    reg->set_challenge_signature(std::string(as_chars(
+        key.sign(wire::auth_transcript(as_bytes(sneaky->challenge().nonce()), "mallory", 1)))));
+    reg->set_identity_key(fake_key(rng));
+    reg->set_registration_id(5);
+    reg->mutable_signed_pre_key()->set_public_key(fake_key(rng));
+    reg->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
+    reg->set_recovery_code(std::string(16, 'x'));  // and no invitation, no proof of work
+    auto resp = sneaky->call(r);
+    ASSERT_TRUE(resp.has_value()) << resp.status().to_string();
+    EXPECT_EQ(resp->status(), 404u) << resp->message();
+    auto login = client(4)->login_as("mallory", 1, key);
+    ASSERT_TRUE(login.has_value());
+    EXPECT_EQ(login->status(), 401u) << "the name exists after all";
+    server_.reset();  // before its directory goes
+  }
+}
+
 TEST_F(ServerTest, OneTimePreKeysAreHandedOutOnceUnderConcurrentFetches) {
   start();
   auto bob = registered("bob", 1, 40);
@@ -594,6 +631,69 @@ TEST_F(ServerTest, MultiSendFansOut) {
   EXPECT_EQ(carol->next_push(5s)->envelope().content(), "group hello");
 }
 
+// The largest message the server takes must reach a device that reads frames of 256 KiB, as
+// parley does, even from a sender with the longest name: an envelope it could not read would
+// come first again at every login and stop its queue for good.
+TEST_F(ServerTest, TheLargestMessageTakenIsDeliverable) {
+  start();
+  const std::string long_name = "a234567890123456789012345678901z";  // 32 characters
+  auto alice = registered(long_name, 1);
+  auto bob = registered("bob", 2);  // the harness's client reads frames of up to 256 KiB
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  // The largest content whose send still fits in a frame: its envelope, with the long source
+  // name, would not; it is refused.
+  std::size_t fits = wire::kMaxMessageContent;
+  for (;; ++fits) {
+    wire::Frame f;
+    *f.mutable_request() = alice->make_send("bob", to_bob, std::string(fits + 1, 'y'));
+    f.mutable_request()->set_id(99);
+    if (wire::encode_frame(f)->size() > wire::kMaxFrameSize) break;
+  }
+  ASSERT_GT(fits, wire::kMaxMessageContent);
+  auto too_large = alice->call(alice->make_send("bob", to_bob, std::string(fits, 'y')));
+  ASSERT_TRUE(too_large.has_value()) << too_large.status().to_string();
+  EXPECT_EQ(too_large->status(), 413u);
+  auto s = alice->call(alice->make_send("bob", to_bob, std::string(wire::kMaxMessageContent, 'x')));
+  ASSERT_TRUE(s.has_value()) << s.status().to_string();
+  ASSERT_EQ(s->status(), 0u) << s->message();
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  const auto got = drain(*bob, /*ack=*/true);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].content().size(), wire::kMaxMessageContent);
+}
+
+// The delivery window bounds bytes as well as envelopes: a queue of large envelopes is pushed
+// a window at a time, not a page at a time past the connection's write queue (which cut the
+// device as a slow reader at every login, so such a queue never drained).
+TEST_F(ServerTest, AQueueOfLargeEnvelopesDrains) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  constexpr int kMessages = 8;  // 1.6 MiB: past the 1 MiB write queue
+  for (int i = 0; i < kMessages; ++i) {
+    auto s = alice->call(
+        alice->make_send("bob", to_bob, std::string(200 * 1024, static_cast<char>('a' + i))));
+    ASSERT_TRUE(s.has_value());
+    ASSERT_EQ(s->status(), 0u) << s->message();
+  }
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  std::string order;
+  for (int i = 0; i < 2 * kMessages; ++i) {
+    auto p = bob->next_push(5s);
+    ASSERT_TRUE(p.has_value()) << "after " << order << ": " << p.status().to_string();
+    if (p->has_queue_empty()) break;
+    ASSERT_TRUE(p->has_envelope());
+    order += p->envelope().content()[0];
+    ASSERT_TRUE(bob->ack({p->envelope().server_id()}).has_value());
+  }
+  EXPECT_EQ(order, "abcdefgh");
+}
+
 TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {
   start();
   auto alice = registered("alice", 1);
@@ -628,6 +728,42 @@ TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {
   wire::Request big;
   big.mutable_attachment_slot()->set_size(1ull << 40);
   EXPECT_EQ(alice->call(big)->status(), 413u);
+}
+
+// A phone's upload is cut without a FIN when it changes networks; it resumes on a new
+// connection and completes the upload before the server notices the old connection is gone.
+// What the old connection had received must not be recorded over the finished upload (it was:
+// the attachment went back to incomplete, 404 for every recipient, after a 200 to its sender).
+TEST_F(ServerTest, AnOldConnectionCutLateDoesNotUndoAFinishedUpload) {
+  start();
+  auto alice = registered("alice", 1);
+  const std::string blob = patterned(200000);
+  const auto s = upload_slot(*alice, blob.size());
+  transport::HttpsClient http(server_->client_options());
+  // The old connection: the whole range announced, a quarter of it sent, then silence until
+  // it is dropped without a TLS close.
+  const std::string old_request = "PUT " + s.path() + " HTTP/1.1\r\nHost: x\r\n" +
+                                  "Authorization: Bearer " + s.upload_token() + "\r\n" +
+                                  "Content-Range: bytes 0-199999/200000\r\n" +
+                                  "Content-Length: 200000\r\n\r\n" + blob.substr(0, 50000);
+  std::thread old_connection([&] { (void)http.raw_exchange_for_test(old_request, 1500ms); });
+  std::this_thread::sleep_for(300ms);  // the server has the old connection's bytes
+  auto head = http.head(s.path(), s.upload_token());
+  ASSERT_TRUE(head.has_value()) << head.status().to_string();
+  const std::uint64_t have = std::stoull(head->content_range);
+  auto rest = http.put_range(s.path(), s.upload_token(), have,
+                             as_bytes(std::string_view(blob).substr(have)), blob.size());
+  ASSERT_TRUE(rest.has_value()) << rest.status().to_string();
+  ASSERT_EQ(rest->status, 200u);
+  old_connection.join();               // now the old connection is cut
+  std::this_thread::sleep_for(500ms);  // and the server has seen it go
+  auto after = http.head(s.path(), s.upload_token());
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(std::stoull(after->content_range), blob.size());
+  auto whole = http.get(s.path());
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->status, 200u);
+  EXPECT_EQ(whole->body, blob);
 }
 
 // On a full disk a part of an upload is refused for now (503) and nothing of it is recorded;

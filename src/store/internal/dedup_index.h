@@ -30,11 +30,16 @@ class DedupIndex {
     auto it = rows_.find(h);
     return it == rows_.end() ? 0 : it->second;
   }
-  // Records a key's row (the newest row wins a collision); evicts the oldest over max_entries.
+  // Records a key's row (the newest row wins a collision). Evicts nothing: trim() does, once
+  // the transaction that recorded it has committed, so a key that is rolled back evicts none.
   void insert(std::uint64_t h, std::int64_t row, std::int64_t created_ms);
-  // Undoes insert() of a row that was rolled back.
+  // Undoes insert() of a row that was rolled back. Undo newest first: it takes the key's
+  // entry off the end of the eviction order.
   void erase(std::uint64_t h, std::int64_t row);
-  // Forgets keys created before `cutoff_ms` (they were deleted from the table).
+  // Evicts the oldest keys over max_entries (after a commit).
+  void trim();
+  // Forgets the oldest keys up to the first created at or after `cutoff_ms` (the prefix that
+  // expiry deleted from the table; a younger key before an older one keeps the older one).
   void expire(std::int64_t cutoff_ms);
 
   std::size_t size() const { return rows_.size(); }

@@ -58,6 +58,9 @@ struct Tx {
   std::vector<std::int64_t> acked_added;
   // The bound save_next_seq wrote, adopted as Backend::seq_bound once the transaction commits.
   std::int64_t seq_bound = 0;
+  // op_expire found no legacy envelope left: Backend::legacy_rows is cleared once the
+  // transaction commits (until then an ack still looks for them).
+  bool legacy_rows_gone = false;
 };
 
 struct Unit {};
@@ -67,6 +70,7 @@ Result<std::optional<Account>> op_find_account(Tx& tx, const std::string& folded
 Result<Unit> op_create_invite(Tx& tx, const std::string& token, std::int64_t expires_ms);
 
 Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                                     const Bytes& auth_public_key,
                                      const std::optional<SignedPreKey>& signed_pre_key,
                                      const std::vector<PreKey>& pre_keys);
 Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id);

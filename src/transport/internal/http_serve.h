@@ -4,6 +4,7 @@
 // peer input and report whether the connection may be kept alive.
 
 #include <boost/asio/awaitable.hpp>
+#include <chrono>
 #include <string_view>
 
 #include "transport/internal/asio.h"
@@ -20,6 +21,13 @@ struct HttpContext {
 };
 
 using HeaderParser = http::request_parser<http::empty_body>;
+
+// The deadline of each HTTP read and write (the first request's read has handshake_timeout):
+// idle_timeout, or 120 s when that is zero (WebSockets then never idle out, but an HTTP
+// connection never waits for ever).
+inline std::chrono::seconds http_idle(const ServerOptions& opt) {
+  return opt.idle_timeout.count() > 0 ? opt.idle_timeout : std::chrono::seconds(120);
+}
 
 // Serves the static site for a request whose header `hp` has been read (any body is read and
 // discarded, up to a small limit). Returns true when the connection may serve another request.
