@@ -489,7 +489,8 @@ int main(int argc, char** argv) {
   app.add_option("--site", cfg.site_dir, "directory of the public website (default: built-in)");
   app.add_option("--io-threads", cfg.io_threads, "threads serving connections (0: one per core)");
   app.add_option("--registration", policy, "registration policy: open, invite or pow");
-  app.add_option("--pow-difficulty", cfg.pow_difficulty, "leading zero bits for pow registration");
+  app.add_option("--pow-difficulty", cfg.pow_difficulty, "leading zero bits for pow registration")
+      ->check(CLI::Range(0u, server::kMaxPowDifficulty));
   app.add_option("--queue-max-count", cfg.queue_max_count, "envelopes per device queue");
   app.add_option("--queue-max-bytes", cfg.queue_max_bytes, "bytes per device queue");
   app.add_option("--max-connections", cfg.max_connections, "simultaneous connections");
@@ -533,6 +534,7 @@ int main(int argc, char** argv) {
     cfg.write_queue_bytes = from_file.write_queue_bytes;
     cfg.max_handshakes_per_ip = from_file.max_handshakes_per_ip;
     cfg.idle_timeout_s = from_file.idle_timeout_s;
+    cfg.login_timeout_s = from_file.login_timeout_s;
     cfg.ping_interval_s = from_file.ping_interval_s;
     cfg.max_inflight_requests = from_file.max_inflight_requests;
     cfg.ip_request_rate = from_file.ip_request_rate;

@@ -118,7 +118,15 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
     c.registration = *p;
     return Status::ok();
   }
-  if (key == "registration.pow_difficulty") return read_uint(n, key, c.pow_difficulty);
+  if (key == "registration.pow_difficulty") {
+    std::uint32_t bits = 0;
+    PARLEY_TRY(read_uint(n, key, bits));
+    if (bits > kMaxPowDifficulty) {
+      return bad_key(key, "expected 0 to " + std::to_string(kMaxPowDifficulty) + " (bits)");
+    }
+    c.pow_difficulty = bits;
+    return Status::ok();
+  }
   if (key == "limits.queue_max_count") return read_uint(n, key, c.queue_max_count);
   if (key == "limits.queue_max_bytes") return read_uint(n, key, c.queue_max_bytes);
   if (key == "limits.queue_max_age_days") return read_uint(n, key, c.queue_max_age_days);
@@ -127,6 +135,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.max_connections") return read_uint(n, key, c.max_connections);
   if (key == "limits.max_handshakes_per_ip") return read_uint(n, key, c.max_handshakes_per_ip);
   if (key == "limits.idle_timeout_s") return read_uint(n, key, c.idle_timeout_s);
+  if (key == "limits.login_timeout_s") return read_uint(n, key, c.login_timeout_s);
   if (key == "limits.ping_interval_s") return read_uint(n, key, c.ping_interval_s);
   if (key == "limits.max_inflight_requests") return read_uint(n, key, c.max_inflight_requests);
   if (key == "limits.ip_request_rate") return read_double(n, key, c.ip_request_rate);

@@ -14,6 +14,8 @@ namespace parley::server {
 // session.h) plus a frame and the responses beside them: with less, a device draining large
 // envelopes would be cut as a slow reader at every login.
 inline constexpr std::uint32_t kMinWriteQueueBytes = 832 * 1024;
+// Above this many leading zero bits no phone could register (each bit doubles the work).
+inline constexpr std::uint32_t kMaxPowDifficulty = 40;
 
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
 // Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
@@ -56,6 +58,7 @@ struct ServerConfig {
   // Connections of one IP still in their TLS handshake; one more is closed. 0: no cap.
   std::uint32_t max_handshakes_per_ip = 64;
   std::uint32_t idle_timeout_s = 120;
+  std::uint32_t login_timeout_s = 60;  // a WebSocket not logged in by then is closed (0: never)
   std::uint32_t ping_interval_s = 30;
   std::uint32_t max_inflight_requests = 64;       // per connection
   double ip_request_rate = 200;                   // requests/s per IP (bursts below)

@@ -153,6 +153,18 @@ TEST(Config, MessageAndWriteQueueSizes) {
   }
 }
 
+TEST(Config, ProofOfWorkAndLoginTimeout) {
+  ServerConfig c;
+  ASSERT_TRUE(load_section("parleyd_pow.toml", "registration", "pow_difficulty = 40", c).is_ok());
+  EXPECT_EQ(c.pow_difficulty, 40u);
+  Status s = load_section("parleyd_pow.toml", "registration", "pow_difficulty = 41", c);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("pow_difficulty"), std::string::npos) << s.message();
+  EXPECT_EQ(c.login_timeout_s, 60u);
+  ASSERT_TRUE(load_section("parleyd_login.toml", "limits", "login_timeout_s = 0", c).is_ok());
+  EXPECT_EQ(c.login_timeout_s, 0u);
+}
+
 TEST(Config, TlsTicketKeys) {
   auto load = [](const std::string& text, ServerConfig& c) {
     return load_section("parleyd_tickets.toml", "server", text, c);

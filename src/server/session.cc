@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstring>
 
 #include "crypto/primitives.h"
@@ -111,6 +114,21 @@ void Session::on_open(std::shared_ptr<transport::WsConnection> conn) {
   c->set_registration(std::string(policy_name(service_.config().registration)));
   c->set_pow_difficulty(service_.config().pow_difficulty);
   send_frame(f);
+  // A connection must log in (or register) in time: answered pings and pongs would otherwise
+  // keep one that never does open for good, holding a connection slot.
+  if (const std::uint32_t s = service_.config().login_timeout_s; s > 0) {
+    auto timer = std::make_shared<boost::asio::steady_timer>(ex_, std::chrono::seconds(s));
+    timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self) return;
+      bool late;
+      {
+        std::lock_guard<std::mutex> guard(self->mu_);
+        late = self->open_ && !self->account_;
+      }
+      if (late) self->close("log in first");
+    });
+  }
 }
 
 void Session::on_close() {
@@ -360,16 +378,32 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
 }
 
 void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id) {
+  bool second = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!open_) return;
-    account_ = account;
-    device_id_ = device_id;
-    nonce_.clear();
-    delivery_ = Delivery::kDraining;
+    // Two logins (or a registration and a login) sent at once: the first to finish holds the
+    // connection; the other is refused, so the connection has one identity.
+    second = account_ != nullptr;
+    if (!second) {
+      account_ = account;
+      device_id_ = device_id;
+      nonce_.clear();
+      delivery_ = Delivery::kDraining;
+    }
   }
+  if (second) return respond_error(id, wire::kStatusBadRequest, "already logged in");
   service_.metrics().authenticated.fetch_add(1);
   service_.attach(account->id, device_id, shared_from_this());
+  {
+    // Closed meanwhile (on_close found no account to detach yet): leave no entry behind.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!open_) {
+      lock.unlock();
+      service_.detach(account->id, device_id, this);
+      return;
+    }
+  }
   auto self = shared_from_this();
   service_.store().pre_key_count(
       account->id, device_id,
@@ -765,7 +799,8 @@ void Session::ack_envelopes(const wire::AckRequest& r, store::Callback<std::uint
 
 void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotRequest& r) {
   const ServerConfig& cfg = service_.config();
-  if (r.size() == 0 || r.size() > cfg.attachment_max_bytes) {
+  if (r.size() == 0) return respond_error(id, wire::kStatusBadRequest, "attachment size is 0");
+  if (r.size() > cfg.attachment_max_bytes) {
     return respond_error(id, wire::kStatusTooLarge,
                          "attachment size must be 1 to " + std::to_string(cfg.attachment_max_bytes));
   }
@@ -888,6 +923,21 @@ void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope>
   pump();
 }
 
+void Session::retry_fetch_later() {
+  if (fetch_retry_pending_) return;
+  fetch_retry_pending_ = true;
+  fetch_retry_ms_ = std::clamp<std::uint32_t>(fetch_retry_ms_ * 2, 100, 10000);
+  auto timer =
+      std::make_shared<boost::asio::steady_timer>(ex_, std::chrono::milliseconds(fetch_retry_ms_));
+  timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self) return;
+    std::lock_guard<std::mutex> lock(self->mu_);
+    self->fetch_retry_pending_ = false;
+    self->pump();
+  });
+}
+
 void Session::pump() {
   if (!open_ || !account_ || fetching_) return;
   if (delivery_ == Delivery::kLive && !dirty_) return;
@@ -901,9 +951,14 @@ void Session::pump() {
     self->fetching_ = false;
     if (!self->open_) return;
     if (!page) {
+      // Try again later: a busy or failing store must not leave the device without its queue
+      // (or QueueEmpty) until something new happens to arrive for it.
       spdlog::warn("event=fetch_queue_failed code={}", error_code_name(page.error().code()));
+      self->dirty_ = true;
+      self->retry_fetch_later();
       return;
     }
+    self->fetch_retry_ms_ = 0;
     if (!self->push_page(*page)) {
       self->dirty_ = true;  // the rest comes when acknowledgements free the window
       return;

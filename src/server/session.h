@@ -94,6 +94,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // io thread may replace account_ while a handler runs).
   std::pair<AccountPtr, std::uint32_t> who();
   void pump();  // delivery: fetch more from the queue when the window has room (mu_ held)
+  // After a failed fetch: pump() again in 100 ms, doubling up to 10 s while fetches fail.
+  void retry_fetch_later();                                        // mu_ held
   void push_envelope(std::int64_t seq, const store::Envelope& e);  // mu_ held
   // Pushes a page of the stored queue: as EnvelopeBatch frames when the client accepts them.
   // Pushes what the delivery window has room for; false if it stopped short of the page's
@@ -124,6 +126,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::int64_t last_seq_sent_ = 0;
   bool fetching_ = false;
   bool dirty_ = false;  // something was queued while we could not push it directly
+  bool fetch_retry_pending_ = false;
+  std::uint32_t fetch_retry_ms_ = 0;  // the last retry's delay; 0 after a fetch that worked
   // Pushed and not yet acknowledged: server id -> content bytes. A flat map of fixed-size keys
   // costs no allocation per envelope (a std::map<Bytes> cost two).
   using ServerId = std::array<std::uint8_t, 16>;

@@ -867,6 +867,31 @@ void send_garbage(std::uint16_t port, const std::string& bytes) {
   ::close(fd);
 }
 
+// A connection that never logs in is closed at login_timeout_s, pings or not: it would hold a
+// connection slot for good. One that logged in stays.
+TEST_F(ServerTest, AConnectionThatNeverLogsInIsClosed) {
+  const std::string conf = dir_.path() + "/parleyd.toml";
+  {
+    std::FILE* f = std::fopen(conf.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("[limits]\nlogin_timeout_s = 1\n", f);
+    std::fclose(f);
+  }
+  start({"--config", conf});
+  auto alice = registered("alice", 1);
+  auto idle = client(2);
+  wire::Request ping;
+  ping.mutable_ping();
+  ASSERT_EQ(idle->call(ping)->status(), 0u);  // answered, but no login
+  auto f = idle->next_frame(5s);
+  ASSERT_FALSE(f.has_value()) << "still open after the login timeout";
+  EXPECT_NE(f.status().message().find("log in first"), std::string::npos) << f.status().to_string();
+  auto still = alice->call(ping);
+  ASSERT_TRUE(still.has_value()) << "a logged-in connection was closed: "
+                                 << still.status().to_string();
+  EXPECT_EQ(still->status(), 0u);
+}
+
 TEST_F(ServerTest, MalformedInputNeverStopsTheServer) {
   start();
   auto alice = registered("alice", 1);
