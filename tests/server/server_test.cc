@@ -892,6 +892,52 @@ TEST_F(ServerTest, AConnectionThatNeverLogsInIsClosed) {
   EXPECT_EQ(still->status(), 0u);
 }
 
+// A registration and a login sent at once on one connection: one holds it, the other is
+// refused. (The registration's signature is checked before the store creates the account, and
+// the login of a cached account completes at once; both used to succeed, leaving the connection
+// attached under two identities.)
+TEST_F(ServerTest, ASecondLoginOnAConnectionIsRefused) {
+  start();
+  auto alice = registered("alice", 1);
+  auto c = client(3);
+  const std::string nonce = c->challenge().nonce();
+  wire::Frame reg;
+  reg.mutable_request()->set_id(1);
+  {
+    auto* r = reg.mutable_request()->mutable_register_();
+    r->set_name("carol");
+    DeterministicRng rng(7);
+    auto key = crypto::Ed25519KeyPair::generate(rng);
+    r->set_auth_public_key(std::string(as_chars(key.public_key)));
+    r->set_challenge_signature(
+        std::string(as_chars(key.sign(wire::auth_transcript(as_bytes(nonce), "carol", 1)))));
+    r->set_identity_key(fake_key(rng));
+    r->set_registration_id(5);
+    r->mutable_signed_pre_key()->set_public_key(fake_key(rng));
+    r->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
+  }
+  wire::Frame login;
+  login.mutable_request()->set_id(2);
+  {
+    auto* l = login.mutable_request()->mutable_login();
+    l->set_name("alice");
+    l->set_device_id(1);
+    l->set_challenge_signature(std::string(
+        as_chars(alice->auth_key().sign(wire::auth_transcript(as_bytes(nonce), "alice", 1)))));
+  }
+  ASSERT_TRUE(c->send_raw(as_bytes(*wire::encode_frame(reg))).is_ok());
+  ASSERT_TRUE(c->send_raw(as_bytes(*wire::encode_frame(login))).is_ok());
+  std::multiset<std::uint32_t> statuses;
+  for (int i = 0; i < 10 && statuses.size() < 2; ++i) {
+    auto f = c->next_frame(5s);
+    ASSERT_TRUE(f.has_value()) << f.status().to_string();
+    if (f->has_response()) statuses.insert(f->response().status());
+  }
+  ASSERT_EQ(statuses.size(), 2u);
+  EXPECT_EQ(statuses.count(0u), 1u) << "both held the connection";
+  EXPECT_GE(*statuses.rbegin(), 400u);
+}
+
 TEST_F(ServerTest, MalformedInputNeverStopsTheServer) {
   start();
   auto alice = registered("alice", 1);
