@@ -301,7 +301,14 @@ Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint3
     PARLEY_TRY(s.run());
   }
   PARLEY_TRY(insert_pre_keys(tx, account_id, device_id, pre_keys));
-  return count_pre_keys(tx, account_id, device_id);
+  PARLEY_ASSIGN_OR_RETURN(std::uint32_t n, count_pre_keys(tx, account_id, device_id));
+  // Bounded, so that no account can fill the disk with prekeys (the operation is rolled back).
+  if (n > kMaxStoredPreKeys) {
+    return make_error(
+        ErrorCode::kTooLarge,
+        "store: a device keeps at most " + std::to_string(kMaxStoredPreKeys) + " one-time prekeys");
+  }
+  return n;
 }
 
 Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {

@@ -37,6 +37,9 @@ template <typename T>
 using Callback = std::function<void(Result<T>)>;
 using Done = std::function<void(Status)>;
 
+// One-time prekeys a device may keep (a client tops up to about a hundred).
+inline constexpr std::uint32_t kMaxStoredPreKeys = 1000;
+
 struct PreKey {
   std::uint32_t id = 0;
   Bytes public_key;
@@ -182,7 +185,8 @@ class Store {
   virtual void create_invite(std::string token, std::int64_t expires_ms, Done done) = 0;
 
   // Keys. Replaces the signed prekey if given; adds one-time prekeys (ids already present are
-  // replaced). Returns how many one-time prekeys remain for the device. `auth_public_key` names
+  // replaced). Returns how many one-time prekeys remain for the device; kTooLarge, and nothing
+  // changes, when that would be more than kMaxStoredPreKeys. `auth_public_key` names
   // the device as its session authenticated it: when the device has since been replaced (a
   // recovery makes device 1 anew with another key), kNotFound and nothing changes, so a
   // session of the replaced device cannot put its keys on the new one.

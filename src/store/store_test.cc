@@ -367,6 +367,28 @@ TEST_F(StoreTest, InviteIsConsumedOnce) {
 
 // ---- keys -------------------------------------------------------------------------------------
 
+// A device keeps at most kMaxStoredPreKeys one-time prekeys: an upload past it changes nothing.
+TEST_F(StoreTest, OneTimePreKeysAreBounded) {
+  Account a = create("alice", 0);
+  const Bytes& key = a.devices[0].auth_public_key;
+  auto upload = [&](std::uint32_t first, std::uint32_t n) {
+    return call<std::uint32_t>([&](auto cb) {
+      store_->upload_keys(a.id, 1, key, std::nullopt, make_pre_keys(first, n), cb);
+    });
+  };
+  auto full = upload(1, kMaxStoredPreKeys);
+  ASSERT_TRUE(full.has_value()) << full.error().to_string();
+  EXPECT_EQ(*full, kMaxStoredPreKeys);
+  auto over = upload(kMaxStoredPreKeys + 1, 1);
+  ASSERT_FALSE(over.has_value());
+  EXPECT_EQ(over.error().code(), ErrorCode::kTooLarge);
+  auto count = call<std::uint32_t>([&](auto cb) { store_->pre_key_count(a.id, 1, cb); });
+  ASSERT_TRUE(count.has_value());
+  EXPECT_EQ(*count, kMaxStoredPreKeys);
+  auto replaced = upload(1, 1);  // an id already there replaces its key: still room
+  ASSERT_TRUE(replaced.has_value()) << replaced.error().to_string();
+}
+
 TEST_F(StoreTest, UploadKeysAndCount) {
   Account a = create("alice", 2);
   auto count = call<std::uint32_t>([&](auto cb) { store_->pre_key_count(a.id, 1, cb); });
