@@ -177,6 +177,22 @@ class StoreTest : public ::testing::Test {
     return r.has_value() ? *r : Account{};
   }
 
+  // Replaces the database with one at schema version 2 holding `rows` (SQL) and leaves the
+  // store closed: open() then migrates it.
+  void recreate_at_v2(const char* rows) {
+    store_->close();
+    store_.reset();
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    for (const Migration& m : migrations()) {
+      if (m.version > 2) break;
+      ASSERT_TRUE((*db)->exec(m.sql, "test").is_ok());
+    }
+    ASSERT_TRUE((*db)->exec("PRAGMA user_version = 2", "test").is_ok());
+    ASSERT_TRUE((*db)->exec(rows, "test").is_ok());
+  }
+
   Result<SendOutcome> send(SendBatch batch) {
     return call<SendOutcome>([&](auto cb) { store_->store_messages(std::move(batch), cb); });
   }
@@ -896,29 +912,16 @@ TEST_F(StoreTest, DedupIndexKeepsTheNewestKeysWithinItsCapacity) {
 }
 
 TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
-  store_->close();
-  store_.reset();
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
   const Bytes legacy_id(16, 0xab);  // a v2 server id: random, no seq in it
-  {
-    auto db = internal::Db::open(path_);
-    ASSERT_TRUE(db.has_value());
-    for (const Migration& m : migrations()) {
-      if (m.version > 2) break;
-      ASSERT_TRUE((*db)->exec(m.sql, "test").is_ok());
-    }
-    ASSERT_TRUE((*db)->exec("PRAGMA user_version = 2", "test").is_ok());
-    ASSERT_TRUE((*db)->exec(
-        "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
-        "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
-        "  zeroblob(64), 1);"
-        "INSERT INTO queue_counters VALUES (7, 1, 1, 3);"
-        "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
-        "  source_device, type, content, size, stored_ms) "
-        "  VALUES (41, 7, 1, x'abababababababababababababababab', 1, 's', 1, 1, x'010203', 3, 1);"
-        "INSERT INTO dedup VALUES (99, 1, 7, CAST('old' AS BLOB), 1);",
-        "test").is_ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(recreate_at_v2(
+      "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
+      "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
+      "  zeroblob(64), 1);"
+      "INSERT INTO queue_counters VALUES (7, 1, 1, 3);"
+      "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
+      "  source_device, type, content, size, stored_ms) "
+      "  VALUES (41, 7, 1, x'abababababababababababababababab', 1, 's', 1, 1, x'010203', 3, 1);"
+      "INSERT INTO dedup VALUES (99, 1, 7, CAST('old' AS BLOB), 1);"));
   open();
   auto q = fetch(7, 1);
   ASSERT_EQ(q.size(), 1u);
@@ -941,28 +944,15 @@ TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
 // looking for them, but only once it commits: an expire that rolls back, alone or in a batch
 // run again with savepoints, must leave the legacy envelopes acknowledgeable.
 TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
-  store_->close();
-  store_.reset();
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
-  {
-    auto db = internal::Db::open(path_);
-    ASSERT_TRUE(db.has_value());
-    for (const Migration& m : migrations()) {
-      if (m.version > 2) break;
-      ASSERT_TRUE((*db)->exec(m.sql, "test").is_ok());
-    }
-    ASSERT_TRUE((*db)->exec("PRAGMA user_version = 2", "test").is_ok());
-    const char* two_queued =
-        "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
-        "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
-        "  zeroblob(64), 1);"
-        "INSERT INTO queue_counters VALUES (7, 1, 2, 2);"
-        "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
-        "  source_device, type, content, size, stored_ms) VALUES "
-        "  (41, 7, 1, x'abababababababababababababababab', 1, 's', 1, 1, x'01', 1, 1),"
-        "  (42, 7, 1, x'cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd', 1, 's', 1, 1, x'02', 1, 1);";
-    ASSERT_TRUE((*db)->exec(two_queued, "test").is_ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(recreate_at_v2(
+      "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
+      "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
+      "  zeroblob(64), 1);"
+      "INSERT INTO queue_counters VALUES (7, 1, 2, 2);"
+      "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
+      "  source_device, type, content, size, stored_ms) VALUES "
+      "  (41, 7, 1, x'abababababababababababababababab', 1, 's', 1, 1, x'01', 1, 1),"
+      "  (42, 7, 1, x'cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd', 1, 's', 1, 1, x'02', 1, 1);"));
   open();
   // Each expire below deletes both (old) legacy envelopes, finds none left, then fails
   // deleting an expired attachment (as on a full disk) and is rolled back.
