@@ -118,6 +118,7 @@ void Session::on_open(std::shared_ptr<transport::WsConnection> conn) {
   // keep one that never does open for good, holding a connection slot.
   if (const std::uint32_t s = service_.config().login_timeout_s; s > 0) {
     auto timer = std::make_shared<boost::asio::steady_timer>(ex_, std::chrono::seconds(s));
+    login_timer_ = timer;  // cancelled at login, so that an idle connection keeps no timer
     timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code ec) {
       auto self = weak.lock();
       if (ec || !self) return;
@@ -390,6 +391,7 @@ void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t devi
       device_id_ = device_id;
       nonce_.clear();
       delivery_ = Delivery::kDraining;
+      if (auto timer = login_timer_.lock()) timer->cancel();
     }
   }
   if (second) return respond_error(id, wire::kStatusBadRequest, "already logged in");

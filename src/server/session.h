@@ -14,6 +14,7 @@
 // all state is guarded by mu_. Sends go through the thread-safe WsConnection.
 
 #include <array>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/container_hash/hash.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <memory>
@@ -114,6 +115,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // there, beside the connection's own handlers.
   boost::asio::any_io_executor ex_;
   bool open_ = false;  // between on_open and on_close
+  // Closes the connection if it has not logged in by login_timeout_s (held by its handler).
+  std::weak_ptr<boost::asio::steady_timer> login_timer_;
   Bytes nonce_;
   std::uint32_t inflight_requests_ = 0;
   int failed_logins_ = 0;
