@@ -277,7 +277,7 @@ int run(server::ServerConfig cfg) {
           if (method == "GET" && target == "/metrics") {
             return {200, "text/plain; version=0.0.4",
                     metrics.render_prometheus((*store)->stats(), server->tls_handshakes(),
-                                              server->keepalive_counts())};
+                                              server->keepalive_counts(), server->refusals())};
           }
           if (method == "POST" && target == "/invite") {
             auto token = mint_invite(**store, rng, clock);

@@ -60,7 +60,8 @@ void Metrics::count_response(std::uint32_t status) {
 
 std::string Metrics::render_prometheus(const store::Stats& s,
                                        const transport::Server::TlsHandshakes& tls,
-                                       const transport::Server::KeepAliveCounts& keepalive) const {
+                                       const transport::Server::KeepAliveCounts& keepalive,
+                                       const transport::Server::Refusals& refusals) const {
   std::string out;
   auto line = [&out](std::string_view name, std::string_view type, std::string_view help,
                      auto value) {
@@ -143,6 +144,16 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_ws_idle_closes_total", "counter",
        "WebSocket connections cut after idle_timeout_s without a byte from the peer.",
        keepalive.idle_closes);
+  out +=
+      "# HELP parley_connections_refused_total Connections closed at accept: no connection slot "
+      "free (max_connections), or too many of the address's connections in their TLS handshake "
+      "(max_handshakes_per_ip).\n"
+      "# TYPE parley_connections_refused_total counter\n"
+      "parley_connections_refused_total{reason=\"max_connections\"} " +
+      std::to_string(refusals.max_connections) +
+      "\n"
+      "parley_connections_refused_total{reason=\"handshakes_per_ip\"} " +
+      std::to_string(refusals.handshakes_per_ip) + "\n";
   return out;
 }
 

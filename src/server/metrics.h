@@ -35,7 +35,8 @@ struct Metrics {
   void count_response(std::uint32_t status);
   std::string render_prometheus(const store::Stats& store,
                                 const transport::Server::TlsHandshakes& tls,
-                                const transport::Server::KeepAliveCounts& keepalive) const;
+                                const transport::Server::KeepAliveCounts& keepalive,
+                                const transport::Server::Refusals& refusals) const;
 };
 
 }  // namespace parley::server

@@ -126,6 +126,7 @@ struct ServerState {
   std::atomic<std::size_t> slots{0};
   std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
   std::atomic<std::uint64_t> pings{0}, idle_closes{0};
+  std::atomic<std::uint64_t> refused_slots{0}, refused_handshakes{0};
 
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
@@ -732,6 +733,7 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
     }
     error_code ignored;
     if (!st->take_slot()) {
+      st->refused_slots.fetch_add(1, std::memory_order_relaxed);
       sock.close(ignored);  // over the cap: refused at once
       continue;
     }
@@ -739,6 +741,7 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
     const auto peer = sock.remote_endpoint(pec);
     std::string ip = pec ? std::string() : peer.address().to_string();
     if (!st->begin_handshake(ip)) {
+      st->refused_handshakes.fetch_add(1, std::memory_order_relaxed);
       st->slots.fetch_sub(1);
       sock.close(ignored);  // too many handshakes from this address: refused at once
       continue;
@@ -785,6 +788,9 @@ class ServerImpl final : public Server {
   std::size_t connection_count() const override { return st_->connections.load(); }
   TlsHandshakes tls_handshakes() const override {
     return {st_->tls_full.load(), st_->tls_resumed.load(), st_->tls_failed.load()};
+  }
+  Refusals refusals() const override {
+    return {st_->refused_slots.load(), st_->refused_handshakes.load()};
   }
   KeepAliveCounts keepalive_counts() const override {
     return {st_->pings.load(), st_->idle_closes.load()};

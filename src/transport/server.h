@@ -158,6 +158,13 @@ class Server {
     std::uint64_t idle_closes = 0;
   };
   virtual KeepAliveCounts keepalive_counts() const = 0;
+  // Connections closed at accept since the start: no max_connections slot free, or too many of
+  // the address's connections already in their TLS handshake (max_handshakes_per_ip).
+  struct Refusals {
+    std::uint64_t max_connections = 0;
+    std::uint64_t handshakes_per_ip = 0;
+  };
+  virtual Refusals refusals() const = 0;
   // Begins a new ticket key when the newest has sealed tickets for ticket_key_rotation (the
   // caller runs this now and then; parleyd from its housekeeping). Returns whether it did; kIo
   // when ticket_key_file could not be written (the new key is used all the same). False when

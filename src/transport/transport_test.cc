@@ -1187,6 +1187,8 @@ TEST_F(TransportTest, HandshakesUnderWayAreCappedPerAddress) {
   ASSERT_TRUE(served.has_value()) << served.error().to_string();
   EXPECT_EQ(served->status, 200u);
   EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 5; }));
+  EXPECT_EQ(server_->refusals().handshakes_per_ip, 15u);  // counted for the metrics
+  EXPECT_EQ(server_->refusals().max_connections, 0u);
   for (int fd : bare) ::close(fd);
   bare.clear();
   ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 0; }));
@@ -1210,6 +1212,7 @@ TEST_F(TransportTest, HandshakesUnderWayAreCappedPerAddress) {
   EXPECT_LT(waited, 900ms);
   EXPECT_FALSE(https.request("GET", "/").has_value());
   EXPECT_EQ(server_->connection_count(), 5u);
+  EXPECT_GE(server_->refusals().handshakes_per_ip, 17u);
 
   for (int fd : bare) ::close(fd);
   ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 0; }));

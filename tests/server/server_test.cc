@@ -1037,7 +1037,9 @@ TEST_F(ServerTest, MetricsAndGracefulDrain) {
   for (const char* counter :
        {"parley_store_checkpoints_total 0\n", "parley_store_failed_checkpoints_total 0\n",
         "parley_store_writer_checkpoints_total 0\n", "parley_ws_pings_total 0\n",
-        "parley_ws_idle_closes_total 0\n"}) {
+        "parley_ws_idle_closes_total 0\n",
+        "parley_connections_refused_total{reason=\"max_connections\"} 0\n",
+        "parley_connections_refused_total{reason=\"handshakes_per_ip\"} 0\n"}) {
     EXPECT_NE(metrics->find(counter), std::string::npos) << counter;
   }
   // alice's was the client's first handshake with this server; bob's resumes its ticket.
