@@ -440,13 +440,12 @@ void Session::do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r)
   const auto me = who();
   const AccountPtr account = me.first;
   const std::uint32_t device = me.second;
-  const store::Device* me_device = account->device(device);
+  // Points into `account`, which the callback holds.
+  const store::Device* mine = account->device(device);
   service_.store().upload_keys(
-      account->id, device, me_device ? me_device->auth_public_key : Bytes(), spk,
-      to_store(r.pre_keys()),
-      on_mine<Result<std::uint32_t>>([self, id, spk, account, device](Result<std::uint32_t> n) {
+      account->id, device, mine ? mine->auth_public_key : Bytes(), spk, to_store(r.pre_keys()),
+      on_mine<Result<std::uint32_t>>([self, id, spk, account, mine](Result<std::uint32_t> n) {
         if (!n) return self->respond_error(id, status_for(n.error()), "upload failed");
-        const store::Device* mine = account->device(device);
         auto folded = fold_name(account->name);
         if (spk && mine != nullptr && folded) {
           // The signed prekey is part of the cached device record: refresh it.
@@ -871,15 +870,12 @@ void Session::push_envelope(std::int64_t seq, const store::Envelope& e) {
 }
 
 bool Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
-  // The window's bytes, not only its count: a page of large envelopes pushed whole would pass
+  // Checked per envelope, not once per page: a page of large envelopes pushed whole would pass
   // the connection's write queue, which cuts the device as a slow reader at every login.
-  auto room = [this] {
-    return unacked_.size() < kDeliveryWindow && unacked_bytes_ < kDeliveryWindowBytes;
-  };
   if (!batches_) {
     for (const auto& q : page) {
       if (q.seq <= last_seq_sent_) continue;
-      if (!room()) return false;
+      if (!window_has_room()) return false;
       push_envelope(q.seq, q.envelope);
     }
     return true;
@@ -894,7 +890,7 @@ bool Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
   };
   for (const auto& q : page) {
     if (q.seq <= last_seq_sent_) continue;
-    if (!room()) {
+    if (!window_has_room()) {
       flush();
       return false;
     }
@@ -916,8 +912,7 @@ void Session::queued(std::int64_t seq, std::shared_ptr<const store::Envelope> en
 void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!open_ || seq <= last_seq_sent_) return;
-  const bool room = unacked_.size() < kDeliveryWindow && unacked_bytes_ < kDeliveryWindowBytes;
-  if (delivery_ == Delivery::kLive && room && !fetching_ && !dirty_) {
+  if (delivery_ == Delivery::kLive && window_has_room() && !fetching_ && !dirty_) {
     push_envelope(seq, *envelope);
     return;
   }
@@ -943,7 +938,7 @@ void Session::retry_fetch_later() {
 void Session::pump() {
   if (!open_ || !account_ || fetching_) return;
   if (delivery_ == Delivery::kLive && !dirty_) return;
-  if (unacked_.size() >= kDeliveryWindow || unacked_bytes_ >= kDeliveryWindowBytes) return;
+  if (!window_has_room()) return;
   fetching_ = true;
   dirty_ = false;
   const std::size_t limit = kDeliveryWindow - unacked_.size();

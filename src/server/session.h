@@ -95,6 +95,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // io thread may replace account_ while a handler runs).
   std::pair<AccountPtr, std::uint32_t> who();
   void pump();  // delivery: fetch more from the queue when the window has room (mu_ held)
+  // Fewer than kDeliveryWindow envelopes and kDeliveryWindowBytes unacknowledged (mu_ held).
+  bool window_has_room() const {
+    return unacked_.size() < kDeliveryWindow && unacked_bytes_ < kDeliveryWindowBytes;
+  }
   // After a failed fetch: pump() again in 100 ms, doubling up to 10 s while fetches fail.
   void retry_fetch_later();                                        // mu_ held
   void push_envelope(std::int64_t seq, const store::Envelope& e);  // mu_ held
