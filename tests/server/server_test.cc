@@ -85,6 +85,28 @@ class ServerTest : public ::testing::Test {
     return slot.has_value() ? slot->attachment_slot() : wire::AttachmentSlotResult{};
   }
 
+  // A registration of `name` built by hand (for requests register_account() would not make:
+  // no proof of work, a recovery code, a pipelined frame), signed over `c`'s challenge with a
+  // key drawn from `seed`, which is returned in `key`.
+  static wire::Request hand_registration(const TestClient& c, const std::string& name,
+                                         std::uint64_t seed,
+                                         crypto::Ed25519KeyPair* key = nullptr) {
+    wire::Request r;
+    auto* reg = r.mutable_register_();
+    reg->set_name(name);
+    DeterministicRng rng(seed);
+    auto k = crypto::Ed25519KeyPair::generate(rng);
+    reg->set_auth_public_key(std::string(as_chars(k.public_key)));
+    reg->set_challenge_signature(std::string(
+        as_chars(k.sign(wire::auth_transcript(as_bytes(c.challenge().nonce()), name, 1)))));
+    reg->set_identity_key(fake_key(rng));
+    reg->set_registration_id(5);
+    reg->mutable_signed_pre_key()->set_public_key(fake_key(rng));
+    reg->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
+    if (key != nullptr) *key = std::move(k);
+    return r;
+  }
+
   TempDir dir_;
   std::unique_ptr<Parleyd> server_;
 };
@@ -160,18 +182,8 @@ TEST_F(ServerTest, ProofOfWorkRegistration) {
   EXPECT_EQ(c->register_account("alice")->status(), 0u);  // the client solves the puzzle
   // A nonce that does not meet the difficulty is refused.
   auto lazy = client(2);
-  wire::Request r;
+  wire::Request r = hand_registration(*lazy, "bob", 3);
   auto* reg = r.mutable_register_();
-  reg->set_name("bob");
-  DeterministicRng rng(3);
-  auto key = crypto::Ed25519KeyPair::generate(rng);
-  reg->set_auth_public_key(std::string(as_chars(key.public_key)));
-  reg->set_challenge_signature(std::string(as_chars(
-      key.sign(wire::auth_transcript(as_bytes(lazy->challenge().nonce()), "bob", 1)))));
-  reg->set_identity_key(fake_key(rng));
-  reg->set_registration_id(5);
-  reg->mutable_signed_pre_key()->set_public_key(fake_key(rng));
-  reg->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
   std::uint32_t refused = 0;
   for (std::uint64_t n = 0; n < 8 && refused == 0; ++n) {
     reg->set_pow_nonce(n);
@@ -196,19 +208,9 @@ TEST_F(ServerTest, ARecoveryCodeCreatesNoAccount) {
     ASSERT_TRUE(d.has_value()) << d.status().to_string();
     server_ = std::move(*d);
     auto sneaky = client(2);
-    wire::Request r;
-    auto* reg = r.mutable_register_();
-    reg->set_name("mallory");
-    DeterministicRng rng(3);
-    auto key = crypto::Ed25519KeyPair::generate(rng);
-    reg->set_auth_public_key(std::string(as_chars(key.public_key)));
-    reg->set_challenge_signature(std::string(as_chars(
-        key.sign(wire::auth_transcript(as_bytes(sneaky->challenge().nonce()), "mallory", 1)))));
-    reg->set_identity_key(fake_key(rng));
-    reg->set_registration_id(5);
-    reg->mutable_signed_pre_key()->set_public_key(fake_key(rng));
-    reg->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
-    reg->set_recovery_code(std::string(16, 'x'));  // and no invitation, no proof of work
+    crypto::Ed25519KeyPair key;
+    wire::Request r = hand_registration(*sneaky, "mallory", 3, &key);
+    r.mutable_register_()->set_recovery_code(std::string(16, 'x'));  // no invitation, no work
     auto resp = sneaky->call(r);
     ASSERT_TRUE(resp.has_value()) << resp.status().to_string();
     EXPECT_EQ(resp->status(), 404u) << resp->message();
@@ -902,20 +904,8 @@ TEST_F(ServerTest, ASecondLoginOnAConnectionIsRefused) {
   auto c = client(3);
   const std::string nonce = c->challenge().nonce();
   wire::Frame reg;
+  *reg.mutable_request() = hand_registration(*c, "carol", 7);
   reg.mutable_request()->set_id(1);
-  {
-    auto* r = reg.mutable_request()->mutable_register_();
-    r->set_name("carol");
-    DeterministicRng rng(7);
-    auto key = crypto::Ed25519KeyPair::generate(rng);
-    r->set_auth_public_key(std::string(as_chars(key.public_key)));
-    r->set_challenge_signature(
-        std::string(as_chars(key.sign(wire::auth_transcript(as_bytes(nonce), "carol", 1)))));
-    r->set_identity_key(fake_key(rng));
-    r->set_registration_id(5);
-    r->mutable_signed_pre_key()->set_public_key(fake_key(rng));
-    r->mutable_signed_pre_key()->set_signature(std::string(64, 's'));
-  }
   wire::Frame login;
   login.mutable_request()->set_id(2);
   {
