@@ -1,16 +1,12 @@
 #include "server/attachments.h"
 
-#include <chrono>
 #include <filesystem>
-#include <future>
 
 #include "crypto/primitives.h"
 #include "server/service.h"
 
 namespace parley::server {
 namespace {
-
-constexpr auto kStoreWait = std::chrono::seconds(10);
 
 bool valid_id(std::string_view id) {
   if (id.size() != 32) return false;
@@ -29,50 +25,44 @@ class AttachmentFiles final : public transport::HttpFiles {
     std::filesystem::create_directories(dir_, ec);
   }
 
-  Result<Upload> begin_upload(std::string_view id, std::string_view token) override {
-    PARLEY_ASSIGN_OR_RETURN(store::Attachment a, find(id));
-    const auto hash = crypto::sha256(as_bytes(token));
-    if (!constant_time_equal(ByteView(hash), a.upload_token_hash)) {
-      return make_error(ErrorCode::kPermissionDenied, "bad upload token");
-    }
-    return Upload{(dir_ / a.id).string(), a.size, a.have};
+  void begin_upload(std::string id, std::string token, Done<Result<Upload>> done) override {
+    find(std::move(id),
+         [this, token = std::move(token), done = std::move(done)](Result<store::Attachment> a) {
+           if (!a) return done(a.error());
+           const auto hash = crypto::sha256(as_bytes(token));
+           if (!constant_time_equal(ByteView(hash), a->upload_token_hash)) {
+             return done(make_error(ErrorCode::kPermissionDenied, "bad upload token"));
+           }
+           done(Upload{(dir_ / a->id).string(), a->size, a->have});
+         });
   }
 
-  Status finish_upload(std::string_view id, std::uint64_t have) override {
-    // Shared: if the wait times out, the late callback must still have a promise to fill.
-    auto p = std::make_shared<std::promise<Status>>();
-    auto f = p->get_future();
-    service_.store().set_attachment_progress(std::string(id), have,
-                                             [p](Status s) { p->set_value(std::move(s)); });
-    if (f.wait_for(kStoreWait) != std::future_status::ready) {
-      return make_error(ErrorCode::kUnavailable, "store busy");
-    }
-    return f.get();
+  void finish_upload(std::string id, std::uint64_t have, Done<Status> done) override {
+    service_.store().set_attachment_progress(std::move(id), have, std::move(done));
   }
 
-  Result<Download> open_download(std::string_view id) override {
-    PARLEY_ASSIGN_OR_RETURN(store::Attachment a, find(id));
-    if (a.have != a.size) return make_error(ErrorCode::kNotFound, "attachment incomplete");
-    return Download{(dir_ / a.id).string(), a.size};
+  void open_download(std::string id, Done<Result<Download>> done) override {
+    find(std::move(id), [this, done = std::move(done)](Result<store::Attachment> a) {
+      if (!a) return done(a.error());
+      if (a->have != a->size) {
+        return done(make_error(ErrorCode::kNotFound, "attachment incomplete"));
+      }
+      done(Download{(dir_ / a->id).string(), a->size});
+    });
   }
 
  private:
-  Result<store::Attachment> find(std::string_view id) {
-    if (!valid_id(id)) return make_error(ErrorCode::kNotFound, "no such attachment");
-    auto p = std::make_shared<std::promise<Result<std::optional<store::Attachment>>>>();
-    auto f = p->get_future();
+  // An unexpired attachment, or kNotFound; `done` runs on the store's thread (or at once).
+  void find(std::string id, Done<Result<store::Attachment>> done) {
+    if (!valid_id(id)) return done(make_error(ErrorCode::kNotFound, "no such attachment"));
     service_.store().find_attachment(
-        std::string(id),
-        [p](Result<std::optional<store::Attachment>> r) { p->set_value(std::move(r)); });
-    if (f.wait_for(kStoreWait) != std::future_status::ready) {
-      return make_error(ErrorCode::kUnavailable, "store busy");
-    }
-    auto r = f.get();
-    if (!r) return r.error();
-    if (!*r || (*r)->expires_ms < service_.clock().now_ms()) {
-      return make_error(ErrorCode::kNotFound, "no such attachment");
-    }
-    return std::move(**r);
+        std::move(id), [this, done = std::move(done)](Result<std::optional<store::Attachment>> r) {
+          if (!r) return done(r.error());
+          if (!*r || (*r)->expires_ms < service_.clock().now_ms()) {
+            return done(make_error(ErrorCode::kNotFound, "no such attachment"));
+          }
+          done(std::move(**r));
+        });
   }
 
   Service& service_;

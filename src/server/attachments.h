@@ -1,7 +1,7 @@
 #pragma once
 // Attachment files for the HTTP layer: DIR/attachments/<id>, metadata in the store. The bearer
-// token is checked by its SHA-256 in constant time. Calls block on the store briefly (they run on
-// HTTP connection strands, off the message path).
+// token is checked by its SHA-256 in constant time. Each call completes on the store's thread;
+// the HTTP layer resumes the request on its connection's thread.
 
 #include <memory>
 

@@ -33,6 +33,28 @@ class Fd {
   int fd_;
 };
 
+// Awaits an HttpFiles call: `start(done)` begins it, and `done` may run on any thread (the
+// store's), also before `start` returns. The answer is posted to the coroutine's executor, which
+// wakes it with a timer's cancel; the io thread serves others meanwhile.
+template <typename T, typename Start>
+net::awaitable<T> files_call(Start start) {
+  struct Wait {
+    explicit Wait(const net::any_io_executor& ex)
+        : wake(ex, net::steady_timer::time_point::max()) {}
+    net::steady_timer wake;
+    std::optional<T> answer;
+  };
+  auto wait = std::make_shared<Wait>(co_await net::this_coro::executor);
+  start(HttpFiles::Done<T>([wait](T r) {
+    net::post(wait->wake.get_executor(), [wait, r = std::move(r)]() mutable {
+      wait->answer.emplace(std::move(r));
+      wait->wake.cancel();
+    });
+  }));
+  while (!wait->answer) co_await wait->wake.async_wait(kUse);
+  co_return std::move(*wait->answer);
+}
+
 void set_common(http::response_header<>& h, const HttpContext& cx) {
   h.set(http::field::date, http_date_now());
   if (!cx.options.server_header.empty()) h.set(http::field::server, cx.options.server_header);
@@ -148,7 +170,8 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
     res.set(http::field::www_authenticate, "Bearer");
     co_return co_await write_simple(s, res, false, cx);
   }
-  auto upload = cx.files->begin_upload(id, *token);
+  auto upload = co_await files_call<Result<HttpFiles::Upload>>(
+      [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
   if (!upload) {
     co_return co_await error_response(s, status_for(upload.error()), version, cx);
   }
@@ -224,12 +247,17 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
     if (cut) co_return false;
     co_return co_await error_response(s, 503, version, cx);  // as for open() above
   }
+  const std::uint64_t now_have = have + written;
   if (cut) {
-    if (written > 0) cx.files->finish_upload(id, have + written).ignore();
+    if (written > 0) {
+      (co_await files_call<Status>([&](auto done) {
+        cx.files->finish_upload(id, now_have, std::move(done));
+      })).ignore();  // the connection is gone: the client asks for the offset when it resumes
+    }
     co_return false;
   }
-  const std::uint64_t now_have = have + written;
-  Status st = cx.files->finish_upload(id, now_have);
+  Status st = co_await files_call<Status>(
+      [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
   if (!st.is_ok()) co_return co_await error_response(s, status_for(st), version, cx);
   if (now_have == upload->size) co_return co_await write_status(s, 200, version, keep, -1, cx);
   co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(now_have), cx);
@@ -238,7 +266,9 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
 // HEAD with a bearer token: the upload's state.
 net::awaitable<bool> head_upload(TlsSocket& s, std::string_view id, std::string_view token,
                                  unsigned version, bool keep, const HttpContext& cx) {
-  auto upload = cx.files->begin_upload(id, token);
+  auto upload = co_await files_call<Result<HttpFiles::Upload>>([&](auto done) {
+    cx.files->begin_upload(std::string(id), std::string(token), std::move(done));
+  });
   if (!upload) {
     http::response<http::empty_body> res{static_cast<http::status>(status_for(upload.error())),
                                          version};
@@ -257,7 +287,8 @@ net::awaitable<bool> head_upload(TlsSocket& s, std::string_view id, std::string_
 net::awaitable<bool> get_attachment(TlsSocket& s, std::string_view id, std::string_view range_hdr,
                                     unsigned version, bool keep, bool head,
                                     const HttpContext& cx) {
-  auto dl = cx.files->open_download(id);
+  auto dl = co_await files_call<Result<HttpFiles::Download>>(
+      [&](auto done) { cx.files->open_download(std::string(id), std::move(done)); });
   if (!dl) {
     co_return co_await write_site_response(s, cx.site.error_page(status_for(dl.error())), version,
                                            keep, head, cx);

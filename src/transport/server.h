@@ -64,27 +64,30 @@ class WsHandler {
 
 using WsHandlerFactory = std::function<std::unique_ptr<WsHandler>(const std::string& remote_ip)>;
 
-// Attachment storage seen by the HTTP layer. All methods are called on connection strands and
-// may block briefly (small file operations); implementations must be thread-safe.
+// Attachment storage seen by the HTTP layer. Each call completes through `done`, exactly once,
+// on any thread, possibly before the call returns; the request resumes on its connection's
+// thread, so an io thread never waits for the store. Implementations must be thread-safe.
 // The HttpFiles object passed to Server::start must outlive the io_context's handlers.
 class HttpFiles {
  public:
   virtual ~HttpFiles() = default;
+  template <typename T>
+  using Done = std::function<void(T)>;
   struct Upload {
     std::string path;        // file to write
     std::uint64_t size = 0;  // declared total size
     std::uint64_t have = 0;  // bytes already stored (resume point)
   };
   // Authorizes an upload of attachment `id` with bearer `token`. kNotFound / kPermissionDenied.
-  virtual Result<Upload> begin_upload(std::string_view id, std::string_view token) = 0;
+  virtual void begin_upload(std::string id, std::string token, Done<Result<Upload>> done) = 0;
   // Records that the file now holds `have` bytes (complete when have == size).
-  virtual Status finish_upload(std::string_view id, std::uint64_t have) = 0;
+  virtual void finish_upload(std::string id, std::uint64_t have, Done<Status> done) = 0;
   struct Download {
     std::string path;
     std::uint64_t size = 0;
   };
   // A complete attachment; kNotFound otherwise (also when expired).
-  virtual Result<Download> open_download(std::string_view id) = 0;
+  virtual void open_download(std::string id, Done<Result<Download>> done) = 0;
 };
 
 struct ServerOptions {

@@ -74,30 +74,56 @@ class TestFiles final : public HttpFiles {
     std::lock_guard lock(mu_);
     return entries_[id].have;
   }
-  Result<Upload> begin_upload(std::string_view id, std::string_view token) override {
+  // While held, every call waits; release() answers those waiting from the calling thread, as
+  // a store answers from its own.
+  void hold(bool on = true) {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(std::string(id));
-    if (it == entries_.end()) return make_error(ErrorCode::kNotFound, "no such upload");
-    if (it->second.token != token) return make_error(ErrorCode::kPermissionDenied, "bad token");
-    return Upload{(dir_ / std::string(id)).string(), it->second.size, it->second.have};
+    held_ = on;
   }
-  Status finish_upload(std::string_view id, std::uint64_t have) override {
+  std::size_t waiting() {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(std::string(id));
-    if (it == entries_.end()) return make_error(ErrorCode::kNotFound, "no such upload");
-    if (have > it->second.size || have < it->second.have) {
-      return make_error(ErrorCode::kInvalidArgument, "bad offset");
-    }
-    it->second.have = have;
-    return Status::ok();
+    return waiting_.size();
   }
-  Result<Download> open_download(std::string_view id) override {
-    std::lock_guard lock(mu_);
-    auto it = entries_.find(std::string(id));
-    if (it == entries_.end() || it->second.have != it->second.size) {
-      return make_error(ErrorCode::kNotFound, "no such attachment");
+  void release() {
+    std::vector<std::function<void()>> run;
+    {
+      std::lock_guard lock(mu_);
+      run.swap(waiting_);
     }
-    return Download{(dir_ / std::string(id)).string(), it->second.size};
+    for (auto& f : run) f();
+  }
+  void begin_upload(std::string id, std::string token, Done<Result<Upload>> done) override {
+    answer([this, id, token, done] {
+      std::lock_guard lock(mu_);
+      auto it = entries_.find(id);
+      if (it == entries_.end()) return done(make_error(ErrorCode::kNotFound, "no such upload"));
+      if (it->second.token != token) {
+        return done(make_error(ErrorCode::kPermissionDenied, "bad token"));
+      }
+      done(Upload{(dir_ / id).string(), it->second.size, it->second.have});
+    });
+  }
+  void finish_upload(std::string id, std::uint64_t have, Done<Status> done) override {
+    answer([this, id, have, done] {
+      std::lock_guard lock(mu_);
+      auto it = entries_.find(id);
+      if (it == entries_.end()) return done(make_error(ErrorCode::kNotFound, "no such upload"));
+      if (have > it->second.size || have < it->second.have) {
+        return done(make_error(ErrorCode::kInvalidArgument, "bad offset"));
+      }
+      it->second.have = have;
+      done(Status::ok());
+    });
+  }
+  void open_download(std::string id, Done<Result<Download>> done) override {
+    answer([this, id, done] {
+      std::lock_guard lock(mu_);
+      auto it = entries_.find(id);
+      if (it == entries_.end() || it->second.have != it->second.size) {
+        return done(make_error(ErrorCode::kNotFound, "no such attachment"));
+      }
+      done(Download{(dir_ / id).string(), it->second.size});
+    });
   }
 
  private:
@@ -106,8 +132,19 @@ class TestFiles final : public HttpFiles {
     std::uint64_t size = 0;
     std::uint64_t have = 0;
   };
+  // Runs `f` now (on the io thread, before the call returns), or at release() while held.
+  void answer(std::function<void()> f) {
+    {
+      std::lock_guard lock(mu_);
+      if (held_) return waiting_.push_back(std::move(f));
+    }
+    f();
+  }
+
   std::filesystem::path dir_;
   std::mutex mu_;
+  bool held_ = false;
+  std::vector<std::function<void()>> waiting_;
   std::map<std::string, Entry> entries_;
 };
 
@@ -240,6 +277,8 @@ class TransportTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    files_->hold(false);
+    files_->release();  // what a failed test left waiting
     if (server_) stop_server();
     {
       std::lock_guard lock(shared_.mu);
@@ -1072,6 +1111,42 @@ TEST_F(TransportTest, ResumableAttachmentUpload) {
   ASSERT_TRUE(beyond.has_value());
   EXPECT_EQ(beyond->status, 416u);
   EXPECT_EQ(beyond->content_range, "bytes */300000");
+}
+
+// The attachment calls may answer later and from another thread, as the store does: the io
+// thread (the fixture runs one) serves everyone else while a request waits for them.
+TEST_F(TransportTest, AnAttachmentRequestWaitingForTheStoreHoldsUpNoOne) {
+  start();
+  const std::string data(5000, 'a');
+  files_->add("att2", "tok-2", data.size());
+  files_->hold();
+  HttpsClient https(client_options());
+  Result<HttpResponse> put = make_error(ErrorCode::kInternal, "not run");
+  std::thread uploader(
+      [&] { put = https.put_range(att("att2"), "tok-2", 0, as_bytes(data), data.size()); });
+  for (int call = 0; call < 2; ++call) {  // begin_upload, then finish_upload
+    ASSERT_TRUE(wait_for([&] { return files_->waiting() == 1; })) << "call " << call;
+    HttpsClient other(client_options());
+    auto page = other.get("/");
+    ASSERT_TRUE(page.has_value()) << page.error().to_string();
+    EXPECT_EQ(page->status, 200u);
+    EXPECT_EQ(files_->waiting(), 1u);
+    files_->release();
+  }
+  uploader.join();
+  ASSERT_TRUE(put.has_value()) << put.error().to_string();
+  EXPECT_EQ(put->status, 200u);
+  EXPECT_EQ(files_->have("att2"), data.size());
+
+  Result<HttpResponse> got = make_error(ErrorCode::kInternal, "not run");
+  std::thread downloader([&] { got = https.get(att("att2")); });
+  ASSERT_TRUE(wait_for([&] { return files_->waiting() == 1; }));
+  files_->release();
+  downloader.join();
+  ASSERT_TRUE(got.has_value()) << got.error().to_string();
+  EXPECT_EQ(got->status, 200u);
+  EXPECT_TRUE(got->body == data);
+  files_->hold(false);
 }
 
 TEST_F(TransportTest, AttachmentBodyLimit) {
