@@ -1,26 +1,6 @@
 #include "server/rate_limiter.h"
 
-#include <arpa/inet.h>
-
-#include <algorithm>
-#include <array>
-#include <cstring>
-
 namespace parley::server {
-
-std::string rate_key_for_ip(const std::string& ip) {
-  std::array<unsigned char, 16> a{};
-  if (::inet_pton(AF_INET6, ip.c_str(), a.data()) != 1) return ip;
-  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  char text[INET6_ADDRSTRLEN] = {};
-  if (std::memcmp(a.data(), kMapped, sizeof kMapped) == 0) {
-    if (::inet_ntop(AF_INET, a.data() + 12, text, sizeof text) == nullptr) return ip;
-    return text;
-  }
-  std::fill(a.begin() + 8, a.end(), 0);
-  if (::inet_ntop(AF_INET6, a.data(), text, sizeof text) == nullptr) return ip;
-  return std::string(text) + "/64";
-}
 
 bool RateLimiter::allow(const std::string& key, double cost) {
   const std::int64_t now = clock_.now_ms();

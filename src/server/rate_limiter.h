@@ -1,7 +1,8 @@
 #pragma once
-// Token buckets keyed by a string (an IP address or an account), for per-IP and per-account
-// limits. Bounded: at most `max_keys` buckets are tracked; when full, the least recently seen
-// bucket is evicted (a new key starts full, so eviction can only be generous). Thread-safe.
+// Token buckets keyed by a string (a client's address block, transport::client_block(), or an
+// account), for per-IP and per-account limits. Bounded: at most `max_keys` buckets are tracked;
+// when full, the least recently seen bucket is evicted (a new key starts full, so eviction can only
+// be generous). Thread-safe.
 
 #include <cstdint>
 #include <list>
@@ -12,12 +13,6 @@
 #include "base/clock.h"
 
 namespace parley::server {
-
-// The bucket key for a client's address: an IPv6 address by its /64, the block one subscriber
-// usually gets (keyed by the whole address, each of a /64's 2^64 addresses would start with a
-// full bucket); an IPv4 address, or an IPv4-mapped IPv6 one, as the IPv4 address. Anything that
-// does not parse as an address is its own key.
-std::string rate_key_for_ip(const std::string& ip);
 
 class RateLimiter {
  public:

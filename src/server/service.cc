@@ -3,6 +3,7 @@
 #include "crypto/primitives.h"
 #include "server/attachments.h"
 #include "server/session.h"
+#include "transport/client_address.h"
 
 namespace parley::server {
 
@@ -32,7 +33,7 @@ Service::~Service() = default;
 transport::WsHandlerFactory Service::handler_factory() {
   return [this](const std::string& remote_ip) -> std::unique_ptr<transport::WsHandler> {
     // Every per-IP limit counts by this key (an IPv6 client by its /64).
-    const std::string key = rate_key_for_ip(remote_ip);
+    const std::string key = transport::client_block(remote_ip);
     // Over its connection rate, an IP gets "try again later" (the transport closes with 1013).
     if (!ip_connects_.allow(key)) return nullptr;
     return make_session_handler(*this, key);

@@ -152,7 +152,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 // Adapts a Session to the transport's handler interface (the transport owns the adapter; the
 // session lives as long as callbacks still refer to it).
-// `remote_ip` is the key of the client's per-IP limits (rate_key_for_ip).
+// `remote_ip` is the key of the client's per-IP limits (transport::client_block()).
 std::unique_ptr<transport::WsHandler> make_session_handler(Service& service,
                                                            const std::string& remote_ip);
 

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 
+#include "transport/client_address.h"
 #include "transport/internal/asio.h"
 #include "transport/internal/cork_stream.h"
 #include "transport/internal/http_serve.h"
@@ -131,8 +132,9 @@ struct ServerState {
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
 
-  // Connections per remote address still in their TLS handshake (max_handshakes_per_ip); an
-  // address leaves the map with its last one, so it holds at most one entry per connection.
+  // Connections per client block (client_block(): an IPv4 address, an IPv6 /64) still in their
+  // TLS handshake (max_handshakes_per_ip); a block leaves the map with its last one, so it
+  // holds at most one entry per connection.
   std::mutex handshakes_mu;
   std::map<std::string, std::size_t, std::less<>> handshakes;  // guarded by handshakes_mu
 
@@ -150,20 +152,22 @@ struct ServerState {
     return true;
   }
 
-  // A connection from `ip` starts its TLS handshake: false when `ip` already has
+  // A connection from `ip` starts its TLS handshake: false when its block already has
   // max_handshakes_per_ip of them. Each true is matched by one end_handshake(ip).
   bool begin_handshake(const std::string& ip) {
     if (options.max_handshakes_per_ip == 0) return true;
+    std::string block = client_block(ip);
     std::lock_guard lock(handshakes_mu);
-    std::size_t& n = handshakes[ip];
+    std::size_t& n = handshakes[std::move(block)];
     if (n >= options.max_handshakes_per_ip) return false;  // n > 0: the entry stays
     ++n;
     return true;
   }
   void end_handshake(const std::string& ip) {
     if (options.max_handshakes_per_ip == 0) return;
+    const std::string block = client_block(ip);
     std::lock_guard lock(handshakes_mu);
-    auto it = handshakes.find(ip);
+    auto it = handshakes.find(block);
     if (it != handshakes.end() && --it->second == 0) handshakes.erase(it);
   }
 

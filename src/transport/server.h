@@ -108,8 +108,9 @@ struct ServerOptions {
   std::size_t max_http_body = 64 * 1024 * 1024;  // one attachment PUT request
   std::size_t write_queue_limit = 1024 * 1024;   // bytes queued per connection
   std::size_t max_connections = 19000;           // descriptors: a bridged connection takes two
-  // Connections from one remote address that have not finished their TLS handshake (each may
-  // take handshake_timeout); one more is closed at once, like one over max_connections. 0: no cap.
+  // Connections from one client block (client_address.h: an IPv4 address, an IPv6 /64) that have
+  // not finished their TLS handshake (each may take handshake_timeout); one more is closed at
+  // once, like one over max_connections. 0: no cap.
   std::size_t max_handshakes_per_ip = 64;
   std::chrono::seconds handshake_timeout{10};
   // A WebSocket that reads nothing at all (pongs count) this long is closed; 0: never. Each HTTP
@@ -162,7 +163,7 @@ class Server {
   };
   virtual KeepAliveCounts keepalive_counts() const = 0;
   // Connections closed at accept since the start: no max_connections slot free, or too many of
-  // the address's connections already in their TLS handshake (max_handshakes_per_ip).
+  // the block's connections already in their TLS handshake (max_handshakes_per_ip).
   struct Refusals {
     std::uint64_t max_connections = 0;
     std::uint64_t handshakes_per_ip = 0;
