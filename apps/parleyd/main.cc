@@ -417,7 +417,8 @@ int run_bridge(server::ServerConfig cfg) {
           if (method == "GET" && target == "/metrics") {
             return {200, "text/plain; version=0.0.4",
                     "# TYPE parley_bridge_connections gauge\nparley_bridge_connections " +
-                        std::to_string(server->connection_count()) + "\n"};
+                        std::to_string(server->connection_count()) + "\n" +
+                        server::render_refusals(server->refusals())};
           }
           return {404, "text/plain", "not found\n"};
         });

@@ -144,17 +144,20 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_ws_idle_closes_total", "counter",
        "WebSocket connections cut after idle_timeout_s without a byte from the peer.",
        keepalive.idle_closes);
-  out +=
-      "# HELP parley_connections_refused_total Connections closed at accept: no connection slot "
-      "free (max_connections), or too many of the address's connections in their TLS handshake "
-      "(max_handshakes_per_ip).\n"
-      "# TYPE parley_connections_refused_total counter\n"
-      "parley_connections_refused_total{reason=\"max_connections\"} " +
-      std::to_string(refusals.max_connections) +
-      "\n"
-      "parley_connections_refused_total{reason=\"handshakes_per_ip\"} " +
-      std::to_string(refusals.handshakes_per_ip) + "\n";
+  out += render_refusals(refusals);
   return out;
+}
+
+std::string render_refusals(const transport::Server::Refusals& refusals) {
+  return "# HELP parley_connections_refused_total Connections closed at accept: no connection "
+         "slot free (max_connections), or too many of the address's connections in their TLS "
+         "handshake (max_handshakes_per_ip).\n"
+         "# TYPE parley_connections_refused_total counter\n"
+         "parley_connections_refused_total{reason=\"max_connections\"} " +
+         std::to_string(refusals.max_connections) +
+         "\n"
+         "parley_connections_refused_total{reason=\"handshakes_per_ip\"} " +
+         std::to_string(refusals.handshakes_per_ip) + "\n";
 }
 
 }  // namespace parley::server

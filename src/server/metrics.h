@@ -39,4 +39,7 @@ struct Metrics {
                                 const transport::Server::Refusals& refusals) const;
 };
 
+// The parley_connections_refused_total counters, also on a bridge's /metrics.
+std::string render_refusals(const transport::Server::Refusals& refusals);
+
 }  // namespace parley::server

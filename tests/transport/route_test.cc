@@ -394,6 +394,19 @@ TEST_F(BridgeTest, WebSocketAndHttpsThroughTheBridge) {
   EXPECT_EQ(site->status, 200u);
 }
 
+// A bridge's admin listener shows its connections and the accept caps at work.
+TEST_F(BridgeTest, MetricsCountConnectionsAndRefusals) {
+  auto metrics = admin_get(bridge_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value()) << metrics.status().to_string();
+  EXPECT_NE(metrics->find("parley_bridge_connections 0"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("parley_connections_refused_total{reason=\"max_connections\"} 0"),
+            std::string::npos)
+      << *metrics;
+  EXPECT_NE(metrics->find("parley_connections_refused_total{reason=\"handshakes_per_ip\"} 0"),
+            std::string::npos)
+      << *metrics;
+}
+
 TEST_F(BridgeTest, InnerPinIsCheckedThroughTheBridge) {
   auto o = through_bridge();
   o.pin_sha256 = bridge_->invite().pin_sha256;  // the bridge's pin is not the server's
