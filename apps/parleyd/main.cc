@@ -547,6 +547,8 @@ int main(int argc, char** argv) {
     cfg.register_rate_per_ip = from_file.register_rate_per_ip;
     cfg.register_burst_per_ip = from_file.register_burst_per_ip;
     cfg.attachment_expiry_days = from_file.attachment_expiry_days;
+    cfg.attachment_account_quota_bytes = from_file.attachment_account_quota_bytes;
+    cfg.attachment_min_free_disk_mb = from_file.attachment_min_free_disk_mb;
     if (listen.empty()) cfg.listen = from_file.listen;
     if (admin.empty()) cfg.admin = from_file.admin;
     if (policy.empty()) cfg.registration = from_file.registration;
@@ -591,6 +593,11 @@ int main(int argc, char** argv) {
   }
   if (cfg.data_dir.empty()) {
     std::fprintf(stderr, "parleyd: --data DIR is required (or server.data in --config)\n");
+    return 2;
+  }
+  // A flag may have moved a bound past another key's (--attachment-max-bytes above the quota).
+  if (Status s = server::validate_config(cfg); !s.is_ok()) {
+    std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
     return 2;
   }
   if (!cfg.bridge_to.host.empty()) return run_bridge(std::move(cfg));

@@ -148,6 +148,18 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.register_burst_per_ip") return read_double(n, key, c.register_burst_per_ip);
   if (key == "attachments.max_bytes") return read_uint(n, key, c.attachment_max_bytes);
   if (key == "attachments.expiry_days") return read_uint(n, key, c.attachment_expiry_days);
+  if (key == "attachments.account_quota_bytes") {
+    return read_uint(n, key, c.attachment_account_quota_bytes);
+  }
+  if (key == "attachments.min_free_disk_mb") {
+    std::uint64_t mb = 0;
+    PARLEY_TRY(read_uint(n, key, mb));
+    if (mb > kMaxMinFreeDiskMb) {
+      return bad_key(key, "expected 0 to " + std::to_string(kMaxMinFreeDiskMb) + " (MiB)");
+    }
+    c.attachment_min_free_disk_mb = mb;
+    return Status::ok();
+  }
   if (key == "bridge.to") return read_host_port(n, key, c.bridge_to);
   if (key == "bridge.sni") return read_string(n, key, c.bridge_sni);
   if (key == "transport.obfs4") return read_host_port(n, key, c.obfs4);
@@ -170,6 +182,10 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
       PARLEY_TRY(apply(std::string(section.str()) + "." + std::string(key.str()), value, config));
     }
   }
+  return validate_config(config);
+}
+
+Status validate_config(const ServerConfig& config) {
   if (config.max_message_bytes > wire::kMaxMessageContent) {
     return bad_key("limits.max_message_bytes", "at most " +
                                                    std::to_string(wire::kMaxMessageContent) +
@@ -184,6 +200,16 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
       config.ping_interval_s >= config.idle_timeout_s) {
     return bad_key("limits.ping_interval_s", "must be below limits.idle_timeout_s (" +
                                                  std::to_string(config.idle_timeout_s) + ")");
+  }
+  // Below the largest attachment, a slot the size bound allows could never be had.
+  if (config.attachment_account_quota_bytes < config.attachment_max_bytes) {
+    return bad_key("attachments.account_quota_bytes",
+                   "must be at least attachments.max_bytes (" +
+                       std::to_string(config.attachment_max_bytes) + ")");
+  }
+  if (config.attachment_min_free_disk_mb > kMaxMinFreeDiskMb) {
+    return bad_key("attachments.min_free_disk_mb",
+                   "at most " + std::to_string(kMaxMinFreeDiskMb) + " (MiB)");
   }
   return Status::ok();
 }

@@ -16,6 +16,8 @@ namespace parley::server {
 inline constexpr std::uint32_t kMinWriteQueueBytes = 832 * 1024;
 // Above this many leading zero bits no phone could register (each bit doubles the work).
 inline constexpr std::uint32_t kMaxPowDifficulty = 40;
+// The largest attachments.min_free_disk_mb (1 EiB): in bytes it stays far from overflowing.
+inline constexpr std::uint64_t kMaxMinFreeDiskMb = 1ull << 40;
 
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
 // Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
@@ -72,6 +74,12 @@ struct ServerConfig {
   // [attachments]
   std::uint64_t attachment_max_bytes = 100ull << 20;
   std::uint32_t attachment_expiry_days = 30;
+  // The declared sizes of one account's unexpired attachments, at most; a slot beyond it gets
+  // 413. At least attachment_max_bytes.
+  std::uint64_t attachment_account_quota_bytes = 1ull << 30;
+  // A slot is refused (503) when the filesystem of DIR/attachments would have less than this
+  // free (MiB) once the attachment is written. 0: no check. At most kMaxMinFreeDiskMb.
+  std::uint64_t attachment_min_free_disk_mb = 1024;
   // [bridge] to = "HOST:PORT": run as a bridge to that parleyd (docs/operations.md); no store,
   // no accounts. Empty host: a normal server.
   HostPort bridge_to{"", 0};
@@ -83,8 +91,12 @@ struct ServerConfig {
 };
 
 // Applies a TOML file over `config`. Unknown keys are refused (kInvalidArgument naming the key),
-// so a typo never silently falls back to a default.
+// so a typo never silently falls back to a default. Ends with validate_config().
 Status load_config_file(const std::string& path, ServerConfig& config);
+
+// The checks that involve more than one key (or a key a command-line flag may set):
+// kInvalidArgument naming the key and the bound. Run again once flags are applied over a file.
+Status validate_config(const ServerConfig& config);
 
 std::string_view policy_name(RegistrationPolicy p);
 Result<RegistrationPolicy> parse_policy(std::string_view name);

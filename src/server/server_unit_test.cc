@@ -4,9 +4,10 @@
 
 #include <fstream>
 
-#include "server/config.h"
-#include "server/names.h"
 #include "crypto/pow.h"
+#include "server/config.h"
+#include "server/disk_space.h"
+#include "server/names.h"
 #include "server/rate_limiter.h"
 #include "transport/client_address.h"
 
@@ -181,6 +182,56 @@ TEST(Config, TlsTicketKeys) {
     EXPECT_EQ(before.tls_tickets, TlsTickets::kFile);  // left as it was
     EXPECT_EQ(before.tls_ticket_rotation_hours, 12u);
   }
+}
+
+// The attachment quota holds at least the largest attachment (else a slot the size bound allows
+// could never be had); the disk reserve is bounded so that it stays a byte count; both are named
+// when refused, and a command-line --attachment-max-bytes is checked the same way.
+TEST(Config, AttachmentQuotaAndDiskReserve) {
+  auto load = [](const std::string& text, ServerConfig& c) {
+    return load_section("parleyd_attachments.toml", "attachments", text, c);
+  };
+  ServerConfig c;
+  EXPECT_EQ(c.attachment_account_quota_bytes, 1ull << 30);
+  EXPECT_EQ(c.attachment_min_free_disk_mb, 1024u);
+  ASSERT_TRUE(
+      load("max_bytes = 1000\naccount_quota_bytes = 1000\nmin_free_disk_mb = 0", c).is_ok());
+  EXPECT_EQ(c.attachment_max_bytes, 1000u);
+  EXPECT_EQ(c.attachment_account_quota_bytes, 1000u);
+  EXPECT_EQ(c.attachment_min_free_disk_mb, 0u);
+  ASSERT_TRUE(load("min_free_disk_mb = 1099511627776", c).is_ok());  // kMaxMinFreeDiskMb
+  EXPECT_EQ(c.attachment_min_free_disk_mb, kMaxMinFreeDiskMb);
+  for (const auto& [bad, key] :
+       {std::pair<std::string, std::string>{"max_bytes = 1000\naccount_quota_bytes = 999",
+                                            "account_quota_bytes"},
+        {"account_quota_bytes = 0", "account_quota_bytes"},
+        {"max_bytes = 2147483648", "account_quota_bytes"},  // above the default quota
+        {"min_free_disk_mb = 1099511627777", "min_free_disk_mb"},
+        {"min_free_disk_mb = -1", "min_free_disk_mb"}}) {
+    ServerConfig fresh;
+    Status s = load(bad, fresh);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find(key), std::string::npos) << s.message();
+  }
+  ServerConfig flags;
+  flags.attachment_max_bytes = flags.attachment_account_quota_bytes + 1;
+  Status s = validate_config(flags);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("account_quota_bytes"), std::string::npos) << s.message();
+  EXPECT_TRUE(validate_config(ServerConfig{}).is_ok());
+}
+
+TEST(DiskSpace, ReserveAfterTheNewAttachment) {
+  auto here = available_disk_bytes(::testing::TempDir());
+  ASSERT_TRUE(here.has_value()) << here.error().to_string();
+  EXPECT_GT(*here, 0u);
+  EXPECT_EQ(available_disk_bytes(::testing::TempDir() + "/no/such/dir").error().code(),
+            ErrorCode::kIo);
+  EXPECT_FALSE(below_disk_reserve(1000, 400, 600));  // exactly the reserve is left
+  EXPECT_TRUE(below_disk_reserve(1000, 401, 600));
+  EXPECT_TRUE(below_disk_reserve(1000, 1001, 0));  // does not fit at all
+  EXPECT_FALSE(below_disk_reserve(1000, 1000, 0));
+  EXPECT_TRUE(below_disk_reserve(~0ull, 1, ~0ull));
 }
 
 }  // namespace

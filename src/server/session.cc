@@ -6,10 +6,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
-#include "crypto/primitives.h"
-#include "server/names.h"
 #include "crypto/pow.h"
+#include "crypto/primitives.h"
+#include "server/disk_space.h"
+#include "server/names.h"
 
 namespace parley::server {
 
@@ -805,6 +807,16 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
     return respond_error(id, wire::kStatusTooLarge,
                          "attachment size must be 1 to " + std::to_string(cfg.attachment_max_bytes));
   }
+  // The disk reserve: attachments must not fill the disk the store commits every message to.
+  // A size that cannot be read skips the check (a write that then fails gets its own 503).
+  if (cfg.attachment_min_free_disk_mb > 0) {
+    const auto available =
+        available_disk_bytes((std::filesystem::path(cfg.data_dir) / "attachments").string());
+    if (available.has_value() &&
+        below_disk_reserve(*available, r.size(), cfg.attachment_min_free_disk_mb << 20)) {
+      return respond_error(id, wire::kStatusUnavailable, "server storage is full, try later");
+    }
+  }
   store::Attachment a;
   a.id = to_hex(random_bytes(service_.rng(), 16));
   const std::string token = to_hex(random_bytes(service_.rng(), 32));
@@ -823,8 +835,16 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   out->set_max_size(a.size);
   out->set_expires_at(static_cast<std::uint64_t>(a.expires_ms));
   auto self = shared_from_this();
+  const std::uint64_t quota = cfg.attachment_account_quota_bytes;
   service_.store().create_attachment(
-      std::move(a), on_mine<Status>([self, id, resp = std::move(resp)](Status s) mutable {
+      std::move(a), quota,
+      on_mine<Status>([self, id, quota, resp = std::move(resp)](Status s) mutable {
+        // kTooLarge: the account's unexpired attachments and this one would exceed its quota.
+        if (s.code() == ErrorCode::kTooLarge) {
+          return self->respond_error(
+              id, wire::kStatusTooLarge,
+              "attachment quota of " + std::to_string(quota) + " bytes reached");
+        }
         if (!s.is_ok()) return self->respond_error(id, status_for(s), "could not create a slot");
         self->respond(std::move(resp));
       }));

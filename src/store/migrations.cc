@@ -183,8 +183,15 @@ CREATE TABLE acked (
 DROP INDEX dedup_by_age;
 )sql";
 
+// Version 6: per-account attachment quota. create_attachment sums the declared sizes of the
+// account's unexpired attachments before it inserts one; this index covers that query (account,
+// then expiry, with the size), so the sum reads only the account's own entries.
+constexpr const char* kSchemaV6 = R"sql(
+CREATE INDEX attachments_by_account ON attachments(account_id, expires_ms, size);
+)sql";
+
 constexpr Migration kMigrations[] = {
-    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5},
+    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5}, {6, kSchemaV6},
 };
 
 Result<std::int32_t> user_version(internal::Db& db) {

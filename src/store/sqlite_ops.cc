@@ -579,8 +579,24 @@ Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
 
 // ---- attachments ------------------------------------------------------------------------------
 
-Result<Unit> op_create_attachment(Tx& tx, const Attachment& a) {
+Result<Unit> op_create_attachment(Tx& tx, const Attachment& a, std::uint64_t account_quota_bytes) {
   if (a.have > a.size) return make_error(ErrorCode::kInvalidArgument, "store: have > size");
+  {
+    // Read by the covering index attachments_by_account (schema v6). Attachments past their
+    // expiry no longer count, even before expire() deletes them.
+    PARLEY_ASSIGN_OR_RETURN(Stmt s,
+                            tx.db.prepare("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE "
+                                          "account_id = ?1 AND expires_ms > ?2",
+                                          "sum attachment sizes"));
+    s.bind(1, a.account_id).bind(2, a.created_ms);
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    const std::uint64_t used = row ? static_cast<std::uint64_t>(s.column_int(0)) : 0;
+    if (a.size > account_quota_bytes || used > account_quota_bytes - a.size) {
+      return make_error(
+          ErrorCode::kTooLarge,
+          "store: attachment quota of " + std::to_string(account_quota_bytes) + " bytes reached");
+    }
+  }
   PARLEY_ASSIGN_OR_RETURN(
       Stmt s, tx.db.prepare("INSERT INTO attachments (id, token_hash, account_id, size, have, "
                             "created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "

@@ -181,8 +181,10 @@ class SqliteStore final : public Store {
                           std::move(done), Sync::kNo, rows);
   }
 
-  void create_attachment(Attachment attachment, Done done) override {
-    submit<Unit>([a = std::move(attachment)](Tx& tx) { return op_create_attachment(tx, a); },
+  void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
+                         Done done) override {
+    submit<Unit>([a = std::move(attachment), account_quota_bytes](
+                     Tx& tx) { return op_create_attachment(tx, a, account_quota_bytes); },
                  adapt(std::move(done)));
   }
   void find_attachment(std::string id, Callback<std::optional<Attachment>> done) override {

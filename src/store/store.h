@@ -214,7 +214,13 @@ class Store {
                    Callback<std::uint32_t> done) = 0;
 
   // Attachments (metadata; the bytes are files the server manages).
-  virtual void create_attachment(Attachment attachment, Done done) = 0;
+  // Creates an attachment unless the account's unexpired attachments (expires_ms after
+  // attachment.created_ms), counted by their declared sizes, and this one would exceed
+  // `account_quota_bytes`: then kTooLarge naming the quota, and nothing is stored. The check and
+  // the insert are one operation, so concurrent creations cannot both pass it.
+  // kAlreadyExists when the id is taken; kInvalidArgument when have > size.
+  virtual void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
+                                 Done done) = 0;
   virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
   // Records that the attachment's file holds `have` bytes. Progress only moves forward: less
   // than is recorded changes nothing and succeeds. kNotFound (no such attachment),

@@ -16,6 +16,7 @@
 #include <functional>
 #include <future>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,8 @@ namespace parley::store {
 namespace {
 
 constexpr auto kTimeout = std::chrono::seconds(60);
+// An attachment quota no test reaches.
+constexpr std::uint64_t kNoQuota = std::numeric_limits<std::uint64_t>::max();
 
 // Runs `start(callback)` and waits for the callback's result.
 template <typename T, typename F>
@@ -177,21 +180,23 @@ class StoreTest : public ::testing::Test {
     return r.has_value() ? *r : Account{};
   }
 
-  // Replaces the database with one at schema version 2 holding `rows` (SQL) and leaves the
-  // store closed: open() then migrates it.
-  void recreate_at_v2(const char* rows) {
+  // Replaces the database with one at schema version `version` holding `rows` (SQL) and leaves
+  // the store closed: open() then migrates it.
+  void recreate_at(std::int32_t version, const char* rows) {
     store_->close();
     store_.reset();
     for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
     auto db = internal::Db::open(path_);
     ASSERT_TRUE(db.has_value());
     for (const Migration& m : migrations()) {
-      if (m.version > 2) break;
+      if (m.version > version) break;
       ASSERT_TRUE((*db)->exec(m.sql, "test").is_ok());
     }
-    ASSERT_TRUE((*db)->exec("PRAGMA user_version = 2", "test").is_ok());
+    const std::string set = "PRAGMA user_version = " + std::to_string(version);
+    ASSERT_TRUE((*db)->exec(set.c_str(), "test").is_ok());
     ASSERT_TRUE((*db)->exec(rows, "test").is_ok());
   }
+  void recreate_at_v2(const char* rows) { recreate_at(2, rows); }
 
   Result<SendOutcome> send(SendBatch batch) {
     return call<SendOutcome>([&](auto cb) { store_->store_messages(std::move(batch), cb); });
@@ -214,6 +219,10 @@ class StoreTest : public ::testing::Test {
 
   Result<std::uint32_t> ack(std::int64_t account, std::uint32_t device, std::vector<Bytes> ids) {
     return call<std::uint32_t>([&](auto cb) { store_->ack(account, device, std::move(ids), cb); });
+  }
+
+  Status create_attachment(const Attachment& a, std::uint64_t account_quota_bytes = kNoQuota) {
+    return call_status([&](auto cb) { store_->create_attachment(a, account_quota_bytes, cb); });
   }
 
   Status add_device(std::int64_t account, std::uint32_t device_id) {
@@ -682,10 +691,10 @@ TEST_F(StoreTest, ExpireRemovesOldEnvelopesDedupInvitesAndAttachments) {
   ASSERT_TRUE(call_status([&](auto cb) { store_->create_invite("soon", 6000, cb); }).is_ok());
   ASSERT_TRUE(call_status([&](auto cb) { store_->create_invite("later", 9000, cb); }).is_ok());
   Attachment att{"aa", Bytes(32, 1), a.id, 100, 0, 1000, 6000};
-  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  ASSERT_TRUE(create_attachment(att).is_ok());
   att.id = "bb";
   att.expires_ms = 9000;
-  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  ASSERT_TRUE(create_attachment(att).is_ok());
 
   // now 6000: envelopes stored before 4000 and dedup keys before 3000 go.
   auto r = call<std::vector<std::string>>(
@@ -742,9 +751,8 @@ TEST_F(StoreTest, AKeyStoredWithTheClockSetBackStaysUntilTheKeysBeforeItExpire) 
 
 TEST_F(StoreTest, AttachmentsCrud) {
   Attachment att{"0123456789abcdef0123456789abcdef", Bytes(32, 9), 4, 1000, 0, 10, 20};
-  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
-  EXPECT_EQ(call_status([&](auto cb) { store_->create_attachment(att, cb); }).code(),
-            ErrorCode::kAlreadyExists);
+  ASSERT_TRUE(create_attachment(att).is_ok());
+  EXPECT_EQ(create_attachment(att).code(), ErrorCode::kAlreadyExists);
 
   ASSERT_TRUE(call_status([&](auto cb) { store_->set_attachment_progress(att.id, 400, cb); })
                   .is_ok());
@@ -772,7 +780,7 @@ TEST_F(StoreTest, AttachmentsCrud) {
 // never becomes incomplete again (its downloads would fail for good).
 TEST_F(StoreTest, AttachmentProgressOnlyMovesForward) {
   Attachment att{"0123456789abcdef0123456789abcdef", Bytes(32, 9), 4, 2000, 0, 10, 20};
-  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  ASSERT_TRUE(create_attachment(att).is_ok());
   auto have = [&]() -> std::uint64_t {
     auto found =
         call<std::optional<Attachment>>([&](auto cb) { store_->find_attachment(att.id, cb); });
@@ -792,6 +800,56 @@ TEST_F(StoreTest, AttachmentProgressOnlyMovesForward) {
   EXPECT_EQ(have(), 2000u);
 }
 
+// An account's unexpired attachments, by their declared sizes, stay within the quota passed
+// with each creation; one that would exceed it is refused and stores nothing. Expired ones
+// (even before expire() deletes them) and other accounts' do not count.
+TEST_F(StoreTest, AttachmentsStayWithinTheAccountQuota) {
+  constexpr std::uint64_t kQuota = 1000;
+  auto make = [](const char* id, std::int64_t account, std::uint64_t size, std::int64_t created_ms,
+                 std::int64_t expires_ms) {
+    return Attachment{id, Bytes(32, 1), account, size, 0, created_ms, expires_ms};
+  };
+  auto stored = [&](const char* id) {
+    auto found = call<std::optional<Attachment>>([&](auto cb) { store_->find_attachment(id, cb); });
+    EXPECT_TRUE(found.has_value());
+    return found.has_value() && found->has_value();
+  };
+  ASSERT_TRUE(create_attachment(make("a1", 4, 400, 10, 50), kQuota).is_ok());
+  ASSERT_TRUE(create_attachment(make("a2", 4, 600, 10, 100), kQuota).is_ok());  // exactly full
+  Status over = create_attachment(make("a3", 4, 1, 10, 100), kQuota);
+  EXPECT_EQ(over.code(), ErrorCode::kTooLarge);
+  EXPECT_NE(over.message().find("attachment quota of 1000 bytes reached"), std::string::npos)
+      << over.message();
+  EXPECT_FALSE(stored("a3"));
+
+  // Another account has a quota of its own; one attachment larger than the quota never fits.
+  EXPECT_TRUE(create_attachment(make("b1", 5, 1000, 10, 100), kQuota).is_ok());
+  EXPECT_EQ(create_attachment(make("c1", 6, 1001, 10, 100), kQuota).code(), ErrorCode::kTooLarge);
+  EXPECT_FALSE(stored("c1"));
+
+  // At 50 a1 has expired (not yet deleted): only a2's 600 bytes count.
+  EXPECT_EQ(create_attachment(make("a4", 4, 401, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
+  EXPECT_TRUE(create_attachment(make("a5", 4, 400, 50, 100), kQuota).is_ok());
+  EXPECT_TRUE(stored("a1"));
+  EXPECT_TRUE(stored("a5"));
+}
+
+// Creations queued together run in one batch: the second sees the first, so two that each fit
+// alone but not together cannot both pass.
+TEST_F(StoreTest, ConcurrentAttachmentsCannotBothPassTheQuota) {
+  auto first = std::make_shared<std::promise<Status>>();
+  auto second = std::make_shared<std::promise<Status>>();
+  {
+    Gate gate(*store_);
+    store_->create_attachment(Attachment{"x1", Bytes(32, 1), 4, 600, 0, 10, 100}, 1000,
+                              [first](Status s) { first->set_value(s); });
+    store_->create_attachment(Attachment{"x2", Bytes(32, 1), 4, 600, 0, 10, 100}, 1000,
+                              [second](Status s) { second->set_value(s); });
+  }
+  EXPECT_TRUE(first->get_future().get().is_ok());
+  EXPECT_EQ(second->get_future().get().code(), ErrorCode::kTooLarge);
+}
+
 // ---- durability, migrations, lifecycle ------------------------------------------------------------
 
 TEST_F(StoreTest, ReopenSeesEverything) {
@@ -800,7 +858,7 @@ TEST_F(StoreTest, ReopenSeesEverything) {
             SendOutcome::Kind::kStored);
   ASSERT_TRUE(call_status([&](auto cb) { store_->create_invite("tok", 9000, cb); }).is_ok());
   Attachment att{"aa", Bytes(32, 1), a.id, 100, 50, 1000, 6000};
-  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  ASSERT_TRUE(create_attachment(att).is_ok());
   store_->close();
 
   open();
@@ -957,7 +1015,7 @@ TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
   // Each expire below deletes both (old) legacy envelopes, finds none left, then fails
   // deleting an expired attachment (as on a full disk) and is rolled back.
   Attachment att{"0123456789abcdef0123456789abcdef", Bytes(32, 1), 7, 1, 0, 1, 10};
-  ASSERT_TRUE(call_status([&](auto cb) { store_->create_attachment(att, cb); }).is_ok());
+  ASSERT_TRUE(create_attachment(att).is_ok());
   {
     auto db = internal::Db::open(path_);
     ASSERT_TRUE(db.has_value());
@@ -989,6 +1047,33 @@ TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
   ASSERT_TRUE(sent->get_future().get().has_value());
   ASSERT_EQ(fetch(7, 1).size(), 2u);
   EXPECT_EQ(*ack(7, 1, {Bytes(16, 0xcd)}), 1u);
+}
+
+// Migration 6 indexes attachments by account: the quota's sum reads the index alone, and the
+// attachments of a version-5 database count against the quota.
+TEST_F(StoreTest, MigrationToV6IndexesAttachmentsByAccount) {
+  ASSERT_NO_FATAL_FAILURE(
+      recreate_at(5, "INSERT INTO attachments VALUES ('aa', zeroblob(32), 7, 900, 0, 1, 100);"));
+  open();
+  {
+    auto db = internal::Db::open(path_);
+    ASSERT_TRUE(db.has_value());
+    auto version = (*db)->prepare("PRAGMA user_version", "test");
+    ASSERT_TRUE(version.has_value());
+    ASSERT_TRUE(*version->step());
+    EXPECT_EQ(version->column_int(0), 6);
+    auto plan = (*db)->prepare(
+        "EXPLAIN QUERY PLAN SELECT COALESCE(SUM(size), 0) FROM attachments WHERE "
+        "account_id = ?1 AND expires_ms > ?2",
+        "test");
+    ASSERT_TRUE(plan.has_value());
+    ASSERT_TRUE(*plan->step());
+    EXPECT_NE(plan->column_text(3).find("COVERING INDEX attachments_by_account"), std::string::npos)
+        << plan->column_text(3);
+  }
+  EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 101, 0, 10, 100}, 1000).code(),
+            ErrorCode::kTooLarge);
+  EXPECT_TRUE(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 100, 0, 10, 100}, 1000).is_ok());
 }
 
 TEST_F(StoreTest, RefusesADatabaseNewerThanTheCode) {

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -77,12 +79,29 @@ class ServerTest : public ::testing::Test {
     for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>((i * 131) >> 3);
     return blob;
   }
-  static wire::AttachmentSlotResult upload_slot(TestClient& c, std::uint64_t size) {
+  // The response to a request for a slot of `size` bytes.
+  static wire::Response slot_response(TestClient& c, std::uint64_t size) {
     wire::Request r;
     r.mutable_attachment_slot()->set_size(size);
-    auto slot = c.call(r);
-    EXPECT_TRUE(slot.has_value() && slot->status() == 0u);
-    return slot.has_value() ? slot->attachment_slot() : wire::AttachmentSlotResult{};
+    auto resp = c.call(r);
+    EXPECT_TRUE(resp.has_value()) << resp.status().to_string();
+    return resp.has_value() ? *resp : wire::Response{};
+  }
+  // Writes `text` to parleyd.toml in the test's directory; returns its path.
+  std::string write_config(const std::string& text) {
+    const std::string conf = dir_.path() + "/parleyd.toml";
+    std::FILE* f = std::fopen(conf.c_str(), "w");
+    EXPECT_NE(f, nullptr);
+    if (f != nullptr) {
+      std::fputs(text.c_str(), f);
+      std::fclose(f);
+    }
+    return conf;
+  }
+  static wire::AttachmentSlotResult upload_slot(TestClient& c, std::uint64_t size) {
+    const wire::Response slot = slot_response(c, size);
+    EXPECT_EQ(slot.status(), 0u) << slot.message();
+    return slot.attachment_slot();
   }
 
   // A registration of `name` built by hand (for requests register_account() would not make:
@@ -798,6 +817,53 @@ TEST_F(ServerTest, AnUploadOnAFullDiskIsRefusedForNowAndResumes) {
   auto whole = http.get(s.path());
   ASSERT_TRUE(whole.has_value());
   EXPECT_EQ(whole->body, blob);
+}
+
+// An account's slots, by their declared sizes, stay within attachments.account_quota_bytes: one
+// more is refused with 413 naming the quota, and other accounts keep theirs.
+TEST_F(ServerTest, AttachmentSlotsStayWithinTheAccountQuota) {
+  start({"--config", write_config("[attachments]\nmax_bytes = 1000\n"
+                                  "account_quota_bytes = 2500\nmin_free_disk_mb = 0\n")});
+  auto alice = registered("alice", 1);
+  EXPECT_EQ(slot_response(*alice, 1000).status(), 0u);
+  EXPECT_EQ(slot_response(*alice, 1000).status(), 0u);
+  const wire::Response over = slot_response(*alice, 1000);
+  EXPECT_EQ(over.status(), 413u);
+  EXPECT_EQ(over.message(), "attachment quota of 2500 bytes reached");
+  EXPECT_FALSE(over.has_attachment_slot());
+  EXPECT_EQ(slot_response(*alice, 500).status(), 0u);  // what is left still fits
+  EXPECT_EQ(slot_response(*alice, 1).status(), 413u);
+  auto bob = registered("bob", 2);
+  EXPECT_EQ(upload_slot(*bob, 1000).max_size(), 1000u);
+}
+
+// attachments.min_free_disk_mb: a slot that would leave the disk with less free is refused with
+// 503 (the server's storage, not the account, is full: try later) and takes none of the quota;
+// 0 switches the check off.
+TEST_F(ServerTest, AttachmentSlotsKeepTheDiskReserveFree) {
+  const std::string quota = "[attachments]\nmax_bytes = 1000\naccount_quota_bytes = 1000\n";
+  start({"--config", write_config(quota + "min_free_disk_mb = 1099511627776\n")});  // 1 EiB
+  auto alice = registered("alice", 1);
+  const wire::Response full = slot_response(*alice, 1);
+  EXPECT_EQ(full.status(), 503u);
+  EXPECT_EQ(full.message(), "server storage is full, try later");
+  EXPECT_FALSE(full.has_attachment_slot());
+  alice->disconnect();
+  ASSERT_EQ(server_->terminate(), 0);
+
+  start({"--config", write_config(quota + "min_free_disk_mb = 0\n")});
+  auto again = client(1);
+  ASSERT_EQ(again->login_as("alice", 1, alice->auth_key())->status(), 0u);
+  EXPECT_EQ(upload_slot(*again, 1000).max_size(), 1000u);  // the whole quota
+}
+
+// A command-line --attachment-max-bytes above the quota stops the start, naming the key.
+TEST_F(ServerTest, AMaxAttachmentAboveTheQuotaStopsTheStart) {
+  auto d = Parleyd::start(dir_.path(), {"--attachment-max-bytes", "2147483648"});
+  ASSERT_FALSE(d.has_value());
+  std::ifstream log(dir_.path() + ".log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("attachments.account_quota_bytes"), std::string::npos) << text;
 }
 
 TEST_F(ServerTest, KillNineDuringABurstLosesNothingAcknowledged) {
