@@ -37,7 +37,8 @@ class AttachmentFiles final : public transport::HttpFiles {
          });
   }
 
-  void finish_upload(std::string id, std::uint64_t have, Done<Status> done) override {
+  void finish_upload(std::string id, std::uint64_t have,
+                     Done<Result<std::uint64_t>> done) override {
     service_.store().set_attachment_progress(std::move(id), have, std::move(done));
   }
 

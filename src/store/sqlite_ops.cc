@@ -628,17 +628,22 @@ Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& 
   return std::optional<Attachment>(std::move(a));
 }
 
-Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have) {
+Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id,
+                                                 std::uint64_t have) {
   // Progress only moves forward: a connection cut late, after another finished the upload,
   // reports less than is recorded, and that must not make a complete attachment incomplete.
-  // (SQLite counts the row as changed even when MAX keeps the value.)
+  // (SQLite returns the row even when MAX keeps the value.)
   PARLEY_ASSIGN_OR_RETURN(
       Stmt s, tx.db.prepare("UPDATE attachments SET have = MAX(have, ?2) WHERE id = ?1 AND "
-                            "size >= ?2",
+                            "size >= ?2 RETURNING have",
                             "update attachment"));
   s.bind_text(1, id).bind(2, i64(have));
-  PARLEY_TRY(s.run());
-  if (tx.db.changes() == 1) return Unit{};
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  if (row) {
+    const std::uint64_t recorded = static_cast<std::uint64_t>(s.column_int(0));
+    PARLEY_TRY(s.run());  // to the statement's end, so that the update is complete
+    return recorded;
+  }
   PARLEY_ASSIGN_OR_RETURN(std::optional<Attachment> a, op_find_attachment(tx, id));
   if (!a.has_value()) return not_found("store: no such attachment");
   return make_error(ErrorCode::kInvalidArgument, "store: progress beyond the attachment size");

@@ -192,10 +192,11 @@ class SqliteStore final : public Store {
         [i = std::move(id)](Tx& tx) { return op_find_attachment(tx, i); }, std::move(done),
         Sync::kNo);
   }
-  void set_attachment_progress(std::string id, std::uint64_t have, Done done) override {
-    submit<Unit>(
+  void set_attachment_progress(std::string id, std::uint64_t have,
+                               Callback<std::uint64_t> done) override {
+    submit<std::uint64_t>(
         [i = std::move(id), have](Tx& tx) { return op_set_attachment_progress(tx, i, have); },
-        adapt(std::move(done)));
+        std::move(done));
   }
 
   void expire(std::int64_t now_ms, std::int64_t max_age_ms, std::int64_t dedup_ms,

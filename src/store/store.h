@@ -222,10 +222,12 @@ class Store {
   virtual void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
                                  Done done) = 0;
   virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
-  // Records that the attachment's file holds `have` bytes. Progress only moves forward: less
-  // than is recorded changes nothing and succeeds. kNotFound (no such attachment),
-  // kInvalidArgument (beyond its size).
-  virtual void set_attachment_progress(std::string id, std::uint64_t have, Done done) = 0;
+  // Records that the attachment's file holds `have` bytes, and returns what is recorded after:
+  // progress only moves forward, so less than is recorded (a stale connection's report, after
+  // another finished) changes nothing and succeeds with the larger figure. kNotFound (no such
+  // attachment), kInvalidArgument (beyond its size).
+  virtual void set_attachment_progress(std::string id, std::uint64_t have,
+                                       Callback<std::uint64_t> done) = 0;
 
   // Housekeeping: deletes envelopes older than max_age, dedup keys older than dedup_ms, expired
   // invites and attachments (returns the expired attachment ids so their files can be removed).

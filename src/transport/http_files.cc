@@ -250,17 +250,19 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   const std::uint64_t now_have = have + written;
   if (cut) {
     if (written > 0) {
-      (co_await files_call<Status>([&](auto done) {
-        cx.files->finish_upload(id, now_have, std::move(done));
-      })).ignore();  // the connection is gone: the client asks for the offset when it resumes
+      // The connection is gone: the client asks for the offset when it resumes.
+      (void)co_await files_call<Result<std::uint64_t>>(
+          [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
     }
     co_return false;
   }
-  Status st = co_await files_call<Status>(
+  // What is recorded may be more than this part reached: another connection of the client went
+  // further (this one was stale). The answer is the attachment's state, not this part's.
+  auto recorded = co_await files_call<Result<std::uint64_t>>(
       [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
-  if (!st.is_ok()) co_return co_await error_response(s, status_for(st), version, cx);
-  if (now_have == upload->size) co_return co_await write_status(s, 200, version, keep, -1, cx);
-  co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(now_have), cx);
+  if (!recorded) co_return co_await error_response(s, status_for(recorded.error()), version, cx);
+  if (*recorded == upload->size) co_return co_await write_status(s, 200, version, keep, -1, cx);
+  co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(*recorded), cx);
 }
 
 // HEAD with a bearer token: the upload's state.

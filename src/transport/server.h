@@ -80,8 +80,10 @@ class HttpFiles {
   };
   // Authorizes an upload of attachment `id` with bearer `token`. kNotFound / kPermissionDenied.
   virtual void begin_upload(std::string id, std::string token, Done<Result<Upload>> done) = 0;
-  // Records that the file now holds `have` bytes (complete when have == size).
-  virtual void finish_upload(std::string id, std::uint64_t have, Done<Status> done) = 0;
+  // Records that the file now holds `have` bytes; answers with the bytes recorded after, which
+  // may be more (another connection went further). Complete when that is the size.
+  virtual void finish_upload(std::string id, std::uint64_t have,
+                             Done<Result<std::uint64_t>> done) = 0;
   struct Download {
     std::string path;
     std::uint64_t size = 0;

@@ -87,7 +87,7 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
 Result<Unit> op_create_attachment(Tx& tx, const Attachment& attachment,
                                   std::uint64_t account_quota_bytes);
 Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& id);
-Result<Unit> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have);
+Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have);
 
 Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
                                            std::int64_t dedup_ms);
