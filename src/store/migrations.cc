@@ -113,7 +113,9 @@ ALTER TABLE accounts ADD COLUMN recovery_hash BLOB;
 // - dedup: an append-only log (rowid order = insertion order); the store looks keys up in an
 //   in-memory index built from it at open, and verifies a hit against the row.
 // - meta: next_seq (the next seq to hand out, written with every batch that stores envelopes,
-//   so a seq is never reused even after the newest envelopes were deleted) and legacy_max_seq
+//   so a seq is not reused after the newest envelopes were deleted; but this migration takes it
+//   from the largest seq left in envelopes, so seqs of version 2 envelopes acknowledged above it
+//   are handed out again: harmless, docs/storage.md "Schema" says why) and legacy_max_seq
 //   (envelopes up to it were stored before version 3: their server ids do not carry their seq,
 //   so an ack of one looks within the device's queue).
 constexpr const char* kSchemaV3 = R"sql(
