@@ -1,5 +1,6 @@
 // parleyd end to end: real parleyd processes on 127.0.0.1, driven by the test client.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -502,6 +503,43 @@ TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
   auto big = alice->call(alice->make_send("carol", to_carol, std::string(3000, 'b')));
   EXPECT_EQ(big->status(), 429u);
   EXPECT_EQ(big->send().limit(), "bytes");
+}
+
+// A queue fetch that fails is retried (after 100 ms, doubling up to 10 s) until it succeeds:
+// the device gets its queue without reconnecting, and without a new message to wake its
+// session. The failure is made from outside, as a failing disk read would make it: another
+// process moves the envelopes table out of parleyd's reach for a while.
+TEST_F(ServerTest, AFailedQueueFetchIsRetried) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  EXPECT_TRUE(drain(*bob).empty());
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "m" + std::to_string(i)))->status(), 0u);
+  }
+  // Another process's SQL on parleyd's database (WAL: it may write beside parleyd).
+  auto sql = [&](const char* statement) {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db);
+    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, statement, nullptr, nullptr, nullptr);
+    EXPECT_EQ(rc, SQLITE_OK) << statement << ": " << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  };
+  sql("ALTER TABLE envelopes RENAME TO envelopes_away");
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  EXPECT_FALSE(bob->next_push(800ms).has_value());  // every fetch fails meanwhile
+  sql("ALTER TABLE envelopes_away RENAME TO envelopes");
+  auto got = drain(*bob, /*ack=*/true);
+  ASSERT_EQ(got.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i].content(), "m" + std::to_string(i));
+  std::ifstream log(dir_.path() + ".log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("event=fetch_queue_failed"), std::string::npos);
+  EXPECT_TRUE(server_->running());
 }
 
 // A full disk: parleyd's file-size limit is lowered to 0 under it (set_file_size_limit), so that
