@@ -838,16 +838,18 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   const std::uint64_t quota = cfg.attachment_account_quota_bytes;
   service_.store().create_attachment(
       std::move(a), quota,
-      on_mine<Status>([self, id, quota, resp = std::move(resp)](Status s) mutable {
-        // kTooLarge: the account's unexpired attachments and this one would exceed its quota.
-        if (s.code() == ErrorCode::kTooLarge) {
-          return self->respond_error(
-              id, wire::kStatusTooLarge,
-              "attachment quota of " + std::to_string(quota) + " bytes reached");
-        }
-        if (!s.is_ok()) return self->respond_error(id, status_for(s), "could not create a slot");
-        self->respond(std::move(resp));
-      }));
+      on_mine<Result<store::AttachmentOutcome>>(
+          [self, id, quota, resp = std::move(resp)](Result<store::AttachmentOutcome> made) mutable {
+            if (!made) {
+              return self->respond_error(id, status_for(made.error()), "could not create a slot");
+            }
+            if (*made == store::AttachmentOutcome::kOverQuota) {
+              return self->respond_error(
+                  id, wire::kStatusTooLarge,
+                  "attachment quota of " + std::to_string(quota) + " bytes reached");
+            }
+            self->respond(std::move(resp));
+          }));
 }
 
 // ---- Delivery ------------------------------------------------------------------------------------

@@ -579,7 +579,8 @@ Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
 
 // ---- attachments ------------------------------------------------------------------------------
 
-Result<Unit> op_create_attachment(Tx& tx, const Attachment& a, std::uint64_t account_quota_bytes) {
+Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& a,
+                                               std::uint64_t account_quota_bytes) {
   if (a.have > a.size) return make_error(ErrorCode::kInvalidArgument, "store: have > size");
   {
     // Read by the covering index attachments_by_account (schema v6). Attachments past their
@@ -591,10 +592,10 @@ Result<Unit> op_create_attachment(Tx& tx, const Attachment& a, std::uint64_t acc
     s.bind(1, a.account_id).bind(2, a.created_ms);
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
     const std::uint64_t used = row ? static_cast<std::uint64_t>(s.column_int(0)) : 0;
+    // A result, not an error: an error would roll the whole group commit back and run it
+    // again operation by operation, and a client at its quota may ask again and again.
     if (a.size > account_quota_bytes || used > account_quota_bytes - a.size) {
-      return make_error(
-          ErrorCode::kTooLarge,
-          "store: attachment quota of " + std::to_string(account_quota_bytes) + " bytes reached");
+      return AttachmentOutcome::kOverQuota;
     }
   }
   PARLEY_ASSIGN_OR_RETURN(
@@ -606,7 +607,7 @@ Result<Unit> op_create_attachment(Tx& tx, const Attachment& a, std::uint64_t acc
   s.bind(4, i64(a.size)).bind(5, i64(a.have)).bind(6, a.created_ms).bind(7, a.expires_ms);
   PARLEY_TRY(s.run());
   if (tx.db.changes() != 1) return make_error(ErrorCode::kAlreadyExists, "store: attachment exists");
-  return Unit{};
+  return AttachmentOutcome::kCreated;
 }
 
 Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& id) {

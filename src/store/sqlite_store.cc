@@ -182,10 +182,12 @@ class SqliteStore final : public Store {
   }
 
   void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
-                         Done done) override {
-    submit<Unit>([a = std::move(attachment), account_quota_bytes](
-                     Tx& tx) { return op_create_attachment(tx, a, account_quota_bytes); },
-                 adapt(std::move(done)));
+                         Callback<AttachmentOutcome> done) override {
+    submit<AttachmentOutcome>(
+        [a = std::move(attachment), account_quota_bytes](Tx& tx) {
+          return op_create_attachment(tx, a, account_quota_bytes);
+        },
+        std::move(done));
   }
   void find_attachment(std::string id, Callback<std::optional<Attachment>> done) override {
     submit<std::optional<Attachment>>(

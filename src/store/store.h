@@ -139,6 +139,8 @@ struct QueuedEnvelope {
   Envelope envelope;
 };
 
+enum class AttachmentOutcome { kCreated, kOverQuota };
+
 struct Attachment {
   std::string id;             // 32 hex chars
   Bytes upload_token_hash;    // SHA-256 of the bearer token
@@ -216,11 +218,11 @@ class Store {
   // Attachments (metadata; the bytes are files the server manages).
   // Creates an attachment unless the account's unexpired attachments (expires_ms after
   // attachment.created_ms), counted by their declared sizes, and this one would exceed
-  // `account_quota_bytes`: then kTooLarge naming the quota, and nothing is stored. The check and
-  // the insert are one operation, so concurrent creations cannot both pass it.
+  // `account_quota_bytes`: then kOverQuota, and nothing is stored. The check and the insert are
+  // one operation, so concurrent creations cannot both pass it.
   // kAlreadyExists when the id is taken; kInvalidArgument when have > size.
   virtual void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
-                                 Done done) = 0;
+                                 Callback<AttachmentOutcome> done) = 0;
   virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
   // Records that the attachment's file holds `have` bytes, and returns what is recorded after:
   // progress only moves forward, so less than is recorded (a stale connection's report, after

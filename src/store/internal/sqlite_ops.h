@@ -84,8 +84,8 @@ Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_
 Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
                              const std::vector<Bytes>& server_ids);
 
-Result<Unit> op_create_attachment(Tx& tx, const Attachment& attachment,
-                                  std::uint64_t account_quota_bytes);
+Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& attachment,
+                                               std::uint64_t account_quota_bytes);
 Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& id);
 Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have);
 
