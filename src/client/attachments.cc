@@ -492,10 +492,12 @@ Status AttachmentTransfer::send_rest(ServerLink& link, transport::HttpsClient& h
       const std::uint64_t expected = *offset + n;
       const auto now = code == 200 ? std::optional<std::uint64_t>(total)
                                    : parse_u64(put->header("Upload-Offset"));
-      if (now && *now == expected) {
-        offset = expected;
+      // The server answers with what it holds, which is more when another connection of ours
+      // (a part sent before a reconnect) went further: go on from there.
+      if (now && *now >= expected && *now <= total) {
+        offset = *now;
         failures = 0;
-        notify(progress, expected, total);
+        notify(progress, *now, total);
         continue;
       }
       last =

@@ -35,23 +35,28 @@ class Fd {
 
 // Awaits an HttpFiles call: `start(done)` begins it, and `done` may run on any thread (the
 // store's), also before `start` returns. The answer is posted to the coroutine's executor, which
-// wakes it with a timer's cancel; the io thread serves others meanwhile.
+// wakes it with a timer's cancel; the io thread serves others meanwhile. No answer within
+// options.files_timeout (a store stuck on a failing disk): kUnavailable, so that the request, its
+// slot and its descriptor are not held for good; a late answer then finds only `wait`.
 template <typename T, typename Start>
-net::awaitable<T> files_call(Start start) {
+net::awaitable<T> files_call(const HttpContext& cx, Start start) {
   struct Wait {
-    explicit Wait(const net::any_io_executor& ex)
-        : wake(ex, net::steady_timer::time_point::max()) {}
+    Wait(const net::any_io_executor& ex, std::chrono::milliseconds timeout) : wake(ex, timeout) {}
     net::steady_timer wake;
     std::optional<T> answer;
   };
-  auto wait = std::make_shared<Wait>(co_await net::this_coro::executor);
-  start(HttpFiles::Done<T>([wait](T r) {
-    net::post(wait->wake.get_executor(), [wait, r = std::move(r)]() mutable {
+  const net::any_io_executor ex = co_await net::this_coro::executor;
+  auto wait = std::make_shared<Wait>(ex, cx.options.files_timeout);
+  start(HttpFiles::Done<T>([ex, wait](T r) {
+    net::post(ex, [wait, r = std::move(r)]() mutable {
       wait->answer.emplace(std::move(r));
       wait->wake.cancel();
     });
   }));
-  while (!wait->answer) co_await wait->wake.async_wait(kUse);
+  while (!wait->answer) {
+    auto [ec] = co_await wait->wake.async_wait(kUse);
+    if (!ec && !wait->answer) co_return make_error(ErrorCode::kUnavailable, "store busy");
+  }
   co_return std::move(*wait->answer);
 }
 
@@ -136,8 +141,9 @@ unsigned status_for(const Status& st) {
     case ErrorCode::kInvalidArgument:
     case ErrorCode::kMalformed: return 400;
     case ErrorCode::kTooLarge:
-    case ErrorCode::kResourceExhausted: return 413;
+      return 413;
     case ErrorCode::kIo:  // the store could not write (a full or failing disk): try later
+    case ErrorCode::kResourceExhausted:  // the store has too many operations queued: try later
     case ErrorCode::kUnavailable: return 503;
     default: return 500;
   }
@@ -171,7 +177,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
     co_return co_await write_simple(s, res, false, cx);
   }
   auto upload = co_await files_call<Result<HttpFiles::Upload>>(
-      [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
+      cx, [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
   if (!upload) {
     co_return co_await error_response(s, status_for(upload.error()), version, cx);
   }
@@ -252,14 +258,14 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
     if (written > 0) {
       // The connection is gone: the client asks for the offset when it resumes.
       (void)co_await files_call<Result<std::uint64_t>>(
-          [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
+          cx, [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
     }
     co_return false;
   }
   // What is recorded may be more than this part reached: another connection of the client went
   // further (this one was stale). The answer is the attachment's state, not this part's.
   auto recorded = co_await files_call<Result<std::uint64_t>>(
-      [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
+      cx, [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
   if (!recorded) co_return co_await error_response(s, status_for(recorded.error()), version, cx);
   if (*recorded == upload->size) co_return co_await write_status(s, 200, version, keep, -1, cx);
   co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(*recorded), cx);
@@ -268,7 +274,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
 // HEAD with a bearer token: the upload's state.
 net::awaitable<bool> head_upload(TlsSocket& s, std::string_view id, std::string_view token,
                                  unsigned version, bool keep, const HttpContext& cx) {
-  auto upload = co_await files_call<Result<HttpFiles::Upload>>([&](auto done) {
+  auto upload = co_await files_call<Result<HttpFiles::Upload>>(cx, [&](auto done) {
     cx.files->begin_upload(std::string(id), std::string(token), std::move(done));
   });
   if (!upload) {
@@ -290,7 +296,7 @@ net::awaitable<bool> get_attachment(TlsSocket& s, std::string_view id, std::stri
                                     unsigned version, bool keep, bool head,
                                     const HttpContext& cx) {
   auto dl = co_await files_call<Result<HttpFiles::Download>>(
-      [&](auto done) { cx.files->open_download(std::string(id), std::move(done)); });
+      cx, [&](auto done) { cx.files->open_download(std::string(id), std::move(done)); });
   if (!dl) {
     co_return co_await write_site_response(s, cx.site.error_page(status_for(dl.error())), version,
                                            keep, head, cx);

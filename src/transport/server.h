@@ -114,6 +114,8 @@ struct ServerOptions {
   // not finished their TLS handshake (each may take handshake_timeout); one more is closed at
   // once, like one over max_connections. 0: no cap.
   std::size_t max_handshakes_per_ip = 64;
+  // How long an attachment request waits for an HttpFiles answer before it is answered 503.
+  std::chrono::milliseconds files_timeout{10000};
   std::chrono::seconds handshake_timeout{10};
   // A WebSocket that reads nothing at all (pongs count) this long is closed; 0: never. Each HTTP
   // read and write (but the first request's read) has this deadline, or 120 s when it is 0.

@@ -1180,6 +1180,27 @@ TEST_F(TransportTest, AStaleUploadIsAnsweredWithTheAttachmentsState) {
   files_->hold(false);
 }
 
+// A store that does not answer (stuck on a failing disk) does not hold an attachment request
+// for good: after files_timeout it is answered 503 (try later), and the late answer is harmless.
+TEST_F(TransportTest, AnAttachmentRequestTheStoreDoesNotAnswerGets503) {
+  options_.files_timeout = 300ms;
+  start();
+  files_->add("att4", "tok-4", 10);
+  files_->hold();
+  HttpsClient https(client_options());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto put = https.put_range(att("att4"), "tok-4", 0, as_bytes(std::string(10, 'c')), 10);
+  ASSERT_TRUE(put.has_value()) << put.error().to_string();
+  EXPECT_EQ(put->status, 503u);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
+  EXPECT_EQ(files_->waiting(), 1u);
+  files_->release();  // the answer comes late
+  files_->hold(false);
+  auto again = https.put_range(att("att4"), "tok-4", 0, as_bytes(std::string(10, 'c')), 10);
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(again->status, 200u);
+}
+
 TEST_F(TransportTest, AttachmentBodyLimit) {
   start();
   files_->add("big", "t", 4 * 1024 * 1024);
