@@ -506,7 +506,9 @@ int main(int argc, char** argv) {
   // Precedence: defaults < config file < flags. Re-apply flags over the file's values.
   if (!config_file.empty()) {
     server::ServerConfig from_file;
-    if (Status s = server::load_config_file(config_file, from_file); !s.is_ok()) {
+    // Checks across keys wait for the flags: one may mend what the file alone gets wrong.
+    if (Status s = server::load_config_file(config_file, from_file, server::Validate::kNo);
+        !s.is_ok()) {
       std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
       return 2;
     }

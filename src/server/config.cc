@@ -169,7 +169,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
 
 }  // namespace
 
-Status load_config_file(const std::string& path, ServerConfig& config) {
+Status load_config_file(const std::string& path, ServerConfig& config, Validate validate) {
   toml::parse_result parsed = toml::parse_file(path);
   if (!parsed) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -182,7 +182,7 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
       PARLEY_TRY(apply(std::string(section.str()) + "." + std::string(key.str()), value, config));
     }
   }
-  return validate_config(config);
+  return validate == Validate::kYes ? validate_config(config) : Status::ok();
 }
 
 Status validate_config(const ServerConfig& config) {

@@ -91,8 +91,11 @@ struct ServerConfig {
 };
 
 // Applies a TOML file over `config`. Unknown keys are refused (kInvalidArgument naming the key),
-// so a typo never silently falls back to a default. Ends with validate_config().
-Status load_config_file(const std::string& path, ServerConfig& config);
+// so a typo never silently falls back to a default. Ends with validate_config() unless told not
+// to (parleyd applies its command-line flags over the file first, and validates after).
+enum class Validate { kYes, kNo };
+Status load_config_file(const std::string& path, ServerConfig& config,
+                        Validate validate = Validate::kYes);
 
 // The checks that involve more than one key (or a key a command-line flag may set):
 // kInvalidArgument naming the key and the bound. Run again once flags are applied over a file.

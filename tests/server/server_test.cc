@@ -895,6 +895,16 @@ TEST_F(ServerTest, AttachmentSlotsKeepTheDiskReserveFree) {
   EXPECT_EQ(upload_slot(*again, 1000).max_size(), 1000u);  // the whole quota
 }
 
+// The checks across keys run once the flags are applied over the file: a flag may mend what
+// the file alone gets wrong (here a max_bytes above the default quota of 1 GiB).
+TEST_F(ServerTest, AFlagMayMendWhatTheConfigFileAloneGetsWrong) {
+  start({"--config", write_config("[attachments]\nmax_bytes = 2147483648\n"),
+         "--attachment-max-bytes", "1000"});
+  auto alice = registered("alice", 1);
+  EXPECT_EQ(slot_response(*alice, 1001).status(), 413u);
+  EXPECT_EQ(upload_slot(*alice, 1000).max_size(), 1000u);
+}
+
 // A command-line --attachment-max-bytes above the quota stops the start, naming the key.
 TEST_F(ServerTest, AMaxAttachmentAboveTheQuotaStopsTheStart) {
   auto d = Parleyd::start(dir_.path(), {"--attachment-max-bytes", "2147483648"});
