@@ -32,6 +32,7 @@
 #include "base/private_file.h"
 #include "crypto/primitives.h"
 #include "crypto/x509.h"
+#include "server/attachments.h"
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/service.h"
@@ -256,6 +257,7 @@ int run(server::ServerConfig cfg) {
   transport::IoPool pool(io, io_thread_count(cfg.io_threads));
   server::Metrics metrics;
   server::Service service(io, cfg, **store, clock, rng, metrics);
+  server::sweep_orphan_attachment_files(service);  // in the background, once io runs
   transport::ServerOptions opts;
   opts.listen_host = cfg.listen.host;
   opts.listen_port = cfg.listen.port;

@@ -1,6 +1,10 @@
 #include "server/attachments.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "crypto/primitives.h"
 #include "server/service.h"
@@ -16,11 +20,13 @@ bool valid_id(std::string_view id) {
   return true;
 }
 
+std::filesystem::path attachments_dir(Service& service) {
+  return std::filesystem::path(service.config().data_dir) / "attachments";
+}
+
 class AttachmentFiles final : public transport::HttpFiles {
  public:
-  explicit AttachmentFiles(Service& service)
-      : service_(service),
-        dir_(std::filesystem::path(service.config().data_dir) / "attachments") {
+  explicit AttachmentFiles(Service& service) : service_(service), dir_(attachments_dir(service)) {
     std::error_code ec;
     std::filesystem::create_directories(dir_, ec);
   }
@@ -74,6 +80,47 @@ class AttachmentFiles final : public transport::HttpFiles {
 
 std::unique_ptr<transport::HttpFiles> make_attachment_files(Service& service) {
   return std::make_unique<AttachmentFiles>(service);
+}
+
+void sweep_orphan_attachment_files(Service& service) {
+  struct Sweep {
+    Service& service;
+    std::filesystem::path dir;
+    std::vector<std::string> ids;  // the files as listed at the start
+    std::size_t next = 0;
+    std::size_t removed = 0;
+
+    // Each file listed had its row when it was written (an upload needs the row), so a row
+    // missing now is gone for good: the file is an orphan.
+    static void step(const std::shared_ptr<Sweep>& sw) {
+      if (sw->next == sw->ids.size()) {
+        spdlog::info("event=attachment_sweep files={} removed={}", sw->ids.size(), sw->removed);
+        return;
+      }
+      const std::string id = sw->ids[sw->next++];
+      sw->service.store().find_attachment(
+          id, sw->service.on_io<std::optional<store::Attachment>>(
+                  [sw, id](Result<std::optional<store::Attachment>> r) {
+                    if (!r) {  // the store cannot say: keep the file, stop for now
+                      spdlog::warn("event=attachment_sweep_stopped code={}",
+                                   error_code_name(r.error().code()));
+                      return;
+                    }
+                    if (!r->has_value()) {
+                      std::error_code ec;
+                      if (std::filesystem::remove(sw->dir / id, ec)) ++sw->removed;
+                    }
+                    step(sw);
+                  }));
+    }
+  };
+  auto sw = std::make_shared<Sweep>(Sweep{service, attachments_dir(service), {}, 0, 0});
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(sw->dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (valid_id(name) && entry.is_regular_file(ec)) sw->ids.push_back(name);
+  }
+  Sweep::step(sw);
 }
 
 }  // namespace parley::server

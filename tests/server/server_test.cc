@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -821,6 +822,42 @@ TEST_F(ServerTest, AnOldConnectionCutLateDoesNotUndoAFinishedUpload) {
   EXPECT_EQ(std::stoull(after->content_range), blob.size());
   auto whole = http.get(s.path());
   ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->status, 200u);
+  EXPECT_EQ(whole->body, blob);
+}
+
+// A file in DIR/attachments that no attachment names any more (a crash between expiry's commit
+// and the file's removal leaves one) is removed at the next start; an attachment that exists
+// keeps its file, and a file under another name is left alone.
+TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
+  start();
+  auto alice = registered("alice", 1);
+  const std::string blob = patterned(5000);
+  const auto s = upload_slot(*alice, blob.size());
+  {
+    transport::HttpsClient http(server_->client_options());
+    auto put = http.put_range(s.path(), s.upload_token(), 0, as_bytes(blob), blob.size());
+    ASSERT_TRUE(put.has_value()) << put.status().to_string();
+    ASSERT_EQ(put->status, 200u);
+  }
+  alice->disconnect();
+  ASSERT_EQ(server_->terminate(), 0);
+  const std::filesystem::path dir = dir_.path() + "/d/attachments";
+  const std::filesystem::path orphan = dir / std::string(32, 'a');
+  const std::filesystem::path other = dir / "notes.txt";
+  std::ofstream(orphan) << "left behind";
+  std::ofstream(other) << "not a name parleyd gives";
+  ASSERT_TRUE(std::filesystem::exists(orphan));
+
+  start();
+  for (int i = 0; i < 500 && std::filesystem::exists(orphan); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_FALSE(std::filesystem::exists(orphan));
+  EXPECT_TRUE(std::filesystem::exists(other));
+  transport::HttpsClient http(server_->client_options());
+  auto whole = http.get(s.path());
+  ASSERT_TRUE(whole.has_value()) << whole.status().to_string();
   EXPECT_EQ(whole->status, 200u);
   EXPECT_EQ(whole->body, blob);
 }
