@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "crypto/primitives.h"
+#include "server/disk_space.h"
 #include "server/service.h"
 
 namespace parley::server {
@@ -38,6 +39,13 @@ class AttachmentFiles final : public transport::HttpFiles {
            const auto hash = crypto::sha256(as_bytes(token));
            if (!constant_time_equal(ByteView(hash), a->upload_token_hash)) {
              return done(make_error(ErrorCode::kPermissionDenied, "bad upload token"));
+           }
+           // The disk reserve holds for uploads too, not only for new slots: slots granted
+           // together may promise more than the disk has (503: the client resumes later).
+           if (a->have < a->size &&
+               breaks_disk_reserve(dir_.string(), a->size - a->have,
+                                   service_.config().attachment_min_free_disk_mb)) {
+             return done(make_error(ErrorCode::kUnavailable, "server storage is full"));
            }
            done(Upload{(dir_ / a->id).string(), a->size, a->have});
          });

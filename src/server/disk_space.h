@@ -21,4 +21,14 @@ inline bool below_disk_reserve(std::uint64_t available, std::uint64_t size,
   return size > available || available - size < reserve_bytes;
 }
 
+// Whether writing `size` more bytes into `dir` would break a reserve of `reserve_mb` MiB
+// (attachments.min_free_disk_mb; 0: never). Free space that cannot be read breaks nothing: a
+// write that then fails is refused on its own.
+inline bool breaks_disk_reserve(const std::string& dir, std::uint64_t size,
+                                std::uint64_t reserve_mb) {
+  if (reserve_mb == 0) return false;
+  const Result<std::uint64_t> available = available_disk_bytes(dir);
+  return available.has_value() && below_disk_reserve(*available, size, reserve_mb << 20);
+}
+
 }  // namespace parley::server

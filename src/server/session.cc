@@ -808,14 +808,9 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
                          "attachment size must be 1 to " + std::to_string(cfg.attachment_max_bytes));
   }
   // The disk reserve: attachments must not fill the disk the store commits every message to.
-  // A size that cannot be read skips the check (a write that then fails gets its own 503).
-  if (cfg.attachment_min_free_disk_mb > 0) {
-    const auto available =
-        available_disk_bytes((std::filesystem::path(cfg.data_dir) / "attachments").string());
-    if (available.has_value() &&
-        below_disk_reserve(*available, r.size(), cfg.attachment_min_free_disk_mb << 20)) {
-      return respond_error(id, wire::kStatusUnavailable, "server storage is full, try later");
-    }
+  if (breaks_disk_reserve((std::filesystem::path(cfg.data_dir) / "attachments").string(), r.size(),
+                          cfg.attachment_min_free_disk_mb)) {
+    return respond_error(id, wire::kStatusUnavailable, "server storage is full, try later");
   }
   store::Attachment a;
   a.id = to_hex(random_bytes(service_.rng(), 16));

@@ -932,6 +932,49 @@ TEST_F(ServerTest, AttachmentSlotsKeepTheDiskReserveFree) {
   EXPECT_EQ(upload_slot(*again, 1000).max_size(), 1000u);  // the whole quota
 }
 
+// The reserve holds for uploads into slots already granted too (slots granted together may
+// promise more than the disk has): a part is refused with 503, and the upload resumes once
+// there is room.
+TEST_F(ServerTest, AnUploadStopsAtTheDiskReserve) {
+  const std::string quota = "[attachments]\nmax_bytes = 1000\naccount_quota_bytes = 1000\n";
+  const std::string no_reserve = quota + "min_free_disk_mb = 0\n";
+  start({"--config", write_config(no_reserve)});
+  auto alice = registered("alice", 1);
+  const std::string blob = patterned(1000);
+  const auto s = upload_slot(*alice, blob.size());
+  const ByteView first = as_bytes(std::string_view(blob).substr(0, 400));
+  const ByteView rest = as_bytes(std::string_view(blob).substr(400));
+  {
+    transport::HttpsClient http(server_->client_options());
+    auto put = http.put_range(s.path(), s.upload_token(), 0, first, blob.size());
+    ASSERT_TRUE(put.has_value()) << put.status().to_string();
+    ASSERT_EQ(put->status, 308u);
+  }
+  alice->disconnect();
+  ASSERT_EQ(server_->terminate(), 0);
+
+  start({"--config", write_config(quota + "min_free_disk_mb = 1099511627776\n")});  // 1 EiB
+  {
+    transport::HttpsClient http(server_->client_options());
+    auto put = http.put_range(s.path(), s.upload_token(), 400, rest, blob.size());
+    ASSERT_TRUE(put.has_value()) << put.status().to_string();
+    EXPECT_EQ(put->status, 503u);
+  }
+  ASSERT_EQ(server_->terminate(), 0);
+
+  start({"--config", write_config(no_reserve)});
+  transport::HttpsClient http(server_->client_options());
+  auto head = http.head(s.path(), s.upload_token());
+  ASSERT_TRUE(head.has_value()) << head.status().to_string();
+  EXPECT_EQ(std::stoull(head->content_range), 400u);  // nothing of the refused part was kept
+  auto put = http.put_range(s.path(), s.upload_token(), 400, rest, blob.size());
+  ASSERT_TRUE(put.has_value()) << put.status().to_string();
+  EXPECT_EQ(put->status, 200u);
+  auto whole = http.get(s.path());
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->body, blob);
+}
+
 // The checks across keys run once the flags are applied over the file: a flag may mend what
 // the file alone gets wrong (here a max_bytes above the default quota of 1 GiB).
 TEST_F(ServerTest, AFlagMayMendWhatTheConfigFileAloneGetsWrong) {
