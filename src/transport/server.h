@@ -67,7 +67,8 @@ using WsHandlerFactory = std::function<std::unique_ptr<WsHandler>(const std::str
 // Attachment storage seen by the HTTP layer. Each call completes through `done`, exactly once,
 // on any thread, possibly before the call returns; the request resumes on its connection's
 // thread, so an io thread never waits for the store. Implementations must be thread-safe.
-// The HttpFiles object passed to Server::start must outlive the io_context's handlers.
+// The HttpFiles object passed to Server::start must outlive the io_context's handlers, and the
+// answers it still owes (parleyd keeps it until the store has closed).
 class HttpFiles {
  public:
   virtual ~HttpFiles() = default;
