@@ -12,20 +12,21 @@
 // With --obfs4, obfs4proxy runs as a child in server mode (pt-spec v1) with this listener as
 // its ORPORT; it exits with parleyd. SIGTERM or SIGINT drains gracefully: no new connections, every queued store
 // operation committed, connections closed with "server restarting", exit status 0.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <optional>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <sstream>
-#include <csignal>
-#include <sys/stat.h>
 #include <thread>
 #include <tuple>
 
@@ -257,7 +258,6 @@ int run(server::ServerConfig cfg) {
   transport::IoPool pool(io, io_thread_count(cfg.io_threads));
   server::Metrics metrics;
   server::Service service(io, cfg, **store, clock, rng, metrics);
-  server::sweep_orphan_attachment_files(service);  // in the background, once io runs
   transport::ServerOptions opts;
   opts.listen_host = cfg.listen.host;
   opts.listen_port = cfg.listen.port;
@@ -367,6 +367,8 @@ int run(server::ServerConfig cfg) {
     });
   });
 
+  // Once io runs (and only once nothing above can fail: the sweep's answers post to io).
+  boost::asio::post(io, [&service] { server::sweep_orphan_attachment_files(service); });
   pool.run();
   (*store)->close();  // commits everything still queued
   pt.reset();         // obfs4proxy ends with us

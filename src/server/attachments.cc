@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -40,14 +42,20 @@ class AttachmentFiles final : public transport::HttpFiles {
            if (!constant_time_equal(ByteView(hash), a->upload_token_hash)) {
              return done(make_error(ErrorCode::kPermissionDenied, "bad upload token"));
            }
+           Upload upload{(dir_ / a->id).string(), a->size, a->have};
+           if (upload.have == upload.size) return done(std::move(upload));
            // The disk reserve holds for uploads too, not only for new slots: slots granted
            // together may promise more than the disk has (503: the client resumes later).
-           if (a->have < a->size &&
-               breaks_disk_reserve(dir_.string(), a->size - a->have,
-                                   service_.config().attachment_min_free_disk_mb)) {
-             return done(make_error(ErrorCode::kUnavailable, "server storage is full"));
-           }
-           done(Upload{(dir_ / a->id).string(), a->size, a->have});
+           // Checked on the io_context: a statvfs that hangs (a stalled filesystem) must not
+           // hold up the store's thread, and with it every message.
+           boost::asio::post(service_.io_executor(), [this, upload = std::move(upload),
+                                                      done = std::move(done)]() mutable {
+             if (breaks_disk_reserve(dir_.string(), upload.size - upload.have,
+                                     service_.config().attachment_min_free_disk_mb)) {
+               return done(make_error(ErrorCode::kUnavailable, "server storage is full"));
+             }
+             done(std::move(upload));
+           });
          });
   }
 
@@ -123,10 +131,16 @@ void sweep_orphan_attachment_files(Service& service) {
     }
   };
   auto sw = std::make_shared<Sweep>(Sweep{service, attachments_dir(service), {}, 0, 0});
+  // By hand, not a range-for: its increments throw on a read error (EIO, ESTALE).
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(sw->dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (valid_id(name) && entry.is_regular_file(ec)) sw->ids.push_back(name);
+  std::filesystem::directory_iterator it(sw->dir, ec);
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::error_code type_ec;
+    if (valid_id(name) && it->is_regular_file(type_ec)) sw->ids.push_back(name);
+  }
+  if (ec) {  // sweep what was listed; the rest waits for the next start
+    spdlog::warn("event=attachment_sweep_listing_failed error=\"{}\"", ec.message());
   }
   Sweep::step(sw);
 }

@@ -14,8 +14,9 @@ std::unique_ptr<transport::HttpFiles> make_attachment_files(Service& service);
 
 // Removes the files in DIR/attachments that no attachment in the store names any more: housekeeping
 // deletes an expired attachment's row first and its file after the commit, so a crash in between
-// leaves the file behind for good. Runs in the background on the service's io_context, one store
-// lookup at a time; logs event=attachment_sweep with the count when done. Call once at start.
+// leaves the file behind for good. Lists the directory, then looks the files up one at a time,
+// each answer handled on the service's io_context; logs event=attachment_sweep with the counts
+// when done. A store error stops it until the next start. Call once, on the io_context, at start.
 void sweep_orphan_attachment_files(Service& service);
 
 }  // namespace parley::server

@@ -849,11 +849,20 @@ TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
   std::ofstream(other) << "not a name parleyd gives";
   ASSERT_TRUE(std::filesystem::exists(orphan));
 
+  // What the log holds past the first start's lines.
+  auto log = [&, from = std::filesystem::file_size(dir_.path() + ".log")] {
+    std::ifstream in(dir_.path() + ".log");
+    in.seekg(static_cast<std::streamoff>(from));
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
   start();
-  for (int i = 0; i < 500 && std::filesystem::exists(orphan); ++i) {
+  // Until the sweep says it is done: every file looked up, the live one too.
+  for (int i = 0; i < 500 && log().find("event=attachment_sweep ") == std::string::npos; ++i) {
     std::this_thread::sleep_for(10ms);
   }
+  EXPECT_NE(log().find("event=attachment_sweep files=2 removed=1"), std::string::npos) << log();
   EXPECT_FALSE(std::filesystem::exists(orphan));
+  EXPECT_TRUE(std::filesystem::exists(dir / s.id()));
   EXPECT_TRUE(std::filesystem::exists(other));
   transport::HttpsClient http(server_->client_options());
   auto whole = http.get(s.path());
