@@ -242,6 +242,7 @@ class TransportTest : public ::testing::Test {
     options_.handshake_timeout = 3s;
     options_.idle_timeout = 20s;
     options_.ping_interval = 5s;
+    options_.files_timeout = 30s;  // above any hold of TestFiles' answers a test makes
   }
 
   void start(std::size_t max_connections = 100) {
