@@ -52,6 +52,7 @@ class AttachmentFiles final : public transport::HttpFiles {
                                                       done = std::move(done)]() mutable {
              if (breaks_disk_reserve(dir_.string(), upload.size - upload.have,
                                      service_.config().attachment_min_free_disk_mb)) {
+               service_.metrics().attachment_disk_refusals.fetch_add(1, std::memory_order_relaxed);
                return done(make_error(ErrorCode::kUnavailable, "server storage is full"));
              }
              done(std::move(upload));

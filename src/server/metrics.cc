@@ -82,6 +82,13 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_messages_duplicate_total", "counter", "Resends refused as already stored.",
        duplicates.load());
   line("parley_bad_frames_total", "counter", "Frames that did not decode.", bad_frames.load());
+  line("parley_attachment_quota_refusals_total", "counter",
+       "Attachment slots refused: the account's attachments would exceed its quota.",
+       attachment_quota_refusals.load());
+  line("parley_attachment_disk_refusals_total", "counter",
+       "Attachment slots and upload parts refused: the disk would keep less than "
+       "attachments.min_free_disk_mb free.",
+       attachment_disk_refusals.load());
   line("parley_queue_envelopes", "gauge", "Envelopes waiting in device queues.", s.queued_envelopes);
   line("parley_queue_bytes", "gauge", "Bytes waiting in device queues.", s.queued_bytes);
   line("parley_accounts", "gauge", "Registered accounts.", s.accounts);

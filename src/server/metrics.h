@@ -31,6 +31,10 @@ struct Metrics {
   // Responses by status code bucket: 0, 400, 401, 403, 404, 409, 413, 429, 500, 503.
   std::array<std::atomic<std::uint64_t>, 10> responses{};
   std::atomic<std::uint64_t> bad_frames{0};         // frames that did not decode
+  // Attachment slots refused for the account's quota; slots and upload parts refused for the
+  // disk reserve (attachments.min_free_disk_mb).
+  std::atomic<std::uint64_t> attachment_quota_refusals{0};
+  std::atomic<std::uint64_t> attachment_disk_refusals{0};
 
   void count_response(std::uint32_t status);
   std::string render_prometheus(const store::Stats& store,

@@ -810,6 +810,7 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   // The disk reserve: attachments must not fill the disk the store commits every message to.
   if (breaks_disk_reserve((std::filesystem::path(cfg.data_dir) / "attachments").string(), r.size(),
                           cfg.attachment_min_free_disk_mb)) {
+    service_.metrics().attachment_disk_refusals.fetch_add(1, std::memory_order_relaxed);
     return respond_error(id, wire::kStatusUnavailable, "server storage is full, try later");
   }
   store::Attachment a;
@@ -839,6 +840,8 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
               return self->respond_error(id, status_for(made.error()), "could not create a slot");
             }
             if (*made == store::AttachmentOutcome::kOverQuota) {
+              self->service_.metrics().attachment_quota_refusals.fetch_add(
+                  1, std::memory_order_relaxed);
               return self->respond_error(
                   id, wire::kStatusTooLarge,
                   "attachment quota of " + std::to_string(quota) + " bytes reached");

@@ -917,6 +917,10 @@ TEST_F(ServerTest, AttachmentSlotsStayWithinTheAccountQuota) {
   EXPECT_FALSE(over.has_attachment_slot());
   EXPECT_EQ(slot_response(*alice, 500).status(), 0u);  // what is left still fits
   EXPECT_EQ(slot_response(*alice, 1).status(), 413u);
+  auto metrics = admin_get(server_->admin_port(), "/metrics");  // the operator sees them
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_attachment_quota_refusals_total 2\n"), std::string::npos)
+      << *metrics;
   auto bob = registered("bob", 2);
   EXPECT_EQ(upload_slot(*bob, 1000).max_size(), 1000u);
 }
@@ -932,6 +936,10 @@ TEST_F(ServerTest, AttachmentSlotsKeepTheDiskReserveFree) {
   EXPECT_EQ(full.status(), 503u);
   EXPECT_EQ(full.message(), "server storage is full, try later");
   EXPECT_FALSE(full.has_attachment_slot());
+  auto metrics = admin_get(server_->admin_port(), "/metrics");  // the operator sees it
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_attachment_disk_refusals_total 1\n"), std::string::npos)
+      << *metrics;
   alice->disconnect();
   ASSERT_EQ(server_->terminate(), 0);
 
@@ -968,6 +976,10 @@ TEST_F(ServerTest, AnUploadStopsAtTheDiskReserve) {
     auto put = http.put_range(s.path(), s.upload_token(), 400, rest, blob.size());
     ASSERT_TRUE(put.has_value()) << put.status().to_string();
     EXPECT_EQ(put->status, 503u);
+    auto metrics = admin_get(server_->admin_port(), "/metrics");
+    ASSERT_TRUE(metrics.has_value());
+    EXPECT_NE(metrics->find("parley_attachment_disk_refusals_total 1\n"), std::string::npos)
+        << *metrics;
   }
   ASSERT_EQ(server_->terminate(), 0);
 
