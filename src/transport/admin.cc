@@ -12,54 +12,66 @@ using namespace internal;  // NOLINT: aliases for Asio/Beast
 constexpr std::size_t kMaxHeader = 8 * 1024;
 constexpr auto kTimeout = std::chrono::seconds(10);
 
+// What the coroutines use, shared with them: a request being served or an accept that
+// completes after the AdminServer was destroyed finds it still there.
+struct Listener {
+  Listener(net::io_context& context, AdminHandler h)
+      : io(context), acceptor(net::make_strand(context)), handler(std::move(h)) {}
+  net::io_context& io;
+  tcp::acceptor acceptor;  // used on its strand once accepting
+  AdminHandler handler;
+};
+
 class AdminServerImpl final : public AdminServer {
  public:
   AdminServerImpl(net::io_context& io, AdminHandler handler)
-      : io_(io), acceptor_(net::make_strand(io)), handler_(std::move(handler)) {}
+      : l_(std::make_shared<Listener>(io, std::move(handler))) {}
+  ~AdminServerImpl() override { stop(); }
 
   Status listen(const std::string& host, std::uint16_t port) {
     error_code ec;
     auto address = net::ip::make_address(host, ec);
     if (ec) return make_error(ErrorCode::kInvalidArgument, "admin: bad address");
     tcp::endpoint ep(address, port);
-    acceptor_.open(ep.protocol(), ec);
-    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(ep, ec);
-    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    tcp::acceptor& acceptor = l_->acceptor;
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
     if (ec) return make_error(ErrorCode::kIo, "admin: cannot listen: " + ec.message());
-    port_ = acceptor_.local_endpoint().port();
+    port_ = acceptor.local_endpoint().port();
     return Status::ok();
   }
 
-  void run() { net::co_spawn(acceptor_.get_executor(), accept_loop(), net::detached); }
+  void run() { net::co_spawn(l_->acceptor.get_executor(), accept_loop(l_), net::detached); }
 
   std::uint16_t port() const override { return port_; }
 
   void stop() override {
-    net::post(acceptor_.get_executor(), [this] {
+    net::post(l_->acceptor.get_executor(), [l = l_] {
       error_code ec;
-      acceptor_.close(ec);
+      l->acceptor.close(ec);
     });
   }
 
  private:
-  net::awaitable<void> accept_loop() {
-    net::steady_timer backoff(acceptor_.get_executor());
+  static net::awaitable<void> accept_loop(std::shared_ptr<Listener> l) {
+    net::steady_timer backoff(l->acceptor.get_executor());
     for (;;) {
-      auto [ec, socket] = co_await acceptor_.async_accept(net::make_strand(io_), kUse);
+      auto [ec, socket] = co_await l->acceptor.async_accept(net::make_strand(l->io), kUse);
       if (ec) {
-        if (!acceptor_.is_open()) co_return;
+        if (!l->acceptor.is_open()) co_return;
         // EMFILE and friends: pause instead of spinning (as the TLS listener does).
         backoff.expires_after(std::chrono::milliseconds(50));
         co_await backoff.async_wait(kUse);
         continue;
       }
-      net::co_spawn(socket.get_executor(), serve(beast::tcp_stream(std::move(socket))),
+      net::co_spawn(socket.get_executor(), serve(l, beast::tcp_stream(std::move(socket))),
                     net::detached);
     }
   }
 
-  net::awaitable<void> serve(beast::tcp_stream stream) {
+  static net::awaitable<void> serve(std::shared_ptr<Listener> l, beast::tcp_stream stream) {
     beast::flat_buffer buffer;
     http::request_parser<http::empty_body> parser;
     parser.header_limit(kMaxHeader);
@@ -72,7 +84,7 @@ class AdminServerImpl final : public AdminServer {
       res.body() = "bad request\n";
     } else {
       const auto& req = parser.get();
-      AdminResponse r = handler_(std::string(req.method_string()), std::string(req.target()));
+      AdminResponse r = l->handler(std::string(req.method_string()), std::string(req.target()));
       res.result(r.status);
       res.set(http::field::content_type, r.content_type);
       res.body() = std::move(r.body);
@@ -88,9 +100,7 @@ class AdminServerImpl final : public AdminServer {
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
-  net::io_context& io_;
-  tcp::acceptor acceptor_;
-  AdminHandler handler_;
+  std::shared_ptr<Listener> l_;
   std::uint16_t port_ = 0;
 };
 
