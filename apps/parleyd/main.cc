@@ -510,9 +510,7 @@ int main(int argc, char** argv) {
   // Precedence: defaults < config file < flags. Re-apply flags over the file's values.
   if (!config_file.empty()) {
     server::ServerConfig from_file;
-    // Checks across keys wait for the flags: one may mend what the file alone gets wrong.
-    if (Status s = server::load_config_file(config_file, from_file, server::Validate::kNo);
-        !s.is_ok()) {
+    if (Status s = server::load_config_file(config_file, from_file); !s.is_ok()) {
       std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
       return 2;
     }
@@ -601,7 +599,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "parleyd: --data DIR is required (or server.data in --config)\n");
     return 2;
   }
-  // A flag may have moved a bound past another key's (--attachment-max-bytes above the quota).
+  // The checks across keys, once file and flags are applied: a flag may mend what the file
+  // alone gets wrong, or move a bound past another key's (--attachment-max-bytes).
   if (Status s = server::validate_config(cfg); !s.is_ok()) {
     std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
     return 2;

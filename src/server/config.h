@@ -91,14 +91,13 @@ struct ServerConfig {
 };
 
 // Applies a TOML file over `config`. Unknown keys are refused (kInvalidArgument naming the key),
-// so a typo never silently falls back to a default. Ends with validate_config() unless told not
-// to (parleyd applies its command-line flags over the file first, and validates after).
-enum class Validate { kYes, kNo };
-Status load_config_file(const std::string& path, ServerConfig& config,
-                        Validate validate = Validate::kYes);
+// so a typo never silently falls back to a default. Each key's own bounds are checked here; the
+// checks across keys are validate_config()'s, run once every source (file, then command-line
+// flags) has been applied.
+Status load_config_file(const std::string& path, ServerConfig& config);
 
-// The checks that involve more than one key (or a key a command-line flag may set):
-// kInvalidArgument naming the key and the bound. Run again once flags are applied over a file.
+// The checks that involve more than one key (or a bound a command-line flag may also set):
+// kInvalidArgument naming the key and the bound.
 Status validate_config(const ServerConfig& config);
 
 std::string_view policy_name(RegistrationPolicy p);

@@ -97,12 +97,14 @@ TEST(Config, TomlFileAndUnknownKeys) {
   EXPECT_FALSE(load_config_file(path, c).is_ok());
 }
 
-// Loads a config file (under the test's temporary directory) of one [section] holding `text`.
+// Loads a config file (under the test's temporary directory) of one [section] holding `text`,
+// then checks it as parleyd does (validate_config).
 Status load_section(const std::string& file, const std::string& section, const std::string& text,
                     ServerConfig& c) {
   const std::string path = ::testing::TempDir() + "/" + file;
   std::ofstream(path) << "[" << section << "]\n" << text << "\n";
-  return load_config_file(path, c);
+  PARLEY_TRY(load_config_file(path, c));
+  return validate_config(c);
 }
 
 // ping_interval_s must be below idle_timeout_s, or no ping would go out before the idle
