@@ -50,9 +50,7 @@ class AttachmentFiles final : public transport::HttpFiles {
            // hold up the store's thread, and with it every message.
            boost::asio::post(service_.io_executor(), [this, upload = std::move(upload),
                                                       done = std::move(done)]() mutable {
-             if (breaks_disk_reserve(dir_.string(), upload.size - upload.have,
-                                     service_.config().attachment_min_free_disk_mb)) {
-               service_.metrics().attachment_disk_refusals.fetch_add(1, std::memory_order_relaxed);
+             if (attachment_breaks_disk_reserve(service_, upload.size - upload.have)) {
                return done(make_error(ErrorCode::kUnavailable, "server storage is full"));
              }
              done(std::move(upload));
@@ -97,6 +95,15 @@ class AttachmentFiles final : public transport::HttpFiles {
 
 std::unique_ptr<transport::HttpFiles> make_attachment_files(Service& service) {
   return std::make_unique<AttachmentFiles>(service);
+}
+
+bool attachment_breaks_disk_reserve(Service& service, std::uint64_t size) {
+  if (!breaks_disk_reserve(attachments_dir(service).string(), size,
+                           service.config().attachment_min_free_disk_mb)) {
+    return false;
+  }
+  service.metrics().attachment_disk_refusals.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void sweep_orphan_attachment_files(Service& service) {

@@ -12,6 +12,11 @@ namespace parley::server {
 class Service;
 std::unique_ptr<transport::HttpFiles> make_attachment_files(Service& service);
 
+// Whether writing `size` more bytes into DIR/attachments would break the disk reserve
+// (attachments.min_free_disk_mb), counted in the metrics when it would. The one check for a
+// new slot and for each part of an upload.
+bool attachment_breaks_disk_reserve(Service& service, std::uint64_t size);
+
 // Removes the files in DIR/attachments that no attachment in the store names any more: housekeeping
 // deletes an expired attachment's row first and its file after the commit, so a crash in between
 // leaves the file behind for good. Lists the directory, then looks the files up one at a time,

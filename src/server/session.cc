@@ -6,11 +6,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
 
 #include "crypto/pow.h"
 #include "crypto/primitives.h"
-#include "server/disk_space.h"
+#include "server/attachments.h"
 #include "server/names.h"
 
 namespace parley::server {
@@ -808,9 +807,7 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
                          "attachment size must be 1 to " + std::to_string(cfg.attachment_max_bytes));
   }
   // The disk reserve: attachments must not fill the disk the store commits every message to.
-  if (breaks_disk_reserve((std::filesystem::path(cfg.data_dir) / "attachments").string(), r.size(),
-                          cfg.attachment_min_free_disk_mb)) {
-    service_.metrics().attachment_disk_refusals.fetch_add(1, std::memory_order_relaxed);
+  if (attachment_breaks_disk_reserve(service_, r.size())) {
     return respond_error(id, wire::kStatusUnavailable, "server storage is full, try later");
   }
   store::Attachment a;
