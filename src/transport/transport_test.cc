@@ -1153,7 +1153,6 @@ TEST_F(TransportTest, AnAttachmentRequestWaitingForTheStoreHoldsUpNoOne) {
   ASSERT_TRUE(got.has_value()) << got.error().to_string();
   EXPECT_EQ(got->status, 200u);
   EXPECT_TRUE(got->body == data);
-  files_->hold(false);
 }
 
 // A connection that uploaded a part while another connection finished the attachment (its
@@ -1178,7 +1177,6 @@ TEST_F(TransportTest, AStaleUploadIsAnsweredWithTheAttachmentsState) {
   ASSERT_TRUE(put.has_value()) << put.error().to_string();
   EXPECT_EQ(put->status, 200u);
   EXPECT_EQ(files_->have("att3"), data.size());
-  files_->hold(false);
 }
 
 // A store that does not answer (stuck on a failing disk) does not hold an attachment request

@@ -100,6 +100,15 @@ class ServerTest : public ::testing::Test {
     }
     return conf;
   }
+  // PUTs `part` at `offset` of slot `s` (of `total` bytes) on a fresh connection: the HTTP
+  // status, or 0 when the request failed.
+  unsigned put_part(const wire::AttachmentSlotResult& s, std::uint64_t offset,
+                    std::string_view part, std::uint64_t total) {
+    transport::HttpsClient http(server_->client_options());
+    auto put = http.put_range(s.path(), s.upload_token(), offset, as_bytes(part), total);
+    EXPECT_TRUE(put.has_value()) << put.status().to_string();
+    return put.has_value() ? put->status : 0;
+  }
   static wire::AttachmentSlotResult upload_slot(TestClient& c, std::uint64_t size) {
     const wire::Response slot = slot_response(c, size);
     EXPECT_EQ(slot.status(), 0u) << slot.message();
@@ -834,12 +843,7 @@ TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
   auto alice = registered("alice", 1);
   const std::string blob = patterned(5000);
   const auto s = upload_slot(*alice, blob.size());
-  {
-    transport::HttpsClient http(server_->client_options());
-    auto put = http.put_range(s.path(), s.upload_token(), 0, as_bytes(blob), blob.size());
-    ASSERT_TRUE(put.has_value()) << put.status().to_string();
-    ASSERT_EQ(put->status, 200u);
-  }
+  ASSERT_EQ(put_part(s, 0, blob, blob.size()), 200u);
   alice->disconnect();
   ASSERT_EQ(server_->terminate(), 0);
   const std::filesystem::path dir = dir_.path() + "/d/attachments";
@@ -959,28 +963,18 @@ TEST_F(ServerTest, AnUploadStopsAtTheDiskReserve) {
   auto alice = registered("alice", 1);
   const std::string blob = patterned(1000);
   const auto s = upload_slot(*alice, blob.size());
-  const ByteView first = as_bytes(std::string_view(blob).substr(0, 400));
-  const ByteView rest = as_bytes(std::string_view(blob).substr(400));
-  {
-    transport::HttpsClient http(server_->client_options());
-    auto put = http.put_range(s.path(), s.upload_token(), 0, first, blob.size());
-    ASSERT_TRUE(put.has_value()) << put.status().to_string();
-    ASSERT_EQ(put->status, 308u);
-  }
+  const std::string_view first = std::string_view(blob).substr(0, 400);
+  const std::string_view rest = std::string_view(blob).substr(400);
+  ASSERT_EQ(put_part(s, 0, first, blob.size()), 308u);
   alice->disconnect();
   ASSERT_EQ(server_->terminate(), 0);
 
   start({"--config", write_config(quota + "min_free_disk_mb = 1099511627776\n")});  // 1 EiB
-  {
-    transport::HttpsClient http(server_->client_options());
-    auto put = http.put_range(s.path(), s.upload_token(), 400, rest, blob.size());
-    ASSERT_TRUE(put.has_value()) << put.status().to_string();
-    EXPECT_EQ(put->status, 503u);
-    auto metrics = admin_get(server_->admin_port(), "/metrics");
-    ASSERT_TRUE(metrics.has_value());
-    EXPECT_NE(metrics->find("parley_attachment_disk_refusals_total 1\n"), std::string::npos)
-        << *metrics;
-  }
+  EXPECT_EQ(put_part(s, 400, rest, blob.size()), 503u);
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_attachment_disk_refusals_total 1\n"), std::string::npos)
+      << *metrics;
   ASSERT_EQ(server_->terminate(), 0);
 
   start({"--config", write_config(no_reserve)});
@@ -988,9 +982,7 @@ TEST_F(ServerTest, AnUploadStopsAtTheDiskReserve) {
   auto head = http.head(s.path(), s.upload_token());
   ASSERT_TRUE(head.has_value()) << head.status().to_string();
   EXPECT_EQ(std::stoull(head->content_range), 400u);  // nothing of the refused part was kept
-  auto put = http.put_range(s.path(), s.upload_token(), 400, rest, blob.size());
-  ASSERT_TRUE(put.has_value()) << put.status().to_string();
-  EXPECT_EQ(put->status, 200u);
+  EXPECT_EQ(put_part(s, 400, rest, blob.size()), 200u);
   auto whole = http.get(s.path());
   ASSERT_TRUE(whole.has_value());
   EXPECT_EQ(whole->body, blob);
