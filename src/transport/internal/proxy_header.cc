@@ -1,0 +1,108 @@
+#include "transport/internal/proxy_header.h"
+
+#include <array>
+#include <cstring>
+
+namespace parley::transport::internal {
+namespace {
+
+namespace ip = boost::asio::ip;
+
+constexpr std::array<std::uint8_t, 12> kSignature = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                                     0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+constexpr std::uint8_t kLocal = 0x20;  // version 2, command LOCAL
+constexpr std::uint8_t kProxy = 0x21;  // version 2, command PROXY
+constexpr std::uint8_t kTcp4 = 0x11;   // INET, STREAM
+constexpr std::uint8_t kTcp6 = 0x21;   // INET6, STREAM
+constexpr std::size_t kInetBlock = 12;
+constexpr std::size_t kInet6Block = 36;
+
+Status bad(std::string what) {
+  return make_error(ErrorCode::kInvalidArgument, "PROXY header: " + std::move(what));
+}
+
+std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
+
+void put16(Bytes& out, std::uint16_t v) {
+  out.push_back(static_cast<std::uint8_t>(v >> 8));
+  out.push_back(static_cast<std::uint8_t>(v & 0xFF));
+}
+
+std::string canonical(const ip::address_v6& v6) {
+  if (v6.is_v4_mapped()) return ip::make_address_v4(ip::v4_mapped, v6).to_string();
+  return v6.to_string();
+}
+
+}  // namespace
+
+Result<std::size_t> proxy_v2_rest_size(ByteView fixed) {
+  if (fixed.size() != kProxyV2FixedSize) return bad("short");
+  if (std::memcmp(fixed.data(), kSignature.data(), kSignature.size()) != 0) {
+    return bad("no signature");
+  }
+  const std::uint8_t vc = fixed[12];
+  if ((vc >> 4) != 2) return bad("version " + std::to_string(vc >> 4) + ", not 2");
+  if (vc != kLocal && vc != kProxy) return bad("unknown command " + std::to_string(vc & 0x0F));
+  const std::size_t rest = be16(fixed.data() + 14);
+  if (rest > kProxyV2MaxRest) {
+    return bad(std::to_string(rest) + " bytes, over " + std::to_string(kProxyV2MaxRest));
+  }
+  return rest;
+}
+
+Result<ProxiedPeer> parse_proxy_v2(ByteView header) {
+  if (header.size() < kProxyV2FixedSize) return bad("short");
+  auto rest = proxy_v2_rest_size(header.first(kProxyV2FixedSize));
+  if (!rest) return rest.status();
+  if (header.size() != kProxyV2FixedSize + *rest) return bad("length does not match");
+  const std::uint8_t command = header[12];
+  const std::uint8_t family = header[13];
+  const std::uint8_t* block = header.data() + kProxyV2FixedSize;
+  ProxiedPeer peer;
+  if (command == kLocal) return peer;  // the relay's own connection: addresses ignored
+  if ((family & 0x0F) == 0x2) return bad("datagram transport");
+  if (family == kTcp4) {
+    if (*rest < kInetBlock) return bad("INET addresses do not fit");
+    ip::address_v4::bytes_type a;
+    std::memcpy(a.data(), block, a.size());
+    peer.ip = ip::address_v4(a).to_string();
+    peer.port = be16(block + 8);
+  } else if (family == kTcp6) {
+    if (*rest < kInet6Block) return bad("INET6 addresses do not fit");
+    ip::address_v6::bytes_type a;
+    std::memcpy(a.data(), block, a.size());
+    peer.ip = canonical(ip::address_v6(a));
+    peer.port = be16(block + 32);
+  } else if ((family >> 4) == 0x0 || (family >> 4) == 0x3) {
+    return peer;  // UNSPEC or UNIX: nothing to say about the client
+  } else {
+    return bad("unknown address family " + std::to_string(family >> 4));
+  }
+  peer.proxied = true;
+  return peer;
+}
+
+Bytes make_proxy_v2(const ip::address& source, std::uint16_t source_port,
+                    const ip::address& destination, std::uint16_t destination_port) {
+  Bytes out(kSignature.begin(), kSignature.end());
+  out.push_back(kProxy);
+  if (source.is_v4() && destination.is_v4()) {
+    out.push_back(kTcp4);
+    put16(out, kInetBlock);
+    for (auto b : source.to_v4().to_bytes()) out.push_back(b);
+    for (auto b : destination.to_v4().to_bytes()) out.push_back(b);
+  } else {
+    auto v6 = [](const ip::address& a) {
+      return a.is_v6() ? a.to_v6() : ip::make_address_v6(ip::v4_mapped, a.to_v4());
+    };
+    out.push_back(kTcp6);
+    put16(out, kInet6Block);
+    for (auto b : v6(source).to_bytes()) out.push_back(b);
+    for (auto b : v6(destination).to_bytes()) out.push_back(b);
+  }
+  put16(out, source_port);
+  put16(out, destination_port);
+  return out;
+}
+
+}  // namespace parley::transport::internal
