@@ -128,8 +128,16 @@ std::string bracket(const std::string& host) {
 
 // obfs4proxy (or another PT binary) in server mode on cfg.obfs4, in front of our own TLS
 // listener on `port`. Its keys live in DIR/pt, so its cert (in the links) survives restarts.
+// The Extended ORPort's cookie, which obfs4proxy reads to prove itself there.
+std::string ext_orport_cookie_file(const server::ServerConfig& cfg) {
+  return (fs::path(cfg.data_dir) / "pt" / "extended_orport_auth_cookie").string();
+}
+
+// obfs4proxy in server mode, in front of `server`: it names each client on the server's
+// Extended ORPort, so that per-IP limits see the client and not loopback.
 Result<std::unique_ptr<transport::PtServer>> start_obfs4(const server::ServerConfig& cfg,
-                                                         std::uint16_t port) {
+                                                         const transport::Server& server) {
+  const std::uint16_t port = server.port();
   std::string orhost = cfg.listen.host;
   if (orhost.empty() || orhost == "0.0.0.0") orhost = "127.0.0.1";
   if (orhost == "::") orhost = "::1";
@@ -138,6 +146,8 @@ Result<std::unique_ptr<transport::PtServer>> start_obfs4(const server::ServerCon
   o.bind_addr = bracket(cfg.obfs4.host) + ":" + std::to_string(cfg.obfs4.port);
   o.orport = bracket(orhost) + ":" + std::to_string(port);
   o.state_dir = (fs::path(cfg.data_dir) / "pt").string();
+  o.ext_orport = "127.0.0.1:" + std::to_string(server.ext_orport_port());
+  o.auth_cookie_file = ext_orport_cookie_file(cfg);
   auto pt = transport::PtServer::start(o);
   if (pt) {
     spdlog::info("event=pt_started transport=obfs4 port={} pid={}", (*pt)->port(), (*pt)->pid());
@@ -175,6 +185,11 @@ std::optional<Front> start_front(boost::asio::io_context& io, const server::Serv
     opts.ticket_key_file = (fs::path(cfg.data_dir) / "tls" / "ticket-keys").string();
   }
   opts.ticket_key_rotation = std::chrono::hours(cfg.tls_ticket_rotation_hours);
+  if (!cfg.obfs4.host.empty()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(cfg.data_dir) / "pt", ec);  // the PT's state directory
+    opts.ext_orport_cookie_file = ext_orport_cookie_file(cfg);
+  }
   auto server = transport::Server::start(io, opts, std::move(factory), files);
   if (!server) {
     std::fprintf(stderr, "parleyd: listen %s:%u: %s\n", cfg.listen.host.c_str(), cfg.listen.port,
@@ -184,7 +199,7 @@ std::optional<Front> start_front(boost::asio::io_context& io, const server::Serv
   Front front;
   front.server = std::move(*server);
   if (!cfg.obfs4.host.empty()) {
-    auto started = start_obfs4(cfg, front.server->port());
+    auto started = start_obfs4(cfg, *front.server);
     if (!started) {
       std::fprintf(stderr, "parleyd: --obfs4: %s\n", started.error().to_string().c_str());
       return std::nullopt;
@@ -279,7 +294,8 @@ int run(server::ServerConfig cfg) {
           if (method == "GET" && target == "/metrics") {
             return {200, "text/plain; version=0.0.4",
                     metrics.render_prometheus((*store)->stats(), server->tls_handshakes(),
-                                              server->keepalive_counts(), server->refusals())};
+                                              server->keepalive_counts(), server->refusals(),
+                                              server->relayed())};
           }
           if (method == "POST" && target == "/invite") {
             auto token = mint_invite(**store, rng, clock);
@@ -394,19 +410,11 @@ int run_bridge(server::ServerConfig cfg) {
   opts.cert_pem = tls.cert_pem;
   opts.key_pem = tls.key_pem;
   opts.workers = pool.contexts();
-  // What parleyd's own Service sets (server::Service::fill_transport_options), so that the
-  // website answers the same.
-  opts.ws_path = cfg.ws_path;
-  opts.site_dir = cfg.site_dir;
-  opts.max_message_size = cfg.max_message_bytes + 4096;
-  opts.max_http_body = 16 * 1024 * 1024;
-  opts.write_queue_limit = cfg.write_queue_bytes;
-  opts.max_connections = cfg.max_connections;
-  opts.max_handshakes_per_ip = cfg.max_handshakes_per_ip;
-  opts.idle_timeout = std::chrono::seconds(cfg.idle_timeout_s);
-  opts.ping_interval = std::chrono::seconds(cfg.ping_interval_s);
+  // What parleyd's own Service sets, so that the website answers the same.
+  server::fill_listener_options(cfg, opts);
   opts.bridge_to_host = cfg.bridge_to.host;
   opts.bridge_to_port = cfg.bridge_to.port;
+  opts.bridge_proxy_header = cfg.bridge_proxy_header;
   auto front = start_front(io, cfg, opts, nullptr, nullptr);
   if (!front) return 1;
   auto& server = front->server;
@@ -422,7 +430,7 @@ int run_bridge(server::ServerConfig cfg) {
             return {200, "text/plain; version=0.0.4",
                     "# TYPE parley_bridge_connections gauge\nparley_bridge_connections " +
                         std::to_string(server->connection_count()) + "\n" +
-                        server::render_refusals(server->refusals())};
+                        server::render_front(server->refusals(), server->relayed())};
           }
           return {404, "text/plain", "not found\n"};
         });
@@ -503,6 +511,10 @@ int main(int argc, char** argv) {
   app.add_option("--bridge-to", bridge_to,
                  "run as a bridge to the parleyd at HOST:PORT (no store, no accounts)");
   app.add_option("--bridge-sni", cfg.bridge_sni, "TLS server name clients send to this bridge");
+  app.add_flag("--bridge-proxy-header", cfg.bridge_proxy_header,
+               "open each upstream connection with a PROXY v2 header naming the client");
+  app.add_option("--proxy-from", cfg.proxy_from,
+                 "a relay (IP address; repeatable) whose connections open with a PROXY v2 header");
   app.add_option("--obfs4", obfs4, "run obfs4proxy in server mode on HOST:PORT in front of this");
   app.add_option("--pt-binary", cfg.pt_binary, "the pluggable-transport binary (obfs4proxy)");
   CLI11_PARSE(app, argc, argv);
@@ -559,6 +571,8 @@ int main(int argc, char** argv) {
     if (bridge_to.empty()) cfg.bridge_to = from_file.bridge_to;
     if (obfs4.empty()) cfg.obfs4 = from_file.obfs4;
     keep("--bridge-sni", cfg.bridge_sni, from_file.bridge_sni);
+    keep("--bridge-proxy-header", cfg.bridge_proxy_header, from_file.bridge_proxy_header);
+    keep("--proxy-from", cfg.proxy_from, from_file.proxy_from);
     keep("--pt-binary", cfg.pt_binary, from_file.pt_binary);
   }
   for (auto [flag, text, target] : {std::tuple{"--bridge-to", &bridge_to, &cfg.bridge_to},

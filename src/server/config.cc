@@ -2,6 +2,8 @@
 
 #define TOML_EXCEPTIONS 0
 #define TOML_HEADER_ONLY 1
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <toml++/toml.h>
 
@@ -21,6 +23,12 @@ Result<HostPort> parse_host_port(std::string_view text) {
     return make_error(ErrorCode::kInvalidArgument, "bad port in HOST:PORT");
   }
   return HostPort{std::string(host), static_cast<std::uint16_t>(port)};
+}
+
+bool is_ip_address(const std::string& text) {
+  unsigned char buf[16];
+  return ::inet_pton(AF_INET, text.c_str(), buf) == 1 ||
+         ::inet_pton(AF_INET6, text.c_str(), buf) == 1;
 }
 
 std::string_view policy_name(RegistrationPolicy p) {
@@ -69,6 +77,27 @@ Status read_string(const toml::node& n, const std::string& key, std::string& out
   return Status::ok();
 }
 
+Status read_bool(const toml::node& n, const std::string& key, bool& out) {
+  const auto* v = n.as_boolean();  // value<bool>() would take 1 for true
+  if (v == nullptr) return bad_key(key, "expected true or false");
+  out = v->get();
+  return Status::ok();
+}
+
+// An array of strings (what they must be is validate_config()'s: a flag may set them too).
+Status read_strings(const toml::node& n, const std::string& key, std::vector<std::string>& out) {
+  const toml::array* list = n.as_array();
+  if (list == nullptr) return bad_key(key, "expected an array of strings");
+  std::vector<std::string> addresses;
+  for (const toml::node& item : *list) {
+    auto v = item.value<std::string>();
+    if (!v) return bad_key(key, "expected an array of strings");
+    addresses.push_back(*v);
+  }
+  out = std::move(addresses);
+  return Status::ok();
+}
+
 Status read_host_port(const toml::node& n, const std::string& key, HostPort& out) {
   std::string s;
   PARLEY_TRY(read_string(n, key, s));
@@ -110,6 +139,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   }
   if (key == "server.site") return read_string(n, key, c.site_dir);
   if (key == "server.io_threads") return read_uint(n, key, c.io_threads);
+  if (key == "server.proxy_from") return read_strings(n, key, c.proxy_from);
   if (key == "registration.policy") {
     std::string s;
     PARLEY_TRY(read_string(n, key, s));
@@ -156,6 +186,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   }
   if (key == "bridge.to") return read_host_port(n, key, c.bridge_to);
   if (key == "bridge.sni") return read_string(n, key, c.bridge_sni);
+  if (key == "bridge.proxy_header") return read_bool(n, key, c.bridge_proxy_header);
   if (key == "transport.obfs4") return read_host_port(n, key, c.obfs4);
   if (key == "transport.pt_binary") return read_string(n, key, c.pt_binary);
   return bad_key(key, "unknown key");
@@ -180,6 +211,14 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
 }
 
 Status validate_config(const ServerConfig& config) {
+  if (config.proxy_from.size() > kMaxProxyFrom) {
+    return bad_key("server.proxy_from", "at most " + std::to_string(kMaxProxyFrom) + " addresses");
+  }
+  for (const std::string& relay : config.proxy_from) {
+    if (!is_ip_address(relay)) {
+      return bad_key("server.proxy_from", "\"" + relay + "\" is not an IP address");
+    }
+  }
   if (config.max_message_bytes > wire::kMaxMessageContent) {
     return bad_key("limits.max_message_bytes", "at most " +
                                                    std::to_string(wire::kMaxMessageContent) +

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "wire/frame.h"
@@ -18,6 +19,9 @@ inline constexpr std::uint32_t kMinWriteQueueBytes = 832 * 1024;
 inline constexpr std::uint32_t kMaxPowDifficulty = 40;
 // The largest attachments.min_free_disk_mb (1 EiB): in bytes it stays far from overflowing.
 inline constexpr std::uint64_t kMaxMinFreeDiskMb = 1ull << 40;
+
+// The most relays server.proxy_from may list (each connection's address is looked up in it).
+inline constexpr std::size_t kMaxProxyFrom = 64;
 
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
 // Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
@@ -45,6 +49,9 @@ struct ServerConfig {
   std::uint32_t tls_ticket_rotation_hours = 12;  // 1..168
   std::string site_dir;              // static website; empty: the built-in one
   std::uint32_t io_threads = 0;      // threads running connections; 0: one per core
+  // Relays (a bridge, a load balancer) whose connections open with a PROXY v2 header naming
+  // the client (transport::ServerOptions::proxy_from): IP addresses, at most kMaxProxyFrom.
+  std::vector<std::string> proxy_from;
   // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.
   std::string ws_path;
   // [registration]
@@ -84,6 +91,7 @@ struct ServerConfig {
   // no accounts. Empty host: a normal server.
   HostPort bridge_to{"", 0};
   std::string bridge_sni;            // [bridge] sni: TLS name clients send (in the bridge link)
+  bool bridge_proxy_header = false;  // [bridge] proxy_header: name each client to the upstream
   // [transport] obfs4 = "HOST:PORT": run obfs4proxy in server mode there, in front of this
   // listener; the printed link then carries obfs4= and obfs4args=. pt_binary: the PT binary.
   HostPort obfs4{"", 0};
@@ -99,6 +107,9 @@ Status load_config_file(const std::string& path, ServerConfig& config);
 // The checks that involve more than one key (or a bound a command-line flag may also set):
 // kInvalidArgument naming the key and the bound.
 Status validate_config(const ServerConfig& config);
+
+// An IPv4 or IPv6 address in text form.
+bool is_ip_address(const std::string& text);
 
 std::string_view policy_name(RegistrationPolicy p);
 Result<RegistrationPolicy> parse_policy(std::string_view name);

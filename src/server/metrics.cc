@@ -61,7 +61,8 @@ void Metrics::count_response(std::uint32_t status) {
 std::string Metrics::render_prometheus(const store::Stats& s,
                                        const transport::Server::TlsHandshakes& tls,
                                        const transport::Server::KeepAliveCounts& keepalive,
-                                       const transport::Server::Refusals& refusals) const {
+                                       const transport::Server::Refusals& refusals,
+                                       const transport::Server::Relayed& relayed) const {
   std::string out;
   auto line = [&out](std::string_view name, std::string_view type, std::string_view help,
                      auto value) {
@@ -151,20 +152,39 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   line("parley_ws_idle_closes_total", "counter",
        "WebSocket connections cut after idle_timeout_s without a byte from the peer.",
        keepalive.idle_closes);
-  out += render_refusals(refusals);
+  out += render_front(refusals, relayed);
   return out;
 }
 
-std::string render_refusals(const transport::Server::Refusals& refusals) {
-  return "# HELP parley_connections_refused_total Connections closed at accept: no connection "
-         "slot free (max_connections), or too many of the address's connections in their TLS "
-         "handshake (max_handshakes_per_ip).\n"
+std::string render_front(const transport::Server::Refusals& refusals,
+                         const transport::Server::Relayed& relayed) {
+  return "# HELP parley_connections_refused_total Connections closed before their TLS "
+         "handshake: no connection slot free (max_connections), too many of the address's "
+         "connections in their TLS handshake (max_handshakes_per_ip), or a relay's connection "
+         "(server.proxy_from) without a valid PROXY header, or an Extended ORPort connection "
+         "(obfs4) that failed its handshake.\n"
          "# TYPE parley_connections_refused_total counter\n"
          "parley_connections_refused_total{reason=\"max_connections\"} " +
          std::to_string(refusals.max_connections) +
          "\n"
          "parley_connections_refused_total{reason=\"handshakes_per_ip\"} " +
-         std::to_string(refusals.handshakes_per_ip) + "\n";
+         std::to_string(refusals.handshakes_per_ip) +
+         "\n"
+         "parley_connections_refused_total{reason=\"proxy_header\"} " +
+         std::to_string(refusals.proxy_header) +
+         "\n"
+         "parley_connections_refused_total{reason=\"ext_orport\"} " +
+         std::to_string(refusals.ext_orport) +
+         "\n"
+         "# HELP parley_connections_relayed_total Connections whose client a relay named: a "
+         "bridge or load balancer in a PROXY header (server.proxy_from), obfs4proxy on the "
+         "Extended ORPort.\n"
+         "# TYPE parley_connections_relayed_total counter\n"
+         "parley_connections_relayed_total{via=\"proxy_header\"} " +
+         std::to_string(relayed.proxy_header) +
+         "\n"
+         "parley_connections_relayed_total{via=\"ext_orport\"} " +
+         std::to_string(relayed.ext_orport) + "\n";
 }
 
 }  // namespace parley::server

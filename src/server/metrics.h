@@ -40,10 +40,13 @@ struct Metrics {
   std::string render_prometheus(const store::Stats& store,
                                 const transport::Server::TlsHandshakes& tls,
                                 const transport::Server::KeepAliveCounts& keepalive,
-                                const transport::Server::Refusals& refusals) const;
+                                const transport::Server::Refusals& refusals,
+                                const transport::Server::Relayed& relayed) const;
 };
 
-// The parley_connections_refused_total counters, also on a bridge's /metrics.
-std::string render_refusals(const transport::Server::Refusals& refusals);
+// The parley_connections_refused_total and parley_connections_relayed_total counters, also on
+// a bridge's /metrics.
+std::string render_front(const transport::Server::Refusals& refusals,
+                         const transport::Server::Relayed& relayed);
 
 }  // namespace parley::server

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "crypto/pow.h"
 #include "server/config.h"
@@ -189,6 +192,39 @@ TEST(Config, TlsTicketKeys) {
 // The attachment quota holds at least the largest attachment (else a slot the size bound allows
 // could never be had); the disk reserve is bounded so that it stays a byte count; both are named
 // when refused, and a command-line --attachment-max-bytes is checked the same way.
+// Relays that send PROXY headers: IP addresses only (a name would be resolved at no defined
+// time), at most kMaxProxyFrom; and the bridge's switch to send them.
+TEST(Config, ProxyFromAndTheBridgesProxyHeader) {
+  ServerConfig c;
+  EXPECT_TRUE(c.proxy_from.empty());
+  EXPECT_FALSE(c.bridge_proxy_header);
+  ASSERT_TRUE(load_section("parleyd_proxy.toml", "server",
+                           "proxy_from = [\"198.51.100.7\", \"2001:db8::1\"]", c)
+                  .is_ok());
+  EXPECT_EQ(c.proxy_from, (std::vector<std::string>{"198.51.100.7", "2001:db8::1"}));
+  ASSERT_TRUE(load_section("parleyd_proxy.toml", "bridge", "proxy_header = true", c).is_ok());
+  EXPECT_TRUE(c.bridge_proxy_header);
+  std::string many = "proxy_from = [";
+  for (std::size_t i = 0; i <= kMaxProxyFrom; ++i) many += "\"10.0.0." + std::to_string(i) + "\",";
+  many += "]";
+  for (const auto& [section, bad, why] :
+       {std::tuple{"server", "proxy_from = \"198.51.100.7\"", "expected an array"},
+        std::tuple{"server", "proxy_from = [7]", "expected an array"},
+        std::tuple{"server", "proxy_from = [\"bridge.example\"]", "\"bridge.example\" is not"},
+        std::tuple{"server", "proxy_from = [\"10.0.0.0/8\"]", "is not an IP address"},
+        std::tuple{"server", many.c_str(), "at most 64"},
+        std::tuple{"bridge", "proxy_header = 1", "expected true or false"}}) {
+    ServerConfig fresh;
+    Status s = load_section("parleyd_proxy.toml", section, bad, fresh);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find(why), std::string::npos) << s.message();
+  }
+  // A flag sets the list too: validate_config() checks it.
+  ServerConfig flagged;
+  flagged.proxy_from = {"not-an-address"};
+  EXPECT_EQ(validate_config(flagged).code(), ErrorCode::kInvalidArgument);
+}
+
 TEST(Config, AttachmentQuotaAndDiskReserve) {
   auto load = [](const std::string& text, ServerConfig& c) {
     return load_section("parleyd_attachments.toml", "attachments", text, c);

@@ -40,16 +40,21 @@ transport::WsHandlerFactory Service::handler_factory() {
   };
 }
 
-void Service::fill_transport_options(transport::ServerOptions& o) const {
-  o.ws_path = config_.ws_path;
-  o.site_dir = config_.site_dir;
-  o.max_message_size = config_.max_message_bytes + 4096;  // frame overhead around the content
+void fill_listener_options(const ServerConfig& c, transport::ServerOptions& o) {
+  o.ws_path = c.ws_path;
+  o.site_dir = c.site_dir;
+  o.max_message_size = c.max_message_bytes + 4096;  // frame overhead around the content
   o.max_http_body = 16 * 1024 * 1024;
-  o.write_queue_limit = config_.write_queue_bytes;
-  o.max_connections = config_.max_connections;
-  o.max_handshakes_per_ip = config_.max_handshakes_per_ip;
-  o.idle_timeout = std::chrono::seconds(config_.idle_timeout_s);
-  o.ping_interval = std::chrono::seconds(config_.ping_interval_s);
+  o.write_queue_limit = c.write_queue_bytes;
+  o.max_connections = c.max_connections;
+  o.max_handshakes_per_ip = c.max_handshakes_per_ip;
+  o.idle_timeout = std::chrono::seconds(c.idle_timeout_s);
+  o.ping_interval = std::chrono::seconds(c.ping_interval_s);
+  o.proxy_from = c.proxy_from;
+}
+
+void Service::fill_transport_options(transport::ServerOptions& o) const {
+  fill_listener_options(config_, o);
 }
 
 AccountPtr Service::cached_account(const std::string& folded_name) {

@@ -38,6 +38,9 @@ struct AccountInfo {
 };
 using AccountPtr = std::shared_ptr<const AccountInfo>;
 
+// The listener's limits and website from the configuration: what a server and a bridge share.
+void fill_listener_options(const ServerConfig& config, transport::ServerOptions& options);
+
 class Service {
  public:
   Service(boost::asio::io_context& io, ServerConfig config, store::Store& store,

@@ -323,15 +323,24 @@ Result<std::unique_ptr<PtServer>> PtServer::start(const PtServerOptions& o) {
   if (!orport || orport->second == 0) {
     return make_error(ErrorCode::kInvalidArgument, "pt: bad ORPORT (HOST:PORT)");
   }
-  PARLEY_ASSIGN_OR_RETURN(Child c, spawn(o.binary, {
-                                                       "TOR_PT_MANAGED_TRANSPORT_VER=1",
-                                                       "TOR_PT_STATE_LOCATION=" + o.state_dir,
-                                                       "TOR_PT_SERVER_TRANSPORTS=" + o.transport,
-                                                       "TOR_PT_SERVER_BINDADDR=" + o.transport +
-                                                           "-" + o.bind_addr,
-                                                       "TOR_PT_ORPORT=" + o.orport,
-                                                       "TOR_PT_EXIT_ON_STDIN_CLOSE=1",
-                                                   }));
+  std::vector<std::string> env = {
+      "TOR_PT_MANAGED_TRANSPORT_VER=1",
+      "TOR_PT_STATE_LOCATION=" + o.state_dir,
+      "TOR_PT_SERVER_TRANSPORTS=" + o.transport,
+      "TOR_PT_SERVER_BINDADDR=" + o.transport + "-" + o.bind_addr,
+      "TOR_PT_ORPORT=" + o.orport,
+      "TOR_PT_EXIT_ON_STDIN_CLOSE=1",
+  };
+  if (!o.ext_orport.empty()) {
+    auto ext = parse_host_port(o.ext_orport);
+    if (!ext || ext->second == 0 || o.auth_cookie_file.empty()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "pt: bad Extended ORPort (HOST:PORT and a cookie file)");
+    }
+    env.push_back("TOR_PT_EXTENDED_SERVER_PORT=" + o.ext_orport);
+    env.push_back("TOR_PT_AUTH_COOKIE_FILE=" + o.auth_cookie_file);
+  }
+  PARLEY_ASSIGN_OR_RETURN(Child c, spawn(o.binary, env));
   std::unique_ptr<PtServer> pt(new PtServer());
   pt->pid_ = c.pid;
   pt->stdin_fd_ = c.stdin_fd;

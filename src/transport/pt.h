@@ -8,7 +8,9 @@
 //           speaks SOCKS5 to that port with the server's transport arguments as the RFC 1929
 //           username (commas become ';') and CONNECTs to the server's PT address.
 //   server: TOR_PT_SERVER_TRANSPORTS=obfs4, TOR_PT_SERVER_BINDADDR=obfs4-HOST:PORT,
-//           TOR_PT_ORPORT=parleyd's own TLS address -> "SMETHOD obfs4 HOST:PORT ARGS:cert=..."
+//           TOR_PT_ORPORT=parleyd's own TLS address (and TOR_PT_EXTENDED_SERVER_PORT,
+//           TOR_PT_AUTH_COOKIE_FILE: parleyd's Extended ORPort, where the transport names each
+//           client) -> "SMETHOD obfs4 HOST:PORT ARGS:cert=..."
 //
 // Ownership: a PtClient / PtServer owns its child process. The child gets a pipe on its stdin
 // and TOR_PT_EXIT_ON_STDIN_CLOSE=1, so it exits when this process dies for any reason; the
@@ -70,6 +72,11 @@ struct PtServerOptions {
   std::string transport = "obfs4";
   std::string bind_addr;  // HOST:PORT the transport listens on (TOR_PT_SERVER_BINDADDR)
   std::string orport;     // HOST:PORT of parleyd's TLS listener (TOR_PT_ORPORT)
+  // HOST:PORT of parleyd's Extended ORPort (TOR_PT_EXTENDED_SERVER_PORT) and its cookie file
+  // (TOR_PT_AUTH_COOKIE_FILE): the transport then names each client there instead of
+  // connecting to `orport` (ServerOptions::ext_orport_cookie_file). Empty: not used.
+  std::string ext_orport;
+  std::string auth_cookie_file;
   std::string state_dir;  // TOR_PT_STATE_LOCATION (holds the server's obfs4 keys); required
   std::chrono::milliseconds start_timeout{10000};
 };

@@ -16,10 +16,13 @@
 #include <mutex>
 #include <optional>
 
+#include "crypto/primitives.h"
 #include "transport/client_address.h"
 #include "transport/internal/asio.h"
 #include "transport/internal/cork_stream.h"
+#include "transport/internal/ext_orport.h"
 #include "transport/internal/http_serve.h"
+#include "transport/internal/proxy_header.h"
 #include "transport/internal/ticket_keys.h"
 #include "transport/internal/tls_socket.h"
 #include "transport/internal/ws_frames.h"
@@ -100,6 +103,10 @@ using WsStream = websocket::stream<CorkStream<TlsSocket>>;
 
 class Connection;
 
+// How a connection's first bytes come: TLS at once, or a relay's preamble naming the client
+// first (a PROXY header from a proxy_from address, the Extended ORPort's handshake).
+enum class Opening : std::uint8_t { kTls, kProxyHeader, kExtOrPort };
+
 // Everything the connections share. Kept alive by every connection and the accept loop.
 struct ServerState {
   ServerState(net::io_context& io_ctx, ServerOptions opts, std::unique_ptr<TicketKeys> keys,
@@ -127,7 +134,15 @@ struct ServerState {
   std::atomic<std::size_t> slots{0};
   std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
   std::atomic<std::uint64_t> pings{0}, idle_closes{0};
-  std::atomic<std::uint64_t> refused_slots{0}, refused_handshakes{0};
+  std::atomic<std::uint64_t> refused_slots{0}, refused_handshakes{0}, refused_proxy_headers{0};
+  std::atomic<std::uint64_t> refused_ext_orport{0};
+  std::atomic<std::uint64_t> relayed_proxy_header{0}, relayed_ext_orport{0};
+  // options.proxy_from, parsed (an IPv4-mapped IPv6 address as IPv4).
+  std::vector<net::ip::address> relays;
+  // The Extended ORPort (options.ext_orport_cookie_file): its cookie and its listener, used on
+  // acceptor_ex only. No cookie: none.
+  SecretBytes ext_cookie;
+  std::optional<tcp::acceptor> ext_acceptor;
 
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
@@ -171,6 +186,17 @@ struct ServerState {
     if (it != handshakes.end() && --it->second == 0) handshakes.erase(it);
   }
 
+  // Whether connections from `addr` open with a PROXY header (options.proxy_from).
+  bool is_relay(const net::ip::address& addr) const {
+    return std::find(relays.begin(), relays.end(), unmapped(addr)) != relays.end();
+  }
+  static net::ip::address unmapped(const net::ip::address& addr) {
+    if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {
+      return net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6());
+    }
+    return addr;
+  }
+
   // Where the next connection runs: its own strand, or the next worker context.
   net::any_io_executor place_next() {
     if (options.workers.empty()) return net::make_strand(io);
@@ -186,11 +212,12 @@ struct ServerState {
 
 class Connection final : public WsConnection, public std::enable_shared_from_this<Connection> {
  public:
-  // `remote_ip` has been counted by st->begin_handshake and a slot taken for the connection.
+  // A slot has been taken for the connection, and `remote_ip` counted by st->begin_handshake
+  // if it opens with TLS; a relay's preamble names the address to count.
   static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock,
-                                            std::string remote_ip) {
-    auto conn =
-        std::shared_ptr<Connection>(new Connection(st, std::move(sock), std::move(remote_ip)));
+                                            std::string remote_ip, Opening opening) {
+    auto conn = std::shared_ptr<Connection>(
+        new Connection(st, std::move(sock), std::move(remote_ip), opening));
     std::lock_guard lock(st->mu);
     conn->registration_ = st->live.insert(st->live.end(), conn);
     return conn;
@@ -285,10 +312,13 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
  private:
   enum class Phase { kHttp, kWsHandshake, kWs, kBridge };
 
-  Connection(std::shared_ptr<ServerState> st, tcp::socket sock, std::string remote_ip)
+  Connection(std::shared_ptr<ServerState> st, tcp::socket sock, std::string remote_ip,
+             Opening opening)
       : st_(std::move(st)),
         ex_(sock.get_executor()),
         remote_ip_(std::move(remote_ip)),
+        handshaking_(opening == Opening::kTls),
+        opening_(opening),
         timer_(ex_) {
     auto tls = TlsSocket::accept(std::move(sock), st_->tls->native_handle());
     if (tls.has_value()) tls_ = std::move(*tls);  // else the connection just ends
@@ -318,6 +348,95 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     if (tls_) tls_->next_layer().close(ignored);
   }
 
+  // A relay's preamble, read byte-exact (not a byte of the TLS behind it) within
+  // handshake_timeout: a PROXY v2 header from a proxy_from address, or the Extended ORPort's
+  // handshake. The client it names becomes remote_ip_ (a LOCAL header keeps the relay's), and
+  // its handshake is counted (max_handshakes_per_ip). False: the connection ends, refused.
+  net::awaitable<bool> read_preamble() {
+    timer_.expires_after(st_->options.handshake_timeout);
+    timer_.async_wait([tls = tls_](error_code ec) {
+      error_code ignored;
+      if (!ec) tls->next_layer().cancel(ignored);
+    });
+    // Not a conditional expression of two co_awaits: GCC 12 miscompiles that (a double free).
+    Result<ProxiedPeer> peer = make_error(ErrorCode::kInternal, "no preamble");
+    if (opening_ == Opening::kProxyHeader) {
+      peer = co_await read_proxy_header();
+    } else {
+      peer = co_await ext_orport_handshake();
+    }
+    timer_.cancel();
+    if (!peer) {
+      if (!stopping_) {
+        auto& refused = opening_ == Opening::kProxyHeader ? st_->refused_proxy_headers
+                                                          : st_->refused_ext_orport;
+        refused.fetch_add(1, std::memory_order_relaxed);
+      }
+      co_return false;
+    }
+    if (peer->proxied) {
+      remote_ip_ = std::move(peer->ip);
+      remote_port_ = peer->port;
+      auto& relayed =
+          opening_ == Opening::kProxyHeader ? st_->relayed_proxy_header : st_->relayed_ext_orport;
+      relayed.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!st_->begin_handshake(remote_ip_)) {
+      st_->refused_handshakes.fetch_add(1, std::memory_order_relaxed);
+      co_return false;
+    }
+    handshaking_ = true;
+    co_return true;
+  }
+
+  net::awaitable<Result<ProxiedPeer>> read_proxy_header() {
+    tcp::socket& sock = tls_->next_layer();
+    Bytes header(kProxyV2FixedSize);
+    auto [ec, n] = co_await net::async_read(sock, net::buffer(header), kUse);
+    if (ec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + ec.message());
+    auto rest = proxy_v2_rest_size(header);
+    if (!rest) co_return rest.status();
+    header.resize(kProxyV2FixedSize + *rest);
+    auto [rec, rn] =
+        co_await net::async_read(sock, net::buffer(header.data() + kProxyV2FixedSize, *rest), kUse);
+    if (rec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + rec.message());
+    co_return parse_proxy_v2(header);
+  }
+
+  // The server's side of the Extended ORPort handshake; reads exactly what it wants each time.
+  net::awaitable<Result<ProxiedPeer>> ext_orport_handshake() {
+    tcp::socket& sock = tls_->next_layer();
+    ExtOrPortHandshake::Nonce nonce;
+    crypto::SystemRng().fill(nonce);
+    ExtOrPortHandshake hs(st_->ext_cookie, nonce);
+    Bytes out = hs.greeting();
+    Bytes in;
+    // Each round reads one unit of the protocol; its bounds (kExtOrPortMaxHandshakeBytes) end
+    // it long before this does.
+    for (std::size_t round = 0; round < 4 * kExtOrPortMaxHandshakeBytes && !hs.done(); ++round) {
+      if (!out.empty()) {
+        auto [wec, wn] = co_await net::async_write(sock, net::buffer(out), kUse);
+        if (wec) co_return make_error(ErrorCode::kUnavailable, "ext-orport: " + wec.message());
+      }
+      in.resize(hs.wanted());
+      auto [rec, rn] = co_await net::async_read(sock, net::buffer(in), kUse);
+      if (rec) co_return make_error(ErrorCode::kUnavailable, "ext-orport: " + rec.message());
+      auto step = hs.feed(in);
+      if (!step) {
+        const ByteView reply = hs.failure_reply();
+        if (!reply.empty()) {
+          co_await net::async_write(sock, net::buffer(reply.data(), reply.size()), kUse);
+        }
+        co_return step.status();
+      }
+      out = std::move(step->out);
+    }
+    if (!hs.done()) co_return make_error(ErrorCode::kInvalidArgument, "ext-orport: too long");
+    auto [wec, wn] = co_await net::async_write(sock, net::buffer(out), kUse);  // OKAY
+    if (wec) co_return make_error(ErrorCode::kUnavailable, "ext-orport: " + wec.message());
+    co_return ProxiedPeer{true, hs.client_ip(), hs.client_port()};
+  }
+
   static bool is_http_parse_error(const error_code& ec) {
     return ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
            ec != http::error::end_of_stream && ec != http::error::partial_message;
@@ -328,6 +447,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   net::awaitable<std::optional<http::request<http::empty_body>>> http_loop() {
     const ServerOptions& opt = st_->options;
     if (!tls_) co_return std::nullopt;
+    if (opening_ != Opening::kTls && !co_await read_preamble()) co_return std::nullopt;
     tls_->expires_after(opt.handshake_timeout);
     {
       auto [ec] = co_await tls_->async_handshake(kUse);
@@ -409,6 +529,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       if (cec || stopping_) co_return;
       error_code ignored;
       up->socket().set_option(tcp::no_delay(true), ignored);
+      if (opt.bridge_proxy_header) {
+        const Bytes header = upstream_proxy_header();
+        auto [wec, wn] = co_await net::async_write(*up, net::buffer(header), kUse);
+        if (wec || stopping_) co_return;
+      }
     }
     http::response<http::empty_body> res{http::status::switching_protocols, req.version()};
     res.set(http::field::server, opt.server_header);
@@ -446,6 +571,19 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     }
     close_bridge();
     if (!*other_done) co_await done_signal->async_wait(kUse);
+  }
+
+  // The PROXY v2 header naming this connection's client (remote_ip_, from a PROXY header of
+  // its own when the bridge is behind a relay) to the upstream.
+  Bytes upstream_proxy_header() {
+    tcp::socket& sock = tls_->next_layer();
+    error_code ec;
+    const tcp::endpoint peer = sock.remote_endpoint(ec);
+    const tcp::endpoint local = sock.local_endpoint(ec);
+    error_code aec;
+    const net::ip::address client = net::ip::make_address(remote_ip_, aec);
+    const std::uint16_t port = remote_port_ != 0 ? remote_port_ : peer.port();
+    return make_proxy_v2(aec ? peer.address() : client, port, local.address(), local.port());
   }
 
   static std::chrono::steady_clock::duration bridge_idle(const ServerOptions& opt) {
@@ -697,7 +835,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // Strand-confined state.
   Phase phase_ = Phase::kHttp;
   bool stopping_ = false;
-  bool handshaking_ = true;         // counted in st_->handshakes until end_handshake()
+  bool handshaking_;  // counted in st_->handshakes until end_handshake()
+  Opening opening_;
+  std::uint16_t remote_port_ = 0;   // the client's port, when a PROXY header named it
   bool upstream_slot_ = false;      // bridge mode: a second slot taken for the upstream
   std::shared_ptr<TlsSocket> tls_;  // until the WebSocket takes it
   std::optional<WsStream> ws_;
@@ -723,11 +863,13 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   std::atomic<std::size_t> posted_sends_{0};  // send()s posted to ex_ and not yet queued
 };
 
-net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
+// Accepts on `acceptor` (the main listener, or the Extended ORPort's when `ext_orport`).
+net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st, tcp::acceptor& acceptor,
+                                 bool ext_orport) {
   net::steady_timer backoff(st->acceptor_ex);
   while (st->accepting.load()) {
-    auto [ec, sock] = co_await st->acceptor.async_accept(st->place_next(), kUse);
-    if (!st->accepting.load() || !st->acceptor.is_open()) break;
+    auto [ec, sock] = co_await acceptor.async_accept(st->place_next(), kUse);
+    if (!st->accepting.load() || !acceptor.is_open()) break;
     if (ec) {
       if (ec == net::error::operation_aborted) break;
       // EMFILE and friends: pause instead of spinning.
@@ -744,7 +886,13 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
     error_code pec;
     const auto peer = sock.remote_endpoint(pec);
     std::string ip = pec ? std::string() : peer.address().to_string();
-    if (!st->begin_handshake(ip)) {
+    Opening opening = Opening::kTls;
+    if (ext_orport) {
+      opening = Opening::kExtOrPort;
+    } else if (!pec && st->is_relay(peer.address())) {
+      opening = Opening::kProxyHeader;
+    }
+    if (opening == Opening::kTls && !st->begin_handshake(ip)) {
       st->refused_handshakes.fetch_add(1, std::memory_order_relaxed);
       st->slots.fetch_sub(1);
       sock.close(ignored);  // too many handshakes from this address: refused at once
@@ -752,7 +900,7 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
     }
     st->connections.fetch_add(1);
     sock.set_option(tcp::no_delay(true), ignored);
-    auto conn = Connection::create(st, std::move(sock), std::move(ip));
+    auto conn = Connection::create(st, std::move(sock), std::move(ip), opening);
     auto ex = conn->executor();
     net::co_spawn(ex, Connection::run(std::move(conn)), [](std::exception_ptr) {});
   }
@@ -760,20 +908,22 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st) {
 
 class ServerImpl final : public Server {
  public:
-  ServerImpl(std::shared_ptr<ServerState> st, std::uint16_t port)
-      : st_(std::move(st)), port_(port) {}
+  ServerImpl(std::shared_ptr<ServerState> st, std::uint16_t port, std::uint16_t ext_port)
+      : st_(std::move(st)), port_(port), ext_port_(ext_port) {}
   ~ServerImpl() override {
     stop_accepting();
     close_all("going away");
   }
 
   std::uint16_t port() const override { return port_; }
+  std::uint16_t ext_orport_port() const override { return ext_port_; }
 
   void stop_accepting() override {
     if (!st_->accepting.exchange(false)) return;
     net::post(st_->acceptor_ex, [st = st_] {
       error_code ignored;
       st->acceptor.close(ignored);
+      if (st->ext_acceptor) st->ext_acceptor->close(ignored);
     });
   }
 
@@ -794,7 +944,11 @@ class ServerImpl final : public Server {
     return {st_->tls_full.load(), st_->tls_resumed.load(), st_->tls_failed.load()};
   }
   Refusals refusals() const override {
-    return {st_->refused_slots.load(), st_->refused_handshakes.load()};
+    return {st_->refused_slots.load(), st_->refused_handshakes.load(),
+            st_->refused_proxy_headers.load(), st_->refused_ext_orport.load()};
+  }
+  Relayed relayed() const override {
+    return {st_->relayed_proxy_header.load(), st_->relayed_ext_orport.load()};
   }
   KeepAliveCounts keepalive_counts() const override {
     return {st_->pings.load(), st_->idle_closes.load()};
@@ -807,6 +961,7 @@ class ServerImpl final : public Server {
  private:
   std::shared_ptr<ServerState> st_;
   std::uint16_t port_;
+  std::uint16_t ext_port_;
 };
 
 }  // namespace
@@ -845,8 +1000,18 @@ Result<std::unique_ptr<Server>> Server::start(net::io_context& io, ServerOptions
     endpoint = results.begin()->endpoint();
   }
 
+  std::vector<net::ip::address> relays;
+  for (const std::string& from : options.proxy_from) {
+    auto relay = net::ip::make_address(from, ec);
+    if (ec) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "server: proxy_from \"" + from + "\" is not an IP address");
+    }
+    relays.push_back(ServerState::unmapped(relay));
+  }
   auto st = std::make_shared<ServerState>(io, std::move(options), std::move(ticket_keys),
                                           std::move(ctx), std::move(ws), files);
+  st->relays = std::move(relays);
   st->acceptor.open(endpoint.protocol(), ec);
   if (!ec) st->acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) st->acceptor.bind(endpoint, ec);
@@ -854,8 +1019,22 @@ Result<std::unique_ptr<Server>> Server::start(net::io_context& io, ServerOptions
   if (ec) return make_error(ErrorCode::kIo, "server: cannot listen: " + ec.message());
   const std::uint16_t port = st->acceptor.local_endpoint(ec).port();
   if (ec) return make_error(ErrorCode::kIo, "server: no local endpoint");
-  net::co_spawn(st->acceptor_ex, accept_loop(st), [](std::exception_ptr) {});
-  return std::unique_ptr<Server>(new ServerImpl(std::move(st), port));
+  std::uint16_t ext_port = 0;
+  if (!st->options.ext_orport_cookie_file.empty()) {
+    PARLEY_ASSIGN_OR_RETURN(st->ext_cookie,
+                            create_ext_orport_cookie(st->options.ext_orport_cookie_file));
+    auto& ext = st->ext_acceptor.emplace(st->acceptor_ex);
+    const tcp::endpoint loopback(net::ip::address_v4::loopback(), 0);
+    ext.open(loopback.protocol(), ec);
+    if (!ec) ext.bind(loopback, ec);
+    if (!ec) ext.listen(net::socket_base::max_listen_connections, ec);
+    if (!ec) ext_port = ext.local_endpoint(ec).port();
+    if (ec)
+      return make_error(ErrorCode::kIo, "server: cannot listen (ext-orport): " + ec.message());
+    net::co_spawn(st->acceptor_ex, accept_loop(st, ext, true), [](std::exception_ptr) {});
+  }
+  net::co_spawn(st->acceptor_ex, accept_loop(st, st->acceptor, false), [](std::exception_ptr) {});
+  return std::unique_ptr<Server>(new ServerImpl(std::move(st), port, ext_port));
 }
 
 }  // namespace parley::transport

@@ -115,6 +115,22 @@ struct ServerOptions {
   // not finished their TLS handshake (each may take handshake_timeout); one more is closed at
   // once, like one over max_connections. 0: no cap.
   std::size_t max_handshakes_per_ip = 64;
+  // PROXY protocol v2 (docs/protocol.md "PROXY protocol"): connections from these IP addresses
+  // (a parleyd bridge with bridge_proxy_header, a load balancer) must open with a PROXY v2 header
+  // within handshake_timeout, and the client it names is the connection's address from then on:
+  // for max_handshakes_per_ip, remote_ip() and so every per-IP limit above the transport. A
+  // connection from one of them without a valid header is closed (Refusals::proxy_header).
+  // From any other address no header is read: its first bytes are TLS. Server::start refuses an
+  // entry that is not an address (kInvalidArgument).
+  std::vector<std::string> proxy_from;
+  // Tor's Extended ORPort (internal/ext_orport.h, docs/operations.md "obfs4"), for a pluggable
+  // transport in front of this server (obfs4proxy: TOR_PT_EXTENDED_SERVER_PORT and
+  // TOR_PT_AUTH_COOKIE_FILE). Non-empty: Server::start writes a fresh cookie file here (mode
+  // 0600) and listens on 127.0.0.1 (Server::ext_orport_port()) too. A connection there proves it
+  // read the cookie and names its client (USERADDR) within handshake_timeout; the client's TLS
+  // follows as on the main listener, and the connection is the named client (for
+  // max_handshakes_per_ip and remote_ip()). One that fails is closed (Refusals::ext_orport).
+  std::string ext_orport_cookie_file;
   // How long an attachment request waits for an HttpFiles answer before it is answered 503.
   std::chrono::milliseconds files_timeout{10000};
   std::chrono::seconds handshake_timeout{10};
@@ -134,6 +150,9 @@ struct ServerOptions {
   // normal mode. Empty host: normal mode.
   std::string bridge_to_host;
   std::uint16_t bridge_to_port = 0;
+  // Bridge mode: each upstream connection opens with a PROXY v2 header naming the client (for
+  // an upstream parleyd whose proxy_from lists this bridge's address).
+  bool bridge_proxy_header = false;
   // io_contexts each run by exactly one thread (an IoPool's): connections are spread over them
   // round-robin and stay on theirs, without a strand. Empty: each connection gets a strand on
   // the io_context given to Server::start, which any number of threads may run.
@@ -147,6 +166,8 @@ class Server {
   static Result<std::unique_ptr<Server>> start(boost::asio::io_context& io, ServerOptions options,
                                                WsHandlerFactory ws, HttpFiles* files);
   virtual std::uint16_t port() const = 0;
+  // The Extended ORPort's port on 127.0.0.1 (ServerOptions::ext_orport_cookie_file); 0: none.
+  virtual std::uint16_t ext_orport_port() const = 0;
   // Stops accepting new connections (graceful drain); existing ones continue.
   virtual void stop_accepting() = 0;
   // Closes every connection with `reason`.
@@ -167,13 +188,24 @@ class Server {
     std::uint64_t idle_closes = 0;
   };
   virtual KeepAliveCounts keepalive_counts() const = 0;
-  // Connections closed at accept since the start: no max_connections slot free, or too many of
-  // the block's connections already in their TLS handshake (max_handshakes_per_ip).
+  // Connections closed before their TLS handshake since the start: no max_connections slot
+  // free, too many of the block's connections already in their TLS handshake
+  // (max_handshakes_per_ip), or a connection from a proxy_from address without a valid PROXY
+  // header.
   struct Refusals {
     std::uint64_t max_connections = 0;
     std::uint64_t handshakes_per_ip = 0;
+    std::uint64_t proxy_header = 0;
+    std::uint64_t ext_orport = 0;  // an Extended ORPort connection that failed its handshake
   };
   virtual Refusals refusals() const = 0;
+  // Connections since the start whose client a relay named: by a PROXY header (a LOCAL one
+  // not counted), or on the Extended ORPort (obfs4).
+  struct Relayed {
+    std::uint64_t proxy_header = 0;
+    std::uint64_t ext_orport = 0;
+  };
+  virtual Relayed relayed() const = 0;
   // Begins a new ticket key when the newest has sealed tickets for ticket_key_rotation (the
   // caller runs this now and then; parleyd from its housekeeping). Returns whether it did; kIo
   // when ticket_key_file could not be written (the new key is used all the same). False when

@@ -27,9 +27,11 @@
 #include <thread>
 #include <vector>
 
+#include "crypto/primitives.h"
 #include "crypto/x509.h"
 #include "transport/admin.h"
 #include "transport/client.h"
+#include "transport/internal/proxy_header.h"
 #include "transport/io_pool.h"
 #include "transport/server.h"
 #include "transport/testing/support.h"
@@ -165,6 +167,7 @@ struct Shared {
   std::mutex mu;
   std::vector<std::thread::id> open_threads;  // guarded by mu: where each on_open ran
   std::atomic<int> moved{0};                  // messages handled off their on_open thread
+  std::vector<std::string> remote_ips;        // guarded by mu: each WebSocket's remote_ip()
   // Instead of echoing, answers "<message>-1" from another thread, then "<message>-2" from
   // the connection's own thread.
   std::atomic<bool> two_threads{false};
@@ -257,7 +260,11 @@ class TransportTest : public ::testing::Test {
     auto make = [this] {
       return Server::start(
           io_, options_,
-          [this](const std::string&) { return std::make_unique<EchoHandler>(shared_); },
+          [this](const std::string& remote_ip) {
+            std::lock_guard lock(shared_.mu);
+            shared_.remote_ips.push_back(remote_ip);
+            return std::make_unique<EchoHandler>(shared_);
+          },
           files_.get());
     };
     auto server = make();
@@ -1357,6 +1364,274 @@ TEST_F(TransportTest, HandshakesUnderWayAreCappedPerAddress) {
   auto again = https.request("GET", "/");
   ASSERT_TRUE(again.has_value()) << again.error().to_string();
   EXPECT_EQ(again->status, 200u);
+}
+
+// A WebSocket opened by a raw TLS peer from the loopback address `source`, after `preamble`:
+// the server's first response line, or what failed.
+std::string upgrade_from(test_support::TlsPeer& peer, const char* source, std::uint16_t port,
+                         std::string_view preamble) {
+  const std::string tls = peer.handshake_on(connect_from(source, port), preamble);
+  if (!tls.empty()) return tls;
+  if (!ssl_send(peer.ssl(), ws_upgrade_request())) return "no write";
+  const std::string response = read_response(peer.ssl());
+  return response.substr(0, response.find("\r\n"));
+}
+
+std::string proxy_header(const char* client, std::uint16_t client_port) {
+  const Bytes h = internal::make_proxy_v2(boost::asio::ip::make_address(client), client_port,
+                                          boost::asio::ip::make_address("127.0.0.1"), 443);
+  return std::string(as_chars(h));
+}
+
+// A relay (ServerOptions::proxy_from) names the client in a PROXY v2 header: the WebSocket's
+// remote_ip() is that client, a LOCAL header keeps the relay's own address, and the cap on
+// handshakes counts each named client apart, not the relay.
+TEST_F(TransportTest, ARelaysConnectionIsTheClientItsProxyHeaderNames) {
+  options_.proxy_from = {"127.0.0.3"};
+  options_.max_handshakes_per_ip = 2;
+  start(20);
+  test_support::TlsPeer v4, v6, local;
+  EXPECT_EQ(upgrade_from(v4, "127.0.0.3", server_->port(), proxy_header("198.51.100.7", 5555)),
+            "HTTP/1.1 101 Switching Protocols");
+  EXPECT_EQ(upgrade_from(v6, "127.0.0.3", server_->port(), proxy_header("2001:db8::5", 1)),
+            "HTTP/1.1 101 Switching Protocols");
+  Bytes health = internal::make_proxy_v2(boost::asio::ip::make_address("198.51.100.8"), 1,
+                                         boost::asio::ip::make_address("127.0.0.1"), 443);
+  health[12] = 0x20;  // LOCAL
+  EXPECT_EQ(upgrade_from(local, "127.0.0.3", server_->port(), as_chars(health)),
+            "HTTP/1.1 101 Switching Protocols");
+  {
+    std::lock_guard lock(shared_.mu);
+    EXPECT_EQ(shared_.remote_ips,
+              (std::vector<std::string>{"198.51.100.7", "2001:db8::5", "127.0.0.3"}));
+  }
+
+  // Three connections named 198.51.100.9 without a ClientHello: the third is closed at once.
+  // Connections for another client, and more from the relay itself, go on.
+  std::vector<int> bare;
+  for (int i = 0; i < 3; ++i) {
+    bare.push_back(connect_from("127.0.0.3", server_->port()));
+    ASSERT_GE(bare.back(), 0);
+    const std::string h = proxy_header("198.51.100.9", static_cast<std::uint16_t>(1000 + i));
+    ASSERT_EQ(::send(bare.back(), h.data(), h.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(h.size()));
+  }
+  ASSERT_TRUE(wait_for([&] { return server_->refusals().handshakes_per_ip == 1; }));
+  test_support::TlsPeer other;
+  EXPECT_EQ(upgrade_from(other, "127.0.0.3", server_->port(), proxy_header("198.51.100.10", 2)),
+            "HTTP/1.1 101 Switching Protocols");
+  EXPECT_EQ(server_->refusals().handshakes_per_ip, 1u);
+  EXPECT_EQ(server_->refusals().proxy_header, 0u);
+  for (int fd : bare) ::close(fd);
+}
+
+// From a relay, anything but a valid PROXY v2 header first is refused and counted, soon (a
+// silent relay at the handshake timeout); from any other address a header is not read but
+// taken for TLS, so a client cannot name itself someone else. Everyone else is served.
+TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
+  options_.proxy_from = {"127.0.0.3"};
+  options_.handshake_timeout = 1s;
+  start(20);
+  // Straight into TLS, a version 1 header, a DGRAM header, a header too long to read.
+  test_support::TlsPeer tls_first;
+  EXPECT_NE(tls_first.handshake_on(connect_from("127.0.0.3", server_->port()), {}), "");
+  Bytes dgram = internal::make_proxy_v2(boost::asio::ip::make_address("198.51.100.7"), 1,
+                                        boost::asio::ip::make_address("127.0.0.1"), 443);
+  dgram[13] = 0x12;
+  Bytes too_long = dgram;
+  too_long[13] = 0x11;
+  too_long[14] = 0xFF;
+  for (const std::string& bad : {std::string("PROXY TCP4 198.51.100.7 127.0.0.1 1 443\r\n"),
+                                 std::string(as_chars(dgram)), std::string(as_chars(too_long))}) {
+    const int fd = connect_from("127.0.0.3", server_->port());
+    ASSERT_GE(fd, 0);
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ASSERT_EQ(::send(fd, bad.data(), bad.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bad.size()));
+    const auto t0 = std::chrono::steady_clock::now();
+    char byte = 0;
+    const ssize_t n = ::recv(fd, &byte, 1, 0);  // closed by the server (reset: bytes unread)
+    EXPECT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET)) << n << " " << errno;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 900ms);
+    ::close(fd);
+  }
+  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 4; }));
+  // A relay that says nothing is closed at the handshake timeout.
+  const int silent = connect_from("127.0.0.3", server_->port());
+  ASSERT_GE(silent, 0);
+  timeval tv{6, 0};
+  ::setsockopt(silent, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto t0 = std::chrono::steady_clock::now();
+  char byte = 0;
+  EXPECT_EQ(::recv(silent, &byte, 1, 0), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);
+  ::close(silent);
+  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 5; }));
+
+  // A client that is no relay sends a header: it is not TLS, so the handshake fails.
+  const auto failed = server_->tls_handshakes().failed;
+  test_support::TlsPeer impostor;
+  EXPECT_NE(upgrade_from(impostor, "127.0.0.4", server_->port(), proxy_header("198.51.100.7", 1)),
+            "HTTP/1.1 101 Switching Protocols");
+  EXPECT_TRUE(wait_for([&] { return server_->tls_handshakes().failed == failed + 1; }));
+  auto good = ws();
+  ASSERT_TRUE(good);
+  expect_echo(*good, "served all along");
+  std::lock_guard lock(shared_.mu);
+  EXPECT_EQ(shared_.remote_ips, std::vector<std::string>{"127.0.0.1"});
+}
+
+TEST_F(TransportTest, AServerRefusesAProxyFromThatIsNoAddress) {
+  options_.proxy_from = {"bridge.example"};
+  auto server = Server::start(io_, options_, nullptr, nullptr);
+  ASSERT_FALSE(server.has_value());
+  EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(server.error().message().find("bridge.example"), std::string::npos);
+}
+
+// A bridge with bridge_proxy_header opens each upstream connection with a PROXY v2 header that
+// names its client; the bytes after it are the client's, as before.
+TEST_F(TransportTest, ABridgeNamesItsClientToTheUpstream) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);  // the upstream: read by the test
+  ASSERT_GE(lfd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(lfd, 8), 0);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  options_.bridge_to_host = "127.0.0.1";
+  options_.bridge_to_port = ntohs(addr.sin_port);
+  options_.bridge_proxy_header = true;
+  start(4);
+  test_support::TlsPeer client;
+  EXPECT_EQ(upgrade_from(client, "127.0.0.4", server_->port(), {}),
+            "HTTP/1.1 101 Switching Protocols");
+  ASSERT_TRUE(ssl_send(client.ssl(), "after the header"));
+  const int up = ::accept(lfd, nullptr, nullptr);
+  ASSERT_GE(up, 0);
+  timeval tv{5, 0};
+  ::setsockopt(up, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[256];
+  for (int i = 0; i < 100 && got.size() < 28 + 16; ++i) {
+    const ssize_t n = ::recv(up, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  ASSERT_EQ(got.size(), 28u + 16u);
+  auto peer = internal::parse_proxy_v2(as_bytes(std::string_view(got).substr(0, 28)));
+  ASSERT_TRUE(peer.has_value()) << peer.error().to_string();
+  EXPECT_TRUE(peer->proxied);
+  EXPECT_EQ(peer->ip, "127.0.0.4");
+  EXPECT_NE(peer->port, 0);
+  EXPECT_EQ(got.substr(28), "after the header");
+  ::close(up);
+  ::close(lfd);
+}
+
+// Reads exactly `n` bytes from a blocking socket: what came (fewer when it closed or timed out).
+std::string recv_exactly(int fd, std::size_t n) {
+  std::string got(n, '\0');
+  std::size_t at = 0;
+  for (int i = 0; i < 1000 && at < n; ++i) {
+    const ssize_t r = ::recv(fd, got.data() + at, n - at, 0);
+    if (r <= 0) break;
+    at += static_cast<std::size_t>(r);
+  }
+  got.resize(at);
+  return got;
+}
+
+bool send_all(int fd, std::string_view bytes) {
+  return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+}
+
+std::string ext_command(std::uint16_t cmd, std::string_view body) {
+  std::string out{static_cast<char>(cmd >> 8), static_cast<char>(cmd & 0xFF),
+                  static_cast<char>(body.size() >> 8), static_cast<char>(body.size() & 0xFF)};
+  return out + std::string(body);
+}
+
+// The Extended ORPort's handshake as obfs4proxy (goptlib's pt.DialOr) runs it, with the cookie
+// read from `cookie_file` (or, when `wrong_cookie`, another one): "" when the server said OKAY,
+// or the step that failed. The socket is then at the start of the client's TLS.
+std::string ext_orport_client(int fd, const std::filesystem::path& cookie_file,
+                              const std::string& useraddr, bool wrong_cookie = false) {
+  std::ifstream in(cookie_file, std::ios::binary);
+  std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (file.size() != 64) return "cookie file";
+  std::string cookie = file.substr(32);
+  if (wrong_cookie) cookie[0] = static_cast<char>(cookie[0] ^ 1);
+  if (recv_exactly(fd, 2) != std::string("\x01\x00", 2)) return "greeting";
+  const std::string client_nonce(32, 'n');
+  if (!send_all(fd, "\x01" + client_nonce)) return "send nonce";
+  const std::string reply = recv_exactly(fd, 64);
+  if (reply.size() != 64) return "server hash";
+  const std::string server_nonce = reply.substr(32);
+  auto hash = [&](std::string_view label) {
+    const auto d = crypto::hmac_sha256(
+        as_bytes(cookie), {as_bytes(label), as_bytes(client_nonce), as_bytes(server_nonce)});
+    return std::string(as_chars(d));
+  };
+  if (!wrong_cookie &&
+      reply.substr(0, 32) != hash("ExtORPort authentication server-to-client hash")) {
+    return "server hash mismatch";
+  }
+  if (!send_all(fd, hash("ExtORPort authentication client-to-server hash"))) return "send hash";
+  if (recv_exactly(fd, 1) != std::string(1, '\x01')) return "refused";
+  if (!send_all(fd, ext_command(1, useraddr) + ext_command(2, "obfs4") + ext_command(0, ""))) {
+    return "send commands";
+  }
+  if (recv_exactly(fd, 4) != std::string("\x10\x00\x00\x00", 4)) return "no OKAY";
+  return "";
+}
+
+// A pluggable transport on the Extended ORPort proves it read the cookie and names its client;
+// the client's TLS and WebSocket follow on the same connection, as that client. A wrong cookie,
+// or a client named badly, is refused and counted; the main listener serves on.
+TEST_F(TransportTest, AnExtendedOrPortConnectionIsTheClientItNames) {
+  const auto cookie_file = dir_ / "ext_cookie";
+  options_.ext_orport_cookie_file = cookie_file.string();
+  start(20);
+  ASSERT_NE(server_->ext_orport_port(), 0);
+  EXPECT_EQ(std::filesystem::status(cookie_file).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  for (const char* useraddr : {"203.0.113.5:4711", "[2001:db8::7]:1"}) {
+    const int fd = test_support::connect_loopback(server_->ext_orport_port(), 5);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ext_orport_client(fd, cookie_file, useraddr), "");
+    test_support::TlsPeer peer;
+    ASSERT_EQ(peer.handshake_on(fd, {}), "");
+    ASSERT_TRUE(ssl_send(peer.ssl(), ws_upgrade_request()));
+    const std::string response = read_response(peer.ssl());
+    EXPECT_EQ(response.rfind("HTTP/1.1 101", 0), 0u) << response.substr(0, 40);
+  }
+  {
+    std::lock_guard lock(shared_.mu);
+    EXPECT_EQ(shared_.remote_ips, (std::vector<std::string>{"203.0.113.5", "2001:db8::7"}));
+  }
+  EXPECT_EQ(server_->relayed().ext_orport, 2u);
+  EXPECT_EQ(server_->relayed().proxy_header, 0u);
+
+  const int wrong = test_support::connect_loopback(server_->ext_orport_port(), 5);
+  ASSERT_GE(wrong, 0);
+  EXPECT_EQ(ext_orport_client(wrong, cookie_file, "203.0.113.5:1", true), "refused");
+  ::close(wrong);
+  const int bad_addr = test_support::connect_loopback(server_->ext_orport_port(), 5);
+  ASSERT_GE(bad_addr, 0);
+  EXPECT_EQ(ext_orport_client(bad_addr, cookie_file, "somewhere:1"), "no OKAY");
+  ::close(bad_addr);
+  // TLS straight away, as to the main listener: no auth type 0x16.
+  test_support::TlsPeer direct;
+  EXPECT_NE(direct.handshake_on(test_support::connect_loopback(server_->ext_orport_port(), 5), {}),
+            "");
+  EXPECT_TRUE(wait_for([&] { return server_->refusals().ext_orport == 3; }));
+  auto good = ws();
+  ASSERT_TRUE(good);
+  expect_echo(*good, "the main listener serves on");
+  EXPECT_EQ(server_->relayed().ext_orport, 2u);
 }
 
 // Bridge mode: a bridged connection holds two descriptors (the client's and its upstream's)

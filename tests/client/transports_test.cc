@@ -45,6 +45,15 @@ bool wait_for_text(const std::string& path, const std::string& needle,
   return false;
 }
 
+// A counter on parleyd's /metrics ("name{labels}"), or -1 when it cannot be read.
+long long server_counter(const Parleyd& server, const std::string& series) {
+  auto metrics = admin_get(server.admin_port(), "/metrics");
+  if (!metrics) return -1;
+  const auto at = metrics->find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stoll(metrics->substr(at + series.size() + 2));
+}
+
 int count_of(const std::string& haystack, const std::string& needle) {
   int n = 0;
   for (auto at = haystack.find(needle); at != std::string::npos;
@@ -282,6 +291,45 @@ TEST_F(TransportTest, ABridgeWinsWhenDirectIsDeadAndTheWinnerIsRemembered) {
   EXPECT_NE(hint.out.find("(a bridge link: parley --profile"), std::string::npos) << hint.out;
 }
 
+// A bridge that names each client in a PROXY v2 header (`--bridge-proxy-header`) to a server
+// that trusts only it for that (`--proxy-from`, here loopback, the bridge's address): clients
+// get through the bridge; without it, from the same address, they are refused; a bridge that
+// sends no header is refused too; the server's /metrics counts the refusals.
+TEST_F(TransportTest, ABridgeThatNamesItsClientsReachesAServerThatTrustsIt) {
+  auto d = Parleyd::start(dir_.path(), {"--proxy-from", "127.0.0.1"});
+  ASSERT_TRUE(d.has_value()) << d.status().to_string();
+  server_ = std::move(*d);
+  const std::string upstream = "127.0.0.1:" + std::to_string(server_->invite().port);
+  TempDir naming_dir, silent_dir;
+  auto naming =
+      Parleyd::start(naming_dir.path(), {"--bridge-to", upstream, "--bridge-proxy-header"});
+  ASSERT_TRUE(naming.has_value()) << naming.status().to_string();
+  auto silent = Parleyd::start(silent_dir.path(), {"--bridge-to", upstream});
+  ASSERT_TRUE(silent.has_value()) << silent.status().to_string();
+
+  Ran direct = parley("mallory", {"register", server_->invite_link(), "--name", "mallory"});
+  EXPECT_NE(direct.exit_code, 0);
+  Ran unnamed = parley("mallory", {"register", server_->invite_link(), "--name", "mallory",
+                                   "--transport", (*silent)->invite_link()});
+  EXPECT_NE(unnamed.exit_code, 0);
+  for (const char* who : {"alice", "bob"}) {
+    Ran reg = parley(who, {"register", server_->invite_link(), "--name", who, "--transport",
+                           (*naming)->invite_link()});
+    ASSERT_EQ(reg.exit_code, 0) << reg.err;
+  }
+  ASSERT_EQ(parley("alice", {"send", "bob", "named by the bridge"}).exit_code, 0);
+  Ran got = parley("bob", {"receive", "--json", "--timeout", "20"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  auto msgs = json_lines(got.out);
+  ASSERT_EQ(msgs.size(), 1u) << got.out;
+  EXPECT_EQ(msgs[0]["text"], "named by the bridge");
+
+  // mallory's two attempts at least; alice's and bob's connections, named by the bridge.
+  EXPECT_GE(server_counter(*server_, "parley_connections_refused_total{reason=\"proxy_header\"}"),
+            2);
+  EXPECT_GE(server_counter(*server_, "parley_connections_relayed_total{via=\"proxy_header\"}"), 3);
+}
+
 // A server with obfs4proxy in front (`parleyd --obfs4`): its invite adds the obfs4 transport at
 // registration, and with direct disabled the client starts its own obfs4proxy (PT v1 managed
 // mode, state under PROFILE/pt) and goes through it.
@@ -312,6 +360,13 @@ TEST_F(TransportTest, AnInvitesObfs4EndpointIsAddedAtRegistrationAndWorks) {
   auto msgs = json_lines(got.out);
   ASSERT_EQ(msgs.size(), 1u) << got.out;
   EXPECT_EQ(msgs[0]["text"], "through obfs4");
+  // obfs4proxy named alice on the server's Extended ORPort, with the cookie parleyd wrote.
+  EXPECT_GE(server_counter(*server_, "parley_connections_relayed_total{via=\"ext_orport\"}"), 1);
+  EXPECT_EQ(server_counter(*server_, "parley_connections_refused_total{reason=\"ext_orport\"}"), 0);
+  const fs::path cookie = dir_.path() + "/d/pt/extended_orport_auth_cookie";
+  EXPECT_EQ(fs::file_size(cookie), 64u);
+  EXPECT_EQ(fs::status(cookie).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
 }
 
 // `receive --follow` whose link is cut (or frozen) mid-way reconnects, with back-off, and

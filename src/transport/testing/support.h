@@ -9,10 +9,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "crypto/x509.h"
 
@@ -72,9 +74,22 @@ class TlsPeer {
   // Connects to 127.0.0.1:port and completes the handshake: "" or what failed. `tls13_suites`,
   // when given, replaces OpenSSL's list of TLS 1.3 suites to offer.
   std::string connect(std::uint16_t port, const char* tls13_suites = nullptr) {
-    fd_ = connect_loopback(port, 10);
+    return handshake_on(connect_loopback(port, 10), {}, tls13_suites);
+  }
+  // The same on a connected socket `fd` (owned from now on), after sending `preamble` on it
+  // in the clear (a relay's PROXY header).
+  std::string handshake_on(int fd, std::string_view preamble, const char* tls13_suites = nullptr) {
+    // OpenSSL writes with send() without MSG_NOSIGNAL: a server that closes on a peer the test
+    // makes misbehave must fail the handshake, not kill the test process.
+    std::signal(SIGPIPE, SIG_IGN);
+    fd_ = fd;
     if (fd_ < 0) return "connect";
     timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (!preamble.empty() && ::send(fd_, preamble.data(), preamble.size(), MSG_NOSIGNAL) !=
+                                 static_cast<ssize_t>(preamble.size())) {
+      return "send preamble";
+    }
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     ctx_ = SSL_CTX_new(TLS_client_method());
     if (ctx_ != nullptr && tls13_suites != nullptr &&
