@@ -211,6 +211,9 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
 }
 
 Status validate_config(const ServerConfig& config) {
+  if (config.bridge_proxy_header && config.bridge_to.host.empty()) {
+    return bad_key("bridge.proxy_header", "only for a bridge (bridge.to)");
+  }
   if (config.proxy_from.size() > kMaxProxyFrom) {
     return bad_key("server.proxy_from", "at most " + std::to_string(kMaxProxyFrom) + " addresses");
   }

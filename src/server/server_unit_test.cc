@@ -202,8 +202,15 @@ TEST(Config, ProxyFromAndTheBridgesProxyHeader) {
                            "proxy_from = [\"198.51.100.7\", \"2001:db8::1\"]", c)
                   .is_ok());
   EXPECT_EQ(c.proxy_from, (std::vector<std::string>{"198.51.100.7", "2001:db8::1"}));
-  ASSERT_TRUE(load_section("parleyd_proxy.toml", "bridge", "proxy_header = true", c).is_ok());
+  ASSERT_TRUE(
+      load_section("parleyd_proxy.toml", "bridge", "to = \"192.0.2.1:443\"\nproxy_header = true", c)
+          .is_ok());
   EXPECT_TRUE(c.bridge_proxy_header);
+  // Only a bridge sends the header: on a server the key would do nothing, silently.
+  ServerConfig server;
+  Status refused = load_section("parleyd_proxy.toml", "bridge", "proxy_header = true", server);
+  EXPECT_EQ(refused.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("only for a bridge"), std::string::npos) << refused.message();
   std::string many = "proxy_from = [";
   for (std::size_t i = 0; i <= kMaxProxyFrom; ++i) many += "\"10.0.0." + std::to_string(i) + "\",";
   many += "]";

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <limits>
 #include <list>
 #include <map>
@@ -353,10 +354,13 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // handshake. The client it names becomes remote_ip_ (a LOCAL header keeps the relay's), and
   // its handshake is counted (max_handshakes_per_ip). False: the connection ends, refused.
   net::awaitable<bool> read_preamble() {
+    // `over`: a deadline that expired just as the preamble arrived (its handler already queued,
+    // beyond cancel()'s reach) must not cancel the TLS handshake that follows.
+    auto over = std::make_shared<bool>(false);
     timer_.expires_after(st_->options.handshake_timeout);
-    timer_.async_wait([tls = tls_](error_code ec) {
+    timer_.async_wait([tls = tls_, over](error_code ec) {
       error_code ignored;
-      if (!ec) tls->next_layer().cancel(ignored);
+      if (!ec && !*over) tls->next_layer().cancel(ignored);
     });
     // Not a conditional expression of two co_awaits: GCC 12 miscompiles that (a double free).
     Result<ProxiedPeer> peer = make_error(ErrorCode::kInternal, "no preamble");
@@ -365,6 +369,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     } else {
       peer = co_await ext_orport_handshake();
     }
+    *over = true;
     timer_.cancel();
     if (!peer) {
       if (!stopping_) {
@@ -561,10 +566,23 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
                     done_signal->cancel();
                   });
     std::vector<char> buf(16 * 1024);
+    // Without a header of its own, a bridge passes on no client stream that opens like a PROXY
+    // header: an upstream that wrongly expects one from it would take the client's word for its
+    // address. `matched`: the signature's bytes seen so far, while they all match.
+    bool checking = !opt.bridge_proxy_header;
+    std::size_t matched = 0;
     for (;;) {
       tls_->expires_after(bridge_idle(opt));
       auto [rec, n] = co_await tls_->async_read_some(net::buffer(buf), kUse);
       if (rec || n == 0) break;
+      if (checking) {
+        const std::size_t k = std::min(n, kProxyV2Signature.size() - matched);
+        if (std::memcmp(buf.data(), kProxyV2Signature.data() + matched, k) != 0) {
+          checking = false;
+        } else if ((matched += k) == kProxyV2Signature.size()) {
+          break;  // closed before the last byte of the signature
+        }
+      }
       up->expires_after(bridge_idle(opt));
       auto [wec, wn] = co_await net::async_write(*up, net::buffer(buf.data(), n), kUse);
       if (wec) break;

@@ -332,6 +332,26 @@ class TransportTest : public ::testing::Test {
 
   std::string att(const std::string& id) const { return std::string(kWsPath) + "/att/" + id; }
 
+  // Bridge mode (options_) to an upstream that the test accepts on itself: its listening socket
+  // on 127.0.0.1, or -1.
+  int bridge_to_a_test_upstream() {
+    const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (lfd < 0) return -1;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(lfd, 8) != 0 ||
+        ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ::close(lfd);
+      return -1;
+    }
+    options_.bridge_to_host = "127.0.0.1";
+    options_.bridge_to_port = ntohs(addr.sin_port);
+    return lfd;
+  }
+
   std::filesystem::path dir_;
   std::unique_ptr<TestFiles> files_;
   ServerOptions options_;
@@ -1492,17 +1512,8 @@ TEST_F(TransportTest, AServerRefusesAProxyFromThatIsNoAddress) {
 // A bridge with bridge_proxy_header opens each upstream connection with a PROXY v2 header that
 // names its client; the bytes after it are the client's, as before.
 TEST_F(TransportTest, ABridgeNamesItsClientToTheUpstream) {
-  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);  // the upstream: read by the test
+  const int lfd = bridge_to_a_test_upstream();
   ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(lfd, 8), 0);
-  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  options_.bridge_to_host = "127.0.0.1";
-  options_.bridge_to_port = ntohs(addr.sin_port);
   options_.bridge_proxy_header = true;
   start(4);
   test_support::TlsPeer client;
@@ -1634,20 +1645,51 @@ TEST_F(TransportTest, AnExtendedOrPortConnectionIsTheClientItNames) {
   EXPECT_EQ(server_->relayed().ext_orport, 2u);
 }
 
+// A bridge without bridge_proxy_header passes on no client stream that opens with the PROXY
+// v2 signature (an upstream that wrongly expected a header from it would believe the client's),
+// however the client splits it; a stream that only starts like it is passed on whole.
+TEST_F(TransportTest, ABridgeWithoutItsOwnHeaderPassesOnNoClientsHeader) {
+  const int lfd = bridge_to_a_test_upstream();
+  ASSERT_GE(lfd, 0);
+  start(4);
+  // What the upstream gets from a client that sends `pieces` one after another.
+  auto upstream_gets = [&](const std::vector<std::string>& pieces) {
+    test_support::TlsPeer client;
+    EXPECT_EQ(upgrade_from(client, "127.0.0.4", server_->port(), {}),
+              "HTTP/1.1 101 Switching Protocols");
+    const int up = ::accept(lfd, nullptr, nullptr);
+    EXPECT_GE(up, 0);
+    timeval tv{5, 0};
+    ::setsockopt(up, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (const std::string& piece : pieces) {
+      if (!ssl_send(client.ssl(), piece)) break;
+      std::this_thread::sleep_for(20ms);  // apart, so that the bridge reads them apart
+    }
+    client.end(false);
+    std::string got;
+    char buf[256];
+    for (int i = 0; i < 100; ++i) {
+      const ssize_t n = ::recv(up, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(up);
+    return got;
+  };
+  const std::string header = proxy_header("198.51.100.7", 1);
+  EXPECT_EQ(upstream_gets({header + "then TLS"}), "");
+  const std::string split =
+      upstream_gets({header.substr(0, 5), header.substr(5, 6), header.substr(11) + "then TLS"});
+  EXPECT_EQ(split, header.substr(0, 11));  // never the whole signature: no header
+  EXPECT_EQ(upstream_gets({"\r\n\r\n", "not a header"}), "\r\n\r\nnot a header");
+  ::close(lfd);
+}
+
 // Bridge mode: a bridged connection holds two descriptors (the client's and its upstream's)
 // and takes two of max_connections; connection_count() still counts it once.
 TEST_F(TransportTest, ABridgedConnectionTakesTwoOfMaxConnections) {
-  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);  // the upstream: the kernel accepts
+  const int lfd = bridge_to_a_test_upstream();  // the kernel accepts
   ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(lfd, 8), 0);
-  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  options_.bridge_to_host = "127.0.0.1";
-  options_.bridge_to_port = ntohs(addr.sin_port);
   start(3);
   auto upgrade = [&](test_support::TlsPeer& peer) -> std::string {
     if (!peer.connect(server_->port()).empty()) return "no TLS";

@@ -8,8 +8,6 @@ namespace {
 
 namespace ip = boost::asio::ip;
 
-constexpr std::array<std::uint8_t, 12> kSignature = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
-                                                     0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 constexpr std::uint8_t kLocal = 0x20;  // version 2, command LOCAL
 constexpr std::uint8_t kProxy = 0x21;  // version 2, command PROXY
 constexpr std::uint8_t kTcp4 = 0x11;   // INET, STREAM
@@ -37,7 +35,7 @@ std::string canonical(const ip::address_v6& v6) {
 
 Result<std::size_t> proxy_v2_rest_size(ByteView fixed) {
   if (fixed.size() != kProxyV2FixedSize) return bad("short");
-  if (std::memcmp(fixed.data(), kSignature.data(), kSignature.size()) != 0) {
+  if (std::memcmp(fixed.data(), kProxyV2Signature.data(), kProxyV2Signature.size()) != 0) {
     return bad("no signature");
   }
   const std::uint8_t vc = fixed[12];
@@ -84,7 +82,7 @@ Result<ProxiedPeer> parse_proxy_v2(ByteView header) {
 
 Bytes make_proxy_v2(const ip::address& source, std::uint16_t source_port,
                     const ip::address& destination, std::uint16_t destination_port) {
-  Bytes out(kSignature.begin(), kSignature.end());
+  Bytes out(kProxyV2Signature.begin(), kProxyV2Signature.end());
   out.push_back(kProxy);
   if (source.is_v4() && destination.is_v4()) {
     out.push_back(kTcp4);

@@ -21,6 +21,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -30,6 +31,8 @@
 
 namespace parley::transport::internal {
 
+inline constexpr std::array<std::uint8_t, 12> kProxyV2Signature = {
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 inline constexpr std::size_t kProxyV2FixedSize = 16;
 // The largest address block and TLVs accepted (HAProxy's own INET6 header with TLVs fits in a
 // few hundred bytes); a longer header is refused rather than read.
