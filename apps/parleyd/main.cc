@@ -514,7 +514,8 @@ int main(int argc, char** argv) {
   app.add_flag("--bridge-proxy-header", cfg.bridge_proxy_header,
                "open each upstream connection with a PROXY v2 header naming the client");
   app.add_option("--proxy-from", cfg.proxy_from,
-                 "a relay (IP address; repeatable) whose connections open with a PROXY v2 header");
+                 "a relay (IP address or network; repeatable) whose connections open with a "
+                 "PROXY v2 header");
   app.add_option("--obfs4", obfs4, "run obfs4proxy in server mode on HOST:PORT in front of this");
   app.add_option("--pt-binary", cfg.pt_binary, "the pluggable-transport binary (obfs4proxy)");
   CLI11_PARSE(app, argc, argv);

@@ -2,10 +2,10 @@
 
 #define TOML_EXCEPTIONS 0
 #define TOML_HEADER_ONLY 1
-#include <arpa/inet.h>
-
 #include <charconv>
 #include <toml++/toml.h>
+
+#include "transport/client_address.h"
 
 namespace parley::server {
 
@@ -23,12 +23,6 @@ Result<HostPort> parse_host_port(std::string_view text) {
     return make_error(ErrorCode::kInvalidArgument, "bad port in HOST:PORT");
   }
   return HostPort{std::string(host), static_cast<std::uint16_t>(port)};
-}
-
-bool is_ip_address(const std::string& text) {
-  unsigned char buf[16];
-  return ::inet_pton(AF_INET, text.c_str(), buf) == 1 ||
-         ::inet_pton(AF_INET6, text.c_str(), buf) == 1;
 }
 
 std::string_view policy_name(RegistrationPolicy p) {
@@ -218,8 +212,9 @@ Status validate_config(const ServerConfig& config) {
     return bad_key("server.proxy_from", "at most " + std::to_string(kMaxProxyFrom) + " addresses");
   }
   for (const std::string& relay : config.proxy_from) {
-    if (!is_ip_address(relay)) {
-      return bad_key("server.proxy_from", "\"" + relay + "\" is not an IP address");
+    if (!transport::AddressRange::parse(relay)) {
+      return bad_key("server.proxy_from",
+                     "\"" + relay + "\" is not an IP address or network (ADDR/BITS)");
     }
   }
   if (config.max_message_bytes > wire::kMaxMessageContent) {

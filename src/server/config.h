@@ -50,7 +50,8 @@ struct ServerConfig {
   std::string site_dir;              // static website; empty: the built-in one
   std::uint32_t io_threads = 0;      // threads running connections; 0: one per core
   // Relays (a bridge, a load balancer) whose connections open with a PROXY v2 header naming
-  // the client (transport::ServerOptions::proxy_from): IP addresses, at most kMaxProxyFrom.
+  // the client (transport::ServerOptions::proxy_from): IP addresses or networks
+  // ("10.0.0.0/8"), at most kMaxProxyFrom.
   std::vector<std::string> proxy_from;
   // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.
   std::string ws_path;
@@ -107,9 +108,6 @@ Status load_config_file(const std::string& path, ServerConfig& config);
 // The checks that involve more than one key (or a bound a command-line flag may also set):
 // kInvalidArgument naming the key and the bound.
 Status validate_config(const ServerConfig& config);
-
-// An IPv4 or IPv6 address in text form.
-bool is_ip_address(const std::string& text);
 
 std::string_view policy_name(RegistrationPolicy p);
 Result<RegistrationPolicy> parse_policy(std::string_view name);

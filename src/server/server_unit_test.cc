@@ -202,6 +202,10 @@ TEST(Config, ProxyFromAndTheBridgesProxyHeader) {
                            "proxy_from = [\"198.51.100.7\", \"2001:db8::1\"]", c)
                   .is_ok());
   EXPECT_EQ(c.proxy_from, (std::vector<std::string>{"198.51.100.7", "2001:db8::1"}));
+  ASSERT_TRUE(load_section("parleyd_proxy.toml", "server",
+                           "proxy_from = [\"10.0.0.0/8\", \"2001:db8::/32\"]", c)
+                  .is_ok());
+  EXPECT_EQ(c.proxy_from, (std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"}));
   ASSERT_TRUE(
       load_section("parleyd_proxy.toml", "bridge", "to = \"192.0.2.1:443\"\nproxy_header = true", c)
           .is_ok());
@@ -218,7 +222,7 @@ TEST(Config, ProxyFromAndTheBridgesProxyHeader) {
        {std::tuple{"server", "proxy_from = \"198.51.100.7\"", "expected an array"},
         std::tuple{"server", "proxy_from = [7]", "expected an array"},
         std::tuple{"server", "proxy_from = [\"bridge.example\"]", "\"bridge.example\" is not"},
-        std::tuple{"server", "proxy_from = [\"10.0.0.0/8\"]", "is not an IP address"},
+        std::tuple{"server", "proxy_from = [\"10.0.0.0/33\"]", "is not an IP address or network"},
         std::tuple{"server", many.c_str(), "at most 64"},
         std::tuple{"bridge", "proxy_header = 1", "expected true or false"}}) {
     ServerConfig fresh;

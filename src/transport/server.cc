@@ -138,8 +138,7 @@ struct ServerState {
   std::atomic<std::uint64_t> refused_slots{0}, refused_handshakes{0}, refused_proxy_headers{0};
   std::atomic<std::uint64_t> refused_ext_orport{0};
   std::atomic<std::uint64_t> relayed_proxy_header{0}, relayed_ext_orport{0};
-  // options.proxy_from, parsed (an IPv4-mapped IPv6 address as IPv4).
-  std::vector<net::ip::address> relays;
+  std::vector<AddressRange> relays;  // options.proxy_from, parsed
   // The Extended ORPort (options.ext_orport_cookie_file): its cookie and its listener, used on
   // acceptor_ex only. No cookie: none.
   SecretBytes ext_cookie;
@@ -187,15 +186,10 @@ struct ServerState {
     if (it != handshakes.end() && --it->second == 0) handshakes.erase(it);
   }
 
-  // Whether connections from `addr` open with a PROXY header (options.proxy_from).
-  bool is_relay(const net::ip::address& addr) const {
-    return std::find(relays.begin(), relays.end(), unmapped(addr)) != relays.end();
-  }
-  static net::ip::address unmapped(const net::ip::address& addr) {
-    if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {
-      return net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6());
-    }
-    return addr;
+  // Whether connections from `ip` open with a PROXY header (options.proxy_from).
+  bool is_relay(const std::string& ip) const {
+    return std::any_of(relays.begin(), relays.end(),
+                       [&ip](const AddressRange& r) { return r.contains(ip); });
   }
 
   // Where the next connection runs: its own strand, or the next worker context.
@@ -907,7 +901,7 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st, tcp::acceptor&
     Opening opening = Opening::kTls;
     if (ext_orport) {
       opening = Opening::kExtOrPort;
-    } else if (!pec && st->is_relay(peer.address())) {
+    } else if (!pec && st->is_relay(ip)) {
       opening = Opening::kProxyHeader;
     }
     if (opening == Opening::kTls && !st->begin_handshake(ip)) {
@@ -1018,14 +1012,14 @@ Result<std::unique_ptr<Server>> Server::start(net::io_context& io, ServerOptions
     endpoint = results.begin()->endpoint();
   }
 
-  std::vector<net::ip::address> relays;
+  std::vector<AddressRange> relays;
   for (const std::string& from : options.proxy_from) {
-    auto relay = net::ip::make_address(from, ec);
-    if (ec) {
+    auto relay = AddressRange::parse(from);
+    if (!relay) {
       return make_error(ErrorCode::kInvalidArgument,
-                        "server: proxy_from \"" + from + "\" is not an IP address");
+                        "server: proxy_from \"" + from + "\" is not an IP address or network");
     }
-    relays.push_back(ServerState::unmapped(relay));
+    relays.push_back(*relay);
   }
   auto st = std::make_shared<ServerState>(io, std::move(options), std::move(ticket_keys),
                                           std::move(ctx), std::move(ws), files);

@@ -120,8 +120,9 @@ struct ServerOptions {
   // within handshake_timeout, and the client it names is the connection's address from then on:
   // for max_handshakes_per_ip, remote_ip() and so every per-IP limit above the transport. A
   // connection from one of them without a valid header is closed (Refusals::proxy_header).
-  // From any other address no header is read: its first bytes are TLS. Server::start refuses an
-  // entry that is not an address (kInvalidArgument).
+  // From any other address no header is read: its first bytes are TLS. Entries are addresses or
+  // networks ("10.0.0.0/8", client_address.h's AddressRange); Server::start refuses any other
+  // (kInvalidArgument).
   std::vector<std::string> proxy_from;
   // Tor's Extended ORPort (internal/ext_orport.h, docs/operations.md "obfs4"), for a pluggable
   // transport in front of this server (obfs4proxy: TOR_PT_EXTENDED_SERVER_PORT and

@@ -1407,13 +1407,13 @@ std::string proxy_header(const char* client, std::uint16_t client_port) {
 // remote_ip() is that client, a LOCAL header keeps the relay's own address, and the cap on
 // handshakes counts each named client apart, not the relay.
 TEST_F(TransportTest, ARelaysConnectionIsTheClientItsProxyHeaderNames) {
-  options_.proxy_from = {"127.0.0.3"};
+  options_.proxy_from = {"127.0.0.2/31"};  // 127.0.0.2 and 127.0.0.3
   options_.max_handshakes_per_ip = 2;
   start(20);
   test_support::TlsPeer v4, v6, local;
   EXPECT_EQ(upgrade_from(v4, "127.0.0.3", server_->port(), proxy_header("198.51.100.7", 5555)),
             "HTTP/1.1 101 Switching Protocols");
-  EXPECT_EQ(upgrade_from(v6, "127.0.0.3", server_->port(), proxy_header("2001:db8::5", 1)),
+  EXPECT_EQ(upgrade_from(v6, "127.0.0.2", server_->port(), proxy_header("2001:db8::5", 1)),
             "HTTP/1.1 101 Switching Protocols");
   Bytes health = internal::make_proxy_v2(boost::asio::ip::make_address("198.51.100.8"), 1,
                                          boost::asio::ip::make_address("127.0.0.1"), 443);
