@@ -49,6 +49,8 @@ Result<std::unique_ptr<ssl::context>> make_server_tls_context(const std::string&
       native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
   // Idle connections hand their record buffers back to OpenSSL (memory per idle connection).
   SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
+  // TLS 1.3 connections free their SSL object after the handshake (tls_socket.h).
+  TlsSocket::enable_record_handoff(native);
   // No server-side session cache: it kept every connection's session for five minutes (memory
   // per connection, also after it closed). Clients that resume use the stateless tickets.
   SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);

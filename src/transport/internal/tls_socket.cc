@@ -8,7 +8,11 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <new>
+#include <string_view>
+
+#include "transport/internal/tls_socket_state.h"
 
 namespace parley::transport::internal {
 
@@ -93,7 +97,64 @@ const BIO_METHOD* socket_method() {
   return method;
 }
 
+// The handoff's callbacks find the handshake's Capture through this ex_data slot.
+int capture_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// Decodes the hex of a key log line's secret straight into key memory. Empty on bad hex.
+SecretBytes secret_from_hex(std::string_view hex) {
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  if (hex.empty() || hex.size() % 2 != 0 || hex.size() > 2 * 64) return SecretBytes();
+  SecretBytes out(hex.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = nibble(hex[2 * i]);
+    const int lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return SecretBytes();
+    out.data()[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return out;
+}
+
 }  // namespace
+
+// OpenSSL's key log line: "LABEL <client random hex> <secret hex>". Only the two application
+// traffic secrets are kept; OpenSSL wipes the line after the call.
+void TlsSocket::key_log(const SSL* ssl, const char* line) {
+  auto* capture = static_cast<Capture*>(SSL_get_ex_data(ssl, capture_index()));
+  if (capture == nullptr || line == nullptr) return;
+  const std::string_view text(line);
+  const std::size_t last_space = text.rfind(' ');
+  if (last_space == std::string_view::npos) return;
+  SecretBytes* into = nullptr;
+  if (text.starts_with("CLIENT_TRAFFIC_SECRET_0 ")) into = &capture->client_secret;
+  if (text.starts_with("SERVER_TRAFFIC_SECRET_0 ")) into = &capture->server_secret;
+  if (into != nullptr) *into = secret_from_hex(text.substr(last_space + 1));
+}
+
+// Counts the handshake messages OpenSSL writes after its Finished: in TLS 1.3 those are
+// NewSessionTicket messages, each one record under the server's application secret.
+void TlsSocket::handshake_message(int write_p, int, int content_type, const void* buf,
+                                  std::size_t len, SSL*, void* arg) {
+  auto* capture = static_cast<Capture*>(arg);
+  if (capture == nullptr || write_p == 0 || content_type != SSL3_RT_HANDSHAKE || len == 0) return;
+  const auto type = static_cast<const std::uint8_t*>(buf)[0];
+  if (type == SSL3_MT_NEWSESSION_TICKET) {
+    ++capture->tickets_sent;
+  } else if (type == SSL3_MT_KEY_UPDATE) {
+    capture->unexpected = true;
+  }
+}
+
+void TlsSocket::enable_record_handoff(SSL_CTX* ctx) {
+  SSL_CTX_set_keylog_callback(ctx, &TlsSocket::key_log);
+}
 
 Result<std::unique_ptr<TlsSocket>> TlsSocket::accept(net::ip::tcp::socket sock, SSL_CTX* ctx) {
   return make(std::move(sock), ctx, true);
@@ -119,17 +180,63 @@ Result<std::unique_ptr<TlsSocket>> TlsSocket::make(net::ip::tcp::socket sock, SS
   }
   bio_state(bio).fd = sock.native_handle();
   SSL_set_bio(ssl, bio, bio);  // the SSL owns the BIO
+  std::unique_ptr<Capture> capture;
   if (server) {
     SSL_set_accept_state(ssl);
+    if (SSL_CTX_get_keylog_callback(ctx) == &TlsSocket::key_log) {
+      capture = std::make_unique<Capture>();
+      if (SSL_set_ex_data(ssl, capture_index(), capture.get()) != 1) {
+        SSL_free(ssl);
+        return make_error(ErrorCode::kInternal, "tls: SSL_set_ex_data failed");
+      }
+      SSL_set_msg_callback(ssl, &TlsSocket::handshake_message);
+      SSL_set_msg_callback_arg(ssl, capture.get());
+    }
   } else {
     SSL_set_connect_state(ssl);
   }
   // Read whole TCP segments into OpenSSL's buffer (one recv for several records); write and
-  // report records as they go (a partial write is a short count, not a failure).
-  SSL_set_read_ahead(ssl, 1);
+  // report records as they go (a partial write is a short count, not a failure). A handshake
+  // that may hand its records over reads exactly record by record instead, so that no byte
+  // after the client's Finished is left in OpenSSL's buffer when it is freed; read-ahead is
+  // turned on after the handshake when the SSL stays.
+  SSL_set_read_ahead(ssl, capture ? 0 : 1);
   SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                         SSL_MODE_RELEASE_BUFFERS);
-  return std::unique_ptr<TlsSocket>(new TlsSocket(std::move(sock), ssl));
+  auto s = std::unique_ptr<TlsSocket>(new TlsSocket(std::move(sock), ssl));
+  s->capture_ = std::move(capture);
+  return s;
+}
+
+void TlsSocket::finish_handshake() {
+  reused_ = SSL_session_reused(ssl_) == 1;
+  std::unique_ptr<Capture> capture = std::move(capture_);
+  if (!capture) return;
+  SSL_set_msg_callback(ssl_, nullptr);
+  SSL_set_msg_callback_arg(ssl_, nullptr);
+  SSL_set_ex_data(ssl_, capture_index(), nullptr);
+  std::optional<TlsRecords::Suite> suite;
+  if (SSL_version(ssl_) == TLS1_3_VERSION) {
+    if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl_)) {
+      suite = TlsRecords::suite_for(static_cast<std::uint16_t>(SSL_CIPHER_get_id(c) & 0xffff));
+    }
+  }
+  // Nothing may be left in OpenSSL's hands: no byte read ahead, no record half written.
+  const bool idle = SSL_has_pending(ssl_) == 0 && BIO_wpending(SSL_get_wbio(ssl_)) == 0;
+  if (suite && idle && !capture->unexpected) {
+    auto keys = TlsRecords::make(*suite, capture->client_secret.view(),
+                                 capture->server_secret.view(), 0, capture->tickets_sent);
+    if (keys) {
+      auto records = std::make_unique<Records>();
+      records->keys = std::move(*keys);
+      records->drained = bio_state(SSL_get_rbio(ssl_)).drained;
+      records_ = std::move(records);
+      SSL_free(ssl_);
+      ssl_ = nullptr;
+      return;
+    }
+  }
+  SSL_set_read_ahead(ssl_, 1);
 }
 
 TlsSocket::TlsSocket(net::ip::tcp::socket sock, SSL* ssl)
@@ -137,7 +244,7 @@ TlsSocket::TlsSocket(net::ip::tcp::socket sock, SSL* ssl)
 
 TlsSocket::~TlsSocket() {
   dl_->alive = false;
-  SSL_free(ssl_);
+  if (ssl_ != nullptr) SSL_free(ssl_);
 }
 
 void TlsSocket::expires_after(std::chrono::steady_clock::duration d) {
@@ -172,6 +279,7 @@ TlsSocket::Step TlsSocket::step(Kind kind, void* data, std::size_t size) {
     r.ec = net::error::bad_descriptor;
     return r;
   }
+  if (records_) return record_step(kind, data, size);
   clear_openssl_errors();
   errno = 0;
   int ret = 0;
@@ -197,6 +305,7 @@ TlsSocket::Step TlsSocket::step(Kind kind, void* data, std::size_t size) {
   if (ret == 1) {
     r.n = n;
     if (kind == Kind::kRead) last_read_ = coarse_now();
+    if (kind == Kind::kHandshake) finish_handshake();
     return r;
   }
   const int saved_errno = errno;  // set by the BIO (cleared below before each call)

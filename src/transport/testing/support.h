@@ -92,6 +92,10 @@ class TlsPeer {
     }
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     ctx_ = SSL_CTX_new(TLS_client_method());
+    if (ctx_ != nullptr && max_version != 0 &&
+        SSL_CTX_set_max_proto_version(ctx_, max_version) != 1) {
+      return "SSL_CTX_set_max_proto_version";
+    }
     if (ctx_ != nullptr && tls13_suites != nullptr &&
         SSL_CTX_set_ciphersuites(ctx_, tls13_suites) != 1) {
       return "SSL_CTX_set_ciphersuites";
@@ -103,6 +107,9 @@ class TlsPeer {
   }
   SSL* ssl() const { return ssl_; }
   int fd() const { return fd_; }
+  // The highest protocol version to offer (TLS1_2_VERSION, ...); 0: OpenSSL's default. Set
+  // before connecting.
+  int max_version = 0;
 
   // Sends close_notify when asked, half-closes, and reads until the server closes: closing with
   // unread bytes (the server's session tickets) would reset the connection and lose what is
