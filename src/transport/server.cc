@@ -23,6 +23,7 @@
 #include "transport/internal/cork_stream.h"
 #include "transport/internal/ext_orport.h"
 #include "transport/internal/http_serve.h"
+#include "transport/internal/message_buffer.h"
 #include "transport/internal/proxy_header.h"
 #include "transport/internal/ticket_keys.h"
 #include "transport/internal/tls_socket.h"
@@ -213,8 +214,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // if it opens with TLS; a relay's preamble names the address to count.
   static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock,
                                             std::string remote_ip, Opening opening) {
-    auto conn = std::shared_ptr<Connection>(
-        new Connection(st, std::move(sock), std::move(remote_ip), opening));
+    // One allocation for the connection and its count (memory per idle connection).
+    auto conn =
+        std::make_shared<Connection>(Private{}, st, std::move(sock), std::move(remote_ip), opening);
     std::lock_guard lock(st->mu);
     conn->registration_ = st->live.insert(st->live.end(), conn);
     return conn;
@@ -309,7 +311,11 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
  private:
   enum class Phase { kHttp, kWsHandshake, kWs, kBridge };
 
-  Connection(std::shared_ptr<ServerState> st, tcp::socket sock, std::string remote_ip,
+  struct Private {};
+
+ public:
+  // Public for make_shared only: nobody outside can name Private, which create() passes.
+  Connection(Private, std::shared_ptr<ServerState> st, tcp::socket sock, std::string remote_ip,
              Opening opening)
       : st_(std::move(st)),
         ex_(sock.get_executor()),
@@ -321,6 +327,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     if (tls.has_value()) tls_ = std::move(*tls);  // else the connection just ends
   }
 
+ private:
   // Whether this thread runs the connection's executor now: its worker context, or (without
   // workers) its strand.
   bool on_own_thread() const {
@@ -649,6 +656,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     ws_->binary(true);
     {
       auto [ec] = co_await ws_->async_accept(req, kUse);
+      // The request's header fields are not needed after the upgrade, and this frame lives as
+      // long as the connection.
+      req = {};
       if (ec || stopping_) {
         // A refused upgrade has been answered (400) into the write buffer: let the answer
         // leave before the connection closes, within the handshake timeout.
@@ -670,24 +680,24 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     phase_ = Phase::kWs;
     keepalive();
     guarded([&] { handler_->on_open(shared_from_this()); });
-    beast::flat_buffer buffer;
+    // Holds no memory between messages (message_buffer.h): an idle connection waits with none.
+    MessageBuffer buffer;
     for (;;) {
       auto [ec, n] = co_await ws_->async_read(buffer, kUse);
       if (ec) break;
       if (close_started_) {
-        buffer.clear();
+        buffer.release();
         continue;  // closing: nothing more reaches the handler
       }
       if (!ws_->got_binary()) {
-        buffer.clear();
+        buffer.release();
         do_close(websocket::close_code::unknown_data, "binary frames only", true);
         continue;
       }
       auto data = buffer.cdata();
       std::string_view message(static_cast<const char*>(data.data()), data.size());
       guarded([&] { handler_->on_message(message); });
-      buffer.clear();
-      if (buffer.capacity() > 64 * 1024) buffer.shrink_to_fit();
+      buffer.release();
     }
     finish_ws();
   }
@@ -819,7 +829,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     if (phase_ != Phase::kWs || close_started_ || read_done_) return;
     close_started_ = true;
     closing_.store(true);
-    close_reason_ = websocket::close_reason(code, reason.substr(0, 120));
+    close_reason_ = std::make_unique<websocket::close_reason>(code, reason.substr(0, 120));
     if (drop) drop_queued(writing_);
     // A peer that stops reading would hold the close frame behind a stuck write for ever.
     timer_.expires_after(st_->options.handshake_timeout);
@@ -833,7 +843,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 
   void start_close() {
     close_sent_ = true;
-    ws_->async_close(close_reason_, [self = shared_from_this()](error_code ec) {
+    const websocket::close_reason cr =
+        close_reason_ ? *close_reason_ : websocket::close_reason(websocket::close_code::normal);
+    ws_->async_close(cr, [self = shared_from_this()](error_code ec) {
       if (ec) {
         error_code ignored;
         beast::get_lowest_layer(*self->ws_).close(ignored);
@@ -865,7 +877,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   bool close_started_ = false;
   bool close_sent_ = false;
   bool read_done_ = false;
-  websocket::close_reason close_reason_;
+  // Set when the close starts: 128 bytes an idle connection need not carry.
+  std::unique_ptr<websocket::close_reason> close_reason_;
   // Keep-alive while the WebSocket is open (keepalive()), then the close's deadline (do_close).
   net::steady_timer timer_;
   std::chrono::steady_clock::time_point last_ping_{};
