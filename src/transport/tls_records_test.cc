@@ -392,6 +392,74 @@ TEST_F(TlsHandoff, TlsOneTwoKeepsOpenSsl) {
   EXPECT_EQ(out.end, net::error::eof) << out.end.message();
 }
 
+// A client that negotiated a smaller max_fragment_length (RFC 6066) keeps OpenSSL's records,
+// which honour it: the handoff's records are always full size.
+TEST_F(TlsHandoff, AClientWithAMaxFragmentLengthKeepsOpenSsl) {
+  auto acceptor = listen();
+  std::string failed;
+  std::thread t([&] {
+    const int fd = test_support::connect_loopback(acceptor.local_endpoint().port(), 10);
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_tlsext_max_fragment_length(ctx, TLSEXT_max_fragment_length_512);
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    failed = SSL_connect(ssl) == 1 ? "" : "SSL_connect";
+    const std::string sent(3000, 'm');
+    std::string back(sent.size(), '\0');
+    if (failed.empty() && SSL_write(ssl, sent.data(), static_cast<int>(sent.size())) !=
+                              static_cast<int>(sent.size())) {
+      failed = "SSL_write";
+    }
+    for (std::size_t got = 0; failed.empty() && got < back.size();) {
+      const int n = SSL_read(ssl, back.data() + got, static_cast<int>(back.size() - got));
+      if (n <= 0) failed = "SSL_read (a record over the negotiated 512 bytes?)";
+      got += n > 0 ? static_cast<std::size_t>(n) : 0;
+    }
+    if (failed.empty() && back != sent) failed = "echo differs";
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ::close(fd);
+  });
+  const Served out = echo(acceptor);
+  t.join();
+  EXPECT_EQ(failed, "");
+  EXPECT_FALSE(out.handed_off);
+  EXPECT_EQ(out.echoed, 3000u);
+}
+
+// A client that sends nothing but KeyUpdates makes the server work for nothing: after 32 in a
+// row the connection ends with unexpected_message, as OpenSSL ends it.
+TEST_F(TlsHandoff, EndlessKeyUpdatesEndTheConnection) {
+  auto acceptor = listen();
+  std::string failed;
+  int reason = 0;
+  std::thread t([&] {
+    Client c;
+    failed = c.peer.connect(acceptor.local_endpoint().port());
+    char byte = 'x';
+    if (failed.empty() &&
+        (SSL_write(c.peer.ssl(), &byte, 1) != 1 || SSL_read(c.peer.ssl(), &byte, 1) != 1)) {
+      failed = "echo";
+    }
+    for (int i = 0; failed.empty() && i < 40; ++i) {
+      if (SSL_key_update(c.peer.ssl(), SSL_KEY_UPDATE_NOT_REQUESTED) != 1 ||
+          SSL_do_handshake(c.peer.ssl()) != 1) {
+        failed = "key update " + std::to_string(i);
+      }
+    }
+    ERR_clear_error();
+    if (failed.empty() && SSL_read(c.peer.ssl(), &byte, 1) > 0) failed = "read data";
+    reason = ERR_GET_REASON(ERR_peek_error());
+  });
+  const Served out = echo(acceptor);
+  t.join();
+  EXPECT_EQ(failed, "");
+  EXPECT_TRUE(out.handed_off);
+  EXPECT_EQ(out.end.value(), SSL_AD_UNEXPECTED_MESSAGE) << out.end.message();
+  EXPECT_EQ(reason, SSL_AD_REASON_OFFSET + SSL_AD_UNEXPECTED_MESSAGE);
+}
+
 // Bytes written straight to the socket after the handshake, under OpenSSL's records: the
 // server ends the connection with the alert each deserves, sealed so that the client reads it.
 TEST_F(TlsHandoff, BadRecordsEndTheConnectionWithTheirAlert) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <new>
 
 namespace parley::transport::internal {
 
@@ -57,6 +58,39 @@ struct ThreadCiphers {
     }
   }
 };
+
+// This thread's cache: made on first use, freed when the thread ends. Once it is gone (a record
+// sealed while the thread is ending), nullptr.
+struct ThreadCiphersOwner {
+  ThreadCiphers* ciphers = nullptr;
+  bool ended = false;
+  ~ThreadCiphersOwner() {
+    delete ciphers;
+    ciphers = nullptr;
+    ended = true;
+  }
+};
+thread_local ThreadCiphersOwner t_ciphers;
+
+ThreadCiphers* thread_ciphers() {
+  if (t_ciphers.ciphers == nullptr && !t_ciphers.ended) {
+    t_ciphers.ciphers = new (std::nothrow) ThreadCiphers();
+  }
+  return t_ciphers.ciphers;
+}
+
+// A key replaced or gone: this thread's context that holds it is freed (cleansed), so that no
+// old traffic key outlives its use here (RFC 8446 section 7.2). A context keyed on another
+// thread keeps it until its slot is reused.
+void forget_key(TlsRecords::Suite suite, bool encrypt, std::uint64_t serial) {
+  if (serial == 0 || t_ciphers.ciphers == nullptr) return;
+  ThreadCiphers::Slot& slot =
+      t_ciphers.ciphers->slots[static_cast<int>(suite)][encrypt ? 1 : 0][serial % kCacheSlots];
+  if (slot.keyed != serial) return;
+  EVP_CIPHER_CTX_free(slot.ctx);
+  slot.ctx = nullptr;
+  slot.keyed = 0;
+}
 
 EVP_CIPHER* fetched_cipher(TlsRecords::Suite s) {
   static EVP_CIPHER* const kCiphers[] = {
@@ -149,7 +183,7 @@ Status TlsRecords::set_secret(Direction& d, ByteView secret) {
   if (!key) return key.error();
   auto iv = expand_label(si, secret, "iv", sizeof d.iv);
   if (!iv) return iv.error();
-  // `secret` may be d.secret itself (KeyUpdate passes the next one from a copy).
+  forget_key(suite_, &d == &write_, d.serial);
   std::memmove(d.secret, secret.data(), secret.size());
   d.secret_size = secret.size();
   secure_zero(d.key, sizeof d.key);
@@ -158,6 +192,11 @@ Status TlsRecords::set_secret(Direction& d, ByteView secret) {
   d.seq = 0;
   d.serial = 0;  // a new key: the thread contexts must be keyed again
   return Status::ok();
+}
+
+TlsRecords::~TlsRecords() {
+  forget_key(suite_, false, read_.serial);
+  forget_key(suite_, true, write_.serial);
 }
 
 Status TlsRecords::next_secret(Direction& d) {
@@ -176,10 +215,11 @@ namespace {
 // 0 when it has none yet) and the nonce. nullptr when OpenSSL fails.
 EVP_CIPHER_CTX* keyed_context(TlsRecords::Suite suite, bool encrypt, const std::uint8_t* key,
                               std::uint64_t* serial, const std::uint8_t nonce[12]) {
-  thread_local ThreadCiphers ciphers;
+  ThreadCiphers* ciphers = thread_ciphers();
+  if (ciphers == nullptr) return nullptr;
   if (*serial == 0) *serial = g_key_serial.fetch_add(1, std::memory_order_relaxed) + 1;
   ThreadCiphers::Slot& slot =
-      ciphers.slots[static_cast<int>(suite)][encrypt ? 1 : 0][*serial % kCacheSlots];
+      ciphers->slots[static_cast<int>(suite)][encrypt ? 1 : 0][*serial % kCacheSlots];
   if (slot.ctx == nullptr) {
     slot.ctx = EVP_CIPHER_CTX_new();
     if (slot.ctx == nullptr || EVP_CipherInit_ex(slot.ctx, fetched_cipher(suite), nullptr, nullptr,

@@ -64,8 +64,19 @@ class TlsRecords {
                                                   ByteView write_secret, std::uint64_t read_seq,
                                                   std::uint64_t write_seq);
 
+  // Copying would share a key and its sequence number: nonce reuse.
+  TlsRecords(const TlsRecords&) = delete;
+  TlsRecords& operator=(const TlsRecords&) = delete;
+  ~TlsRecords();
+
+  // Whether our next record should be a KeyUpdate (RFC 8446 section 5.5: an AES-GCM key must
+  // change long before 2^24.5 full records; ours change every 2^23, whatever the suite).
+  static constexpr std::uint64_t kRecordsPerKey = std::uint64_t{1} << 23;
+  bool write_key_worn() const { return write_.seq >= kRecordsPerKey; }
+
   // Seals `n` bytes (at most kMaxPlaintext) as one record with inner type `type` into `out`,
-  // which must hold n + kOverhead bytes. Returns the record's size; kInternal when OpenSSL
+  // which must hold n + kOverhead bytes. `plain` may be out + kHeaderSize (sealed in place) but
+  // must not overlap the header. Returns the record's size; kInternal when OpenSSL
   // fails, kResourceExhausted when the sequence number would wrap (the connection must end).
   Result<std::size_t> seal(ContentType type, const std::uint8_t* plain, std::size_t n,
                            std::uint8_t* out);

@@ -138,16 +138,16 @@ void TlsSocket::key_log(const SSL* ssl, const char* line) {
   if (into != nullptr) *into = secret_from_hex(text.substr(last_space + 1));
 }
 
-// Counts the handshake messages OpenSSL writes after its Finished: in TLS 1.3 those are
-// NewSessionTicket messages, each one record under the server's application secret.
+// Counts the records OpenSSL writes under the server's application secret (its header
+// callback, once per record made), and notes a KeyUpdate, which the count cannot follow.
 void TlsSocket::handshake_message(int write_p, int, int content_type, const void* buf,
                                   std::size_t len, SSL*, void* arg) {
   auto* capture = static_cast<Capture*>(arg);
-  if (capture == nullptr || write_p == 0 || content_type != SSL3_RT_HANDSHAKE || len == 0) return;
-  const auto type = static_cast<const std::uint8_t*>(buf)[0];
-  if (type == SSL3_MT_NEWSESSION_TICKET) {
-    ++capture->tickets_sent;
-  } else if (type == SSL3_MT_KEY_UPDATE) {
+  if (capture == nullptr || write_p == 0 || len == 0) return;
+  if (content_type == SSL3_RT_HEADER && !capture->server_secret.empty()) {
+    ++capture->records_sealed;
+  } else if (content_type == SSL3_RT_HANDSHAKE &&
+             static_cast<const std::uint8_t*>(buf)[0] == SSL3_MT_KEY_UPDATE) {
     capture->unexpected = true;
   }
 }
@@ -221,11 +221,16 @@ void TlsSocket::finish_handshake() {
       suite = TlsRecords::suite_for(static_cast<std::uint16_t>(SSL_CIPHER_get_id(c) & 0xffff));
     }
   }
-  // Nothing may be left in OpenSSL's hands: no byte read ahead, no record half written.
-  const bool idle = SSL_has_pending(ssl_) == 0 && BIO_wpending(SSL_get_wbio(ssl_)) == 0;
-  if (suite && idle && !capture->unexpected) {
+  // Nothing may be left in OpenSSL's hands: no byte read ahead. (Nothing is half written: the
+  // handshake returns only once its last record is sent.) A client that negotiated a smaller
+  // max_fragment_length (RFC 6066) stays with OpenSSL, which honours it; TlsRecords writes full
+  // records.
+  const bool idle = SSL_has_pending(ssl_) == 0;
+  const bool full_records = SSL_SESSION_get_max_fragment_length(SSL_get0_session(ssl_)) ==
+                            TLSEXT_max_fragment_length_DISABLED;
+  if (suite && idle && full_records && !capture->unexpected) {
     auto keys = TlsRecords::make(*suite, capture->client_secret.view(),
-                                 capture->server_secret.view(), 0, capture->tickets_sent);
+                                 capture->server_secret.view(), 0, capture->records_sealed);
     if (keys) {
       auto records = std::make_unique<Records>();
       records->keys = std::move(*keys);

@@ -68,6 +68,9 @@ const boost::system::error_category& alert_category() {
   return category;
 }
 
+// user_canceled (RFC 8446 section 6.1): a warning, not an error.
+constexpr std::uint8_t kUserCanceled = 90;
+
 bool retryable(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
 // A read buffer of Records::kReadBuffer bytes. Each io thread keeps one spare, so that a
@@ -145,8 +148,12 @@ bool TlsSocket::record_post_handshake(const std::uint8_t* msg, std::size_t size,
     return false;
   }
   const std::size_t length = (std::size_t{msg[1]} << 16) | (std::size_t{msg[2]} << 8) | msg[3];
-  if (length != 1 || size != 5) {
+  if (length != 1 || size < 5) {
     *alert = TlsRecords::kDecodeError;
+    return false;
+  }
+  if (size != 5) {  // RFC 8446 section 5.1: a key change must end its record
+    *alert = TlsRecords::kUnexpectedMessage;
     return false;
   }
   if (msg[4] > 1) {  // update_not_requested (0) or update_requested (1)
@@ -234,7 +241,14 @@ TlsSocket::Step TlsSocket::record_read(std::uint8_t* data, std::size_t size) {
         case TlsRecords::kApplicationData:
           rs.plain_pos = static_cast<std::size_t>(content - rs.rbuf.get());
           rs.plain_size = length;  // may be 0: an empty record, allowed and skipped
-          if (length == 0) release_read_buffer();
+          if (length != 0) {
+            rs.empty_records = 0;
+            continue;
+          }
+          if (++rs.empty_records > Records::kMaxEmptyRecords) {
+            return record_fail(TlsRecords::kUnexpectedMessage, true);
+          }
+          release_read_buffer();
           continue;
         case TlsRecords::kAlert:
           if (length != 2) return record_fail(TlsRecords::kDecodeError, true);
@@ -244,8 +258,18 @@ TlsSocket::Step TlsSocket::record_read(std::uint8_t* data, std::size_t size) {
             r.ec = net::error::eof;
             return r;
           }
+          if (content[1] == kUserCanceled) {  // a warning; its close_notify follows
+            if (++rs.empty_records > Records::kMaxEmptyRecords) {
+              return record_fail(TlsRecords::kUnexpectedMessage, true);
+            }
+            release_read_buffer();
+            continue;
+          }
           return record_fail(content[1], false);
         case TlsRecords::kHandshake: {
+          if (++rs.empty_records > Records::kMaxEmptyRecords) {
+            return record_fail(TlsRecords::kUnexpectedMessage, true);
+          }
           std::uint8_t alert = 0;
           if (!record_post_handshake(content, length, &alert)) return record_fail(alert, true);
           release_read_buffer();
@@ -278,7 +302,8 @@ TlsSocket::Step TlsSocket::record_read(std::uint8_t* data, std::size_t size) {
       continue;
     }
     if (got == 0) {  // TCP ended without close_notify: the stream was cut
-      r.ec = net::ssl::error::stream_truncated;
+      rs.failed = net::ssl::error::stream_truncated;
+      r.ec = rs.failed;
       return r;
     }
     if (retryable(errno)) {
@@ -286,7 +311,8 @@ TlsSocket::Step TlsSocket::record_read(std::uint8_t* data, std::size_t size) {
       r.want = Want::kRead;
       return r;
     }
-    r.ec = error_code(errno, boost::system::system_category());
+    rs.failed = error_code(errno, boost::system::system_category());
+    r.ec = rs.failed;
     return r;
   }
 }
@@ -306,8 +332,9 @@ TlsSocket::Step TlsSocket::record_flush(std::size_t done) {
       r.want = Want::kWrite;
       return r;
     }
-    r.ec = n < 0 ? error_code(errno, boost::system::system_category())
-                 : error_code(net::error::connection_reset);
+    rs.failed = n < 0 ? error_code(errno, boost::system::system_category())
+                      : error_code(net::error::connection_reset);
+    r.ec = rs.failed;
     return r;
   }
   rs.wbuf.reset();
@@ -321,6 +348,7 @@ TlsSocket::Step TlsSocket::record_write(const std::uint8_t* data, std::size_t si
   if (!rs.write_sealed) {
     if (size == 0) return Step{};
     if (rs.close_notify_sent) return Step{Want::kDone, net::error::broken_pipe, 0};
+    if (rs.keys->write_key_worn()) rs.key_update_owed = true;
     const std::size_t take = std::min(size, Records::kWriteBatch);
     const std::size_t count = (take + TlsRecords::kMaxPlaintext - 1) / TlsRecords::kMaxPlaintext;
     const std::size_t key_update = rs.key_update_owed ? 5 + TlsRecords::kOverhead : 0;

@@ -22,10 +22,12 @@ inline constexpr std::size_t kRecordReadBuffer = TlsRecords::kMaxRecord + 1024;
 struct TlsSocket::Capture {
   SecretBytes client_secret;  // CLIENT_TRAFFIC_SECRET_0
   SecretBytes server_secret;  // SERVER_TRAFFIC_SECRET_0
-  // Records OpenSSL sealed with the server's application secret before the handshake
-  // returned: its NewSessionTicket messages, one record each.
-  std::uint64_t tickets_sent = 0;
-  bool unexpected = false;  // a message the count above cannot account for
+  // Records OpenSSL sealed with the server's application secret before the handshake returned
+  // (its NewSessionTicket messages): the record headers it wrote once that secret was logged.
+  // The key log callback runs when OpenSSL switches its write key, after the server's Finished
+  // record is made and before the first record under the new key.
+  std::uint64_t records_sealed = 0;
+  bool unexpected = false;  // a message the handoff cannot account for (a KeyUpdate)
 };
 
 struct TlsSocket::Records {
@@ -50,6 +52,11 @@ struct TlsSocket::Records {
   std::size_t taken = 0;
   bool key_update_owed = false;  // the peer asked for our KeyUpdate; sent before more data
   bool close_notify_sent = false;
+  // Records in a row that carried no application data (KeyUpdates, empty records): a peer
+  // that sends nothing else only makes the server work; ended above kMaxEmptyRecords, as
+  // OpenSSL does.
+  static constexpr int kMaxEmptyRecords = 32;
+  int empty_records = 0;
 
   // Once set, every operation fails with it.
   boost::system::error_code failed;
