@@ -368,6 +368,83 @@ TEST_F(TlsHandoff, AResumedSessionIsHandedOffToo) {
   SSL_CTX_free(client_ctx);
 }
 
+// A KeyUpdate request that arrives while a large write is stuck on a full socket: the answer
+// waits for the write's sealed records and goes before the next ones, and the client reads the
+// whole stream across it.
+TEST_F(TlsHandoff, AKeyUpdateRequestDuringAStuckWriteIsAnsweredInOrder) {
+  constexpr std::size_t kTotal = 8 * 1024 * 1024;
+  auto acceptor = listen();
+  std::string failed;
+  int updates = 0;
+  std::thread t([&] {
+    Client c;
+    failed = c.peer.connect(acceptor.local_endpoint().port());
+    if (!failed.empty()) return;
+    SSL_set_msg_callback(c.peer.ssl(), &Client::on_message);
+    SSL_set_msg_callback_arg(c.peer.ssl(), &c);
+    // Let the server fill the socket before asking.
+    std::this_thread::sleep_for(200ms);
+    if (SSL_key_update(c.peer.ssl(), SSL_KEY_UPDATE_REQUESTED) != 1 ||
+        SSL_do_handshake(c.peer.ssl()) != 1) {
+      failed = "key update";
+      return;
+    }
+    std::string back(64 * 1024, '\0');
+    for (std::size_t got = 0; got < kTotal;) {
+      const int n = SSL_read(c.peer.ssl(), back.data(), static_cast<int>(back.size()));
+      if (n <= 0) {
+        failed = "SSL_read after " + std::to_string(got);
+        return;
+      }
+      for (int i = 0; i < n; ++i) {
+        if (back[static_cast<std::size_t>(i)] != static_cast<char>((got + i) % 251)) {
+          failed = "stream differs at " + std::to_string(got + i);
+          return;
+        }
+      }
+      got += static_cast<std::size_t>(n);
+    }
+    updates = c.key_updates_received;
+    c.peer.end(true);
+  });
+  auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
+                                     test_support::test_identity().key_pem);
+  ASSERT_TRUE(ctx.has_value());
+  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
+  ASSERT_TRUE(tls.has_value());
+  TlsSocket& s = **tls;
+  s.expires_after(20s);
+  std::string stream(kTotal, '\0');
+  for (std::size_t i = 0; i < kTotal; ++i) stream[i] = static_cast<char>(i % 251);
+  bool handed_off = false;
+  boost::system::error_code write_end, read_end;
+  std::vector<char> rbuf(4096);
+  std::function<void(boost::system::error_code, std::size_t)> on_read =
+      [&](boost::system::error_code ec, std::size_t) {
+        if (ec) {
+          read_end = ec;
+          s.expires_never();  // the client has read everything and closed
+          s.close();
+          return;
+        }
+        s.async_read_some(net::buffer(rbuf), on_read);
+      };
+  s.async_handshake([&](boost::system::error_code ec) {
+    ASSERT_FALSE(ec) << ec.message();
+    handed_off = s.records_handed_off();
+    net::async_write(s, net::buffer(stream),
+                     [&](boost::system::error_code wec, std::size_t) { write_end = wec; });
+    s.async_read_some(net::buffer(rbuf), on_read);
+  });
+  io_.run_for(30s);
+  t.join();
+  EXPECT_EQ(failed, "");
+  EXPECT_TRUE(handed_off);
+  EXPECT_FALSE(write_end) << write_end.message();
+  EXPECT_EQ(read_end, net::error::eof) << read_end.message();
+  EXPECT_EQ(updates, 1);
+}
+
 TEST_F(TlsHandoff, TlsOneTwoKeepsOpenSsl) {
   auto acceptor = listen();
   std::string failed;
