@@ -65,15 +65,18 @@ std::optional<AddressRange> AddressRange::parse(std::string_view text) {
 }
 
 bool AddressRange::contains(std::string_view ip) const {
-  std::array<std::uint8_t, 16> a{};
-  bool v6 = false;
-  if (!address_bytes(std::string(ip), a, v6) || v6 != v6_) return false;
+  const auto host = parse(ip);
+  return host && host->prefix_ == (host->v6_ ? 128u : 32u) && contains(*host);
+}
+
+bool AddressRange::contains(const AddressRange& other) const {
+  if (other.v6_ != v6_ || other.prefix_ < prefix_) return false;
   const unsigned whole = prefix_ / 8;
-  if (std::memcmp(a.data(), bytes_.data(), whole) != 0) return false;
+  if (std::memcmp(other.bytes_.data(), bytes_.data(), whole) != 0) return false;
   const unsigned rest = prefix_ % 8;
   if (rest == 0) return true;
   const auto mask = static_cast<std::uint8_t>(0xFF << (8 - rest));
-  return (a[whole] & mask) == (bytes_[whole] & mask);
+  return (other.bytes_[whole] & mask) == (bytes_[whole] & mask);
 }
 
 }  // namespace parley::transport

@@ -27,6 +27,8 @@ class AddressRange {
   // Whether `ip` (text, as the transport gives a peer's) lies in the range; false for anything
   // that is not an address.
   bool contains(std::string_view ip) const;
+  // Whether all of `other` (a single address: parse() of one) lies in this range.
+  bool contains(const AddressRange& other) const;
 
  private:
   bool v6_ = false;

@@ -189,10 +189,13 @@ struct ServerState {
     if (it != handshakes.end() && --it->second == 0) handshakes.erase(it);
   }
 
-  // Whether connections from `ip` open with a PROXY header (options.proxy_from).
+  // Whether connections from `ip` open with a PROXY header (options.proxy_from). The peer's
+  // address is parsed once, and not at all when there are no relays.
   bool is_relay(const std::string& ip) const {
-    return std::any_of(relays.begin(), relays.end(),
-                       [&ip](const AddressRange& r) { return r.contains(ip); });
+    if (relays.empty()) return false;
+    const auto peer = AddressRange::parse(ip);
+    return peer && std::any_of(relays.begin(), relays.end(),
+                               [&peer](const AddressRange& r) { return r.contains(*peer); });
   }
 
   // Where the next connection runs: its own strand, or the next worker context.
@@ -843,9 +846,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 
   void start_close() {
     close_sent_ = true;
-    const websocket::close_reason cr =
-        close_reason_ ? *close_reason_ : websocket::close_reason(websocket::close_code::normal);
-    ws_->async_close(cr, [self = shared_from_this()](error_code ec) {
+    // Only after do_close(), which set close_reason_; Beast serializes it here, at once.
+    ws_->async_close(*close_reason_, [self = shared_from_this()](error_code ec) {
       if (ec) {
         error_code ignored;
         beast::get_lowest_layer(*self->ws_).close(ignored);

@@ -6,7 +6,8 @@
 // more than the whole 8 KB a connection may take (docs/benchmarks.md, session 16). Kernel TLS,
 // the usual way to drop it after the handshake, is not in this machine's kernel. So TlsSocket
 // takes the application traffic secrets from OpenSSL when the handshake ends (its key log
-// callback), frees the `SSL`, and protects records here: about 200 bytes of keys a connection.
+// callback), frees the `SSL`, and protects records here with only the keys, sequence numbers and
+// buffers a connection needs (an idle one holds no buffer).
 // The cryptography stays OpenSSL's: the AEADs through EVP, the key schedule through its
 // "TLS13-KDF". What is written here is the framing around them: the record header, the nonce,
 // the inner content type and its padding, and KeyUpdate.

@@ -10,8 +10,10 @@
 #include <climits>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <string_view>
 
+#include "base/bytes.h"
 #include "transport/internal/tls_socket_state.h"
 
 namespace parley::transport::internal {
@@ -103,23 +105,14 @@ int capture_index() {
   return index;
 }
 
-// Decodes the hex of a key log line's secret straight into key memory. Empty on bad hex.
+// The secret of a key log line, decoded with base's from_hex; the plain copy is wiped. Empty on
+// bad hex.
 SecretBytes secret_from_hex(std::string_view hex) {
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  if (hex.empty() || hex.size() % 2 != 0 || hex.size() > 2 * 64) return SecretBytes();
-  SecretBytes out(hex.size() / 2);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const int hi = nibble(hex[2 * i]);
-    const int lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return SecretBytes();
-    out.data()[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-  }
-  return out;
+  std::optional<Bytes> plain = from_hex(hex);
+  if (!plain) return SecretBytes();
+  SecretBytes secret{ByteView(*plain)};
+  secure_zero(plain->data(), plain->size());
+  return secret;
 }
 
 }  // namespace

@@ -12,7 +12,7 @@
 //
 // After a TLS 1.3 handshake on a server context prepared with enable_record_handoff(), the
 // stream frees the SSL object and protects records itself with the traffic keys OpenSSL
-// derived (tls_records.h): an idle connection then holds about 200 bytes of keys instead of
+// derived (tls_records.h): an idle connection then holds its keys and counters instead of
 // OpenSSL's 13.7 KB. A TLS 1.2 connection, or a TLS 1.3 one with another suite, keeps its SSL.
 //
 // Timeouts work like beast::tcp_stream's: expires_after() sets a deadline for whatever runs from
@@ -151,6 +151,8 @@ class TlsSocket {
   Step record_flush(std::size_t done);
   Step record_fail(std::uint8_t alert, bool sent);
   bool record_post_handshake(const std::uint8_t* msg, std::size_t size, std::uint8_t* alert);
+  void write_room(std::size_t n);
+  bool seal_append(std::uint8_t type, const std::uint8_t* data, std::size_t n);
   bool seal_key_update();
   void release_read_buffer();
   static void key_log(const SSL* ssl, const char* line);

@@ -183,21 +183,42 @@ bool TlsSocket::record_post_handshake(const std::uint8_t* msg, std::size_t size,
   return true;
 }
 
-// Appends our KeyUpdate (update_not_requested) to the write buffer, then moves to the next
-// write key. The buffer must have room for it (record_write reserves it).
+// Room for `n` more bytes in the write buffer, after what is sealed and not yet sent (kept,
+// moved to the front).
+void TlsSocket::write_room(std::size_t n) {
+  Records& rs = *records_;
+  const std::size_t pending = rs.wend - rs.wpos;
+  if (rs.wcap < pending + n) {
+    std::unique_ptr<std::uint8_t[]> grown(new std::uint8_t[pending + n]);
+    if (pending != 0) std::memcpy(grown.get(), rs.wbuf.get() + rs.wpos, pending);
+    rs.wbuf = std::move(grown);
+    rs.wcap = pending + n;
+  } else if (rs.wpos != 0) {
+    std::memmove(rs.wbuf.get(), rs.wbuf.get() + rs.wpos, pending);
+  }
+  rs.wpos = 0;
+  rs.wend = pending;
+}
+
+// Seals one record of `n` bytes after what the write buffer holds.
+bool TlsSocket::seal_append(std::uint8_t type, const std::uint8_t* data, std::size_t n) {
+  Records& rs = *records_;
+  write_room(n + TlsRecords::kOverhead);
+  auto sealed =
+      rs.keys->seal(static_cast<TlsRecords::ContentType>(type), data, n, rs.wbuf.get() + rs.wend);
+  if (!sealed) return false;
+  rs.wend += *sealed;
+  return true;
+}
+
+// Appends our KeyUpdate (update_not_requested), then moves to the next write key.
 bool TlsSocket::seal_key_update() {
   Records& rs = *records_;
-  static constexpr std::size_t kRecord = 5 + TlsRecords::kOverhead;
-  if (rs.wcap - rs.wend < kRecord) {
-    if (rs.wpos != rs.wend) return false;  // only called with nothing pending or room reserved
-    rs.wbuf.reset(new std::uint8_t[kRecord]);
-    rs.wcap = kRecord;
-    rs.wpos = rs.wend = 0;
-  }
   const std::uint8_t msg[5] = {SSL3_MT_KEY_UPDATE, 0, 0, 1, 0};
-  auto n = rs.keys->seal(TlsRecords::kHandshake, msg, sizeof msg, rs.wbuf.get() + rs.wend);
-  if (!n || !rs.keys->update_write_key().is_ok()) return false;
-  rs.wend += *n;
+  if (!seal_append(TlsRecords::kHandshake, msg, sizeof msg) ||
+      !rs.keys->update_write_key().is_ok()) {
+    return false;
+  }
   rs.key_update_owed = false;
   return true;
 }
@@ -349,30 +370,17 @@ TlsSocket::Step TlsSocket::record_write(const std::uint8_t* data, std::size_t si
     if (size == 0) return Step{};
     if (rs.close_notify_sent) return Step{Want::kDone, net::error::broken_pipe, 0};
     if (rs.keys->write_key_worn()) rs.key_update_owed = true;
-    const std::size_t take = std::min(size, Records::kWriteBatch);
-    const std::size_t count = (take + TlsRecords::kMaxPlaintext - 1) / TlsRecords::kMaxPlaintext;
-    const std::size_t key_update = rs.key_update_owed ? 5 + TlsRecords::kOverhead : 0;
-    const std::size_t pending = rs.wend - rs.wpos;
-    const std::size_t want = pending + key_update + take + count * TlsRecords::kOverhead;
-    if (rs.wcap < want) {
-      std::unique_ptr<std::uint8_t[]> grown(new std::uint8_t[want]);
-      if (pending != 0) std::memcpy(grown.get(), rs.wbuf.get() + rs.wpos, pending);
-      rs.wbuf = std::move(grown);
-      rs.wcap = want;
-    } else if (rs.wpos != 0) {
-      std::memmove(rs.wbuf.get(), rs.wbuf.get() + rs.wpos, pending);
-    }
-    rs.wpos = 0;
-    rs.wend = pending;
     if (rs.key_update_owed && !seal_key_update()) {
       return record_fail(TlsRecords::kInternalError, true);
     }
+    const std::size_t take = std::min(size, Records::kWriteBatch);
+    const std::size_t count = (take + TlsRecords::kMaxPlaintext - 1) / TlsRecords::kMaxPlaintext;
+    write_room(take + count * TlsRecords::kOverhead);  // once for the whole batch
     for (std::size_t off = 0; off < take; off += TlsRecords::kMaxPlaintext) {
       const std::size_t n = std::min(TlsRecords::kMaxPlaintext, take - off);
-      auto sealed =
-          rs.keys->seal(TlsRecords::kApplicationData, data + off, n, rs.wbuf.get() + rs.wend);
-      if (!sealed) return record_fail(TlsRecords::kInternalError, true);
-      rs.wend += *sealed;
+      if (!seal_append(TlsRecords::kApplicationData, data + off, n)) {
+        return record_fail(TlsRecords::kInternalError, true);
+      }
     }
     rs.write_sealed = true;
     rs.taken = take;
@@ -387,18 +395,10 @@ TlsSocket::Step TlsSocket::record_shutdown() {
   Records& rs = *records_;
   if (!rs.close_notify_sent) {
     if (rs.write_sealed) return Step{Want::kDone, net::error::in_progress, 0};
-    const std::size_t pending = rs.wend - rs.wpos;
-    const std::size_t want = pending + 2 + TlsRecords::kOverhead;
-    std::unique_ptr<std::uint8_t[]> grown(new std::uint8_t[want]);
-    if (pending != 0) std::memcpy(grown.get(), rs.wbuf.get() + rs.wpos, pending);
-    rs.wbuf = std::move(grown);
-    rs.wcap = want;
-    rs.wpos = 0;
-    rs.wend = pending;
     const std::uint8_t body[2] = {1, TlsRecords::kCloseNotify};  // warning, close_notify
-    auto sealed = rs.keys->seal(TlsRecords::kAlert, body, sizeof body, rs.wbuf.get() + rs.wend);
-    if (!sealed) return record_fail(TlsRecords::kInternalError, true);
-    rs.wend += *sealed;
+    if (!seal_append(TlsRecords::kAlert, body, sizeof body)) {
+      return record_fail(TlsRecords::kInternalError, true);
+    }
     rs.close_notify_sent = true;
     rs.write_sealed = true;
     rs.taken = 0;
