@@ -1,15 +1,20 @@
-// The PROXY protocol v2 header (transport/internal/proxy_header.h) that a relay in
-// server.proxy_from opens each connection with: the server reads the first 16 bytes, asks
-// proxy_v2_rest_size() how many follow, reads exactly those and parses the whole. The input is
-// what the relay sent.
+// The PROXY header (transport/internal/proxy_header.h) that a relay in server.proxy_from opens
+// each connection with. The input is what the relay sent, read as the server reads it:
+// - version 2: the first 16 bytes, proxy_v2_rest_size() of how many follow, exactly those, and
+//   parse_proxy_v2() of the whole;
+// - version 1: the line up to the first CRLF within kProxyV1MaxSize bytes
+//   (proxy_v1_line_size()), and parse_proxy_v1() of it.
 //
-// Invariants: nothing crashes; the size asked for is within kProxyV2MaxRest; a header parses
-// only when its first 16 bytes gave the size it has; a named client is a valid address in
-// canonical form (what make_proxy_v2 writes for it parses back to the same client); an error's
-// message starts "PROXY header: ".
+// Invariants: nothing crashes; the size asked for is within kProxyV2MaxRest; a v2 header parses
+// only when its first 16 bytes gave the size it has, and a v1 line only when it is one whole
+// line of at most 107 bytes; a named client is a valid address in canonical form (what a relay
+// writes for it parses back to the same client); an error's message starts "PROXY header: ";
+// proxy_opening() says kYes only for a stream that starts with a whole signature.
 #include <boost/asio/ip/address.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "fuzz_support.h"
@@ -47,6 +52,43 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   } else {
     PARLEY_FUZZ_CHECK(!parse_proxy_v2(in).has_value());
+  }
+
+  // Version 1, as the server reads it, and on any bytes at all.
+  const std::size_t line = proxy_v1_line_size(in.first(std::min(size, kProxyV1MaxSize)));
+  for (const ByteView text : {in.first(line), in}) {
+    auto peer = parse_proxy_v1(text);
+    if (!peer) {
+      PARLEY_FUZZ_CHECK(peer.error().message().rfind("PROXY header: ", 0) == 0);
+      continue;
+    }
+    PARLEY_FUZZ_CHECK(text.size() <= kProxyV1MaxSize && proxy_v1_line_size(text) == text.size());
+    if (!peer->proxied) {
+      PARLEY_FUZZ_CHECK(peer->ip.empty());
+      continue;
+    }
+    boost::system::error_code ec;
+    const auto addr = boost::asio::ip::make_address(peer->ip, ec);
+    PARLEY_FUZZ_CHECK(!ec && addr.to_string() == peer->ip);
+    // What a relay writes for that client parses back to it (a TCP6 line may carry an
+    // IPv4-mapped client, which comes back as IPv4).
+    const bool tcp4 = text[9] == '4';
+    const std::string again =
+        tcp4 ? "PROXY TCP4 " + peer->ip + " 192.0.2.1 " + std::to_string(peer->port) + " 443\r\n"
+             : "PROXY TCP6 " + std::string(addr.is_v4() ? "::ffff:" : "") + peer->ip +
+                   " 2001:db8::1 " + std::to_string(peer->port) + " 443\r\n";
+    auto back =
+        parse_proxy_v1(ByteView(reinterpret_cast<const std::uint8_t*>(again.data()), again.size()));
+    PARLEY_FUZZ_CHECK(back && back->proxied && back->ip == peer->ip && back->port == peer->port);
+  }
+
+  const ProxyOpening opening = proxy_opening(in);
+  if (opening == ProxyOpening::kYes) {
+    PARLEY_FUZZ_CHECK(
+        (size >= kProxyV1Signature.size() &&
+         std::memcmp(data, kProxyV1Signature.data(), kProxyV1Signature.size()) == 0) ||
+        (size >= kProxyV2Signature.size() &&
+         std::memcmp(data, kProxyV2Signature.data(), kProxyV2Signature.size()) == 0));
   }
   return 0;
 }

@@ -515,7 +515,7 @@ int main(int argc, char** argv) {
                "open each upstream connection with a PROXY v2 header naming the client");
   app.add_option("--proxy-from", cfg.proxy_from,
                  "a relay (IP address or network; repeatable) whose connections open with a "
-                 "PROXY v2 header");
+                 "PROXY header (version 1 or 2)");
   app.add_option("--obfs4", obfs4, "run obfs4proxy in server mode on HOST:PORT in front of this");
   app.add_option("--pt-binary", cfg.pt_binary, "the pluggable-transport binary (obfs4proxy)");
   CLI11_PARSE(app, argc, argv);

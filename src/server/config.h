@@ -49,7 +49,7 @@ struct ServerConfig {
   std::uint32_t tls_ticket_rotation_hours = 12;  // 1..168
   std::string site_dir;              // static website; empty: the built-in one
   std::uint32_t io_threads = 0;      // threads running connections; 0: one per core
-  // Relays (a bridge, a load balancer) whose connections open with a PROXY v2 header naming
+  // Relays (a bridge, a load balancer) whose connections open with a PROXY header naming
   // the client (transport::ServerOptions::proxy_from): IP addresses or networks
   // ("10.0.0.0/8"), at most kMaxProxyFrom.
   std::vector<std::string> proxy_from;

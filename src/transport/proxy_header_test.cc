@@ -1,5 +1,5 @@
-// The PROXY v2 header (internal/proxy_header.h): what a relay writes is what the server reads,
-// and every malformed header is refused with a reason. The server's use of it is in
+// The PROXY header (internal/proxy_header.h), both versions: what a relay writes is what the
+// server reads, and every malformed header is refused with a reason. The server's use of it is in
 // transport_test.cc (ARelay...).
 #include "transport/internal/proxy_header.h"
 
@@ -119,6 +119,109 @@ TEST(ProxyHeader, MalformedHeadersAreRefusedWithAReason) {
   h[15] = 0x01;  // 1025 bytes to follow
   refused(h, "1025 bytes, over 1024");
   refused(Bytes(good.begin(), good.begin() + 10), "short");
+}
+
+// Version 1 -----------------------------------------------------------------------------------
+
+Result<ProxiedPeer> parse_v1(std::string_view line) {
+  return parse_proxy_v1(ByteView(reinterpret_cast<const std::uint8_t*>(line.data()), line.size()));
+}
+
+TEST(ProxyHeaderV1, TcpLinesNameTheClient) {
+  auto v4 = parse_v1("PROXY TCP4 198.51.100.7 192.0.2.1 40123 443\r\n");
+  ASSERT_TRUE(v4.has_value()) << v4.error().to_string();
+  EXPECT_TRUE(v4->proxied);
+  EXPECT_EQ(v4->ip, "198.51.100.7");
+  EXPECT_EQ(v4->port, 40123);
+  auto v6 = parse_v1("PROXY TCP6 2001:DB8:0:0:0:0:0:5 2001:db8::1 0 65535\r\n");
+  ASSERT_TRUE(v6.has_value()) << v6.error().to_string();
+  EXPECT_EQ(v6->ip, "2001:db8::5");  // canonical
+  EXPECT_EQ(v6->port, 0);
+  auto mapped = parse_v1("PROXY TCP6 ::ffff:198.51.100.8 ::1 1 2\r\n");
+  ASSERT_TRUE(mapped.has_value()) << mapped.error().to_string();
+  EXPECT_EQ(mapped->ip, "198.51.100.8");
+}
+
+TEST(ProxyHeaderV1, UnknownIsTheRelaysOwnConnectionWhateverFollows) {
+  for (const std::string& line :
+       {std::string("PROXY UNKNOWN\r\n"), std::string("PROXY UNKNOWN ffff:f::1 ::1 9 9\r\n"),
+        "PROXY UNKNOWN " + std::string(91, 'x') + "\r\n"}) {
+    SCOPED_TRACE(line);
+    auto peer = parse_v1(line);
+    ASSERT_TRUE(peer.has_value()) << peer.error().to_string();
+    EXPECT_FALSE(peer->proxied);
+    EXPECT_EQ(peer->ip, "");
+  }
+  EXPECT_EQ(parse_v1("PROXY UNKNOWN " + std::string(92, 'x') + "\r\n").error().message(),
+            "PROXY header: a version 1 line over 107 bytes");
+}
+
+TEST(ProxyHeaderV1, EveryMalformedLineIsRefusedWithAReason) {
+  struct Case {
+    const char* line;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 2", "not one version 1 line"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 2\n", "not one version 1 line"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 2\r\n\r\n", "not one version 1 line"},
+      {"PROXY\r\n", "not one version 1 line"},
+      {"proxy TCP4 198.51.100.7 192.0.2.1 1 2\r\n", "no signature"},
+      {"PROXY  TCP4 198.51.100.7 192.0.2.1 1 2\r\n", "unknown protocol"},
+      {"PROXY TCP5 198.51.100.7 192.0.2.1 1 2\r\n", "unknown protocol"},
+      {"PROXY UDP4 198.51.100.7 192.0.2.1 1 2\r\n", "unknown protocol"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 65536 2\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 \r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 2 \r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 2 3\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 0x10 2\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 -1 2\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7  192.0.2.1 1 2\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.300 192.0.2.1 1 2\r\n", "bad TCP4 address"},
+      {"PROXY TCP4 2001:db8::5 192.0.2.1 1 2\r\n", "bad TCP4 address"},
+      {"PROXY TCP4 198.51.100.7 ::1 1 2\r\n", "bad TCP4 address"},
+      {"PROXY TCP4 localhost 192.0.2.1 1 2\r\n", "bad TCP4 address"},
+      {"PROXY TCP6 198.51.100.7 ::1 1 2\r\n", "bad TCP6 address"},
+      {"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "bad TCP6 address"},
+      {"PROXY TCP6 2001:db8::5 ::1%1 1 2\r\n", "bad TCP6 address"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.line);
+    auto peer = parse_v1(c.line);
+    ASSERT_FALSE(peer.has_value());
+    EXPECT_EQ(peer.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(peer.error().message().rfind("PROXY header: ", 0), 0u) << peer.error().message();
+    EXPECT_NE(peer.error().message().find(c.reason), std::string::npos) << peer.error().message();
+  }
+}
+
+TEST(ProxyHeaderV1, TheLineEndsAtItsFirstCrlf) {
+  const auto size = [](std::string_view s) {
+    return proxy_v1_line_size(ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size()));
+  };
+  EXPECT_EQ(size("PROXY UNKNOWN\r\n\x16\x03\x01"), 15u);  // the ClientHello is not the line's
+  EXPECT_EQ(size("PROXY UNKNOWN\r"), 0u);
+  EXPECT_EQ(size("PROXY UNKNOWN\n\r\n"), 16u);
+  EXPECT_EQ(size(""), 0u);
+}
+
+TEST(ProxyHeader, AStreamOpeningLikeAHeaderIsToldApart) {
+  const auto opening = [](std::string_view s) {
+    return proxy_opening(ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size()));
+  };
+  EXPECT_EQ(opening(""), ProxyOpening::kMaybe);
+  EXPECT_EQ(opening("PROX"), ProxyOpening::kMaybe);
+  EXPECT_EQ(opening("PROXY "), ProxyOpening::kYes);
+  EXPECT_EQ(opening("PROXY TCP4"), ProxyOpening::kYes);
+  EXPECT_EQ(opening("PROXIMITY"), ProxyOpening::kNo);
+  EXPECT_EQ(opening("\x16\x03\x01"), ProxyOpening::kNo);
+  EXPECT_EQ(opening("\r\n\r\n"), ProxyOpening::kMaybe);
+  EXPECT_EQ(opening("\r\n\r\nx"), ProxyOpening::kNo);
+  const std::string v2(reinterpret_cast<const char*>(kProxyV2Signature.data()),
+                       kProxyV2Signature.size());
+  EXPECT_EQ(opening(v2.substr(0, 11)), ProxyOpening::kMaybe);
+  EXPECT_EQ(opening(v2), ProxyOpening::kYes);
 }
 
 }  // namespace

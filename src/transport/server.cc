@@ -8,6 +8,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -356,9 +357,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   }
 
   // A relay's preamble, read byte-exact (not a byte of the TLS behind it) within
-  // handshake_timeout: a PROXY v2 header from a proxy_from address, or the Extended ORPort's
-  // handshake. The client it names becomes remote_ip_ (a LOCAL header keeps the relay's), and
-  // its handshake is counted (max_handshakes_per_ip). False: the connection ends, refused.
+  // handshake_timeout: a PROXY header (v1 or v2) from a proxy_from address, or the Extended
+  // ORPort's handshake. The client it names becomes remote_ip_ (a LOCAL header keeps the relay's),
+  // and its handshake is counted (max_handshakes_per_ip). False: the connection ends, refused.
   net::awaitable<bool> read_preamble() {
     // `over`: a deadline that expired just as the preamble arrived (its handler already queued,
     // beyond cancel()'s reach) must not cancel the TLS handshake that follows.
@@ -400,8 +401,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     co_return true;
   }
 
+  // A PROXY header of either version, read without taking a byte of the TLS behind it.
   net::awaitable<Result<ProxiedPeer>> read_proxy_header() {
     tcp::socket& sock = tls_->next_layer();
+    std::uint8_t first = 0;
+    auto [pec, pn] =
+        co_await sock.async_receive(net::buffer(&first, 1), tcp::socket::message_peek, kUse);
+    if (pec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + pec.message());
+    if (first == kProxyV1Signature[0]) co_return co_await read_proxy_v1(sock);
     Bytes header(kProxyV2FixedSize);
     auto [ec, n] = co_await net::async_read(sock, net::buffer(header), kUse);
     if (ec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + ec.message());
@@ -412,6 +419,27 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         co_await net::async_read(sock, net::buffer(header.data() + kProxyV2FixedSize, *rest), kUse);
     if (rec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + rec.message());
     co_return parse_proxy_v2(header);
+  }
+
+  // Version 1's line: each round peeks at what has come, and reads exactly up to the CRLF if it
+  // is there, or else all of it (bytes before the CRLF are the header's). Each round takes at
+  // least a byte, so at most kProxyV1MaxSize rounds; the handshake timeout bounds the wait.
+  static net::awaitable<Result<ProxiedPeer>> read_proxy_v1(tcp::socket& sock) {
+    std::array<std::uint8_t, kProxyV1MaxSize> line{};
+    std::size_t have = 0;
+    while (have < line.size()) {
+      auto [pec, peeked] = co_await sock.async_receive(
+          net::buffer(line.data() + have, line.size() - have), tcp::socket::message_peek, kUse);
+      if (pec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + pec.message());
+      const std::size_t end = proxy_v1_line_size(ByteView(line.data(), have + peeked));
+      const std::size_t take = end != 0 ? end - have : peeked;
+      auto [rec, rn] = co_await net::async_read(sock, net::buffer(line.data() + have, take), kUse);
+      if (rec) co_return make_error(ErrorCode::kUnavailable, "PROXY header: " + rec.message());
+      have += take;
+      if (end != 0) co_return parse_proxy_v1(ByteView(line.data(), have));
+    }
+    co_return make_error(ErrorCode::kInvalidArgument,
+                         "PROXY header: no end of line within 107 bytes");
   }
 
   // The server's side of the Extended ORPort handshake; reads exactly what it wants each time.
@@ -573,21 +601,22 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
                   });
     std::vector<char> buf(16 * 1024);
     // Without a header of its own, a bridge passes on no client stream that opens like a PROXY
-    // header: an upstream that wrongly expects one from it would take the client's word for its
-    // address. `matched`: the signature's bytes seen so far, while they all match.
+    // header of either version: an upstream that wrongly expects one from it would take the
+    // client's word for its address. `head`: the stream's first bytes, while they may be one.
     bool checking = !opt.bridge_proxy_header;
-    std::size_t matched = 0;
+    std::array<std::uint8_t, kProxyV2Signature.size()> head{};
+    std::size_t head_size = 0;
     for (;;) {
       tls_->expires_after(bridge_idle(opt));
       auto [rec, n] = co_await tls_->async_read_some(net::buffer(buf), kUse);
       if (rec || n == 0) break;
       if (checking) {
-        const std::size_t k = std::min(n, kProxyV2Signature.size() - matched);
-        if (std::memcmp(buf.data(), kProxyV2Signature.data() + matched, k) != 0) {
-          checking = false;
-        } else if ((matched += k) == kProxyV2Signature.size()) {
-          break;  // closed before the last byte of the signature
-        }
+        const std::size_t k = std::min(n, head.size() - head_size);
+        std::memcpy(head.data() + head_size, buf.data(), k);
+        head_size += k;
+        const ProxyOpening opening = proxy_opening(ByteView(head.data(), head_size));
+        if (opening == ProxyOpening::kYes) break;  // closed before a whole signature goes up
+        checking = opening == ProxyOpening::kMaybe;
       }
       up->expires_after(bridge_idle(opt));
       auto [wec, wn] = co_await net::async_write(*up, net::buffer(buf.data(), n), kUse);

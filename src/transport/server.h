@@ -115,10 +115,11 @@ struct ServerOptions {
   // not finished their TLS handshake (each may take handshake_timeout); one more is closed at
   // once, like one over max_connections. 0: no cap.
   std::size_t max_handshakes_per_ip = 64;
-  // PROXY protocol v2 (docs/protocol.md "PROXY protocol"): connections from these IP addresses
-  // (a parleyd bridge with bridge_proxy_header, a load balancer) must open with a PROXY v2 header
-  // within handshake_timeout, and the client it names is the connection's address from then on:
-  // for max_handshakes_per_ip, remote_ip() and so every per-IP limit above the transport. A
+  // PROXY protocol v1 or v2 (docs/protocol.md "PROXY protocol"): connections from these IP
+  // addresses (a parleyd bridge with bridge_proxy_header, a load balancer) must open with a PROXY
+  // header of either version within handshake_timeout, and the client it names is the
+  // connection's address from then on: for max_handshakes_per_ip, remote_ip() and so every per-IP
+  // limit above the transport. A
   // connection from one of them without a valid header is closed (Refusals::proxy_header).
   // From any other address no header is read: its first bytes are TLS. Entries are addresses or
   // networks ("10.0.0.0/8", client_address.h's AddressRange); Server::start refuses any other

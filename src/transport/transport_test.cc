@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -25,6 +26,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+
 #include <vector>
 
 #include "crypto/primitives.h"
@@ -1445,14 +1447,56 @@ TEST_F(TransportTest, ARelaysConnectionIsTheClientItsProxyHeaderNames) {
   for (int fd : bare) ::close(fd);
 }
 
-// From a relay, anything but a valid PROXY v2 header first is refused and counted, soon (a
+// A relay may name its client in a version 1 line (nginx's `proxy_protocol on`): TCP4, TCP6,
+// UNKNOWN (the relay's own connection), a line that arrives in pieces, and one that arrives in
+// the same segment as the ClientHello behind it, of which the server must take no byte.
+TEST_F(TransportTest, ARelayMayNameItsClientInAVersionOneLine) {
+  options_.proxy_from = {"127.0.0.2/31"};
+  start(20);
+  test_support::TlsPeer v4, v6, unknown, split, corked;
+  EXPECT_EQ(upgrade_from(v4, "127.0.0.3", server_->port(),
+                         "PROXY TCP4 198.51.100.7 127.0.0.1 5555 443\r\n"),
+            "HTTP/1.1 101 Switching Protocols");
+  EXPECT_EQ(upgrade_from(v6, "127.0.0.2", server_->port(), "PROXY TCP6 2001:db8::5 ::1 1 443\r\n"),
+            "HTTP/1.1 101 Switching Protocols");
+  EXPECT_EQ(upgrade_from(unknown, "127.0.0.3", server_->port(), "PROXY UNKNOWN\r\n"),
+            "HTTP/1.1 101 Switching Protocols");
+  // In three pieces, apart.
+  const int split_fd = connect_from("127.0.0.3", server_->port());
+  ASSERT_GE(split_fd, 0);
+  for (std::string_view piece : {"PROX", "Y TCP4 203.0.113.10 127.0."}) {
+    ASSERT_EQ(::send(split_fd, piece.data(), piece.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(piece.size()));
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(split.handshake_on(split_fd, "0.1 8 443\r\n"), "");
+  ASSERT_TRUE(ssl_send(split.ssl(), ws_upgrade_request()));
+  EXPECT_EQ(read_response(split.ssl()).substr(0, 34), "HTTP/1.1 101 Switching Protocols\r\n");
+  // Corked: the line and the ClientHello leave together (TCP_CORK holds them up to 200 ms).
+  const int corked_fd = connect_from("127.0.0.3", server_->port());
+  ASSERT_GE(corked_fd, 0);
+  const int on = 1;
+  ASSERT_EQ(::setsockopt(corked_fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+  ASSERT_EQ(corked.handshake_on(corked_fd, "PROXY TCP4 203.0.113.9 127.0.0.1 7 443\r\n"), "");
+  ASSERT_TRUE(ssl_send(corked.ssl(), ws_upgrade_request()));
+  EXPECT_EQ(read_response(corked.ssl()).substr(0, 34), "HTTP/1.1 101 Switching Protocols\r\n");
+  std::lock_guard lock(shared_.mu);
+  EXPECT_EQ(shared_.remote_ips,
+            (std::vector<std::string>{"198.51.100.7", "2001:db8::5", "127.0.0.3", "203.0.113.10",
+                                      "203.0.113.9"}));
+  EXPECT_EQ(server_->refusals().proxy_header, 0u);
+  EXPECT_EQ(server_->relayed().proxy_header, 4u);
+}
+
+// From a relay, anything but a valid PROXY header first is refused and counted, soon (a
 // silent relay at the handshake timeout); from any other address a header is not read but
 // taken for TLS, so a client cannot name itself someone else. Everyone else is served.
 TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
   options_.proxy_from = {"127.0.0.3"};
   options_.handshake_timeout = 1s;
   start(20);
-  // Straight into TLS, a version 1 header, a DGRAM header, a header too long to read.
+  // Straight into TLS, a version 1 line with a bad address, one with no end within 107 bytes,
+  // a DGRAM header, a header too long to read.
   test_support::TlsPeer tls_first;
   EXPECT_NE(tls_first.handshake_on(connect_from("127.0.0.3", server_->port()), {}), "");
   Bytes dgram = internal::make_proxy_v2(boost::asio::ip::make_address("198.51.100.7"), 1,
@@ -1461,8 +1505,10 @@ TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
   Bytes too_long = dgram;
   too_long[13] = 0x11;
   too_long[14] = 0xFF;
-  for (const std::string& bad : {std::string("PROXY TCP4 198.51.100.7 127.0.0.1 1 443\r\n"),
-                                 std::string(as_chars(dgram)), std::string(as_chars(too_long))}) {
+  const std::string no_line_end = "PROXY UNKNOWN " + std::string(93, 'x');  // 107 bytes
+  for (const std::string& bad :
+       {std::string("PROXY TCP4 198.51.100.300 127.0.0.1 1 443\r\n"), no_line_end,
+        std::string(as_chars(dgram)), std::string(as_chars(too_long))}) {
     const int fd = connect_from("127.0.0.3", server_->port());
     ASSERT_GE(fd, 0);
     timeval tv{3, 0};
@@ -1475,7 +1521,7 @@ TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 900ms);
     ::close(fd);
   }
-  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 4; }));
+  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 5; }));
   // A relay that says nothing is closed at the handshake timeout.
   const int silent = connect_from("127.0.0.3", server_->port());
   ASSERT_GE(silent, 0);
@@ -1486,7 +1532,7 @@ TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
   EXPECT_EQ(::recv(silent, &byte, 1, 0), 0);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);
   ::close(silent);
-  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 5; }));
+  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 6; }));
 
   // A client that is no relay sends a header: it is not TLS, so the handshake fails.
   const auto failed = server_->tls_handshakes().failed;
@@ -1645,9 +1691,10 @@ TEST_F(TransportTest, AnExtendedOrPortConnectionIsTheClientItNames) {
   EXPECT_EQ(server_->relayed().ext_orport, 2u);
 }
 
-// A bridge without bridge_proxy_header passes on no client stream that opens with the PROXY
-// v2 signature (an upstream that wrongly expected a header from it would believe the client's),
-// however the client splits it; a stream that only starts like it is passed on whole.
+// A bridge without bridge_proxy_header passes on no client stream that opens with a PROXY
+// signature of either version (an upstream that wrongly expected a header from it would believe
+// the client's), however the client splits it; a stream that only starts like one is passed on
+// whole.
 TEST_F(TransportTest, ABridgeWithoutItsOwnHeaderPassesOnNoClientsHeader) {
   const int lfd = bridge_to_a_test_upstream();
   ASSERT_GE(lfd, 0);
@@ -1682,6 +1729,9 @@ TEST_F(TransportTest, ABridgeWithoutItsOwnHeaderPassesOnNoClientsHeader) {
       upstream_gets({header.substr(0, 5), header.substr(5, 6), header.substr(11) + "then TLS"});
   EXPECT_EQ(split, header.substr(0, 11));  // never the whole signature: no header
   EXPECT_EQ(upstream_gets({"\r\n\r\n", "not a header"}), "\r\n\r\nnot a header");
+  EXPECT_EQ(upstream_gets({"PROXY TCP4 198.51.100.7 127.0.0.1 1 443\r\nthen TLS"}), "");
+  EXPECT_EQ(upstream_gets({"PRO", "XY", " TCP4 198.51.100.7 127.0.0.1 1 443\r\n"}), "PROXY");
+  EXPECT_EQ(upstream_gets({"PRO", "XIMITY"}), "PROXIMITY");
   ::close(lfd);
 }
 

@@ -1,7 +1,9 @@
 #include "transport/internal/proxy_header.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 
 namespace parley::transport::internal {
 namespace {
@@ -78,6 +80,80 @@ Result<ProxiedPeer> parse_proxy_v2(ByteView header) {
   }
   peer.proxied = true;
   return peer;
+}
+
+std::size_t proxy_v1_line_size(ByteView head) {
+  for (std::size_t i = 0; i + 1 < head.size(); ++i) {
+    if (head[i] == '\r' && head[i + 1] == '\n') return i + 2;
+  }
+  return 0;
+}
+
+Result<ProxiedPeer> parse_proxy_v1(ByteView line) {
+  if (line.size() > kProxyV1MaxSize) return bad("a version 1 line over 107 bytes");
+  if (proxy_v1_line_size(line) != line.size() || line.size() < kProxyV1Signature.size() + 2) {
+    return bad("not one version 1 line");
+  }
+  const std::string_view text(reinterpret_cast<const char*>(line.data()), line.size() - 2);
+  if (!text.starts_with(kProxyV1Signature)) return bad("no signature");
+  std::string_view rest = text.substr(kProxyV1Signature.size());
+  // Fields separated by single spaces; UNKNOWN's rest is the relay's business.
+  const auto next = [&rest]() {
+    const std::size_t sp = rest.find(' ');
+    const std::string_view field = rest.substr(0, sp);
+    rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+    return field;
+  };
+  const std::string_view protocol = next();
+  ProxiedPeer peer;
+  if (protocol == "UNKNOWN") return peer;
+  if (protocol != "TCP4" && protocol != "TCP6") return bad("unknown protocol in version 1");
+  const std::string_view source = next(), destination = next(), source_port = next();
+  const std::string_view destination_port = rest;
+  const auto port = [](std::string_view digits) -> std::optional<std::uint16_t> {
+    if (digits.empty() || digits.size() > 5) return std::nullopt;
+    std::uint32_t v = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + static_cast<std::uint32_t>(c - '0');
+    }
+    if (v > 65535) return std::nullopt;
+    return static_cast<std::uint16_t>(v);
+  };
+  const auto sport = port(source_port);
+  if (!sport || !port(destination_port)) return bad("a bad port in version 1");
+  boost::system::error_code ec, dec;
+  if (protocol == "TCP4") {
+    const auto a = ip::make_address_v4(source, ec);
+    ip::make_address_v4(destination, dec);
+    if (ec || dec) return bad("a bad TCP4 address in version 1");
+    peer.ip = a.to_string();
+  } else {
+    // No zone ("%eth0"): it names an interface of the relay, not the client.
+    if (source.find('%') != std::string_view::npos ||
+        destination.find('%') != std::string_view::npos) {
+      return bad("a bad TCP6 address in version 1");
+    }
+    const auto a = ip::make_address_v6(source, ec);
+    ip::make_address_v6(destination, dec);
+    if (ec || dec) return bad("a bad TCP6 address in version 1");
+    peer.ip = canonical(a);
+  }
+  peer.port = *sport;
+  peer.proxied = true;
+  return peer;
+}
+
+ProxyOpening proxy_opening(ByteView head) {
+  const auto against = [&head](ByteView signature) {
+    const std::size_t n = std::min(head.size(), signature.size());
+    if (std::memcmp(head.data(), signature.data(), n) != 0) return ProxyOpening::kNo;
+    return n == signature.size() ? ProxyOpening::kYes : ProxyOpening::kMaybe;
+  };
+  const ProxyOpening v1 = against(ByteView(
+      reinterpret_cast<const std::uint8_t*>(kProxyV1Signature.data()), kProxyV1Signature.size()));
+  const ProxyOpening v2 = against(ByteView(kProxyV2Signature.data(), kProxyV2Signature.size()));
+  return std::max(v1, v2);
 }
 
 Bytes make_proxy_v2(const ip::address& source, std::uint16_t source_port,
