@@ -555,6 +555,13 @@ void print_store_window(const std::map<std::string, double>& a, const std::map<s
       "(histogram bucket bounds)\n",
       quantiles("parley_store_queue_wait_seconds").c_str(),
       quantiles("parley_store_synced_commit_seconds").c_str());
+  const std::string delivery = quantiles("parley_live_delivery_seconds");
+  if (delivery != "-") {
+    std::printf(
+        "  server delivery (send handed to the store -> pushed to the online device): "
+        "p50/p99 <= %s ms\n",
+        delivery.c_str());
+  }
 }
 
 // ---- Accounts and connections -------------------------------------------------------------------

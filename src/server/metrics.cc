@@ -126,6 +126,11 @@ std::string Metrics::render_prometheus(const store::Stats& s,
                    "Duration of each group commit that syncs (sends and other writes), from BEGIN "
                    "through running its operations to the end of the fsync.",
                    s.synced_commit);
+  append_histogram(out, "parley_live_delivery_seconds",
+                   "Envelopes pushed to a connected device as they were committed: time from the "
+                   "send's hand-over to the store to the push (group commit, hop to the device's "
+                   "connection, framing).",
+                   live_delivery.snapshot());
   out += "# HELP parley_requests_total Requests by kind.\n# TYPE parley_requests_total counter\n";
   for (std::size_t i = 0; i < requests.size(); ++i) {
     out += "parley_requests_total{kind=\"" +

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/histogram.h"
 #include "store/store.h"
 #include "transport/server.h"
 
@@ -35,6 +36,10 @@ struct Metrics {
   // disk reserve (attachments.min_free_disk_mb).
   std::atomic<std::uint64_t> attachment_quota_refusals{0};
   std::atomic<std::uint64_t> attachment_disk_refusals{0};
+  // Envelopes pushed to a connected device as they were committed (not drained from its
+  // queue): from the send's hand-over to the store (its checks done) to the push, which spans
+  // the group commit, the hop to the device's connection and the push's framing.
+  LatencyHistogram live_delivery;
 
   void count_response(std::uint32_t status);
   std::string render_prometheus(const store::Stats& store,

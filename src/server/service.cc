@@ -125,14 +125,15 @@ void Service::detach(std::int64_t account, std::uint32_t device, const Session* 
 }
 
 void Service::notify(std::int64_t account, std::uint32_t device, std::int64_t seq,
-                     std::shared_ptr<const store::Envelope> envelope) {
+                     std::shared_ptr<const store::Envelope> envelope,
+                     std::chrono::steady_clock::time_point accepted) {
   std::shared_ptr<Session> s;
   {
     std::lock_guard<std::mutex> lock(presence_mu_);
     auto it = presence_.find({account, device});
     if (it != presence_.end()) s = it->second.lock();
   }
-  if (s) s->queued(seq, std::move(envelope));
+  if (s) s->queued(seq, std::move(envelope), accepted);
 }
 
 }  // namespace parley::server

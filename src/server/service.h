@@ -11,6 +11,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -102,8 +103,10 @@ class Service {
   void detach(std::int64_t account, std::uint32_t device, const Session* s);
   // Tells the device's session (if connected here) that an envelope was queued for it. Called
   // from the store's callback, in commit order (Session::queued says why that matters).
+  // `accepted`: when the send went to the store, for the delivery histogram.
   void notify(std::int64_t account, std::uint32_t device, std::int64_t seq,
-              std::shared_ptr<const store::Envelope> envelope);
+              std::shared_ptr<const store::Envelope> envelope,
+              std::chrono::steady_clock::time_point accepted);
 
   // Graceful drain: refuse new requests that change state.
   void set_draining() { draining_.store(true); }

@@ -643,20 +643,22 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   }
   const std::int64_t dest_id = dest.id;
   const std::int64_t now = batch.now_ms;
+  const auto accepted = std::chrono::steady_clock::now();
   auto self = shared_from_this();
   // This callback runs on the store's thread, which finishes operations in commit (seq) order:
   // the destination's sessions are told here, so that each hears of its envelopes in seq order
   // whichever connections (and io threads) the senders are on. The answer to the sender then
   // runs on this session's own executor.
   service_.store().store_messages(std::move(batch), [self, done = std::move(done), envelopes,
-                                                     dest_id, now, ex = ex_](
+                                                     dest_id, now, accepted, ex = ex_](
                                                         Result<store::SendOutcome> o) mutable {
     if (o && o->kind == store::SendOutcome::Kind::kStored) {
       for (std::size_t i = 0;
            i < envelopes->size() && i < o->seqs.size() && i < o->server_ids.size(); ++i) {
         // The store put the seq into the id: push the id it stored.
         (*envelopes)[i].second->server_id = std::move(o->server_ids[i]);
-        self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i], (*envelopes)[i].second);
+        self->service_.notify(dest_id, (*envelopes)[i].first, o->seqs[i], (*envelopes)[i].second,
+                              accepted);
       }
     }
     boost::asio::post(ex, [self = std::move(self), done = std::move(done),
@@ -920,17 +922,19 @@ bool Session::push_page(const std::vector<store::QueuedEnvelope>& page) {
   return true;
 }
 
-void Session::queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
-  boost::asio::post(ex_, [self = shared_from_this(), seq, e = std::move(envelope)]() mutable {
-    self->on_queued(seq, std::move(e));
-  });
+void Session::queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope,
+                     std::chrono::steady_clock::time_point accepted) {
+  boost::asio::post(ex_, [self = shared_from_this(), seq, e = std::move(envelope),
+                          accepted]() mutable { self->on_queued(seq, std::move(e), accepted); });
 }
 
-void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope) {
+void Session::on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope,
+                        std::chrono::steady_clock::time_point accepted) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!open_ || seq <= last_seq_sent_) return;
   if (delivery_ == Delivery::kLive && window_has_room() && !fetching_ && !dirty_) {
     push_envelope(seq, *envelope);
+    service_.metrics().live_delivery.observe(std::chrono::steady_clock::now() - accepted);
     return;
   }
   dirty_ = true;

@@ -17,6 +17,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/container_hash/hash.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,7 +46,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // thread, in seq order). It is handled on the session's executor, where posts from one thread
   // run in the order made: so the session sees its device's envelopes in seq order, and an
   // envelope is never taken for one already pushed because a later one overtook it.
-  void queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
+  // `accepted`: when the send went to the store (a live push observes the delay since).
+  void queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope,
+              std::chrono::steady_clock::time_point accepted);
   // Another login of the same device replaced this session.
   void replaced();
 
@@ -89,7 +92,8 @@ class Session : public std::enable_shared_from_this<Session> {
     return Service::on_executor<T>(ex_, std::move(f));
   }
 
-  void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope);
+  void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope,
+                 std::chrono::steady_clock::time_point accepted);
   void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
   // The authenticated account and device, read under mu_ (an upload_keys callback on another
   // io thread may replace account_ while a handler runs).

@@ -349,12 +349,25 @@ TEST_F(ServerTest, DeliveryOnlineOfflineAckAndDedup) {
   EXPECT_EQ(p->envelope().content(), "live one");
   EXPECT_EQ(p->envelope().source(), "alice");
   EXPECT_EQ(bob->ack({p->envelope().server_id()})->ack().deleted(), 1u);
+  // The live push is in the delivery histogram (the metric is pushed before it is observed:
+  // poll briefly); what waits in a queue is not.
+  const auto live_deliveries = [&]() -> std::string {
+    auto m = admin_get(server_->admin_port(), "/metrics");
+    if (!m) return "no metrics";
+    const std::string key = "parley_live_delivery_seconds_count ";
+    const auto at = m->find(key);
+    if (at == std::string::npos) return "no histogram";
+    return m->substr(at + key.size(), m->find('\n', at) - at - key.size());
+  };
+  for (int i = 0; i < 100 && live_deliveries() != "1"; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(live_deliveries(), "1");
   // Offline: queued, delivered in order on the next login, resends stored once.
   bob->disconnect();
   Bytes cid(16, 0x42);
   for (int i = 0; i < 20; ++i) {
     ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "m" + std::to_string(i)))->status(), 0u);
   }
+  EXPECT_EQ(live_deliveries(), "1");
   auto first = alice->call(alice->make_send("bob", to_bob, "once", cid));
   auto again = alice->call(alice->make_send("bob", to_bob, "once", cid));
   EXPECT_FALSE(first->send().duplicate());
