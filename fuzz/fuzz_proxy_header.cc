@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "fuzz_support.h"
 #include "transport/internal/proxy_header.h"
@@ -71,8 +72,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto addr = boost::asio::ip::make_address(peer->ip, ec);
     PARLEY_FUZZ_CHECK(!ec && addr.to_string() == peer->ip);
     // What a relay writes for that client parses back to it (a TCP6 line may carry an
-    // IPv4-mapped client, which comes back as IPv4).
+    // IPv4-mapped client, which comes back as IPv4). A TCP4 client is taken as written: no
+    // byte of its field is dropped or read differently.
     const bool tcp4 = text[9] == '4';
+    if (tcp4) {
+      const std::string_view written(reinterpret_cast<const char*>(text.data()), text.size());
+      PARLEY_FUZZ_CHECK(written.substr(11, written.find(' ', 11) - 11) == peer->ip);
+    }
     const std::string again =
         tcp4 ? "PROXY TCP4 " + peer->ip + " 192.0.2.1 " + std::to_string(peer->port) + " 443\r\n"
              : "PROXY TCP6 " + std::string(addr.is_v4() ? "::ffff:" : "") + peer->ip +
@@ -82,13 +88,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     PARLEY_FUZZ_CHECK(back && back->proxied && back->ip == peer->ip && back->port == peer->port);
   }
 
-  const ProxyOpening opening = proxy_opening(in);
-  if (opening == ProxyOpening::kYes) {
-    PARLEY_FUZZ_CHECK(
-        (size >= kProxyV1Signature.size() &&
-         std::memcmp(data, kProxyV1Signature.data(), kProxyV1Signature.size()) == 0) ||
-        (size >= kProxyV2Signature.size() &&
-         std::memcmp(data, kProxyV2Signature.data(), kProxyV2Signature.size()) == 0));
-  }
+  // kYes: a whole signature starts the input; kMaybe: the input is a strict prefix of one;
+  // kNo: neither.
+  const auto starts = [&](const void* signature, std::size_t n, bool* whole) {
+    *whole = size >= n;
+    return std::memcmp(data, signature, std::min(size, n)) == 0;
+  };
+  bool v1_whole = false, v2_whole = false;
+  const bool v1 = starts(kProxyV1Signature.data(), kProxyV1Signature.size(), &v1_whole);
+  const bool v2 = starts(kProxyV2Signature.data(), kProxyV2Signature.size(), &v2_whole);
+  const ProxyOpening expected = (v1 && v1_whole) || (v2 && v2_whole) ? ProxyOpening::kYes
+                                : v1 || v2                           ? ProxyOpening::kMaybe
+                                                                     : ProxyOpening::kNo;
+  PARLEY_FUZZ_CHECK(proxy_opening(in) == expected);
   return 0;
 }

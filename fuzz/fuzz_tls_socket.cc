@@ -132,6 +132,12 @@ struct Model {
   bool closed = false;       // ... by close_notify
   std::optional<int> alert;  // ... by this alert (sent by the server, or received + 256)
   bool sent_alert = false;   // the server sent the alert (it did not receive it)
+  // The server's alert is best effort: bytes still waiting for room in the socket when the
+  // connection fails keep it back. Only a KeyUpdate answer can be waiting then (an echo's
+  // write ends with all its bytes sent), so the alert may be missing only when a requested
+  // KeyUpdate came after the last data.
+  bool request_since_data = false;
+  bool alert_optional = false;
   int empty_in_a_row = 0;    // records without data, as the server counts them
   bool garbled = false;      // raw bytes went out: the stream is the fuzzer's
   // Where in the data the client asked for the server's KeyUpdate: the server must send one
@@ -142,6 +148,7 @@ struct Model {
     ended = true;
     alert = sent ? a : a + 256;
     sent_alert = sent;
+    alert_optional = request_since_data;
   }
   bool empty_record() {
     if (++empty_in_a_row > kMaxEmptyRecords) {
@@ -168,6 +175,7 @@ struct Model {
       case TlsRecords::kApplicationData:
         if (n != 0) {
           empty_in_a_row = 0;
+          request_since_data = false;
           data.append(reinterpret_cast<const char*>(c), n);
           return false;
         }
@@ -198,7 +206,10 @@ struct Model {
         } else if (c[4] > 1) {
           fail(TlsRecords::kIllegalParameter, true);
         } else {
-          if (c[4] == 1) requested_at.insert(data.size());
+          if (c[4] == 1) {
+            requested_at.insert(data.size());
+            request_since_data = true;
+          }
           return true;
         }
         return false;
@@ -346,10 +357,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   int fds[2];
   PARLEY_FUZZ_CHECK(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-  // Room for all the server may write in one run (echoes of 1-byte reads are 23-byte records).
-  // Its alert is best effort: a KeyUpdate answer still waiting for a full socket when the
-  // connection fails keeps the alert from going out (alert_after_a_full_socket in the corpus,
-  // with the default buffer).
+  // Room for what the server writes in most runs (echoes of 1-byte reads are 23-byte records),
+  // so that its alert is rarely held back by a KeyUpdate answer waiting for a full socket
+  // (alert_after_a_full_socket in the corpus, with the default buffer; Model::alert_optional).
+  // SO_SNDBUFFORCE needs CAP_NET_ADMIN; without it the buffer is smaller, which the model
+  // allows for.
   const int sndbuf = 4 << 20;
   if (::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) != 0) {
     ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
@@ -483,7 +495,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } else {
       PARLEY_FUZZ_CHECK(model.alert && echo.end->value() == *model.alert &&
                         echo.end->category().name() == std::string_view("parley.tls"));
-      if (model.sent_alert) PARLEY_FUZZ_CHECK(cl.alert_received == model.alert);
+      if (model.sent_alert && (cl.alert_received || !model.alert_optional)) {
+        PARLEY_FUZZ_CHECK(cl.alert_received == model.alert);
+      }
     }
   }
   ::close(fds[1]);

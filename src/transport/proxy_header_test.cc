@@ -176,6 +176,8 @@ TEST(ProxyHeaderV1, EveryMalformedLineIsRefusedWithAReason) {
       {"PROXY TCP4 198.51.100.7 192.0.2.1 1 2 3\r\n", "bad port"},
       {"PROXY TCP4 198.51.100.7 192.0.2.1 0x10 2\r\n", "bad port"},
       {"PROXY TCP4 198.51.100.7 192.0.2.1 -1 2\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 0443 2\r\n", "bad port"},
+      {"PROXY TCP4 198.51.100.7 192.0.2.1 1 00\r\n", "bad port"},
       {"PROXY TCP4 198.51.100.7 192.0.2.1 1\r\n", "bad port"},
       {"PROXY TCP4 198.51.100.7  192.0.2.1 1 2\r\n", "bad port"},
       {"PROXY TCP4 198.51.100.300 192.0.2.1 1 2\r\n", "bad TCP4 address"},
@@ -193,6 +195,20 @@ TEST(ProxyHeaderV1, EveryMalformedLineIsRefusedWithAReason) {
     EXPECT_EQ(peer.error().code(), ErrorCode::kInvalidArgument);
     EXPECT_EQ(peer.error().message().rfind("PROXY header: ", 0), 0u) << peer.error().message();
     EXPECT_NE(peer.error().message().find(c.reason), std::string::npos) << peer.error().message();
+  }
+}
+
+// inet_pton stops at a NUL and would take what comes before it: such a field is refused.
+TEST(ProxyHeaderV1, AnAddressWithANulOrAnotherStrayByteIsRefused) {
+  using namespace std::string_literals;
+  for (const std::string& line :
+       {"PROXY TCP4 198.51.100.7\0junk 192.0.2.1 1 2\r\n"s,
+        "PROXY TCP4 198.51.100.7 192.0.2.1\0 1 2\r\n"s, "PROXY TCP6 2001:db8::5\0x ::1 1 2\r\n"s,
+        "PROXY TCP6 2001:db8::5 ::1\t 1 2\r\n"s}) {
+    SCOPED_TRACE(line);
+    auto peer = parse_v1(line);
+    ASSERT_FALSE(peer.has_value());
+    EXPECT_NE(peer.error().message().find("bad TCP"), std::string::npos) << peer.error().message();
   }
 }
 

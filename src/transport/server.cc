@@ -361,13 +361,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // ORPort's handshake. The client it names becomes remote_ip_ (a LOCAL header keeps the relay's),
   // and its handshake is counted (max_handshakes_per_ip). False: the connection ends, refused.
   net::awaitable<bool> read_preamble() {
-    // `over`: a deadline that expired just as the preamble arrived (its handler already queued,
-    // beyond cancel()'s reach) must not cancel the TLS handshake that follows.
+    // The deadline closes the socket rather than cancel the operation under way: it may fall
+    // between two of the preamble's reads, when none is pending, and the next would then wait
+    // with no deadline. `over`: once the preamble is read (even if its last read's handler was
+    // already queued when the deadline passed), the TLS handshake has a deadline of its own.
     auto over = std::make_shared<bool>(false);
     timer_.expires_after(st_->options.handshake_timeout);
     timer_.async_wait([tls = tls_, over](error_code ec) {
-      error_code ignored;
-      if (!ec && !*over) tls->next_layer().cancel(ignored);
+      if (!ec && !*over) tls->close();
     });
     // Not a conditional expression of two co_awaits: GCC 12 miscompiles that (a double free).
     Result<ProxiedPeer> peer = make_error(ErrorCode::kInternal, "no preamble");

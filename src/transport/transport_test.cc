@@ -1461,21 +1461,23 @@ TEST_F(TransportTest, ARelayMayNameItsClientInAVersionOneLine) {
             "HTTP/1.1 101 Switching Protocols");
   EXPECT_EQ(upgrade_from(unknown, "127.0.0.3", server_->port(), "PROXY UNKNOWN\r\n"),
             "HTTP/1.1 101 Switching Protocols");
-  // In three pieces, apart.
+  // In three pieces, apart, the CR in one and the LF in the last, which leaves with the
+  // ClientHello (corked together).
+  const int on = 1;
   const int split_fd = connect_from("127.0.0.3", server_->port());
   ASSERT_GE(split_fd, 0);
-  for (std::string_view piece : {"PROX", "Y TCP4 203.0.113.10 127.0."}) {
+  for (std::string_view piece : {"PROX", "Y TCP4 203.0.113.10 127.0.0.1 8 443\r"}) {
     ASSERT_EQ(::send(split_fd, piece.data(), piece.size(), MSG_NOSIGNAL),
               static_cast<ssize_t>(piece.size()));
     std::this_thread::sleep_for(50ms);
   }
-  ASSERT_EQ(split.handshake_on(split_fd, "0.1 8 443\r\n"), "");
+  ASSERT_EQ(::setsockopt(split_fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+  ASSERT_EQ(split.handshake_on(split_fd, "\n"), "");
   ASSERT_TRUE(ssl_send(split.ssl(), ws_upgrade_request()));
   EXPECT_EQ(read_response(split.ssl()).substr(0, 34), "HTTP/1.1 101 Switching Protocols\r\n");
   // Corked: the line and the ClientHello leave together (TCP_CORK holds them up to 200 ms).
   const int corked_fd = connect_from("127.0.0.3", server_->port());
   ASSERT_GE(corked_fd, 0);
-  const int on = 1;
   ASSERT_EQ(::setsockopt(corked_fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
   ASSERT_EQ(corked.handshake_on(corked_fd, "PROXY TCP4 203.0.113.9 127.0.0.1 7 443\r\n"), "");
   ASSERT_TRUE(ssl_send(corked.ssl(), ws_upgrade_request()));
@@ -1533,6 +1535,20 @@ TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);
   ::close(silent);
   EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 6; }));
+  // A relay that drips a version 1 line, a byte every 100 ms, is closed at the timeout too.
+  const int drip = connect_from("127.0.0.3", server_->port());
+  ASSERT_GE(drip, 0);
+  const std::string line = "PROXY TCP4 198.51.100.7 127.0.0.1 1 443\r\n";
+  const auto d0 = std::chrono::steady_clock::now();
+  std::size_t dripped = 0;
+  for (; dripped < line.size(); ++dripped) {
+    if (::send(drip, &line[dripped], 1, MSG_NOSIGNAL) != 1) break;  // closed
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_LT(dripped, line.size());
+  EXPECT_LT(std::chrono::steady_clock::now() - d0, 3s);
+  ::close(drip);
+  EXPECT_TRUE(wait_for([&] { return server_->refusals().proxy_header == 7; }));
 
   // A client that is no relay sends a header: it is not TLS, so the handshake fails.
   const auto failed = server_->tls_handshakes().failed;
@@ -1540,6 +1556,11 @@ TEST_F(TransportTest, ARelaysConnectionWithoutAValidProxyHeaderIsClosed) {
   EXPECT_NE(upgrade_from(impostor, "127.0.0.4", server_->port(), proxy_header("198.51.100.7", 1)),
             "HTTP/1.1 101 Switching Protocols");
   EXPECT_TRUE(wait_for([&] { return server_->tls_handshakes().failed == failed + 1; }));
+  test_support::TlsPeer impostor_v1;
+  EXPECT_NE(upgrade_from(impostor_v1, "127.0.0.4", server_->port(),
+                         "PROXY TCP4 198.51.100.7 127.0.0.1 1 443\r\n"),
+            "HTTP/1.1 101 Switching Protocols");
+  EXPECT_TRUE(wait_for([&] { return server_->tls_handshakes().failed == failed + 2; }));
   auto good = ws();
   ASSERT_TRUE(good);
   expect_echo(*good, "served all along");

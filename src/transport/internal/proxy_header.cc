@@ -110,8 +110,10 @@ Result<ProxiedPeer> parse_proxy_v1(ByteView line) {
   if (protocol != "TCP4" && protocol != "TCP6") return bad("unknown protocol in version 1");
   const std::string_view source = next(), destination = next(), source_port = next();
   const std::string_view destination_port = rest;
+  // Decimal, no leading zero (section 2.1: "heading zeroes are not permitted").
   const auto port = [](std::string_view digits) -> std::optional<std::uint16_t> {
     if (digits.empty() || digits.size() > 5) return std::nullopt;
+    if (digits.size() > 1 && digits[0] == '0') return std::nullopt;
     std::uint32_t v = 0;
     for (char c : digits) {
       if (c < '0' || c > '9') return std::nullopt;
@@ -122,16 +124,25 @@ Result<ProxiedPeer> parse_proxy_v1(ByteView line) {
   };
   const auto sport = port(source_port);
   if (!sport || !port(destination_port)) return bad("a bad port in version 1");
+  // Only the characters of the address's text form: inet_pton would stop at a NUL and take
+  // what came before it.
+  const auto only = [](std::string_view field, std::string_view allowed) {
+    return field.find_first_not_of(allowed) == std::string_view::npos;
+  };
   boost::system::error_code ec, dec;
   if (protocol == "TCP4") {
+    constexpr std::string_view kV4 = "0123456789.";
+    if (!only(source, kV4) || !only(destination, kV4)) {
+      return bad("a bad TCP4 address in version 1");
+    }
     const auto a = ip::make_address_v4(source, ec);
     ip::make_address_v4(destination, dec);
     if (ec || dec) return bad("a bad TCP4 address in version 1");
     peer.ip = a.to_string();
   } else {
     // No zone ("%eth0"): it names an interface of the relay, not the client.
-    if (source.find('%') != std::string_view::npos ||
-        destination.find('%') != std::string_view::npos) {
+    constexpr std::string_view kV6 = "0123456789abcdefABCDEF:.";
+    if (!only(source, kV6) || !only(destination, kV6)) {
       return bad("a bad TCP6 address in version 1");
     }
     const auto a = ip::make_address_v6(source, ec);

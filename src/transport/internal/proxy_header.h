@@ -73,7 +73,8 @@ inline constexpr std::size_t kProxyV1MaxSize = 107;
 std::size_t proxy_v1_line_size(ByteView head);
 
 // One whole line (proxy_v1_line_size() bytes, at most kProxyV1MaxSize). TCP4 and TCP6 need two
-// addresses of their family, single spaces, and ports of 1 to 5 digits up to 65535; UNKNOWN
+// addresses of their family (in their text form's characters only, no IPv6 zone), single
+// spaces, and ports of 1 to 5 digits up to 65535 without a leading zero; UNKNOWN
 // names no client (the rest of its line is ignored, as the specification says).
 Result<ProxiedPeer> parse_proxy_v1(ByteView line);
 
