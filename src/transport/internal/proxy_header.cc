@@ -124,32 +124,23 @@ Result<ProxiedPeer> parse_proxy_v1(ByteView line) {
   };
   const auto sport = port(source_port);
   if (!sport || !port(destination_port)) return bad("a bad port in version 1");
-  // Only the characters of the address's text form: inet_pton would stop at a NUL and take
-  // what came before it.
-  const auto only = [](std::string_view field, std::string_view allowed) {
-    return field.find_first_not_of(allowed) == std::string_view::npos;
+  // Only the characters of the address's text form (for TCP6 no zone, "%eth0", which names an
+  // interface of the relay): inet_pton would stop at a NUL and take what came before it.
+  const bool v4 = protocol == "TCP4";
+  const std::string_view allowed = v4 ? "0123456789." : "0123456789abcdefABCDEF:.";
+  const auto parse = [&](std::string_view field) -> std::optional<ip::address> {
+    if (field.find_first_not_of(allowed) != std::string_view::npos) return std::nullopt;
+    boost::system::error_code ec;
+    const ip::address a = v4 ? ip::address(ip::make_address_v4(field, ec))
+                             : ip::address(ip::make_address_v6(field, ec));
+    if (ec) return std::nullopt;
+    return a;
   };
-  boost::system::error_code ec, dec;
-  if (protocol == "TCP4") {
-    constexpr std::string_view kV4 = "0123456789.";
-    if (!only(source, kV4) || !only(destination, kV4)) {
-      return bad("a bad TCP4 address in version 1");
-    }
-    const auto a = ip::make_address_v4(source, ec);
-    ip::make_address_v4(destination, dec);
-    if (ec || dec) return bad("a bad TCP4 address in version 1");
-    peer.ip = a.to_string();
-  } else {
-    // No zone ("%eth0"): it names an interface of the relay, not the client.
-    constexpr std::string_view kV6 = "0123456789abcdefABCDEF:.";
-    if (!only(source, kV6) || !only(destination, kV6)) {
-      return bad("a bad TCP6 address in version 1");
-    }
-    const auto a = ip::make_address_v6(source, ec);
-    ip::make_address_v6(destination, dec);
-    if (ec || dec) return bad("a bad TCP6 address in version 1");
-    peer.ip = canonical(a);
+  const auto client = parse(source);
+  if (!client || !parse(destination)) {
+    return bad(v4 ? "a bad TCP4 address in version 1" : "a bad TCP6 address in version 1");
   }
+  peer.ip = v4 ? client->to_string() : canonical(client->to_v6());
   peer.port = *sport;
   peer.proxied = true;
   return peer;
