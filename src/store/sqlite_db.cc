@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include "store/internal/wal_gather_vfs.h"
+
 #include <limits>
 #include <mutex>
 #include <utility>
@@ -122,8 +124,11 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
   static std::once_flag configured;
   std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   sqlite3* raw = nullptr;
+  // The default VFS, but each commit's WAL frames are written with one call
+  // (internal/wal_gather_vfs.h); if that VFS could not be registered, the default itself.
   int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           wal_gather_vfs());
   if (rc != SQLITE_OK) {
     sqlite3_close_v2(raw);  // a handle is returned even on failure (or null: harmless)
     return error(rc, "open database");

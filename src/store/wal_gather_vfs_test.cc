@@ -1,0 +1,183 @@
+// The WAL-gathering VFS (internal/wal_gather_vfs.h) on real SQLite files: a commit's frames
+// reach the file in one write, every other connection sees exactly what was committed, a
+// transaction that spilled and rolled back leaves nothing behind, and a write that fails fails
+// its commit and publishes nothing.
+#include "store/internal/wal_gather_vfs.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "store/internal/sqlite_db.h"
+
+namespace parley::store::internal {
+namespace {
+
+namespace fs = std::filesystem;
+
+class WalGatherVfsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "parley-walgather-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    path_ = (fs::path(dir_) / "db.sqlite").string();
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::unique_ptr<Db> open() {
+    auto db = Db::open(path_);
+    EXPECT_TRUE(db.has_value()) << db.error().message();
+    return db.has_value() ? std::move(db).value() : nullptr;
+  }
+
+  static std::int64_t query_int(Db& db, const char* sql) {
+    auto stmt = db.prepare(sql, "query");
+    if (!stmt.has_value()) return -1;
+    auto row = stmt->step();
+    return row.has_value() && *row ? stmt->column_int(0) : -1;
+  }
+
+  static std::string integrity(Db& db) {
+    auto stmt = db.prepare("PRAGMA integrity_check", "integrity");
+    if (!stmt.has_value()) return "prepare failed";
+    auto row = stmt->step();
+    return row.has_value() && *row ? stmt->column_text(0) : "no row";
+  }
+
+  // Inserts `rows` rows of `bytes` random bytes in one transaction.
+  static Status insert(Db& db, int rows, int bytes) {
+    PARLEY_TRY(db.run("BEGIN", "begin"));
+    for (int i = 0; i < rows; ++i) {
+      auto stmt = db.prepare("INSERT INTO t (v) VALUES (randomblob(?))", "insert");
+      if (!stmt.has_value()) return stmt.error();
+      stmt->bind(1, bytes);
+      if (Status s = stmt->run(); !s.is_ok()) {
+        static_cast<void>(db.run("ROLLBACK", "rollback"));
+        return s;
+      }
+    }
+    return db.run("COMMIT", "commit");
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(WalGatherVfsTest, ACommitsFramesAreWrittenTogetherAndSeenByAnotherConnection) {
+  ASSERT_NE(wal_gather_vfs(), nullptr);
+  auto writer = open();
+  auto reader = open();
+  ASSERT_TRUE(writer && reader);
+  ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
+
+  // About 150 pages of rows: under SQLite's own writes, 300 calls (a header and a page each).
+  const WalGatherCounts before = wal_gather_counts();
+  const Status inserted = insert(*writer, 3000, 200);
+  ASSERT_TRUE(inserted.is_ok()) << inserted.message();
+  const WalGatherCounts after = wal_gather_counts();
+  const std::uint64_t gathered = after.gathered - before.gathered;
+  const std::uint64_t written = after.written - before.written;
+  EXPECT_GE(gathered, 300u);
+  EXPECT_LE(written, 6u);  // 150 frames of 4,120 bytes, in writes of up to 128 KiB
+  EXPECT_EQ(query_int(*reader, "SELECT count(*) FROM t"), 3000);
+
+  // Under synchronous=NORMAL (no sync at commit) the frames are still in the file before the
+  // commit is published: a fresh connection sees the rows, and so does a reopen.
+  ASSERT_TRUE(writer->exec("PRAGMA synchronous=NORMAL", "normal").is_ok());
+  ASSERT_TRUE(insert(*writer, 10, 200).is_ok());
+  EXPECT_EQ(query_int(*reader, "SELECT count(*) FROM t"), 3010);
+  auto third = open();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(query_int(*third, "SELECT count(*) FROM t"), 3010);
+  EXPECT_EQ(integrity(*third), "ok");
+}
+
+TEST_F(WalGatherVfsTest, ASpilledTransactionRolledBackLeavesOnlyWhatWasCommitted) {
+  auto writer = open();
+  auto reader = open();
+  ASSERT_TRUE(writer && reader);
+  ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
+  ASSERT_TRUE(insert(*writer, 100, 200).is_ok());
+  // A 20-page cache: the transaction below spills frames to the WAL before it ends.
+  ASSERT_TRUE(writer->exec("PRAGMA cache_size=20", "cache").is_ok());
+  ASSERT_TRUE(writer->run("BEGIN", "begin").is_ok());
+  for (int i = 0; i < 2000; ++i) {
+    auto stmt = writer->prepare("INSERT INTO t (v) VALUES (randomblob(500))", "insert");
+    ASSERT_TRUE(stmt.has_value());
+    ASSERT_TRUE(stmt->run().is_ok());
+  }
+  EXPECT_EQ(query_int(*writer, "SELECT count(*) FROM t"), 2100);
+  ASSERT_TRUE(writer->run("ROLLBACK", "rollback").is_ok());
+  EXPECT_EQ(query_int(*writer, "SELECT count(*) FROM t"), 100);
+  EXPECT_EQ(query_int(*reader, "SELECT count(*) FROM t"), 100);
+
+  // The same again, committed this time, over the spilled frames' place in the WAL.
+  ASSERT_TRUE(insert(*writer, 2000, 500).is_ok());
+  EXPECT_EQ(query_int(*reader, "SELECT count(*) FROM t"), 2100);
+  EXPECT_EQ(integrity(*reader), "ok");
+  writer.reset();
+  reader.reset();
+  auto reopened = open();
+  ASSERT_TRUE(reopened);
+  EXPECT_EQ(query_int(*reopened, "SELECT count(*) FROM t"), 2100);
+  EXPECT_EQ(integrity(*reopened), "ok");
+}
+
+// In a child process (the file-size limit is per process): a commit whose gathered write is
+// refused by the kernel fails, publishes nothing, and a later commit within the limit succeeds.
+TEST_F(WalGatherVfsTest, ACommitWhoseWriteFailsFailsAndPublishesNothing) {
+  {
+    auto db = open();
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(db->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
+    ASSERT_TRUE(insert(*db, 10, 100).is_ok());
+  }
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);  // a write past the limit fails with EFBIG instead
+    auto writer = Db::open(path_);
+    auto reader = Db::open(path_);
+    if (!writer.has_value() || !reader.has_value()) ::_exit(10);
+    const std::uintmax_t wal = fs::file_size(path_ + "-wal");
+    rlimit lim{std::max<std::uintmax_t>(wal, fs::file_size(path_)) + 4096, RLIM_INFINITY};
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(11);
+    // About 50 KB, so its frames are gathered until its commit frame: they cannot all be
+    // written within the limit. Under synchronous=FULL, then NORMAL, where no sync follows the
+    // frames and the commit would be published next.
+    for (const char* mode : {"PRAGMA synchronous=FULL", "PRAGMA synchronous=NORMAL"}) {
+      if (!(*writer)->exec(mode, "mode").is_ok()) ::_exit(18);
+      if (insert(**writer, 100, 500).is_ok()) ::_exit(12);
+      if (query_int(**reader, "SELECT count(*) FROM t") != 10) ::_exit(13);
+      if (query_int(**writer, "SELECT count(*) FROM t") != 10) ::_exit(14);
+      if (integrity(**reader) != "ok") ::_exit(15);
+    }
+    lim.rlim_cur = RLIM_INFINITY;
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(19);
+    if (!insert(**writer, 5, 100).is_ok()) ::_exit(16);
+    if (query_int(**reader, "SELECT count(*) FROM t") != 15) ::_exit(17);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's step that failed (see the exit codes above)";
+  auto db = open();
+  ASSERT_TRUE(db);
+  EXPECT_EQ(query_int(*db, "SELECT count(*) FROM t"), 15);
+  EXPECT_EQ(integrity(*db), "ok");
+}
+
+}  // namespace
+}  // namespace parley::store::internal
