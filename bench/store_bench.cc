@@ -351,11 +351,14 @@ int run(const Options& o) {
         waits_ms.size(), at(0.5), at(0.99), waits_ms.empty() ? 0.0 : waits_ms.back());
   }
   const store::Stats st = db->stats();
-  std::printf("commits %llu, operations %llu (%.0f per commit)\n",
-              static_cast<unsigned long long>(st.commits),
-              static_cast<unsigned long long>(st.committed_ops),
-              st.commits ? static_cast<double>(st.committed_ops) / static_cast<double>(st.commits)
-                         : 0.0);
+  std::printf(
+      "commits %llu, operations %llu (%.0f per commit); checkpoints %llu beside the "
+      "writer, %llu by the writer itself (the WAL outgrew them)\n",
+      static_cast<unsigned long long>(st.commits),
+      static_cast<unsigned long long>(st.committed_ops),
+      st.commits ? static_cast<double>(st.committed_ops) / static_cast<double>(st.commits) : 0.0,
+      static_cast<unsigned long long>(st.checkpoints),
+      static_cast<unsigned long long>(st.writer_checkpoints));
   db->close();
   return 0;
 }

@@ -150,7 +150,9 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
   // by default it spills to a file in /var/tmp past 64 KiB, which cost two pwrite calls for
   // every page an operation touched (most of the store's time, measured with
   // parley-bench-store). cache_size: 64 MiB of pages, so a batch's index pages stay cached.
-  // wal_autocheckpoint: a checkpoint every 16,384 pages (64 MiB, journal_size_limit) instead of
+  // journal_size_limit: the WAL is cut back to 64 MiB when it starts over (the store's writer
+  // raises this above its checkpoint bound: wal_size_limit in internal/sqlite_store.h).
+  // wal_autocheckpoint: a checkpoint every 16,384 pages (64 MiB) instead of
   // SQLite's 1,000: the index pages every commit rewrites are copied into the database once per
   // checkpoint, so fewer checkpoints mean far fewer writes (parley-bench-store: enqueue +19 %,
   // drain +50 %). Durability is unchanged: every COMMIT still syncs the WAL. (The store's own

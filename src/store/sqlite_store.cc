@@ -27,6 +27,7 @@
 #include <mutex>
 #include <random>
 #include <span>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -567,6 +568,12 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
+std::int64_t wal_size_limit(const SqliteOptions& options) {
+  constexpr std::int64_t kFrameBytes = 24 + 4096;  // a WAL frame: its header and a page
+  const std::int64_t frames = options.writer_checkpoint_frames;
+  return (frames + frames / 4) * kFrameBytes;
+}
+
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
                                                  const SqliteOptions& options) {
   if (options.max_batch == 0 || options.max_pending == 0 || options.dedup_entries == 0 ||
@@ -576,6 +583,8 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
   }
   PARLEY_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::open(path));
   PARLEY_TRY(migrate(*db));
+  const std::string limit = "PRAGMA journal_size_limit=" + std::to_string(wal_size_limit(options));
+  PARLEY_TRY(db->exec(limit.c_str(), "set the WAL size limit"));
   std::uint64_t seed = 0;
   {
     std::random_device rd;

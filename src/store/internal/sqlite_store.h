@@ -45,6 +45,14 @@ struct SqliteOptions {
   int writer_checkpoint_frames = 32768;  // 128 MiB
 };
 
+// The writer's journal_size_limit for these options: the WAL's size at writer_checkpoint_frames
+// pages of 4 KiB, and a quarter more. SQLite cuts the WAL back to this limit at the first commit
+// after it starts over; the WAL reaches the writer's bound before every start-over under steady
+// writes, so a limit below it made the store thread truncate tens of MiB each time: 25–33 ms at
+// 10,000 messages/s (333 ms once under a drain storm), the largest stall behind the p99
+// (docs/benchmarks.md, session 23). With the limit above it the file keeps its size.
+std::int64_t wal_size_limit(const SqliteOptions& options);
+
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
                                                  const SqliteOptions& options);
 
