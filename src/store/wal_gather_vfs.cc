@@ -9,6 +9,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <utility>
 
 namespace parley::store::internal {
 namespace {
@@ -21,6 +22,7 @@ constexpr std::size_t kMaxGathered = 0x1ffff;
 
 std::atomic<std::uint64_t> g_gathered{0};
 std::atomic<std::uint64_t> g_written{0};
+std::atomic<std::uint64_t> g_late{0};
 
 // Our part of every file this VFS opens. SQLite allocates szOsFile bytes for it: this struct,
 // then the default VFS's file, which `real` points to.
@@ -36,12 +38,16 @@ struct File {
   std::size_t size;
   sqlite3_int64 start;
   bool commit_page_next;  // the last write was the header of a commit frame
+  bool after_read;        // the last operation on this WAL was a read
+  std::size_t page_bytes;  // the last page written (until then the largest SQLite allows)
   // Gathered bytes failed to reach the file in a call whose error SQLite may ignore (it only
-  // logs a failed xFileSize or xTruncate when it trims the WAL): no commit may be published.
+  // logs a failed xFileSize or xTruncate when it trims the WAL): no commit may be published
+  // until the write transaction ends.
   bool lost;
 };
 
 constexpr std::size_t kFileBytes = (sizeof(File) + 15) & ~std::size_t{15};
+constexpr std::size_t kLargestPage = 65536;
 
 sqlite3_vfs* real_vfs(sqlite3_vfs* vfs) { return static_cast<sqlite3_vfs*>(vfs->pAppData); }
 File* as_file(sqlite3_file* f) { return reinterpret_cast<File*>(f); }
@@ -53,48 +59,65 @@ int flush(File* f) {
   if (f->size == 0) return SQLITE_OK;
   const int n = static_cast<int>(f->size);
   f->size = 0;
-  f->commit_page_next = false;
   g_written.fetch_add(1, std::memory_order_relaxed);
   return real_io(f)->xWrite(f->real, f->data, n, f->start);
 }
 
-// Writes out what `f` gathered before another operation on the file. A failure there is not a
-// failed write of SQLite's, so it is remembered (see `lost`).
+// Forgets what `f` gathered without writing it: when the write transaction ends (or the file
+// closes) what is still gathered belongs to a transaction that was rolled back, since a
+// commit's frames are written at its commit frame. Written later, those bytes could land over
+// frames that another connection committed at the same offsets meanwhile.
+void drop(File* f) {
+  f->size = 0;
+  f->commit_page_next = false;
+  f->lost = false;
+}
+
+// Writes out what `f` gathered before an operation whose failure SQLite may only log (see
+// `lost`).
 int flush_before(File* f) {
   const int rc = flush(f);
   if (rc != SQLITE_OK) f->lost = true;
   return rc;
 }
 
+int write_through(File* f, const void* p, int n, sqlite3_int64 offset) {
+  g_written.fetch_add(1, std::memory_order_relaxed);
+  return real_io(f)->xWrite(f->real, p, n, offset);
+}
+
 int gather(File* f, const void* p, int n, sqlite3_int64 offset) {
   const auto bytes = static_cast<std::size_t>(n);
-  if (f->size > 0 && (offset != f->start + static_cast<sqlite3_int64>(f->size) ||
-                      f->size + bytes > kMaxGathered)) {
+  const bool after_read = std::exchange(f->after_read, false);
+  const bool header = n == kFrameHeader;
+  // Bytes 4..7 of a frame header: the database size in pages after a commit, else zero.
+  const auto* h = static_cast<const unsigned char*>(p);
+  const bool commit_header = header && (h[4] | h[5] | h[6] | h[7]) != 0;
+  const bool commit_page = !header && f->commit_page_next;  // once in, the commit is written
+  f->commit_page_next = commit_header;
+  // A commit frame's header is gathered only with room for its page behind it, so that the
+  // two are written together at the page.
+  const std::size_t room = commit_header ? bytes + f->page_bytes : bytes;
+  if (f->size > 0 &&
+      (offset != f->start + static_cast<sqlite3_int64>(f->size) || f->size + room > kMaxGathered)) {
     if (int rc = flush(f); rc != SQLITE_OK) return rc;
   }
-  if (bytes > kMaxGathered) {  // larger than any page: written as it comes
-    g_written.fetch_add(1, std::memory_order_relaxed);
-    return real_io(f)->xWrite(f->real, p, n, offset);
-  }
+  if (bytes > kMaxGathered) return write_through(f, p, n, offset);  // larger than any page
   if (f->data == nullptr) {  // the first write: a WAL that is only read never allocates
     f->data = static_cast<unsigned char*>(std::malloc(kMaxGathered));
-    if (f->data == nullptr) {
-      g_written.fetch_add(1, std::memory_order_relaxed);
-      return real_io(f)->xWrite(f->real, p, n, offset);
-    }
+    if (f->data == nullptr) return write_through(f, p, n, offset);
   }
   if (f->size == 0) f->start = offset;
   std::memcpy(f->data + f->size, p, bytes);
   f->size += bytes;
   g_gathered.fetch_add(1, std::memory_order_relaxed);
+  if (!header && bytes >= 512 && bytes <= kLargestPage) f->page_bytes = bytes;
 
-  if (n == kFrameHeader) {
-    // Bytes 4..7 of a frame header: the database size in pages after a commit, else zero.
-    const auto* h = static_cast<const unsigned char*>(p);
-    f->commit_page_next = (h[4] | h[5] | h[6] | h[7]) != 0;
-    return SQLITE_OK;
-  }
-  if (f->commit_page_next) return flush(f);
+  if (commit_page) return flush(f);
+  // SQLite re-checksumming a transaction's frames (walRewriteChecksums, after it wrote over a
+  // frame of the same transaction) reads each frame and writes its header alone, the commit
+  // frame's last: no page follows that one.
+  if (commit_header && after_read) return flush(f);
   return SQLITE_OK;
 }
 
@@ -102,13 +125,13 @@ int gather(File* f, const void* p, int n, sqlite3_int64 offset) {
 
 int x_close(sqlite3_file* file) {
   File* f = as_file(file);
-  const int flushed = f->wal ? flush_before(f) : SQLITE_OK;
+  drop(f);  // SQLite may close a WAL without holding any lock
   if (f->wal && f->db != nullptr && f->db->log == f) f->db->log = nullptr;
   if (!f->wal && f->log != nullptr) f->log->db = nullptr;
   const int rc = real_io(f)->xClose(f->real);
   std::free(f->data);
   f->data = nullptr;
-  return flushed != SQLITE_OK ? flushed : rc;
+  return rc;
 }
 
 int x_read(sqlite3_file* file, void* p, int n, sqlite3_int64 offset) {
@@ -116,6 +139,7 @@ int x_read(sqlite3_file* file, void* p, int n, sqlite3_int64 offset) {
   // A read of the WAL happens inside a transaction (SQLite reading back a frame it spilled or
   // re-checksumming them), which fails with the read: no need to remember the failure.
   if (int rc = flush(f); rc != SQLITE_OK) return rc;
+  f->after_read = f->wal;
   return real_io(f)->xRead(f->real, p, n, offset);
 }
 
@@ -160,7 +184,7 @@ int x_check_reserved_lock(sqlite3_file* file, int* out) {
 
 int x_file_control(sqlite3_file* file, int op, void* arg) {
   File* f = as_file(file);
-  if (int rc = flush_before(f); rc != SQLITE_OK) return rc;
+  if (int rc = flush(f); rc != SQLITE_OK) return rc;
   return real_io(f)->xFileControl(f->real, op, arg);
 }
 
@@ -182,6 +206,10 @@ int x_shm_map(sqlite3_file* file, int page, int page_size, int extend, void vola
 
 int x_shm_lock(sqlite3_file* file, int offset, int n, int flags) {
   File* f = as_file(file);
+  // Slot 0 is the WAL's write lock (WAL_WRITE_LOCK in SQLite's wal.c): released, the write
+  // transaction is over.
+  constexpr int kReleased = SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE;
+  if (offset == 0 && (flags & kReleased) == kReleased && f->log != nullptr) drop(f->log);
   if (real_io(f)->iVersion < 2 || real_io(f)->xShmLock == nullptr) return SQLITE_IOERR_SHMLOCK;
   return real_io(f)->xShmLock(f->real, offset, n, flags);
 }
@@ -191,6 +219,7 @@ int x_shm_lock(sqlite3_file* file, int offset, int n, int flags) {
 void x_shm_barrier(sqlite3_file* file) {
   File* f = as_file(file);
   if (f->log != nullptr && (f->log->size > 0 || f->log->lost)) {
+    g_late.fetch_add(1, std::memory_order_relaxed);
     if (flush(f->log) != SQLITE_OK || f->log->lost) {
       std::fputs(
           "parleyd: store: a WAL write failed where SQLite cannot be told; stopping so "
@@ -216,7 +245,7 @@ int x_fetch(sqlite3_file* file, sqlite3_int64 offset, int n, void** out) {
     *out = nullptr;  // no memory map: SQLite reads instead
     return SQLITE_OK;
   }
-  if (int rc = flush_before(f); rc != SQLITE_OK) return rc;
+  if (int rc = flush(f); rc != SQLITE_OK) return rc;
   return real_io(f)->xFetch(f->real, offset, n, out);
 }
 
@@ -254,6 +283,7 @@ int x_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int flag
   File* f = new (file) File{};
   f->real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(file) + kFileBytes);
   f->wal = (flags & SQLITE_OPEN_WAL) != 0;
+  f->page_bytes = kLargestPage;
   const int rc = real_vfs(vfs)->xOpen(real_vfs(vfs), name, f->real, flags, out);
   // SQLite calls xClose when pMethods is set, even after a failed open.
   f->base.pMethods = f->real->pMethods != nullptr ? &kIo : nullptr;
@@ -337,7 +367,8 @@ const char* wal_gather_vfs() {
 }
 
 WalGatherCounts wal_gather_counts() {
-  return {g_gathered.load(std::memory_order_relaxed), g_written.load(std::memory_order_relaxed)};
+  return {g_gathered.load(std::memory_order_relaxed), g_written.load(std::memory_order_relaxed),
+          g_late.load(std::memory_order_relaxed)};
 }
 
 }  // namespace parley::store::internal

@@ -31,6 +31,8 @@ class WalGatherVfsTest : public ::testing::Test {
     path_ = (fs::path(dir_) / "db.sqlite").string();
   }
   void TearDown() override {
+    // Every commit of the test was written at its commit frame, none by the check.
+    EXPECT_EQ(wal_gather_counts().late, 0u);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
@@ -75,10 +77,10 @@ class WalGatherVfsTest : public ::testing::Test {
 };
 
 TEST_F(WalGatherVfsTest, ACommitsFramesAreWrittenTogetherAndSeenByAnotherConnection) {
-  ASSERT_NE(wal_gather_vfs(), nullptr);
   auto writer = open();
   auto reader = open();
   ASSERT_TRUE(writer && reader);
+  ASSERT_NE(wal_gather_vfs(), nullptr);  // registered by Db::open (after SQLite's configuration)
   ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
 
   // About 150 pages of rows: under SQLite's own writes, 300 calls (a header and a page each).
@@ -132,6 +134,97 @@ TEST_F(WalGatherVfsTest, ASpilledTransactionRolledBackLeavesOnlyWhatWasCommitted
   ASSERT_TRUE(reopened);
   EXPECT_EQ(query_int(*reopened, "SELECT count(*) FROM t"), 2100);
   EXPECT_EQ(integrity(*reopened), "ok");
+}
+
+// What a rolled-back transaction had gathered is never written: another connection may have
+// committed frames at the same offsets by the time this one touches its WAL again.
+TEST_F(WalGatherVfsTest, ARolledBackTransactionsFramesNeverLandOverAnotherConnectionsCommit) {
+  auto writer = open();
+  auto other = open();
+  ASSERT_TRUE(writer && other);
+  ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
+  ASSERT_TRUE(insert(*writer, 10, 100).is_ok());
+  ASSERT_TRUE(writer->exec("PRAGMA cache_size=20", "cache").is_ok());  // so frames spill
+  ASSERT_TRUE(writer->run("BEGIN", "begin").is_ok());
+  for (int i = 0; i < 300; ++i) {
+    auto stmt = writer->prepare("INSERT INTO t (v) VALUES (randomblob(500))", "insert");
+    ASSERT_TRUE(stmt.has_value());
+    ASSERT_TRUE(stmt->run().is_ok());
+  }
+  ASSERT_TRUE(writer->run("ROLLBACK", "rollback").is_ok());
+  ASSERT_TRUE(insert(*other, 40, 300).is_ok());  // its frames start where the spilled ones did
+  EXPECT_EQ(query_int(*writer, "SELECT count(*) FROM t"), 50);
+  EXPECT_EQ(integrity(*writer), "ok");
+  writer.reset();  // closing may not write them either
+  auto fresh = open();
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(query_int(*fresh, "SELECT count(*) FROM t"), 50);
+  EXPECT_EQ(query_int(*fresh, "SELECT sum(length(v)) FROM t"), 10 * 100 + 40 * 300);
+  EXPECT_EQ(integrity(*fresh), "ok");
+}
+
+// Every place a commit's write can fail, under both sync modes, fails that commit cleanly: the
+// limit on the file's size is moved a quarter frame at a time across commits of about 36
+// frames (past the 128 KiB at which gathered bytes are written, so the commit frame can land
+// on that boundary), and half a frame at a time across a transaction that spills and then
+// changes spilled pages (SQLite then rewrites the frames' checksums at the commit, its commit
+// header last, with no page after it), until it fits. Every commit that succeeds was written
+// at its commit frame, none later by the check. Each attempt starts on a fresh database; a child
+// process, since the limit is per process, and any abort() shows as its death.
+TEST_F(WalGatherVfsTest, AWriteFailingAnywhereInACommitFailsItCleanly) {
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    int attempt = 0;
+    for (const char* mode : {"PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"}) {
+      for (const bool rewrite : {false, true}) {
+        // The spilling transaction writes about 80 frames: past that limit it commits.
+        const std::uintmax_t last = rewrite ? 90 * 4120 : 40 * 4120;
+        const std::uintmax_t step = rewrite ? 2060 : 1030;
+        for (std::uintmax_t extra = 0; extra <= last; extra += step, ++attempt) {
+          const std::string path = dir_ + "/sweep" + std::to_string(attempt) + ".sqlite";
+          auto writer = Db::open(path);
+          auto reader = Db::open(path);
+          if (!writer.has_value() || !reader.has_value()) ::_exit(20);
+          Db& w = **writer;
+          if (!w.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok() ||
+              !insert(w, 2, 100).is_ok() || !w.exec(mode, "mode").is_ok()) {
+            ::_exit(21);
+          }
+          if (rewrite && !w.exec("PRAGMA cache_size=10", "cache").is_ok()) ::_exit(22);
+          rlimit lim{fs::file_size(path + "-wal") + extra, RLIM_INFINITY};
+          if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(23);
+          bool ok = false;
+          if (!rewrite) {
+            ok = insert(w, 36, 3000).is_ok();  // a row a page
+          } else if (w.run("BEGIN", "begin").is_ok()) {
+            ok = true;
+            for (int i = 0; ok && i < 60; ++i) {
+              auto stmt = w.prepare("INSERT INTO t (v) VALUES (randomblob(3000))", "insert");
+              ok = stmt.has_value() && stmt->run().is_ok();
+            }
+            ok = ok && w.exec("UPDATE t SET v = randomblob(3000) WHERE id <= 12", "update").is_ok();
+            ok = ok && w.run("COMMIT", "commit").is_ok();
+            if (!ok) static_cast<void>(w.run("ROLLBACK", "rollback"));
+          }
+          lim.rlim_cur = RLIM_INFINITY;
+          if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(24);
+          const std::int64_t want = ok ? (rewrite ? 62 : 38) : 2;
+          if (query_int(**reader, "SELECT count(*) FROM t") != want) ::_exit(25);
+          if (integrity(**reader) != "ok") ::_exit(26);
+          if (!insert(w, 1, 100).is_ok()) ::_exit(27);  // the connection still writes
+          if (query_int(**reader, "SELECT count(*) FROM t") != want + 1) ::_exit(28);
+          if (wal_gather_counts().late != 0) ::_exit(29);  // each commit written at its frame
+        }
+      }
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's step that failed (see the exit codes above)";
 }
 
 // In a child process (the file-size limit is per process): a commit whose gathered write is

@@ -10,18 +10,23 @@
 // When gathered bytes reach the file (in the order SQLite wrote them):
 //   - at the page of a commit frame (a frame header whose "database size" field is set): inside
 //     that xWrite, so a failure fails the commit through SQLite's own error path, before the
-//     WAL is synced and before the commit is published in the wal-index;
+//     WAL is synced and before the commit is published in the wal-index. A commit header is
+//     gathered only with room for its page behind it; one written right after a read is
+//     written at once (SQLite rewriting a transaction's checksums rewrites headers alone);
 //   - before any other operation on that WAL file (a read, a write that does not continue the
-//     gathered bytes, sync, truncate, size, file control, close), and before they would pass
-//     the 128 KiB that the default VFS writes in one call;
-//   - as a check, when the wal-index header is published (xShmBarrier of the database file,
-//     which SQLite calls between the header's two copies, so a reader sees the new header only
-//     after it): if anything is still gathered then, it is written; if that fails, or if
-//     gathered bytes failed to reach the file in a call whose error SQLite may ignore (it only
-//     logs a failed xFileSize or xTruncate when it trims the WAL), the process stops (abort)
-//     rather than publish a commit whose frames are not in the file. Neither happens unless
-//     SQLite changes how it writes frames, since each commit's frames are written at its commit
-//     frame.
+//     gathered bytes, sync, truncate, size, file control), and before they would pass the
+//     128 KiB that the default VFS writes in one call.
+// When they never do: what is still gathered when the write transaction ends (the database
+// file's write lock on the WAL is released) or the WAL closes belongs to a transaction that was
+// rolled back, and is dropped: written later, it could land over frames that another
+// connection committed at the same offsets.
+// As a check, when the wal-index header is published (xShmBarrier of the database file, which
+// SQLite calls between the header's two copies, so a reader sees the new header only after
+// it): anything still gathered is written and counted (`late`); if that fails, or if gathered
+// bytes failed to reach the file in a call whose error SQLite may ignore (it only logs a
+// failed xFileSize or xTruncate when it trims the WAL), the process stops (abort) rather than
+// publish a commit whose frames are not in the file. The tests assert that `late` stays zero:
+// every commit they make, including failed and rewritten ones, is written at its commit frame.
 // Everything else is the default VFS's. Durability is unchanged: SQLite still syncs the WAL at
 // each commit under synchronous=FULL, after the frames are written.
 //
@@ -32,13 +37,18 @@
 namespace parley::store::internal {
 
 // The registered name of the VFS, for sqlite3_open_v2. Registers it on first use (not as the
-// default VFS). Null when the default VFS is missing or the registration failed.
+// default VFS), which initialises SQLite: call it after any sqlite3_config. Null when the
+// default VFS is missing or the registration failed.
 const char* wal_gather_vfs();
 
 // Process-wide counts since start, for tests and benchmarks.
 struct WalGatherCounts {
   std::uint64_t gathered = 0;  // WAL writes by SQLite that were held in memory
   std::uint64_t written = 0;   // writes made to WAL files (each of one or more of those)
+  // Commits published with bytes still gathered (or lost), which the check then wrote (or
+  // stopped the process for). Zero unless SQLite writes a commit in a way this VFS does not
+  // foresee; tests assert it.
+  std::uint64_t late = 0;
 };
 WalGatherCounts wal_gather_counts();
 
