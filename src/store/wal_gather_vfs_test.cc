@@ -57,19 +57,39 @@ class WalGatherVfsTest : public ::testing::Test {
     return row.has_value() && *row ? stmt->column_text(0) : "no row";
   }
 
-  // Inserts `rows` rows of `bytes` random bytes in one transaction.
-  static Status insert(Db& db, int rows, int bytes) {
-    PARLEY_TRY(db.run("BEGIN", "begin"));
+  // Inserts `rows` rows of `bytes` random bytes into the transaction that is open.
+  static Status add_rows(Db& db, int rows, int bytes) {
     for (int i = 0; i < rows; ++i) {
       auto stmt = db.prepare("INSERT INTO t (v) VALUES (randomblob(?))", "insert");
       if (!stmt.has_value()) return stmt.error();
       stmt->bind(1, bytes);
-      if (Status s = stmt->run(); !s.is_ok()) {
-        static_cast<void>(db.run("ROLLBACK", "rollback"));
-        return s;
-      }
+      PARLEY_TRY(stmt->run());
+    }
+    return Status::ok();
+  }
+
+  // The same in a transaction of their own.
+  static Status insert(Db& db, int rows, int bytes) {
+    PARLEY_TRY(db.run("BEGIN", "begin"));
+    if (Status s = add_rows(db, rows, bytes); !s.is_ok()) {
+      static_cast<void>(db.run("ROLLBACK", "rollback"));
+      return s;
     }
     return db.run("COMMIT", "commit");
+  }
+
+  // Creates the table, with `rows` rows of `bytes` bytes committed.
+  static Status create(Db& db, int rows, int bytes) {
+    PARLEY_TRY(db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create"));
+    return insert(db, rows, bytes);
+  }
+
+  // Opens a transaction that adds `rows` rows of 500 bytes through a 20-page cache, so that it
+  // spills frames to the WAL before it ends.
+  static Status spill(Db& db, int rows) {
+    PARLEY_TRY(db.exec("PRAGMA cache_size=20", "cache"));
+    PARLEY_TRY(db.run("BEGIN", "begin"));
+    return add_rows(db, rows, 500);
   }
 
   std::string dir_;
@@ -81,7 +101,7 @@ TEST_F(WalGatherVfsTest, ACommitsFramesAreWrittenTogetherAndSeenByAnotherConnect
   auto reader = open();
   ASSERT_TRUE(writer && reader);
   ASSERT_NE(wal_gather_vfs(), nullptr);  // registered by Db::open (after SQLite's configuration)
-  ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
+  ASSERT_TRUE(create(*writer, 0, 0).is_ok());
 
   // About 150 pages of rows: under SQLite's own writes, 300 calls (a header and a page each).
   const WalGatherCounts before = wal_gather_counts();
@@ -109,16 +129,8 @@ TEST_F(WalGatherVfsTest, ASpilledTransactionRolledBackLeavesOnlyWhatWasCommitted
   auto writer = open();
   auto reader = open();
   ASSERT_TRUE(writer && reader);
-  ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
-  ASSERT_TRUE(insert(*writer, 100, 200).is_ok());
-  // A 20-page cache: the transaction below spills frames to the WAL before it ends.
-  ASSERT_TRUE(writer->exec("PRAGMA cache_size=20", "cache").is_ok());
-  ASSERT_TRUE(writer->run("BEGIN", "begin").is_ok());
-  for (int i = 0; i < 2000; ++i) {
-    auto stmt = writer->prepare("INSERT INTO t (v) VALUES (randomblob(500))", "insert");
-    ASSERT_TRUE(stmt.has_value());
-    ASSERT_TRUE(stmt->run().is_ok());
-  }
+  ASSERT_TRUE(create(*writer, 100, 200).is_ok());
+  ASSERT_TRUE(spill(*writer, 2000).is_ok());
   EXPECT_EQ(query_int(*writer, "SELECT count(*) FROM t"), 2100);
   ASSERT_TRUE(writer->run("ROLLBACK", "rollback").is_ok());
   EXPECT_EQ(query_int(*writer, "SELECT count(*) FROM t"), 100);
@@ -142,15 +154,8 @@ TEST_F(WalGatherVfsTest, ARolledBackTransactionsFramesNeverLandOverAnotherConnec
   auto writer = open();
   auto other = open();
   ASSERT_TRUE(writer && other);
-  ASSERT_TRUE(writer->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
-  ASSERT_TRUE(insert(*writer, 10, 100).is_ok());
-  ASSERT_TRUE(writer->exec("PRAGMA cache_size=20", "cache").is_ok());  // so frames spill
-  ASSERT_TRUE(writer->run("BEGIN", "begin").is_ok());
-  for (int i = 0; i < 300; ++i) {
-    auto stmt = writer->prepare("INSERT INTO t (v) VALUES (randomblob(500))", "insert");
-    ASSERT_TRUE(stmt.has_value());
-    ASSERT_TRUE(stmt->run().is_ok());
-  }
+  ASSERT_TRUE(create(*writer, 10, 100).is_ok());
+  ASSERT_TRUE(spill(*writer, 300).is_ok());
   ASSERT_TRUE(writer->run("ROLLBACK", "rollback").is_ok());
   ASSERT_TRUE(insert(*other, 40, 300).is_ok());  // its frames start where the spilled ones did
   EXPECT_EQ(query_int(*writer, "SELECT count(*) FROM t"), 50);
@@ -188,8 +193,7 @@ TEST_F(WalGatherVfsTest, AWriteFailingAnywhereInACommitFailsItCleanly) {
           auto reader = Db::open(path);
           if (!writer.has_value() || !reader.has_value()) ::_exit(20);
           Db& w = **writer;
-          if (!w.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok() ||
-              !insert(w, 2, 100).is_ok() || !w.exec(mode, "mode").is_ok()) {
+          if (!create(w, 2, 100).is_ok() || !w.exec(mode, "mode").is_ok()) {
             ::_exit(21);
           }
           if (rewrite && !w.exec("PRAGMA cache_size=10", "cache").is_ok()) ::_exit(22);
@@ -199,11 +203,7 @@ TEST_F(WalGatherVfsTest, AWriteFailingAnywhereInACommitFailsItCleanly) {
           if (!rewrite) {
             ok = insert(w, 36, 3000).is_ok();  // a row a page
           } else if (w.run("BEGIN", "begin").is_ok()) {
-            ok = true;
-            for (int i = 0; ok && i < 60; ++i) {
-              auto stmt = w.prepare("INSERT INTO t (v) VALUES (randomblob(3000))", "insert");
-              ok = stmt.has_value() && stmt->run().is_ok();
-            }
+            ok = add_rows(w, 60, 3000).is_ok();
             ok = ok && w.exec("UPDATE t SET v = randomblob(3000) WHERE id <= 12", "update").is_ok();
             ok = ok && w.run("COMMIT", "commit").is_ok();
             if (!ok) static_cast<void>(w.run("ROLLBACK", "rollback"));
@@ -233,8 +233,7 @@ TEST_F(WalGatherVfsTest, ACommitWhoseWriteFailsFailsAndPublishesNothing) {
   {
     auto db = open();
     ASSERT_TRUE(db);
-    ASSERT_TRUE(db->exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", "create").is_ok());
-    ASSERT_TRUE(insert(*db, 10, 100).is_ok());
+    ASSERT_TRUE(create(*db, 10, 100).is_ok());
   }
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
