@@ -40,10 +40,11 @@ struct File {
   bool commit_page_next;  // the last write was the header of a commit frame
   bool after_read;        // the last operation on this WAL was a read
   std::size_t page_bytes;  // the last page written (until then the largest SQLite allows)
-  // Gathered bytes failed to reach the file in a call whose error SQLite may ignore (it only
-  // logs a failed xFileSize or xTruncate when it trims the WAL): no commit may be published
-  // until the write transaction ends.
-  bool lost;
+  // Gathered bytes failed to reach the file. SQLite does not always undo what they held: a
+  // full disk met while reading back a spilled frame rolls back only the statement that read
+  // it, and a failed xFileSize or xTruncate is only logged. So, until the write transaction
+  // ends, every write and sync of this WAL fails too, and no commit of it can be published.
+  bool failed;
 };
 
 constexpr std::size_t kFileBytes = (sizeof(File) + 15) & ~std::size_t{15};
@@ -53,14 +54,16 @@ sqlite3_vfs* real_vfs(sqlite3_vfs* vfs) { return static_cast<sqlite3_vfs*>(vfs->
 File* as_file(sqlite3_file* f) { return reinterpret_cast<File*>(f); }
 const sqlite3_io_methods* real_io(File* f) { return f->real->pMethods; }
 
-// Writes out what `f` gathered. The bytes are dropped either way: on failure SQLite treats the
-// write as failed, as it would a failed pwrite.
+// Writes out what `f` gathered. The bytes are dropped either way; a failure is remembered
+// (see `failed`).
 int flush(File* f) {
   if (f->size == 0) return SQLITE_OK;
   const int n = static_cast<int>(f->size);
   f->size = 0;
   g_written.fetch_add(1, std::memory_order_relaxed);
-  return real_io(f)->xWrite(f->real, f->data, n, f->start);
+  const int rc = real_io(f)->xWrite(f->real, f->data, n, f->start);
+  if (rc != SQLITE_OK) f->failed = true;
+  return rc;
 }
 
 // Forgets what `f` gathered without writing it: when the write transaction ends (or the file
@@ -70,15 +73,7 @@ int flush(File* f) {
 void drop(File* f) {
   f->size = 0;
   f->commit_page_next = false;
-  f->lost = false;
-}
-
-// Writes out what `f` gathered before an operation whose failure SQLite may only log (see
-// `lost`).
-int flush_before(File* f) {
-  const int rc = flush(f);
-  if (rc != SQLITE_OK) f->lost = true;
-  return rc;
+  f->failed = false;
 }
 
 int write_through(File* f, const void* p, int n, sqlite3_int64 offset) {
@@ -87,6 +82,7 @@ int write_through(File* f, const void* p, int n, sqlite3_int64 offset) {
 }
 
 int gather(File* f, const void* p, int n, sqlite3_int64 offset) {
+  if (f->failed) return SQLITE_IOERR_WRITE;
   const auto bytes = static_cast<std::size_t>(n);
   const bool after_read = std::exchange(f->after_read, false);
   const bool header = n == kFrameHeader;
@@ -136,8 +132,6 @@ int x_close(sqlite3_file* file) {
 
 int x_read(sqlite3_file* file, void* p, int n, sqlite3_int64 offset) {
   File* f = as_file(file);
-  // A read of the WAL happens inside a transaction (SQLite reading back a frame it spilled or
-  // re-checksumming them), which fails with the read: no need to remember the failure.
   if (int rc = flush(f); rc != SQLITE_OK) return rc;
   f->after_read = f->wal;
   return real_io(f)->xRead(f->real, p, n, offset);
@@ -151,19 +145,20 @@ int x_write(sqlite3_file* file, const void* p, int n, sqlite3_int64 offset) {
 
 int x_truncate(sqlite3_file* file, sqlite3_int64 size) {
   File* f = as_file(file);
-  if (int rc = flush_before(f); rc != SQLITE_OK) return rc;
+  if (int rc = flush(f); rc != SQLITE_OK) return rc;
   return real_io(f)->xTruncate(f->real, size);
 }
 
 int x_sync(sqlite3_file* file, int flags) {
   File* f = as_file(file);
   if (int rc = flush(f); rc != SQLITE_OK) return rc;
+  if (f->failed) return SQLITE_IOERR_WRITE;
   return real_io(f)->xSync(f->real, flags);
 }
 
 int x_file_size(sqlite3_file* file, sqlite3_int64* size) {
   File* f = as_file(file);
-  if (int rc = flush_before(f); rc != SQLITE_OK) return rc;
+  if (int rc = flush(f); rc != SQLITE_OK) return rc;
   return real_io(f)->xFileSize(f->real, size);
 }
 
@@ -218,9 +213,9 @@ int x_shm_lock(sqlite3_file* file, int offset, int n, int flags) {
 // new header only after it returns: whatever this connection gathered must be in the WAL file.
 void x_shm_barrier(sqlite3_file* file) {
   File* f = as_file(file);
-  if (f->log != nullptr && (f->log->size > 0 || f->log->lost)) {
+  if (f->log != nullptr && (f->log->size > 0 || f->log->failed)) {
     g_late.fetch_add(1, std::memory_order_relaxed);
-    if (flush(f->log) != SQLITE_OK || f->log->lost) {
+    if (flush(f->log) != SQLITE_OK || f->log->failed) {
       std::fputs(
           "parleyd: store: a WAL write failed where SQLite cannot be told; stopping so "
           "that no reader sees a frame that is not on disk\n",

@@ -20,13 +20,19 @@
 // file's write lock on the WAL is released) or the WAL closes belongs to a transaction that was
 // rolled back, and is dropped: written later, it could land over frames that another
 // connection committed at the same offsets.
+// A failed write of gathered bytes makes every later write and sync of that WAL fail until the
+// write transaction ends, so no commit that might lean on the lost bytes can succeed: SQLite
+// does not always roll back the whole transaction itself (a full disk met while reading back a
+// spilled frame undoes only the statement that read it; a failed xFileSize or xTruncate is only
+// logged).
 // As a check, when the wal-index header is published (xShmBarrier of the database file, which
 // SQLite calls between the header's two copies, so a reader sees the new header only after
-// it): anything still gathered is written and counted (`late`); if that fails, or if gathered
-// bytes failed to reach the file in a call whose error SQLite may ignore (it only logs a
-// failed xFileSize or xTruncate when it trims the WAL), the process stops (abort) rather than
-// publish a commit whose frames are not in the file. The tests assert that `late` stays zero:
-// every commit they make, including failed and rewritten ones, is written at its commit frame.
+// it): anything still gathered is written and counted (`late`); if that fails, or a write of
+// this transaction failed, the process stops (abort) rather than publish a commit whose
+// frames are not in the file. The tests assert that `late` stays zero: every commit they make,
+// including failed and rewritten ones, is written at its commit frame.
+// Not supported: locking_mode=EXCLUSIVE (SQLite then releases no write lock through xShmLock,
+// so a rolled-back transaction's bytes would stay gathered). The store never sets it.
 // Everything else is the default VFS's. Durability is unchanged: SQLite still syncs the WAL at
 // each commit under synchronous=FULL, after the frames are written.
 //
