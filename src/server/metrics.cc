@@ -116,6 +116,15 @@ std::string Metrics::render_prometheus(const store::Stats& s,
        "Checkpoints the store thread ran itself, holding up its operations, once the WAL "
        "reached its bound: under steady writes, how the WAL starts over.",
        s.writer_checkpoints);
+  line("parley_store_wal_gathered_writes_total", "counter",
+       "SQLite's writes to the WAL, gathered so that each commit's frames go in one write.",
+       s.wal_gathered_writes);
+  line("parley_store_wal_writes_total", "counter", "Writes made to the WAL of those.",
+       s.wal_writes);
+  line("parley_store_wal_late_writes_total", "counter",
+       "Commits whose WAL bytes were still gathered when published (written then): zero unless "
+       "the SQLite in use writes WAL frames in a way parleyd does not expect.",
+       s.wal_late_writes);
   line("parley_store_committed_ops_total", "counter", "Operations in committed transactions.",
        s.committed_ops);
   line("parley_store_last_batch_size", "gauge", "Operations in the last committed transaction.",

@@ -36,6 +36,7 @@
 #include "store/internal/sqlite_db.h"
 #include "store/internal/sqlite_ops.h"
 #include "store/internal/sqlite_store.h"
+#include "store/internal/wal_gather_vfs.h"
 #include "store/migrations.h"
 #include "store/store.h"
 
@@ -223,6 +224,10 @@ class SqliteStore final : public Store {
     s.checkpoints = checkpointer_->passes();
     s.failed_checkpoints = checkpointer_->failed_passes();
     s.writer_checkpoints = writer_checkpoints_.load(std::memory_order_relaxed);
+    const WalGatherCounts wal = wal_gather_counts();
+    s.wal_gathered_writes = wal.gathered;
+    s.wal_writes = wal.written;
+    s.wal_late_writes = wal.late;
     s.queue_wait = queue_wait_.snapshot();
     s.synced_commit = synced_commit_.snapshot();
     return s;

@@ -170,6 +170,12 @@ struct Stats {
   std::uint64_t checkpoints = 0;
   std::uint64_t failed_checkpoints = 0;
   std::uint64_t writer_checkpoints = 0;
+  // The WAL's writes (internal/wal_gather_vfs.h), process-wide: SQLite's writes to WAL files,
+  // the writes made of them, and commits whose bytes were still gathered when they were
+  // published (zero unless a SQLite release writes frames in a way the store does not expect).
+  std::uint64_t wal_gathered_writes = 0;
+  std::uint64_t wal_writes = 0;
+  std::uint64_t wal_late_writes = 0;
   // Where a write's time goes in the store: waiting for its group commit to start (every
   // operation), and the commits that sync, from BEGIN to the end of the fsync.
   LatencyHistogram::Snapshot queue_wait;

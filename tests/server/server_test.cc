@@ -1242,12 +1242,13 @@ TEST_F(ServerTest, MetricsAndGracefulDrain) {
       << *metrics;
   EXPECT_NE(metrics->find("parley_store_queue_wait_seconds_bucket{le=\"+Inf\"} "),
             std::string::npos);
-  // A fresh server's WAL is far from both checkpoint bounds (64 and 128 MiB), and no client
-  // has been silent long enough to be pinged or cut off.
+  // A fresh server's WAL is far from both checkpoint bounds (64 and 128 MiB), every commit's
+  // frames were written at the commit, and no client has been silent long enough to be pinged
+  // or cut off.
   for (const char* counter :
        {"parley_store_checkpoints_total 0\n", "parley_store_failed_checkpoints_total 0\n",
-        "parley_store_writer_checkpoints_total 0\n", "parley_ws_pings_total 0\n",
-        "parley_ws_idle_closes_total 0\n",
+        "parley_store_writer_checkpoints_total 0\n", "parley_store_wal_late_writes_total 0\n",
+        "parley_ws_pings_total 0\n", "parley_ws_idle_closes_total 0\n",
         "parley_connections_refused_total{reason=\"max_connections\"} 0\n",
         "parley_connections_refused_total{reason=\"handshakes_per_ip\"} 0\n"}) {
     EXPECT_NE(metrics->find(counter), std::string::npos) << counter;
