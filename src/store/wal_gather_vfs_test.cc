@@ -1,11 +1,12 @@
 // The WAL-gathering VFS (internal/wal_gather_vfs.h) on real SQLite files: a commit's frames
 // reach the file in one write, every other connection sees exactly what was committed, a
 // transaction that spilled and rolled back leaves nothing behind, and a write that fails fails
-// its commit and publishes nothing.
+// its commit and publishes nothing, also when the disk is full for a moment only.
 #include "store/internal/wal_gather_vfs.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "store/internal/sqlite_db.h"
@@ -21,6 +23,54 @@ namespace parley::store::internal {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A full disk, for a moment: the VFS under test wraps the default VFS it finds when it is first
+// used, and this file makes that one a copy of SQLite's own whose WAL files fail one chosen
+// write with SQLITE_FULL (what the default VFS returns on ENOSPC); every other write, and
+// everything else, is SQLite's. It is registered before main, so before the first Db::open;
+// until a test arms it, it changes nothing.
+namespace full_disk {
+
+int g_fail_in = 0;   // the WAL write that fails: 1 = the next one; 0 = none
+int g_failures = 0;  // failures made so far
+sqlite3_vfs* g_real = nullptr;
+const sqlite3_io_methods* g_real_io = nullptr;
+sqlite3_io_methods g_io;
+sqlite3_vfs g_vfs;
+
+int write(sqlite3_file* file, const void* p, int n, sqlite3_int64 offset) {
+  if (g_fail_in > 0 && --g_fail_in == 0) {
+    ++g_failures;
+    return SQLITE_FULL;
+  }
+  return g_real_io->xWrite(file, p, n, offset);
+}
+
+int open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out) {
+  const int rc = g_real->xOpen(g_real, name, file, flags, out);
+  if (rc != SQLITE_OK || (flags & SQLITE_OPEN_WAL) == 0 || file->pMethods == nullptr) return rc;
+  if (g_real_io == nullptr) {
+    g_real_io = file->pMethods;
+    g_io = *g_real_io;
+    g_io.xWrite = write;
+  }
+  if (file->pMethods == g_real_io) file->pMethods = &g_io;
+  return rc;
+}
+
+// The base of the VFS under test. (Registering initialises SQLite, so Db::open's
+// sqlite3_config of memory statistics is refused in this test: it changes nothing here.)
+const bool g_registered = [] {
+  g_real = sqlite3_vfs_find(nullptr);
+  if (g_real == nullptr) return false;
+  g_vfs = *g_real;
+  g_vfs.pNext = nullptr;
+  g_vfs.zName = "parley-test-full-disk";
+  g_vfs.xOpen = open;
+  return sqlite3_vfs_register(&g_vfs, /*makeDflt=*/1) == SQLITE_OK;
+}();
+
+}  // namespace full_disk
 
 class WalGatherVfsTest : public ::testing::Test {
  protected:
@@ -257,6 +307,108 @@ TEST_F(WalGatherVfsTest, ACommitWhoseWriteFailsFailsAndPublishesNothing) {
   ASSERT_TRUE(db);
   EXPECT_EQ(query_int(*db, "SELECT count(*) FROM t"), 15);
   EXPECT_EQ(integrity(*db), "ok");
+}
+
+// A disk full for one write, wherever it falls in a transaction that spills frames and then
+// changes spilled pages, fails that transaction and nothing else: the transaction commits
+// everything it did or nothing, the database stays whole, and the connection writes again.
+// The case this pins: the failed write is of frames gathered before a read of a spilled page,
+// so SQLite sees SQLITE_FULL from a read and undoes only the statement, while the transaction
+// goes on with frames in its WAL index that never reached the file. Every later write and sync
+// of the transaction must then fail too, or its commit is published over the missing frames
+// (the next write, unlike under a file-size limit, would succeed). In a child process, since an
+// abort() must show as its death.
+TEST_F(WalGatherVfsTest, ADiskFullForOneWriteFailsOnlyTheTransactionItHit) {
+  ASSERT_TRUE(full_disk::g_registered);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    bool statement_undone_alone = false;  // the case above was met
+    bool completed = false;               // a transaction that met no failure
+    for (int n = 1; n <= 200 && !completed; ++n) {
+      const std::string path = dir_ + "/full" + std::to_string(n) + ".sqlite";
+      auto writer = Db::open(path);
+      auto reader = Db::open(path);
+      if (!writer.has_value() || !reader.has_value()) ::_exit(30);
+      Db& w = **writer;
+      if (!w.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER UNIQUE, v BLOB);"
+                  "INSERT INTO t VALUES (1, 1, printf('%03000d', 1)), (2, 2, printf('%03000d', 2))",
+                  "create")
+               .is_ok() ||
+          !w.exec("PRAGMA cache_size=10", "cache").is_ok()) {
+        ::_exit(31);
+      }
+      const int failures = full_disk::g_failures;
+      full_disk::g_fail_in = n;
+      // A page a row: about 60 frames, gathered, some spilled before the commit. Then a
+      // statement that changes many of those rows (a unique column: SQLite keeps a statement
+      // journal for it, so a SQLITE_FULL undoes only the statement) reads spilled pages back.
+      std::set<int> added;
+      bool updated = false;
+      bool committed = false;
+      if (w.run("BEGIN", "begin").is_ok()) {
+        for (int id = 3; id <= 62 && w.in_transaction(); ++id) {
+          auto stmt = w.prepare("INSERT INTO t VALUES (?1, ?1, printf('%03000d', ?1))", "insert");
+          if (!stmt.has_value()) ::_exit(32);
+          stmt->bind(1, id);
+          if (stmt->run().is_ok()) added.insert(id);
+        }
+        if (w.in_transaction()) {
+          updated = w.exec(
+                         "UPDATE t SET k = k + 1000000, v = printf('%03000d', id + 7) "
+                         "WHERE id <= 40",
+                         "update")
+                        .is_ok();
+          if (!updated && w.in_transaction()) statement_undone_alone = true;
+        }
+        committed = w.in_transaction() && w.run("COMMIT", "commit").is_ok();
+        if (w.in_transaction()) static_cast<void>(w.run("ROLLBACK", "rollback"));
+      }
+      full_disk::g_fail_in = 0;
+      completed = full_disk::g_failures == failures;
+      if (completed && !(committed && updated && added.size() == 60)) ::_exit(33);
+      // What a reader sees: the transaction whole, or none of it.
+      if (!committed) {
+        added.clear();
+        updated = false;
+      }
+      const auto rows = static_cast<std::int64_t>(2 + added.size());
+      std::int64_t changed = 0;
+      for (int id = 1; id <= 40; ++id) changed += updated && (id <= 2 || added.count(id)) ? 1 : 0;
+      const char* kBadRows =
+          "SELECT count(*) FROM t WHERE k % 1000000 != id OR "
+          "v IS NOT printf('%03000d', CASE WHEN k >= 1000000 THEN id + 7 ELSE id END)";
+      for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 1) {  // again from connections opened afresh (the WAL recovered)
+          writer->reset();
+          reader->reset();
+          writer = Db::open(path);
+          reader = Db::open(path);
+          if (!writer.has_value() || !reader.has_value()) ::_exit(34);
+        }
+        Db& r = **reader;
+        if (query_int(r, "SELECT count(*) FROM t") != rows) ::_exit(35);
+        if (query_int(r, "SELECT count(*) FROM t WHERE k >= 1000000") != changed) ::_exit(36);
+        if (query_int(r, kBadRows) != 0) ::_exit(37);
+        if (integrity(r) != "ok") ::_exit(38);
+      }
+      // The connection writes again.
+      if (!(*writer)
+               ->exec("INSERT INTO t VALUES (100, 100, printf('%03000d', 100))", "again")
+               .is_ok() ||
+          query_int(**reader, "SELECT count(*) FROM t") != rows + 1) {
+        ::_exit(39);
+      }
+      if (wal_gather_counts().late != 0) ::_exit(40);
+    }
+    if (!completed) ::_exit(41);               // the transaction never got past its failures
+    if (!statement_undone_alone) ::_exit(42);  // the case this test is for never came up
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's step that failed (see the exit codes above)";
 }
 
 }  // namespace
