@@ -247,7 +247,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       if (upgrade && !self->st_->options.bridge_to_host.empty()) {
         co_await self->bridge_session(std::move(*upgrade));
       } else if (upgrade) {
-        co_await self->ws_session(std::move(*upgrade));
+        // True: the WebSocket is open and its reads go on in callbacks (read_next), which own
+        // the connection from here; this coroutine's frames end now.
+        if (co_await self->ws_session(std::move(*upgrade))) co_return;
       }
     } catch (...) {
       // Never let anything escape into the io_context; the connection just ends.
@@ -667,7 +669,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     close_socket();
   }
 
-  net::awaitable<void> ws_session(http::request<http::empty_body> req) {
+  // The WebSocket's upgrade; true when it is open and its reads are under way (read_next).
+  net::awaitable<bool> ws_session(http::request<http::empty_body> req) {
     const ServerOptions& opt = st_->options;
     phase_ = Phase::kWsHandshake;
     tls_->expires_never();  // from here Beast times the handshakes, keepalive() the silence
@@ -697,7 +700,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         // leave before the connection closes, within the handshake timeout.
         ws_->next_layer().next_layer().expires_after(opt.handshake_timeout);
         co_await ws_->next_layer().async_flush(kUse);
-        co_return;
+        co_return false;
       }
     }
     try {
@@ -708,31 +711,51 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     if (!handler_) {
       websocket::close_reason cr(websocket::close_code::try_again_later);
       co_await ws_->async_close(cr, kUse);
-      co_return;
+      co_return false;
     }
     phase_ = Phase::kWs;
     keepalive();
     guarded([&] { handler_->on_open(shared_from_this()); });
-    // Holds no memory between messages (message_buffer.h): an idle connection waits with none.
-    MessageBuffer buffer;
-    for (;;) {
-      auto [ec, n] = co_await ws_->async_read(buffer, kUse);
-      if (ec) break;
-      if (close_started_) {
-        buffer.release();
-        continue;  // closing: nothing more reaches the handler
-      }
-      if (!ws_->got_binary()) {
-        buffer.release();
-        do_close(websocket::close_code::unknown_data, "binary frames only", true);
-        continue;
-      }
-      auto data = buffer.cdata();
-      std::string_view message(static_cast<const char*>(data.data()), data.size());
-      guarded([&] { handler_->on_message(message); });
-      buffer.release();
+    // The reads go on in callbacks, not in a coroutine: its frames (this one's, run()'s and
+    // co_spawn's under them, about 1.4 KB) would stay allocated for the connection's whole life,
+    // most of it idle (memory per idle connection, docs/benchmarks.md session 24).
+    read_next();
+    co_return true;
+  }
+
+  // The WebSocket's read loop: one read under way at a time, each completion starting the next.
+  void read_next() {
+    try {
+      ws_->async_read(read_buffer_, [self = shared_from_this()](error_code ec, std::size_t) {
+        self->on_read(ec);
+      });
+    } catch (...) {
+      end_read();
     }
+  }
+
+  void on_read(error_code ec) {
+    if (ec) return end_read();
+    if (close_started_) {
+      read_buffer_.release();
+      return read_next();  // closing: nothing more reaches the handler
+    }
+    if (!ws_->got_binary()) {
+      read_buffer_.release();
+      do_close(websocket::close_code::unknown_data, "binary frames only", true);
+      return read_next();
+    }
+    auto data = read_buffer_.cdata();
+    std::string_view message(static_cast<const char*>(data.data()), data.size());
+    guarded([&] { handler_->on_message(message); });
+    read_buffer_.release();
+    read_next();
+  }
+
+  // The read side ended: the handler is told (finish_ws) and the socket closed.
+  void end_read() {
     finish_ws();
+    close_socket();
   }
 
   // Pings and the idle timeout, timed by one timer that wakes only when something is due
@@ -901,6 +924,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   std::optional<WsStream> ws_;
   std::shared_ptr<beast::tcp_stream> bridge_up_;  // bridge mode, after the 101
   std::unique_ptr<WsHandler> handler_;
+  // The message being read; holds no memory between messages (message_buffer.h), so an idle
+  // connection waits with none.
+  MessageBuffer read_buffer_;
   bool handler_closed_ = false;
   // A list: libstdc++'s deque allocates over 500 bytes even when empty (memory per idle
   // connection); a node per queued message costs less than that.
