@@ -18,7 +18,10 @@
 //   2: a KeyUpdate from the client, asking for the server's when `length` is odd;
 //   3: the step's bytes sent as they are (a forged header, garbage);
 //   4: what is queued goes to the socket in pieces of `length` bytes, the server running
-//      between pieces.
+//      between pieces;
+//   5: the server closes its side (close_notify), once it has read and echoed everything sent
+//      so far; it goes on reading, echoing nothing more, and owes no KeyUpdate and sends no
+//      alert after it.
 // A close_notify ends the stream. A model of RFC 8446's rules, kept here, says what the server
 // must read and how it must end. Invariants:
 // - every record the server sends opens under the client's keys, and nothing follows its alert;
@@ -32,9 +35,8 @@
 //   from after it is echoed.
 // After forged bytes (3) the stream is the fuzzer's to garble: the echo must then only be a
 // prefix of the data sent.
-// Not covered: the server's own close_notify (record_shutdown), a handoff after session
-// tickets (none are sent here), a KeyUpdate the server makes when its key wears out (2^23
-// records).
+// Not covered: a handoff after session tickets (none are sent here), a KeyUpdate the server
+// makes when its key wears out (2^23 records).
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -155,6 +157,11 @@ struct Model {
   // there, after echoing what came before and before echoing what came after.
   std::set<std::size_t> requested_at;
   std::size_t requests = 0;
+  // The server closed its side (step 5) when it had read this much data: nothing of it may
+  // follow its close_notify, no KeyUpdate answer and no alert.
+  std::optional<std::size_t> shut_at;
+
+  std::string echoed_data() const { return data.substr(0, shut_at.value_or(data.size())); }
 
   void fail(int a, bool sent) {
     ended = true;
@@ -218,7 +225,7 @@ struct Model {
         } else if (c[4] > 1) {
           fail(TlsRecords::kIllegalParameter, true);
         } else {
-          if (c[4] == 1) {
+          if (c[4] == 1 && !shut_at) {
             requested_at.insert(data.size());
             ++requests;
             request_since_data = true;
@@ -244,6 +251,7 @@ struct Echo {
   explicit Echo(TlsSocket& socket) : s(socket) {}
   TlsSocket& s;
   bool duplex = false;
+  bool shut = false;  // the server closed its side: what it reads is no longer echoed
   std::vector<std::uint8_t> buf;
   std::optional<error_code> end;  // the read side's
   std::string pending, writing;   // full duplex: read and not yet written; being written
@@ -255,6 +263,7 @@ struct Echo {
         end = ec;
         return;
       }
+      if (shut) return read();
       if (duplex) {
         pending.append(reinterpret_cast<const char*>(buf.data()), n);
         write();
@@ -455,7 +464,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::size_t pos = 2;
   std::uint32_t made = 0;
   for (int steps = 0; pos + 3 <= size && steps < 256 && !model.ended; ++steps) {
-    const std::uint8_t op = data[pos] % 5;
+    const std::uint8_t op = data[pos] % 6;
     const std::size_t length = be16(data + pos + 1);
     pos += 3;
     switch (op) {
@@ -499,11 +508,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (n != 0) model.garbled = true;
         break;
       }
-      default:
+      case 4:
         // A server that has not ended must keep reading.
         PARLEY_FUZZ_CHECK(flush(io, cl, std::max<std::size_t>(length, 1)) || model.ended ||
                           model.garbled);
         break;
+      default: {
+        if (model.ended || model.garbled || model.shut_at) break;
+        PARLEY_FUZZ_CHECK(flush(io, cl, 65536) || model.ended);
+        for (int i = 0; i < 100 && !model.ended && cl.echoed.size() < model.data.size(); ++i) {
+          settle(io, cl);
+        }
+        // Everything read is echoed: the server is between a write and its next read.
+        if (model.ended || cl.echoed != model.data || echo.write_busy) break;
+        echo.shut = true;
+        model.shut_at = model.data.size();
+        std::optional<error_code> closed;
+        server.async_shutdown([&](error_code e) { closed = e; });
+        settle(io, cl);
+        PARLEY_FUZZ_CHECK(closed && !*closed && cl.server_closed);
+        break;
+      }
     }
   }
   if (!model.ended && !model.garbled) {
@@ -528,17 +553,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   PARLEY_FUZZ_CHECK(echo.end.has_value() && !echo.write_busy);
   PARLEY_FUZZ_CHECK(model.data.starts_with(cl.echoed));
+  if (model.shut_at) PARLEY_FUZZ_CHECK(cl.server_closed && !cl.alert_received);
   if (!model.garbled) {
     if (model.closed) {
       PARLEY_FUZZ_CHECK(*echo.end == net::error::eof);
-      PARLEY_FUZZ_CHECK(cl.echoed == model.data);
+      PARLEY_FUZZ_CHECK(cl.echoed == model.echoed_data());
     } else {
       PARLEY_FUZZ_CHECK(model.alert && echo.end->value() == *model.alert &&
                         echo.end->category().name() == std::string_view("parley.tls"));
       // Full duplex: data read before the failure may still have been waiting to be written,
       // and an alert is not sent while a write is half sent.
-      if (!echo.duplex) PARLEY_FUZZ_CHECK(cl.echoed == model.data);
-      if (model.sent_alert && (cl.alert_received || (!model.alert_optional && !echo.duplex))) {
+      if (!echo.duplex) PARLEY_FUZZ_CHECK(cl.echoed == model.echoed_data());
+      if (model.sent_alert && !model.shut_at &&
+          (cl.alert_received || (!model.alert_optional && !echo.duplex))) {
         PARLEY_FUZZ_CHECK(cl.alert_received == model.alert);
       }
     }
