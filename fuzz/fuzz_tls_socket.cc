@@ -5,12 +5,13 @@
 // and the answer the server owes, and the failure path with its sealed alert.
 //
 // Each input is one connection over a socketpair. OpenSSL's client does a real TLS 1.3
-// handshake with a server TlsSocket (suite from the first byte), which then hands its records
-// over. The client side then speaks records itself, with a TlsRecords over the traffic secrets
-// its key log gave. The server echoes what it reads; the second byte sets its read size and
-// whether it echoes half duplex (each read written back before the next) or full duplex (the
-// next read under way while the last is written back, so that records, KeyUpdates among them,
-// are opened while a write is half sent). Then steps (op, 16-bit length):
+// handshake with a server TlsSocket (the first byte sets the suite, and whether the server
+// sends two session tickets after the handshake, which the record layer it hands over must
+// count), which then hands its records over. The client side then speaks records itself, with a
+// TlsRecords over the traffic secrets its key log gave. The server echoes what it reads; the second
+// byte sets its read size and whether it echoes half duplex (each read written back before the
+// next) or full duplex (the next read under way while the last is written back, so that records,
+// KeyUpdates among them, are opened while a write is half sent). Then steps (op, 16-bit length):
 //   0: an application data record of `length` bytes (at most 2^14, made up, not read from the
 //      input);
 //   1: a record of any inner type: the step's bytes are the inner plaintext, content and type
@@ -35,8 +36,7 @@
 //   from after it is echoed.
 // After forged bytes (3) the stream is the fuzzer's to garble: the echo must then only be a
 // prefix of the data sent.
-// Not covered: a handoff after session tickets (none are sent here), a KeyUpdate the server
-// makes when its key wears out (2^23 records).
+// Not covered: a KeyUpdate the server makes when its key wears out (2^23 records).
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -77,8 +77,14 @@ using Suite = TlsRecords::Suite;
 
 // --- set-up, once -----------------------------------------------------------------------------
 
-SSL_CTX* server_context() {
-  static SSL_CTX* ctx = [] {
+constexpr std::size_t kTickets = 2;  // NewSessionTickets sent when the input asks for tickets
+
+// Without tickets, the server's first record under its traffic key is the echo's; with them,
+// two NewSessionTicket records come first, which the record layer handed over must count.
+SSL_CTX* server_context(bool tickets) {
+  static SSL_CTX* ctxs[2] = {};
+  SSL_CTX*& ctx = ctxs[tickets ? 1 : 0];
+  if (ctx == nullptr) {
     SSL_CTX* c = SSL_CTX_new(TLS_server_method());
     EVP_PKEY* key = EVP_EC_gen("P-256");
     X509* cert = X509_new();
@@ -95,12 +101,11 @@ SSL_CTX* server_context() {
     X509_free(cert);
     EVP_PKEY_free(key);
     SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
-    // No tickets: the server's first record under its traffic key is then the echo's.
-    SSL_CTX_set_num_tickets(c, 0);
-    SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(c, tickets ? kTickets : 0);
+    if (!tickets) SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
     TlsSocket::enable_record_handoff(c);
-    return c;
-  }();
+    ctx = c;
+  }
   return ctx;
 }
 
@@ -303,6 +308,7 @@ struct Client {
   bool server_closed = false;
   std::set<std::size_t> key_update_at;  // how much was echoed when each KeyUpdate came
   std::size_t key_updates = 0;
+  std::size_t tickets = 0;  // NewSessionTickets, before anything else
 
   void seal(std::uint8_t type, const std::uint8_t* p, std::size_t n) {
     const std::size_t at = queued.size();
@@ -335,6 +341,11 @@ struct Client {
           echoed.append(reinterpret_cast<const char*>(c), n);
           break;
         case TlsRecords::kHandshake:  // the server's KeyUpdate: never asking for ours
+          if (n >= 4 && c[0] == SSL3_MT_NEWSESSION_TICKET) {
+            PARLEY_FUZZ_CHECK(echoed.empty() && key_updates == 0);
+            ++tickets;
+            break;
+          }
           PARLEY_FUZZ_CHECK(n == 5 && c[0] == SSL3_MT_KEY_UPDATE && c[1] == 0 && c[2] == 0 &&
                             c[3] == 1 && c[4] == 0);
           PARLEY_FUZZ_CHECK(keys->update_read_key().is_ok());
@@ -400,6 +411,7 @@ std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
   const auto suite = static_cast<Suite>(data[0] % 3);
+  const bool tickets = (data[0] / 3) % 2 == 1;
   static constexpr std::size_t kReadSizes[] = {1, 5, 17, 300, 4096, 16384, 16406, 70000};
   const std::size_t read_size = kReadSizes[data[1] % std::size(kReadSizes)];
 
@@ -420,7 +432,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   error_code ec;
   sock.assign(net::ip::tcp::v4(), fds[0], ec);
   PARLEY_FUZZ_CHECK(!ec);
-  auto tls = TlsSocket::accept(std::move(sock), server_context());
+  auto tls = TlsSocket::accept(std::move(sock), server_context(tickets));
   PARLEY_FUZZ_CHECK(tls.has_value());
   TlsSocket& server = **tls;
 
@@ -552,6 +564,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                  cl.echoed.size(), cl.key_update_at.size());
   }
   PARLEY_FUZZ_CHECK(echo.end.has_value() && !echo.write_busy);
+  PARLEY_FUZZ_CHECK(cl.tickets == (tickets ? kTickets : 0));
   PARLEY_FUZZ_CHECK(model.data.starts_with(cl.echoed));
   if (model.shut_at) PARLEY_FUZZ_CHECK(cl.server_closed && !cl.alert_received);
   if (!model.garbled) {
