@@ -238,7 +238,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
 
   const net::any_io_executor& executor() const override { return ex_; }
 
-  // The coroutine owns the connection (`self`) until it ends.
+  // The coroutine owns the connection (`self`) until it ends, or until a WebSocket opens: from
+  // then on its read callbacks (read_next) own it.
   static net::awaitable<void> run(std::shared_ptr<Connection> self) {
     try {
       // The HTTP loop's frame (its parser and buffer) is gone before the WebSocket or bridge
@@ -727,7 +728,13 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   void read_next() {
     try {
       ws_->async_read(read_buffer_, [self = shared_from_this()](error_code ec, std::size_t) {
-        self->on_read(ec);
+        // Nothing may escape into the io_context (run()'s promise); read_next() comes last in
+        // on_read and never throws, so no read is under way when this catches.
+        try {
+          self->on_read(ec);
+        } catch (...) {
+          self->end_read();
+        }
       });
     } catch (...) {
       end_read();

@@ -25,8 +25,8 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
-
 #include <vector>
 
 #include "crypto/primitives.h"
@@ -173,6 +173,8 @@ struct Shared {
   // Instead of echoing, answers "<message>-1" from another thread, then "<message>-2" from
   // the connection's own thread.
   std::atomic<bool> two_threads{false};
+  // The handler throws on the message "throw".
+  std::atomic<bool> throw_on_message{false};
 };
 
 class EchoHandler final : public WsHandler {
@@ -210,6 +212,7 @@ class EchoHandler final : public WsHandler {
     }
   }
   void on_message(std::string_view message) override {
+    if (shared_.throw_on_message.load() && message == "throw") throw std::runtime_error("boom");
     if (std::this_thread::get_id() != open_thread_) shared_.moved++;
     auto c = conn_.lock();
     if (!c) return;
@@ -975,6 +978,29 @@ TEST_F(TransportTest, TextFrameClosesWithReason) {
   EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 2]), 0x03);
   EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 1]), 0xEB);
   EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
+}
+
+// A handler that throws ends its own connection with 1011 (internal error), is told of the close
+// once, and the server goes on serving everyone else.
+TEST_F(TransportTest, AHandlerThatThrowsClosesItsConnectionOnly) {
+  shared_.throw_on_message = true;
+  start();
+  auto other = ws();
+  ASSERT_TRUE(other);
+  HttpsClient https(client_options());
+  auto out = https.raw_exchange_for_test(ws_upgrade_request(), 1000ms, masked_frame(0x2, "throw"));
+  ASSERT_TRUE(out.has_value()) << out.error().to_string();
+  EXPECT_NE(out->find("101 Switching Protocols"), std::string::npos);
+  auto close_at = out->find("internal error");
+  ASSERT_NE(close_at, std::string::npos) << testing::PrintToString(*out);
+  // The close frame: 0x88, length, code 1011.
+  ASSERT_GE(close_at, 4u);
+  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 4]), 0x88);
+  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 2]), 0x03);
+  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 1]), 0xF3);
+  EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
+  expect_echo(*other, "still served");
+  EXPECT_EQ(shared_.closed.load(), 1);
 }
 
 TEST_F(TransportTest, PipelinedUpgradeRefused) {
