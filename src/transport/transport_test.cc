@@ -964,19 +964,25 @@ std::string masked_frame(std::uint8_t opcode, std::string_view payload) {
   return f;
 }
 
+// What the server sent after the upgrade (`out`) holds its close frame with `code` and `reason`:
+// 0x88, the length, the code, the reason.
+void expect_close_frame(const std::string& out, std::string_view reason, std::uint16_t code) {
+  EXPECT_NE(out.find("101 Switching Protocols"), std::string::npos);
+  const auto at = out.find(reason);
+  ASSERT_NE(at, std::string::npos) << testing::PrintToString(out);
+  ASSERT_GE(at, 4u);
+  EXPECT_EQ(static_cast<std::uint8_t>(out[at - 4]), 0x88);
+  EXPECT_EQ(static_cast<std::uint8_t>(out[at - 3]), 2 + reason.size());
+  EXPECT_EQ(static_cast<std::uint8_t>(out[at - 2]), code >> 8);
+  EXPECT_EQ(static_cast<std::uint8_t>(out[at - 1]), code & 0xff);
+}
+
 TEST_F(TransportTest, TextFrameClosesWithReason) {
   start();
   HttpsClient https(client_options());
   auto out = https.raw_exchange_for_test(ws_upgrade_request(), 1000ms, masked_frame(0x1, "hi"));
   ASSERT_TRUE(out.has_value()) << out.error().to_string();
-  EXPECT_NE(out->find("101 Switching Protocols"), std::string::npos);
-  auto close_at = out->find("binary frames only");
-  ASSERT_NE(close_at, std::string::npos) << testing::PrintToString(*out);
-  // The close frame: 0x88, length, code 1003.
-  ASSERT_GE(close_at, 4u);
-  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 4]), 0x88);
-  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 2]), 0x03);
-  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 1]), 0xEB);
+  expect_close_frame(*out, "binary frames only", 1003);
   EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
 }
 
@@ -990,14 +996,7 @@ TEST_F(TransportTest, AHandlerThatThrowsClosesItsConnectionOnly) {
   HttpsClient https(client_options());
   auto out = https.raw_exchange_for_test(ws_upgrade_request(), 1000ms, masked_frame(0x2, "throw"));
   ASSERT_TRUE(out.has_value()) << out.error().to_string();
-  EXPECT_NE(out->find("101 Switching Protocols"), std::string::npos);
-  auto close_at = out->find("internal error");
-  ASSERT_NE(close_at, std::string::npos) << testing::PrintToString(*out);
-  // The close frame: 0x88, length, code 1011.
-  ASSERT_GE(close_at, 4u);
-  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 4]), 0x88);
-  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 2]), 0x03);
-  EXPECT_EQ(static_cast<std::uint8_t>((*out)[close_at - 1]), 0xF3);
+  expect_close_frame(*out, "internal error", 1011);
   EXPECT_TRUE(wait_for([&] { return shared_.closed.load() == 1; }));
   expect_echo(*other, "still served");
   EXPECT_EQ(shared_.closed.load(), 1);
