@@ -21,8 +21,9 @@
 //   4: what is queued goes to the socket in pieces of `length` bytes, the server running
 //      between pieces;
 //   5: the server closes its side (close_notify), once it has read and echoed everything sent
-//      so far; it goes on reading, echoing nothing more, and owes no KeyUpdate and sends no
-//      alert after it.
+//      so far; a write after it fails (broken_pipe) and sends nothing; it goes on reading,
+//      echoing nothing more, and owes no KeyUpdate and sends no alert after it.
+// (Op bytes are taken modulo 6; seeds written when they were taken modulo 5 use only 0-4.)
 // A close_notify ends the stream. A model of RFC 8446's rules, kept here, says what the server
 // must read and how it must end. Invariants:
 // - every record the server sends opens under the client's keys, and nothing follows its alert;
@@ -342,8 +343,16 @@ struct Client {
           break;
         case TlsRecords::kHandshake:  // the server's KeyUpdate: never asking for ours
           if (n >= 4 && c[0] == SSL3_MT_NEWSESSION_TICKET) {
+            // One or more whole tickets in the record, before anything else.
             PARLEY_FUZZ_CHECK(echoed.empty() && key_updates == 0);
-            ++tickets;
+            for (std::size_t at = 0; at < n;) {
+              PARLEY_FUZZ_CHECK(n - at >= 4 && c[at] == SSL3_MT_NEWSESSION_TICKET);
+              const std::size_t len =
+                  (std::size_t{c[at + 1]} << 16) | (std::size_t{c[at + 2]} << 8) | c[at + 3];
+              PARLEY_FUZZ_CHECK(len <= n - at - 4);
+              at += 4 + len;
+              ++tickets;
+            }
             break;
           }
           PARLEY_FUZZ_CHECK(n == 5 && c[0] == SSL3_MT_KEY_UPDATE && c[1] == 0 && c[2] == 0 &&
@@ -539,6 +548,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         server.async_shutdown([&](error_code e) { closed = e; });
         settle(io, cl);
         PARLEY_FUZZ_CHECK(closed && !*closed && cl.server_closed);
+        // A write after it fails, and nothing of it goes out (Client::drain checks that
+        // nothing follows the close_notify).
+        std::optional<error_code> wrote;
+        const char one = 'x';
+        net::async_write(server, net::buffer(&one, 1),
+                         [&](error_code e, std::size_t) { wrote = e; });
+        settle(io, cl);
+        PARLEY_FUZZ_CHECK(wrote && *wrote == net::error::broken_pipe);
         break;
       }
     }
