@@ -37,7 +37,8 @@
 //   from after it is echoed.
 // After forged bytes (3) the stream is the fuzzer's to garble: the echo must then only be a
 // prefix of the data sent.
-// Not covered: a KeyUpdate the server makes when its key wears out (2^23 records).
+// Not covered here: a KeyUpdate the server makes when its key wears out (2^23 records;
+// TlsSocketTest.TheServerChangesItsWriteKeyWhenItsRecordsRunOut lowers the limit to reach it).
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>

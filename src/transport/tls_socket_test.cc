@@ -1,7 +1,7 @@
 // TlsSocket's reads through OpenSSL's read-ahead: a blocking OpenSSL peer on a thread writes a
 // known stream over loopback TCP, in writes from one byte to several records; the TlsSocket
 // reads it back with buffers of every size, from one byte to more than a TLS record, and then
-// reports how the stream ended.
+// reports how the stream ended. And its writes after the handoff, across changes of its key.
 #include "transport/internal/tls_socket.h"
 
 #include <gtest/gtest.h>
@@ -143,6 +143,82 @@ TEST_F(TlsSocketTest, AnEndWithoutCloseNotifyIsATruncatedStream) {
   EXPECT_EQ(peer_failed, "");
   expect_stream(out.received, kTotal);
   EXPECT_EQ(out.end, net::ssl::error::stream_truncated) << out.end.message();
+}
+
+// After the handoff the server changes its write key every `n` records (2^23 unless a test
+// lowers it): an OpenSSL client reads every byte of a stream of many records across the
+// changes, and sees one KeyUpdate (update_not_requested) each time the key's records run out.
+TEST_F(TlsSocketTest, TheServerChangesItsWriteKeyWhenItsRecordsRunOut) {
+  constexpr std::uint32_t kPerKey = 50;
+  constexpr std::size_t kWrites = 1000;  // a record each
+  constexpr std::size_t kChunk = 100;
+  auto acceptor = listen();
+  std::string peer_failed;
+  std::string got;
+  int key_updates = 0;
+  std::thread t([&] {
+    test_support::TlsPeer p;
+    peer_failed = p.connect(acceptor.local_endpoint().port());
+    if (!peer_failed.empty()) return;
+    SSL_set_msg_callback(
+        p.ssl(), [](int write_p, int, int type, const void* buf, std::size_t len, SSL*, void* arg) {
+          const auto* b = static_cast<const std::uint8_t*>(buf);
+          if (write_p == 0 && type == SSL3_RT_HANDSHAKE && len == 5 && b[0] == SSL3_MT_KEY_UPDATE &&
+              b[4] == 0) {
+            ++*static_cast<int*>(arg);
+          }
+        });
+    SSL_set_msg_callback_arg(p.ssl(), &key_updates);
+    char buf[4096];
+    for (;;) {
+      const int n = SSL_read(p.ssl(), buf, sizeof buf);
+      if (n <= 0) {
+        if (SSL_get_error(p.ssl(), n) != SSL_ERROR_ZERO_RETURN) peer_failed = "read";
+        return;
+      }
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+  });
+  auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
+                                     test_support::test_identity().key_pem);
+  ASSERT_TRUE(ctx.has_value());
+  TlsSocket::set_records_per_key((*ctx)->native_handle(), kPerKey);
+  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
+  ASSERT_TRUE(tls.has_value());
+  TlsSocket& s = **tls;
+  s.expires_after(20s);
+  std::string chunk;
+  std::size_t written = 0;
+  boost::system::error_code end;
+  std::function<void(boost::system::error_code, std::size_t)> on_write =
+      [&](boost::system::error_code ec, std::size_t n) {
+        written += ec ? 0 : n;
+        if (ec || written == kWrites * kChunk) {
+          end = ec;
+          s.async_shutdown([&](boost::system::error_code sec) {
+            if (!end) end = sec;
+            s.expires_never();
+          });
+          return;
+        }
+        chunk.resize(kChunk);
+        for (std::size_t i = 0; i < kChunk; ++i) chunk[i] = stream_byte(written + i);
+        net::async_write(s, net::buffer(chunk), on_write);
+      };
+  s.async_handshake([&](boost::system::error_code ec) {
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_TRUE(s.records_handed_off());
+    on_write({}, 0);
+  });
+  io_.run();
+  t.join();
+  EXPECT_FALSE(end) << end.message();
+  EXPECT_EQ(peer_failed, "");
+  expect_stream(got, kWrites * kChunk);
+  // The records under the first key include what OpenSSL sent after the handshake (its
+  // session ticket); each later key carries kPerKey records.
+  EXPECT_GE(key_updates, static_cast<int>(kWrites / kPerKey) - 1);
+  EXPECT_LE(key_updates, static_cast<int>(kWrites / kPerKey));
 }
 
 }  // namespace

@@ -158,7 +158,8 @@ std::optional<TlsRecords::Suite> TlsRecords::suite_for(std::uint16_t cipher_id) 
 
 Result<std::unique_ptr<TlsRecords>> TlsRecords::make(Suite suite, ByteView read_secret,
                                                      ByteView write_secret, std::uint64_t read_seq,
-                                                     std::uint64_t write_seq) {
+                                                     std::uint64_t write_seq,
+                                                     std::uint32_t records_per_key) {
   const SuiteInfo& si = info(suite);
   if (read_secret.size() != si.hash_size || write_secret.size() != si.hash_size) {
     return make_error(ErrorCode::kInvalidArgument, "tls records: a secret of the wrong length");
@@ -166,7 +167,10 @@ Result<std::unique_ptr<TlsRecords>> TlsRecords::make(Suite suite, ByteView read_
   if (fetched_cipher(suite) == nullptr) {
     return make_error(ErrorCode::kInternal, "tls records: cipher unavailable");
   }
-  std::unique_ptr<TlsRecords> r(new TlsRecords(suite));
+  if (records_per_key == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "tls records: no record per key");
+  }
+  std::unique_ptr<TlsRecords> r(new TlsRecords(suite, records_per_key));
   PARLEY_TRY(r->set_secret(r->read_, read_secret));
   PARLEY_TRY(r->set_secret(r->write_, write_secret));
   r->read_.seq = read_seq;

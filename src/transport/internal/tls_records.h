@@ -61,9 +61,12 @@ class TlsRecords {
   // `read_secret` and `write_secret` are the peer's and our application traffic secrets (the
   // hash's length); `read_seq` and `write_seq` the records each side has already protected
   // with them. kInvalidArgument on a secret of the wrong length, kInternal when OpenSSL fails.
+  // `records_per_key`: how many records each of our write keys protects before we change it
+  // (write_key_worn); kRecordsPerKey but in tests, which lower it to reach the change.
   static Result<std::unique_ptr<TlsRecords>> make(Suite suite, ByteView read_secret,
                                                   ByteView write_secret, std::uint64_t read_seq,
-                                                  std::uint64_t write_seq);
+                                                  std::uint64_t write_seq,
+                                                  std::uint32_t records_per_key = kRecordsPerKey);
 
   // Copying would share a key and its sequence number: nonce reuse.
   TlsRecords(const TlsRecords&) = delete;
@@ -72,8 +75,8 @@ class TlsRecords {
 
   // Whether our next record should be a KeyUpdate (RFC 8446 section 5.5: an AES-GCM key must
   // change long before 2^24.5 full records; ours change every 2^23, whatever the suite).
-  static constexpr std::uint64_t kRecordsPerKey = std::uint64_t{1} << 23;
-  bool write_key_worn() const { return write_.seq >= kRecordsPerKey; }
+  static constexpr std::uint32_t kRecordsPerKey = std::uint32_t{1} << 23;
+  bool write_key_worn() const { return write_.seq >= records_per_key_; }
 
   // Seals `n` bytes (at most kMaxPlaintext) as one record with inner type `type` into `out`,
   // which must hold n + kOverhead bytes. `plain` may be out + kHeaderSize (sealed in place) but
@@ -124,11 +127,13 @@ class TlsRecords {
     std::uint64_t serial = 0;  // which key a thread's cipher context holds (tls_records.cc)
     ~Direction();
   };
-  explicit TlsRecords(Suite suite) : suite_(suite) {}
+  TlsRecords(Suite suite, std::uint32_t records_per_key)
+      : suite_(suite), records_per_key_(records_per_key) {}
   Status set_secret(Direction& d, ByteView secret);
   Status next_secret(Direction& d);
 
   Suite suite_;
+  std::uint32_t records_per_key_;  // beside suite_: no larger (memory per idle connection)
   Direction read_;
   Direction write_;
 };

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -105,6 +106,13 @@ int capture_index() {
   return index;
 }
 
+// A context's records per key (set_records_per_key), kept in the pointer itself; null: the
+// default.
+int records_per_key_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
 // The secret of a key log line, decoded with base's from_hex; the plain copy is wiped. Empty on
 // bad hex.
 SecretBytes secret_from_hex(std::string_view hex) {
@@ -147,6 +155,11 @@ void TlsSocket::handshake_message(int write_p, int, int content_type, const void
 
 void TlsSocket::enable_record_handoff(SSL_CTX* ctx) {
   SSL_CTX_set_keylog_callback(ctx, &TlsSocket::key_log);
+}
+
+void TlsSocket::set_records_per_key(SSL_CTX* ctx, std::uint32_t n) {
+  SSL_CTX_set_ex_data(ctx, records_per_key_index(),
+                      reinterpret_cast<void*>(static_cast<std::uintptr_t>(n)));
 }
 
 Result<std::unique_ptr<TlsSocket>> TlsSocket::accept(net::ip::tcp::socket sock, SSL_CTX* ctx) {
@@ -222,8 +235,11 @@ void TlsSocket::finish_handshake() {
   const bool full_records = SSL_SESSION_get_max_fragment_length(SSL_get0_session(ssl_)) ==
                             TLSEXT_max_fragment_length_DISABLED;
   if (suite && idle && full_records && !capture->unexpected) {
+    const auto per_key = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(
+        SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl_), records_per_key_index())));
     auto keys = TlsRecords::make(*suite, capture->client_secret.view(),
-                                 capture->server_secret.view(), 0, capture->records_sealed);
+                                 capture->server_secret.view(), 0, capture->records_sealed,
+                                 per_key != 0 ? per_key : TlsRecords::kRecordsPerKey);
     if (keys) {
       auto records = std::make_unique<Records>();
       records->keys = std::move(*keys);

@@ -62,6 +62,10 @@ class TlsSocket {
   // header comment): installs a key log callback that takes the application traffic secrets.
   // Call before the context is shared.
   static void enable_record_handoff(SSL_CTX* ctx);
+  // For tests: sockets on `ctx` handed over after this change their write key every `n`
+  // records (n > 0) instead of every 2^23 (TlsRecords::kRecordsPerKey), so that the change can
+  // be reached.
+  static void set_records_per_key(SSL_CTX* ctx, std::uint32_t n);
   ~TlsSocket();
   TlsSocket(const TlsSocket&) = delete;
   TlsSocket& operator=(const TlsSocket&) = delete;
