@@ -744,17 +744,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   void on_read(error_code ec) {
     if (ec) return end_read();
     if (close_started_) {
-      read_buffer_.release();
-      return read_next();  // closing: nothing more reaches the handler
-    }
-    if (!ws_->got_binary()) {
-      read_buffer_.release();
+      // Closing: nothing more reaches the handler.
+    } else if (!ws_->got_binary()) {
       do_close(websocket::close_code::unknown_data, "binary frames only", true);
-      return read_next();
+    } else {
+      auto data = read_buffer_.cdata();
+      std::string_view message(static_cast<const char*>(data.data()), data.size());
+      guarded([&] { handler_->on_message(message); });
     }
-    auto data = read_buffer_.cdata();
-    std::string_view message(static_cast<const char*>(data.data()), data.size());
-    guarded([&] { handler_->on_message(message); });
     read_buffer_.release();
     read_next();
   }
