@@ -1,7 +1,8 @@
 // TlsSocket's reads through OpenSSL's read-ahead: a blocking OpenSSL peer on a thread writes a
 // known stream over loopback TCP, in writes from one byte to several records; the TlsSocket
 // reads it back with buffers of every size, from one byte to more than a TLS record, and then
-// reports how the stream ended. And its writes after the handoff, across changes of its key.
+// reports how the stream ended. And its writes after the handoff, across changes of its key, and
+// what follows a write that failed.
 #include "transport/internal/tls_socket.h"
 
 #include <gtest/gtest.h>
@@ -9,8 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <chrono>
 #include <cstddef>
@@ -219,6 +222,97 @@ TEST_F(TlsSocketTest, TheServerChangesItsWriteKeyWhenItsRecordsRunOut) {
   // session ticket); each later key carries kPerKey records.
   EXPECT_GE(key_updates, static_cast<int>(kWrites / kPerKey) - 1);
   EXPECT_LE(key_updates, static_cast<int>(kWrites / kPerKey));
+}
+
+// A write that times out may leave part of its records sealed or half sent, and its caller is
+// told that none of it was written: no later write can follow it on the stream. The next write
+// fails with broken_pipe at once, and reading goes on; the peer gets a prefix of the stream,
+// never another write's bytes in its place.
+void a_failed_write_ends_writing(net::io_context& io, tcp::acceptor& acceptor, bool tls12) {
+  std::atomic<bool> go{false};
+  std::string peer_failed;
+  std::size_t peer_got = 0;
+  std::thread t([&] {
+    test_support::TlsPeer p;
+    if (tls12) p.max_version = TLS1_2_VERSION;
+    peer_failed = p.connect(acceptor.local_endpoint().port());
+    if (!peer_failed.empty()) return;
+    for (int i = 0; i < 1000 && !go.load(); ++i) std::this_thread::sleep_for(10ms);
+    if (SSL_write(p.ssl(), "ping", 4) != 4) {
+      peer_failed = "write";
+      return;
+    }
+    char buf[16384];
+    for (;;) {  // until the server closes (SO_RCVTIMEO bounds each read)
+      const int n = SSL_read(p.ssl(), buf, sizeof buf);
+      if (n <= 0) return;
+      for (int i = 0; i < n; ++i) {
+        if (buf[i] != stream_byte(peer_got + static_cast<std::size_t>(i))) {
+          peer_failed = "stream";
+          return;
+        }
+      }
+      peer_got += static_cast<std::size_t>(n);
+    }
+  });
+  auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
+                                     test_support::test_identity().key_pem);
+  ASSERT_TRUE(ctx.has_value());
+  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
+  ASSERT_TRUE(tls.has_value());
+  TlsSocket& s = **tls;
+  s.next_layer().set_option(tcp::socket::send_buffer_size(4096));
+  std::string big(4u << 20, 0);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = stream_byte(i);
+  boost::system::error_code first, second, read_end;
+  std::size_t first_n = 0, second_n = 0, ping_n = 0;
+  bool handed_off = false;
+  char ping[4] = {};
+  s.expires_after(10s);
+  s.async_handshake([&](boost::system::error_code ec) {
+    ASSERT_FALSE(ec) << ec.message();
+    handed_off = s.records_handed_off();
+    s.expires_after(300ms);  // the peer reads nothing yet: the write fills the socket and waits
+    net::async_write(s, net::buffer(big), [&](boost::system::error_code ec1, std::size_t n1) {
+      first = ec1;
+      first_n = n1;
+      go = true;  // the peer reads from now on, so a write could go through again
+      s.expires_after(10s);
+      s.async_write_some(net::buffer("hello", 5), [&](boost::system::error_code ec2,
+                                                      std::size_t n2) {
+        second = ec2;
+        second_n = n2;
+        net::async_read(s, net::buffer(ping), [&](boost::system::error_code ec3, std::size_t n3) {
+          read_end = ec3;
+          ping_n = n3;
+          s.close();
+          s.expires_never();
+        });
+      });
+    });
+  });
+  io.run();
+  t.join();
+  EXPECT_EQ(handed_off, !tls12);
+  EXPECT_EQ(first, boost::beast::error::timeout) << first.message();
+  EXPECT_LT(first_n, big.size());
+  EXPECT_EQ(second, net::error::broken_pipe) << second.message();
+  EXPECT_EQ(second_n, 0u);
+  EXPECT_FALSE(read_end) << read_end.message();
+  EXPECT_EQ(std::string(ping, ping_n), "ping");
+  EXPECT_EQ(peer_failed, "");
+  EXPECT_GE(peer_got, first_n);
+  EXPECT_LT(peer_got, big.size());
+}
+
+TEST_F(TlsSocketTest, AFailedWriteEndsWritingAfterTheHandoff) {
+  auto acceptor = listen();
+  a_failed_write_ends_writing(io_, acceptor, false);
+}
+
+TEST_F(TlsSocketTest, AFailedWriteEndsWritingWithOpenSslRecords) {
+  auto acceptor = listen();
+  a_failed_write_ends_writing(io_, acceptor, true);
 }
 
 }  // namespace

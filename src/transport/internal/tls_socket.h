@@ -24,6 +24,9 @@
 //
 // Threading: all operations must run on the socket's executor (the connection's strand); one
 // read and one write may be pending at once, as with any asio stream.
+//
+// A write that fails ends writing: every later write fails with broken_pipe (the stream may hold
+// part of the failed write's records, sealed or half sent). Reads go on.
 
 #include <openssl/ssl.h>
 
@@ -195,6 +198,8 @@ class TlsSocket {
       }
       if (s.dl_->timed_out) {
         result.ec = boost::beast::error::timeout;
+      } else if (kind == Kind::kWrite && s.write_failed_) {
+        result.ec = boost::asio::error::broken_pipe;
       } else {
         result = s.step(kind, data, size);
       }
@@ -216,6 +221,7 @@ class TlsSocket {
     template <class Self>
     void finish(Self& self) {
       if (kind == Kind::kRead) s.read_in_hand_ = false;  // the handler may read again
+      if (kind == Kind::kWrite && result.ec) s.write_failed_ = true;
       if constexpr (requires { self.complete(result.ec, result.n); }) {
         self.complete(result.ec, result.n);
       } else {
@@ -241,6 +247,10 @@ class TlsSocket {
   bool reused_ = false;
   // A read op runs or its completion is queued, not waiting for the socket (read_ready()).
   bool read_in_hand_ = false;
+  // A write failed (timed out, or the socket or the stream broke): part of its records may be
+  // sealed, or sent, and the caller was told none of it was written. No later write can follow
+  // that on the same stream, so each fails with broken_pipe.
+  bool write_failed_ = false;
   std::chrono::steady_clock::time_point last_read_ = coarse_now();
   // Shared with the deadline timer's handler: `generation` tells a stale expiry (the deadline
   // was moved after the timer fired) from a real one; `alive` is false once the socket is gone.
