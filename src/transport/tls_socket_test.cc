@@ -184,10 +184,16 @@ TEST_F(TlsSocketTest, TheServerChangesItsWriteKeyWhenItsRecordsRunOut) {
   });
   auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
                                      test_support::test_identity().key_pem);
-  ASSERT_TRUE(ctx.has_value());
+  if (!ctx) {  // the peer's handshake gives up within its timeout; join it before returning
+    t.join();
+    FAIL() << ctx.error().to_string();
+  }
   TlsSocket::set_records_per_key((*ctx)->native_handle(), kPerKey);
   auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
-  ASSERT_TRUE(tls.has_value());
+  if (!tls) {
+    t.join();
+    FAIL() << tls.error().to_string();
+  }
   TlsSocket& s = **tls;
   s.expires_after(20s);
   std::string chunk;
@@ -226,8 +232,8 @@ TEST_F(TlsSocketTest, TheServerChangesItsWriteKeyWhenItsRecordsRunOut) {
 
 // A write that times out may leave part of its records sealed or half sent, and its caller is
 // told that none of it was written: no later write can follow it on the stream. The next write
-// fails with broken_pipe at once, and reading goes on; the peer gets a prefix of the stream,
-// never another write's bytes in its place.
+// and the close_notify fail with broken_pipe at once, and reading goes on; the peer gets a
+// prefix of the stream, never another write's bytes in its place.
 void a_failed_write_ends_writing(net::io_context& io, tcp::acceptor& acceptor, bool tls12) {
   std::atomic<bool> go{false};
   std::string peer_failed;
@@ -237,6 +243,8 @@ void a_failed_write_ends_writing(net::io_context& io, tcp::acceptor& acceptor, b
     if (tls12) p.max_version = TLS1_2_VERSION;
     peer_failed = p.connect(acceptor.local_endpoint().port());
     if (!peer_failed.empty()) return;
+    const int rcvbuf = 16384;
+    ::setsockopt(p.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     for (int i = 0; i < 1000 && !go.load(); ++i) std::this_thread::sleep_for(10ms);
     if (SSL_write(p.ssl(), "ping", 4) != 4) {
       peer_failed = "write";
@@ -257,14 +265,19 @@ void a_failed_write_ends_writing(net::io_context& io, tcp::acceptor& acceptor, b
   });
   auto ctx = make_server_tls_context(test_support::test_identity().cert_pem,
                                      test_support::test_identity().key_pem);
-  ASSERT_TRUE(ctx.has_value());
-  auto tls = TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle());
-  ASSERT_TRUE(tls.has_value());
+  auto tls = ctx ? TlsSocket::accept(acceptor.accept(), (*ctx)->native_handle())
+                 : Result<std::unique_ptr<TlsSocket>>(ctx.error());
+  if (!tls) {  // the peer gives up within its timeouts; it must be joined before returning
+    go = true;
+    t.join();
+    FAIL() << tls.error().to_string();
+  }
   TlsSocket& s = **tls;
   s.next_layer().set_option(tcp::socket::send_buffer_size(4096));
-  std::string big(4u << 20, 0);
+  // Far more than the peer's receive buffer, which it leaves to fill (and made small).
+  std::string big(16u << 20, 0);
   for (std::size_t i = 0; i < big.size(); ++i) big[i] = stream_byte(i);
-  boost::system::error_code first, second, read_end;
+  boost::system::error_code first, second, shut, read_end;
   std::size_t first_n = 0, second_n = 0, ping_n = 0;
   bool handed_off = false;
   char ping[4] = {};
@@ -282,11 +295,14 @@ void a_failed_write_ends_writing(net::io_context& io, tcp::acceptor& acceptor, b
                                                       std::size_t n2) {
         second = ec2;
         second_n = n2;
-        net::async_read(s, net::buffer(ping), [&](boost::system::error_code ec3, std::size_t n3) {
-          read_end = ec3;
-          ping_n = n3;
-          s.close();
-          s.expires_never();
+        s.async_shutdown([&](boost::system::error_code ec3) {
+          shut = ec3;
+          net::async_read(s, net::buffer(ping), [&](boost::system::error_code ec4, std::size_t n4) {
+            read_end = ec4;
+            ping_n = n4;
+            s.close();
+            s.expires_never();
+          });
         });
       });
     });
@@ -298,6 +314,7 @@ void a_failed_write_ends_writing(net::io_context& io, tcp::acceptor& acceptor, b
   EXPECT_LT(first_n, big.size());
   EXPECT_EQ(second, net::error::broken_pipe) << second.message();
   EXPECT_EQ(second_n, 0u);
+  EXPECT_EQ(shut, net::error::broken_pipe) << shut.message();
   EXPECT_FALSE(read_end) << read_end.message();
   EXPECT_EQ(std::string(ping, ping_n), "ping");
   EXPECT_EQ(peer_failed, "");

@@ -25,8 +25,10 @@
 // Threading: all operations must run on the socket's executor (the connection's strand); one
 // read and one write may be pending at once, as with any asio stream.
 //
-// A write that fails ends writing: every later write fails with broken_pipe (the stream may hold
-// part of the failed write's records, sealed or half sent). Reads go on.
+// A write that fails ends writing: every later write, and the close_notify, fails at once with
+// broken_pipe (or with timeout while the deadline has passed), since the stream may hold part of
+// the failed write's records, sealed or half sent. Reads go on, unless what failed was the
+// connection itself.
 
 #include <openssl/ssl.h>
 
@@ -198,7 +200,7 @@ class TlsSocket {
       }
       if (s.dl_->timed_out) {
         result.ec = boost::beast::error::timeout;
-      } else if (kind == Kind::kWrite && s.write_failed_) {
+      } else if ((kind == Kind::kWrite || kind == Kind::kShutdown) && s.write_failed_) {
         result.ec = boost::asio::error::broken_pipe;
       } else {
         result = s.step(kind, data, size);
@@ -248,8 +250,8 @@ class TlsSocket {
   // A read op runs or its completion is queued, not waiting for the socket (read_ready()).
   bool read_in_hand_ = false;
   // A write failed (timed out, or the socket or the stream broke): part of its records may be
-  // sealed, or sent, and the caller was told none of it was written. No later write can follow
-  // that on the same stream, so each fails with broken_pipe.
+  // sealed, or sent, and the caller was told none of it was written. No later write, nor the
+  // close_notify, can follow that on the same stream, so each fails with broken_pipe.
   bool write_failed_ = false;
   std::chrono::steady_clock::time_point last_read_ = coarse_now();
   // Shared with the deadline timer's handler: `generation` tells a stale expiry (the deadline
