@@ -25,7 +25,8 @@
 // `--runs N` runs the throughput and latency scenarios N times each (a fresh parleyd each time):
 // this machine's speed drifts by a third within minutes, so one run of them is a sample, not a
 // figure. The summary then gives each of their figures as the median of the runs, with the
-// lowest and highest, and judges the goal on the median.
+// lowest and highest, and judges the goal on the median; a run that faulted is left out of it
+// and counted.
 //
 // Exit status: 0 when every scenario measured what it set out to (whether or not a goal was met),
 // 1 when a fault made some figure meaningless (listed at the end: parleyd did not start,
@@ -1029,13 +1030,16 @@ void add_figure(std::string name, std::string measured, std::string goal, std::s
 }
 
 // A figure of a scenario that --runs repeats: each run adds its value under the same name. One
-// value reads as itself; several as their median, then "(median of N: lowest to highest)". The goal
-// is judged on the median. `format` is a printf format for one double.
+// value reads as itself; several as their median, then "(median of N: lowest to highest)". The
+// goal is judged on the median. A run that faulted (g_faults grew since it began) is left out and
+// counted. `format` is a printf format for one double.
 struct RunFigure {
   std::vector<double> values;
+  int faulted = 0;
   std::size_t index = 0;  // in g_figures
 };
 std::map<std::string, RunFigure> g_run_figures;
+std::size_t g_run_faults_at = 0;  // g_faults.size() when the current run began
 
 void add_run_figure(const std::string& name, double value, const char* format, std::string goal,
                     std::string ejabberd, std::function<bool(double)> met) {
@@ -1045,16 +1049,29 @@ void add_run_figure(const std::string& name, double value, const char* format, s
     rf.index = g_figures.size();
     g_figures.push_back({name, "", std::move(goal), std::move(ejabberd), std::nullopt});
   }
-  rf.values.push_back(value);
+  if (g_faults.size() > g_run_faults_at) {
+    ++rf.faulted;
+  } else {
+    rf.values.push_back(value);
+  }
+  Figure& f = g_figures[rf.index];
+  const std::string left_out =
+      rf.faulted == 0 ? "" : "; " + std::to_string(rf.faulted) + " faulted run(s) left out";
   std::vector<double> v = rf.values;
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
+  if (n == 0) {
+    f.measured = "faulted";
+    f.met = std::nullopt;
+    return;
+  }
   const double median = n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-  Figure& f = g_figures[rf.index];
   f.measured = fmt(format, median);
   if (n > 1) {
     f.measured += " (median of " + std::to_string(n) + ": " + fmt(format, v.front()) + " to " +
-                  fmt(format, v.back()) + ")";
+                  fmt(format, v.back()) + left_out + ")";
+  } else if (rf.faulted != 0) {
+    f.measured += " (" + left_out.substr(2) + ")";
   }
   if (met) f.met = met(median);
 }
@@ -1792,8 +1809,16 @@ int main(int argc, char** argv) {
                               "gets AckRequests)"
                             : "as AckRequests (each answered)");
   const bool all = o.scenario == "all";
-  for (int r = 0; r < o.runs && (all || o.scenario == "throughput"); ++r) scenario_throughput(o);
-  for (int r = 0; r < o.runs && (all || o.scenario == "latency"); ++r) scenario_latency(o);
+  auto repeated = [&](const char* name, void (*scenario)(const Options&)) {
+    if (!all && o.scenario != name) return;
+    for (int r = 1; r <= o.runs; ++r) {
+      if (o.runs > 1) std::printf("\n-- %s, run %d of %d", name, r, o.runs);
+      g_run_faults_at = g_faults.size();
+      scenario(o);
+    }
+  };
+  repeated("throughput", scenario_throughput);
+  repeated("latency", scenario_latency);
   if (all || o.scenario == "offline") scenario_offline(o);
   if (all || o.scenario == "handshake") scenario_handshake(o);
   if (all || o.scenario == "idle") scenario_idle(o);
