@@ -34,7 +34,8 @@
 //   prefix of it, as data read may not have been written back yet);
 // - half duplex, it answers each KeyUpdate request at its place in the stream; full duplex,
 //   with no more answers than requests and one at or before each request's place once data
-//   from after it is echoed.
+//   from after it is echoed;
+// - after a write of the echo fails, one more write fails with broken_pipe and sends nothing.
 // After forged bytes (3) the stream is the fuzzer's to garble: the echo must then only be a
 // prefix of the data sent.
 // Not covered here: a KeyUpdate the server makes when its key wears out (2^23 records;
@@ -263,6 +264,19 @@ struct Echo {
   std::optional<error_code> end;  // the read side's
   std::string pending, writing;   // full duplex: read and not yet written; being written
   bool write_busy = false;
+  // After a write failed: what one more write reported (it must fail with broken_pipe, sending
+  // nothing: Client::drain checks that nothing follows an alert or a close_notify).
+  std::optional<error_code> write_after_failure;
+
+  void write_after_failed() {
+    if (write_after_failure) return;
+    write_after_failure = error_code();
+    write_busy = true;
+    net::async_write(s, net::buffer("x", 1), [this](error_code ec, std::size_t) {
+      write_busy = false;
+      write_after_failure = ec;
+    });
+  }
 
   void read() {
     s.async_read_some(net::buffer(buf), [this](error_code ec, std::size_t n) {
@@ -279,7 +293,7 @@ struct Echo {
       net::async_write(s, net::buffer(buf.data(), n), [this](error_code wec, std::size_t) {
         if (wec) {
           end = wec;
-          return;
+          return write_after_failed();
         }
         read();
       });
@@ -294,7 +308,8 @@ struct Echo {
     net::async_write(s, net::buffer(writing), [this](error_code wec, std::size_t) {
       write_busy = false;
       writing.clear();
-      if (!wec) write();
+      if (wec) return write_after_failed();
+      write();
     });
   }
 };
@@ -582,6 +597,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                  cl.echoed.size(), cl.key_update_at.size());
   }
   PARLEY_FUZZ_CHECK(echo.end.has_value() && !echo.write_busy);
+  PARLEY_FUZZ_CHECK(!echo.write_after_failure ||
+                    *echo.write_after_failure == net::error::broken_pipe);
   PARLEY_FUZZ_CHECK(cl.tickets == (tickets ? kTickets : 0));
   PARLEY_FUZZ_CHECK(model.data.starts_with(cl.echoed));
   if (model.shut_at) PARLEY_FUZZ_CHECK(cl.server_closed && !cl.alert_received);
