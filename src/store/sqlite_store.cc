@@ -413,7 +413,8 @@ class SqliteStore final : public Store {
     Tx tx{*db_, *backend_, {}, {}, {}, 0, false};
     // A batch of acknowledgements and reads alone commits without an fsync (synchronous=NORMAL: WAL
     // frames written, not synced). The next synced commit, or a checkpoint, syncs them too:
-    // the WAL is written in order, so no synced commit can outlive an earlier unsynced one.
+    // the WAL is written in order, so no synced commit can outlive an earlier unsynced one (and
+    // after a failed sync nothing more is written: wal_gather_vfs.h).
     const bool synced = std::any_of(batch.begin(), batch.end(),
                                     [](const std::unique_ptr<Op>& op) { return op->synced(); });
     Status failed = set_synchronous(synced);

@@ -23,6 +23,7 @@ constexpr std::size_t kMaxGathered = 0x1ffff;
 std::atomic<std::uint64_t> g_gathered{0};
 std::atomic<std::uint64_t> g_written{0};
 std::atomic<std::uint64_t> g_late{0};
+std::atomic<std::uint64_t> g_sync_failures{0};
 
 // Our part of every file this VFS opens. SQLite allocates szOsFile bytes for it: this struct,
 // then the default VFS's file, which `real` points to.
@@ -45,6 +46,12 @@ struct File {
   // it, and a failed xFileSize or xTruncate is only logged. So, until the write transaction
   // ends, every write and sync of this WAL fails too, and no commit of it can be published.
   bool failed;
+  // A sync of this WAL failed. The kernel may have dropped writes it could not make and says so
+  // once: a later sync can succeed over the hole, and a commit after it would be acknowledged
+  // yet lost with the hole in a crash (PostgreSQL's "fsyncgate", 2018). So every later write
+  // and sync of this WAL fails until the file is closed: parleyd stores nothing more until it
+  // is restarted, and SQLite's recovery then reads the WAL afresh.
+  bool sync_failed;
 };
 
 constexpr std::size_t kFileBytes = (sizeof(File) + 15) & ~std::size_t{15};
@@ -82,7 +89,7 @@ int write_through(File* f, const void* p, int n, sqlite3_int64 offset) {
 }
 
 int gather(File* f, const void* p, int n, sqlite3_int64 offset) {
-  if (f->failed) return SQLITE_IOERR_WRITE;
+  if (f->failed || f->sync_failed) return SQLITE_IOERR_WRITE;
   const auto bytes = static_cast<std::size_t>(n);
   const bool after_read = std::exchange(f->after_read, false);
   const bool header = n == kFrameHeader;
@@ -151,9 +158,17 @@ int x_truncate(sqlite3_file* file, sqlite3_int64 size) {
 
 int x_sync(sqlite3_file* file, int flags) {
   File* f = as_file(file);
+  if (f->sync_failed) return SQLITE_IOERR_FSYNC;
   if (int rc = flush(f); rc != SQLITE_OK) return rc;
   if (f->failed) return SQLITE_IOERR_WRITE;
-  return real_io(f)->xSync(f->real, flags);
+  const int rc = real_io(f)->xSync(f->real, flags);
+  // (A database file's failed sync is not kept: SQLite then leaves the checkpoint undone, and
+  // the next one copies the same pages from the WAL again before it syncs.)
+  if (rc != SQLITE_OK && f->wal) {
+    f->sync_failed = true;
+    g_sync_failures.fetch_add(1, std::memory_order_relaxed);
+  }
+  return rc;
 }
 
 int x_file_size(sqlite3_file* file, sqlite3_int64* size) {
@@ -363,7 +378,7 @@ const char* wal_gather_vfs() {
 
 WalGatherCounts wal_gather_counts() {
   return {g_gathered.load(std::memory_order_relaxed), g_written.load(std::memory_order_relaxed),
-          g_late.load(std::memory_order_relaxed)};
+          g_late.load(std::memory_order_relaxed), g_sync_failures.load(std::memory_order_relaxed)};
 }
 
 }  // namespace parley::store::internal

@@ -26,13 +26,14 @@ namespace fs = std::filesystem;
 
 // A full disk, for a moment: the VFS under test wraps the default VFS it finds when it is first
 // used, and this file makes that one a copy of SQLite's own whose WAL files fail one chosen
-// write with SQLITE_FULL (what the default VFS returns on ENOSPC); every other write, and
-// everything else, is SQLite's. It is registered before main, so before the first Db::open;
-// until a test arms it, it changes nothing.
+// write with SQLITE_FULL (what the default VFS returns on ENOSPC), or one chosen sync with an
+// I/O error; every other write and sync, and everything else, is SQLite's. It is registered before
+// main, so before the first Db::open; until a test arms it, it changes nothing.
 namespace full_disk {
 
 int g_fail_in = 0;   // the WAL write that fails: 1 = the next one; 0 = none
 int g_failures = 0;  // failures made so far
+int g_fail_sync_in = 0;  // the WAL sync that fails with an I/O error: 1 = the next one
 sqlite3_vfs* g_real = nullptr;
 const sqlite3_io_methods* g_real_io = nullptr;
 sqlite3_io_methods g_io;
@@ -46,6 +47,11 @@ int write(sqlite3_file* file, const void* p, int n, sqlite3_int64 offset) {
   return g_real_io->xWrite(file, p, n, offset);
 }
 
+int sync(sqlite3_file* file, int flags) {
+  if (g_fail_sync_in > 0 && --g_fail_sync_in == 0) return SQLITE_IOERR_FSYNC;
+  return g_real_io->xSync(file, flags);
+}
+
 int open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out) {
   const int rc = g_real->xOpen(g_real, name, file, flags, out);
   if (rc != SQLITE_OK || (flags & SQLITE_OPEN_WAL) == 0 || file->pMethods == nullptr) return rc;
@@ -53,6 +59,7 @@ int open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int
     g_real_io = file->pMethods;
     g_io = *g_real_io;
     g_io.xWrite = write;
+    g_io.xSync = sync;
   }
   if (file->pMethods == g_real_io) file->pMethods = &g_io;
   return rc;
@@ -435,6 +442,36 @@ TEST_F(WalGatherVfsTest, ADiskFullForOneWriteFailsOnlyTheTransactionItHit) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's step that failed (see the exit codes above)";
+}
+
+// A WAL sync that fails (an I/O error, which the kernel reports once) fails its commit and
+// every later one on that connection, also once syncs work again: a later sync could succeed
+// over writes the failed one lost, and what it committed would be lost with them. Reads go on.
+// A connection opened afresh (parleyd restarted) writes again.
+TEST_F(WalGatherVfsTest, AFailedWalSyncFailsEveryLaterCommitOfTheConnection) {
+  auto db = open();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(create(*db, 4, 100).is_ok());
+  const std::uint64_t before = wal_gather_counts().sync_failures;
+  full_disk::g_fail_sync_in = 1;
+  EXPECT_FALSE(insert(*db, 2, 100).is_ok());
+  EXPECT_EQ(full_disk::g_fail_sync_in, 0) << "no WAL sync was made";
+  EXPECT_EQ(wal_gather_counts().sync_failures, before + 1);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(insert(*db, 2, 100).is_ok()) << i;
+  EXPECT_EQ(query_int(*db, "SELECT COUNT(*) FROM t"), 4);
+  db.reset();
+
+  auto again = open();
+  ASSERT_TRUE(again);
+  // The commit whose sync failed is found whole in the WAL (its frames were written before the
+  // sync; here the data even reached the file): a commit reported failed can be there after a
+  // restart, and the store's client message ids make a resend of it a duplicate. Nothing after
+  // it was written.
+  const std::int64_t rows = query_int(*again, "SELECT COUNT(*) FROM t");
+  EXPECT_EQ(rows, 6);
+  ASSERT_TRUE(insert(*again, 2, 100).is_ok());
+  EXPECT_EQ(query_int(*again, "SELECT COUNT(*) FROM t"), rows + 2);
+  EXPECT_EQ(integrity(*again), "ok");
 }
 
 }  // namespace

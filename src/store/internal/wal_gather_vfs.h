@@ -33,6 +33,10 @@
 // including failed and rewritten ones, is written at its commit frame.
 // Not supported: locking_mode=EXCLUSIVE (SQLite then releases no write lock through xShmLock,
 // so a rolled-back transaction's bytes would stay gathered). The store never sets it.
+// A failed sync of a WAL makes every later write and sync of it fail until it is closed: the
+// kernel reports a lost write-back once, so a later sync could succeed over a hole in the WAL
+// (a database file's failed sync is left to SQLite, whose next checkpoint copies the same pages
+// again). A full disk fails a write, not a sync, so it does not stop the store for good.
 // Everything else is the default VFS's. Durability is unchanged: SQLite still syncs the WAL at
 // each commit under synchronous=FULL, after the frames are written.
 //
@@ -55,6 +59,7 @@ struct WalGatherCounts {
   // stopped the process for). Zero unless SQLite writes a commit in a way this VFS does not
   // foresee; tests assert it.
   std::uint64_t late = 0;
+  std::uint64_t sync_failures = 0;  // failed syncs of a WAL (each stops its file's writes)
 };
 WalGatherCounts wal_gather_counts();
 
