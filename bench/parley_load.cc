@@ -312,6 +312,7 @@ class Parleyd {
            "queue_max_bytes = 17179869184\n"
            "max_connections = 19500\n"
            "max_handshakes_per_ip = 0\n"  // every connection comes from 127.0.0.1
+           "max_connections_per_ip = 0\n"
            "max_inflight_requests = 64\n"
            "ip_request_rate = 1000000000.0\n"
            "ip_request_burst = 1000000000.0\n"

@@ -551,6 +551,7 @@ int main(int argc, char** argv) {
     cfg.max_message_bytes = from_file.max_message_bytes;
     cfg.write_queue_bytes = from_file.write_queue_bytes;
     cfg.max_handshakes_per_ip = from_file.max_handshakes_per_ip;
+    cfg.max_connections_per_ip = from_file.max_connections_per_ip;
     cfg.idle_timeout_s = from_file.idle_timeout_s;
     cfg.login_timeout_s = from_file.login_timeout_s;
     cfg.ping_interval_s = from_file.ping_interval_s;

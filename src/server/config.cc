@@ -158,6 +158,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.write_queue_bytes") return read_uint(n, key, c.write_queue_bytes);
   if (key == "limits.max_connections") return read_uint(n, key, c.max_connections);
   if (key == "limits.max_handshakes_per_ip") return read_uint(n, key, c.max_handshakes_per_ip);
+  if (key == "limits.max_connections_per_ip") return read_uint(n, key, c.max_connections_per_ip);
   if (key == "limits.idle_timeout_s") return read_uint(n, key, c.idle_timeout_s);
   if (key == "limits.login_timeout_s") return read_uint(n, key, c.login_timeout_s);
   if (key == "limits.ping_interval_s") return read_uint(n, key, c.ping_interval_s);

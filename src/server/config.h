@@ -67,6 +67,8 @@ struct ServerConfig {
   std::uint32_t max_connections = 19000;
   // Connections of one IP still in their TLS handshake; one more is closed. 0: no cap.
   std::uint32_t max_handshakes_per_ip = 64;
+  // Connections of one IP open at once, in any phase; one more is closed. 0: no cap.
+  std::uint32_t max_connections_per_ip = 1000;
   std::uint32_t idle_timeout_s = 120;
   std::uint32_t login_timeout_s = 60;  // a WebSocket not logged in by then is closed (0: never)
   std::uint32_t ping_interval_s = 30;

@@ -174,7 +174,8 @@ std::string render_front(const transport::Server::Refusals& refusals,
                          const transport::Server::Relayed& relayed) {
   return "# HELP parley_connections_refused_total Connections closed before their TLS "
          "handshake: no connection slot free (max_connections), too many of the address's "
-         "connections in their TLS handshake (max_handshakes_per_ip), or a relay's connection "
+         "connections in their TLS handshake (max_handshakes_per_ip) or open "
+         "(max_connections_per_ip), or a relay's connection "
          "(server.proxy_from) without a valid PROXY header, or an Extended ORPort connection "
          "(obfs4) that failed its handshake.\n"
          "# TYPE parley_connections_refused_total counter\n"
@@ -189,6 +190,9 @@ std::string render_front(const transport::Server::Refusals& refusals,
          "\n"
          "parley_connections_refused_total{reason=\"ext_orport\"} " +
          std::to_string(refusals.ext_orport) +
+         "\n"
+         "parley_connections_refused_total{reason=\"connections_per_ip\"} " +
+         std::to_string(refusals.connections_per_ip) +
          "\n"
          "# HELP parley_connections_relayed_total Connections whose client a relay named: a "
          "bridge or load balancer in a PROXY header (server.proxy_from), obfs4proxy on the "

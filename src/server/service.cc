@@ -48,6 +48,7 @@ void fill_listener_options(const ServerConfig& c, transport::ServerOptions& o) {
   o.write_queue_limit = c.write_queue_bytes;
   o.max_connections = c.max_connections;
   o.max_handshakes_per_ip = c.max_handshakes_per_ip;
+  o.max_connections_per_ip = c.max_connections_per_ip;
   o.idle_timeout = std::chrono::seconds(c.idle_timeout_s);
   o.ping_interval = std::chrono::seconds(c.ping_interval_s);
   o.proxy_from = c.proxy_from;

@@ -109,11 +109,19 @@ net::awaitable<bool> write_header(TlsSocket& s, http::response<http::empty_body>
   co_return !ec;
 }
 
-// Reads and discards a request body of at most `limit` bytes. False on error or over the limit.
-net::awaitable<bool> drain_body(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
-                                std::uint64_t limit, const HttpContext& cx) {
-  if (hp.is_done()) co_return true;
-  if (hp.content_length() && *hp.content_length() > limit) co_return false;
+// How reading a request body ended.
+enum class BodyRead {
+  kRead,
+  kTooLarge,  // over the limit (413)
+  kBad,       // the peer's framing was wrong: a bad chunk, say (400)
+  kBroken,    // the connection ended or timed out: nothing to answer
+};
+
+// Reads and discards a request body of at most `limit` bytes.
+net::awaitable<BodyRead> drain_body(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
+                                    std::uint64_t limit, const HttpContext& cx) {
+  if (hp.is_done()) co_return BodyRead::kRead;
+  if (hp.content_length() && *hp.content_length() > limit) co_return BodyRead::kTooLarge;
   http::request_parser<http::buffer_body> bp(std::move(hp));
   bp.body_limit(limit);
   auto chunk = std::make_unique<char[]>(kChunk);
@@ -123,9 +131,26 @@ net::awaitable<bool> drain_body(TlsSocket& s, beast::flat_buffer& buffer, Header
     expire(s, cx);
     auto [ec, n] = co_await http::async_read(s, buffer, bp, kUse);
     if (ec == http::error::need_buffer) continue;
-    if (ec) co_return false;
+    if (ec == http::error::body_limit) co_return BodyRead::kTooLarge;
+    if (ec) co_return is_http_parse_error(ec) ? BodyRead::kBad : BodyRead::kBroken;
   }
-  co_return true;
+  co_return BodyRead::kRead;
+}
+
+// The answer to a body that could not be read (BodyRead other than kRead), closing; false.
+net::awaitable<bool> refuse_body(TlsSocket& s, BodyRead read, unsigned version, bool head,
+                                 const HttpContext& cx) {
+  if (read == BodyRead::kBroken) co_return false;
+  const unsigned status = read == BodyRead::kTooLarge ? 413 : 400;
+  co_await write_site_response(s, cx.site.error_page(status), version, false, head, cx);
+  co_return false;
+}
+
+// 401 with the challenge RFC 9110 (11.6.1) asks for: the upload slot's bearer token. Closes.
+net::awaitable<bool> unauthorized(TlsSocket& s, unsigned version, const HttpContext& cx) {
+  http::response<http::string_body> res{http::status::unauthorized, version};
+  res.set(http::field::www_authenticate, "Bearer");
+  co_return co_await write_simple(s, res, false, cx);
 }
 
 // An error page; `head`: the answer to a HEAD request (the header only).
@@ -171,11 +196,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   const unsigned version = req.version();
   const bool keep = req.keep_alive();
   auto token = bearer_token(req[http::field::authorization]);
-  if (!token) {
-    http::response<http::string_body> res{http::status::unauthorized, version};
-    res.set(http::field::www_authenticate, "Bearer");
-    co_return co_await write_simple(s, res, false, cx);
-  }
+  if (!token) co_return co_await unauthorized(s, version, cx);
   auto upload = co_await files_call<Result<HttpFiles::Upload>>(
       cx, [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
   if (!upload) {
@@ -383,8 +404,9 @@ net::awaitable<bool> serve_site(TlsSocket& s, beast::flat_buffer& buffer, Header
   const std::string target(req.target());
   const std::string inm(req[http::field::if_none_match]);
   const bool head = req.method() == http::verb::head;
-  if (!hp.is_done() && !co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx)) {
-    co_return co_await write_site_response(s, cx.site.error_page(413), version, false, head, cx);
+  if (!hp.is_done()) {
+    const BodyRead read = co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx);
+    if (read != BodyRead::kRead) co_return co_await refuse_body(s, read, version, head, cx);
   }
   SiteResponse page = cx.site.handle(method, target, inm);
   co_return co_await write_site_response(s, page, version, keep, head, cx);
@@ -408,13 +430,16 @@ net::awaitable<bool> serve_attachment(TlsSocket& s, beast::flat_buffer& buffer, 
       auto auth = req[http::field::authorization];
       if (head && !auth.empty()) {
         auto token = bearer_token(auth);
-        if (!token) co_return co_await error_response(s, 401, version, cx, head);
+        if (!token) co_return co_await unauthorized(s, version, cx);
         co_return co_await head_upload(s, id, *token, version, keep, cx);
       }
       co_return co_await get_attachment(s, id, req[http::field::range], version, keep, head, cx);
     }
     default: {
-      if (!hp.is_done() && !co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx)) co_return false;
+      if (!hp.is_done()) {
+        const BodyRead read = co_await drain_body(s, buffer, hp, kSiteBodyLimit, cx);
+        if (read != BodyRead::kRead) co_return co_await refuse_body(s, read, version, false, cx);
+      }
       SiteResponse page = cx.site.error_page(405);
       page.allow = "GET, HEAD, PUT";
       co_return co_await write_site_response(s, page, version, keep, false, cx);

@@ -106,6 +106,14 @@ namespace websocket = boost::beast::websocket;
 // Writes go through CorkStream: a connection's queued frames leave in one TLS write.
 using WsStream = websocket::stream<CorkStream<TlsSocket>>;
 
+// Requests one HTTP connection may make, as nginx's keepalive_requests.
+constexpr int kMaxHttpRequestsPerConnection = 1000;
+
+std::size_t host_count(const http::fields& fields) {
+  const auto [first, last] = fields.equal_range(http::field::host);
+  return static_cast<std::size_t>(std::distance(first, last));
+}
+
 class Connection;
 
 // How a connection's first bytes come: TLS at once, or a relay's preamble naming the client
@@ -140,6 +148,7 @@ struct ServerState {
   std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
   std::atomic<std::uint64_t> pings{0}, idle_closes{0};
   std::atomic<std::uint64_t> refused_slots{0}, refused_handshakes{0}, refused_proxy_headers{0};
+  std::atomic<std::uint64_t> refused_connections_per_ip{0};
   std::atomic<std::uint64_t> refused_ext_orport{0};
   std::atomic<std::uint64_t> relayed_proxy_header{0}, relayed_ext_orport{0};
   std::vector<AddressRange> relays;  // options.proxy_from, parsed
@@ -151,11 +160,16 @@ struct ServerState {
   std::mutex mu;
   std::list<std::weak_ptr<Connection>> live;  // guarded by mu
 
-  // Connections per client block (client_block(): an IPv4 address, an IPv6 /64) still in their
-  // TLS handshake (max_handshakes_per_ip); a block leaves the map with its last one, so it
-  // holds at most one entry per connection.
-  std::mutex handshakes_mu;
-  std::map<std::string, std::size_t, std::less<>> handshakes;  // guarded by handshakes_mu
+  // Connections per client block (client_block(): an IPv4 address, an IPv6 /64): open ones
+  // (max_connections_per_ip) and those still in their TLS handshake (max_handshakes_per_ip),
+  // each counted only under its cap. A block leaves the map with its last counted connection,
+  // so the map holds at most one entry per connection.
+  struct BlockCount {
+    std::size_t open = 0;
+    std::size_t handshakes = 0;
+  };
+  std::mutex blocks_mu;
+  std::map<std::string, BlockCount, std::less<>> blocks;  // guarded by blocks_mu
 
   net::any_io_executor acceptor_ex;
   tcp::acceptor acceptor;  // used on acceptor_ex only
@@ -171,23 +185,42 @@ struct ServerState {
     return true;
   }
 
-  // A connection from `ip` starts its TLS handshake: false when its block already has
-  // max_handshakes_per_ip of them. Each true is matched by one end_handshake(ip).
-  bool begin_handshake(const std::string& ip) {
-    if (options.max_handshakes_per_ip == 0) return true;
+  // A connection from `ip`, about to start its TLS handshake, is admitted unless its block
+  // already has max_connections_per_ip connections open or max_handshakes_per_ip in their
+  // handshake (the refusal is counted). Each true is matched by one end_handshake(ip) and one
+  // leave(ip).
+  bool admit(const std::string& ip) {
+    const std::size_t max_open = options.max_connections_per_ip;
+    const std::size_t max_handshakes = options.max_handshakes_per_ip;
+    if (max_open == 0 && max_handshakes == 0) return true;
     std::string block = client_block(ip);
-    std::lock_guard lock(handshakes_mu);
-    std::size_t& n = handshakes[std::move(block)];
-    if (n >= options.max_handshakes_per_ip) return false;  // n > 0: the entry stays
-    ++n;
+    std::lock_guard lock(blocks_mu);
+    BlockCount& n = blocks[std::move(block)];  // at a cap its count is above 0: the entry stays
+    if (max_open != 0 && n.open >= max_open) {
+      refused_connections_per_ip.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (max_handshakes != 0 && n.handshakes >= max_handshakes) {
+      refused_handshakes.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (max_open != 0) ++n.open;
+    if (max_handshakes != 0) ++n.handshakes;
     return true;
   }
   void end_handshake(const std::string& ip) {
-    if (options.max_handshakes_per_ip == 0) return;
+    if (options.max_handshakes_per_ip != 0) release(ip, &BlockCount::handshakes);
+  }
+  void leave(const std::string& ip) {
+    if (options.max_connections_per_ip != 0) release(ip, &BlockCount::open);
+  }
+  void release(const std::string& ip, std::size_t BlockCount::*count) {
     const std::string block = client_block(ip);
-    std::lock_guard lock(handshakes_mu);
-    auto it = handshakes.find(block);
-    if (it != handshakes.end() && --it->second == 0) handshakes.erase(it);
+    std::lock_guard lock(blocks_mu);
+    auto it = blocks.find(block);
+    if (it == blocks.end()) return;
+    --(it->second.*count);
+    if (it->second.open == 0 && it->second.handshakes == 0) blocks.erase(it);
   }
 
   // Whether connections from `ip` open with a PROXY header (options.proxy_from). The peer's
@@ -214,8 +247,8 @@ struct ServerState {
 
 class Connection final : public WsConnection, public std::enable_shared_from_this<Connection> {
  public:
-  // A slot has been taken for the connection, and `remote_ip` counted by st->begin_handshake
-  // if it opens with TLS; a relay's preamble names the address to count.
+  // A slot has been taken for the connection, and `remote_ip` admitted (st->admit) if it
+  // opens with TLS; a relay's preamble names the address to admit.
   static std::shared_ptr<Connection> create(std::shared_ptr<ServerState> st, tcp::socket sock,
                                             std::string remote_ip, Opening opening) {
     // One allocation for the connection and its count (memory per idle connection).
@@ -232,6 +265,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       st_->live.erase(registration_);
     }
     end_handshake();
+    if (admitted_) st_->leave(remote_ip_);
     st_->slots.fetch_sub(upstream_slot_ ? 2 : 1);  // free before connection_count() drops
     st_->connections.fetch_sub(1);
   }
@@ -327,6 +361,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       : st_(std::move(st)),
         ex_(sock.get_executor()),
         remote_ip_(std::move(remote_ip)),
+        admitted_(opening == Opening::kTls),
         handshaking_(opening == Opening::kTls),
         opening_(opening),
         timer_(ex_) {
@@ -397,10 +432,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
           opening_ == Opening::kProxyHeader ? st_->relayed_proxy_header : st_->relayed_ext_orport;
       relayed.fetch_add(1, std::memory_order_relaxed);
     }
-    if (!st_->begin_handshake(remote_ip_)) {
-      st_->refused_handshakes.fetch_add(1, std::memory_order_relaxed);
-      co_return false;
-    }
+    if (!st_->admit(remote_ip_)) co_return false;
+    admitted_ = true;
     handshaking_ = true;
     co_return true;
   }
@@ -480,11 +513,6 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     co_return ProxiedPeer{true, hs.client_ip(), hs.client_port()};
   }
 
-  static bool is_http_parse_error(const error_code& ec) {
-    return ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
-           ec != http::error::end_of_stream && ec != http::error::partial_message;
-  }
-
   // Serves HTTP requests until the connection ends (nullopt) or asks for the WebSocket upgrade
   // on the secret path (the request, to be answered by the caller).
   net::awaitable<std::optional<http::request<http::empty_body>>> http_loop() {
@@ -505,7 +533,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     const std::string att_prefix = opt.ws_path + "/att/";
     beast::flat_buffer buffer;
     bool keep = true;
-    for (int served = 0; keep && served < 1000 && !stopping_; ++served) {
+    for (int served = 0; keep && served < kMaxHttpRequestsPerConnection && !stopping_; ++served) {
       HeaderParser hp;
       hp.header_limit(8 * 1024);
       hp.body_limit(std::numeric_limits<std::uint64_t>::max());  // enforced per endpoint
@@ -519,6 +547,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         break;
       }
       auto& req = hp.get();
+      // HTTP/1.1 needs exactly one Host (RFC 9112, 3.2); servers answer 400 without it.
+      if (req.version() >= 11 && host_count(req) != 1) {
+        co_await write_site_response(*tls_, st_->site.error_page(400), req.version(), false, false,
+                                     cx);
+        break;
+      }
+      // The last request a connection may make is answered with "Connection: close".
+      if (served + 1 == kMaxHttpRequestsPerConnection) req.keep_alive(false);
       std::string_view target = req.target();
       std::string_view path = target.substr(0, target.find('?'));
       if (path == opt.ws_path && websocket::is_upgrade(req) && hp.is_done()) {
@@ -920,7 +956,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   // Strand-confined state.
   Phase phase_ = Phase::kHttp;
   bool stopping_ = false;
-  bool handshaking_;  // counted in st_->handshakes until end_handshake()
+  bool admitted_;     // counted in st_->blocks (max_connections_per_ip) until destroyed
+  bool handshaking_;  // counted in st_->blocks (max_handshakes_per_ip) until end_handshake()
   Opening opening_;
   std::uint16_t remote_port_ = 0;   // the client's port, when a PROXY header named it
   bool upstream_slot_ = false;      // bridge mode: a second slot taken for the upstream
@@ -981,10 +1018,9 @@ net::awaitable<void> accept_loop(std::shared_ptr<ServerState> st, tcp::acceptor&
     } else if (!pec && st->is_relay(ip)) {
       opening = Opening::kProxyHeader;
     }
-    if (opening == Opening::kTls && !st->begin_handshake(ip)) {
-      st->refused_handshakes.fetch_add(1, std::memory_order_relaxed);
+    if (opening == Opening::kTls && !st->admit(ip)) {
       st->slots.fetch_sub(1);
-      sock.close(ignored);  // too many handshakes from this address: refused at once
+      sock.close(ignored);  // too many connections from this address: refused at once
       continue;
     }
     st->connections.fetch_add(1);
@@ -1034,7 +1070,8 @@ class ServerImpl final : public Server {
   }
   Refusals refusals() const override {
     return {st_->refused_slots.load(), st_->refused_handshakes.load(),
-            st_->refused_proxy_headers.load(), st_->refused_ext_orport.load()};
+            st_->refused_proxy_headers.load(), st_->refused_ext_orport.load(),
+            st_->refused_connections_per_ip.load()};
   }
   Relayed relayed() const override {
     return {st_->relayed_proxy_header.load(), st_->relayed_ext_orport.load()};

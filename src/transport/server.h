@@ -115,10 +115,13 @@ struct ServerOptions {
   // not finished their TLS handshake (each may take handshake_timeout); one more is closed at
   // once, like one over max_connections. 0: no cap.
   std::size_t max_handshakes_per_ip = 64;
+  // Connections open at once from one client block, in any phase; one more is closed at once,
+  // before any TLS, so that one address cannot hold every slot with idle connections. 0: no cap.
+  std::size_t max_connections_per_ip = 1000;
   // PROXY protocol v1 or v2 (docs/protocol.md "PROXY protocol"): connections from these IP
   // addresses (a parleyd bridge with bridge_proxy_header, a load balancer) must open with a PROXY
   // header of either version within handshake_timeout, and the client it names is the
-  // connection's address from then on: for max_handshakes_per_ip, remote_ip() and so every per-IP
+  // connection's address from then on: for the per-IP caps, remote_ip() and so every per-IP
   // limit above the transport. A
   // connection from one of them without a valid header is closed (Refusals::proxy_header).
   // From any other address no header is read: its first bytes are TLS. Entries are addresses or
@@ -131,7 +134,7 @@ struct ServerOptions {
   // 0600) and listens on 127.0.0.1 (Server::ext_orport_port()) too. A connection there proves it
   // read the cookie and names its client (USERADDR) within handshake_timeout; the client's TLS
   // follows as on the main listener, and the connection is the named client (for
-  // max_handshakes_per_ip and remote_ip()). One that fails is closed (Refusals::ext_orport).
+  // the per-IP caps and remote_ip()). One that fails is closed (Refusals::ext_orport).
   std::string ext_orport_cookie_file;
   // How long an attachment request waits for an HttpFiles answer before it is answered 503.
   std::chrono::milliseconds files_timeout{10000};
@@ -192,13 +195,14 @@ class Server {
   virtual KeepAliveCounts keepalive_counts() const = 0;
   // Connections closed before their TLS handshake since the start: no max_connections slot
   // free, too many of the block's connections already in their TLS handshake
-  // (max_handshakes_per_ip), or a connection from a proxy_from address without a valid PROXY
-  // header.
+  // (max_handshakes_per_ip) or open (max_connections_per_ip), or a connection from a
+  // proxy_from address without a valid PROXY header.
   struct Refusals {
     std::uint64_t max_connections = 0;
     std::uint64_t handshakes_per_ip = 0;
     std::uint64_t proxy_header = 0;
     std::uint64_t ext_orport = 0;  // an Extended ORPort connection that failed its handshake
+    std::uint64_t connections_per_ip = 0;
   };
   virtual Refusals refusals() const = 0;
   // Connections since the start whose client a relay named: by a PROXY header (a LOCAL one

@@ -1328,6 +1328,49 @@ TEST_F(TransportTest, HeadRequestsNeverGetABody) {
                      "400");
   expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", "500");
   expect_header_only("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", "413");
+  // The 401 names the scheme it wants, as RFC 9110 (11.6.1) asks.
+  auto challenge = https.raw_exchange_for_test(
+      "HEAD " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n", 1000ms);
+  ASSERT_TRUE(challenge.has_value());
+  EXPECT_NE(lower(*challenge).find("\r\nwww-authenticate: bearer\r\n"), std::string::npos)
+      << *challenge;
+}
+
+// Requests refused, and connections ended, as an ordinary server does: HTTP/1.1 without exactly
+// one Host gets 400 (RFC 9112, 3.2); a body whose chunks are malformed gets 400, one over the
+// site's limit 413; and the last request a connection may make (the 1000th, as nginx's
+// keepalive_requests) is answered with "Connection: close".
+TEST_F(TransportTest, HttpRequestsAreRefusedAndEndedAsByOrdinaryServers) {
+  start();
+  HttpsClient https(client_options());
+  auto status_of = [&](const std::string& request) {
+    auto out = https.raw_exchange_for_test(request, 1000ms);
+    return out.has_value() ? out->substr(0, 12) : "failed: " + out.error().to_string();
+  };
+  EXPECT_EQ(status_of("GET / HTTP/1.1\r\n\r\n"), "HTTP/1.1 400");
+  EXPECT_EQ(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), "HTTP/1.1 400");
+  EXPECT_EQ(status_of("GET / HTTP/1.1\r\nHost:\r\n\r\n"), "HTTP/1.1 200");  // empty is valid
+  EXPECT_EQ(status_of("GET / HTTP/1.0\r\n\r\n"), "HTTP/1.0 200");           // 1.0 needs no Host
+  const std::string chunked = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  EXPECT_EQ(status_of(chunked + "zz\r\n"), "HTTP/1.1 400");
+  // (A chunk's size is enough to refuse it: the data is not sent, so that the server's close
+  // cannot cut the client's write short.)
+  EXPECT_EQ(status_of(chunked + "10001\r\n"), "HTTP/1.1 413");
+
+  std::string requests;
+  for (int i = 0; i < 1001; ++i) requests += "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto out = https.raw_exchange_for_test(requests, 10000ms);
+  ASSERT_TRUE(out.has_value()) << out.error().to_string();
+  const std::string all = lower(*out);
+  std::vector<std::size_t> starts;
+  for (auto at = all.find("http/1.1 200"); at != std::string::npos;
+       at = all.find("http/1.1 200", at + 1)) {
+    starts.push_back(at);
+  }
+  ASSERT_EQ(starts.size(), 1000u) << "the 1001st request is not answered";
+  EXPECT_EQ(all.find("connection: close"), all.find("connection: close", starts.back()))
+      << "only the last response ends the connection";
+  EXPECT_NE(all.find("connection: close", starts.back()), std::string::npos);
 }
 
 // A TCP connection to 127.0.0.1:port from the loopback address `source` (another peer address
@@ -1411,6 +1454,44 @@ TEST_F(TransportTest, HandshakesUnderWayAreCappedPerAddress) {
   auto again = https.request("GET", "/");
   ASSERT_TRUE(again.has_value()) << again.error().to_string();
   EXPECT_EQ(again->status, 200u);
+}
+
+// Connections open at once from one address are capped too, in any phase: connections past
+// their handshake (held open as an idle HTTP keep-alive can be) count until they close, and one
+// more is closed at once, while other addresses are served.
+TEST_F(TransportTest, ConnectionsOpenAreCappedPerAddress) {
+  options_.max_connections_per_ip = 3;
+  options_.max_handshakes_per_ip = 0;
+  options_.handshake_timeout = 10s;  // the three wait for a first request meanwhile
+  start(20);
+  std::vector<std::unique_ptr<test_support::TlsPeer>> peers;  // from 127.0.0.1
+  for (int i = 0; i < 3; ++i) {
+    peers.push_back(std::make_unique<test_support::TlsPeer>());
+    ASSERT_EQ(peers.back()->connect(server_->port()), "") << i;
+  }
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 3; }));
+  // A fourth from the same address is closed before any TLS.
+  const int fourth = test_support::connect_loopback(server_->port(), 1);
+  ASSERT_GE(fourth, 0);
+  char byte = 0;
+  EXPECT_EQ(::recv(fourth, &byte, 1, 0), 0);
+  ::close(fourth);
+  HttpsClient https(client_options());
+  EXPECT_FALSE(https.request("GET", "/").has_value());
+  EXPECT_EQ(server_->refusals().connections_per_ip, 2u);
+  EXPECT_EQ(server_->refusals().handshakes_per_ip, 0u);
+  // Another address is served meanwhile.
+  const int other = connect_from("127.0.0.2", server_->port());
+  ASSERT_GE(other, 0);
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 4; }));
+  ::close(other);
+  // One of the three closes: its address may open one more.
+  peers.pop_back();
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 2; }));
+  auto page = https.request("GET", "/");
+  ASSERT_TRUE(page.has_value()) << page.error().to_string();
+  EXPECT_EQ(page->status, 200u);
+  EXPECT_EQ(server_->refusals().connections_per_ip, 2u);
 }
 
 // A WebSocket opened by a raw TLS peer from the loopback address `source`, after `preamble`:

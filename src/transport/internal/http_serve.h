@@ -29,6 +29,13 @@ inline std::chrono::seconds http_idle(const ServerOptions& opt) {
   return opt.idle_timeout.count() > 0 ? opt.idle_timeout : std::chrono::seconds(120);
 }
 
+// A request the peer got wrong (Beast's parse errors), as opposed to a connection that ended
+// or timed out: the former gets 400, the latter nothing.
+inline bool is_http_parse_error(const boost::system::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
+         ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
 // Serves the static site for a request whose header `hp` has been read (any body is read and
 // discarded, up to a small limit). Returns true when the connection may serve another request.
 net::awaitable<bool> serve_site(TlsSocket& stream, beast::flat_buffer& buffer, HeaderParser& hp,
