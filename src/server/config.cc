@@ -239,6 +239,45 @@ Status validate_config(const ServerConfig& config) {
                    "must be at least attachments.max_bytes (" +
                        std::to_string(config.attachment_max_bytes) + ")");
   }
+  // Values that would refuse or drop everything instead of limiting it.
+  struct Floor {
+    const char* key;
+    double value;
+    double least;
+    const char* why;
+  };
+  const Floor floors[] = {
+      {"limits.queue_max_count", static_cast<double>(config.queue_max_count), 1,
+       "a queue that holds nothing refuses every send"},
+      {"limits.queue_max_bytes", static_cast<double>(config.queue_max_bytes), 1,
+       "a queue that holds nothing refuses every send"},
+      {"limits.queue_max_age_days", static_cast<double>(config.queue_max_age_days), 1,
+       "0 would delete every queued envelope before its device could fetch it"},
+      {"limits.max_inflight_requests", static_cast<double>(config.max_inflight_requests), 1,
+       "0 would refuse every request"},
+      {"limits.ip_request_burst", config.ip_request_burst, 1, "below 1 no request gets through"},
+      {"limits.ip_connect_burst", config.ip_connect_burst, 1, "below 1 no connection gets through"},
+      {"limits.account_send_burst", config.account_send_burst,
+       static_cast<double>(kMaxDevicesPerSend), "a send to that many devices would never pass"},
+      {"limits.register_burst_per_ip", config.register_burst_per_ip, 1,
+       "below 1 no registration gets through"},
+      {"attachments.expiry_days", static_cast<double>(config.attachment_expiry_days), 1,
+       "0 would delete every attachment as it is uploaded"},
+  };
+  for (const Floor& f : floors) {
+    if (f.value < f.least) {
+      return bad_key(f.key, "at least " + std::to_string(static_cast<std::uint64_t>(f.least)) +
+                                " (" + f.why + ")");
+    }
+  }
+  // A bucket that never refills lets its burst through once, then refuses for good.
+  for (const auto& [key, rate] :
+       {std::pair{"limits.ip_request_rate", config.ip_request_rate},
+        std::pair{"limits.ip_connect_rate", config.ip_connect_rate},
+        std::pair{"limits.account_send_rate", config.account_send_rate},
+        std::pair{"limits.register_rate_per_ip", config.register_rate_per_ip}}) {
+    if (!(rate > 0)) return bad_key(key, "must be above 0 (a bucket that never refills)");
+  }
   if (config.attachment_min_free_disk_mb > kMaxMinFreeDiskMb) {
     return bad_key("attachments.min_free_disk_mb",
                    "at most " + std::to_string(kMaxMinFreeDiskMb) + " (MiB)");

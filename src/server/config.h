@@ -23,6 +23,10 @@ inline constexpr std::uint64_t kMaxMinFreeDiskMb = 1ull << 40;
 // The most relays server.proxy_from may list (each connection's address is looked up in it).
 inline constexpr std::size_t kMaxProxyFrom = 64;
 
+// A send names at most this many devices; each costs one token of the account's send bucket, so
+// limits.account_send_burst must hold this many.
+inline constexpr std::size_t kMaxDevicesPerSend = 64;
+
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
 // Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
 // that clients resume across a restart; in memory only; or no tickets at all.

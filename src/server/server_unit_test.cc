@@ -2,16 +2,25 @@
 // processes in tests/server/.
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
 #include <fstream>
+#include <future>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "crypto/pow.h"
+#include "crypto/primitives.h"
 #include "server/config.h"
 #include "server/disk_space.h"
+#include "server/metrics.h"
 #include "server/names.h"
 #include "server/rate_limiter.h"
+#include "server/service.h"
+#include "store/store.h"
 #include "transport/client_address.h"
 
 namespace parley::server {
@@ -154,6 +163,49 @@ TEST(Config, MessageAndWriteQueueSizes) {
   }
 }
 
+// Limits that would refuse or drop everything instead of limiting it are refused with the key
+// named; the smallest values that still limit are taken.
+TEST(Config, LimitsThatWouldStopEverything) {
+  auto load = [](const std::string& section, const std::string& text, ServerConfig& c) {
+    return load_section("parleyd_floors.toml", section, text, c);
+  };
+  ServerConfig c;
+  ASSERT_TRUE(load("limits",
+                   "queue_max_count = 1\nqueue_max_bytes = 1\n"
+                   "queue_max_age_days = 1\nmax_inflight_requests = 1\n"
+                   "ip_request_rate = 0.01\nip_request_burst = 1\nip_connect_rate = 0.01\n"
+                   "ip_connect_burst = 1\naccount_send_rate = 0.01\naccount_send_burst = 64\n"
+                   "register_rate_per_ip = 0.01\nregister_burst_per_ip = 1\n"
+                   "max_connections_per_ip = 0",  // 0: no cap
+                   c)
+                  .is_ok());
+  EXPECT_EQ(c.queue_max_age_days, 1u);
+  EXPECT_EQ(c.max_connections_per_ip, 0u);
+  EXPECT_EQ(c.account_send_burst, 64.0);
+  ASSERT_TRUE(load("attachments", "expiry_days = 1", c).is_ok());
+  for (const auto& [section, bad, key] : {
+           std::tuple<std::string, std::string, std::string>{"limits", "queue_max_count = 0",
+                                                             "queue_max_count"},
+           {"limits", "queue_max_bytes = 0", "queue_max_bytes"},
+           {"limits", "queue_max_age_days = 0", "queue_max_age_days"},
+           {"limits", "max_inflight_requests = 0", "max_inflight_requests"},
+           {"limits", "ip_request_burst = 0.5", "ip_request_burst"},
+           {"limits", "ip_connect_burst = 0", "ip_connect_burst"},
+           {"limits", "account_send_burst = 63", "account_send_burst"},
+           {"limits", "register_burst_per_ip = 0", "register_burst_per_ip"},
+           {"limits", "ip_request_rate = 0", "ip_request_rate"},
+           {"limits", "ip_connect_rate = 0", "ip_connect_rate"},
+           {"limits", "account_send_rate = 0", "account_send_rate"},
+           {"limits", "register_rate_per_ip = 0", "register_rate_per_ip"},
+           {"attachments", "expiry_days = 0", "expiry_days"},
+       }) {
+    ServerConfig fresh;
+    Status s = load(section, bad, fresh);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find(key), std::string::npos) << s.message();
+  }
+}
+
 TEST(Config, ProofOfWorkAndLoginTimeout) {
   ServerConfig c;
   ASSERT_TRUE(load_section("parleyd_pow.toml", "registration", "pow_difficulty = 40", c).is_ok());
@@ -281,6 +333,85 @@ TEST(DiskSpace, ReserveAfterTheNewAttachment) {
   EXPECT_TRUE(below_disk_reserve(1000, 1001, 0));  // does not fit at all
   EXPECT_FALSE(below_disk_reserve(1000, 1000, 0));
   EXPECT_TRUE(below_disk_reserve(~0ull, 1, ~0ull));
+}
+
+// The account cache: a store read that finishes after a write changed the cache does not put
+// its older snapshot back (a recovery's new device, or a new signed prekey, would be undone
+// until restart: the old device could log in, senders would be told their ids are stale).
+TEST(AccountCache, AReadThatFinishesAfterAWriteLeavesTheWrite) {
+  const std::string path = ::testing::TempDir() + "/parley_account_cache.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+  auto store = store::open_sqlite_store(path);
+  ASSERT_TRUE(store.has_value()) << store.error().to_string();
+  store::NewAccount alice;
+  alice.name = alice.folded_name = "alice";
+  alice.device.device_id = 1;
+  alice.device.registration_id = 11;
+  alice.device.auth_public_key = Bytes(32, 0xa0);
+  alice.device.identity_key = Bytes(33, 0x05);
+  alice.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
+  alice.now_ms = 1000;
+  std::promise<Result<store::Account>> made;
+  (*store)->create_account(alice, [&](Result<store::Account> a) { made.set_value(std::move(a)); });
+  auto account = made.get_future().get();
+  ASSERT_TRUE(account.has_value()) << account.error().to_string();
+
+  boost::asio::io_context io;  // not run until the write below: the read's answer waits in it
+  auto keep = boost::asio::make_work_guard(io);  // run_for waits for the answer
+  SystemClock clock;
+  crypto::SystemRng rng;
+  Metrics metrics;
+  ServerConfig config;
+  config.data_dir = ::testing::TempDir() + "/parley_account_cache";  // its attachments directory
+  Service service(io, config, **store, clock, rng, metrics);
+  std::optional<Result<AccountPtr>> read;
+  service.find_account("alice", [&](Result<AccountPtr> a) { read = std::move(a); });
+  // A recovery committed meanwhile: its callback updates the cache before the read's runs.
+  auto recovered = std::make_shared<AccountInfo>();
+  recovered->id = account->id;
+  recovered->name = "alice";
+  recovered->devices = account->devices;
+  recovered->devices[0].registration_id = 22;
+  service.remember_account("alice", recovered);
+  const std::uint64_t generation = service.accounts_generation();
+  for (int i = 0; i < 500 && !read; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+    io.restart();
+  }
+  ASSERT_TRUE(read.has_value() && read->has_value());
+  EXPECT_EQ((**read)->devices[0].registration_id, 11u);  // the read's own answer is what it saw
+  const AccountPtr cached = service.cached_account("alice");
+  ASSERT_NE(cached, nullptr);
+  EXPECT_EQ(cached->devices[0].registration_id, 22u) << "the read put its older snapshot back";
+  EXPECT_EQ(service.accounts_generation(), generation);
+
+  // With no write meanwhile, a read fills the cache (and changes no one's snapshot).
+  std::optional<Result<AccountPtr>> again;
+  Service fresh(io, config, **store, clock, rng, metrics);
+  fresh.find_account("alice", [&](Result<AccountPtr> a) { again = std::move(a); });
+  const std::uint64_t before = fresh.accounts_generation();
+  for (int i = 0; i < 500 && !again; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+    io.restart();
+  }
+  ASSERT_TRUE(again.has_value() && again->has_value());
+  EXPECT_NE(fresh.cached_account("alice"), nullptr);
+  EXPECT_EQ(fresh.accounts_generation(), before);
+
+  // A new signed prekey stored while nothing was cached: a read under way caches nothing.
+  std::optional<Result<AccountPtr>> third;
+  Service other(io, config, **store, clock, rng, metrics);
+  other.find_account("alice", [&](Result<AccountPtr> a) { third = std::move(a); });
+  EXPECT_EQ(other.update_signed_pre_key("alice", account->devices[0],
+                                        store::SignedPreKey{8, Bytes(33, 0x06), Bytes(64, 0x5f)}),
+            nullptr);
+  for (int i = 0; i < 500 && !third; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+    io.restart();
+  }
+  ASSERT_TRUE(third.has_value() && third->has_value());
+  EXPECT_EQ(other.cached_account("alice"), nullptr) << "a read older than the new prekey was kept";
+  (*store)->close();
 }
 
 }  // namespace

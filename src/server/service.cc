@@ -67,19 +67,30 @@ AccountPtr Service::cached_account(const std::string& folded_name) {
 void Service::find_account(const std::string& folded_name,
                            std::function<void(Result<AccountPtr>)> done) {
   if (AccountPtr cached = cached_account(folded_name)) return done(std::move(cached));
+  const std::uint64_t generation = accounts_generation();
   store_.find_account(
-      folded_name, on_io<std::optional<store::Account>>(
-                       [this, folded_name, done = std::move(done)](
-                           Result<std::optional<store::Account>> r) {
-                         if (!r) return done(r.error());
-                         if (!*r) return done(make_error(ErrorCode::kNotFound, "no such account"));
-                         auto info = std::make_shared<AccountInfo>();
-                         info->id = (*r)->id;
-                         info->name = (*r)->name;
-                         info->devices = std::move((*r)->devices);
-                         remember_account(folded_name, info);
-                         done(AccountPtr(std::move(info)));
-                       }));
+      folded_name,
+      on_io<std::optional<store::Account>>([this, folded_name, generation, done = std::move(done)](
+                                               Result<std::optional<store::Account>> r) {
+        if (!r) return done(r.error());
+        if (!*r) return done(make_error(ErrorCode::kNotFound, "no such account"));
+        auto info = std::make_shared<AccountInfo>();
+        info->id = (*r)->id;
+        info->name = (*r)->name;
+        info->devices = std::move((*r)->devices);
+        remember_read_account(folded_name, info, generation);
+        done(AccountPtr(std::move(info)));
+      }));
+}
+
+void Service::remember_read_account(const std::string& folded_name, AccountPtr account,
+                                    std::uint64_t generation) {
+  std::lock_guard<std::mutex> lock(accounts_mu_);
+  // A write's callback may have run first, and a write whose cache update found nothing to
+  // update (a new signed prekey) has only the generation to say it happened.
+  if (accounts_generation_.load(std::memory_order_acquire) != generation) return;
+  // Filling a free slot changes no snapshot anyone holds: the generation stays.
+  accounts_.try_emplace(folded_name, std::move(account));
 }
 
 void Service::remember_account(const std::string& folded_name, AccountPtr account) {
@@ -92,6 +103,9 @@ AccountPtr Service::update_signed_pre_key(const std::string& folded_name,
                                           const store::Device& device,
                                           const store::SignedPreKey& spk) {
   std::lock_guard<std::mutex> lock(accounts_mu_);
+  // The store changed even when the cache has nothing to update: a read under way must not
+  // cache what it saw before (remember_read_account).
+  accounts_generation_.fetch_add(1, std::memory_order_acq_rel);
   auto it = accounts_.find(folded_name);
   if (it == accounts_.end() || !it->second) return nullptr;
   const store::Device* now = it->second->device(device.device_id);
@@ -101,7 +115,6 @@ AccountPtr Service::update_signed_pre_key(const std::string& folded_name,
     if (d.device_id == device.device_id) d.signed_pre_key = spk;
   }
   it->second = updated;
-  accounts_generation_.fetch_add(1, std::memory_order_acq_rel);
   return updated;
 }
 

@@ -85,6 +85,7 @@ class Service {
   // io_context.
   AccountPtr cached_account(const std::string& folded_name);
   void find_account(const std::string& folded_name, std::function<void(Result<AccountPtr>)> done);
+  // After a write that changed the account (registration, recovery).
   void remember_account(const std::string& folded_name, AccountPtr account);
   // A device's new signed prekey, applied to the cached account as it is now, and only while the
   // cache still holds that device (same id and auth key): a session's older snapshot must never
@@ -92,8 +93,9 @@ class Service {
   // or null when nothing was cached to update.
   AccountPtr update_signed_pre_key(const std::string& folded_name, const store::Device& device,
                                    const store::SignedPreKey& spk);
-  // Changes whenever remember_account() runs: an AccountPtr taken from the cache at one value is
-  // still the cached one while the value stays.
+  // Changes with every write of an account (remember_account, update_signed_pre_key, also
+  // when that found nothing cached): an AccountPtr taken from the cache at one value is still
+  // the cached one while the value stays.
   std::uint64_t accounts_generation() const {
     return accounts_generation_.load(std::memory_order_acquire);
   }
@@ -125,6 +127,11 @@ class Service {
   RateLimiter ip_connects_;
   std::unique_ptr<transport::HttpFiles> files_;
   std::atomic<bool> draining_{false};
+
+  // A store read's account, cached only if no write changed the cache since `generation`, read
+  // before the store was asked: a read can finish after a write that made it stale.
+  void remember_read_account(const std::string& folded_name, AccountPtr account,
+                             std::uint64_t generation);
 
   std::mutex accounts_mu_;
   std::unordered_map<std::string, AccountPtr> accounts_;  // guarded by accounts_mu_

@@ -23,7 +23,6 @@ constexpr std::size_t kClientMessageIdSize = 16;
 constexpr std::uint32_t kMaxPreKeyId = 0xFFFFFE;
 constexpr std::uint32_t kMaxRegistrationId = 16380;
 constexpr std::size_t kMaxPreKeysPerUpload = 200;
-constexpr std::size_t kMaxDevicesPerSend = 64;
 constexpr std::size_t kMaxSendsPerMulti = 1000;
 constexpr std::size_t kMaxAcksPerRequest = 1000;
 constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
@@ -66,6 +65,11 @@ RequestKind kind_of(const wire::Request& r) {
     case wire::Request::OP_NOT_SET: break;
   }
   return RequestKind::kUnknown;
+}
+
+// Why an account lookup (Service::find_account) failed, for the response's message.
+std::string lookup_failure(const Status& s) {
+  return s.code() == ErrorCode::kNotFound ? "no such account" : "account lookup failed, try again";
 }
 
 std::uint32_t status_for(const Status& s) {
@@ -182,7 +186,11 @@ void Session::on_message(std::string_view bytes) {
   auto frame = wire::decode_frame(bytes);
   if (!frame || !(frame->has_request() || frame->has_ack())) {
     service_.metrics().bad_frames.fetch_add(1);
-    close(frame ? "expected a request or an ack" : "malformed frame");
+    // A frame within the transport's message limit can still be over the frame cap (a
+    // MultiSend of many sends, each within limits.max_message_bytes).
+    close(frame                                          ? "expected a request or an ack"
+          : frame.error().code() == ErrorCode::kTooLarge ? "frame too large"
+                                                         : "malformed frame");
     return;
   }
   bool accepted;
@@ -224,11 +232,25 @@ void Session::handle(Request request) {
   }
   switch (request.op_case()) {
     case Request::kRegister:
-      if (authenticated) return respond_error(id, wire::kStatusBadRequest, "already logged in");
-      return do_register(id, request.register_());
-    case Request::kLogin:
-      if (authenticated) return respond_error(id, wire::kStatusBadRequest, "already logged in");
+    case Request::kLogin: {
+      // One identity a connection, taken by the first registration or login: a second one sent
+      // before the first has finished is refused here, before it can change anything (refused
+      // after its commit, a registration would have made the account and used the invitation).
+      const char* refusal = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (account_ != nullptr) {
+          refusal = "already logged in";
+        } else if (identifying_) {
+          refusal = "a registration or login is under way";
+        } else {
+          identifying_ = true;
+        }
+      }
+      if (refusal != nullptr) return respond_error(id, wire::kStatusBadRequest, refusal);
+      if (request.op_case() == Request::kRegister) return do_register(id, request.register_());
       return do_login(id, request.login());
+    }
     case Request::kPing: {
       Response r;
       r.set_id(id);
@@ -255,17 +277,17 @@ void Session::handle(Request request) {
 
 void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
   const ServerConfig& cfg = service_.config();
-  if (service_.draining()) return respond_error(id, wire::kStatusUnavailable, "server draining");
+  if (service_.draining()) return refuse_identity(id, wire::kStatusUnavailable, "server draining");
   auto folded = fold_name(r.name());
-  if (!folded) return respond_error(id, wire::kStatusBadRequest, folded.error().message());
+  if (!folded) return refuse_identity(id, wire::kStatusBadRequest, folded.error().message());
   if (r.auth_public_key().size() != kAuthKeySize || !valid_key(r.identity_key()) ||
       r.registration_id() < 1 || r.registration_id() > kMaxRegistrationId ||
       !r.has_signed_pre_key() || !valid_signed_pre_key(r.signed_pre_key()) ||
       static_cast<std::size_t>(r.pre_keys_size()) > kMaxPreKeysPerUpload) {
-    return respond_error(id, wire::kStatusBadRequest, "invalid keys");
+    return refuse_identity(id, wire::kStatusBadRequest, "invalid keys");
   }
   for (const auto& k : r.pre_keys()) {
-    if (!valid_pre_key(k)) return respond_error(id, wire::kStatusBadRequest, "invalid prekey");
+    if (!valid_pre_key(k)) return refuse_identity(id, wire::kStatusBadRequest, "invalid prekey");
   }
   Bytes nonce;
   {
@@ -275,24 +297,25 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
   if (!crypto::ed25519_verify(as_bytes(r.auth_public_key()),
                               wire::auth_transcript(nonce, *folded, 1),
                               as_bytes(r.challenge_signature()))) {
-    return respond_error(id, wire::kStatusUnauthorized, "bad challenge signature");
+    return refuse_identity(id, wire::kStatusUnauthorized, "bad challenge signature");
   }
   const bool recovering = !r.recovery_code().empty();
   if ((!r.recovery_hash().empty() && r.recovery_hash().size() != 32) ||
       (recovering && (r.recovery_code().size() < 16 || r.recovery_code().size() > 64))) {
-    return respond_error(id, wire::kStatusBadRequest, "invalid recovery fields");
+    return refuse_identity(id, wire::kStatusBadRequest, "invalid recovery fields");
   }
   // A recovery proves ownership of an existing name with its code: no invitation or work. The
   // store recovers only a name that exists (a recovery code never creates an account).
   if (!recovering && cfg.registration == RegistrationPolicy::kInvite && r.invite_token().empty()) {
-    return respond_error(id, wire::kStatusForbidden, "registration needs an invitation");
+    return refuse_identity(id, wire::kStatusForbidden, "registration needs an invitation");
   }
   if (!recovering && cfg.registration == RegistrationPolicy::kPow &&
       !crypto::pow_valid(nonce, *folded, r.pow_nonce(), cfg.pow_difficulty)) {
-    return respond_error(id, wire::kStatusForbidden, "proof of work does not meet the difficulty");
+    return refuse_identity(id, wire::kStatusForbidden,
+                           "proof of work does not meet the difficulty");
   }
   if (!service_.registrations().allow(remote_ip_)) {
-    return respond_error(id, wire::kStatusRateLimited, "too many registrations");
+    return refuse_identity(id, wire::kStatusRateLimited, "too many registrations");
   }
   store::NewAccount account;
   account.name = r.name();
@@ -321,18 +344,19 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
         if (!a) {
           const Status& s = a.error();
           if (s.code() == ErrorCode::kAlreadyExists) {
-            return self->respond_error(id, wire::kStatusConflict,
-                                       recovering ? "name is taken and the recovery code does not match"
-                                                  : "name is taken");
+            return self->refuse_identity(id, wire::kStatusConflict,
+                                         recovering
+                                             ? "name is taken and the recovery code does not match"
+                                             : "name is taken");
           }
           if (s.code() == ErrorCode::kPermissionDenied) {
-            return self->respond_error(id, wire::kStatusForbidden, "invitation is not valid");
+            return self->refuse_identity(id, wire::kStatusForbidden, "invitation is not valid");
           }
           if (recovering && s.code() == ErrorCode::kNotFound) {
-            return self->respond_error(id, wire::kStatusNotFound,
-                                       "no account by that name to recover");
+            return self->refuse_identity(id, wire::kStatusNotFound,
+                                         "no account by that name to recover");
           }
-          return self->respond_error(id, status_for(s), "registration failed");
+          return self->refuse_identity(id, status_for(s), "registration failed");
         }
         auto info = std::make_shared<AccountInfo>();
         info->id = a->id;
@@ -340,16 +364,20 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
         info->devices = std::move(a->devices);
         self->service_.remember_account(key, info);
         spdlog::info("event={} account_id={}", a->recovered ? "recover" : "register", info->id);
-        self->logged_in(id, std::move(info), 1);
+        self->logged_in(id, std::move(info), 1, a->pre_key_count, /*batches=*/false);
       }));
 }
 
 void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
   auto folded = fold_name(r.name());
-  if (!folded) return respond_error(id, wire::kStatusUnauthorized, "unknown account or device");
+  if (!folded) return refuse_identity(id, wire::kStatusUnauthorized, "unknown account or device");
   auto self = shared_from_this();
   wire::LoginRequest req = r;
   service_.find_account(*folded, [self, id, req](Result<AccountPtr> a) {
+    // The store could not say (busy, or a failing disk): not a failed login, and worth a retry.
+    if (!a && a.error().code() != ErrorCode::kNotFound) {
+      return self->refuse_identity(id, status_for(a.error()), "login failed, try again");
+    }
     Bytes nonce;
     {
       std::lock_guard<std::mutex> lock(self->mu_);
@@ -367,35 +395,57 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
         std::lock_guard<std::mutex> lock(self->mu_);
         too_many = ++self->failed_logins_ >= kMaxFailedLogins;
       }
-      self->respond_error(id, wire::kStatusUnauthorized, "unknown account or bad signature");
+      self->refuse_identity(id, wire::kStatusUnauthorized, "unknown account or bad signature");
       if (too_many) self->close("too many failed logins");
       return;
     }
-    {
-      std::lock_guard<std::mutex> lock(self->mu_);
-      self->batches_ = req.accept_batches();
-    }
-    self->logged_in(id, *a, req.device_id());
+    // The prekey count goes with the answer; counted before the login takes effect, so a store
+    // that cannot count refuses the login rather than report a count it does not have.
+    AccountPtr account = *a;
+    const std::int64_t account_id = account->id;
+    self->service_.store().pre_key_count(
+        account_id, req.device_id(),
+        self->on_mine<Result<std::uint32_t>>(
+            [self, id, account = std::move(account), key = device->auth_public_key,
+             name = *fold_name(req.name()), device_id = req.device_id(),
+             batches = req.accept_batches()](Result<std::uint32_t> n) mutable {
+              if (!n)
+                return self->refuse_identity(id, status_for(n.error()), "login failed, try again");
+              // A recovery may have replaced the device meanwhile: the old key no longer logs
+              // in (and must not take the device's place from its new owner).
+              if (AccountPtr now = self->service_.cached_account(name)) {
+                const store::Device* d = now->device(device_id);
+                if (d == nullptr || d->auth_public_key != key) {
+                  return self->refuse_identity(id, wire::kStatusUnauthorized,
+                                               "unknown account or bad signature");
+                }
+                account = std::move(now);
+              }
+              self->logged_in(id, account, device_id, *n, batches);
+            }));
   });
 }
 
-void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id) {
-  bool second = false;
+void Session::refuse_identity(std::uint64_t id, std::uint32_t status, std::string message) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    identifying_ = false;
+  }
+  respond_error(id, status, std::move(message));
+}
+
+void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id,
+                        std::uint32_t pre_key_count, bool batches) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!open_) return;
-    // Two logins (or a registration and a login) sent at once: the first to finish holds the
-    // connection; the other is refused, so the connection has one identity.
-    second = account_ != nullptr;
-    if (!second) {
-      account_ = account;
-      device_id_ = device_id;
-      nonce_.clear();
-      delivery_ = Delivery::kDraining;
-      if (auto timer = login_timer_.lock()) timer->cancel();
-    }
+    account_ = account;
+    device_id_ = device_id;
+    batches_ = batches;
+    nonce_.clear();
+    delivery_ = Delivery::kDraining;
+    if (auto timer = login_timer_.lock()) timer->cancel();
   }
-  if (second) return respond_error(id, wire::kStatusBadRequest, "already logged in");
   service_.metrics().authenticated.fetch_add(1);
   service_.attach(account->id, device_id, shared_from_this());
   {
@@ -407,20 +457,15 @@ void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t devi
       return;
     }
   }
-  auto self = shared_from_this();
-  service_.store().pre_key_count(
-      account->id, device_id,
-      on_mine<Result<std::uint32_t>>([self, id, account, device_id](Result<std::uint32_t> n) {
-        Response r;
-        r.set_id(id);
-        auto* l = r.mutable_login();
-        l->set_address(account->name + "@" + self->service_.config().server_name);
-        l->set_device_id(device_id);
-        l->set_pre_key_count(n ? *n : 0);
-        self->respond(std::move(r));
-        std::lock_guard<std::mutex> lock(self->mu_);
-        self->pump();
-      }));
+  Response r;
+  r.set_id(id);
+  auto* l = r.mutable_login();
+  l->set_address(account->name + "@" + service_.config().server_name);
+  l->set_device_id(device_id);
+  l->set_pre_key_count(pre_key_count);
+  respond(std::move(r));
+  std::lock_guard<std::mutex> lock(mu_);
+  pump();
 }
 
 // ---- Keys ----------------------------------------------------------------------------------------
@@ -481,7 +526,7 @@ void Session::do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest
   auto self = shared_from_this();
   const std::uint32_t device = r.device_id();
   service_.find_account(*folded, [self, id, device](Result<AccountPtr> a) {
-    if (!a) return self->respond_error(id, status_for(a.error()), "no such account");
+    if (!a) return self->respond_error(id, status_for(a.error()), lookup_failure(a.error()));
     if (device != 0 && (*a)->device(device) == nullptr) {
       return self->respond_error(id, wire::kStatusNotFound, "no such device");
     }
@@ -517,7 +562,7 @@ void Session::do_devices(std::uint64_t id, const wire::DevicesRequest& r) {
   if (!folded) return respond_error(id, wire::kStatusNotFound, "no such account");
   auto self = shared_from_this();
   service_.find_account(*folded, [self, id](Result<AccountPtr> a) {
-    if (!a) return self->respond_error(id, status_for(a.error()), "no such account");
+    if (!a) return self->respond_error(id, status_for(a.error()), lookup_failure(a.error()));
     Response resp;
     resp.set_id(id);
     for (const auto& d : (*a)->devices) {
@@ -576,7 +621,7 @@ void Session::send_one(const wire::SendRequest& r, SendDone done) {
   auto self = shared_from_this();
   service_.find_account(*folded, [self, r, done = std::move(done), sender,
                                   sender_device](Result<AccountPtr> a) mutable {
-    if (!a) return done(status_for(a.error()), "no such account", {});
+    if (!a) return done(status_for(a.error()), lookup_failure(a.error()), {});
     self->send_to(r, **a, *sender, sender_device, std::move(done));
   });
 }

@@ -63,8 +63,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_frame(Frame& frame);
   void close(std::string_view reason);
 
+  // A registration or login: at most one at a time, and none once logged in (handle()). Every
+  // way out but logged_in() goes through refuse_identity(), which lets the next one try.
   void do_register(std::uint64_t id, const wire::RegisterRequest& r);
   void do_login(std::uint64_t id, const wire::LoginRequest& r);
+  void refuse_identity(std::uint64_t id, std::uint32_t status, std::string message);
   void do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r);
   void do_key_count(std::uint64_t id);
   void do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest& r);
@@ -94,7 +97,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope,
                  std::chrono::steady_clock::time_point accepted);
-  void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id);
+  // The connection takes this identity, answers the request and starts delivering.
+  void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id,
+                 std::uint32_t pre_key_count, bool batches);
   // The authenticated account and device, read under mu_ (an upload_keys callback on another
   // io thread may replace account_ while a handler runs).
   std::pair<AccountPtr, std::uint32_t> who();
@@ -128,6 +133,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Bytes nonce_;
   std::uint32_t inflight_requests_ = 0;
   int failed_logins_ = 0;
+  bool identifying_ = false;  // a registration or login is under way (or done)
   bool batches_ = false;  // the client accepts EnvelopeBatch pushes
   // Authenticated state.
   AccountPtr account_;

@@ -219,6 +219,7 @@ Result<Account> op_create_account(Tx& tx, const NewAccount& a) {
       if (d.created_ms == 0) d.created_ms = a.now_ms;
       out.devices.push_back(std::move(d));
       out.recovered = true;
+      PARLEY_ASSIGN_OR_RETURN(out.pre_key_count, count_pre_keys(tx, out.id, a.device.device_id));
       return out;
     }
   }
@@ -247,6 +248,7 @@ Result<Account> op_create_account(Tx& tx, const NewAccount& a) {
   Device d = a.device;
   if (d.created_ms == 0) d.created_ms = a.now_ms;
   out.devices.push_back(std::move(d));
+  PARLEY_ASSIGN_OR_RETURN(out.pre_key_count, count_pre_keys(tx, out.id, a.device.device_id));
   tx.delta.accounts += 1;
   return out;
 }

@@ -65,6 +65,7 @@ struct Account {
   std::string name;         // as registered
   std::vector<Device> devices;
   bool recovered = false;   // create_account replaced the devices of an existing account
+  std::uint32_t pre_key_count = 0;  // create_account: the new device's one-time prekeys
 };
 
 struct NewAccount {

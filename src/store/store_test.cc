@@ -290,6 +290,7 @@ TEST_F(StoreTest, RecoveryReplacesTheDeviceOnlyWithTheRightCode) {
   first.recovery_hash = Bytes(32, 0xaa);
   auto a = call<Account>([&](auto cb) { store_->create_account(first, cb); });
   ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->pre_key_count, 3u);  // what a login would count, returned with the account
   for (std::uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(send(make_send(a->id, {make_delivery(a->id, 1, i)})).has_value());
 
   NewAccount wrong = make_account("alice", 2);
@@ -308,6 +309,7 @@ TEST_F(StoreTest, RecoveryReplacesTheDeviceOnlyWithTheRightCode) {
   ASSERT_TRUE(recovered.has_value()) << recovered.error().to_string();
   EXPECT_TRUE(recovered->recovered);
   EXPECT_EQ(recovered->id, a->id);
+  EXPECT_EQ(recovered->pre_key_count, 2u);  // the old device's three are gone
   auto found = call<std::optional<Account>>([&](auto cb) { store_->find_account("alice", cb); });
   ASSERT_TRUE(found.has_value() && found->has_value());
   ASSERT_EQ((*found)->devices.size(), 1u);
