@@ -1966,11 +1966,12 @@ TEST_F(TransportTest, ConnectionsSpreadOverWorkerContexts) {
   }
   {
     std::lock_guard lock(shared_.mu);
+    // Two on each worker. (Counted, not compared in order: a handler's on_open can run
+    // after its client has the 101 and the next connection's has run, on the other worker.)
     ASSERT_EQ(shared_.open_threads.size(), 4u);
-    EXPECT_EQ(shared_.open_threads[0], t1.get_id());
-    EXPECT_EQ(shared_.open_threads[1], t2.get_id());
-    EXPECT_EQ(shared_.open_threads[2], t1.get_id());
-    EXPECT_EQ(shared_.open_threads[3], t2.get_id());
+    const auto& seen = shared_.open_threads;
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), t1.get_id()), 2);
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), t2.get_id()), 2);
   }
   EXPECT_EQ(shared_.moved.load(), 0);
   // The workers outlive every connection on them.
