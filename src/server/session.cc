@@ -411,8 +411,10 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
              batches = req.accept_batches()](Result<std::uint32_t> n) mutable {
               if (!n)
                 return self->refuse_identity(id, status_for(n.error()), "login failed, try again");
-              // A recovery may have replaced the device meanwhile: the old key no longer logs
-              // in (and must not take the device's place from its new owner).
+              // A recovery may have replaced the device during the count: the old key no longer
+              // logs in. (A recovery between this check and attach() is not caught: a window of
+              // microseconds, as between the signature check and attach() before the count moved
+              // here. The owner's session is then replaced, and its next login replaces this.)
               if (AccountPtr now = self->service_.cached_account(name)) {
                 const store::Device* d = now->device(device_id);
                 if (d == nullptr || d->auth_public_key != key) {

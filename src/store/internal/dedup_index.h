@@ -6,7 +6,7 @@
 // B-tree page instead of dirtying a random one; this index maps a 64-bit keyed hash of the key
 // to the row that holds it. A hit is verified against the row (a hash collision is never taken
 // for a duplicate). It covers the newest `max_entries` keys within the dedup window: a resend
-// older than both is stored again (docs/storage.md). Used by the backend thread only.
+// older than either is stored again (docs/storage.md). Used by the backend thread only.
 
 #include <cstdint>
 #include <deque>
