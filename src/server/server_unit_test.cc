@@ -358,6 +358,13 @@ TEST(AccountCache, AReadThatFinishesAfterAWriteLeavesTheWrite) {
 
   boost::asio::io_context io;  // not run until the write below: the read's answer waits in it
   auto keep = boost::asio::make_work_guard(io);  // run_for waits for the answer
+  // Runs `io` until `done` (a store answer arrived), for at most 5 s.
+  const auto run_until = [&io](const auto& done) {
+    for (int i = 0; i < 500 && !done(); ++i) {
+      io.run_for(std::chrono::milliseconds(10));
+      io.restart();
+    }
+  };
   SystemClock clock;
   crypto::SystemRng rng;
   Metrics metrics;
@@ -374,10 +381,7 @@ TEST(AccountCache, AReadThatFinishesAfterAWriteLeavesTheWrite) {
   recovered->devices[0].registration_id = 22;
   service.remember_account("alice", recovered);
   const std::uint64_t generation = service.accounts_generation();
-  for (int i = 0; i < 500 && !read; ++i) {
-    io.run_for(std::chrono::milliseconds(10));
-    io.restart();
-  }
+  run_until([&] { return read.has_value(); });
   ASSERT_TRUE(read.has_value() && read->has_value());
   EXPECT_EQ((**read)->devices[0].registration_id, 11u);  // the read's own answer is what it saw
   const AccountPtr cached = service.cached_account("alice");
@@ -390,10 +394,7 @@ TEST(AccountCache, AReadThatFinishesAfterAWriteLeavesTheWrite) {
   Service fresh(io, config, **store, clock, rng, metrics);
   fresh.find_account("alice", [&](Result<AccountPtr> a) { again = std::move(a); });
   const std::uint64_t before = fresh.accounts_generation();
-  for (int i = 0; i < 500 && !again; ++i) {
-    io.run_for(std::chrono::milliseconds(10));
-    io.restart();
-  }
+  run_until([&] { return again.has_value(); });
   ASSERT_TRUE(again.has_value() && again->has_value());
   EXPECT_NE(fresh.cached_account("alice"), nullptr);
   EXPECT_EQ(fresh.accounts_generation(), before);
@@ -405,10 +406,7 @@ TEST(AccountCache, AReadThatFinishesAfterAWriteLeavesTheWrite) {
   EXPECT_EQ(other.update_signed_pre_key("alice", account->devices[0],
                                         store::SignedPreKey{8, Bytes(33, 0x06), Bytes(64, 0x5f)}),
             nullptr);
-  for (int i = 0; i < 500 && !third; ++i) {
-    io.run_for(std::chrono::milliseconds(10));
-    io.restart();
-  }
+  run_until([&] { return third.has_value(); });
   ASSERT_TRUE(third.has_value() && third->has_value());
   EXPECT_EQ(other.cached_account("alice"), nullptr) << "a read older than the new prekey was kept";
   (*store)->close();

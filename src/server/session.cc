@@ -373,7 +373,7 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
   if (!folded) return refuse_identity(id, wire::kStatusUnauthorized, "unknown account or device");
   auto self = shared_from_this();
   wire::LoginRequest req = r;
-  service_.find_account(*folded, [self, id, req](Result<AccountPtr> a) {
+  service_.find_account(*folded, [self, id, req, name = *folded](Result<AccountPtr> a) {
     // The store could not say (busy, or a failing disk): not a failed login, and worth a retry.
     if (!a && a.error().code() != ErrorCode::kNotFound) {
       return self->refuse_identity(id, status_for(a.error()), "login failed, try again");
@@ -384,11 +384,10 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
       nonce = self->nonce_;
     }
     const store::Device* device = a ? (*a)->device(req.device_id()) : nullptr;
-    const bool ok =
-        device != nullptr &&
-        crypto::ed25519_verify(device->auth_public_key,
-                               wire::auth_transcript(nonce, *fold_name(req.name()), req.device_id()),
-                               as_bytes(req.challenge_signature()));
+    const bool ok = device != nullptr &&
+                    crypto::ed25519_verify(device->auth_public_key,
+                                           wire::auth_transcript(nonce, name, req.device_id()),
+                                           as_bytes(req.challenge_signature()));
     if (!ok) {
       bool too_many;
       {
@@ -406,8 +405,8 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
     self->service_.store().pre_key_count(
         account_id, req.device_id(),
         self->on_mine<Result<std::uint32_t>>(
-            [self, id, account = std::move(account), key = device->auth_public_key,
-             name = *fold_name(req.name()), device_id = req.device_id(),
+            [self, id, account = std::move(account), key = device->auth_public_key, name,
+             device_id = req.device_id(),
              batches = req.accept_batches()](Result<std::uint32_t> n) mutable {
               if (!n)
                 return self->refuse_identity(id, status_for(n.error()), "login failed, try again");

@@ -109,11 +109,6 @@ using WsStream = websocket::stream<CorkStream<TlsSocket>>;
 // Requests one HTTP connection may make, as nginx's keepalive_requests.
 constexpr int kMaxHttpRequestsPerConnection = 1000;
 
-std::size_t host_count(const http::fields& fields) {
-  const auto [first, last] = fields.equal_range(http::field::host);
-  return static_cast<std::size_t>(std::distance(first, last));
-}
-
 class Connection;
 
 // How a connection's first bytes come: TLS at once, or a relay's preamble naming the client
@@ -548,7 +543,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       }
       auto& req = hp.get();
       // HTTP/1.1 needs exactly one Host (RFC 9112, 3.2); servers answer 400 without it.
-      if (req.version() >= 11 && host_count(req) != 1) {
+      if (req.version() >= 11 && req.count(http::field::host) != 1) {
         co_await write_site_response(*tls_, st_->site.error_page(400), req.version(), false, false,
                                      cx);
         break;
