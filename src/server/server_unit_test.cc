@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <optional>
 #include <string>
@@ -20,6 +21,7 @@
 #include "server/names.h"
 #include "server/rate_limiter.h"
 #include "server/service.h"
+#include "server/session.h"
 #include "store/store.h"
 #include "transport/client_address.h"
 
@@ -335,81 +337,149 @@ TEST(DiskSpace, ReserveAfterTheNewAttachment) {
   EXPECT_TRUE(below_disk_reserve(~0ull, 1, ~0ull));
 }
 
+// A Service over a fresh SQLite store that holds "alice" (device 1, auth key 0xa0…), on an
+// io_context that runs only when a test runs it (run_until), so that a store answer can be
+// held back while the test writes.
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string path = ::testing::TempDir() + "/parley_service_test.db";
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+    auto opened = store::open_sqlite_store(path);
+    ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+    store_ = std::move(*opened);
+    store::NewAccount alice;
+    alice.name = alice.folded_name = "alice";
+    alice.device.device_id = 1;
+    alice.device.registration_id = 11;
+    alice.device.auth_public_key = Bytes(32, 0xa0);
+    alice.device.identity_key = Bytes(33, 0x05);
+    alice.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
+    alice.now_ms = 1000;
+    std::promise<Result<store::Account>> made;
+    store_->create_account(alice, [&](Result<store::Account> a) { made.set_value(std::move(a)); });
+    auto account = made.get_future().get();
+    ASSERT_TRUE(account.has_value()) << account.error().to_string();
+    alice_ = std::move(*account);
+    config_.data_dir = ::testing::TempDir() + "/parley_service_test";  // its attachments directory
+  }
+  void TearDown() override {
+    if (store_) store_->close();
+  }
+
+  std::unique_ptr<Service> make_service() {
+    return std::make_unique<Service>(io_, config_, *store_, clock_, rng_, metrics_);
+  }
+  // alice as the store made her, with device 1's auth key and registration id changed by `f`.
+  AccountPtr alice_with(const std::function<void(store::Device&)>& f) const {
+    auto info = std::make_shared<AccountInfo>();
+    info->id = alice_.id;
+    info->name = alice_.name;
+    info->devices = alice_.devices;
+    f(info->devices[0]);
+    return info;
+  }
+  // Runs the io_context until `done` (a store answer arrived), for at most 5 s.
+  template <typename Done>
+  void run_until(const Done& done) {
+    for (int i = 0; i < 500 && !done(); ++i) {
+      io_.run_for(std::chrono::milliseconds(10));
+      io_.restart();
+    }
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> keep_ =
+      boost::asio::make_work_guard(io_);  // run_for waits for the answer
+  std::unique_ptr<store::Store> store_;
+  store::Account alice_;
+  SystemClock clock_;
+  crypto::SystemRng rng_;
+  Metrics metrics_;
+  ServerConfig config_;
+};
+
 // The account cache: a store read that finishes after a write changed the cache does not put
 // its older snapshot back (a recovery's new device, or a new signed prekey, would be undone
 // until restart: the old device could log in, senders would be told their ids are stale).
-TEST(AccountCache, AReadThatFinishesAfterAWriteLeavesTheWrite) {
-  const std::string path = ::testing::TempDir() + "/parley_account_cache.db";
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
-  auto store = store::open_sqlite_store(path);
-  ASSERT_TRUE(store.has_value()) << store.error().to_string();
-  store::NewAccount alice;
-  alice.name = alice.folded_name = "alice";
-  alice.device.device_id = 1;
-  alice.device.registration_id = 11;
-  alice.device.auth_public_key = Bytes(32, 0xa0);
-  alice.device.identity_key = Bytes(33, 0x05);
-  alice.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
-  alice.now_ms = 1000;
-  std::promise<Result<store::Account>> made;
-  (*store)->create_account(alice, [&](Result<store::Account> a) { made.set_value(std::move(a)); });
-  auto account = made.get_future().get();
-  ASSERT_TRUE(account.has_value()) << account.error().to_string();
-
-  boost::asio::io_context io;  // not run until the write below: the read's answer waits in it
-  auto keep = boost::asio::make_work_guard(io);  // run_for waits for the answer
-  // Runs `io` until `done` (a store answer arrived), for at most 5 s.
-  const auto run_until = [&io](const auto& done) {
-    for (int i = 0; i < 500 && !done(); ++i) {
-      io.run_for(std::chrono::milliseconds(10));
-      io.restart();
-    }
-  };
-  SystemClock clock;
-  crypto::SystemRng rng;
-  Metrics metrics;
-  ServerConfig config;
-  config.data_dir = ::testing::TempDir() + "/parley_account_cache";  // its attachments directory
-  Service service(io, config, **store, clock, rng, metrics);
+TEST_F(ServiceTest, AReadThatFinishesAfterAWriteLeavesTheWrite) {
+  auto service = make_service();
   std::optional<Result<AccountPtr>> read;
-  service.find_account("alice", [&](Result<AccountPtr> a) { read = std::move(a); });
+  service->find_account("alice", [&](Result<AccountPtr> a) { read = std::move(a); });
   // A recovery committed meanwhile: its callback updates the cache before the read's runs.
-  auto recovered = std::make_shared<AccountInfo>();
-  recovered->id = account->id;
-  recovered->name = "alice";
-  recovered->devices = account->devices;
-  recovered->devices[0].registration_id = 22;
-  service.remember_account("alice", recovered);
-  const std::uint64_t generation = service.accounts_generation();
+  service->remember_account("alice", alice_with([](store::Device& d) { d.registration_id = 22; }));
+  const std::uint64_t generation = service->accounts_generation();
   run_until([&] { return read.has_value(); });
   ASSERT_TRUE(read.has_value() && read->has_value());
   EXPECT_EQ((**read)->devices[0].registration_id, 11u);  // the read's own answer is what it saw
-  const AccountPtr cached = service.cached_account("alice");
+  const AccountPtr cached = service->cached_account("alice");
   ASSERT_NE(cached, nullptr);
   EXPECT_EQ(cached->devices[0].registration_id, 22u) << "the read put its older snapshot back";
-  EXPECT_EQ(service.accounts_generation(), generation);
+  EXPECT_EQ(service->accounts_generation(), generation);
 
   // With no write meanwhile, a read fills the cache (and changes no one's snapshot).
   std::optional<Result<AccountPtr>> again;
-  Service fresh(io, config, **store, clock, rng, metrics);
-  fresh.find_account("alice", [&](Result<AccountPtr> a) { again = std::move(a); });
-  const std::uint64_t before = fresh.accounts_generation();
+  auto fresh = make_service();
+  fresh->find_account("alice", [&](Result<AccountPtr> a) { again = std::move(a); });
+  const std::uint64_t before = fresh->accounts_generation();
   run_until([&] { return again.has_value(); });
   ASSERT_TRUE(again.has_value() && again->has_value());
-  EXPECT_NE(fresh.cached_account("alice"), nullptr);
-  EXPECT_EQ(fresh.accounts_generation(), before);
+  EXPECT_NE(fresh->cached_account("alice"), nullptr);
+  EXPECT_EQ(fresh->accounts_generation(), before);
 
   // A new signed prekey stored while nothing was cached: a read under way caches nothing.
   std::optional<Result<AccountPtr>> third;
-  Service other(io, config, **store, clock, rng, metrics);
-  other.find_account("alice", [&](Result<AccountPtr> a) { third = std::move(a); });
-  EXPECT_EQ(other.update_signed_pre_key("alice", account->devices[0],
-                                        store::SignedPreKey{8, Bytes(33, 0x06), Bytes(64, 0x5f)}),
+  auto other = make_service();
+  other->find_account("alice", [&](Result<AccountPtr> a) { third = std::move(a); });
+  EXPECT_EQ(other->update_signed_pre_key("alice", alice_.devices[0],
+                                         store::SignedPreKey{8, Bytes(33, 0x06), Bytes(64, 0x5f)}),
             nullptr);
   run_until([&] { return third.has_value(); });
   ASSERT_TRUE(third.has_value() && third->has_value());
-  EXPECT_EQ(other.cached_account("alice"), nullptr) << "a read older than the new prekey was kept";
-  (*store)->close();
+  EXPECT_EQ(other->cached_account("alice"), nullptr) << "a read older than the new prekey was kept";
+}
+
+// Presence: a login whose signature was checked against a device that a recovery has replaced
+// since is not attached, however late it comes; the recovered device is, and replaces a login
+// that came first.
+TEST_F(ServiceTest, ALoginOfADeviceARecoveryReplacedIsNotAttached) {
+  auto service = make_service();
+  const AccountPtr before = alice_with([](store::Device&) {});
+  const AccountPtr recovered = alice_with([](store::Device& d) {
+    d.auth_public_key = Bytes(32, 0xb0);
+    d.registration_id = 22;
+  });
+  // Nothing cached: the login's own snapshot is attached.
+  auto first = std::make_shared<Session>(*service, "192.0.2.1");
+  EXPECT_EQ(service->attach("alice", before, 1, first), before);
+  EXPECT_EQ(service->session_of(alice_.id, 1), first);
+
+  // The recovery: its cache update, then its own attach, which replaces the old login.
+  service->remember_account("alice", recovered);
+  auto owner = std::make_shared<Session>(*service, "192.0.2.2");
+  EXPECT_EQ(service->attach("alice", recovered, 1, owner), recovered);
+  EXPECT_EQ(service->session_of(alice_.id, 1), owner);
+
+  // A login that checked the old key before the recovery and attaches after it: refused, and
+  // the owner stays.
+  auto late = std::make_shared<Session>(*service, "192.0.2.3");
+  EXPECT_EQ(service->attach("alice", before, 1, late), nullptr);
+  EXPECT_EQ(service->session_of(alice_.id, 1), owner);
+
+  // A device the account does not have, and another account's snapshot under alice's name.
+  EXPECT_EQ(service->attach("alice", recovered, 2, late), nullptr);
+  const AccountPtr stranger =
+      std::make_shared<AccountInfo>(AccountInfo{alice_.id + 1, "alice", recovered->devices});
+  EXPECT_EQ(service->attach("alice", stranger, 1, late), nullptr);
+  EXPECT_EQ(service->session_of(alice_.id, 1), owner);
+
+  // A login with the current key attaches the snapshot as cached now (a newer signed prekey).
+  const AccountPtr rotated = service->update_signed_pre_key(
+      "alice", recovered->devices[0], store::SignedPreKey{8, Bytes(33, 0x06), Bytes(64, 0x5f)});
+  ASSERT_NE(rotated, nullptr);
+  auto next = std::make_shared<Session>(*service, "192.0.2.4");
+  EXPECT_EQ(service->attach("alice", recovered, 1, next), rotated);
+  EXPECT_EQ(service->session_of(alice_.id, 1), next);
 }
 
 }  // namespace

@@ -118,16 +118,33 @@ AccountPtr Service::update_signed_pre_key(const std::string& folded_name,
   return updated;
 }
 
-void Service::attach(std::int64_t account, std::uint32_t device,
-                     const std::shared_ptr<Session>& s) {
+AccountPtr Service::attach(const std::string& folded_name, AccountPtr account, std::uint32_t device,
+                           const std::shared_ptr<Session>& s) {
+  const store::Device* checked = account->device(device);
+  if (checked == nullptr) return nullptr;
   std::shared_ptr<Session> previous;
   {
     std::lock_guard<std::mutex> lock(presence_mu_);
-    auto& slot = presence_[{account, device}];
+    if (AccountPtr now = cached_account(folded_name)) {
+      const store::Device* d = now->device(device);
+      if (now->id != account->id || d == nullptr ||
+          d->auth_public_key != checked->auth_public_key) {
+        return nullptr;
+      }
+      account = std::move(now);
+    }
+    auto& slot = presence_[{account->id, device}];
     previous = slot.lock();
     slot = s;
   }
   if (previous && previous != s) previous->replaced();
+  return account;
+}
+
+std::shared_ptr<Session> Service::session_of(std::int64_t account, std::uint32_t device) {
+  std::lock_guard<std::mutex> lock(presence_mu_);
+  auto it = presence_.find({account, device});
+  return it == presence_.end() ? nullptr : it->second.lock();
 }
 
 void Service::detach(std::int64_t account, std::uint32_t device, const Session* s) {
@@ -141,13 +158,7 @@ void Service::detach(std::int64_t account, std::uint32_t device, const Session* 
 void Service::notify(std::int64_t account, std::uint32_t device, std::int64_t seq,
                      std::shared_ptr<const store::Envelope> envelope,
                      std::chrono::steady_clock::time_point accepted) {
-  std::shared_ptr<Session> s;
-  {
-    std::lock_guard<std::mutex> lock(presence_mu_);
-    auto it = presence_.find({account, device});
-    if (it != presence_.end()) s = it->second.lock();
-  }
-  if (s) s->queued(seq, std::move(envelope), accepted);
+  if (auto s = session_of(account, device)) s->queued(seq, std::move(envelope), accepted);
 }
 
 }  // namespace parley::server

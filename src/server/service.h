@@ -101,7 +101,17 @@ class Service {
   }
 
   // Presence. A device has at most one live session; a new login replaces (and closes) the old.
-  void attach(std::int64_t account, std::uint32_t device, const std::shared_ptr<Session>& s);
+  // attach: `s` becomes the live session of `device` of `account`, the snapshot whose auth key
+  // the login checked, unless the account cache says, looked at under the presence lock, that
+  // a recovery has replaced that device since (the cache holds another key for it, or no such
+  // device): then nothing changes and null is returned. Otherwise the account as it is now is
+  // returned (the cached snapshot, or `account` when none is cached). A recovery updates the
+  // cache before its own attach, so either it finds this session attached and replaces it, or
+  // this attach finds the recovery's key and refuses: the replaced device is never left in.
+  AccountPtr attach(const std::string& folded_name, AccountPtr account, std::uint32_t device,
+                    const std::shared_ptr<Session>& s);
+  // The device's live session on this server, or null.
+  std::shared_ptr<Session> session_of(std::int64_t account, std::uint32_t device);
   void detach(std::int64_t account, std::uint32_t device, const Session* s);
   // Tells the device's session (if connected here) that an envelope was queued for it. Called
   // from the store's callback, in commit order (Session::queued says why that matters).
@@ -137,6 +147,7 @@ class Service {
   std::unordered_map<std::string, AccountPtr> accounts_;  // guarded by accounts_mu_
   std::atomic<std::uint64_t> accounts_generation_{1};
 
+  // Taken before accounts_mu_ when both are held (attach).
   std::mutex presence_mu_;
   std::map<std::pair<std::int64_t, std::uint32_t>, std::weak_ptr<Session>> presence_;  // guarded
 };

@@ -364,7 +364,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
         info->devices = std::move(a->devices);
         self->service_.remember_account(key, info);
         spdlog::info("event={} account_id={}", a->recovered ? "recover" : "register", info->id);
-        self->logged_in(id, std::move(info), 1, a->pre_key_count, /*batches=*/false);
+        self->logged_in(id, key, std::move(info), 1, a->pre_key_count, /*batches=*/false);
       }));
 }
 
@@ -405,24 +405,13 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
     self->service_.store().pre_key_count(
         account_id, req.device_id(),
         self->on_mine<Result<std::uint32_t>>(
-            [self, id, account = std::move(account), key = device->auth_public_key, name,
-             device_id = req.device_id(),
+            [self, id, account = std::move(account), name, device_id = req.device_id(),
              batches = req.accept_batches()](Result<std::uint32_t> n) mutable {
               if (!n)
                 return self->refuse_identity(id, status_for(n.error()), "login failed, try again");
-              // A recovery may have replaced the device during the count: the old key no longer
-              // logs in. (A recovery between this check and attach() is not caught: a window of
-              // microseconds, as between the signature check and attach() before the count moved
-              // here. The owner's session is then replaced, and its next login replaces this.)
-              if (AccountPtr now = self->service_.cached_account(name)) {
-                const store::Device* d = now->device(device_id);
-                if (d == nullptr || d->auth_public_key != key) {
-                  return self->refuse_identity(id, wire::kStatusUnauthorized,
-                                               "unknown account or bad signature");
-                }
-                account = std::move(now);
-              }
-              self->logged_in(id, account, device_id, *n, batches);
+              // A recovery may have replaced the device since the signature was checked:
+              // logged_in() refuses then (Service::attach).
+              self->logged_in(id, name, std::move(account), device_id, *n, batches);
             }));
   });
 }
@@ -435,11 +424,26 @@ void Session::refuse_identity(std::uint64_t id, std::uint32_t status, std::strin
   respond_error(id, status, std::move(message));
 }
 
-void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id,
-                        std::uint32_t pre_key_count, bool batches) {
+void Session::logged_in(std::uint64_t id, const std::string& folded_name, AccountPtr account,
+                        std::uint32_t device_id, std::uint32_t pre_key_count, bool batches) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!open_) return;
+  }
+  // Attached before the session takes the identity: an envelope queued in between finds no
+  // account yet, marks the queue dirty and is fetched by the pump() below.
+  account = service_.attach(folded_name, std::move(account), device_id, shared_from_this());
+  if (!account) {
+    return refuse_identity(id, wire::kStatusUnauthorized, "device replaced by a recovery");
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!open_) {
+      // Closed meanwhile (on_close found no account to detach): leave no entry behind.
+      lock.unlock();
+      service_.detach(account->id, device_id, this);
+      return;
+    }
     account_ = account;
     device_id_ = device_id;
     batches_ = batches;
@@ -448,16 +452,6 @@ void Session::logged_in(std::uint64_t id, AccountPtr account, std::uint32_t devi
     if (auto timer = login_timer_.lock()) timer->cancel();
   }
   service_.metrics().authenticated.fetch_add(1);
-  service_.attach(account->id, device_id, shared_from_this());
-  {
-    // Closed meanwhile (on_close found no account to detach yet): leave no entry behind.
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!open_) {
-      lock.unlock();
-      service_.detach(account->id, device_id, this);
-      return;
-    }
-  }
   Response r;
   r.set_id(id);
   auto* l = r.mutable_login();

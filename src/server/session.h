@@ -97,9 +97,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_queued(std::int64_t seq, std::shared_ptr<const store::Envelope> envelope,
                  std::chrono::steady_clock::time_point accepted);
-  // The connection takes this identity, answers the request and starts delivering.
-  void logged_in(std::uint64_t id, AccountPtr account, std::uint32_t device_id,
-                 std::uint32_t pre_key_count, bool batches);
+  // The connection takes this identity, answers the request and starts delivering; or, when a
+  // recovery has replaced the device since its key was checked, refuses the request with 401.
+  void logged_in(std::uint64_t id, const std::string& folded_name, AccountPtr account,
+                 std::uint32_t device_id, std::uint32_t pre_key_count, bool batches);
   // The authenticated account and device, read under mu_ (an upload_keys callback on another
   // io thread may replace account_ while a handler runs).
   std::pair<AccountPtr, std::uint32_t> who();
