@@ -1,6 +1,7 @@
 // Real TLS on 127.0.0.1: the static site, WebSocket sessions and their limits, attachments,
 // pinning, and robustness against bad peers. Every wait is bounded.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1859,6 +1860,57 @@ TEST_F(TransportTest, ABridgeWithoutItsOwnHeaderPassesOnNoClientsHeader) {
   EXPECT_EQ(upstream_gets({"PROXY TCP4 198.51.100.7 127.0.0.1 1 443\r\nthen TLS"}), "");
   EXPECT_EQ(upstream_gets({"PRO", "XY", " TCP4 198.51.100.7 127.0.0.1 1 443\r\n"}), "PROXY");
   EXPECT_EQ(upstream_gets({"PRO", "XIMITY"}), "PROXIMITY");
+  ::close(lfd);
+}
+
+// A bridge answers the upgrade itself: it refuses the requests the WebSocket server refuses
+// with the same bytes (a key over 24 characters reached an assertion in Beast's key encoder,
+// which aborts a debug build), and opens no upstream connection for them.
+TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
+  const std::string good = ws_upgrade_request();
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string r = good;
+    r.replace(r.find(from), from.size(), to);
+    return r;
+  };
+  const std::string key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  const std::string version = "Sec-WebSocket-Version: 13\r\n";
+  const std::vector<std::string> requests = {
+      with(key, "Sec-WebSocket-Key: " + std::string(32, 'A') + "\r\n"),
+      with(key, ""),
+      with(version, "Sec-WebSocket-Version: 12\r\n"),
+      with(version, ""),
+  };
+  auto answers = [&] {
+    std::vector<std::string> out;
+    for (const std::string& request : requests) {
+      test_support::TlsPeer peer;
+      EXPECT_EQ(peer.connect(server_->port()), "");
+      EXPECT_TRUE(ssl_send(peer.ssl(), request));
+      out.push_back(read_response(peer.ssl()));
+    }
+    return out;
+  };
+  start();
+  const std::vector<std::string> websocket_server = answers();
+  ASSERT_EQ(websocket_server.size(), 4u);
+  EXPECT_EQ(websocket_server[0].rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u)
+      << websocket_server[0];
+  EXPECT_NE(websocket_server[0].find("Sec-WebSocket-Key field is invalid"), std::string::npos)
+      << websocket_server[0];
+  EXPECT_EQ(websocket_server[2].rfind("HTTP/1.1 426 Upgrade Required\r\n", 0), 0u);
+
+  const int lfd = bridge_to_a_test_upstream();
+  ASSERT_GE(lfd, 0);
+  restart_on_the_same_port();
+  EXPECT_EQ(answers(), websocket_server);
+  // No upstream connection was opened for them; the good request still gets one.
+  const int flags = ::fcntl(lfd, F_GETFL);
+  ::fcntl(lfd, F_SETFL, flags | O_NONBLOCK);
+  EXPECT_LT(::accept(lfd, nullptr, nullptr), 0);
+  test_support::TlsPeer client;
+  EXPECT_EQ(upgrade_from(client, "127.0.0.4", server_->port(), {}),
+            "HTTP/1.1 101 Switching Protocols");
   ::close(lfd);
 }
 
