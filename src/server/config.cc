@@ -2,8 +2,9 @@
 
 #define TOML_EXCEPTIONS 0
 #define TOML_HEADER_ONLY 1
-#include <charconv>
 #include <toml++/toml.h>
+#include <charconv>
+#include <cmath>
 
 #include "transport/client_address.h"
 
@@ -59,7 +60,9 @@ Status read_uint(const toml::node& n, const std::string& key, T& out) {
 
 Status read_double(const toml::node& n, const std::string& key, double& out) {
   auto v = n.value<double>();
-  if (!v || *v < 0) return bad_key(key, "expected a non-negative number");
+  // nan would pass every comparison with a floor (a bucket of nan tokens refuses nothing); inf
+  // is no limit.
+  if (!v || !std::isfinite(*v) || *v < 0) return bad_key(key, "expected a non-negative number");
   out = *v;
   return Status::ok();
 }
@@ -239,6 +242,15 @@ Status validate_config(const ServerConfig& config) {
                    "must be at least attachments.max_bytes (" +
                        std::to_string(config.attachment_max_bytes) + ")");
   }
+  // Every message up to the size limit must fit in an empty queue: a 429 for one that cannot
+  // would have its sender retry for ever.
+  if (config.queue_max_bytes < config.max_message_bytes) {
+    return bad_key("limits.queue_max_bytes", "must be at least limits.max_message_bytes (" +
+                                                 std::to_string(config.max_message_bytes) + ")");
+  }
+  if (config.io_threads > kMaxIoThreads) {
+    return bad_key("server.io_threads", "at most " + std::to_string(kMaxIoThreads));
+  }
   // Values that would refuse or drop everything instead of limiting it.
   struct Floor {
     const char* key;
@@ -255,6 +267,8 @@ Status validate_config(const ServerConfig& config) {
        "0 would delete every queued envelope before its device could fetch it"},
       {"limits.max_inflight_requests", static_cast<double>(config.max_inflight_requests), 1,
        "0 would refuse every request"},
+      {"limits.max_connections", static_cast<double>(config.max_connections), 1,
+       "0 would refuse every connection"},
       {"limits.ip_request_burst", config.ip_request_burst, 1, "below 1 no request gets through"},
       {"limits.ip_connect_burst", config.ip_connect_burst, 1, "below 1 no connection gets through"},
       {"limits.account_send_burst", config.account_send_burst,
@@ -265,7 +279,7 @@ Status validate_config(const ServerConfig& config) {
        "0 would delete every attachment as it is uploaded"},
   };
   for (const Floor& f : floors) {
-    if (f.value < f.least) {
+    if (!(f.value >= f.least)) {
       return bad_key(f.key, "at least " + std::to_string(static_cast<std::uint64_t>(f.least)) +
                                 " (" + f.why + ")");
     }

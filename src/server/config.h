@@ -22,6 +22,9 @@ inline constexpr std::uint64_t kMaxMinFreeDiskMb = 1ull << 40;
 
 // The most relays server.proxy_from may list (each connection's address is looked up in it).
 inline constexpr std::size_t kMaxProxyFrom = 64;
+// The most io threads (server.io_threads): far above any core count this server is for; more
+// only costs memory and a failed start.
+inline constexpr std::uint32_t kMaxIoThreads = 256;
 
 // A send names at most this many devices; each costs one token of the account's send bucket, so
 // limits.account_send_burst must hold this many.
@@ -52,7 +55,8 @@ struct ServerConfig {
   TlsTickets tls_tickets = TlsTickets::kFile;
   std::uint32_t tls_ticket_rotation_hours = 12;  // 1..168
   std::string site_dir;              // static website; empty: the built-in one
-  std::uint32_t io_threads = 0;      // threads running connections; 0: one per core
+  std::uint32_t io_threads = 0;      // threads running connections; 0: one per core; at most
+                                     // kMaxIoThreads
   // Relays (a bridge, a load balancer) whose connections open with a PROXY header naming
   // the client (transport::ServerOptions::proxy_from): IP addresses or networks
   // ("10.0.0.0/8"), at most kMaxProxyFrom.

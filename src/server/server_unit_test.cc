@@ -165,20 +165,22 @@ TEST(Config, MessageAndWriteQueueSizes) {
   }
 }
 
-// Limits that would refuse or drop everything instead of limiting it are refused with the key
-// named; the smallest values that still limit are taken.
+// Limits that would refuse or drop everything instead of limiting it, or limit nothing (nan,
+// inf), are refused with the key named; the smallest values that still limit are taken.
 TEST(Config, LimitsThatWouldStopEverything) {
   auto load = [](const std::string& section, const std::string& text, ServerConfig& c) {
     return load_section("parleyd_floors.toml", section, text, c);
   };
   ServerConfig c;
   ASSERT_TRUE(load("limits",
-                   "queue_max_count = 1\nqueue_max_bytes = 1\n"
-                   "queue_max_age_days = 1\nmax_inflight_requests = 1\n"
-                   "ip_request_rate = 0.01\nip_request_burst = 1\nip_connect_rate = 0.01\n"
-                   "ip_connect_burst = 1\naccount_send_rate = 0.01\naccount_send_burst = 64\n"
-                   "register_rate_per_ip = 0.01\nregister_burst_per_ip = 1\n"
-                   "max_connections_per_ip = 0",  // 0: no cap
+                   "queue_max_count = 1\nqueue_max_bytes = " +
+                       std::to_string(ServerConfig{}.max_message_bytes) +
+                       "\nmax_connections = 1\n"
+                       "queue_max_age_days = 1\nmax_inflight_requests = 1\n"
+                       "ip_request_rate = 0.01\nip_request_burst = 1\nip_connect_rate = 0.01\n"
+                       "ip_connect_burst = 1\naccount_send_rate = 0.01\naccount_send_burst = 64\n"
+                       "register_rate_per_ip = 0.01\nregister_burst_per_ip = 1\n"
+                       "max_connections_per_ip = 0",  // 0: no cap
                    c)
                   .is_ok());
   EXPECT_EQ(c.queue_max_age_days, 1u);
@@ -189,6 +191,12 @@ TEST(Config, LimitsThatWouldStopEverything) {
            std::tuple<std::string, std::string, std::string>{"limits", "queue_max_count = 0",
                                                              "queue_max_count"},
            {"limits", "queue_max_bytes = 0", "queue_max_bytes"},
+           {"limits", "max_message_bytes = 1000\nqueue_max_bytes = 999", "queue_max_bytes"},
+           {"limits", "max_connections = 0", "max_connections"},
+           {"server", "io_threads = 257", "io_threads"},
+           {"limits", "ip_request_burst = nan", "ip_request_burst"},
+           {"limits", "ip_connect_burst = inf", "ip_connect_burst"},
+           {"limits", "account_send_rate = nan", "account_send_rate"},
            {"limits", "queue_max_age_days = 0", "queue_max_age_days"},
            {"limits", "max_inflight_requests = 0", "max_inflight_requests"},
            {"limits", "ip_request_burst = 0.5", "ip_request_burst"},
