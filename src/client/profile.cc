@@ -149,11 +149,21 @@ Result<KdfRecord> read_kdf(const fs::path& path) {
   if (!parse_field(ops, "ops=", r.params.ops) || !parse_field(mem, "mem=", r.params.mem_bytes)) {
     return bad;
   }
+  if (r.params.ops > kMaxKdfOps || r.params.mem_bytes > kMaxKdfMemBytes) return bad;
   if (salt.compare(0, 5, "salt=") != 0) return bad;
   auto decoded = from_hex(std::string_view(salt).substr(5));
   if (!decoded || decoded->size() != crypto::kPasswordSaltSize) return bad;
   r.salt = std::move(*decoded);
   return r;
+}
+
+Status check_kdf_cost(crypto::PasswordParams params) {
+  if (params.ops > kMaxKdfOps || params.mem_bytes > kMaxKdfMemBytes) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "profile: a passphrase cost above " + std::to_string(kMaxKdfOps) +
+                          " passes or " + std::to_string(kMaxKdfMemBytes >> 20) + " MiB");
+  }
+  return Status::ok();
 }
 
 KdfRecord new_kdf(crypto::PasswordParams params) {
@@ -249,6 +259,7 @@ fs::path Profile::db_path() const { return dir_ / kDbFile; }
 Result<std::unique_ptr<Profile>> Profile::create(const fs::path& dir,
                                                  std::optional<std::string_view> passphrase,
                                                  crypto::PasswordParams params) {
+  PARLEY_TRY(check_kdf_cost(params));
   std::error_code ec;
   for (const char* name : {kDbFile, kKeyFile, kSaltFile}) {
     if (fs::exists(dir / name, ec)) {
@@ -284,6 +295,7 @@ Result<std::unique_ptr<Profile>> Profile::create(const fs::path& dir,
 Result<std::unique_ptr<Profile>> Profile::open(const fs::path& dir,
                                                std::optional<std::string_view> passphrase,
                                                crypto::PasswordParams params) {
+  PARLEY_TRY(check_kdf_cost(params));
   std::error_code ec;
   const fs::path db_path = dir / kDbFile;
   if (!fs::exists(db_path, ec)) {

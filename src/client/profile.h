@@ -36,6 +36,12 @@ namespace internal {
 class Db;
 }
 
+// The highest Argon2id cost a profile records or accepts (libsodium's SENSITIVE level is 4
+// passes over 1 GiB): a salt file asking for more is refused as malformed rather than made to
+// run for hours or exhaust memory, and create() or open() asked for more is refused.
+inline constexpr std::uint64_t kMaxKdfOps = 16;
+inline constexpr std::size_t kMaxKdfMemBytes = std::size_t{1} << 30;
+
 class Profile {
  public:
   // Creates the directory (if missing) and a new, empty, migrated profile in it. Without a

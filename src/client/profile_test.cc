@@ -220,5 +220,34 @@ TEST(Profile, InterruptedReKeyIsFinishedOnOpen) {
   EXPECT_FALSE(fs::exists(tmp.profile() / "salt.next"));
 }
 
+// A salt file is read as untrusted: one asking for a cost no profile records (hours of work, or
+// terabytes of memory) is refused as malformed before any work is done; and no profile is
+// made or re-keyed at such a cost.
+TEST(Profile, ASaltFileAskingForAnExtremeCostIsRefused) {
+  TempDir tmp;
+  {
+    auto p = Profile::create(tmp.profile(), "pw", kCheap);
+    ASSERT_TRUE(p.has_value());
+  }
+  const std::string salt = read_all(tmp.profile() / "salt");
+  const std::string hex = salt.substr(salt.find("salt="));
+  for (const std::string& cost :
+       {std::string("ops=4294967295 mem=8192"), std::string("ops=1 mem=4398046511104"),
+        std::string("ops=17 mem=8192")}) {
+    {
+      std::ofstream out(tmp.profile() / "salt", std::ios::trunc);
+      out << "parley-kdf 1 argon2id13 " << cost << " " << hex;
+    }
+    auto p = Profile::open(tmp.profile(), "pw", kCheap);
+    ASSERT_FALSE(p.has_value()) << cost;
+    EXPECT_EQ(p.status().code(), ErrorCode::kMalformed) << cost;
+  }
+  TempDir other;
+  auto costly = Profile::create(other.profile(), "pw", PasswordParams{kMaxKdfOps + 1, 8 << 10});
+  ASSERT_FALSE(costly.has_value());
+  EXPECT_EQ(costly.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(other.profile() / "salt"));
+}
+
 }  // namespace
 }  // namespace parley::client
