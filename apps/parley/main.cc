@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -14,10 +15,12 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "apps/parley/daemon.h"
 #include "apps/parley/json_output.h"
+#include "apps/parley/terminal_text.h"
 #include "client/client.h"
 
 namespace {
@@ -74,6 +77,19 @@ std::string format_time(std::uint64_t ms) {
   return buf;
 }
 
+// A name or one-line text from others, safe to print (terminal_text.h).
+std::string shown(std::string_view s) { return parley::cli::for_terminal(s); }
+
+// Seconds as a finite number: CLI11's Range lets "nan" through (every comparison with it is
+// false), and converting nan to an integer is undefined.
+const CLI::Validator kFinite(
+    [](std::string& text) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      return end != text.c_str() && std::isfinite(v) ? std::string() : "not a finite number";
+    },
+    "FINITE");
+
 // Progress of large transfers on stderr, when it is a terminal (scripts get clean output).
 parley::client::TransferProgress progress_printer(const char* what) {
   if (!::isatty(STDERR_FILENO)) return {};
@@ -99,10 +115,12 @@ static int run_command(int argc, char** argv) {
   double connect_timeout_s = 10, idle_timeout_s = 15;
   app.add_option("--connect-timeout", connect_timeout_s,
                  "seconds each step of reaching the server may take, per transport")
+      ->check(kFinite)
       ->check(CLI::Range(0.1, 600.0));
   app.add_option("--idle-timeout", idle_timeout_s,
                  "seconds of silence after which a link counts as stalled and is replaced "
                  "(0: never)")
+      ->check(kFinite)
       ->check(CLI::Range(0.0, 3600.0));
 
   std::string invite, name;
@@ -178,6 +196,7 @@ static int run_command(int argc, char** argv) {
   auto* receive = app.add_subcommand("receive", "receive and print waiting messages");
   receive->add_flag("--follow", follow, "keep listening after the queue is drained");
   receive->add_option("--timeout", timeout_s, "seconds to wait (with --follow: to listen)")
+      ->check(kFinite)
       ->check(CLI::Range(0.0, 31536000.0));
   receive->add_flag("--json", json, "one JSON object per line");
   std::string download_dir;
@@ -341,8 +360,8 @@ static int run_command(int argc, char** argv) {
       list = std::move(*all);
     }
     for (const auto& g : list) {
-      std::printf("%s %s%s:", g.id.c_str(), g.name.c_str(), g.left ? " (left)" : "");
-      for (const auto& m : g.members) std::printf(" %s", m.c_str());
+      std::printf("%s %s%s:", g.id.c_str(), shown(g.name).c_str(), g.left ? " (left)" : "");
+      for (const auto& m : g.members) std::printf(" %s", shown(m).c_str());
       std::printf("\n");
     }
     return 0;
@@ -358,32 +377,37 @@ static int run_command(int argc, char** argv) {
     };
     Status s = client.receive(ro, [&](const parley::client::IncomingMessage& m) {
       if (json) {
-        std::printf("%s\n", to_json(m).dump().c_str());
+        std::printf("%s\n", parley::cli::dump_line(to_json(m)).c_str());
       } else if (!m.event.empty()) {
-        std::printf("[%s] group %s: %s\n", format_time(m.timestamp).c_str(), m.group->c_str(),
-                    m.event.c_str());
+        std::printf("[%s] group %s: %s\n", format_time(m.timestamp).c_str(),
+                    shown(*m.group).c_str(), shown(m.event).c_str());
       } else if (!m.error.empty()) {
-        std::printf("[%s] %s (device %u): undecryptable: %s\n", format_time(static_cast<std::uint64_t>(m.server_timestamp)).c_str(),
-                    m.from.c_str(), m.device, m.error.c_str());
+        std::printf("[%s] %s (device %u): undecryptable: %s\n",
+                    format_time(static_cast<std::uint64_t>(m.server_timestamp)).c_str(),
+                    shown(m.from).c_str(), m.device, shown(m.error).c_str());
       } else {
         if (m.identity_changed) {
-          std::printf("! the safety number with %s changed (parley safety-number %s)\n", m.from.c_str(),
-                      m.from.c_str());
+          std::printf("! the safety number with %s changed (parley safety-number %s)\n",
+                      shown(m.from).c_str(), shown(m.from).c_str());
         }
-        std::printf("[%s] %s%s%s: %s\n", format_time(m.timestamp).c_str(), m.from.c_str(),
-                    m.group ? " in " : "", m.group ? m.group->c_str() : "", m.text.c_str());
+        std::printf("[%s] %s%s%s: %s\n", format_time(m.timestamp).c_str(), shown(m.from).c_str(),
+                    m.group ? " in " : "", m.group ? shown(*m.group).c_str() : "",
+                    parley::cli::for_terminal(m.text, /*multiline=*/true).c_str());
         // A message that is exactly a bridge link: say how to use it (never added by itself).
         if (auto t = parley::client::parse_transport_link(m.text);
             t && t->kind == parley::client::TransportKind::kBridge) {
           std::printf("  (a bridge link: parley --profile %s transport add '%s')\n",
-                      profile_dir.c_str(), t->text.c_str());
+                      shown(profile_dir).c_str(), shown(t->text).c_str());
         }
         if (m.attachment && m.attachment->error.empty()) {
-          std::printf("  file %s (%llu bytes) saved as %s\n", m.attachment->name.c_str(),
-                      static_cast<unsigned long long>(m.attachment->size), m.attachment->path.c_str());
+          std::printf("  file %s (%llu bytes) saved as %s\n", shown(m.attachment->name).c_str(),
+                      static_cast<unsigned long long>(m.attachment->size),
+                      shown(m.attachment->path).c_str());
         } else if (m.attachment) {
-          std::printf("  file %s (%llu bytes) could not be fetched: %s\n", m.attachment->name.c_str(),
-                      static_cast<unsigned long long>(m.attachment->size), m.attachment->error.c_str());
+          std::printf("  file %s (%llu bytes) could not be fetched: %s\n",
+                      shown(m.attachment->name).c_str(),
+                      static_cast<unsigned long long>(m.attachment->size),
+                      shown(m.attachment->error).c_str());
         }
       }
       std::fflush(stdout);
@@ -395,8 +419,9 @@ static int run_command(int argc, char** argv) {
     auto all = client.contacts();
     if (!all) return fail(all.error());
     for (const auto& c : *all) {
-      std::printf("%s device %u %s\n", c.address.name.c_str(), c.address.device_id,
-                  c.identity_changed ? "identity-changed" : (c.verified ? "verified" : "unverified"));
+      std::printf(
+          "%s device %u %s\n", shown(c.address.name).c_str(), c.address.device_id,
+          c.identity_changed ? "identity-changed" : (c.verified ? "verified" : "unverified"));
     }
     return 0;
   }
@@ -405,11 +430,13 @@ static int run_command(int argc, char** argv) {
     if (!entries) return fail(entries.error());
     for (const auto& h : *entries) {
       if (json) {
-        std::printf("%s\n", to_json(h).dump().c_str());
+        std::printf("%s\n", parley::cli::dump_line(to_json(h)).c_str());
       } else {
         std::printf("[%s] %s %s: %s%s\n", format_time(h.timestamp).c_str(), h.outgoing ? ">" : "<",
-                    h.outgoing ? "me" : h.peer.c_str(), h.error.empty() ? h.text.c_str() : "(undecryptable) ",
-                    h.error.c_str());
+                    h.outgoing ? "me" : shown(h.peer).c_str(),
+                    h.error.empty() ? parley::cli::for_terminal(h.text, /*multiline=*/true).c_str()
+                                    : "(undecryptable) ",
+                    shown(h.error).c_str());
       }
     }
     return 0;

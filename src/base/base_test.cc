@@ -12,6 +12,7 @@
 #include "base/result.h"
 #include "base/rng.h"
 #include "base/secret_bytes.h"
+#include "base/utf8.h"
 
 namespace parley {
 namespace {
@@ -112,6 +113,28 @@ TEST(LatencyHistogram, CountsEachDurationInTheFirstBucketThatHoldsIt) {
   EXPECT_EQ(s.counts[5], 1u);
   EXPECT_EQ(s.counts[LatencyHistogram::kBuckets - 1], 1u);
   EXPECT_NEAR(s.sum_seconds, 0.0001 + 0.000101 + 0.003 + 10.0, 1e-9);
+}
+
+// UTF-8 as proto3 string fields need it: shortest form only, no surrogates, nothing above
+// U+10FFFF, no truncated sequence.
+TEST(Utf8, ValidAndInvalidSequences) {
+  char32_t cp = 0;
+  EXPECT_EQ(utf8_sequence("A", cp), 1u);
+  EXPECT_EQ(cp, U'A');
+  EXPECT_EQ(utf8_sequence("\xc2\x9b", cp), 2u);
+  EXPECT_EQ(cp, 0x9Bu);
+  EXPECT_EQ(utf8_sequence("\xe2\x80\xae", cp), 3u);
+  EXPECT_EQ(cp, 0x202Eu);
+  EXPECT_EQ(utf8_sequence("\xf0\x9f\x98\x80", cp), 4u);
+  EXPECT_EQ(cp, 0x1F600u);
+  EXPECT_TRUE(valid_utf8(""));
+  EXPECT_TRUE(valid_utf8("caf\xc3\xa9 \xf4\x8f\xbf\xbf"));  // U+10FFFF, the last
+  for (const char* bad :
+       {"\x80", "\xc0\x80", "\xc1\xbf", "\xe0\x80\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+        "\xf5\x80\x80\x80", "\xe2\x80", "\xc3", "ok\xff", "\xc3\x28"}) {
+    EXPECT_FALSE(valid_utf8(bad)) << bad;
+  }
+  EXPECT_EQ(utf8_sequence("", cp), 0u);
 }
 
 }  // namespace

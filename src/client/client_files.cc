@@ -21,6 +21,8 @@ constexpr int kUploadConnections = 3;
 
 Status Client::send_file(std::string_view to, bool to_group, const std::filesystem::path& file,
                          std::string_view caption, const TransferProgress& progress) {
+  PARLEY_TRY(check_utf8("a caption", caption));
+  PARLEY_TRY(check_utf8("a file name", file.filename().string()));
   std::string recipient;
   Bytes group_id;
   if (to_group) {

@@ -73,6 +73,7 @@ Status Client::queue_group_update(const Group& group, const std::vector<std::str
 
 Result<std::string> Client::group_create(std::string_view name,
                                          const std::vector<std::string>& members) {
+  PARLEY_TRY(check_utf8("a group name", name));
   if (name.empty() || name.size() > kMaxGroupNameBytes) {
     return make_error(ErrorCode::kInvalidArgument, "a group name has 1 to 128 bytes");
   }
@@ -117,6 +118,7 @@ Status Client::group_add(std::string_view group_id, const std::vector<std::strin
 }
 
 Status Client::group_rename(std::string_view group_id, std::string_view name) {
+  PARLEY_TRY(check_utf8("a group name", name));
   if (name.empty() || name.size() > kMaxGroupNameBytes) {
     return make_error(ErrorCode::kInvalidArgument, "a group name has 1 to 128 bytes");
   }
@@ -176,6 +178,7 @@ Status Client::group_leave(std::string_view group_id) {
 }
 
 Status Client::send_group_text(std::string_view group_id, std::string_view text) {
+  PARLEY_TRY(check_utf8("a message's text", text));
   PARLEY_ASSIGN_OR_RETURN(Group g, find_group(group_id));
   if (g.left) return make_error(ErrorCode::kPermissionDenied, "you are not in this group");
   Content content;

@@ -69,6 +69,7 @@ protocol::PreKeyBundle bundle_from(const wire::Bundle& b, Status& error) {
 }  // namespace
 
 Status Client::send_text(std::string_view to, std::string_view text) {
+  PARLEY_TRY(check_utf8("a message's text", text));
   PARLEY_ASSIGN_OR_RETURN(std::string peer, canonical_address(to));
   Content content;
   content.set_timestamp(static_cast<std::uint64_t>(clock_.now_ms()));

@@ -1,6 +1,15 @@
 #include "client/content.h"
 
+#include <string>
+
+#include "base/utf8.h"
+
 namespace parley::client {
+
+Status check_utf8(std::string_view what, std::string_view text) {
+  if (valid_utf8(text)) return Status::ok();
+  return make_error(ErrorCode::kInvalidArgument, std::string(what) + " is not valid UTF-8");
+}
 
 Bytes encode_content(const Content& content) {
   std::string body = content.SerializeAsString();

@@ -501,8 +501,54 @@ TEST_F(CliTest, ClearErrors) {
   Ran none = parley("nobody", {"whoami"});
   EXPECT_EQ(none.exit_code, 1);
   EXPECT_NE(none.err.find("no profile"), std::string::npos) << none.err;
-  // Bad usage.
+  // Bad usage, and seconds that are not a number (CLI11's own range check lets nan through).
   EXPECT_EQ(parley("alice", {"send"}).exit_code, 2);
+  for (const char* seconds : {"nan", "inf", "-1"}) {
+    Ran r = parley("alice", {"--connect-timeout", seconds, "whoami"});
+    EXPECT_EQ(r.exit_code, 2) << seconds;
+    EXPECT_EQ(parley("alice", {"receive", "--timeout", seconds}).exit_code, 2) << seconds;
+  }
+}
+
+// What a peer writes reaches the terminal as text: its control characters, bidirectional
+// overrides and invalid UTF-8 are shown escaped, and a line break in a message indents the
+// next line, so that no message can clear the screen, retitle the window, reorder a line or
+// print a line that looks like another sender's message. --json output carries the text as
+// sent. Text that is not UTF-8 is refused by the sender (it would not parse at the other end).
+TEST_F(CliTest, APeersTextCannotControlTheTerminal) {
+  start();
+  register_user("alice");
+  register_user("bob");
+  // Text that is not UTF-8 is refused at once (the recipient could not read it).
+  Ran not_utf8 = parley("alice", {"send", "bob", "pay me\x9b"});
+  EXPECT_EQ(not_utf8.exit_code, 1);
+  EXPECT_NE(not_utf8.err.find("not valid UTF-8"), std::string::npos) << not_utf8.err;
+  const std::string text =
+      "hi\x1b[2J\x1b]0;owned\x07 \xe2\x80\xae"
+      "evil\n[2026-01-01 00:00:00] "
+      "carol@127.0.0.1: pay me\xc2\x9b";
+  ASSERT_EQ(parley("alice", {"send", "bob", text}).exit_code, 0);
+  Ran r = parley("bob", {"receive", "--timeout", "20"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x07'), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\xe2\x80\xae"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\xc2\x9b"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hi\\x1b[2J\\x1b]0;owned\\x07 \\u{202E}evil\n  [2026-01-01"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("pay me\\u{009B}\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\n[2026-01-01"), std::string::npos) << "a forged line: " << r.out;
+
+  // History shows it the same way; --json keeps the bytes that are UTF-8.
+  Ran h = parley("bob", {"history", "alice"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_EQ(h.out.find('\x1b'), std::string::npos) << h.out;
+  Ran j = parley("bob", {"history", "alice", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const auto lines = json_lines(j.out);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0]["text"].get<std::string>().find("\x1b[2J"), std::string::npos);
 }
 
 }  // namespace
