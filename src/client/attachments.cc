@@ -591,7 +591,8 @@ Status AttachmentTransfer::fetch_rest(transport::HttpsClient& http,
       return cancelled_error();
     }
     const std::uint64_t want = std::min<std::uint64_t>(options_.chunk_size, total - have);
-    auto got = http.get(pointer.path, have, want);
+    // A server that ignores the range may answer the first request with the whole file.
+    auto got = http.get(pointer.path, have, want, have == 0 ? std::max(want, total) : want);
     if (!got) {
       if (!retryable(got.error()) || !retry_after_failure(failures)) return got.error();
       continue;

@@ -2,6 +2,7 @@
 #include "client/client.h"
 
 #include <algorithm>
+#include <charconv>
 #include <system_error>
 #include <tuple>
 
@@ -23,13 +24,12 @@ constexpr std::uint32_t kPreKeyLowWater = 20;
 Result<wire::Invite> invite_of(const Account& a) {
   wire::Invite server;
   server.host = a.server_host;
-  unsigned long port = 0;
-  try {
-    port = std::stoul(a.server_port);
-  } catch (...) {
+  std::uint32_t port = 0;
+  const std::string& text = a.server_port;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
+  if (ec != std::errc() || end != text.data() + text.size() || port == 0 || port > 65535) {
     return make_error(ErrorCode::kMalformed, "profile: bad server port");
   }
-  if (port == 0 || port > 65535) return make_error(ErrorCode::kMalformed, "profile: bad server port");
   server.port = static_cast<std::uint16_t>(port);
   auto pin = from_hex(a.server_pin);
   if (!pin || pin->size() != 32) return make_error(ErrorCode::kMalformed, "profile: bad server pin");

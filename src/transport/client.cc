@@ -811,6 +811,7 @@ struct RequestSpec {
   std::string target;
   std::string body;
   std::vector<std::pair<http::field, std::string>> fields;
+  std::uint64_t body_limit = kMaxResponseBody;  // a longer response body fails the request
 };
 
 template <class Tls>
@@ -863,7 +864,7 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.header_limit(16 * 1024);
-  parser.body_limit(std::uint64_t{256} * 1024 * 1024);
+  parser.body_limit(spec.body_limit);
   if (spec.method == http::verb::head) parser.skip(true);
   while (!parser.is_done()) {
     expire_after(stream, timeout);
@@ -1017,10 +1018,11 @@ Result<HttpResponse> HttpsClient::head(const std::string& path, const std::strin
 }
 
 Result<HttpResponse> HttpsClient::get(const std::string& path, std::uint64_t offset,
-                                      std::optional<std::uint64_t> length) {
+                                      std::optional<std::uint64_t> length, std::uint64_t max_body) {
   RequestSpec spec;
   spec.method = http::verb::get;
   spec.target = path;
+  spec.body_limit = std::min(max_body, kMaxResponseBody);
   if (length && *length == 0) {
     return make_error(ErrorCode::kInvalidArgument, "https: empty range");
   }

@@ -125,6 +125,9 @@ struct HttpResponse {
   // The value of a response field (case-insensitive name); empty when absent.
   std::string header(std::string_view name) const;
 };
+// The largest response body an HttpsClient reads.
+inline constexpr std::uint64_t kMaxResponseBody = std::uint64_t{256} << 20;
+
 class HttpsClient {
  public:
   explicit HttpsClient(ClientOptions options) : options_(std::move(options)) {}
@@ -134,9 +137,12 @@ class HttpsClient {
   // HEAD: the server's view of an upload (Content-Length of what is stored so far, via
   // Upload-Offset header returned in `content_range`).
   Result<HttpResponse> head(const std::string& path, const std::string& token);
-  // GET with an optional byte range [offset, offset + length).
+  // GET with an optional byte range [offset, offset + length). A response body over `max_body`
+  // (at most kMaxResponseBody) fails the request, unread: a server that sends more than was
+  // asked for cannot make the client hold it.
   Result<HttpResponse> get(const std::string& path, std::uint64_t offset = 0,
-                           std::optional<std::uint64_t> length = std::nullopt);
+                           std::optional<std::uint64_t> length = std::nullopt,
+                           std::uint64_t max_body = kMaxResponseBody);
   // A raw request (tests of the static site and of bad input).
   Result<HttpResponse> request(const std::string& method, const std::string& path,
                                const std::string& body = "");

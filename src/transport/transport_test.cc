@@ -383,6 +383,21 @@ void expect_nothing_revealing(const HttpResponse& r) {
   }
 }
 
+// The client reads no more of a response body than it asked for: a body over get()'s
+// max_body fails the request.
+TEST_F(TransportTest, AClientRefusesAResponseBodyLargerThanItAllows) {
+  start();
+  HttpsClient https(client_options());
+  auto whole = https.get("/");
+  ASSERT_TRUE(whole.has_value()) << whole.error().to_string();
+  ASSERT_GT(whole->body.size(), 10u);
+  EXPECT_TRUE(https.get("/", 0, std::nullopt, whole->body.size()).has_value());
+  auto cut = https.get("/", 0, std::nullopt, whole->body.size() - 1);
+  ASSERT_FALSE(cut.has_value());
+  EXPECT_NE(cut.error().to_string().find("body limit"), std::string::npos)
+      << cut.error().to_string();
+}
+
 TEST_F(TransportTest, StaticSite) {
   start();
   HttpsClient https(client_options());
