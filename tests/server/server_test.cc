@@ -510,7 +510,9 @@ TEST_F(ServerTest, ConcurrentSendersToOneOnlineDeviceAreAllPushedLive) {
 }
 
 TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
-  start({"--queue-max-count", "5", "--queue-max-bytes", "4000"});
+  // A queue's byte limit is at least the largest message (parleyd refuses to start otherwise).
+  start({"--config", write_config("[limits]\nmax_message_bytes = 4000\n"), "--queue-max-count", "5",
+         "--queue-max-bytes", "4000"});
   auto alice = registered("alice", 1);
   auto bob = registered("bob", 2);
   bob->disconnect();
