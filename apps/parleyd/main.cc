@@ -112,14 +112,15 @@ Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity
   return Status::ok();
 }
 
-Result<std::string> mint_invite(store::Store& store, Rng& rng, const Clock& clock) {
+// Stores a new invitation token; `done` gets it once committed (on the store's thread).
+void mint_invite(store::Store& store, Rng& rng, const Clock& clock,
+                 std::function<void(Result<std::string>)> done) {
   std::string token = random_token(rng, 24);
-  auto p = std::make_shared<std::promise<Status>>();
-  auto f = p->get_future();
   store.create_invite(token, clock.now_ms() + kInviteLifetimeMs,
-                      [p](Status s) { p->set_value(std::move(s)); });
-  PARLEY_TRY(f.get());
-  return token;
+                      [token, done = std::move(done)](Status s) {
+                        if (!s.is_ok()) return done(std::move(s));
+                        done(token);
+                      });
 }
 
 std::string bracket(const std::string& host) {
@@ -290,28 +291,32 @@ int run(server::ServerConfig cfg) {
   if (!cfg.admin.host.empty()) {
     auto a = transport::AdminServer::start(
         io, cfg.admin.host, cfg.admin.port,
-        [&](const std::string& method, const std::string& target) -> transport::AdminResponse {
+        [&](const std::string& method, const std::string& target, transport::AdminReply reply) {
           if (method == "GET" && target == "/metrics") {
-            return {200, "text/plain; version=0.0.4",
-                    metrics.render_prometheus((*store)->stats(), server->tls_handshakes(),
-                                              server->keepalive_counts(), server->refusals(),
-                                              server->relayed())};
+            return reply({200, "text/plain; version=0.0.4",
+                          metrics.render_prometheus((*store)->stats(), server->tls_handshakes(),
+                                                    server->keepalive_counts(), server->refusals(),
+                                                    server->relayed())});
           }
           if (method == "POST" && target == "/invite") {
-            auto token = mint_invite(**store, rng, clock);
-            if (!token) return {500, "text/plain", "could not create an invite\n"};
             wire::Invite inv;
             inv.host = cfg.public_host;
             inv.port = cfg.public_port ? cfg.public_port : port;
             inv.server_name = cfg.server_name;
             inv.pin_sha256 = Bytes(pin->begin(), pin->end());
             inv.ws_path = cfg.ws_path;
-            inv.invite_token = *token;
             add_obfs4(inv, pt.get(), cfg);
-            return {200, "text/plain", wire::format_invite(inv) + "\n"};
+            return mint_invite(
+                **store, rng, clock, [inv, reply](Result<std::string> token) mutable {
+                  if (!token) {
+                    return reply({500, "text/plain", "could not create an invite\n"});
+                  }
+                  inv.invite_token = *token;
+                  reply({200, "text/plain", wire::format_invite(inv) + "\n"});
+                });
           }
-          if (method == "GET" && target == "/health") return {200, "text/plain", "ok\n"};
-          return {404, "text/plain", "not found\n"};
+          if (method == "GET" && target == "/health") return reply({200, "text/plain", "ok\n"});
+          reply({404, "text/plain", "not found\n"});
         });
     if (!a) {
       std::fprintf(stderr, "parleyd: admin %s:%u: %s\n", cfg.admin.host.c_str(), cfg.admin.port,
@@ -329,7 +334,10 @@ int run(server::ServerConfig cfg) {
   invite.ws_path = cfg.ws_path;
   add_obfs4(invite, pt.get(), cfg);
   if (cfg.registration == server::RegistrationPolicy::kInvite) {
-    auto token = mint_invite(**store, rng, clock);
+    std::promise<Result<std::string>> minted;  // before the io threads serve anyone
+    mint_invite(**store, rng, clock,
+                [&minted](Result<std::string> t) { minted.set_value(std::move(t)); });
+    auto token = minted.get_future().get();
     if (!token) {
       std::fprintf(stderr, "parleyd: invite: %s\n", token.error().to_string().c_str());
       return 1;
@@ -424,15 +432,15 @@ int run_bridge(server::ServerConfig cfg) {
   if (!cfg.admin.host.empty()) {
     auto a = transport::AdminServer::start(
         io, cfg.admin.host, cfg.admin.port,
-        [&](const std::string& method, const std::string& target) -> transport::AdminResponse {
-          if (method == "GET" && target == "/health") return {200, "text/plain", "ok\n"};
+        [&](const std::string& method, const std::string& target, transport::AdminReply reply) {
+          if (method == "GET" && target == "/health") return reply({200, "text/plain", "ok\n"});
           if (method == "GET" && target == "/metrics") {
-            return {200, "text/plain; version=0.0.4",
-                    "# TYPE parley_bridge_connections gauge\nparley_bridge_connections " +
-                        std::to_string(server->connection_count()) + "\n" +
-                        server::render_front(server->refusals(), server->relayed())};
+            return reply({200, "text/plain; version=0.0.4",
+                          "# TYPE parley_bridge_connections gauge\nparley_bridge_connections " +
+                              std::to_string(server->connection_count()) + "\n" +
+                              server::render_front(server->refusals(), server->relayed())});
           }
-          return {404, "text/plain", "not found\n"};
+          reply({404, "text/plain", "not found\n"});
         });
     if (!a) {
       std::fprintf(stderr, "parleyd: admin %s:%u: %s\n", cfg.admin.host.c_str(), cfg.admin.port,

@@ -1,6 +1,8 @@
 #include "transport/admin.h"
 
 #include <atomic>
+#include <optional>
+#include <string_view>
 
 #include "transport/internal/asio.h"
 
@@ -20,6 +22,44 @@ struct Listener {
   net::io_context& io;
   tcp::acceptor acceptor;  // used on its strand once accepting
   AdminHandler handler;
+  std::atomic<int> open{0};  // connections being served
+};
+
+// Whether `host` (a Host field's value) names this machine the way an operator's tool does:
+// an IPv4 or bracketed IPv6 literal, or "localhost", with or without a port. A name a
+// rebinding attacker controls is none of these.
+bool is_local_host_field(std::string_view host) {
+  std::string_view name = host;
+  if (!name.empty() && name.front() == '[') {
+    const auto close = name.find(']');
+    if (close == std::string_view::npos) return false;
+    std::string_view rest = name.substr(close + 1);
+    if (!rest.empty() && (rest.front() != ':' || rest.size() == 1)) return false;
+    error_code ec;
+    net::ip::make_address_v6(std::string(name.substr(1, close - 1)), ec);
+    return !ec;
+  }
+  const auto colon = name.find(':');
+  if (colon != std::string_view::npos) {
+    const std::string_view port = name.substr(colon + 1);
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) {
+      return false;
+    }
+    name = name.substr(0, colon);
+  }
+  if (beast::iequals(name, "localhost")) return true;
+  error_code ec;
+  net::ip::make_address_v4(std::string(name), ec);
+  return !ec;
+}
+
+// Counts a connection as open while it lives.
+struct OpenConnection {
+  explicit OpenConnection(std::shared_ptr<Listener> listener) : l(std::move(listener)) {}
+  ~OpenConnection() { l->open.fetch_sub(1); }
+  OpenConnection(const OpenConnection&) = delete;
+  OpenConnection& operator=(const OpenConnection&) = delete;
+  std::shared_ptr<Listener> l;
 };
 
 class AdminServerImpl final : public AdminServer {
@@ -66,12 +106,39 @@ class AdminServerImpl final : public AdminServer {
         co_await backoff.async_wait(kUse);
         continue;
       }
+      if (l->open.fetch_add(1) >= kMaxAdminConnections) {
+        l->open.fetch_sub(1);
+        error_code ignored;
+        socket.close(ignored);
+        continue;
+      }
       net::co_spawn(socket.get_executor(), serve(l, beast::tcp_stream(std::move(socket))),
                     net::detached);
     }
   }
 
+  // The handler's answer, or 503 when none came within kTimeout.
+  static net::awaitable<AdminResponse> ask(const std::shared_ptr<Listener>& l,
+                                           const net::any_io_executor& ex, std::string method,
+                                           std::string target) {
+    auto answer = std::make_shared<std::optional<AdminResponse>>();
+    auto signal = std::make_shared<net::steady_timer>(ex, kTimeout);
+    l->handler(method, target, [ex, answer, signal](AdminResponse r) {
+      // Onto the connection's strand, where the coroutine waits.
+      net::post(ex, [answer, signal, r = std::move(r)]() mutable {
+        if (answer->has_value()) return;
+        *answer = std::move(r);
+        signal->cancel();
+      });
+    });
+    if (!answer->has_value()) co_await signal->async_wait(kUse);
+    if (answer->has_value()) co_return std::move(**answer);
+    *answer = AdminResponse{503, "text/plain", "timed out\n"};  // a late reply is dropped
+    co_return std::move(**answer);
+  }
+
   static net::awaitable<void> serve(std::shared_ptr<Listener> l, beast::tcp_stream stream) {
+    OpenConnection counted(l);
     beast::flat_buffer buffer;
     http::request_parser<http::empty_body> parser;
     parser.header_limit(kMaxHeader);
@@ -82,9 +149,14 @@ class AdminServerImpl final : public AdminServer {
     if (ec) {
       res.result(http::status::bad_request);
       res.body() = "bad request\n";
+    } else if (const auto& req = parser.get(); !is_local_host_field(req[http::field::host]) ||
+                                               req.count(http::field::origin) != 0) {
+      res.result(http::status::forbidden);
+      res.set(http::field::content_type, "text/plain");
+      res.body() = "forbidden: Host must be an IP address or localhost, and no Origin\n";
     } else {
-      const auto& req = parser.get();
-      AdminResponse r = l->handler(std::string(req.method_string()), std::string(req.target()));
+      AdminResponse r = co_await ask(l, stream.get_executor(), std::string(req.method_string()),
+                                     std::string(req.target()));
       res.result(r.status);
       res.set(http::field::content_type, r.content_type);
       res.body() = std::move(r.body);

@@ -1,7 +1,11 @@
 #pragma once
 // The admin listener: plain HTTP/1.1 for operators (GET /metrics, POST /invite, GET /health).
 // Bind it to loopback or a private network only: it has no TLS and no authentication.
-// Requests are tiny and bounded (8 KB header, no body); each connection serves one request.
+// Requests are tiny and bounded (8 KB header, no body); each connection serves one request, and
+// at most kMaxAdminConnections are open at once (more are closed at once).
+// A web page the operator visits must not reach it: a request whose Host is not an IP address
+// or "localhost" (DNS rebinding), or that carries an Origin (a browser's cross-site request),
+// gets 403 and never reaches the handler.
 
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
@@ -18,9 +22,14 @@ struct AdminResponse {
   std::string content_type = "text/plain";
   std::string body;
 };
-// Called on an io thread for each request; must be thread-safe.
+// Called on an io thread for each request; must be thread-safe. It answers by calling `reply`
+// once, from any thread, at once or later (a store write): the io thread is not held. A
+// request not answered within 10 s gets 503.
+using AdminReply = std::function<void(AdminResponse)>;
 using AdminHandler =
-    std::function<AdminResponse(const std::string& method, const std::string& target)>;
+    std::function<void(const std::string& method, const std::string& target, AdminReply reply)>;
+
+inline constexpr int kMaxAdminConnections = 64;
 
 class AdminServer {
  public:

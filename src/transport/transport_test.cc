@@ -2057,13 +2057,14 @@ TEST_F(TransportTest, ConnectionsSpreadOverWorkerContexts) {
 // connection, and answers it once descriptors are free. 0 or what failed.
 int admin_without_descriptors() {
   boost::asio::io_context io(1);
-  auto admin = AdminServer::start(io, "127.0.0.1", 0, [](const std::string&, const std::string&) {
-    return AdminResponse{200, "text/plain", "ok\n"};
-  });
+  auto admin = AdminServer::start(io, "127.0.0.1", 0,
+                                  [](const std::string&, const std::string&, AdminReply reply) {
+                                    reply(AdminResponse{200, "text/plain", "ok\n"});
+                                  });
   if (!admin) return 2;
   const int client = test_support::connect_loopback((*admin)->port(), 2);
   if (client < 0) return 3;
-  const std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   if (::send(client, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
     return 4;
   }
@@ -2091,6 +2092,98 @@ int admin_without_descriptors() {
   return 0;
 }
 
+// One request to the admin listener over plain TCP: everything it answered until it closed.
+std::string admin_exchange(std::uint16_t port, const std::string& request) {
+  const int fd = test_support::connect_loopback(port, 5);
+  if (fd < 0) return "no connection";
+  std::string got;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(request.size())) {
+    char buf[1024];
+    for (int i = 0; i < 100; ++i) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return got;
+}
+
+// The admin listener is for the operator's tools, not for web pages the operator visits: a Host
+// that is not an IP address or localhost (DNS rebinding) or any Origin (a cross-site request)
+// gets 403 without reaching the handler. A handler may answer later, from another thread,
+// while the listener's one thread serves other requests. At most kMaxAdminConnections are open.
+TEST(AdminServer, RefusesWebPagesAnswersLaterAndCapsConnections) {
+  boost::asio::io_context io(1);
+  std::atomic<int> handled{0};
+  std::vector<std::thread> repliers;
+  std::mutex mu;
+  auto admin = AdminServer::start(
+      io, "127.0.0.1", 0, [&](const std::string&, const std::string& target, AdminReply reply) {
+        handled.fetch_add(1);
+        if (target != "/later") return reply(AdminResponse{200, "text/plain", "ok\n"});
+        std::lock_guard lock(mu);
+        repliers.emplace_back([reply] {
+          std::this_thread::sleep_for(300ms);
+          reply(AdminResponse{200, "text/plain", "later\n"});
+        });
+      });
+  ASSERT_TRUE(admin.has_value()) << admin.error().to_string();
+  std::thread runner([&] { io.run_for(20s); });
+  const std::uint16_t port = (*admin)->port();
+  auto get = [&](const std::string& target, const std::string& fields) {
+    return admin_exchange(port, "GET " + target + " HTTP/1.1\r\n" + fields + "\r\n");
+  };
+  for (const char* host : {"evil.example", "evil.example:9090", "127.0.0.1.evil.example",
+                           "localhost.evil.example", "[::1", "127.0.0.1:", "127.0.0.1:x"}) {
+    EXPECT_EQ(get("/health", "Host: " + std::string(host) + "\r\n").rfind("HTTP/1.1 403", 0), 0u)
+        << host;
+  }
+  EXPECT_EQ(get("/health", "").rfind("HTTP/1.1 403", 0), 0u);  // no Host
+  EXPECT_EQ(get("/health", "Host: 127.0.0.1:9090\r\nOrigin: http://evil.example\r\n")
+                .rfind("HTTP/1.1 403", 0),
+            0u);
+  EXPECT_EQ(handled.load(), 0);
+  for (const char* host :
+       {"127.0.0.1", "127.0.0.1:9090", "localhost", "LocalHost:1", "[::1]", "[::1]:9090"}) {
+    EXPECT_EQ(get("/health", "Host: " + std::string(host) + "\r\n").rfind("HTTP/1.1 200", 0), 0u)
+        << host;
+  }
+
+  // A late answer, and a request served while it is awaited.
+  std::string late;
+  std::thread waiting([&] { late = get("/later", "Host: 127.0.0.1\r\n"); });
+  std::this_thread::sleep_for(100ms);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(get("/health", "Host: 127.0.0.1\r\n").rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 150ms) << "the late answer held the thread";
+  waiting.join();
+  EXPECT_EQ(late.rfind("HTTP/1.1 200", 0), 0u) << late;
+  EXPECT_NE(late.find("later\n"), std::string::npos) << late;
+
+  // kMaxAdminConnections idle connections: one more is closed unanswered; then room again.
+  std::vector<int> idle;
+  for (int i = 0; i < kMaxAdminConnections; ++i) {
+    idle.push_back(test_support::connect_loopback(port, 5));
+    ASSERT_GE(idle.back(), 0);
+  }
+  std::this_thread::sleep_for(200ms);  // all accepted
+  EXPECT_EQ(get("/health", "Host: 127.0.0.1\r\n"), "");
+  for (int fd : idle) ::close(fd);
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {  // up to 5 s for the closes to be seen
+    served = get("/health", "Host: 127.0.0.1\r\n").rfind("HTTP/1.1 200", 0) == 0;
+    if (!served) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(served);
+  (*admin)->stop();
+  io.stop();
+  runner.join();
+  std::lock_guard lock(mu);
+  for (auto& t : repliers) t.join();
+}
+
 TEST(AdminServer, PausesWhenNoDescriptorIsFree) {
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
@@ -2115,13 +2208,14 @@ TEST(AdminServer, PausesWhenNoDescriptorIsFree) {
 // the destroyed server; AddressSanitizer's run in CI catches a regression).
 TEST(AdminServer, DestroyedWhileServingEndsCleanly) {
   boost::asio::io_context io(1);
-  auto admin = AdminServer::start(io, "127.0.0.1", 0, [](const std::string&, const std::string&) {
-    return AdminResponse{200, "text/plain", "ok\n"};
-  });
+  auto admin = AdminServer::start(io, "127.0.0.1", 0,
+                                  [](const std::string&, const std::string&, AdminReply reply) {
+                                    reply(AdminResponse{200, "text/plain", "ok\n"});
+                                  });
   ASSERT_TRUE(admin.has_value()) << admin.error().to_string();
   const int client = test_support::connect_loopback((*admin)->port(), 2);
   ASSERT_GE(client, 0);
-  const std::string head = "GET /health HTTP/1.1\r\nHost: x\r\n";  // the header unfinished
+  const std::string head = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";  // unfinished
   ASSERT_EQ(::send(client, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
   io.run_for(200ms);  // accepted; the request waits for the rest of its header
   admin->reset();     // destroyed while io runs
