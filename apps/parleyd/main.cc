@@ -235,17 +235,33 @@ void rotate_ticket_keys_every(boost::asio::steady_timer& timer, transport::Serve
   });
 }
 
-// Stops `io` once the server has no connection left, or at `deadline`.
-void wait_for_connections(boost::asio::steady_timer& timer, transport::Server& server,
-                          boost::asio::io_context& io,
-                          std::chrono::steady_clock::time_point deadline) {
-  if (server.connection_count() == 0 || std::chrono::steady_clock::now() > deadline) {
-    io.stop();
-    return;
-  }
+// Runs `then` once `done()` holds, or at `deadline`, looking every 20 ms with `timer`.
+void wait_until(boost::asio::steady_timer& timer, std::function<bool()> done,
+                std::chrono::steady_clock::time_point deadline, std::function<void()> then) {
+  if (done() || std::chrono::steady_clock::now() > deadline) return then();
   timer.expires_after(std::chrono::milliseconds(20));
-  timer.async_wait([&timer, &server, &io, deadline](boost::system::error_code) {
-    wait_for_connections(timer, server, io, deadline);
+  timer.async_wait([&timer, done = std::move(done), deadline,
+                    then = std::move(then)](boost::system::error_code) mutable {
+    wait_until(timer, std::move(done), deadline, std::move(then));
+  });
+}
+
+// Stops `io` once the server has no connection left, or after 5 s.
+void wait_for_connections(boost::asio::steady_timer& timer, transport::Server& server,
+                          boost::asio::io_context& io) {
+  wait_until(
+      timer, [&server] { return server.connection_count() == 0; },
+      std::chrono::steady_clock::now() + std::chrono::seconds(5), [&io] { io.stop(); });
+}
+
+// A second SIGTERM or SIGINT during a drain ends the process at once: everything it
+// acknowledged is committed already (as after a kill -9), only answers in flight are lost.
+void exit_on_second_signal(boost::asio::signal_set& signals) {
+  signals.async_wait([](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::warn("event=exit_now signal={}", sig);
+    spdlog::shutdown();
+    std::_Exit(1);
   });
 }
 
@@ -315,7 +331,11 @@ int run(server::ServerConfig cfg) {
                   reply({200, "text/plain", wire::format_invite(inv) + "\n"});
                 });
           }
-          if (method == "GET" && target == "/health") return reply({200, "text/plain", "ok\n"});
+          if (method == "GET" && target == "/health") {
+            // A load balancer's check fails while the server drains: send no one new here.
+            if (service.draining()) return reply({503, "text/plain", "draining\n"});
+            return reply({200, "text/plain", "ok\n"});
+          }
           reply({404, "text/plain", "not found\n"});
         });
     if (!a) {
@@ -374,21 +394,32 @@ int run(server::ServerConfig cfg) {
 
   boost::asio::steady_timer drain_timer(io);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
-  signals.async_wait([&](boost::system::error_code, int sig) {
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
     spdlog::info("event=draining signal={}", sig);
     server->stop_accepting();
     service.set_draining();
     housekeeping.cancel();
     ticket_rotation.cancel();
-    // Let in-flight requests finish, close the connections, wait (bounded) until every
-    // connection has ended (so each session is released), then stop.
-    drain_timer.expires_after(std::chrono::milliseconds(500));
-    drain_timer.async_wait([&](boost::system::error_code) {
-      server->close_all("server restarting");
-      if (admin) admin->stop();
-      wait_for_connections(drain_timer, *server, io,
-                           std::chrono::steady_clock::now() + std::chrono::seconds(5));
-    });
+    exit_on_second_signal(signals);
+    // Answer the requests in flight (for 0.5 s at least, so that what clients sent with the
+    // signal is read and refused; 5 s at most), close the connections, wait (bounded) until
+    // every connection has ended (so each session is released), then stop.
+    const auto start = std::chrono::steady_clock::now();
+    wait_until(
+        drain_timer,
+        [&service, start] {
+          return std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(500) &&
+                 service.requests_in_flight() <= 0;
+        },
+        start + std::chrono::seconds(5),
+        [&] {
+          spdlog::info("event=closing_connections requests_in_flight={}",
+                       service.requests_in_flight());
+          server->close_all("server restarting");
+          if (admin) admin->stop();
+          wait_for_connections(drain_timer, *server, io);
+        });
   });
 
   // Once io runs (and only once nothing above can fail: the sweep's answers post to io).
@@ -467,14 +498,15 @@ int run_bridge(server::ServerConfig cfg) {
   rotate_ticket_keys_every(ticket_rotation, *server);
   boost::asio::steady_timer drain_timer(io);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
-  signals.async_wait([&](boost::system::error_code, int sig) {
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
     spdlog::info("event=draining signal={}", sig);
     ticket_rotation.cancel();
     server->stop_accepting();
+    exit_on_second_signal(signals);
     server->close_all("server restarting");
     if (admin) admin->stop();
-    wait_for_connections(drain_timer, *server, io,
-                         std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    wait_for_connections(drain_timer, *server, io);
   });
   pool.run();
   pt.reset();

@@ -120,9 +120,17 @@ class Service {
               std::shared_ptr<const store::Envelope> envelope,
               std::chrono::steady_clock::time_point accepted);
 
-  // Graceful drain: refuse new requests that change state.
+  // Graceful drain: refuse new requests that change state (sends, registrations, key uploads,
+  // bundle fetches, attachment slots).
   void set_draining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
+  // Requests read and not yet answered, on every connection (a one-way ack until its deletion
+  // is done): the drain waits for none before it closes the connections.
+  void request_started() { requests_in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  void request_finished() { requests_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
+  std::int64_t requests_in_flight() const {
+    return requests_in_flight_.load(std::memory_order_relaxed);
+  }
 
  private:
   boost::asio::io_context& io_;
@@ -137,6 +145,7 @@ class Service {
   RateLimiter ip_connects_;
   std::unique_ptr<transport::HttpFiles> files_;
   std::atomic<bool> draining_{false};
+  std::atomic<std::int64_t> requests_in_flight_{0};
 
   // A store read's account, cached only if no write changed the cache since `generation`, read
   // before the store was asked: a read can finish after a write that made it stale.

@@ -170,7 +170,10 @@ void Session::respond(Response response) {
   service_.metrics().count_response(response.status());
   *f.mutable_response() = std::move(response);
   std::lock_guard<std::mutex> lock(mu_);
-  if (inflight_requests_ > 0) --inflight_requests_;
+  if (inflight_requests_ > 0) {
+    --inflight_requests_;
+    service_.request_finished();
+  }
   send_frame(f);
 }
 
@@ -201,6 +204,7 @@ void Session::on_message(std::string_view bytes) {
     // Every request gets exactly one response, which decrements; a one-way ack decrements when
     // it completes.
     ++inflight_requests_;
+    service_.request_started();
     accepted = inflight_requests_ <= service_.config().max_inflight_requests &&
                service_.ip_requests().allow(remote_ip_);
     authenticated = account_ != nullptr;
@@ -260,6 +264,14 @@ void Session::handle(Request request) {
       break;
   }
   if (!authenticated) return respond_error(id, wire::kStatusUnauthorized, "log in first");
+  // While draining, nothing that changes state starts (sends and registrations say so where
+  // they are checked): its answer could be cut off by the close, and a bundle fetch would
+  // spend one-time prekeys for nothing. Acknowledgements still delete.
+  if (service_.draining() &&
+      (request.op_case() == Request::kUploadKeys || request.op_case() == Request::kFetchBundles ||
+       request.op_case() == Request::kAttachmentSlot)) {
+    return respond_error(id, wire::kStatusUnavailable, "server draining");
+  }
   switch (request.op_case()) {
     case Request::kUploadKeys: return do_upload_keys(id, request.upload_keys());
     case Request::kKeyCount: return do_key_count(id);
@@ -801,7 +813,10 @@ void Session::one_way_ack(const wire::AckRequest& r) {
     boost::asio::any_io_executor ex;
     {
       std::lock_guard<std::mutex> lock(self->mu_);
-      if (self->inflight_requests_ > 0) --self->inflight_requests_;
+      if (self->inflight_requests_ > 0) {
+        --self->inflight_requests_;
+        self->service_.request_finished();
+      }
       if (!n) ex = self->ex_;
     }
     if (n) return;

@@ -142,7 +142,12 @@ void Parleyd::kill9() {
 int Parleyd::terminate() {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);
-  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  return wait_exit(std::chrono::seconds(20));
+}
+
+int Parleyd::wait_exit(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     int status = 0;
     const pid_t r = ::waitpid(pid_, &status, WNOHANG);

@@ -53,6 +53,9 @@ class Parleyd {
   void kill9();
   // SIGTERM and wait (≤ 20 s); returns the exit status (or -1).
   int terminate();
+  // Waits (≤ `timeout`) for the process to exit by itself: its exit status, or -1 (then it is
+  // killed).
+  int wait_exit(std::chrono::milliseconds timeout);
   bool running();
 
  private:

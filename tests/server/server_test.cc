@@ -30,6 +30,11 @@ class ServerTest : public ::testing::Test {
     ASSERT_TRUE(d.has_value()) << d.status().to_string();
     server_ = std::move(*d);
   }
+  // The body of the admin listener's /health, or "" when it did not answer.
+  std::string health() {
+    auto r = admin_get(server_->admin_port(), "/health");
+    return r ? *r : "";
+  }
   std::unique_ptr<TestClient> client(std::uint64_t seed) {
     auto c = std::make_unique<TestClient>(server_->client_options(), seed);
     EXPECT_TRUE(c->connect().is_ok());
@@ -690,6 +695,68 @@ TEST_F(ServerTest, ClientsResumeTlsAcrossARestartUnlessTheTicketKeysAreNotKept) 
   with_tickets("off");
   EXPECT_FALSE(resumed(*c));
   EXPECT_FALSE(resumed(*c));
+}
+
+// A drain (SIGTERM): the health check says so (503), requests that would change state are
+// refused with 503 "server draining" (so a bundle fetch spends no one-time prekey and a send is
+// not stored), a ping is still answered; then parleyd closes the connections and exits 0.
+TEST_F(ServerTest, ADrainRefusesChangesAndFailsTheHealthCheck) {
+  const std::string listen = "127.0.0.1:" + std::to_string(free_port());  // kept for the restart
+  start({"--listen", listen});
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  bob->disconnect();
+  ASSERT_EQ(health(), "ok\n");
+  ASSERT_EQ(::kill(server_->pid(), SIGTERM), 0);
+  bool draining = false;
+  for (int i = 0; i < 500 && !draining; ++i) {  // up to 5 s
+    draining = health() == "draining\n";
+    if (!draining) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(draining);
+  wire::Request fetch;
+  fetch.mutable_fetch_bundles()->set_name("bob");
+  wire::Request slot;
+  slot.mutable_attachment_slot()->set_size(100);
+  wire::Request keys;
+  keys.mutable_upload_keys();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  for (const wire::Request& r : {fetch, slot, keys, alice->make_send("bob", to_bob, "late")}) {
+    auto resp = alice->call(r);
+    ASSERT_TRUE(resp.has_value()) << r.op_case() << ": " << resp.status().to_string();
+    EXPECT_EQ(resp->status(), 503u) << r.op_case();
+    EXPECT_EQ(resp->message(), "server draining") << r.op_case();
+  }
+  wire::Request ping;
+  ping.mutable_ping();
+  auto pong = alice->call(ping);
+  ASSERT_TRUE(pong.has_value());
+  EXPECT_EQ(pong->status(), 0u);
+  alice->disconnect();  // this test client answers no close while it is not reading
+  EXPECT_EQ(server_->wait_exit(20s), 0);
+
+  // Nothing changed: bob's ten one-time prekeys are all there, and his queue is empty.
+  start({"--listen", listen});
+  ASSERT_TRUE(bob->connect().is_ok());
+  auto login = bob->login();
+  ASSERT_TRUE(login.has_value());
+  EXPECT_EQ(login->login().pre_key_count(), 10u);
+  EXPECT_TRUE(drain(*bob).empty());
+}
+
+// A second SIGTERM during a drain ends parleyd at once, with status 1.
+TEST_F(ServerTest, ASecondSignalDuringADrainExitsAtOnce) {
+  start();
+  auto alice = registered("alice", 1);
+  ASSERT_EQ(::kill(server_->pid(), SIGTERM), 0);
+  bool draining = false;
+  for (int i = 0; i < 500 && !draining; ++i) {
+    draining = health() == "draining\n";
+    if (!draining) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(draining);
+  ASSERT_EQ(::kill(server_->pid(), SIGTERM), 0);
+  EXPECT_EQ(server_->wait_exit(20s), 1);
 }
 
 TEST_F(ServerTest, MultiSendFansOut) {
