@@ -48,14 +48,22 @@ std::string_view request_kind_name(RequestKind k) {
   return "unknown";
 }
 
-void Metrics::count_response(std::uint32_t status) {
+namespace {
+// The index of `status` in kStatusBuckets; anything else counts as 500.
+std::size_t status_bucket(std::uint32_t status) {
   for (std::size_t i = 0; i < std::size(kStatusBuckets); ++i) {
-    if (kStatusBuckets[i] == status) {
-      responses[i].fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
+    if (kStatusBuckets[i] == status) return i;
   }
-  responses[8].fetch_add(1, std::memory_order_relaxed);  // anything else counts as 500
+  return 8;
+}
+}  // namespace
+
+void Metrics::count_response(std::uint32_t status) {
+  responses[status_bucket(status)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::count_multi_send_result(std::uint32_t status) {
+  multi_send_results[status_bucket(status)].fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string Metrics::render_prometheus(const store::Stats& s,
@@ -146,12 +154,18 @@ std::string Metrics::render_prometheus(const store::Stats& s,
            std::string(request_kind_name(static_cast<RequestKind>(i))) + "\"} " +
            std::to_string(requests[i].load()) + "\n";
   }
-  out += "# HELP parley_responses_total Responses by status code.\n"
-         "# TYPE parley_responses_total counter\n";
-  for (std::size_t i = 0; i < responses.size(); ++i) {
-    out += "parley_responses_total{code=\"" + std::to_string(kStatusBuckets[i]) + "\"} " +
-           std::to_string(responses[i].load()) + "\n";
-  }
+  const auto by_code = [&out](std::string_view name, std::string_view help,
+                              const std::array<std::atomic<std::uint64_t>, 10>& counts) {
+    const std::string n(name);
+    out += "# HELP " + n + " " + std::string(help) + "\n# TYPE " + n + " counter\n";
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      out += n + "{code=\"" + std::to_string(kStatusBuckets[i]) + "\"} " +
+             std::to_string(counts[i].load()) + "\n";
+    }
+  };
+  by_code("parley_responses_total", "Responses by status code.", responses);
+  by_code("parley_multi_send_results_total", "The sends of multi-sends by their own status code.",
+          multi_send_results);
   out +=
       "# HELP parley_tls_handshakes_total TLS handshakes by outcome (resumed: a client's "
       "session ticket).\n# TYPE parley_tls_handshakes_total counter\n";

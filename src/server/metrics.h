@@ -42,6 +42,9 @@ struct Metrics {
   LatencyHistogram live_delivery;
 
   void count_response(std::uint32_t status);
+  // Each send of a multi-send by its own status (its response's status is 0 whatever they were).
+  std::array<std::atomic<std::uint64_t>, 10> multi_send_results{};
+  void count_multi_send_result(std::uint32_t status);
   std::string render_prometheus(const store::Stats& store,
                                 const transport::Server::TlsHandshakes& tls,
                                 const transport::Server::KeepAliveCounts& keepalive,

@@ -771,6 +771,7 @@ void Session::do_multi_send(std::uint64_t id, const wire::MultiSendRequest& r) {
   for (std::size_t i = 0; i < n; ++i) {
     send_one(r.sends(static_cast<int>(i)),
              [self, state, i](std::uint32_t status, std::string message, wire::SendResult res) {
+               self->service_.metrics().count_multi_send_result(status);
                std::unique_lock<std::mutex> lock(state->mu);
                auto* e = state->response.mutable_multi_send()->mutable_results(static_cast<int>(i));
                e->set_status(status);

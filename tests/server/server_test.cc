@@ -780,6 +780,12 @@ TEST_F(ServerTest, MultiSendFansOut) {
   EXPECT_EQ(resp->multi_send().results(2).status(), 404u);
   EXPECT_EQ(bob->next_push(5s)->envelope().content(), "group hello");
   EXPECT_EQ(carol->next_push(5s)->envelope().content(), "group hello");
+  // The metrics count each send by its own status (the response's own is 0).
+  auto metrics = admin_get(server_->admin_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->find("parley_multi_send_results_total{code=\"0\"} 2\n"), std::string::npos)
+      << *metrics;
+  EXPECT_NE(metrics->find("parley_multi_send_results_total{code=\"404\"} 1\n"), std::string::npos);
 }
 
 // The largest message the server takes must reach a device that reads frames of 256 KiB, as
