@@ -15,6 +15,8 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::kResourceExhausted: return "resource_exhausted";
     case ErrorCode::kPermissionDenied: return "permission_denied";
     case ErrorCode::kUnimplemented: return "unimplemented";
+    case ErrorCode::kQueueFull:
+      return "queue_full";
     case ErrorCode::kMalformed: return "malformed";
     case ErrorCode::kTooLarge: return "too_large";
     case ErrorCode::kBadKeyFormat: return "bad_key_format";

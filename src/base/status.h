@@ -27,16 +27,17 @@ enum class ErrorCode : std::uint16_t {
   kResourceExhausted = 8,
   kPermissionDenied = 9,
   kUnimplemented = 10,
+  kQueueFull = 11,  // the recipient's queue on the server is full (count or bytes)
   // Encoding (100..199)
-  kMalformed = 100,         // bytes do not parse as the expected structure
-  kTooLarge = 101,          // input exceeds a size bound
-  kBadKeyFormat = 102,      // a public/private key of the wrong size or type byte
+  kMalformed = 100,     // bytes do not parse as the expected structure
+  kTooLarge = 101,      // input exceeds a size bound
+  kBadKeyFormat = 102,  // a public/private key of the wrong size or type byte
   // Crypto (200..299)
-  kCryptoFailure = 200,     // a primitive failed (library error)
-  kBadSignature = 201,      // a signature does not verify
-  kBadMac = 202,            // a MAC does not verify
-  kDecryptFailed = 203,     // ciphertext does not decrypt (padding, length)
-  kWeakKey = 204,           // a DH produced the all-zero output (low-order point)
+  kCryptoFailure = 200,  // a primitive failed (library error)
+  kBadSignature = 201,   // a signature does not verify
+  kBadMac = 202,         // a MAC does not verify
+  kDecryptFailed = 203,  // ciphertext does not decrypt (padding, length)
+  kWeakKey = 204,        // a DH produced the all-zero output (low-order point)
   // Signal protocol (300..399)
   kBadVersion = 300,        // unknown or unsupported message version byte
   kNoSession = 301,         // no session with this address
@@ -44,14 +45,14 @@ enum class ErrorCode : std::uint16_t {
   kTooFarAhead = 303,       // counter jumps more than the skipped-key limit
   kUnknownPreKey = 304,     // a one-time prekey id that we do not hold
   kUnknownSignedPreKey = 305,
-  kUntrustedIdentity = 306, // the peer's identity key changed and is not trusted
-  kInvalidMessage = 307,    // decrypts under no known session state
-  kNoSenderKey = 308,       // no sender-key state for this group/sender/key id
+  kUntrustedIdentity = 306,  // the peer's identity key changed and is not trusted
+  kInvalidMessage = 307,     // decrypts under no known session state
+  kNoSenderKey = 308,        // no sender-key state for this group/sender/key id
   kStaleKeyId = 309,
   // Client (400..499)
-  kWrongPassphrase = 400,   // the profile key does not open the local database
-  kNotRegistered = 401,     // the profile holds no account yet
-  kAlreadyRegistered = 402, // the profile already holds an account
+  kWrongPassphrase = 400,    // the profile key does not open the local database
+  kNotRegistered = 401,      // the profile holds no account yet
+  kAlreadyRegistered = 402,  // the profile already holds an account
 };
 
 // Returns the stable name of a code, e.g. "bad_mac". Never returns an empty view.

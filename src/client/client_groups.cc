@@ -248,7 +248,15 @@ Status Client::deliver_group(const OutboxItem& item) {
                               store_->shared_key_id(g.id, protocol::ProtocolAddress{member, d.device_id()}));
       if (!shared || *shared != key_id) missing = true;
     }
-    if (missing) PARLEY_TRY(share_sender_key(g.id, member, devices[member]));
+    if (missing) {
+      Status shared = share_sender_key(g.id, member, devices[member]);
+      // A member whose queue is full misses this message (as below); the key goes again next time.
+      if (shared.code() == ErrorCode::kQueueFull) {
+        devices.erase(member);
+        continue;
+      }
+      PARLEY_TRY(shared);
+    }
   }
 
   // One encryption, fanned out. The chain step commits before the send: a resend after a lost
@@ -285,6 +293,10 @@ Status Client::deliver_group(const OutboxItem& item) {
     PARLEY_TRY(response_status(resp, "group send"));
     for (const auto& e : resp.multi_send().results()) {
       if (e.status() == wire::kStatusOk) continue;
+      // A member whose queue on the server is full (a device long offline) misses this
+      // message: holding it for them would hold every later message of this user, and a resend
+      // once the others' dedup keys are gone would give them a second copy.
+      if (e.status() == wire::kStatusRateLimited && !e.result().limit().empty()) continue;
       // A member whose devices changed meanwhile: the next attempt fetches them afresh (the
       // members already served drop the resend as a duplicate of this client message id).
       if (e.status() == wire::kStatusConflict) {

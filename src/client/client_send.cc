@@ -2,6 +2,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include "client/client.h"
@@ -35,7 +36,7 @@ void failpoint(const char* name) {
 
 bool transient(const Status& s) {
   return s.code() == ErrorCode::kUnavailable || s.code() == ErrorCode::kIo ||
-         s.code() == ErrorCode::kResourceExhausted;
+         s.code() == ErrorCode::kResourceExhausted || s.code() == ErrorCode::kQueueFull;
 }
 
 namespace {
@@ -84,7 +85,8 @@ Status Client::send_until_acknowledged(const OutboxItem& item) {
   Status last;
   for (int attempt = 0; attempt < kMaxSendAttempts; ++attempt) {
     last = flush_outbox_for(item.id);
-    if (last.is_ok() || !transient(last)) break;
+    // A full queue does not empty in seconds, and the link is not to blame.
+    if (last.is_ok() || !transient(last) || last.code() == ErrorCode::kQueueFull) break;
     drop_link(last);
     const std::int64_t backoff = kFirstBackoffMs << attempt;
     const std::int64_t jitter = static_cast<std::int64_t>(rng_.uniform(static_cast<std::uint32_t>(backoff)));
@@ -105,7 +107,11 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
   if (pending.empty()) return Status::ok();
   PARLEY_TRY(ensure_link());
   Status result;
+  // Recipients whose queue on the server is full: their later messages wait too (each
+  // recipient's messages keep their order), while everyone else's go out.
+  std::set<std::string> held;
   for (const OutboxItem& item : pending) {
+    if (held.count(item.recipient) != 0) continue;
     Status s = deliver(item);
     if (s.is_ok()) {
       // The history entry and the outbox removal commit together, so a crash in between cannot
@@ -116,6 +122,12 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
         return store_->outbox_remove(item.id);
       });
       PARLEY_TRY(done);
+      continue;
+    }
+    if (s.code() == ErrorCode::kQueueFull) {
+      store_->outbox_bump(item.id, clock_.now_ms() + 60000).ignore();
+      held.insert(item.recipient);
+      if (wanted == 0 || item.id == wanted) result = s;
       continue;
     }
     if (transient(s)) {
@@ -230,6 +242,10 @@ Status Client::deliver_to_devices(const std::string& address, const OutboxItem& 
   });
   PARLEY_TRY(encrypted);
   PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
+  if (resp.status() == wire::kStatusRateLimited && !resp.send().limit().empty()) {
+    return make_error(ErrorCode::kQueueFull, "the server's queue for " + address + " is full (" +
+                                                 resp.send().limit() + ")");
+  }
   if (resp.status() == wire::kStatusConflict && resp.has_send()) {
     const auto& mm = resp.send().mismatch();
     stale.assign(mm.stale_devices().begin(), mm.stale_devices().end());

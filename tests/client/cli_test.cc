@@ -324,6 +324,51 @@ std::vector<std::string> group_texts(const std::vector<nlohmann::json>& got, con
   return out;
 }
 
+// A recipient whose queue on the server is full (a device long offline) holds up only its own
+// messages: a 1:1 message to it stays queued (and goes out once the queue has room), while
+// messages to others and to groups go out at once; a group message reaches the other members.
+TEST_F(CliTest, ARecipientWithAFullQueueHoldsUpNoOneElse) {
+  start({"--queue-max-count", "6"});
+  for (const char* n : {"alice", "bob", "carol"}) register_user(n);
+  Ran created = parley("alice", {"group", "create", "friends", "bob", "carol"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string gid = created.out.substr(0, created.out.find('\n'));
+  // Fill bob's queue: sends succeed until one is refused for his full queue.
+  int sent = 0;
+  Ran refused;
+  for (int i = 0; i < 10; ++i) {
+    refused = parley("alice", {"send", "bob", "to bob " + std::to_string(i)});
+    if (refused.exit_code != 0) break;
+    ++sent;
+  }
+  ASSERT_EQ(refused.exit_code, 1) << refused.err;
+  EXPECT_NE(refused.err.find("queue for bob@127.0.0.1 is full (count)"), std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("queued"), std::string::npos) << refused.err;
+  // carol and the group are not held up behind bob's queued message.
+  Ran to_carol = parley("alice", {"send", "carol", "to carol"});
+  EXPECT_EQ(to_carol.exit_code, 0) << to_carol.err;
+  Ran to_group = parley("alice", {"send", "--group", gid, "to the group"});
+  EXPECT_EQ(to_group.exit_code, 0) << to_group.err;
+  auto carol = receive("carol");
+  EXPECT_EQ(group_texts(carol, gid), std::vector<std::string>{"to the group"});
+  bool direct = false;
+  for (const auto& j : carol) direct |= j["text"] == "to carol";
+  EXPECT_TRUE(direct);
+  // bob drains his queue; alice's held message then goes out with her next command.
+  std::vector<std::string> bob_texts;
+  for (const auto& j : receive("bob")) {
+    if (j["group"].is_null() && !j.contains("event")) bob_texts.push_back(j["text"]);
+  }
+  EXPECT_EQ(bob_texts.size(), static_cast<std::size_t>(sent));
+  flush_outbox("alice");
+  bob_texts.clear();
+  for (const auto& j : receive("bob")) {
+    if (j["group"].is_null() && !j.contains("event")) bob_texts.push_back(j["text"]);
+  }
+  EXPECT_EQ(bob_texts, std::vector<std::string>{"to bob " + std::to_string(sent)});
+}
+
 TEST_F(CliTest, GroupOfThreeWithAnAddAndARemove) {
   start();
   for (const char* n : {"alice", "bob", "carol", "dave"}) register_user(n);
