@@ -32,7 +32,8 @@ using parley::cli::to_json;
 constexpr const char* kVersion = "parley 0.1.0";
 
 int fail(const Status& s) {
-  std::fprintf(stderr, "parley: %s\n", s.to_string().c_str());
+  // An error's text may carry the server's or a peer's words.
+  std::fprintf(stderr, "parley: %s\n", parley::cli::for_terminal(s.to_string()).c_str());
   return 1;
 }
 
@@ -291,7 +292,7 @@ static int run_command(int argc, char** argv) {
       if (t.last_attempt_ms > 0) {
         line += " (" + format_time(static_cast<std::uint64_t>(t.last_attempt_ms)) + ")";
       }
-      std::printf("%s\n", line.c_str());
+      std::printf("%s\n", shown(line).c_str());  // a link may come from a peer's message
     }
     return 0;
   }
@@ -373,7 +374,8 @@ static int run_command(int argc, char** argv) {
     ro.progress = progress_printer("download");
     ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
     ro.on_reconnect = [](const Status& why) {
-      std::fprintf(stderr, "parley: the link failed (%s); reconnecting\n", why.to_string().c_str());
+      std::fprintf(stderr, "parley: the link failed (%s); reconnecting\n",
+                   shown(why.to_string()).c_str());
     };
     Status s = client.receive(ro, [&](const parley::client::IncomingMessage& m) {
       if (json) {

@@ -260,7 +260,7 @@ void exit_on_second_signal(boost::asio::signal_set& signals) {
   signals.async_wait([](boost::system::error_code ec, int sig) {
     if (ec) return;
     spdlog::warn("event=exit_now signal={}", sig);
-    spdlog::shutdown();
+    spdlog::default_logger()->flush();  // not shutdown(): io threads may still be logging
     std::_Exit(1);
   });
 }
@@ -312,7 +312,12 @@ int run(server::ServerConfig cfg) {
             return reply({200, "text/plain; version=0.0.4",
                           metrics.render_prometheus((*store)->stats(), server->tls_handshakes(),
                                                     server->keepalive_counts(), server->refusals(),
-                                                    server->relayed())});
+                                                    server->relayed()) +
+                              "# HELP parley_requests_in_flight Requests read and not yet "
+                              "answered (a drain waits for none).\n"
+                              "# TYPE parley_requests_in_flight gauge\n"
+                              "parley_requests_in_flight " +
+                              std::to_string(service.requests_in_flight()) + "\n"});
           }
           if (method == "POST" && target == "/invite") {
             wire::Invite inv;

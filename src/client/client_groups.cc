@@ -296,7 +296,7 @@ Status Client::deliver_group(const OutboxItem& item) {
       // A member whose queue on the server is full (a device long offline) misses this
       // message: holding it for them would hold every later message of this user, and a resend
       // once the others' dedup keys are gone would give them a second copy.
-      if (e.status() == wire::kStatusRateLimited && !e.result().limit().empty()) continue;
+      if (e.status() == wire::kStatusRateLimited && queue_full(e.result())) continue;
       // A member whose devices changed meanwhile: the next attempt fetches them afresh (the
       // members already served drop the resend as a duplicate of this client message id).
       if (e.status() == wire::kStatusConflict) {

@@ -71,8 +71,9 @@ Status Client::receive_on_link(const ReceiveOptions& options, Clock::time_point 
   connected = true;
   // Whatever earlier runs could not send goes first.
   Status flushed = flush_outbox();
+  // A recipient whose queue is full holds only its own messages, not this receive.
   if (!flushed.is_ok() && flushed.code() != ErrorCode::kNotFound &&
-      flushed.code() != ErrorCode::kUntrustedIdentity) {
+      flushed.code() != ErrorCode::kUntrustedIdentity && flushed.code() != ErrorCode::kQueueFull) {
     return flushed;
   }
 
@@ -111,7 +112,7 @@ Status Client::receive_on_link(const ReceiveOptions& options, Clock::time_point 
   // (they stay queued), unless the connection is gone.
   auto send_receipts = [&]() -> Status {
     Status s = flush_outbox();
-    if (s.is_ok() || !transient(s)) return Status::ok();
+    if (s.is_ok() || !transient(s) || s.code() == ErrorCode::kQueueFull) return Status::ok();
     return s;
   };
 

@@ -2,7 +2,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <set>
+#include <map>
 #include <thread>
 
 #include "client/client.h"
@@ -33,6 +33,8 @@ void failpoint(const char* name) {
   const char* armed = std::getenv("PARLEY_FAILPOINT");
   if (armed != nullptr && std::strcmp(armed, name) == 0) ::raise(SIGKILL);
 }
+
+bool queue_full(const wire::SendResult& r) { return r.limit() == "count" || r.limit() == "bytes"; }
 
 bool transient(const Status& s) {
   return s.code() == ErrorCode::kUnavailable || s.code() == ErrorCode::kIo ||
@@ -109,9 +111,12 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
   Status result;
   // Recipients whose queue on the server is full: their later messages wait too (each
   // recipient's messages keep their order), while everyone else's go out.
-  std::set<std::string> held;
+  std::map<std::string, Status> held;
   for (const OutboxItem& item : pending) {
-    if (held.count(item.recipient) != 0) continue;
+    if (auto h = held.find(item.recipient); h != held.end()) {
+      if (wanted == 0 || item.id == wanted) result = h->second;  // it waits behind that one
+      continue;
+    }
     Status s = deliver(item);
     if (s.is_ok()) {
       // The history entry and the outbox removal commit together, so a crash in between cannot
@@ -126,7 +131,7 @@ Status Client::flush_outbox_for(std::int64_t wanted) {
     }
     if (s.code() == ErrorCode::kQueueFull) {
       store_->outbox_bump(item.id, clock_.now_ms() + 60000).ignore();
-      held.insert(item.recipient);
+      held.emplace(item.recipient, s);
       if (wanted == 0 || item.id == wanted) result = s;
       continue;
     }
@@ -242,7 +247,7 @@ Status Client::deliver_to_devices(const std::string& address, const OutboxItem& 
   });
   PARLEY_TRY(encrypted);
   PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
-  if (resp.status() == wire::kStatusRateLimited && !resp.send().limit().empty()) {
+  if (resp.status() == wire::kStatusRateLimited && queue_full(resp.send())) {
     return make_error(ErrorCode::kQueueFull, "the server's queue for " + address + " is full (" +
                                                  resp.send().limit() + ")");
   }

@@ -142,6 +142,10 @@ void Session::on_close() {
   if (!open_) return;
   open_ = false;
   conn_.reset();
+  // Requests that will get no answer now (an ack refused or before login, a login that found
+  // the connection closed) leave the server-wide count with the connection; answers that still
+  // come find nothing to take back.
+  for (; inflight_requests_ > 0; --inflight_requests_) service_.request_finished();
   service_.metrics().connections.fetch_sub(1);
   if (account_) {
     service_.metrics().authenticated.fetch_sub(1);

@@ -28,23 +28,25 @@ struct Listener {
 // Whether `host` (a Host field's value) names this machine the way an operator's tool does:
 // an IPv4 or bracketed IPv6 literal, or "localhost", with or without a port. A name a
 // rebinding attacker controls is none of these.
+bool is_port(std::string_view port) {
+  return !port.empty() && port.size() <= 5 &&
+         port.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 bool is_local_host_field(std::string_view host) {
   std::string_view name = host;
   if (!name.empty() && name.front() == '[') {
     const auto close = name.find(']');
     if (close == std::string_view::npos) return false;
     std::string_view rest = name.substr(close + 1);
-    if (!rest.empty() && (rest.front() != ':' || rest.size() == 1)) return false;
+    if (!rest.empty() && (rest.front() != ':' || !is_port(rest.substr(1)))) return false;
     error_code ec;
     net::ip::make_address_v6(std::string(name.substr(1, close - 1)), ec);
     return !ec;
   }
   const auto colon = name.find(':');
   if (colon != std::string_view::npos) {
-    const std::string_view port = name.substr(colon + 1);
-    if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) {
-      return false;
-    }
+    if (!is_port(name.substr(colon + 1))) return false;
     name = name.substr(0, colon);
   }
   if (beast::iequals(name, "localhost")) return true;

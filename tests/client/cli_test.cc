@@ -345,6 +345,13 @@ TEST_F(CliTest, ARecipientWithAFullQueueHoldsUpNoOneElse) {
   EXPECT_NE(refused.err.find("queue for bob@127.0.0.1 is full (count)"), std::string::npos)
       << refused.err;
   EXPECT_NE(refused.err.find("queued"), std::string::npos) << refused.err;
+  // A second message to bob waits behind the first: it is not reported as sent.
+  Ran behind = parley("alice", {"send", "bob", "to bob, behind"});
+  EXPECT_EQ(behind.exit_code, 1) << behind.err;
+  EXPECT_NE(behind.err.find("is full"), std::string::npos) << behind.err;
+  // alice still receives (her outbox holding bob's messages does not stop it).
+  Ran alice_receives = parley("alice", {"receive", "--timeout", "5"});
+  EXPECT_EQ(alice_receives.exit_code, 0) << alice_receives.err;
   // carol and the group are not held up behind bob's queued message.
   Ran to_carol = parley("alice", {"send", "carol", "to carol"});
   EXPECT_EQ(to_carol.exit_code, 0) << to_carol.err;
@@ -366,7 +373,8 @@ TEST_F(CliTest, ARecipientWithAFullQueueHoldsUpNoOneElse) {
   for (const auto& j : receive("bob")) {
     if (j["group"].is_null() && !j.contains("event")) bob_texts.push_back(j["text"]);
   }
-  EXPECT_EQ(bob_texts, std::vector<std::string>{"to bob " + std::to_string(sent)});
+  EXPECT_EQ(bob_texts,
+            (std::vector<std::string>{"to bob " + std::to_string(sent), "to bob, behind"}));
 }
 
 TEST_F(CliTest, GroupOfThreeWithAnAddAndARemove) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +53,25 @@ class ClientTest : public ::testing::Test {
   TempDir dir_;
   std::unique_ptr<Parleyd> server_;
 };
+
+// A send refused for the sender's own rate (429, limit "rate") is not a full queue: it stays a
+// transient failure of this send (the group code would otherwise skip members it refused).
+TEST_F(ClientTest, TheSendersRateIsNotTakenForAFullQueue) {
+  server_->kill9();
+  const std::string conf = dir_.path() + "/slow.toml";
+  { std::ofstream(conf) << "[limits]\naccount_send_rate = 0.01\naccount_send_burst = 64\n"; }
+  auto d = Parleyd::start(dir_.path() + "/slow", {"--config", conf});
+  ASSERT_TRUE(d.has_value()) << d.status().to_string();
+  server_ = std::move(*d);
+  auto alice = make("alice");
+  auto bob = make("bob");
+  ASSERT_TRUE(alice && bob);
+  Status refused;
+  for (int i = 0; i < 80 && refused.is_ok(); ++i) refused = alice->send_text("bob", "hi");
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kResourceExhausted) << refused.to_string();
+  EXPECT_NE(refused.message().find("rate"), std::string::npos) << refused.to_string();
+}
 
 TEST_F(ClientTest, OneTimePreKeysAreToppedUpOnConnect) {
   auto alice = make("alice");

@@ -744,6 +744,24 @@ TEST_F(ServerTest, ADrainRefusesChangesAndFailsTheHealthCheck) {
   EXPECT_TRUE(drain(*bob).empty());
 }
 
+// Requests that get no answer (here an acknowledgement before login, which closes the
+// connection) leave the server-wide count of requests in flight with their connection: the
+// count a drain waits on goes back to 0.
+TEST_F(ServerTest, RequestsThatGetNoAnswerLeaveTheInFlightCountWithTheirConnection) {
+  start();
+  auto early = client(5);
+  ASSERT_TRUE(early->ack_one_way({std::string(16, 'x')}).is_ok());
+  bool zero = false;
+  std::string metrics;
+  for (int i = 0; i < 500 && !zero; ++i) {  // up to 5 s
+    auto m = admin_get(server_->admin_port(), "/metrics");
+    metrics = m ? *m : "";
+    zero = metrics.find("\nparley_requests_in_flight 0\n") != std::string::npos;
+    if (!zero) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(zero) << metrics;
+}
+
 // A second SIGTERM during a drain ends parleyd at once, with status 1.
 TEST_F(ServerTest, ASecondSignalDuringADrainExitsAtOnce) {
   start();

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "wire/frame.h"
 
 namespace parley::client {
 
@@ -21,6 +22,10 @@ inline constexpr std::uint32_t kSenderKeyEnvelopeType = 7;
 std::string name_part(const std::string& address);
 // Worth retrying later: the network or the server was unavailable.
 bool transient(const Status& s);
+
+// Whether a send's 429 says the recipient's queue on the server is full (its `limit` is "count"
+// or "bytes"), as opposed to the sender's own rate ("rate").
+bool queue_full(const wire::SendResult& r);
 
 // Crash injection for tests: when PARLEY_FAILPOINT names this point, the process kills itself
 // (SIGKILL, like a power cut) right here. Unset in normal use: one getenv per call.
