@@ -127,7 +127,9 @@ class Service {
   // Requests read and not yet answered, on every connection (a one-way ack until its deletion
   // is done): the drain waits for none before it closes the connections.
   void request_started() { requests_in_flight_.fetch_add(1, std::memory_order_relaxed); }
-  void request_finished() { requests_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
+  void requests_finished(std::int64_t n = 1) {
+    requests_in_flight_.fetch_sub(n, std::memory_order_relaxed);
+  }
   std::int64_t requests_in_flight() const {
     return requests_in_flight_.load(std::memory_order_relaxed);
   }

@@ -145,7 +145,8 @@ void Session::on_close() {
   // Requests that will get no answer now (an ack refused or before login, a login that found
   // the connection closed) leave the server-wide count with the connection; answers that still
   // come find nothing to take back.
-  for (; inflight_requests_ > 0; --inflight_requests_) service_.request_finished();
+  service_.requests_finished(inflight_requests_);
+  inflight_requests_ = 0;
   service_.metrics().connections.fetch_sub(1);
   if (account_) {
     service_.metrics().authenticated.fetch_sub(1);
@@ -176,7 +177,7 @@ void Session::respond(Response response) {
   std::lock_guard<std::mutex> lock(mu_);
   if (inflight_requests_ > 0) {
     --inflight_requests_;
-    service_.request_finished();
+    service_.requests_finished();
   }
   send_frame(f);
 }
@@ -820,7 +821,7 @@ void Session::one_way_ack(const wire::AckRequest& r) {
       std::lock_guard<std::mutex> lock(self->mu_);
       if (self->inflight_requests_ > 0) {
         --self->inflight_requests_;
-        self->service_.request_finished();
+        self->service_.requests_finished();
       }
       if (!n) ex = self->ex_;
     }
