@@ -129,6 +129,7 @@ store::SendBatch make_send(std::int64_t sender, std::int64_t account, std::size_
   store::Delivery d;
   d.account_id = account;
   d.device_id = 1;
+  d.registration_id = 1;  // as make_account registers it
   d.envelope.server_id = random_bytes(16);
   d.envelope.timestamp_ms = now;
   d.envelope.source = "sender";

@@ -684,6 +684,7 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
     store::Delivery d;
     d.account_id = dest.id;
     d.device_id = m.device_id();
+    d.registration_id = m.registration_id();  // checked above against the cached account
     d.envelope.server_id = random_bytes(service_.rng(), 16);
     d.envelope.timestamp_ms = batch.now_ms;
     d.envelope.source = sender.name;
@@ -734,6 +735,15 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
               wire::kStatusRateLimited,
               "queue of device " + std::to_string(o->device_id) + " is full (" + o->limit + ")",
               res);
+        case store::SendOutcome::Kind::kDeviceChanged:
+          // A recovery replaced the device after this send was checked against the account
+          // as cached: the sender fetches the devices again, as for any mismatch.
+          if (o->device_gone) {
+            res.mutable_mismatch()->add_extra_devices(o->device_id);
+          } else {
+            res.mutable_mismatch()->add_stale_devices(o->device_id);
+          }
+          return done(wire::kStatusConflict, "device list does not match", res);
         case store::SendOutcome::Kind::kStored:
           break;
       }

@@ -15,6 +15,7 @@ void QueueIndex::tally(Queue& q, std::int64_t size, std::int64_t sign) {
   q.totals.bytes += sign * size;
   all_.count += sign;
   all_.bytes += sign * size;
+  if (q.totals.count == 0) q.registration_id = 0;  // the next entry may be another device's
 }
 
 bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size,
@@ -30,6 +31,18 @@ bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size
 QueueIndex::Totals QueueIndex::totals(QueueKey key) const {
   auto it = queues_.find(key);
   return it == queues_.end() ? Totals{} : it->second.totals;
+}
+
+std::uint32_t QueueIndex::registration(QueueKey key) const {
+  auto it = queues_.find(key);
+  return it == queues_.end() || it->second.totals.count == 0 ? 0 : it->second.registration_id;
+}
+
+void QueueIndex::remember_registration(QueueKey key, std::uint32_t registration_id) {
+  auto it = queues_.find(key);
+  if (it != queues_.end() && it->second.totals.count > 0) {
+    it->second.registration_id = registration_id;
+  }
 }
 
 std::vector<QueueKey> QueueIndex::queues_of(std::int64_t account_id) const {
@@ -105,6 +118,9 @@ std::vector<std::int64_t> QueueIndex::after(QueueKey key, std::int64_t after_seq
 void QueueIndex::undo(std::size_t mark) {
   while (log_.size() > mark) {
     Logged& l = log_.back();
+    // What a send of the undone work read from the devices table may not have been committed
+    // (a recovery in the same batch): the queue's device is looked up again.
+    if (auto it = queues_.find(l.key); it != queues_.end()) it->second.registration_id = 0;
     switch (l.change) {
       case Change::kAppended: {
         // The newest entry of its queue, and live: later changes were undone first.

@@ -35,6 +35,31 @@ TEST(QueueIndexTest, AppendRemoveAndAfterInSeqOrder) {
   EXPECT_EQ(q.all().bytes, 108);
 }
 
+// A queue's registration id is known only while it has entries and no undo touched it.
+TEST(QueueIndexTest, TheRegistrationIdIsForgottenWhenAQueueEmptiesOrIsUndone) {
+  QueueIndex q;
+  q.remember_registration(kA, 5);  // no queue: nothing to remember it with
+  EXPECT_EQ(q.registration(kA), 0u);
+  q.append(kA, 1, 10, 0);
+  q.remember_registration(kA, 5);
+  q.settle();
+  EXPECT_EQ(q.registration(kA), 5u);
+  EXPECT_EQ(q.registration(kB), 0u);
+
+  const std::size_t mark = q.mark();
+  q.append(kA, 2, 10, 0);
+  q.remember_registration(kA, 6);
+  q.undo(mark);  // what the undone send read may never have been committed
+  EXPECT_EQ(q.registration(kA), 0u);
+  EXPECT_EQ(q.totals(kA).count, 1);
+
+  q.remember_registration(kA, 5);
+  EXPECT_EQ(q.remove(kA, 1), 10);
+  EXPECT_EQ(q.registration(kA), 0u);  // emptied (a recovery empties the replaced device's queue)
+  q.append(kA, 3, 10, 0);
+  EXPECT_EQ(q.registration(kA), 0u);  // not carried over to the queue's next device
+}
+
 TEST(QueueIndexTest, UndoRevertsToTheMarkAndSettleForgetsTheLog) {
   QueueIndex q;
   q.append(kA, 1, 10, 0);

@@ -54,6 +54,18 @@ Result<bool> device_exists(Tx& tx, std::int64_t account_id, std::uint32_t device
   return s.step();
 }
 
+// The device's registration id, or nullopt when the account has no such device.
+Result<std::optional<std::uint32_t>> device_registration(Tx& tx, std::int64_t account_id,
+                                                         std::uint32_t device_id) {
+  PARLEY_ASSIGN_OR_RETURN(Stmt s, tx.db.prepare("SELECT registration_id FROM devices WHERE "
+                                                "account_id = ?1 AND device_id = ?2",
+                                                "look up device"));
+  s.bind(1, account_id).bind(2, device_id);
+  PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+  if (!row) return std::optional<std::uint32_t>();
+  return std::optional<std::uint32_t>(u32(s.column_int(0)));
+}
+
 Result<std::uint32_t> count_pre_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
   PARLEY_ASSIGN_OR_RETURN(
       Stmt s, tx.db.prepare("SELECT COUNT(*) FROM pre_keys WHERE account_id = ?1 AND device_id = ?2",
@@ -176,6 +188,14 @@ SendOutcome outcome(SendOutcome::Kind kind, std::string limit = {}, std::uint32_
   o.kind = kind;
   o.limit = std::move(limit);
   o.device_id = device;
+  return o;
+}
+
+SendOutcome device_changed(std::uint32_t device, bool gone) {
+  SendOutcome o;
+  o.kind = SendOutcome::Kind::kDeviceChanged;
+  o.device_id = device;
+  o.device_gone = gone;
   return o;
 }
 
@@ -366,32 +386,45 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     if (seen) return outcome(SendOutcome::Kind::kDuplicate);
   }
 
-  // What this send adds to each device queue (a device may appear more than once).
+  // What this send adds to each device queue (a device may appear more than once), and the
+  // registration id its deliveries were checked against.
   struct Add {
     std::int64_t count = 0;
     std::int64_t bytes = 0;
+    std::uint32_t registration_id = 0;
   };
   std::map<std::pair<std::int64_t, std::uint32_t>, Add> adds;
   for (const Delivery& d : batch.deliveries) {
     Add& add = adds[{d.account_id, d.device_id}];
+    if (add.count > 0 && add.registration_id != d.registration_id) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "store: deliveries to one device name two registration ids");
+    }
     add.count += 1;
     add.bytes += static_cast<std::int64_t>(d.envelope.content.size());
+    add.registration_id = d.registration_id;
   }
 
-  // Limits are checked for every device before anything is written. (A device with queued
-  // envelopes exists: removing a device drops its queue.)
+  // Each device is checked, and then every limit, before anything is written. The devices table
+  // is read only for a queue the index holds no registration id for (an empty one, mostly): a
+  // recovery that replaces a device empties its queue.
+  for (const auto& [key, add] : adds) {
+    const QueueKey queue{key.first, key.second};
+    std::uint32_t known = tx.backend.queues.registration(queue);
+    if (known == 0) {
+      PARLEY_ASSIGN_OR_RETURN(std::optional<std::uint32_t> reg,
+                              device_registration(tx, key.first, key.second));
+      if (!reg) return device_changed(key.second, true);
+      known = *reg;
+    }
+    if (known != add.registration_id) return device_changed(key.second, false);
+  }
   for (const auto& [key, add] : adds) {
     const QueueIndex::Totals queued = tx.backend.queues.totals({key.first, key.second});
-    if (queued.count == 0) {
-      PARLEY_ASSIGN_OR_RETURN(bool known, device_exists(tx, key.first, key.second));
-      if (!known) return not_found("store: a delivery names an unknown device");
-    }
-    const std::int64_t count = queued.count;
-    const std::int64_t bytes = queued.bytes;
-    if (count + add.count > static_cast<std::int64_t>(batch.limits.max_count)) {
+    if (queued.count + add.count > static_cast<std::int64_t>(batch.limits.max_count)) {
       return outcome(SendOutcome::Kind::kQueueFull, "count", key.second);
     }
-    if (bytes + add.bytes > i64(batch.limits.max_bytes)) {
+    if (queued.bytes + add.bytes > i64(batch.limits.max_bytes)) {
       return outcome(SendOutcome::Kind::kQueueFull, "bytes", key.second);
     }
   }
@@ -439,6 +472,9 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     tx.delta.bytes += size;
     stored.seqs.push_back(seq);
     stored.server_ids.push_back(std::move(server_id));
+  }
+  for (const auto& [key, add] : adds) {
+    tx.backend.queues.remember_registration({key.first, key.second}, add.registration_id);
   }
   return stored;
 }

@@ -113,6 +113,9 @@ struct QueueLimits {
 struct Delivery {
   std::int64_t account_id = 0;
   std::uint32_t device_id = 0;
+  // The device's registration id as the sender was told it: a device replaced since then (a
+  // recovery makes device 1 anew) holds another, and the send is refused (kDeviceChanged).
+  std::uint32_t registration_id = 0;
   Envelope envelope;
 };
 
@@ -128,9 +131,13 @@ struct SendBatch {
 };
 
 struct SendOutcome {
-  enum class Kind { kStored, kDuplicate, kQueueFull } kind = Kind::kStored;
+  // kDeviceChanged: a delivery names a device that no longer exists (device_gone) or now holds
+  // another registration id, as after a recovery that committed once the sender had been checked
+  // against the devices it knew. Nothing is stored.
+  enum class Kind { kStored, kDuplicate, kQueueFull, kDeviceChanged } kind = Kind::kStored;
   std::string limit;            // kQueueFull: "count" or "bytes"
-  std::uint32_t device_id = 0;  // kQueueFull: the device whose queue is full
+  std::uint32_t device_id = 0;  // kQueueFull, kDeviceChanged: the device whose queue is full
+  bool device_gone = false;     // kDeviceChanged: the device no longer exists
   std::vector<std::int64_t> seqs;  // kStored: the queue seq of each delivery, in batch order
   std::vector<Bytes> server_ids;   // kStored: the server id of each delivery, in batch order
 };
@@ -209,8 +216,9 @@ class Store {
   virtual void take_bundles(std::int64_t account_id, std::uint32_t device_id,
                             Callback<std::vector<Bundle>> done) = 0;
 
-  // Queues. Stores every delivery of the batch in one transaction after checking the per-device
-  // limits (count, bytes) and the dedup key; kDuplicate stores nothing.
+  // Queues. Stores every delivery of the batch in one transaction after checking the dedup key,
+  // that each device exists with the delivery's registration id, and the per-device limits
+  // (count, bytes); kDuplicate, kDeviceChanged and kQueueFull store nothing.
   virtual void store_messages(SendBatch batch, Callback<SendOutcome> done) = 0;
   // Envelopes queued for a device with seq > after_seq, oldest first, at most `limit`.
   virtual void fetch_queue(std::int64_t account_id, std::uint32_t device_id, std::int64_t after_seq,

@@ -130,6 +130,7 @@ Delivery make_delivery(std::int64_t account, std::uint32_t device, std::uint32_t
   Delivery d;
   d.account_id = account;
   d.device_id = device;
+  d.registration_id = 1000 + device;  // as make_device registers it
   d.envelope.server_id = server_id(n, static_cast<std::uint8_t>(device));
   d.envelope.timestamp_ms = 5000 + n;
   d.envelope.source = "sender";
@@ -235,7 +236,8 @@ class StoreTest : public ::testing::Test {
     auto db = internal::Db::open(path_);
     if (!db.has_value()) return db.error();
     std::string sql = "INSERT INTO devices VALUES (" + std::to_string(account) + ", " +
-                      std::to_string(device_id) + ", 1, x'00', x'05', 1, x'05', x'00', 1000)";
+                      std::to_string(device_id) + ", " + std::to_string(1000 + device_id) +
+                      ", x'00', x'05', 1, x'05', x'00', 1000)";  // as make_device registers it
     return (*db)->exec(sql.c_str(), "add device");
   }
 
@@ -616,9 +618,56 @@ TEST_F(StoreTest, QueueLimitsNameTheLimitAndDevice) {
 
   // Unknown devices are refused as a whole.
   auto unknown = send(make_send(a.id, {make_delivery(a.id, 1, 20), make_delivery(a.id, 5, 20)}));
-  ASSERT_FALSE(unknown.has_value());
-  EXPECT_EQ(unknown.error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(unknown.has_value());
+  EXPECT_EQ(unknown->kind, SendOutcome::Kind::kDeviceChanged);
+  EXPECT_TRUE(unknown->device_gone);
+  EXPECT_EQ(unknown->device_id, 5u);
   EXPECT_EQ(fetch(a.id, 1).size(), 1u);
+}
+
+// A send is checked against the devices the server had cached; a recovery can commit between
+// that check and the store. The store refuses a delivery whose registration id is no longer its
+// device's (stale), whether the new device's queue is empty or already holds envelopes, and
+// after a restart; nothing of such a send is stored.
+TEST_F(StoreTest, ASendCheckedAgainstAReplacedDeviceIsRefused) {
+  NewAccount first = make_account("alice");
+  first.recovery_hash = Bytes(32, 0xaa);
+  auto a = call<Account>([&](auto cb) { store_->create_account(first, cb); });
+  ASSERT_TRUE(a.has_value());
+  ASSERT_EQ(send(make_send(a->id, {make_delivery(a->id, 1, 1)}))->kind,
+            SendOutcome::Kind::kStored);  // the index now knows device 1's registration id
+
+  NewAccount again = make_account("alice");
+  again.device.registration_id = 4242;
+  again.recover_with_hash = Bytes(32, 0xaa);
+  ASSERT_TRUE(call<Account>([&](auto cb) { store_->create_account(again, cb); }).has_value());
+
+  const auto stale = [&](std::uint32_t n) {
+    auto r = send(make_send(a->id, {make_delivery(a->id, 1, n)}));  // registration id 1001
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    EXPECT_EQ(r->kind, SendOutcome::Kind::kDeviceChanged);
+    EXPECT_EQ(r->device_id, 1u);
+    EXPECT_FALSE(r->device_gone);
+  };
+  stale(2);  // the new device's queue is empty
+  EXPECT_TRUE(fetch(a->id, 1).empty());
+
+  Delivery fresh = make_delivery(a->id, 1, 3);
+  fresh.registration_id = 4242;
+  ASSERT_EQ(send(make_send(a->id, {fresh}))->kind, SendOutcome::Kind::kStored);
+  stale(4);  // the queue holds an envelope for the new device
+  open();    // the index is rebuilt without registration ids
+  stale(5);
+  fresh.envelope.server_id = server_id(6, 1);
+  EXPECT_EQ(send(make_send(a->id, {fresh}))->kind, SendOutcome::Kind::kStored);
+  EXPECT_EQ(fetch(a->id, 1).size(), 2u);
+
+  // Deliveries to one device must agree on its registration id.
+  Delivery other = make_delivery(a->id, 1, 7);
+  auto two = send(make_send(a->id, {fresh, other}));
+  ASSERT_FALSE(two.has_value());
+  EXPECT_EQ(two.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(fetch(a->id, 1).size(), 2u);
 }
 
 TEST_F(StoreTest, AckDeletesOnlyTheNamedIdsOfThatDevice) {
@@ -983,7 +1032,7 @@ TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
   const Bytes legacy_id(16, 0xab);  // a v2 server id: random, no seq in it
   ASSERT_NO_FATAL_FAILURE(recreate_at_v2(
       "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
-      "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
+      "INSERT INTO devices VALUES (7, 1, 1001, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
       "  zeroblob(64), 1);"
       "INSERT INTO queue_counters VALUES (7, 1, 1, 3);"
       "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "
@@ -1014,7 +1063,7 @@ TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
 TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
   ASSERT_NO_FATAL_FAILURE(recreate_at_v2(
       "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
-      "INSERT INTO devices VALUES (7, 1, 1, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
+      "INSERT INTO devices VALUES (7, 1, 1001, zeroblob(32), zeroblob(33), 1, zeroblob(33), "
       "  zeroblob(64), 1);"
       "INSERT INTO queue_counters VALUES (7, 1, 2, 2);"
       "INSERT INTO envelopes (seq, account_id, device_id, server_id, timestamp_ms, source, "

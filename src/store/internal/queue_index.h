@@ -47,6 +47,12 @@ class QueueIndex {
   // or `size` is negative.
   bool load_envelope(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag);
 
+  // The registration id of a non-empty queue's device as a send checked it in the devices table
+  // (0: not known, since the queue was loaded at open, emptied or changed by an undo).
+  // remember_registration() records it for a queue that has entries.
+  std::uint32_t registration(QueueKey key) const;
+  void remember_registration(QueueKey key, std::uint32_t registration_id);
+
   // Totals of one queue (zero when it is empty or unknown), and of all queues.
   Totals totals(QueueKey key) const;
   Totals all() const { return all_; }
@@ -80,6 +86,7 @@ class QueueIndex {
     std::vector<Entry> entries;
     std::size_t head = 0;
     Totals totals;
+    std::uint32_t registration_id = 0;  // see registration()
   };
   enum class Change { kAppended, kRemoved };
   struct Logged {
