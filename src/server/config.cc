@@ -3,8 +3,13 @@
 #define TOML_EXCEPTIONS 0
 #define TOML_HEADER_ONLY 1
 #include <toml++/toml.h>
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
 
 #include "transport/client_address.h"
 
@@ -192,11 +197,28 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
 
 }  // namespace
 
-Status load_config_file(const std::string& path, ServerConfig& config) {
-  toml::parse_result parsed = toml::parse_file(path);
+Status load_config_text(std::string_view text, const std::string& source, ServerConfig& config) {
+  if (text.size() > kMaxConfigFileBytes) {
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "config " + source + ": larger than " + std::to_string(kMaxConfigFileBytes) + " bytes");
+  }
+  // toml++ 3.3.0 (Debian 12) reaches undefined behaviour on some non-ASCII characters where it
+  // looks for whitespace (tomlplusplus issues 190 and 295): a file is ASCII, and a string that
+  // needs other characters spells them as \uXXXX escapes.
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (static_cast<unsigned char>(text[i]) >= 0x80) {
+      const auto line =
+          1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(i), '\n');
+      return make_error(ErrorCode::kInvalidArgument,
+                        "config " + source + ": line " + std::to_string(line) +
+                            ": a character that is not ASCII (write it as \\uXXXX in a string)");
+    }
+  }
+  toml::parse_result parsed = toml::parse(text, source);
   if (!parsed) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "config " + path + ": " + std::string(parsed.error().description()));
+                      "config " + source + ": " + std::string(parsed.error().description()));
   }
   for (auto&& [section, node] : parsed.table()) {
     const toml::table* t = node.as_table();
@@ -206,6 +228,21 @@ Status load_config_file(const std::string& path, ServerConfig& config) {
     }
   }
   return Status::ok();
+}
+
+Status load_config_file(const std::string& path, ServerConfig& config) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "config " + path + ": cannot open (" + std::strerror(errno) + ")");
+  }
+  // One byte more than allowed, so that a file too large is told from one exactly at the cap.
+  std::string text(kMaxConfigFileBytes + 1, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), f.get()));
+  if (std::ferror(f.get())) {
+    return make_error(ErrorCode::kInvalidArgument, "config " + path + ": cannot read");
+  }
+  return load_config_text(text, path, config);
 }
 
 Status validate_config(const ServerConfig& config) {

@@ -2,8 +2,10 @@
 // parleyd's configuration: defaults, then the TOML file (--config), then command-line flags.
 // docs/operations.md lists every key. Plain value type.
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -113,7 +115,11 @@ struct ServerConfig {
 // so a typo never silently falls back to a default. Each key's own bounds are checked here; the
 // checks across keys are validate_config()'s, run once every source (file, then command-line
 // flags) has been applied.
+// A file over kMaxConfigFileBytes is refused.
 Status load_config_file(const std::string& path, ServerConfig& config);
+// The same for the text of such a file; `source` names it in errors.
+Status load_config_text(std::string_view text, const std::string& source, ServerConfig& config);
+inline constexpr std::size_t kMaxConfigFileBytes = 1024 * 1024;
 
 // The checks that involve more than one key (or a bound a command-line flag may also set):
 // kInvalidArgument naming the key and the bound.

@@ -109,6 +109,30 @@ TEST(Config, TomlFileAndUnknownKeys) {
     f << "[limits\n";
   }
   EXPECT_FALSE(load_config_file(path, c).is_ok());
+
+  // A file larger than any configuration is refused before it is parsed; one that is missing
+  // is named.
+  {
+    std::ofstream f(path);
+    f << "[limits]\nqueue_max_count = 8\n" << std::string(kMaxConfigFileBytes, '#');
+  }
+  s = load_config_file(path, c);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("larger than"), std::string::npos) << s.message();
+  EXPECT_EQ(c.queue_max_count, 7u);
+  // Only ASCII reaches the TOML parser (Debian's toml++ misbehaves on some other characters);
+  // a string spells them as escapes.
+  s = load_config_text("[server]\n# caf\xc3\xa9\nname = \"x\"\n", "t.toml", c);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("line 2: a character that is not ASCII"), std::string::npos)
+      << s.message();
+  ASSERT_TRUE(load_config_text("[server]\nname = \"caf\\u00e9.example\"\n", "t.toml", c).is_ok());
+  EXPECT_EQ(c.server_name, "caf\xc3\xa9.example");
+
+  std::filesystem::remove(path);
+  s = load_config_file(path, c);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("cannot open"), std::string::npos) << s.message();
 }
 
 // Loads a config file (under the test's temporary directory) of one [section] holding `text`,

@@ -29,6 +29,7 @@
 #include "transport/internal/ticket_keys.h"
 #include "transport/internal/tls_socket.h"
 #include "transport/internal/ws_frames.h"
+#include "transport/internal/ws_upgrade.h"
 #include "transport/static_site.h"
 
 namespace parley::transport {
@@ -108,45 +109,6 @@ using WsStream = websocket::stream<CorkStream<TlsSocket>>;
 
 // Requests one HTTP connection may make, as nginx's keepalive_requests.
 constexpr int kMaxHttpRequestsPerConnection = 1000;
-
-// The answer Beast's WebSocket accept gives an upgrade request it refuses (its checks in its
-// order, its status and body), or nullopt when it would accept. A bridge answers the 101
-// itself: it must refuse what the WebSocket server refuses, the same way, and never pass
-// Beast's key encoder (make_sec_ws_accept) a key over 24 characters.
-std::optional<http::response<http::string_body>> refused_upgrade(
-    const http::request<http::empty_body>& req, const std::string& server_header) {
-  using websocket::error;
-  auto refuse = [&](error e, http::status status) {  // Beast's fields, in its order
-    http::response<http::string_body> res{status, req.version()};
-    if (status == http::status::upgrade_required) res.set(http::field::sec_websocket_version, "13");
-    res.body() = boost::system::error_code(e).message();
-    res.prepare_payload();
-    res.set(http::field::server, server_header);
-    return res;
-  };
-  auto bad = [&](error e) { return refuse(e, http::status::bad_request); };
-  auto has_token = [&](http::field f, std::string_view token) {
-    auto it = req.find(f);
-    return it != req.end() && http::token_list{it->value()}.exists(token);
-  };
-  if (req.version() != 11) return bad(error::bad_http_version);
-  if (req.method() != http::verb::get) return bad(error::bad_method);
-  if (req.count(http::field::host) == 0) return bad(error::no_host);
-  if (req.count(http::field::connection) == 0) return bad(error::no_connection);
-  if (!has_token(http::field::connection, "upgrade")) return bad(error::no_connection_upgrade);
-  if (req.count(http::field::upgrade) == 0) return bad(error::no_upgrade);
-  if (!has_token(http::field::upgrade, "websocket")) return bad(error::no_upgrade_websocket);
-  auto key = req.find(http::field::sec_websocket_key);
-  if (key == req.end()) return bad(error::no_sec_key);
-  if (key->value().size() > websocket::detail::sec_ws_key_type::static_capacity) {
-    return bad(error::bad_sec_key);
-  }
-  auto version = req.find(http::field::sec_websocket_version);
-  if (version == req.end()) return bad(error::no_sec_version);
-  if (version->value() != "13")
-    return refuse(error::bad_sec_version, http::status::upgrade_required);
-  return std::nullopt;
-}
 
 class Connection;
 

@@ -170,25 +170,6 @@ std::uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
-bool etag_matches(std::string_view if_none_match, std::string_view etag) {
-  if (if_none_match.empty() || etag.empty()) return false;
-  if (if_none_match == "*") return true;
-  // A comma-separated list; weak comparison.
-  std::size_t pos = 0;
-  while (pos <= if_none_match.size()) {
-    auto comma = if_none_match.find(',', pos);
-    std::string_view item = if_none_match.substr(
-        pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.substr(0, 2) == "W/") item.remove_prefix(2);
-    if (item == etag) return true;
-    if (comma == std::string_view::npos) break;
-    pos = comma + 1;
-  }
-  return false;
-}
-
 std::string_view content_type_for(std::string_view path) {
   auto dot = path.rfind('.');
   auto slash = path.rfind('/');
@@ -286,7 +267,7 @@ SiteResponse StaticSite::builtin(std::string_view path, std::string_view if_none
     SiteResponse r;
     r.etag = make_etag(static_cast<std::uint64_t>(kBuiltinMtime), fnv1a(page.body) & 0xffffffffu);
     r.last_modified = internal::http_date(kBuiltinMtime);
-    if (etag_matches(if_none_match, r.etag)) {
+    if (internal::etag_matches(if_none_match, r.etag)) {
       r.status = 304;
       return r;
     }
@@ -316,7 +297,7 @@ SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_non
   SiteResponse r;
   r.etag = make_etag(static_cast<std::uint64_t>(st.st_mtime), static_cast<std::uint64_t>(st.st_size));
   r.last_modified = internal::http_date(static_cast<std::int64_t>(st.st_mtime));
-  if (etag_matches(if_none_match, r.etag)) {
+  if (internal::etag_matches(if_none_match, r.etag)) {
     r.status = 304;
     return r;
   }

@@ -129,4 +129,23 @@ bool valid_attachment_id(std::string_view id) {
   return true;
 }
 
+bool etag_matches(std::string_view if_none_match, std::string_view etag) {
+  if (if_none_match.empty() || etag.empty()) return false;
+  if (if_none_match == "*") return true;
+  // A comma-separated list; weak comparison.
+  std::size_t pos = 0;
+  while (pos <= if_none_match.size()) {
+    auto comma = if_none_match.find(',', pos);
+    std::string_view item = if_none_match.substr(
+        pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.substr(0, 2) == "W/") item.remove_prefix(2);
+    if (item == etag) return true;
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return false;
+}
+
 }  // namespace parley::transport::internal

@@ -33,6 +33,10 @@ struct ByteRange {
 };
 std::optional<ByteRange> parse_range(std::string_view value, std::uint64_t size);
 
+// Whether an If-None-Match value ("*" or a comma-separated list of tags) names `etag` (a quoted
+// tag), by weak comparison (W/"x" names "x"). False when either is empty.
+bool etag_matches(std::string_view if_none_match, std::string_view etag);
+
 // "Bearer <token>" -> token; nullopt otherwise.
 std::optional<std::string_view> bearer_token(std::string_view authorization);
 
