@@ -265,13 +265,25 @@ void exit_on_second_signal(boost::asio::signal_set& signals) {
   });
 }
 
+// The system clock reads earlier than the day this parleyd was built: it has not been set
+// (a machine without a battery-backed clock, before NTP). Times are taken from that day
+// meanwhile (FlooredClock).
+void warn_if_clock_behind(const FlooredClock& clock) {
+  if (!clock.behind()) return;
+  spdlog::warn(
+      "event=clock_behind system_ms={} floor_ms={} (the system clock is not set; "
+      "times are taken from the build day until it is)",
+      SystemClock().now_ms(), clock.floor_ms());
+}
+
 unsigned io_thread_count(std::uint32_t configured) {
   return configured != 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
 }
 
 int run(server::ServerConfig cfg) {
   crypto::SystemRng rng;
-  SystemClock clock;
+  const SystemClock system_clock;
+  const FlooredClock clock(system_clock, static_cast<std::int64_t>(PARLEY_BUILD_DAY_S) * 1000);
   if (cfg.server_name.empty()) cfg.server_name = cfg.listen.host;
   if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
 
@@ -374,6 +386,7 @@ int run(server::ServerConfig cfg) {
   std::fflush(stdout);
   spdlog::info("event=started port={} registration={} threads={}", port,
                server::policy_name(cfg.registration), io_thread_count(cfg.io_threads));
+  warn_if_clock_behind(clock);
 
   // Housekeeping: expire old envelopes, dedup keys, invites and attachments.
   boost::asio::steady_timer housekeeping(io);
@@ -381,6 +394,7 @@ int run(server::ServerConfig cfg) {
     housekeeping.expires_after(std::chrono::minutes(10));
     housekeeping.async_wait([&](boost::system::error_code ec) {
       if (ec) return;
+      warn_if_clock_behind(clock);
       const std::int64_t age = static_cast<std::int64_t>(cfg.queue_max_age_days) * 24 * 3600 * 1000;
       (*store)->expire(clock.now_ms(), age, age,
                        [dir = cfg.data_dir](Result<std::vector<std::string>> ids) {

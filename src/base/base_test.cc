@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include "base/bytes.h"
+#include "base/clock.h"
 #include "base/histogram.h"
 #include "base/private_file.h"
 #include "base/result.h"
@@ -16,6 +17,20 @@
 
 namespace parley {
 namespace {
+
+// A clock behind its floor reads the floor; one past it reads itself, also going back (as long
+// as it stays past the floor).
+TEST(FlooredClock, ReadsTheFloorWhileTheClockIsBehindIt) {
+  ManualClock system(0);  // a machine booted at 1970, NTP not yet done
+  const FlooredClock clock(system, 1'780'000'000'000);
+  EXPECT_TRUE(clock.behind());
+  EXPECT_EQ(clock.now_ms(), 1'780'000'000'000);
+  system.advance_ms(1'790'000'000'000);  // NTP sets it
+  EXPECT_FALSE(clock.behind());
+  EXPECT_EQ(clock.now_ms(), 1'790'000'000'000);
+  system.advance_ms(-5'000);
+  EXPECT_EQ(clock.now_ms(), 1'789'999'995'000);
+}
 
 TEST(Hex, RoundTrip) {
   Bytes b = {0x00, 0x01, 0xab, 0xff};

@@ -1,6 +1,8 @@
 #pragma once
 // Clock: the injectable source of time. SystemClock reads the real clock; tests use ManualClock.
-// Thread-safety: SystemClock is thread-safe; ManualClock is not.
+// FlooredClock never reads earlier than a floor (parleyd's: the day it was built).
+// Thread-safety: SystemClock and FlooredClock (over a thread-safe clock) are thread-safe;
+// ManualClock is not.
 
 #include <chrono>
 #include <cstdint>
@@ -21,6 +23,26 @@ class SystemClock final : public Clock {
                std::chrono::system_clock::now().time_since_epoch())
         .count();
   }
+};
+
+// A clock that reads `floor_ms` whenever `inner` reads earlier. A machine without a battery-backed
+// clock can boot at 1970 and serve before NTP sets it: what it stored meanwhile would carry
+// times decades old, and be expired as such once the clock is set. With a floor that is surely
+// in the past (a build date), those times are merely early by the time the clock was wrong.
+class FlooredClock final : public Clock {
+ public:
+  FlooredClock(const Clock& inner, std::int64_t floor_ms) : inner_(inner), floor_ms_(floor_ms) {}
+  std::int64_t now_ms() const override {
+    const std::int64_t now = inner_.now_ms();
+    return now < floor_ms_ ? floor_ms_ : now;
+  }
+  // Whether `inner` reads earlier than the floor (the floor is being used).
+  bool behind() const { return inner_.now_ms() < floor_ms_; }
+  std::int64_t floor_ms() const { return floor_ms_; }
+
+ private:
+  const Clock& inner_;
+  const std::int64_t floor_ms_;
 };
 
 class ManualClock final : public Clock {
