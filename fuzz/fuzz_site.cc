@@ -30,8 +30,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// <tmp>/parley_fuzz_site_<pid>/{site/{index.html,a.txt,sub/index.html,out,up},secret}, where
-// site/out links to ../secret and site/up to the parent directory.
+// <tmp>/parley_fuzz_site_<pid>/{site/{index.html,a.txt,sub/index.html,out,up,404.html},secret},
+// where site/out and site/404.html link to ../secret and site/up to the parent directory.
 struct SiteDir {
   SiteDir() {
     root = fs::temp_directory_path() / ("parley_fuzz_site_" + std::to_string(::getpid()));
@@ -42,6 +42,7 @@ struct SiteDir {
     }
     fs::create_symlink("../secret", root / "site" / "out");
     fs::create_symlink("..", root / "site" / "up");
+    fs::create_symlink("../secret", root / "site" / "404.html");
     site_dir = fs::canonical(root / "site").string();
   }
   ~SiteDir() {
@@ -84,8 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_path(normalize_site_path(target));
 
   const SiteResponse served = in_dir.handle(method, target, if_none_match);
-  if (!served.file_path.empty()) {
-    PARLEY_FUZZ_CHECK(served.status == 200);
+  if (!served.file_path.empty()) {  // a page or the custom 404: inside the site, whatever links
+    PARLEY_FUZZ_CHECK(served.status == 200);  // the only 404.html links out
     PARLEY_FUZZ_CHECK(served.file_path.size() > dir.site_dir.size() + 1 &&
                       served.file_path.compare(0, dir.site_dir.size(), dir.site_dir) == 0 &&
                       served.file_path[dir.site_dir.size()] == '/');
@@ -96,6 +97,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   PARLEY_FUZZ_CHECK(page.status == 200 || page.status == 304 || page.status == 404 ||
                     page.status == 405);
   if (page.status == 200) PARLEY_FUZZ_CHECK(!page.body.empty() && !page.content_type.empty());
+  // 304 only for a request whose If-None-Match names the page's tag.
+  for (const SiteResponse* r : {&served, &page}) {
+    if (r->status == 304) PARLEY_FUZZ_CHECK(internal::etag_matches(if_none_match, r->etag));
+    if (r->status == 200 && !r->etag.empty()) {
+      PARLEY_FUZZ_CHECK(!internal::etag_matches(if_none_match, r->etag));
+    }
+  }
 
   if (auto r = internal::parse_range(range, resource_size); r && r->satisfiable) {
     PARLEY_FUZZ_CHECK(resource_size > 0 && r->first <= r->last && r->last < resource_size);
@@ -109,6 +117,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       PARLEY_FUZZ_CHECK(internal::etag_matches(tag, tag));
       PARLEY_FUZZ_CHECK(internal::etag_matches("W/" + tag, tag));
       PARLEY_FUZZ_CHECK(internal::etag_matches("\"x\", " + tag + " ,W/\"y\"", tag));
+      // A list that does not hold the tag does not match it.
+      PARLEY_FUZZ_CHECK(!internal::etag_matches("\"x\"" + tag + ", W/" + tag + "\"y\"", tag));
     }
   }
   PARLEY_FUZZ_CHECK(!internal::etag_matches(if_none_match, ""));

@@ -4,7 +4,6 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket.hpp>
-#include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <algorithm>
@@ -583,9 +582,10 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
   net::awaitable<void> bridge_session(http::request<http::empty_body> req) {
     const ServerOptions& opt = st_->options;
     phase_ = Phase::kBridge;
-    if (auto refusal = refused_upgrade(req, opt.server_header)) {
+    const UpgradeAnswer answer = answer_upgrade(req, opt.server_header);
+    if (!answer.accepted) {
       tls_->expires_after(opt.handshake_timeout);
-      co_await http::async_write(*tls_, *refusal, kUse);
+      co_await net::async_write(*tls_, net::buffer(answer.bytes), kUse);
       co_return;
     }
     // The upstream socket is a second descriptor: a second slot of max_connections, kept until
@@ -615,16 +615,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         if (wec || stopping_) co_return;
       }
     }
-    http::response<http::empty_body> res{http::status::switching_protocols, req.version()};
-    res.set(http::field::server, opt.server_header);
-    res.set(http::field::upgrade, "websocket");
-    res.set(http::field::connection, "Upgrade");
-    websocket::detail::sec_ws_accept_type accept;
-    websocket::detail::make_sec_ws_accept(accept, req[http::field::sec_websocket_key]);
-    res.set(http::field::sec_websocket_accept, std::string_view(accept.data(), accept.size()));
     tls_->expires_after(opt.handshake_timeout);
     {
-      auto [ec, n] = co_await http::async_write(*tls_, res, kUse);
+      auto [ec, n] = co_await net::async_write(*tls_, net::buffer(answer.bytes), kUse);
       if (ec || stopping_) {
         up->close();
         co_return;

@@ -278,6 +278,19 @@ SiteResponse StaticSite::builtin(std::string_view path, std::string_view if_none
   return error_page(404);
 }
 
+std::string StaticSite::regular_file_inside(const std::string& full, struct stat& st) const {
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(full, ec);
+  if (ec) return {};
+  std::string resolved = canonical.string();
+  if (resolved.size() <= site_dir_.size() + 1 ||
+      resolved.compare(0, site_dir_.size(), site_dir_) != 0 || resolved[site_dir_.size()] != '/') {
+    return {};  // outside the site (a symlink pointing elsewhere)
+  }
+  if (::stat(resolved.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  return resolved;
+}
+
 SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_none_match) const {
   std::string full = site_dir_ + std::string(path);
   std::error_code ec;
@@ -285,15 +298,9 @@ SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_non
     if (full.back() != '/') full.push_back('/');
     full += "index.html";
   }
-  auto canonical = std::filesystem::canonical(full, ec);
-  if (ec) return error_page(404);
-  const std::string resolved = canonical.string();
-  if (resolved.size() <= site_dir_.size() + 1 ||
-      resolved.compare(0, site_dir_.size(), site_dir_) != 0 || resolved[site_dir_.size()] != '/') {
-    return error_page(404);  // outside the site (a symlink pointing elsewhere)
-  }
   struct stat st {};
-  if (::stat(resolved.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return error_page(404);
+  const std::string resolved = regular_file_inside(full, st);
+  if (resolved.empty()) return error_page(404);
   SiteResponse r;
   r.etag = make_etag(static_cast<std::uint64_t>(st.st_mtime), static_cast<std::uint64_t>(st.st_size));
   r.last_modified = internal::http_date(static_cast<std::int64_t>(st.st_mtime));
@@ -313,10 +320,9 @@ SiteResponse StaticSite::error_page(unsigned status) const {
   r.content_type = "text/html; charset=utf-8";
   if (status == 404) {
     if (!site_dir_.empty()) {
-      std::string custom = site_dir_ + "/404.html";
       struct stat st {};
-      if (::stat(custom.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-        r.file_path = custom;
+      if (std::string custom = regular_file_inside(site_dir_ + "/404.html", st); !custom.empty()) {
+        r.file_path = std::move(custom);
         r.file_size = static_cast<std::uint64_t>(st.st_size);
         return r;
       }

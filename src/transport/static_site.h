@@ -7,6 +7,8 @@
 // "..", "." and backslash segments, NUL bytes and symlinks that point outside are refused with
 // the 404 page. Immutable after construction and thread-safe.
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -39,6 +41,9 @@ class StaticSite {
  private:
   SiteResponse builtin(std::string_view path, std::string_view if_none_match) const;
   SiteResponse from_dir(std::string_view path, std::string_view if_none_match) const;
+  // The canonical path of `full` when it is a regular file inside the site (also through
+  // symlinks), with its `st`; empty otherwise.
+  std::string regular_file_inside(const std::string& full, struct stat& st) const;
 
   std::string site_dir_;  // canonical, no trailing slash; empty: built-in
 };

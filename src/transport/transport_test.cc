@@ -574,6 +574,31 @@ std::string read_response(SSL* ssl) {
   return in;
 }
 
+// Reads responses until a final one (not "100 Continue") is whole; returns every byte read.
+std::string read_final_response(SSL* ssl) {
+  std::string in;
+  char buf[4096];
+  std::size_t at = 0;  // where the response being read starts
+  for (int i = 0; i < 1000; ++i) {
+    for (auto end = in.find("\r\n\r\n", at); end != std::string::npos;
+         end = in.find("\r\n\r\n", at)) {
+      const std::string header = lower(in.substr(at, end - at));
+      std::size_t length = 0;
+      const auto cl = header.find("\r\ncontent-length: ");
+      if (cl != std::string::npos) length = std::stoul(header.substr(cl + 18));
+      if (in.size() < end + 4 + length) break;
+      if (header.rfind("http/1.1 100 ", 0) != 0 && header.rfind("http/1.0 100 ", 0) != 0) {
+        return in;
+      }
+      at = end + 4 + length;
+    }
+    const int n = SSL_read(ssl, buf, sizeof buf);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  return in;
+}
+
 bool ssl_send(SSL* ssl, std::string_view bytes) {
   return SSL_write(ssl, bytes.data(), static_cast<int>(bytes.size())) ==
          static_cast<int>(bytes.size());
@@ -1890,30 +1915,44 @@ TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
   };
   const std::string key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
   const std::string version = "Sec-WebSocket-Version: 13\r\n";
+  const std::string expect = "Expect: 100-continue\r\n";
   const std::vector<std::string> requests = {
       with(key, "Sec-WebSocket-Key: " + std::string(32, 'A') + "\r\n"),
       with(key, ""),
       with(version, "Sec-WebSocket-Version: 12\r\n"),
       with(version, ""),
+      with(version, "Sec-WebSocket-Version: 12\r\n" + expect),
+  };
+  auto answer = [&](const std::string& request) {
+    test_support::TlsPeer peer;
+    EXPECT_EQ(peer.connect(server_->port()), "");
+    EXPECT_TRUE(ssl_send(peer.ssl(), request));
+    return read_final_response(peer.ssl());
   };
   auto answers = [&] {
     std::vector<std::string> out;
-    for (const std::string& request : requests) {
-      test_support::TlsPeer peer;
-      EXPECT_EQ(peer.connect(server_->port()), "");
-      EXPECT_TRUE(ssl_send(peer.ssl(), request));
-      out.push_back(read_response(peer.ssl()));
-    }
+    for (const std::string& request : requests) out.push_back(answer(request));
     return out;
   };
   start();
   const std::vector<std::string> websocket_server = answers();
-  ASSERT_EQ(websocket_server.size(), 4u);
+  ASSERT_EQ(websocket_server.size(), 5u);
   EXPECT_EQ(websocket_server[0].rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u)
       << websocket_server[0];
   EXPECT_NE(websocket_server[0].find("Sec-WebSocket-Key field is invalid"), std::string::npos)
       << websocket_server[0];
   EXPECT_EQ(websocket_server[2].rfind("HTTP/1.1 426 Upgrade Required\r\n", 0), 0u);
+  EXPECT_EQ(websocket_server[4].rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << websocket_server[4];
+  // And the answers that accept, which the bridge gives once its upstream is connected (up to
+  // the end of the 101's header: what follows is the WebSocket's).
+  auto accept_answer = [&](const std::string& request) {
+    const std::string r = answer(request);
+    const auto end = r.find("\r\n\r\n", r.find("HTTP/1.1 101 "));
+    return end == std::string::npos ? r : r.substr(0, end + 4);
+  };
+  const std::string accepted = accept_answer(good);
+  const std::string accepted_continued = accept_answer(with(version, version + expect));
+  EXPECT_EQ(accepted.rfind("HTTP/1.1 101 Switching Protocols\r\n", 0), 0u) << accepted;
 
   const int lfd = bridge_to_a_test_upstream();
   ASSERT_GE(lfd, 0);
@@ -1926,6 +1965,9 @@ TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
   test_support::TlsPeer client;
   EXPECT_EQ(upgrade_from(client, "127.0.0.4", server_->port(), {}),
             "HTTP/1.1 101 Switching Protocols");
+  EXPECT_EQ(accept_answer(good), accepted);
+  EXPECT_EQ(accept_answer(with(version, version + expect)), accepted_continued);
+  EXPECT_EQ(accepted_continued.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << accepted_continued;
   ::close(lfd);
 }
 
@@ -2012,6 +2054,18 @@ TEST_F(TransportTest, SiteDirWithoutTraversal) {
     EXPECT_EQ(r->status, 404u) << p;
     EXPECT_EQ(r->body.find("secret"), std::string::npos);
   }
+  // A custom 404 page is served from the site only: one that links out is not followed.
+  std::filesystem::create_symlink(dir_ / "secret.txt", site / "404.html");
+  auto linked = https.request("GET", "/missing");
+  ASSERT_TRUE(linked.has_value());
+  EXPECT_EQ(linked->status, 404u);
+  EXPECT_EQ(linked->body.find("secret"), std::string::npos) << linked->body;
+  std::filesystem::remove(site / "404.html");
+  std::ofstream(site / "404.html") << "our own 404";
+  auto own = https.request("GET", "/missing");
+  ASSERT_TRUE(own.has_value());
+  EXPECT_EQ(own->status, 404u);
+  EXPECT_EQ(own->body, "our own 404");
 }
 
 // With worker contexts (an IoPool's), connections are spread over them round-robin, and each

@@ -1,9 +1,13 @@
 #include "transport/internal/ws_upgrade.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/error.hpp>
 
+#include <sstream>
 #include <string_view>
 
 namespace parley::transport::internal {
@@ -11,16 +15,27 @@ namespace parley::transport::internal {
 namespace http = boost::beast::http;
 namespace websocket = boost::beast::websocket;
 
-std::optional<http::response<http::string_body>> refused_upgrade(
+namespace {
+
+template <typename Message>
+void append(std::string& out, const Message& m) {
+  std::ostringstream s;
+  s << m;
+  out += s.str();
+}
+
+// The final answer, as Beast's build_response makes it (its field order; the Server header is
+// the decorator's, set last), and whether it accepts.
+std::pair<http::response<http::string_body>, bool> final_answer(
     const http::request<http::empty_body>& req, const std::string& server_header) {
   using websocket::error;
-  auto refuse = [&](error e, http::status status) {  // Beast's fields, in its order
+  auto refuse = [&](error e, http::status status) {
     http::response<http::string_body> res{status, req.version()};
     if (status == http::status::upgrade_required) res.set(http::field::sec_websocket_version, "13");
     res.body() = boost::system::error_code(e).message();
     res.prepare_payload();
     res.set(http::field::server, server_header);
-    return res;
+    return std::pair{std::move(res), false};
   };
   auto bad = [&](error e) { return refuse(e, http::status::bad_request); };
   auto has_token = [&](http::field f, std::string_view token) {
@@ -44,7 +59,32 @@ std::optional<http::response<http::string_body>> refused_upgrade(
   if (version->value() != "13") {
     return refuse(error::bad_sec_version, http::status::upgrade_required);
   }
-  return std::nullopt;
+  http::response<http::string_body> res{http::status::switching_protocols, req.version()};
+  res.set(http::field::upgrade, "websocket");
+  res.set(http::field::connection, "upgrade");
+  websocket::detail::sec_ws_accept_type accept;
+  websocket::detail::make_sec_ws_accept(accept, key->value());
+  res.set(http::field::sec_websocket_accept, std::string_view(accept.data(), accept.size()));
+  res.set(http::field::server, server_header);
+  return std::pair{std::move(res), true};
+}
+
+}  // namespace
+
+UpgradeAnswer answer_upgrade(const http::request<http::empty_body>& req,
+                             const std::string& server_header) {
+  auto [res, accepted] = final_answer(req, server_header);
+  UpgradeAnswer answer;
+  answer.accepted = accepted;
+  auto expect = req.find(http::field::expect);
+  if (expect != req.end() && boost::beast::iequals(expect->value(), "100-continue")) {
+    // Beast 1.81's async_accept means to send Server and its payload fields here, but writes the
+    // interim response from a moved-from message: the status line alone is what goes out.
+    http::response<http::empty_body> interim{http::status::continue_, res.version()};
+    append(answer.bytes, interim);
+  }
+  append(answer.bytes, res);
+  return answer;
 }
 
 }  // namespace parley::transport::internal
