@@ -100,9 +100,15 @@ Status read_strings(const toml::node& n, const std::string& key, std::vector<std
   return Status::ok();
 }
 
-Status read_host_port(const toml::node& n, const std::string& key, HostPort& out) {
+// `optional`: "" switches the feature off (HostPort{"", 0}), as its default does.
+Status read_host_port(const toml::node& n, const std::string& key, HostPort& out,
+                      bool optional = false) {
   std::string s;
   PARLEY_TRY(read_string(n, key, s));
+  if (optional && s.empty()) {
+    out = HostPort{"", 0};
+    return Status::ok();
+  }
   auto hp = parse_host_port(s);
   if (!hp) return bad_key(key, "expected HOST:PORT");
   out = *hp;
@@ -112,7 +118,7 @@ Status read_host_port(const toml::node& n, const std::string& key, HostPort& out
 Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "server.data") return read_string(n, key, c.data_dir);
   if (key == "server.listen") return read_host_port(n, key, c.listen);
-  if (key == "server.admin") return read_host_port(n, key, c.admin);
+  if (key == "server.admin") return read_host_port(n, key, c.admin, true);
   if (key == "server.name") return read_string(n, key, c.server_name);
   if (key == "server.public_host") return read_string(n, key, c.public_host);
   if (key == "server.public_port") return read_uint(n, key, c.public_port);
@@ -187,10 +193,10 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "attachments.min_free_disk_mb") {
     return read_uint(n, key, c.attachment_min_free_disk_mb);  // bounded by validate_config()
   }
-  if (key == "bridge.to") return read_host_port(n, key, c.bridge_to);
+  if (key == "bridge.to") return read_host_port(n, key, c.bridge_to, true);
   if (key == "bridge.sni") return read_string(n, key, c.bridge_sni);
   if (key == "bridge.proxy_header") return read_bool(n, key, c.bridge_proxy_header);
-  if (key == "transport.obfs4") return read_host_port(n, key, c.obfs4);
+  if (key == "transport.obfs4") return read_host_port(n, key, c.obfs4, true);
   if (key == "transport.pt_binary") return read_string(n, key, c.pt_binary);
   return bad_key(key, "unknown key");
 }
@@ -203,6 +209,8 @@ Status load_config_text(std::string_view text, const std::string& source, Server
         ErrorCode::kInvalidArgument,
         "config " + source + ": larger than " + std::to_string(kMaxConfigFileBytes) + " bytes");
   }
+  // An editor's byte order mark is not part of the text.
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
   // toml++ 3.3.0 (Debian 12) reaches undefined behaviour on some non-ASCII characters where it
   // looks for whitespace (tomlplusplus issues 190 and 295): a file is ASCII, and a string that
   // needs other characters spells them as \uXXXX escapes.
@@ -233,14 +241,17 @@ Status load_config_text(std::string_view text, const std::string& source, Server
 Status load_config_file(const std::string& path, ServerConfig& config) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) {
+    const int err = errno;
     return make_error(ErrorCode::kInvalidArgument,
-                      "config " + path + ": cannot open (" + std::strerror(errno) + ")");
+                      "config " + path + ": cannot open (" + std::strerror(err) + ")");
   }
   // One byte more than allowed, so that a file too large is told from one exactly at the cap.
   std::string text(kMaxConfigFileBytes + 1, '\0');
   text.resize(std::fread(text.data(), 1, text.size(), f.get()));
   if (std::ferror(f.get())) {
-    return make_error(ErrorCode::kInvalidArgument, "config " + path + ": cannot read");
+    const int err = errno;
+    return make_error(ErrorCode::kInvalidArgument,
+                      "config " + path + ": cannot read (" + std::strerror(err) + ")");
   }
   return load_config_text(text, path, config);
 }

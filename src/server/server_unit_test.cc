@@ -128,11 +128,36 @@ TEST(Config, TomlFileAndUnknownKeys) {
       << s.message();
   ASSERT_TRUE(load_config_text("[server]\nname = \"caf\\u00e9.example\"\n", "t.toml", c).is_ok());
   EXPECT_EQ(c.server_name, "caf\xc3\xa9.example");
+  // An editor's byte order mark is skipped.
+  ASSERT_TRUE(load_config_text("\xef\xbb\xbf[server]\nname = \"x\"\n", "bom.toml", c).is_ok());
 
   std::filesystem::remove(path);
   s = load_config_file(path, c);
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_NE(s.message().find("cannot open"), std::string::npos) << s.message();
+}
+
+// The example configuration in docs/operations.md is one parleyd takes as it stands.
+TEST(Config, TheDocumentedExampleLoads) {
+  std::ifstream doc(std::string(PARLEY_DOCS_DIR) + "/operations.md");
+  ASSERT_TRUE(doc.good());
+  std::string line, example;
+  bool in = false;
+  while (std::getline(doc, line)) {
+    if (line == "```toml") {
+      in = true;
+    } else if (in && line == "```") {
+      break;
+    } else if (in) {
+      example += line + "\n";
+    }
+  }
+  ASSERT_NE(example.find("[limits]"), std::string::npos) << "no ```toml example found";
+  ServerConfig c;
+  Status s = load_config_text(example, "operations.md", c);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  s = validate_config(c);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
 }
 
 // Loads a config file (under the test's temporary directory) of one [section] holding `text`,

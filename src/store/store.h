@@ -136,7 +136,8 @@ struct SendOutcome {
   // against the devices it knew. Nothing is stored.
   enum class Kind { kStored, kDuplicate, kQueueFull, kDeviceChanged } kind = Kind::kStored;
   std::string limit;            // kQueueFull: "count" or "bytes"
-  std::uint32_t device_id = 0;  // kQueueFull, kDeviceChanged: the device whose queue is full
+  std::uint32_t device_id = 0;  // kQueueFull: the device whose queue is full; kDeviceChanged: the
+                                // first device found replaced or gone
   bool device_gone = false;     // kDeviceChanged: the device no longer exists
   std::vector<std::int64_t> seqs;  // kStored: the queue seq of each delivery, in batch order
   std::vector<Bytes> server_ids;   // kStored: the server id of each delivery, in batch order
