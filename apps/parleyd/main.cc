@@ -265,14 +265,34 @@ void exit_on_second_signal(boost::asio::signal_set& signals) {
   });
 }
 
+// parleyd's clock floor: the day it was built, or, when the system clock reads earlier than
+// that (it has not been set), the database's last write if later: what was stored before a
+// restart on such a machine is then not dated after what is stored since. (A clock that reads
+// past the build day is trusted: a database written under a clock set ahead must not drag the
+// floor into the future.) Read before the store opens the database.
+std::int64_t clock_floor_ms(const Clock& system, const std::string& data_dir) {
+  std::int64_t floor = static_cast<std::int64_t>(PARLEY_BUILD_DAY_S) * 1000;
+  if (system.now_ms() >= floor) return floor;
+  for (const char* name : {"parley.db", "parley.db-wal"}) {
+    std::error_code ec;
+    const auto written = fs::last_write_time(fs::path(data_dir) / name, ec);
+    if (ec) continue;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::file_clock::to_sys(written).time_since_epoch())
+                        .count();
+    floor = std::max<std::int64_t>(floor, ms);
+  }
+  return floor;
+}
+
 // The system clock reads earlier than the day this parleyd was built: it has not been set
-// (a machine without a battery-backed clock, before NTP). Times are taken from that day
-// meanwhile (FlooredClock).
+// (a machine without a battery-backed clock, before NTP). Times are taken from the floor
+// meanwhile, moving on with the time that passes (FlooredClock).
 void warn_if_clock_behind(const FlooredClock& clock) {
   if (!clock.behind()) return;
   spdlog::warn(
       "event=clock_behind system_ms={} floor_ms={} (the system clock is not set; "
-      "times are taken from the build day until it is)",
+      "times run on from the floor until it is)",
       SystemClock().now_ms(), clock.floor_ms());
 }
 
@@ -283,7 +303,7 @@ unsigned io_thread_count(std::uint32_t configured) {
 int run(server::ServerConfig cfg) {
   crypto::SystemRng rng;
   const SystemClock system_clock;
-  const FlooredClock clock(system_clock, static_cast<std::int64_t>(PARLEY_BUILD_DAY_S) * 1000);
+  const FlooredClock clock(system_clock, clock_floor_ms(system_clock, cfg.data_dir));
   if (cfg.server_name.empty()) cfg.server_name = cfg.listen.host;
   if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
 

@@ -1,6 +1,7 @@
 #pragma once
 // Clock: the injectable source of time. SystemClock reads the real clock; tests use ManualClock.
-// FlooredClock never reads earlier than a floor (parleyd's: the day it was built).
+// FlooredClock never reads earlier than a floor (parleyd's: the day it was built, or its
+// database's last write, whichever is later).
 // Thread-safety: SystemClock and FlooredClock (over a thread-safe clock) are thread-safe;
 // ManualClock is not.
 
@@ -25,16 +26,21 @@ class SystemClock final : public Clock {
   }
 };
 
-// A clock that reads `floor_ms` whenever `inner` reads earlier. A machine without a battery-backed
-// clock can boot at 1970 and serve before NTP sets it: what it stored meanwhile would carry
-// times decades old, and be expired as such once the clock is set. With a floor that is surely
-// in the past (a build date), those times are merely early by the time the clock was wrong.
+// A clock that never reads earlier than a floor. A machine without a battery-backed clock can
+// boot at 1970 and serve before NTP sets it: what it stored meanwhile would carry times decades
+// old, and be expired as such once the clock is set. While `inner` reads earlier than the floor,
+// this clock reads the floor plus the time elapsed since it was made (a steady clock's), so it
+// still moves forward: rate limits refill, timeouts run, stored times stay in order.
 class FlooredClock final : public Clock {
  public:
-  FlooredClock(const Clock& inner, std::int64_t floor_ms) : inner_(inner), floor_ms_(floor_ms) {}
+  FlooredClock(const Clock& inner, std::int64_t floor_ms)
+      : inner_(inner), floor_ms_(floor_ms), start_(std::chrono::steady_clock::now()) {}
   std::int64_t now_ms() const override {
     const std::int64_t now = inner_.now_ms();
-    return now < floor_ms_ ? floor_ms_ : now;
+    if (now >= floor_ms_) return now;
+    return floor_ms_ + std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - start_)
+                           .count();
   }
   // Whether `inner` reads earlier than the floor (the floor is being used).
   bool behind() const { return inner_.now_ms() < floor_ms_; }
@@ -43,6 +49,7 @@ class FlooredClock final : public Clock {
  private:
   const Clock& inner_;
   const std::int64_t floor_ms_;
+  const std::chrono::steady_clock::time_point start_;
 };
 
 class ManualClock final : public Clock {
