@@ -118,7 +118,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       PARLEY_FUZZ_CHECK(internal::etag_matches("W/" + tag, tag));
       PARLEY_FUZZ_CHECK(internal::etag_matches("\"x\", " + tag + " ,W/\"y\"", tag));
       // A list that does not hold the tag does not match it.
-      PARLEY_FUZZ_CHECK(!internal::etag_matches("\"x\"" + tag + ", W/" + tag + "\"y\"", tag));
+      if (tag != "\"x\"" && tag != "\"y\"") {
+        PARLEY_FUZZ_CHECK(!internal::etag_matches("\"x\", W/\"y\" ,\"y\"", tag));
+      }
     }
   }
   PARLEY_FUZZ_CHECK(!internal::etag_matches(if_none_match, ""));

@@ -576,6 +576,19 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     co_return std::nullopt;
   }
 
+  // A bridge's answer to the upgrade, as parleyd's WebSocket server sends it: the interim
+  // answer (if any) in a TLS record of its own, then the final one. (On worker contexts, as
+  // parleyd runs, the server's corked stream flushes the interim answer before Beast writes the
+  // final one; the TLS socket makes a record of each write.)
+  net::awaitable<error_code> write_upgrade_answer(const UpgradeAnswer& answer) {
+    for (const std::string* part : {&answer.interim, &answer.response}) {
+      if (part->empty()) continue;
+      auto [ec, n] = co_await net::async_write(*tls_, net::buffer(*part), kUse);
+      if (ec) co_return ec;
+    }
+    co_return error_code{};
+  }
+
   // Bridge mode: connect to the bridged address, answer 101 like a WebSocket server, then
   // splice bytes both ways until either side ends or idles out. On a failed connect the client
   // sees the connection close (nothing tells a prober more than a dropped upgrade would).
@@ -585,7 +598,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     const UpgradeAnswer answer = answer_upgrade(req, opt.server_header);
     if (!answer.accepted) {
       tls_->expires_after(opt.handshake_timeout);
-      co_await net::async_write(*tls_, net::buffer(answer.bytes), kUse);
+      co_await write_upgrade_answer(answer);
       co_return;
     }
     // The upstream socket is a second descriptor: a second slot of max_connections, kept until
@@ -617,7 +630,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     }
     tls_->expires_after(opt.handshake_timeout);
     {
-      auto [ec, n] = co_await net::async_write(*tls_, net::buffer(answer.bytes), kUse);
+      const error_code ec = co_await write_upgrade_answer(answer);
       if (ec || stopping_) {
         up->close();
         co_return;

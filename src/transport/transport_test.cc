@@ -574,8 +574,9 @@ std::string read_response(SSL* ssl) {
   return in;
 }
 
-// Reads responses until a final one (not "100 Continue") is whole; returns every byte read.
-std::string read_final_response(SSL* ssl) {
+// Reads responses until a final one (not "100 Continue") is whole; returns every byte read,
+// and the size of each TLS record it came in (one SSL_read returns at most one) to `records`.
+std::string read_final_response(SSL* ssl, std::vector<std::size_t>* records = nullptr) {
   std::string in;
   char buf[4096];
   std::size_t at = 0;  // where the response being read starts
@@ -595,6 +596,7 @@ std::string read_final_response(SSL* ssl) {
     const int n = SSL_read(ssl, buf, sizeof buf);
     if (n <= 0) break;
     in.append(buf, static_cast<std::size_t>(n));
+    if (records != nullptr) records->push_back(static_cast<std::size_t>(n));
   }
   return in;
 }
@@ -1907,6 +1909,11 @@ TEST_F(TransportTest, ABridgeWithoutItsOwnHeaderPassesOnNoClientsHeader) {
 // with the same bytes (a key over 24 characters reached an assertion in Beast's key encoder,
 // which aborts a debug build), and opens no upstream connection for them.
 TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
+  // On a worker context, as parleyd runs its connections (where they flush affects how the
+  // answers are cut into TLS records).
+  auto guard = boost::asio::make_work_guard(worker_);
+  std::thread worker([&] { worker_.run(); });
+  options_.workers = {&worker_};
   const std::string good = ws_upgrade_request();
   auto with = [&](const std::string& from, const std::string& to) {
     std::string r = good;
@@ -1923,11 +1930,15 @@ TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
       with(version, ""),
       with(version, "Sec-WebSocket-Version: 12\r\n" + expect),
   };
+  // The answer, and the sizes of the TLS records it came in (a prober sees those too).
   auto answer = [&](const std::string& request) {
     test_support::TlsPeer peer;
     EXPECT_EQ(peer.connect(server_->port()), "");
     EXPECT_TRUE(ssl_send(peer.ssl(), request));
-    return read_final_response(peer.ssl());
+    std::vector<std::size_t> records;
+    std::string r = read_final_response(peer.ssl(), &records);
+    for (std::size_t n : records) r += "|record " + std::to_string(n);
+    return r;
   };
   auto answers = [&] {
     std::vector<std::string> out;
@@ -1948,7 +1959,7 @@ TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
   auto accept_answer = [&](const std::string& request) {
     const std::string r = answer(request);
     const auto end = r.find("\r\n\r\n", r.find("HTTP/1.1 101 "));
-    return end == std::string::npos ? r : r.substr(0, end + 4);
+    return end == std::string::npos ? r : r.substr(0, end + 4) + r.substr(r.find("|record "));
   };
   const std::string accepted = accept_answer(good);
   const std::string accepted_continued = accept_answer(with(version, version + expect));
@@ -1969,6 +1980,12 @@ TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
   EXPECT_EQ(accept_answer(with(version, version + expect)), accepted_continued);
   EXPECT_EQ(accepted_continued.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << accepted_continued;
   ::close(lfd);
+  server_->stop_accepting();
+  server_->close_all("test over");
+  EXPECT_TRUE(wait_for([&] { return server_->connection_count() == 0; }, 10000ms));
+  server_.reset();
+  guard.reset();
+  worker.join();
 }
 
 // Bridge mode: a bridged connection holds two descriptors (the client's and its upstream's)

@@ -79,11 +79,13 @@ UpgradeAnswer answer_upgrade(const http::request<http::empty_body>& req,
   auto expect = req.find(http::field::expect);
   if (expect != req.end() && boost::beast::iequals(expect->value(), "100-continue")) {
     // Beast 1.81's async_accept means to send Server and its payload fields here, but writes the
-    // interim response from a moved-from message: the status line alone is what goes out.
+    // interim response from a moved-from message: the status line alone is what goes out
+    // (TransportTest.ABridgeRefusesTheUpgradesTheWebSocketServerRefuses and fuzz_ws_upgrade
+    // compare with the Beast this is built with).
     http::response<http::empty_body> interim{http::status::continue_, res.version()};
-    append(answer.bytes, interim);
+    append(answer.interim, interim);
   }
-  append(answer.bytes, res);
+  append(answer.response, res);
   return answer;
 }
 

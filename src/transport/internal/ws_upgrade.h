@@ -12,9 +12,11 @@
 namespace parley::transport::internal {
 
 struct UpgradeAnswer {
-  // What Beast writes: an interim "100 Continue" when the request expects one, then the
-  // refusal (400; 426 for another WebSocket version) or the 101.
-  std::string bytes;
+  // What Beast writes: the interim "100 Continue" when the request expects one (else empty),
+  // then the refusal (400; 426 for another WebSocket version) or the 101. parleyd's WebSocket
+  // server sends them in a TLS record each, and so must a bridge.
+  std::string interim;
+  std::string response;
   bool accepted = false;
 };
 
