@@ -110,7 +110,10 @@ Status read_host_port(const toml::node& n, const std::string& key, HostPort& out
     return Status::ok();
   }
   auto hp = parse_host_port(s);
-  if (!hp) return bad_key(key, "expected HOST:PORT");
+  // An optional address that is given names a host ("[]:443" would silently switch it off),
+  // as the command line's --bridge-to and --obfs4 require.
+  if (!hp || (optional && hp->host.empty())) return bad_key(key, "expected HOST:PORT");
+  if (key == "bridge.to" && hp->port == 0) return bad_key(key, "expected HOST:PORT, PORT above 0");
   out = *hp;
   return Status::ok();
 }

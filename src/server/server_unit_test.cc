@@ -10,6 +10,7 @@
 #include <future>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -60,6 +61,21 @@ TEST(RateLimiter, BurstThenRefill) {
   EXPECT_TRUE(rl.allow("b"));
   EXPECT_TRUE(rl.allow("c"));  // evicts the least recent ("a"), bounded memory
   EXPECT_TRUE(rl.allow("a"));  // a fresh bucket
+}
+
+// parleyd's clock while the system clock has not been set (FlooredClock): buckets still
+// refill. (A clock that stood at its floor refused everyone for good once the bursts were spent.)
+TEST(RateLimiter, RefillsOverAClockBehindItsFloor) {
+  ManualClock system(0);
+  const FlooredClock clock(system, 1'780'000'000'000);
+  RateLimiter rl(clock, 100, 1);  // a token every 10 ms
+  EXPECT_TRUE(rl.allow("a"));
+  bool again = false;
+  for (int i = 0; i < 100 && !again; ++i) {  // at most 1 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    again = rl.allow("a");
+  }
+  EXPECT_TRUE(again);
 }
 
 // An IPv6 client is limited by its /64 (transport::client_block(), tested with the transport):
@@ -128,6 +144,13 @@ TEST(Config, TomlFileAndUnknownKeys) {
       << s.message();
   ASSERT_TRUE(load_config_text("[server]\nname = \"caf\\u00e9.example\"\n", "t.toml", c).is_ok());
   EXPECT_EQ(c.server_name, "caf\xc3\xa9.example");
+  // An empty address switches the listener or bridge off; one that names no host is refused.
+  ASSERT_TRUE(load_config_text("[bridge]\nto = \"\"\n", "t.toml", c).is_ok());
+  EXPECT_TRUE(c.bridge_to.host.empty());
+  for (const char* text : {"[bridge]\nto = \"[]:443\"\n", "[bridge]\nto = \"h:0\"\n",
+                           "[transport]\nobfs4 = \"[]:1\"\n", "[server]\nadmin = \"[]:1\"\n"}) {
+    EXPECT_EQ(load_config_text(text, "t.toml", c).code(), ErrorCode::kInvalidArgument) << text;
+  }
   // An editor's byte order mark is skipped.
   ASSERT_TRUE(load_config_text("\xef\xbb\xbf[server]\nname = \"x\"\n", "bom.toml", c).is_ok());
 
