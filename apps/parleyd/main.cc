@@ -659,8 +659,8 @@ int main(int argc, char** argv) {
   for (auto [flag, text, target] : {std::tuple{"--bridge-to", &bridge_to, &cfg.bridge_to},
                                     std::tuple{"--obfs4", &obfs4, &cfg.obfs4}}) {
     if (text->empty()) continue;
-    auto hp = server::parse_host_port(*text);
-    if (!hp || hp->host.empty() || (hp->port == 0 && target == &cfg.bridge_to)) {
+    auto hp = server::parse_optional_host_port(*text, target == &cfg.bridge_to);
+    if (!hp) {
       std::fprintf(stderr, "parleyd: %s: expected HOST:PORT\n", flag);
       return 2;
     }

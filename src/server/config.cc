@@ -31,6 +31,17 @@ Result<HostPort> parse_host_port(std::string_view text) {
   return HostPort{std::string(host), static_cast<std::uint16_t>(port)};
 }
 
+Result<HostPort> parse_optional_host_port(std::string_view text, bool port_required) {
+  if (text.empty()) return HostPort{"", 0};
+  auto hp = parse_host_port(text);
+  if (!hp) return hp;
+  if (hp->host.empty()) return make_error(ErrorCode::kInvalidArgument, "expected HOST:PORT");
+  if (port_required && hp->port == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "expected HOST:PORT, PORT above 0");
+  }
+  return hp;
+}
+
 std::string_view policy_name(RegistrationPolicy p) {
   switch (p) {
     case RegistrationPolicy::kOpen: return "open";
@@ -100,20 +111,22 @@ Status read_strings(const toml::node& n, const std::string& key, std::vector<std
   return Status::ok();
 }
 
-// `optional`: "" switches the feature off (HostPort{"", 0}), as its default does.
-Status read_host_port(const toml::node& n, const std::string& key, HostPort& out,
-                      bool optional = false) {
+Status read_host_port(const toml::node& n, const std::string& key, HostPort& out) {
   std::string s;
   PARLEY_TRY(read_string(n, key, s));
-  if (optional && s.empty()) {
-    out = HostPort{"", 0};
-    return Status::ok();
-  }
   auto hp = parse_host_port(s);
-  // An optional address that is given names a host ("[]:443" would silently switch it off),
-  // as the command line's --bridge-to and --obfs4 require.
-  if (!hp || (optional && hp->host.empty())) return bad_key(key, "expected HOST:PORT");
-  if (key == "bridge.to" && hp->port == 0) return bad_key(key, "expected HOST:PORT, PORT above 0");
+  if (!hp) return bad_key(key, "expected HOST:PORT");
+  out = *hp;
+  return Status::ok();
+}
+
+// parse_optional_host_port's rules.
+Status read_optional_host_port(const toml::node& n, const std::string& key, HostPort& out,
+                               bool port_required) {
+  std::string s;
+  PARLEY_TRY(read_string(n, key, s));
+  auto hp = parse_optional_host_port(s, port_required);
+  if (!hp) return bad_key(key, hp.error().message());
   out = *hp;
   return Status::ok();
 }
@@ -121,7 +134,7 @@ Status read_host_port(const toml::node& n, const std::string& key, HostPort& out
 Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "server.data") return read_string(n, key, c.data_dir);
   if (key == "server.listen") return read_host_port(n, key, c.listen);
-  if (key == "server.admin") return read_host_port(n, key, c.admin, true);
+  if (key == "server.admin") return read_optional_host_port(n, key, c.admin, false);
   if (key == "server.name") return read_string(n, key, c.server_name);
   if (key == "server.public_host") return read_string(n, key, c.public_host);
   if (key == "server.public_port") return read_uint(n, key, c.public_port);
@@ -196,10 +209,10 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "attachments.min_free_disk_mb") {
     return read_uint(n, key, c.attachment_min_free_disk_mb);  // bounded by validate_config()
   }
-  if (key == "bridge.to") return read_host_port(n, key, c.bridge_to, true);
+  if (key == "bridge.to") return read_optional_host_port(n, key, c.bridge_to, true);
   if (key == "bridge.sni") return read_string(n, key, c.bridge_sni);
   if (key == "bridge.proxy_header") return read_bool(n, key, c.bridge_proxy_header);
-  if (key == "transport.obfs4") return read_host_port(n, key, c.obfs4, true);
+  if (key == "transport.obfs4") return read_optional_host_port(n, key, c.obfs4, false);
   if (key == "transport.pt_binary") return read_string(n, key, c.pt_binary);
   return bad_key(key, "unknown key");
 }

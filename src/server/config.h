@@ -43,6 +43,10 @@ struct HostPort {
 };
 // "host:port" or "[v6]:port"; kInvalidArgument otherwise.
 Result<HostPort> parse_host_port(std::string_view text);
+// An address that may be left out (the admin listener, a bridge's upstream, obfs4): "" is off
+// (HostPort{"", 0}); anything else must name a host ("[]:443" would silently switch it off) and,
+// with `port_required`, a port above 0. The config file and the command line both use it.
+Result<HostPort> parse_optional_host_port(std::string_view text, bool port_required);
 
 struct ServerConfig {
   // [server]
