@@ -46,14 +46,6 @@ Result<bool> dedup_row_matches(Tx& tx, std::int64_t row, const SendBatch& batch)
   return s.step();
 }
 
-Result<bool> device_exists(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
-  PARLEY_ASSIGN_OR_RETURN(
-      Stmt s, tx.db.prepare("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2",
-                            "look up device"));
-  s.bind(1, account_id).bind(2, device_id);
-  return s.step();
-}
-
 // The device's registration id, or nullopt when the account has no such device.
 Result<std::optional<std::uint32_t>> device_registration(Tx& tx, std::int64_t account_id,
                                                          std::uint32_t device_id) {
@@ -334,8 +326,9 @@ Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint3
 }
 
 Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {
-  PARLEY_ASSIGN_OR_RETURN(bool exists, device_exists(tx, account_id, device_id));
-  if (!exists) return not_found("store: no such device");
+  PARLEY_ASSIGN_OR_RETURN(std::optional<std::uint32_t> device,
+                          device_registration(tx, account_id, device_id));
+  if (!device) return not_found("store: no such device");
   return count_pre_keys(tx, account_id, device_id);
 }
 

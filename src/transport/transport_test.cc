@@ -555,28 +555,9 @@ std::string ws_upgrade_request() {
 
 // One response read by a raw TLS peer: its header and a Content-Length body (none without the
 // field). What came until the server closed, or the peer's receive timeout passed, otherwise.
-std::string read_response(SSL* ssl) {
-  std::string in;
-  char buf[4096];
-  for (int i = 0; i < 1000; ++i) {
-    const auto end = in.find("\r\n\r\n");
-    if (end != std::string::npos) {
-      std::size_t length = 0;
-      const std::string header = lower(in.substr(0, end));
-      const auto at = header.find("\r\ncontent-length: ");
-      if (at != std::string::npos) length = std::stoul(header.substr(at + 18));
-      if (in.size() >= end + 4 + length) return in;
-    }
-    const int n = SSL_read(ssl, buf, sizeof buf);
-    if (n <= 0) break;
-    in.append(buf, static_cast<std::size_t>(n));
-  }
-  return in;
-}
-
 // Reads responses until a final one (not "100 Continue") is whole; returns every byte read,
 // and the size of each TLS record it came in (one SSL_read returns at most one) to `records`.
-std::string read_final_response(SSL* ssl, std::vector<std::size_t>* records = nullptr) {
+std::string read_response(SSL* ssl, std::vector<std::size_t>* records = nullptr) {
   std::string in;
   char buf[4096];
   std::size_t at = 0;  // where the response being read starts
@@ -1936,7 +1917,7 @@ TEST_F(TransportTest, ABridgeRefusesTheUpgradesTheWebSocketServerRefuses) {
     EXPECT_EQ(peer.connect(server_->port()), "");
     EXPECT_TRUE(ssl_send(peer.ssl(), request));
     std::vector<std::size_t> records;
-    std::string r = read_final_response(peer.ssl(), &records);
+    std::string r = read_response(peer.ssl(), &records);
     for (std::size_t n : records) r += "|record " + std::to_string(n);
     return r;
   };
