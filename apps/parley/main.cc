@@ -22,6 +22,7 @@
 #include "apps/parley/json_output.h"
 #include "apps/parley/terminal_text.h"
 #include "client/client.h"
+#include "wire/frame.h"
 
 namespace {
 
@@ -463,6 +464,9 @@ static int run_command(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  // A peer's or server's frame with a string that is not UTF-8 must not print libprotobuf's
+  // complaint into the terminal or the JSON output (it goes to spdlog, at debug level: nowhere).
+  parley::wire::route_protobuf_logs();
   const int rc = run_command(argc, argv);
   // The profile is closed by now. Threads of abandoned race losers may still be inside a TLS
   // handshake: exit without running static destructors (OpenSSL's cleanup) under them.

@@ -42,6 +42,7 @@
 #include "transport/io_pool.h"
 #include "transport/pt.h"
 #include "transport/server.h"
+#include "wire/frame.h"
 #include "wire/invite.h"
 
 namespace fs = std::filesystem;
@@ -564,6 +565,7 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("parleyd");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  wire::route_protobuf_logs();  // a client's non-UTF-8 string: a debug line, not a raw one
 
   CLI::App app{"parleyd: the parley server (stores and forwards ciphertext only)"};
   app.set_version_flag("--version", kVersion);

@@ -1,9 +1,20 @@
 #include "wire/frame.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/wire_format_lite.h>
+#include <spdlog/spdlog.h>
 
 namespace parley::wire {
+
+void route_protobuf_logs() {
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+        const auto at = level == google::protobuf::LOGLEVEL_FATAL ? spdlog::level::critical
+                                                                  : spdlog::level::debug;
+        spdlog::log(at, "event=protobuf_log at={}:{} message=\"{}\"", file, line, message);
+      });
+}
 
 Result<Frame> decode_frame(std::string_view bytes) {
   if (bytes.size() > kMaxFrameSize) return make_error(ErrorCode::kTooLarge, "frame too large");

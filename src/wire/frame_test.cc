@@ -1,8 +1,11 @@
 #include "wire/frame.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <set>
+#include <sstream>
 
 namespace parley::wire {
 namespace {
@@ -48,6 +51,30 @@ TEST(Frame, RefusesGarbageAndOversize) {
   EXPECT_EQ(decode_frame("\xff\xff\xff").status().code(), ErrorCode::kMalformed);
   std::string big(kMaxFrameSize + 1, 'a');
   EXPECT_EQ(decode_frame(big).status().code(), ErrorCode::kTooLarge);
+}
+
+// A string field that is not UTF-8 is refused. libprotobuf complains about it on stderr, once
+// per frame a peer sends; after route_protobuf_logs() the complaint goes to spdlog instead.
+TEST(Frame, NonUtf8StringIsRefusedAndItsComplaintRouted) {
+  // Frame{request{login{name: "\xff"}}}, by hand: protobuf will not serialize it.
+  const std::string bad("\x0a\x05\x5a\x03\x0a\x01\xff", 7);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(decode_frame(bad).status().code(), ErrorCode::kMalformed);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("UTF-8"), std::string::npos);
+
+  std::ostringstream out;
+  auto logger = std::make_shared<spdlog::logger>(
+      "frame_test", std::make_shared<spdlog::sinks::ostream_sink_st>(out));
+  logger->set_level(spdlog::level::debug);
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+  route_protobuf_logs();
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(decode_frame(bad).status().code(), ErrorCode::kMalformed);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  spdlog::set_default_logger(previous);
+  EXPECT_NE(out.str().find("event=protobuf_log"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("UTF-8"), std::string::npos) << out.str();
 }
 
 TEST(Frame, AuthTranscriptIsUnambiguous) {
