@@ -9,9 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "crypto/primitives.h"
 #include "fuzz_support.h"
 #include "protocol/keys.h"
 #include "protocol/sender_keys.h"
+#include "session_input.h"
 
 namespace parley::fuzz {
 namespace {
@@ -285,6 +287,217 @@ void fingerprint_seeds(CorpusWriter& out) {
   out.write(t, "other_version", other_version);
 }
 
+// fuzz_session scripts (session_input.h): what a client does, from registration to acks, with
+// two connections where it matters. Signatures and acknowledged ids are left for the harness
+// to fill in.
+namespace session_seeds_detail {
+
+wire::Frame request(std::uint64_t id) {
+  wire::Frame f;
+  f.mutable_request()->set_id(id);
+  return f;
+}
+
+void fill_keys(wire::SignedPreKey* spk, std::uint32_t id) {
+  spk->set_id(id);
+  spk->set_public_key(std::string(1, '\x05') + std::string(32, static_cast<char>(id)));
+  spk->set_signature(std::string(64, 's'));
+}
+
+wire::Frame register_frame(std::uint64_t id, const std::string& name, std::uint32_t registration,
+                           const std::string& invite = "", const std::string& recovery_hash = "",
+                           const std::string& recovery_code = "") {
+  wire::Frame f = request(id);
+  auto* r = f.mutable_request()->mutable_register_();
+  r->set_name(name);
+  r->set_identity_key(std::string(1, '\x05') + std::string(32, 'i'));
+  r->set_registration_id(registration);
+  fill_keys(r->mutable_signed_pre_key(), 1);
+  for (std::uint32_t k = 1; k <= 3; ++k) {
+    auto* pk = r->add_pre_keys();
+    pk->set_id(k);
+    pk->set_public_key(std::string(1, '\x05') + std::string(32, static_cast<char>('a' + k)));
+  }
+  r->set_invite_token(invite);
+  r->set_recovery_hash(recovery_hash);
+  r->set_recovery_code(recovery_code);
+  return f;
+}
+
+wire::Frame login_frame(std::uint64_t id, const std::string& name, bool batches) {
+  wire::Frame f = request(id);
+  auto* l = f.mutable_request()->mutable_login();
+  l->set_name(name);
+  l->set_device_id(1);
+  l->set_accept_batches(batches);
+  return f;
+}
+
+void fill_send(wire::SendRequest* s, const std::string& to, std::uint32_t registration,
+               char message_id, const std::string& content) {
+  s->set_destination(to);
+  s->set_client_message_id(std::string(16, message_id));
+  auto* m = s->add_messages();
+  m->set_device_id(1);
+  m->set_registration_id(registration);
+  m->set_type(1);
+  m->set_content(content);
+}
+
+wire::Frame send_frame(std::uint64_t id, const std::string& to, std::uint32_t registration,
+                       char message_id, const std::string& content) {
+  wire::Frame f = request(id);
+  fill_send(f.mutable_request()->mutable_send(), to, registration, message_id, content);
+  return f;
+}
+
+wire::Frame ping_frame(std::uint64_t id) {
+  wire::Frame f = request(id);
+  f.mutable_request()->mutable_ping();
+  return f;
+}
+
+// An acknowledgement of the `k`-th pushed envelope (the harness fills in its id).
+wire::Frame ack_frame(std::uint64_t id, std::uint8_t k, bool one_way) {
+  wire::Frame f;
+  wire::AckRequest* a = one_way ? f.mutable_ack() : f.mutable_request()->mutable_ack();
+  if (!one_way) f.mutable_request()->set_id(id);
+  a->add_server_ids(std::string(1, static_cast<char>(k)));
+  return f;
+}
+
+}  // namespace session_seeds_detail
+
+void session_seeds(CorpusWriter& out) {
+  using namespace session_seeds_detail;
+  const std::string t = "fuzz_session";
+  {  // Every request: alice sends to bob, who acknowledges; keys, bundles, devices, a slot.
+    SessionInput in(kSessionOpen);
+    in.message(0, register_frame(1, "Alice", 7));
+    in.message(1, register_frame(1, "bob", 9));
+    in.settle();
+    in.message(0, send_frame(2, "bob", 9, 'a', "first ciphertext"));
+    in.message(0, send_frame(3, "bob", 9, 'a', "first ciphertext"));  // a resend
+    in.settle();
+    in.message(1, ack_frame(2, 0, false));
+    wire::Frame keys = request(5);
+    auto* up = keys.mutable_request()->mutable_upload_keys();
+    fill_keys(up->mutable_signed_pre_key(), 2);
+    auto* pk = up->add_pre_keys();
+    pk->set_id(9);
+    pk->set_public_key(std::string(1, '\x05') + std::string(32, 'z'));
+    in.message(0, keys);
+    wire::Frame count = request(6);
+    count.mutable_request()->mutable_key_count();
+    in.message(0, count);
+    wire::Frame bundles = request(7);
+    bundles.mutable_request()->mutable_fetch_bundles()->set_name("bob");
+    in.message(0, bundles);
+    wire::Frame devices = request(8);
+    devices.mutable_request()->mutable_devices()->set_name("alice");
+    in.message(1, devices);
+    wire::Frame slot = request(9);
+    slot.mutable_request()->mutable_attachment_slot()->set_size(1000);
+    in.message(0, slot);
+    wire::Frame ping = request(10);
+    ping.mutable_request()->mutable_ping();
+    in.message(0, ping);
+    in.settle();
+    out.write(t, "every_request", in.bytes());
+  }
+  {  // Two accounts: sends both ways, a multi-send, a reconnect that drains the queue.
+    SessionInput in(kSessionOpen);
+    in.message(0, register_frame(1, "alice", 7));
+    in.message(1, register_frame(1, "bob", 9));
+    in.settle();
+    in.message(0, send_frame(2, "bob", 9, 'b', "to bob"));
+    in.settle();
+    in.message(1, ack_frame(0, 0, true));
+    wire::Frame multi = request(3);
+    fill_send(multi.mutable_request()->mutable_multi_send()->add_sends(), "bob", 9, 'c', "multi 1");
+    fill_send(multi.mutable_request()->mutable_multi_send()->add_sends(), "nobody", 1, 'c', "x");
+    in.message(0, multi);
+    in.message(1, send_frame(2, "alice", 7, 'c', "to alice"));
+    in.settle();
+    in.close(1);
+    in.message(0, send_frame(4, "bob", 9, 'd', "while bob is away"));
+    in.message(0, send_frame(5, "bob", 8, 'e', "a stale registration id"));
+    in.settle();
+    in.message(1, login_frame(1, "bob", true));
+    in.settle();
+    in.message(1, ack_frame(2, 0, false));
+    in.message(1, ack_frame(0, 1, true));
+    in.message(0, login_frame(6, "alice", false));  // already logged in
+    in.settle();
+    out.write(t, "two_clients", in.bytes());
+  }
+  {  // A second login of the same device replaces the first; a recovery replaces the device
+     // while a send to it is under way.
+    SessionInput in(kSessionOpen);
+    const auto hash = crypto::sha256(as_bytes(std::string_view("recovery code 0123456789")));
+    in.message(0, register_frame(1, "carol", 5, "", std::string(as_chars(hash))));
+    in.message(1, register_frame(1, "dan", 3));
+    in.settle();
+    in.close(1);
+    in.message(1, login_frame(1, "carol", false));
+    in.settle();
+    in.close(1);
+    in.message(1, login_frame(1, "dan", false));
+    in.message(0, ping_frame(2));  // a new connection, not logged in
+    in.settle();
+    in.message(0, register_frame(3, "carol", 6, "", "", "recovery code 0123456789"));
+    in.message(1, send_frame(2, "carol", 5, 'b', "raced with the recovery"));
+    in.settle();
+    in.message(1, send_frame(3, "carol", 6, 'c', "after the recovery"));
+    in.settle();
+    out.write(t, "replace_and_recover", in.bytes());
+  }
+  {  // Invitations: a wrong one, the right one, the right one used again.
+    SessionInput in(kSessionInviteOnly);
+    in.message(0, register_frame(1, "dave", 3, "not the invitation"));
+    in.settle();
+    in.message(0, register_frame(2, "dave", 3, std::string(kSessionInvite)));
+    in.settle();
+    in.advance(3600);
+    in.message(1, register_frame(1, "erin", 4, std::string(kSessionInvite)));
+    in.message(1, register_frame(2, "erin", 4));
+    in.settle();
+    out.write(t, "invites", in.bytes());
+  }
+  {  // A queue of 4 fills; two requests in flight at most.
+    SessionInput in(kSessionOpen | kSessionSmallQueues | kSessionFewInflight);
+    in.message(0, register_frame(1, "alice", 7));
+    in.message(1, register_frame(1, "bob", 9));
+    in.settle();
+    in.close(1);
+    for (char i = 0; i < 6; ++i) {
+      in.message(0, send_frame(2 + static_cast<std::uint64_t>(i), "bob", 9,
+                               static_cast<char>('a' + i), std::string(10, i)));
+      if (i % 2 == 1) in.settle();
+    }
+    in.message(1, login_frame(1, "bob", false));
+    in.settle();
+    out.write(t, "limits", in.bytes());
+  }
+  {  // Frames the server must refuse: garbage, a push, a request before login, a rate limit.
+    SessionInput in(kSessionPow | kSessionSmallBurst);
+    wire::Frame count = request(1);
+    count.mutable_request()->mutable_key_count();
+    in.message(0, count);
+    in.message(0, ack_frame(0, 0, true));  // before login: closes
+    in.raw(1, std::string("\x0a\xff\xff\xff\xff\x0f", 6));
+    in.settle();
+    for (std::uint64_t id = 1; id <= 10; ++id) {
+      wire::Frame ping = request(id);
+      ping.mutable_request()->mutable_ping();
+      in.message(0, ping);
+    }
+    in.message(0, register_frame(11, "frank", 2));  // no proof of work
+    in.settle();
+    out.write(t, "refusals", in.bytes());
+  }
+}
+
 }  // namespace
 }  // namespace parley::fuzz
 
@@ -300,5 +513,6 @@ int main(int argc, char** argv) {
   parley::fuzz::bundle_seeds(out);
   parley::fuzz::interaction_seeds(out);
   parley::fuzz::fingerprint_seeds(out);
+  parley::fuzz::session_seeds(out);
   return 0;
 }
