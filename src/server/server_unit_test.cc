@@ -417,6 +417,43 @@ TEST(DiskSpace, ReserveAfterTheNewAttachment) {
   EXPECT_TRUE(below_disk_reserve(~0ull, 1, ~0ull));
 }
 
+// The transport's side of a connection, for a Session driven by hand: keeps the frames the
+// session sends and the reason it closed with.
+class RecordingConnection final : public transport::WsConnection {
+ public:
+  explicit RecordingConnection(boost::asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  bool send(std::shared_ptr<const std::string> message) override {
+    auto f = wire::decode_frame(*message);
+    EXPECT_TRUE(f.has_value());
+    if (f) frames_.push_back(std::move(*f));
+    return true;
+  }
+  void close(std::string_view reason) override { closed_ = std::string(reason); }
+  const std::string& remote_ip() const override { return ip_; }
+  std::size_t queued_bytes() const override { return 0; }
+  const boost::asio::any_io_executor& executor() const override { return ex_; }
+
+  // The answer to request `id`, once it has come.
+  const wire::Response* response(std::uint64_t id) const {
+    for (const auto& f : frames_) {
+      if (f.has_response() && f.response().id() == id) return &f.response();
+    }
+    return nullptr;
+  }
+  Bytes nonce() const {
+    for (const auto& f : frames_) {
+      if (f.has_push() && f.push().has_challenge()) return to_bytes(f.push().challenge().nonce());
+    }
+    return {};
+  }
+
+ private:
+  boost::asio::any_io_executor ex_;
+  const std::string ip_ = "192.0.2.9";
+  std::vector<wire::Frame> frames_;
+  std::optional<std::string> closed_;
+};
+
 // A Service over a fresh SQLite store that holds "alice" (device 1, auth key 0xa0…), on an
 // io_context that runs only when a test runs it (run_until), so that a store answer can be
 // held back while the test writes.
@@ -560,6 +597,117 @@ TEST_F(ServiceTest, ALoginOfADeviceARecoveryReplacedIsNotAttached) {
   auto next = std::make_shared<Session>(*service, "192.0.2.4");
   EXPECT_EQ(service->attach("alice", recovered, 1, next), rotated);
   EXPECT_EQ(service->session_of(alice_.id, 1), next);
+}
+
+// A send checked against a cached device that a recovery replaces before the store takes the
+// send: the store refuses it (SendOutcome::kDeviceChanged), and the sender is told 409 with the
+// device stale, so that it fetches the new device's keys. Nothing reaches the new device's
+// queue, which could not decrypt it.
+TEST_F(ServiceTest, ASendThatRacedARecoveryIsAnsweredStale) {
+  const std::string code = "recovery code 0123456789";
+  const auto hash = crypto::sha256(as_bytes(code));
+  auto dan_key = crypto::Ed25519KeyPair::from_seed(Bytes(32, 0xd0));
+  auto carol_key = crypto::Ed25519KeyPair::from_seed(Bytes(32, 0xc0));
+  ASSERT_TRUE(dan_key.has_value() && carol_key.has_value());
+  auto create = [&](const std::string& name, std::uint32_t registration, ByteView auth,
+                    Bytes recovery_hash) {
+    store::NewAccount a;
+    a.name = a.folded_name = name;
+    a.device.device_id = 1;
+    a.device.registration_id = registration;
+    a.device.auth_public_key = to_bytes(auth);
+    a.device.identity_key = Bytes(33, 0x05);
+    a.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
+    a.recovery_hash = std::move(recovery_hash);
+    a.now_ms = 1000;
+    std::promise<Result<store::Account>> made;
+    store_->create_account(a, [&](Result<store::Account> r) { made.set_value(std::move(r)); });
+    auto account = made.get_future().get();
+    EXPECT_TRUE(account.has_value());
+    return account.has_value() ? account->id : 0;
+  };
+  const std::int64_t carol = create("carol", 5, Bytes(32, 0xc1), Bytes(hash.begin(), hash.end()));
+  ASSERT_NE(create("dan", 3, dan_key->public_key, {}), 0);
+  ASSERT_NE(carol, 0);
+  config_.login_timeout_s = 0;
+  auto service = make_service();
+  auto message = [](Session& session, wire::Frame f) {
+    session.on_message(*wire::encode_frame(f));
+  };
+
+  // dan logs in and looks up carol's devices, which caches carol with registration id 5.
+  auto dan_conn = std::make_shared<RecordingConnection>(io_.get_executor());
+  auto dan = std::make_shared<Session>(*service, "192.0.2.9");
+  dan->on_open(dan_conn);
+  wire::Frame login;
+  login.mutable_request()->set_id(1);
+  login.mutable_request()->mutable_login()->set_name("dan");
+  login.mutable_request()->mutable_login()->set_device_id(1);
+  const auto signature = dan_key->sign(wire::auth_transcript(dan_conn->nonce(), "dan", 1));
+  login.mutable_request()->mutable_login()->set_challenge_signature(
+      std::string(as_chars(signature)));
+  message(*dan, login);
+  run_until([&] { return dan_conn->response(1) != nullptr; });
+  ASSERT_NE(dan_conn->response(1), nullptr);
+  ASSERT_EQ(dan_conn->response(1)->status(), wire::kStatusOk) << dan_conn->response(1)->message();
+  wire::Frame devices;
+  devices.mutable_request()->set_id(2);
+  devices.mutable_request()->mutable_devices()->set_name("carol");
+  message(*dan, devices);
+  run_until([&] { return dan_conn->response(2) != nullptr; });
+  ASSERT_NE(dan_conn->response(2), nullptr);
+  ASSERT_EQ(dan_conn->response(2)->devices().devices_size(), 1);
+  EXPECT_EQ(dan_conn->response(2)->devices().devices(0).registration_id(), 5u);
+
+  // carol recovers on another connection (registration id 6). Before the io_context runs the
+  // recovery's answer (which updates the cache), dan sends to registration id 5: the session's
+  // check passes on the cache, and the store takes the send after the recovery.
+  auto carol_conn = std::make_shared<RecordingConnection>(io_.get_executor());
+  auto recovering = std::make_shared<Session>(*service, "192.0.2.10");
+  recovering->on_open(carol_conn);
+  wire::Frame recover;
+  recover.mutable_request()->set_id(1);
+  auto* r = recover.mutable_request()->mutable_register_();
+  r->set_name("carol");
+  r->set_auth_public_key(std::string(as_chars(carol_key->public_key)));
+  r->set_challenge_signature(std::string(
+      as_chars(carol_key->sign(wire::auth_transcript(carol_conn->nonce(), "carol", 1)))));
+  r->set_identity_key(std::string(1, '\x05') + std::string(32, 'n'));
+  r->set_registration_id(6);
+  r->mutable_signed_pre_key()->set_id(1);
+  r->mutable_signed_pre_key()->set_public_key(std::string(1, '\x05') + std::string(32, 's'));
+  r->mutable_signed_pre_key()->set_signature(std::string(64, 'g'));
+  r->set_recovery_code(code);
+  message(*recovering, recover);
+  wire::Frame send;
+  send.mutable_request()->set_id(3);
+  auto* m = send.mutable_request()->mutable_send();
+  m->set_destination("carol");
+  m->set_client_message_id(std::string(16, 'm'));
+  auto* to = m->add_messages();
+  to->set_device_id(1);
+  to->set_registration_id(5);
+  to->set_content("for the device that was");
+  message(*dan, send);
+  run_until([&] { return carol_conn->response(1) && dan_conn->response(3); });
+  ASSERT_NE(carol_conn->response(1), nullptr);
+  EXPECT_EQ(carol_conn->response(1)->status(), wire::kStatusOk)
+      << carol_conn->response(1)->message();
+  const wire::Response* refused = dan_conn->response(3);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_EQ(refused->status(), wire::kStatusConflict) << refused->message();
+  const auto& mismatch = refused->send().mismatch();
+  ASSERT_EQ(mismatch.stale_devices_size(), 1);
+  EXPECT_EQ(mismatch.stale_devices(0), 1u);
+  EXPECT_EQ(mismatch.missing_devices_size() + mismatch.extra_devices_size(), 0);
+
+  std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
+  store_->fetch_queue(carol, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
+  auto queued = queue.get_future().get();
+  ASSERT_TRUE(queued.has_value());
+  EXPECT_TRUE(queued->empty()) << "the new device got a message it cannot decrypt";
+  dan->on_close();
+  recovering->on_close();
 }
 
 }  // namespace
