@@ -383,7 +383,7 @@ net::awaitable<bool> write_site_response(TlsSocket& s, const SiteResponse& page,
     res.body() = page.body;
     co_return co_await write_simple(s, res, keep_alive, cx);
   }
-  Fd fd(::open(page.file_path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(open_site_file(page));
   if (!fd.ok()) {
     co_return co_await write_site_response(s, cx.site.error_page(500), version, false, head, cx);
   }

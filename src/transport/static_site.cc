@@ -1,7 +1,10 @@
 #include "transport/static_site.h"
 
-#include <cstdio>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <array>
 #include <filesystem>
@@ -311,7 +314,21 @@ SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_non
   r.content_type = std::string(content_type_for(resolved));
   r.file_path = resolved;
   r.file_size = static_cast<std::uint64_t>(st.st_size);
+  r.file_device = st.st_dev;
+  r.file_inode = st.st_ino;
   return r;
+}
+
+int open_site_file(const SiteResponse& page) {
+  const int fd = ::open(page.file_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return -1;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != page.file_device ||
+      st.st_ino != page.file_inode) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 SiteResponse StaticSite::error_page(unsigned status) const {
@@ -324,6 +341,8 @@ SiteResponse StaticSite::error_page(unsigned status) const {
       if (std::string custom = regular_file_inside(site_dir_ + "/404.html", st); !custom.empty()) {
         r.file_path = std::move(custom);
         r.file_size = static_cast<std::uint64_t>(st.st_size);
+        r.file_device = st.st_dev;
+        r.file_inode = st.st_ino;
         return r;
       }
     }

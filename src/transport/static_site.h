@@ -19,8 +19,11 @@ struct SiteResponse {
   unsigned status = 200;
   std::string content_type;  // empty for 304
   std::string body;          // in-memory body (when file_path is empty)
-  std::string file_path;     // or: stream this file (file_size bytes)
+  std::string file_path;     // or: stream this file (file_size bytes), opened with
+                             // open_site_file()
   std::uint64_t file_size = 0;
+  dev_t file_device = 0;  // the file as checked (open_site_file opens only that file)
+  ino_t file_inode = 0;
   std::string etag;           // quoted, or empty
   std::string last_modified;  // IMF-fixdate, or empty
   std::string allow;          // for 405
@@ -47,6 +50,13 @@ class StaticSite {
 
   std::string site_dir_;  // canonical, no trailing slash; empty: built-in
 };
+
+// Opens a SiteResponse's file for reading: only the file the site checked, a regular file
+// reached without a symlink as its last component, on the same device and inode. -1 when it is
+// gone or has been replaced since: someone who can write into the site directory could
+// otherwise swap a directory on the checked path for a symlink out of the site between the
+// check and the open.
+int open_site_file(const SiteResponse& page);
 
 // "/a%20b/c?x=1" -> "/a b/c"; nullopt-like empty string when the path is not acceptable
 // (no leading '/', bad escapes, NUL, backslash, "." or ".." segments).

@@ -37,6 +37,7 @@
 #include "transport/internal/proxy_header.h"
 #include "transport/io_pool.h"
 #include "transport/server.h"
+#include "transport/static_site.h"
 #include "transport/testing/support.h"
 
 namespace parley::transport {
@@ -2064,6 +2065,58 @@ TEST_F(TransportTest, SiteDirWithoutTraversal) {
   ASSERT_TRUE(own.has_value());
   EXPECT_EQ(own->status, 404u);
   EXPECT_EQ(own->body, "our own 404");
+}
+
+// A page's file is opened only as the site checked it: when a directory on its path, or the file
+// itself, is swapped for a symlink out of the site after the check, the open fails.
+TEST_F(TransportTest, ASiteFileSwappedAfterItsCheckIsNotOpened) {
+  namespace fs = std::filesystem;
+  const fs::path site = dir_ / "site";
+  fs::create_directories(site / "d");
+  fs::create_directories(dir_ / "out" / "d");
+  std::ofstream(site / "d" / "page.html") << "inside";
+  std::ofstream(dir_ / "out" / "d" / "page.html") << "outside";
+  // A second name keeps the checked file's inode in use, so that no new file gets its number.
+  fs::create_hard_link(site / "d" / "page.html", dir_ / "checked.html");
+  auto read_all = [](int fd) {
+    std::string text(64, '\0');
+    const ssize_t n = ::read(fd, text.data(), text.size());
+    ::close(fd);
+    text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    return text;
+  };
+  StaticSite static_site(site.string());
+  const SiteResponse page = static_site.handle("GET", "/d/page.html", "");
+  ASSERT_EQ(page.status, 200u);
+  int fd = open_site_file(page);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(read_all(fd), "inside");
+
+  fs::rename(site / "d", site / "d.old");  // the directory, for a symlink out of the site
+  fs::create_directory_symlink(dir_ / "out" / "d", site / "d");
+  fd = open_site_file(page);
+  EXPECT_LT(fd, 0);
+  if (fd >= 0) ADD_FAILURE() << "opened " << read_all(fd);
+  EXPECT_EQ(static_site.handle("GET", "/d/page.html", "").status, 404u);
+
+  fs::remove(site / "d");  // the file itself, for a symlink out of the site
+  fs::rename(site / "d.old", site / "d");
+  fs::remove(site / "d" / "page.html");
+  fs::create_symlink(dir_ / "out" / "d" / "page.html", site / "d" / "page.html");
+  fd = open_site_file(page);
+  EXPECT_LT(fd, 0);
+  if (fd >= 0) ADD_FAILURE() << "opened " << read_all(fd);
+
+  fs::remove(site / "d" / "page.html");  // replaced by another file: not the one checked
+  std::ofstream(site / "d" / "new.html") << "new";
+  fs::rename(site / "d" / "new.html", site / "d" / "page.html");
+  fd = open_site_file(page);
+  EXPECT_LT(fd, 0);
+  if (fd >= 0) ADD_FAILURE() << "opened " << read_all(fd);
+  const SiteResponse fresh = static_site.handle("GET", "/d/page.html", "");
+  fd = open_site_file(fresh);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(read_all(fd), "new");
 }
 
 // With worker contexts (an IoPool's), connections are spread over them round-robin, and each
