@@ -277,6 +277,7 @@ class World {
     PARLEY_FUZZ_CHECK(!"the server never caught up");
   }
 
+  void drain() { service_->set_draining(); }
   void advance(std::uint16_t seconds) { clock_.advance_ms(std::int64_t{seconds} * 1000); }
 
  private:
@@ -490,6 +491,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         world.close_client(client);
         break;
       case SessionOp::kSettle:
+        if (client == 1) world.drain();
         world.settle();
         break;
       case SessionOp::kAdvance:

@@ -479,6 +479,23 @@ void session_seeds(CorpusWriter& out) {
     in.settle();
     out.write(t, "limits", in.bytes());
   }
+  {  // The server drains: sends and registrations are refused, acknowledgements still delete.
+    SessionInput in(kSessionOpen);
+    in.message(0, register_frame(1, "alice", 7));
+    in.message(1, register_frame(1, "bob", 9));
+    in.settle();
+    in.message(0, send_frame(2, "bob", 9, 'a', "before the drain"));
+    in.drain_and_settle();
+    in.message(1, ack_frame(2, 0, false));
+    in.message(0, send_frame(3, "bob", 9, 'b', "during the drain"));
+    wire::Frame bundles = request(4);
+    bundles.mutable_request()->mutable_fetch_bundles()->set_name("bob");
+    in.message(0, bundles);
+    in.close(1);
+    in.message(1, register_frame(1, "carol", 5));
+    in.settle();
+    out.write(t, "drain", in.bytes());
+  }
   {  // Frames the server must refuse: garbage, a push, a request before login, a rate limit.
     SessionInput in(kSessionPow | kSessionSmallBurst);
     wire::Frame count = request(1);

@@ -14,6 +14,7 @@
 //               is opened first (and sent its challenge) if it is not open;
 //            1: the client closes that connection;
 //            2: settle: run the server's thread and the store until neither has work left;
+//               with bit 2 set, the server starts draining first (as on SIGTERM);
 //            3: the clock moves on by `length` seconds (the payload is empty).
 //
 // A fuzzer cannot forge a signature, so the harness supplies what a real client would:
@@ -58,6 +59,7 @@ class SessionInput {
   }
   void close(int connection) { step(SessionOp::kClose, connection, 0); }
   void settle() { step(SessionOp::kSettle, 0, 0); }
+  void drain_and_settle() { step(SessionOp::kSettle, 1, 0); }
   void advance(std::uint16_t seconds) { step(SessionOp::kAdvance, 0, seconds); }
 
   const Bytes& bytes() const { return bytes_; }
