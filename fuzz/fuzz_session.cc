@@ -7,14 +7,20 @@
 // - every frame the server sends decodes, and is a response or a push; the challenge comes
 //   first and once;
 // - a response answers a request sent on that connection (no more answers to an id than
-//   requests with it), with a status the protocol defines and never 500 (the store is
-//   healthy); once the server has caught up, every request on a connection still open has had
-//   its answer;
+//   requests with it), with a status the protocol defines, never 500, and 503 only while the
+//   server drains or for an attachment that does not fit (the store is healthy); this holds
+//   for each send of a MultiSend too;
+// - once the server has caught up, every request on a connection still open has had its answer
+//   and none is counted in flight;
 // - an envelope reaches only a connection that logged in, and carries content some client sent:
 //   the server never makes up or alters ciphertext;
-// - when every connection has closed and the server has caught up, no request is counted in
-//   flight and no connection is counted open or logged in.
+// - when every connection has closed, none is counted open or logged in.
+//
+// An input runs the same way every time, so that a crash reproduces: each message's and each
+// handler's store operations finish before anything else happens (the store's thread never
+// races the harness), and the io_context runs its handlers one at a time, in order.
 #include <spdlog/spdlog.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
@@ -215,6 +221,9 @@ class World {
         break;
     }
     config.pow_difficulty = kSessionPowDifficulty;
+    // No reserve: attachment slots are then refused only when the attachment itself does not
+    // fit, whatever the free memory of the machine running the fuzzer.
+    config.attachment_min_free_disk_mb = 0;
     if (config_byte & kSessionSmallQueues) config.queue_max_count = 4;
     if (config_byte & kSessionFewInflight) config.max_inflight_requests = 2;
     if (config_byte & kSessionSmallBurst) config.ip_request_burst = 8;
@@ -227,6 +236,7 @@ class World {
   }
 
   ~World() {
+    settle();  // the requests of connections still open are answered
     for (int i = 0; i < 2; ++i) close_client(i);
     settle();
     PARLEY_FUZZ_CHECK(service_->requests_in_flight() == 0);
@@ -248,6 +258,10 @@ class World {
       note_contents(*frame);
     }
     c.handler->on_message(bytes);
+    // What the message asked of the store is done before anything else happens, so that an
+    // input runs the same way every time (a crash reproduces): the store's thread never races
+    // the next message or handler. Its answers wait on the io_context until a settle.
+    PARLEY_FUZZ_CHECK(store_->wait_idle());
     collect();
   }
 
@@ -256,28 +270,36 @@ class World {
     if (!c.handler) return;
     c.handler->on_close();
     c = Client{};
+    PARLEY_FUZZ_CHECK(store_->wait_idle());
   }
 
-  // Runs the io_context and waits for the store until neither has anything left to do.
+  // Runs the io_context's handlers one at a time, each followed by the store operations it
+  // started, until neither has anything left to do.
   void settle() {
-    for (int round = 0; round < 10'000; ++round) {
+    for (int round = 0; round < 100'000; ++round) {
       PARLEY_FUZZ_CHECK(store_->wait_idle());
       io_.restart();
-      const std::size_t ran = io_.poll();
+      const std::size_t ran = io_.poll_one();
+      PARLEY_FUZZ_CHECK(store_->wait_idle());
       collect();
       if (ran == 0) {
-        // Caught up: a connection still open has its answers.
+        // Caught up: a connection still open has its answers, and so nothing is in flight
+        // (a closed connection took its own count with it).
         for (const Client& c : clients_) {
           if (!c.handler) continue;
           for (const auto& [id, n] : c.unanswered) PARLEY_FUZZ_CHECK(n == 0);
         }
+        PARLEY_FUZZ_CHECK(service_->requests_in_flight() == 0);
         return;
       }
     }
     PARLEY_FUZZ_CHECK(!"the server never caught up");
   }
 
-  void drain() { service_->set_draining(); }
+  void drain() {
+    service_->set_draining();
+    draining_ = true;
+  }
   void advance(std::uint16_t seconds) { clock_.advance_ms(std::int64_t{seconds} * 1000); }
 
  private:
@@ -362,7 +384,10 @@ class World {
       auto it = c.unanswered.find(r.id());
       PARLEY_FUZZ_CHECK(it != c.unanswered.end() && it->second > 0);
       --it->second;
-      PARLEY_FUZZ_CHECK(known_status(r.status()));
+      check_status(r.status(), r.message());
+      if (r.has_multi_send()) {
+        for (const auto& e : r.multi_send().results()) check_status(e.status(), e.message());
+      }
       if (verbose() && r.status() != wire::kStatusOk) {
         std::fprintf(stderr, "  response %llu: %u %s\n", static_cast<unsigned long long>(r.id()),
                      r.status(), r.message().c_str());
@@ -397,8 +422,15 @@ class World {
     if (p.has_queue_empty()) PARLEY_FUZZ_CHECK(c.logged_in);
   }
 
+  // A status the protocol defines. Never 500 or a 503 for a failed store operation: this store
+  // does not fail. 503 comes of the drain, or of an attachment too large for the free space.
+  void check_status(std::uint32_t s, const std::string& message) const {
+    PARLEY_FUZZ_CHECK(known_status(s));
+    PARLEY_FUZZ_CHECK(s != wire::kStatusUnavailable || draining_ ||
+                      message == "server storage is full, try later");
+  }
+
   static bool known_status(std::uint32_t s) {
-    // 500 only comes of a store failure, and this store does not fail.
     switch (s) {
       case wire::kStatusOk:
       case wire::kStatusBadRequest:
@@ -423,6 +455,7 @@ class World {
   std::unique_ptr<CountingStore> store_;
   std::unique_ptr<Service> service_;
   Client clients_[2];
+  bool draining_ = false;
   std::set<std::string> contents_;
   const crypto::Ed25519KeyPair key_ = [] {
     auto k = crypto::Ed25519KeyPair::from_seed(Bytes(32, 0x4b));
@@ -441,7 +474,20 @@ struct Scratch {
   Scratch() {
     const char* shm = "/dev/shm";
     const fs::path base = fs::is_directory(shm) ? fs::path(shm) : fs::temp_directory_path();
-    root = base / ("parley_fuzz_session." + std::to_string(::getpid()));
+    const std::string prefix = "parley_fuzz_session.";
+    // Those of runs that crashed or were killed (no exit handler ran): their process is gone.
+    std::error_code ec;
+    for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string pid = name.substr(prefix.size());
+      std::error_code ignored;
+      if (!pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos &&
+          !fs::exists("/proc/" + pid, ignored)) {
+        fs::remove_all(it->path(), ignored);
+      }
+    }
+    root = base / (prefix + std::to_string(::getpid()));
     fs::remove_all(root);
     fs::create_directories(root / "empty");
     world = root / "world";
