@@ -281,6 +281,30 @@ SiteResponse StaticSite::builtin(std::string_view path, std::string_view if_none
   return error_page(404);
 }
 
+namespace {
+
+// Opens `resolved` (a canonical path) for reading when the file opened is a regular file at that
+// very path: the kernel's name for the open file (/proc/self/fd) must be `resolved`, so a
+// directory on the path swapped for a symlink after `resolved` was worked out is not followed.
+// -1 otherwise; `st` is the open file's.
+int open_resolved(const std::string& resolved, struct stat& st) {
+  const int fd = ::open(resolved.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return -1;
+  char link[64];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  std::string actual(resolved.size() + 1, '\0');  // one more: a longer name does not fit
+  const ssize_t n = ::readlink(link, actual.data(), actual.size());
+  if (n < 0 || static_cast<std::size_t>(n) != resolved.size() ||
+      actual.compare(0, resolved.size(), resolved) != 0 || ::fstat(fd, &st) != 0 ||
+      !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
 std::string StaticSite::regular_file_inside(const std::string& full, struct stat& st) const {
   std::error_code ec;
   auto canonical = std::filesystem::canonical(full, ec);
@@ -290,7 +314,11 @@ std::string StaticSite::regular_file_inside(const std::string& full, struct stat
       resolved.compare(0, site_dir_.size(), site_dir_) != 0 || resolved[site_dir_.size()] != '/') {
     return {};  // outside the site (a symlink pointing elsewhere)
   }
-  if (::stat(resolved.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  // The file's identity is taken from the file opened at that path, not from a second walk of
+  // it (which a swapped directory could send elsewhere); open_site_file() opens only that file.
+  const int fd = open_resolved(resolved, st);
+  if (fd < 0) return {};
+  ::close(fd);
   return resolved;
 }
 
@@ -320,11 +348,10 @@ SiteResponse StaticSite::from_dir(std::string_view path, std::string_view if_non
 }
 
 int open_site_file(const SiteResponse& page) {
-  const int fd = ::open(page.file_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return -1;
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != page.file_device ||
-      st.st_ino != page.file_inode) {
+  const int fd = open_resolved(page.file_path, st);
+  if (fd < 0) return -1;
+  if (st.st_dev != page.file_device || st.st_ino != page.file_inode) {
     ::close(fd);
     return -1;
   }

@@ -52,10 +52,10 @@ class StaticSite {
 };
 
 // Opens a SiteResponse's file for reading: only the file the site checked, a regular file
-// reached without a symlink as its last component, on the same device and inode. -1 when it is
-// gone or has been replaced since: someone who can write into the site directory could
-// otherwise swap a directory on the checked path for a symlink out of the site between the
-// check and the open.
+// whose path the kernel names as the checked one (so no symlink was followed on the way), on the
+// same device and inode. -1 when it is gone or has been replaced since: someone who can write
+// into the site directory could otherwise swap a directory on the checked path for a symlink
+// out of the site between the check and the open. Needs /proc (Linux).
 int open_site_file(const SiteResponse& page);
 
 // "/a%20b/c?x=1" -> "/a b/c"; nullopt-like empty string when the path is not acceptable
