@@ -18,9 +18,12 @@
 #include <string_view>
 #include <vector>
 
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include "apps/parley/daemon.h"
 #include "apps/parley/json_output.h"
 #include "apps/parley/terminal_text.h"
+
 #include "client/client.h"
 #include "wire/frame.h"
 
@@ -465,7 +468,9 @@ static int run_command(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // A peer's or server's frame with a string that is not UTF-8 must not print libprotobuf's
-  // complaint into the terminal or the JSON output (it goes to spdlog, at debug level: nowhere).
+  // complaint into the terminal or the JSON output: it goes to spdlog at debug level, which is
+  // off. spdlog writes to stderr, never into the output on stdout.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("parley"));
   parley::wire::route_protobuf_logs();
   const int rc = run_command(argc, argv);
   // The profile is closed by now. Threads of abandoned race losers may still be inside a TLS

@@ -10,8 +10,11 @@ namespace parley::wire {
 void route_protobuf_logs() {
   google::protobuf::SetLogHandler(
       [](google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
-        const auto at = level == google::protobuf::LOGLEVEL_FATAL ? spdlog::level::critical
-                                                                  : spdlog::level::debug;
+        // A complaint about bytes being parsed is about a peer's input: debug. Any other (our own
+        // serialization of a string that is not UTF-8, say) is ours to see: warn.
+        auto at = message.find("when parsing") != std::string::npos ? spdlog::level::debug
+                                                                    : spdlog::level::warn;
+        if (level == google::protobuf::LOGLEVEL_FATAL) at = spdlog::level::critical;
         spdlog::log(at, "event=protobuf_log at={}:{} message=\"{}\"", file, line, message);
       });
 }

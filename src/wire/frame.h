@@ -37,11 +37,13 @@ Result<Frame> decode_frame(std::string_view bytes);
 enum class Padding { kBuckets, kNone };  // kNone: tests of exact encodings only
 std::shared_ptr<const std::string> encode_frame(Frame& frame, Padding padding = Padding::kBuckets);
 
-// Sends libprotobuf's own log lines to spdlog at debug level. By default libprotobuf writes
-// them to stderr, and parsing a string field that is not UTF-8 writes one: so every such frame a
-// peer sent put an unstructured line into parleyd's log, or into the client's terminal. The
-// lines name no field values. A fatal one still aborts, as libprotobuf does after it. Call once,
-// at start, before other threads run (libprotobuf's SetLogHandler is not thread-safe).
+// Sends libprotobuf's own log lines to spdlog: a complaint about input being parsed at debug
+// level, any other at warn. By default libprotobuf writes them to stderr, and parsing a string
+// field that is not UTF-8 writes one: so every such frame a peer sent put an unstructured line
+// into parleyd's log, or into the client's terminal. The lines name no field values. A fatal one
+// still aborts, as libprotobuf does after it. Call once, at start, before other threads run
+// (libprotobuf's SetLogHandler is not thread-safe). Needs libprotobuf before 22, which removed
+// SetLogHandler (Debian 12 has 3.21).
 void route_protobuf_logs();
 
 // The bytes a device signs to authenticate (both login and registration):
