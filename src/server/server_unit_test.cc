@@ -631,6 +631,12 @@ TEST_F(ServiceTest, ASendThatRacedARecoveryIsAnsweredStale) {
   ASSERT_NE(carol, 0);
   config_.login_timeout_s = 0;
   auto service = make_service();
+  // The store stops (its thread joined) before the service goes, also when an assertion ends
+  // the test early: a store callback still running would use the service.
+  struct StopStoreFirst {
+    store::Store& store;
+    ~StopStoreFirst() { store.close(); }
+  } stop_store_first{*store_};
   auto message = [](Session& session, wire::Frame f) {
     session.on_message(*wire::encode_frame(f));
   };
