@@ -288,7 +288,10 @@ namespace {
 // directory on the path swapped for a symlink after `resolved` was worked out is not followed.
 // -1 otherwise; `st` is the open file's.
 int open_resolved(const std::string& resolved, struct stat& st) {
-  const int fd = ::open(resolved.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO put in the site would otherwise block the open, and the io thread, until
+  // someone opens it for writing (it is refused below, as is anything but a regular file).
+  const int fd =
+      ::open(resolved.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return -1;
   char link[64];
   std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);

@@ -2117,6 +2117,14 @@ TEST_F(TransportTest, ASiteFileSwappedAfterItsCheckIsNotOpened) {
   fd = open_site_file(fresh);
   ASSERT_GE(fd, 0);
   EXPECT_EQ(read_all(fd), "new");
+
+  // A FIFO is not a page, and looking at it does not wait for a writer (which would hold the
+  // io thread): a 404 at once, also as the custom 404 page.
+  ASSERT_EQ(::mkfifo((site / "d" / "fifo.html").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((site / "404.html").c_str(), 0600), 0);
+  const SiteResponse fifo = static_site.handle("GET", "/d/fifo.html", "");
+  EXPECT_EQ(fifo.status, 404u);
+  EXPECT_TRUE(fifo.file_path.empty());
 }
 
 // With worker contexts (an IoPool's), connections are spread over them round-robin, and each
