@@ -311,6 +311,13 @@ class World {
     draining_ = true;
   }
   void advance(std::uint16_t seconds) { clock_.advance_ms(std::int64_t{seconds} * 1000); }
+  // Housekeeping's store call, under sessions that may hold expired envelopes unacknowledged.
+  void expire() {
+    bool done = false;
+    store_->expire(clock_.now_ms(), kSessionExpiryAgeMs, kSessionExpiryAgeMs,
+                   [&done](Result<std::vector<std::string>> r) { done = r.has_value(); });
+    PARLEY_FUZZ_CHECK(store_->wait_idle() && done);
+  }
 
  private:
   Client& open_client(int i) {
@@ -553,6 +560,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       case SessionOp::kAdvance:
         world.advance(static_cast<std::uint16_t>(length));
+        if (client == 1) world.expire();
         break;
     }
   }

@@ -496,6 +496,24 @@ void session_seeds(CorpusWriter& out) {
     in.settle();
     out.write(t, "drain", in.bytes());
   }
+  {  // Housekeeping expires what waited too long, one envelope pushed and not yet acknowledged.
+    SessionInput in(kSessionOpen);
+    in.message(0, register_frame(1, "alice", 7));
+    in.message(1, register_frame(1, "bob", 9));
+    in.settle();
+    in.message(0, send_frame(2, "bob", 9, 'a', "pushed, not acknowledged"));
+    in.settle();
+    in.close(1);
+    in.message(0, send_frame(3, "bob", 9, 'b', "queued while bob is away"));
+    in.settle();
+    in.advance_and_expire(7200);
+    in.message(0, send_frame(4, "bob", 9, 'c', "after the expiry"));
+    in.message(1, login_frame(1, "bob", true));
+    in.settle();
+    in.message(1, ack_frame(2, 0, false));
+    in.settle();
+    out.write(t, "expiry", in.bytes());
+  }
   {  // Frames the server must refuse: garbage, a push, a request before login, a rate limit.
     SessionInput in(kSessionPow | kSessionSmallBurst);
     wire::Frame count = request(1);

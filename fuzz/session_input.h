@@ -15,7 +15,9 @@
 //            1: the client closes that connection;
 //            2: settle: run the server's thread and the store until neither has work left;
 //               with bit 2 set, the server starts draining first (as on SIGTERM);
-//            3: the clock moves on by `length` seconds (the payload is empty).
+//            3: the clock moves on by `length` seconds (the payload is empty); with bit 2
+//               set, the store then expires what is older than kSessionExpiryAgeMs, as
+//               parleyd's housekeeping does (with the configured age).
 //
 // A fuzzer cannot forge a signature, so the harness supplies what a real client would:
 // - a Register or Login whose challenge_signature is empty is signed over the connection's
@@ -42,6 +44,7 @@ inline constexpr std::uint8_t kSessionFewInflight = 1 << 3;
 inline constexpr std::uint8_t kSessionSmallBurst = 1 << 4;
 inline constexpr std::string_view kSessionInvite = "fuzz-invite-token";
 inline constexpr std::uint32_t kSessionPowDifficulty = 2;
+inline constexpr std::int64_t kSessionExpiryAgeMs = 3600 * 1000;
 
 enum class SessionOp : std::uint8_t { kMessage = 0, kClose = 1, kSettle = 2, kAdvance = 3 };
 
@@ -61,6 +64,7 @@ class SessionInput {
   void settle() { step(SessionOp::kSettle, 0, 0); }
   void drain_and_settle() { step(SessionOp::kSettle, 1, 0); }
   void advance(std::uint16_t seconds) { step(SessionOp::kAdvance, 0, seconds); }
+  void advance_and_expire(std::uint16_t seconds) { step(SessionOp::kAdvance, 1, seconds); }
 
   const Bytes& bytes() const { return bytes_; }
 
