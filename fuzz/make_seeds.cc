@@ -351,6 +351,15 @@ wire::Frame send_frame(std::uint64_t id, const std::string& to, std::uint32_t re
   return f;
 }
 
+// A script that starts with alice (registration id 7) on connection 0 and bob (9) on 1.
+SessionInput alice_and_bob(std::uint8_t config) {
+  SessionInput in(config);
+  in.message(0, register_frame(1, "alice", 7));
+  in.message(1, register_frame(1, "bob", 9));
+  in.settle();
+  return in;
+}
+
 wire::Frame ping_frame(std::uint64_t id) {
   wire::Frame f = request(id);
   f.mutable_request()->mutable_ping();
@@ -406,10 +415,7 @@ void session_seeds(CorpusWriter& out) {
     out.write(t, "every_request", in.bytes());
   }
   {  // Two accounts: sends both ways, a multi-send, a reconnect that drains the queue.
-    SessionInput in(kSessionOpen);
-    in.message(0, register_frame(1, "alice", 7));
-    in.message(1, register_frame(1, "bob", 9));
-    in.settle();
+    SessionInput in = alice_and_bob(kSessionOpen);
     in.message(0, send_frame(2, "bob", 9, 'b', "to bob"));
     in.settle();
     in.message(1, ack_frame(0, 0, true));
@@ -465,10 +471,7 @@ void session_seeds(CorpusWriter& out) {
     out.write(t, "invites", in.bytes());
   }
   {  // A queue of 4 fills; two requests in flight at most.
-    SessionInput in(kSessionOpen | kSessionSmallQueues | kSessionFewInflight);
-    in.message(0, register_frame(1, "alice", 7));
-    in.message(1, register_frame(1, "bob", 9));
-    in.settle();
+    SessionInput in = alice_and_bob(kSessionOpen | kSessionSmallQueues | kSessionFewInflight);
     in.close(1);
     for (char i = 0; i < 6; ++i) {
       in.message(0, send_frame(2 + static_cast<std::uint64_t>(i), "bob", 9,
@@ -480,10 +483,7 @@ void session_seeds(CorpusWriter& out) {
     out.write(t, "limits", in.bytes());
   }
   {  // The server drains: sends and registrations are refused, acknowledgements still delete.
-    SessionInput in(kSessionOpen);
-    in.message(0, register_frame(1, "alice", 7));
-    in.message(1, register_frame(1, "bob", 9));
-    in.settle();
+    SessionInput in = alice_and_bob(kSessionOpen);
     in.message(0, send_frame(2, "bob", 9, 'a', "before the drain"));
     in.drain_and_settle();
     in.message(1, ack_frame(2, 0, false));
@@ -497,10 +497,7 @@ void session_seeds(CorpusWriter& out) {
     out.write(t, "drain", in.bytes());
   }
   {  // Housekeeping expires what waited too long, one envelope pushed and not yet acknowledged.
-    SessionInput in(kSessionOpen);
-    in.message(0, register_frame(1, "alice", 7));
-    in.message(1, register_frame(1, "bob", 9));
-    in.settle();
+    SessionInput in = alice_and_bob(kSessionOpen);
     in.message(0, send_frame(2, "bob", 9, 'a', "pushed, not acknowledged"));
     in.settle();
     in.close(1);
