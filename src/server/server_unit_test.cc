@@ -465,23 +465,30 @@ class ServiceTest : public ::testing::Test {
     auto opened = store::open_sqlite_store(path);
     ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
     store_ = std::move(*opened);
-    store::NewAccount alice;
-    alice.name = alice.folded_name = "alice";
-    alice.device.device_id = 1;
-    alice.device.registration_id = 11;
-    alice.device.auth_public_key = Bytes(32, 0xa0);
-    alice.device.identity_key = Bytes(33, 0x05);
-    alice.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
-    alice.now_ms = 1000;
-    std::promise<Result<store::Account>> made;
-    store_->create_account(alice, [&](Result<store::Account> a) { made.set_value(std::move(a)); });
-    auto account = made.get_future().get();
+    auto account = create_account("alice", 11, Bytes(32, 0xa0));
     ASSERT_TRUE(account.has_value()) << account.error().to_string();
     alice_ = std::move(*account);
     config_.data_dir = ::testing::TempDir() + "/parley_service_test";  // its attachments directory
   }
   void TearDown() override {
     if (store_) store_->close();
+  }
+
+  // An account with device 1 made in the store (before any Service reads it).
+  Result<store::Account> create_account(const std::string& name, std::uint32_t registration,
+                                        Bytes auth_public_key, Bytes recovery_hash = {}) {
+    store::NewAccount a;
+    a.name = a.folded_name = name;
+    a.device.device_id = 1;
+    a.device.registration_id = registration;
+    a.device.auth_public_key = std::move(auth_public_key);
+    a.device.identity_key = Bytes(33, 0x05);
+    a.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
+    a.recovery_hash = std::move(recovery_hash);
+    a.now_ms = 1000;
+    std::promise<Result<store::Account>> made;
+    store_->create_account(a, [&](Result<store::Account> r) { made.set_value(std::move(r)); });
+    return made.get_future().get();
   }
 
   std::unique_ptr<Service> make_service() {
@@ -609,26 +616,9 @@ TEST_F(ServiceTest, ASendThatRacedARecoveryIsAnsweredStale) {
   auto dan_key = crypto::Ed25519KeyPair::from_seed(Bytes(32, 0xd0));
   auto carol_key = crypto::Ed25519KeyPair::from_seed(Bytes(32, 0xc0));
   ASSERT_TRUE(dan_key.has_value() && carol_key.has_value());
-  auto create = [&](const std::string& name, std::uint32_t registration, ByteView auth,
-                    Bytes recovery_hash) {
-    store::NewAccount a;
-    a.name = a.folded_name = name;
-    a.device.device_id = 1;
-    a.device.registration_id = registration;
-    a.device.auth_public_key = to_bytes(auth);
-    a.device.identity_key = Bytes(33, 0x05);
-    a.device.signed_pre_key = store::SignedPreKey{7, Bytes(33, 0x05), Bytes(64, 0x5e)};
-    a.recovery_hash = std::move(recovery_hash);
-    a.now_ms = 1000;
-    std::promise<Result<store::Account>> made;
-    store_->create_account(a, [&](Result<store::Account> r) { made.set_value(std::move(r)); });
-    auto account = made.get_future().get();
-    EXPECT_TRUE(account.has_value());
-    return account.has_value() ? account->id : 0;
-  };
-  const std::int64_t carol = create("carol", 5, Bytes(32, 0xc1), Bytes(hash.begin(), hash.end()));
-  ASSERT_NE(create("dan", 3, dan_key->public_key, {}), 0);
-  ASSERT_NE(carol, 0);
+  auto carol = create_account("carol", 5, Bytes(32, 0xc1), Bytes(hash.begin(), hash.end()));
+  ASSERT_TRUE(carol.has_value()) << carol.error().to_string();
+  ASSERT_TRUE(create_account("dan", 3, to_bytes(dan_key->public_key)).has_value());
   config_.login_timeout_s = 0;
   auto service = make_service();
   // The store stops (its thread joined) before the service goes, also when an assertion ends
@@ -708,7 +698,7 @@ TEST_F(ServiceTest, ASendThatRacedARecoveryIsAnsweredStale) {
   EXPECT_EQ(mismatch.missing_devices_size() + mismatch.extra_devices_size(), 0);
 
   std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
-  store_->fetch_queue(carol, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
+  store_->fetch_queue(carol->id, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
   auto queued = queue.get_future().get();
   ASSERT_TRUE(queued.has_value());
   EXPECT_TRUE(queued->empty()) << "the new device got a message it cannot decrypt";
