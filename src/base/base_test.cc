@@ -38,6 +38,54 @@ TEST(FlooredClock, ReadsFromTheFloorWhileTheClockIsBehindIt) {
   EXPECT_EQ(clock.now_ms(), 1'789'999'995'000);
 }
 
+// Housekeeping's clock follows the wall clock while the two agree, moves on by no more than the
+// elapsed time when the wall clock jumps ahead, never goes back, and after a restart continues
+// from the reading kept, not counting the time it was down.
+TEST(ExpiryClock, MovesOnByTheElapsedTimeAtMost) {
+  constexpr std::int64_t kDay = 24 * 3600 * 1000;
+  ManualClock wall(1'790'000'000'000);
+  ManualClock steady(5'000);
+  {
+    ExpiryClock first_start(wall, steady, 0);  // none kept: the wall clock's, once
+    EXPECT_EQ(first_start.read().now_ms, 1'790'000'000'000);
+  }
+  ExpiryClock clock(wall, steady, 1'790'000'000'000);
+  wall.advance_ms(600'000);
+  steady.advance_ms(600'000);
+  auto r = clock.read();
+  EXPECT_EQ(r.now_ms, 1'790'000'600'000);
+  EXPECT_EQ(r.wall_ms, 1'790'000'600'000);
+
+  wall.advance_ms(400 * kDay + 600'000);  // set wrongly ahead by 400 days
+  steady.advance_ms(600'000);
+  r = clock.read();
+  EXPECT_EQ(r.now_ms, 1'790'001'200'000);
+  EXPECT_EQ(r.wall_ms - r.now_ms, 400 * kDay);
+  steady.advance_ms(600'000);
+  wall.advance_ms(600'000);
+  EXPECT_EQ(clock.read().now_ms, 1'790'001'800'000);
+
+  wall.advance_ms(-400 * kDay - 3'600'000);  // corrected, then set back an hour too far
+  steady.advance_ms(600'000);
+  EXPECT_EQ(clock.read().now_ms, 1'790'001'800'000);  // never back
+  wall.advance_ms(3'600'000 + 600'000);
+  steady.advance_ms(3'600'000 + 600'000);
+  // Once the wall clock passes the reading again, the reading follows it.
+  EXPECT_EQ(clock.read().now_ms, 1'790'002'400'000);
+
+  // A restart after 10 days down: the reading continues from the one kept.
+  const std::int64_t kept = clock.read().now_ms;
+  wall.advance_ms(10 * kDay);
+  ManualClock steady_after_boot(0);
+  ExpiryClock restarted(wall, steady_after_boot, kept);
+  EXPECT_EQ(restarted.read().now_ms, kept);
+  steady_after_boot.advance_ms(60'000);
+  wall.advance_ms(60'000);
+  EXPECT_EQ(restarted.read().now_ms, kept + 60'000);
+  steady_after_boot.advance_ms(-1'000);  // a steady clock never does this; still never back
+  EXPECT_EQ(restarted.read().now_ms, kept + 60'000);
+}
+
 TEST(Hex, RoundTrip) {
   Bytes b = {0x00, 0x01, 0xab, 0xff};
   EXPECT_EQ(to_hex(b), "0001abff");
