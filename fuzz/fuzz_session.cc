@@ -124,6 +124,7 @@ class CountingStore final : public store::Store {
               store::Callback<std::vector<std::string>> done) override {
     inner_.expire(now_ms, max_age_ms, dedup_ms, counted(std::move(done)));
   }
+  std::int64_t expiry_clock_at_open_ms() const override { return inner_.expiry_clock_at_open_ms(); }
   store::Stats stats() const override { return inner_.stats(); }
   void close() override { inner_.close(); }
 

@@ -686,6 +686,14 @@ Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id,
 Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
                                            std::int64_t dedup_ms) {
   {
+    // Kept for the next start's housekeeping clock (Store::expiry_clock_at_open_ms).
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, tx.db.prepare("INSERT OR REPLACE INTO meta (key, value) "
+                                                  "VALUES ('expiry_clock', ?1)",
+                                                  "save the expiry clock"));
+    s.bind(1, now_ms);
+    PARLEY_TRY(s.run());
+  }
+  {
     // Each queue from its oldest envelope: seq order is storage order, so the expired ones are
     // a prefix (a clock step backwards only delays some until the next run).
     for (const QueueKey& key : tx.backend.queues.non_empty()) {
@@ -785,6 +793,12 @@ Status load_backend(Db& db, Backend& backend) {
         s.column_int(0);
   }
   backend.seq_bound = backend.next_seq;
+  {
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, db.prepare("SELECT value FROM meta WHERE key = 'expiry_clock'", "read meta"));
+    PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
+    if (row) backend.expiry_clock_ms = s.column_int(0);
+  }
   {
     // Acknowledged envelopes whose rows were not deleted yet when the store stopped.
     std::vector<std::int64_t> seqs;

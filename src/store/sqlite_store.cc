@@ -103,7 +103,8 @@ class SqliteStore final : public Store {
       : options_(options),
         db_(std::move(db)),
         checkpointer_(std::move(checkpointer)),
-        backend_(std::move(backend)) {
+        backend_(std::move(backend)),
+        expiry_clock_at_open_ms_(backend_->expiry_clock_ms) {
     db_->on_wal_commit([this](int frames) { wal_grew(frames); });
     accounts_.store(static_cast<std::uint64_t>(gauges.accounts));
     envelopes_.store(static_cast<std::uint64_t>(gauges.envelopes));
@@ -208,6 +209,8 @@ class SqliteStore final : public Store {
     submit<std::vector<std::string>>(
         [=](Tx& tx) { return op_expire(tx, now_ms, max_age_ms, dedup_ms); }, std::move(done));
   }
+
+  std::int64_t expiry_clock_at_open_ms() const override { return expiry_clock_at_open_ms_; }
 
   Stats stats() const override {
     Stats s;
@@ -541,6 +544,7 @@ class SqliteStore final : public Store {
   std::unique_ptr<Db> db_;  // used only by thread_ (and by close() after joining it)
   std::unique_ptr<Checkpointer> checkpointer_;  // stopped before db_ closes; counters stay
   std::unique_ptr<Backend> backend_;  // likewise
+  const std::int64_t expiry_clock_at_open_ms_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -249,8 +249,12 @@ class Store {
 
   // Housekeeping: deletes envelopes older than max_age, dedup keys older than dedup_ms, expired
   // invites and attachments (returns the expired attachment ids so their files can be removed).
+  // `now_ms` is kept with what it deleted; see expiry_clock_at_open_ms.
   virtual void expire(std::int64_t now_ms, std::int64_t max_age_ms, std::int64_t dedup_ms,
                       Callback<std::vector<std::string>> done) = 0;
+  // The now_ms of the last expire() committed before this store was opened; 0 if none ever
+  // was. Housekeeping's clock continues from it (ExpiryClock, base/clock.h).
+  virtual std::int64_t expiry_clock_at_open_ms() const = 0;
 
   virtual Stats stats() const = 0;
   // Runs every queued operation, then stops the backend. Further calls fail with kUnavailable.

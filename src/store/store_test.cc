@@ -803,6 +803,21 @@ TEST_F(StoreTest, AKeyStoredWithTheClockSetBackStaysUntilTheKeysBeforeItExpire) 
             SendOutcome::Kind::kStored);
 }
 
+// The time an expiry ran to is kept with what it deleted, for the next start's housekeeping
+// clock; a store that never expired anything reports none.
+TEST_F(StoreTest, TheExpiryClockIsKeptAcrossAReopen) {
+  EXPECT_EQ(store_->expiry_clock_at_open_ms(), 0);
+  ASSERT_TRUE(call<std::vector<std::string>>([&](auto cb) {
+                store_->expire(7000, 1000, 1000, cb);
+              }).has_value());
+  ASSERT_TRUE(call<std::vector<std::string>>([&](auto cb) {
+                store_->expire(9000, 1000, 1000, cb);
+              }).has_value());
+  EXPECT_EQ(store_->expiry_clock_at_open_ms(), 0) << "the figure at open, not the latest";
+  open();
+  EXPECT_EQ(store_->expiry_clock_at_open_ms(), 9000);
+}
+
 // ---- attachments ------------------------------------------------------------------------------
 
 TEST_F(StoreTest, AttachmentsCrud) {
