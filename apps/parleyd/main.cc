@@ -35,6 +35,7 @@
 #include "crypto/x509.h"
 #include "server/attachments.h"
 #include "server/config.h"
+#include "server/housekeeping.h"
 #include "server/metrics.h"
 #include "server/service.h"
 #include "store/store.h"
@@ -266,13 +267,15 @@ void exit_on_second_signal(boost::asio::signal_set& signals) {
   });
 }
 
+std::int64_t build_day_ms() { return static_cast<std::int64_t>(PARLEY_BUILD_DAY_S) * 1000; }
+
 // parleyd's clock floor: the day it was built, or, when the system clock reads earlier than
 // that (it has not been set), the database's last write if later: what was stored before a
 // restart on such a machine is then not dated after what is stored since. (A clock that reads
 // past the build day is trusted: a database written under a clock set ahead must not drag the
-// floor into the future.) Read before the store opens the database.
+// floor into the future.) Read before the store opens the database; see also with_expiry_clock.
 std::int64_t clock_floor_ms(const Clock& system, const std::string& data_dir) {
-  std::int64_t floor = static_cast<std::int64_t>(PARLEY_BUILD_DAY_S) * 1000;
+  std::int64_t floor = build_day_ms();
   if (system.now_ms() >= floor) return floor;
   for (const char* name : {"parley.db", "parley.db-wal"}) {
     std::error_code ec;
@@ -286,15 +289,12 @@ std::int64_t clock_floor_ms(const Clock& system, const std::string& data_dir) {
   return floor;
 }
 
-// The system clock reads earlier than the day this parleyd was built: it has not been set
-// (a machine without a battery-backed clock, before NTP). Times are taken from the floor
-// meanwhile, moving on with the time that passes (FlooredClock).
-void warn_if_clock_behind(const FlooredClock& clock) {
-  if (!clock.behind()) return;
-  spdlog::warn(
-      "event=clock_behind system_ms={} floor_ms={} (the system clock is not set; "
-      "times run on from the floor until it is)",
-      SystemClock().now_ms(), clock.floor_ms());
+// The floor raised to the last expiry's reading kept in the database, when the system clock reads
+// earlier than the build day: a machine whose clock was never set wrote its files with 1970
+// times, but its expiry clock ran on from the floor. Without this, what is stored after the
+// restart would be dated before that reading, and expired as if it had waited since.
+std::int64_t with_expiry_clock(const Clock& system, std::int64_t floor, std::int64_t kept_ms) {
+  return system.now_ms() >= build_day_ms() ? floor : std::max(floor, kept_ms);
 }
 
 unsigned io_thread_count(std::uint32_t configured) {
@@ -304,7 +304,7 @@ unsigned io_thread_count(std::uint32_t configured) {
 int run(server::ServerConfig cfg) {
   crypto::SystemRng rng;
   const SystemClock system_clock;
-  const FlooredClock clock(system_clock, clock_floor_ms(system_clock, cfg.data_dir));
+  const std::int64_t files_floor_ms = clock_floor_ms(system_clock, cfg.data_dir);
   if (cfg.server_name.empty()) cfg.server_name = cfg.listen.host;
   if (cfg.public_host.empty()) cfg.public_host = cfg.listen.host;
 
@@ -316,6 +316,8 @@ int run(server::ServerConfig cfg) {
     std::fprintf(stderr, "parleyd: database: %s\n", store.error().to_string().c_str());
     return 1;
   }
+  const FlooredClock clock(system_clock, with_expiry_clock(system_clock, files_floor_ms,
+                                                           (*store)->expiry_clock_at_open_ms()));
 
   // Connections are spread over `pool`, one thread per context; `io` (the first of them, run
   // by this thread) also runs the acceptor, the admin listener, signals and housekeeping.
@@ -407,28 +409,12 @@ int run(server::ServerConfig cfg) {
   std::fflush(stdout);
   spdlog::info("event=started port={} registration={} threads={}", port,
                server::policy_name(cfg.registration), io_thread_count(cfg.io_threads));
-  warn_if_clock_behind(clock);
 
-  // Housekeeping: expire old envelopes, dedup keys, invites and attachments.
-  boost::asio::steady_timer housekeeping(io);
-  std::function<void()> schedule = [&] {
-    housekeeping.expires_after(std::chrono::minutes(10));
-    housekeeping.async_wait([&](boost::system::error_code ec) {
-      if (ec) return;
-      warn_if_clock_behind(clock);
-      const std::int64_t age = static_cast<std::int64_t>(cfg.queue_max_age_days) * 24 * 3600 * 1000;
-      (*store)->expire(clock.now_ms(), age, age,
-                       [dir = cfg.data_dir](Result<std::vector<std::string>> ids) {
-                         if (!ids) return;
-                         for (const auto& id : *ids) {
-                           std::error_code rm;
-                           fs::remove(fs::path(dir) / "attachments" / id, rm);
-                         }
-                       });
-      schedule();
-    });
-  };
-  schedule();
+  // Housekeeping: expire old envelopes, dedup keys, invites and attachments, now and every 10
+  // minutes, by a clock that does not follow the system clock's jumps ahead.
+  const SteadyClock steady_clock;
+  server::Housekeeping housekeeping(service, clock, steady_clock);
+  housekeeping.start();
   boost::asio::steady_timer ticket_rotation(io);
   rotate_ticket_keys_every(ticket_rotation, *server);
 
@@ -439,7 +425,7 @@ int run(server::ServerConfig cfg) {
     spdlog::info("event=draining signal={}", sig);
     server->stop_accepting();
     service.set_draining();
-    housekeeping.cancel();
+    housekeeping.stop();
     ticket_rotation.cancel();
     exit_on_second_signal(signals);
     // Answer the requests in flight (for 0.5 s at least, so that what clients sent with the

@@ -18,6 +18,7 @@
 #include "crypto/primitives.h"
 #include "server/config.h"
 #include "server/disk_space.h"
+#include "server/housekeeping.h"
 #include "server/metrics.h"
 #include "server/names.h"
 #include "server/rate_limiter.h"
@@ -704,6 +705,83 @@ TEST_F(ServiceTest, ASendThatRacedARecoveryIsAnsweredStale) {
   EXPECT_TRUE(queued->empty()) << "the new device got a message it cannot decrypt";
   dan->on_close();
   recovering->on_close();
+}
+
+// Housekeeping deletes by elapsed time: an envelope within the age limit survives the system
+// clock jumping 400 days ahead, and goes once the limit has really elapsed. The first run is at
+// start, by the wall clock (the store has no expiry clock kept yet).
+TEST_F(ServiceTest, HousekeepingExpiresByElapsedTimeNotByAClockJump) {
+  constexpr std::int64_t kDay = 24LL * 3600 * 1000;
+  constexpr std::int64_t kT0 = 1'790'000'000'000;
+  config_.queue_max_age_days = 30;
+  auto store_at = [&](std::int64_t stored_ms, std::uint8_t tag) {
+    store::SendBatch b;
+    b.sender_account = alice_.id;
+    b.sender_device = 1;
+    b.destination_account = alice_.id;
+    store::Delivery d;
+    d.account_id = alice_.id;
+    d.device_id = 1;
+    d.registration_id = 11;
+    d.envelope.server_id = Bytes(16, tag);
+    d.envelope.source = "alice";
+    d.envelope.source_device = 1;
+    d.envelope.type = 1;
+    d.envelope.content = Bytes(10, tag);
+    b.deliveries.push_back(d);
+    b.now_ms = stored_ms;
+    std::promise<Result<store::SendOutcome>> done;
+    store_->store_messages(b, [&](auto r) { done.set_value(std::move(r)); });
+    auto r = done.get_future().get();
+    ASSERT_TRUE(r.has_value() && r->kind == store::SendOutcome::Kind::kStored);
+  };
+  auto queued = [&] {
+    std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
+    store_->fetch_queue(alice_.id, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
+    std::vector<std::uint8_t> tags;
+    auto q = queue.get_future().get();
+    EXPECT_TRUE(q.has_value());
+    if (q) {
+      for (const auto& e : *q) tags.push_back(e.envelope.content[0]);
+    }
+    return tags;
+  };
+  store_at(kT0 - 31 * kDay, 1);
+  store_at(kT0 - 28 * kDay, 2);
+
+  ManualClock wall(kT0);
+  const FlooredClock floored(wall, 0);
+  ManualClock steady(0);
+  auto service = make_service();
+  Housekeeping housekeeping(*service, floored, steady, std::chrono::milliseconds(5));
+  // Each run: the io_context until the timer fires once more, then the store's answer.
+  auto next_run = [&] {
+    const std::uint64_t runs = housekeeping.runs();
+    run_until([&] { return housekeeping.runs() > runs; });
+    ASSERT_GT(housekeeping.runs(), runs);
+  };
+  housekeeping.start();
+  EXPECT_EQ(housekeeping.last_expiry_ms(), kT0);
+  EXPECT_EQ(queued(), std::vector<std::uint8_t>({2})) << "31 days old by the wall clock";
+
+  wall.advance_ms(400 * kDay);  // set wrongly ahead
+  steady.advance_ms(600'000);
+  next_run();
+  EXPECT_EQ(housekeeping.last_expiry_ms(), kT0 + 600'000);
+  EXPECT_EQ(queued(), std::vector<std::uint8_t>({2})) << "deleted by the jump";
+
+  wall.advance_ms(kDay);  // the clock stays wrong; a day passes
+  steady.advance_ms(kDay);
+  next_run();
+  EXPECT_EQ(queued(), std::vector<std::uint8_t>({2})) << "29 days and 10 minutes old";
+  wall.advance_ms(kDay);
+  steady.advance_ms(kDay);
+  next_run();
+  EXPECT_TRUE(queued().empty()) << "30 days and 10 minutes old";
+  housekeeping.stop();
+  const std::uint64_t runs = housekeeping.runs();
+  io_.run_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(housekeeping.runs(), runs) << "no run after stop";
 }
 
 }  // namespace

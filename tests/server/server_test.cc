@@ -143,6 +143,16 @@ class ServerTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  // Another process's SQL on parleyd's database (WAL: it may write beside parleyd).
+  void sql(const std::string& statement) {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db);
+    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, statement.c_str(), nullptr, nullptr, nullptr);
+    EXPECT_EQ(rc, SQLITE_OK) << statement << ": " << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+
   std::unique_ptr<Parleyd> server_;
 };
 
@@ -549,15 +559,6 @@ TEST_F(ServerTest, AFailedQueueFetchIsRetried) {
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, "m" + std::to_string(i)))->status(), 0u);
   }
-  // Another process's SQL on parleyd's database (WAL: it may write beside parleyd).
-  auto sql = [&](const char* statement) {
-    sqlite3* db = nullptr;
-    int rc = sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db);
-    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(db, statement, nullptr, nullptr, nullptr);
-    EXPECT_EQ(rc, SQLITE_OK) << statement << ": " << sqlite3_errmsg(db);
-    sqlite3_close(db);
-  };
   sql("ALTER TABLE envelopes RENAME TO envelopes_away");
   ASSERT_TRUE(bob->connect().is_ok());
   ASSERT_EQ(bob->login()->status(), 0u);
@@ -983,6 +984,51 @@ TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
   ASSERT_TRUE(whole.has_value()) << whole.status().to_string();
   EXPECT_EQ(whole->status, 200u);
   EXPECT_EQ(whole->body, blob);
+}
+
+// Expiry at start goes by the time parleyd has run since it last expired, not by the system
+// clock: here the clock reads 40 days past the last expiry (a clock set wrongly ahead, or 40
+// days down). An envelope stored 60 days before the clock's reading has waited 20 days by the
+// expiry clock and is kept; one stored 75 days before it has waited 35 and is deleted
+// (limits.queue_max_age_days is 30).
+TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
+  start();
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  EXPECT_TRUE(drain(*bob).empty());
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  for (const char* content : {"75 days", "60 days"}) {
+    ASSERT_EQ(alice->call(alice->make_send("bob", to_bob, content))->status(), 0u);
+  }
+  alice->disconnect();
+  ASSERT_EQ(server_->terminate(), 0);
+  const std::string now = "CAST(strftime('%s', 'now') AS INTEGER) * 1000";
+  const std::string day = "86400000";
+  sql("UPDATE meta SET value = " + now + " - 40 * " + day + " WHERE key = 'expiry_clock'");
+  sql("UPDATE envelopes SET stored_ms = " + now + " - 75 * " + day +
+      " WHERE content = CAST('75 days' AS BLOB)");
+  sql("UPDATE envelopes SET stored_ms = " + now + " - 60 * " + day +
+      " WHERE content = CAST('60 days' AS BLOB)");
+
+  start();
+  // Until the expiry at start has committed: one envelope left.
+  std::string metrics;
+  for (int i = 0; i < 500 && metrics.find("parley_queue_envelopes 1\n") == std::string::npos; ++i) {
+    if (i > 0) std::this_thread::sleep_for(10ms);
+    auto m = admin_get(server_->admin_port(), "/metrics");
+    if (m) metrics = *m;
+  }
+  EXPECT_NE(metrics.find("parley_queue_envelopes 1\n"), std::string::npos) << metrics;
+  auto bob2 = std::make_unique<TestClient>(server_->client_options(), 2);
+  ASSERT_TRUE(bob2->connect().is_ok());
+  ASSERT_EQ(bob2->login_as("bob", 1, bob->auth_key())->status(), 0u);
+  auto got = drain(*bob2, /*ack=*/true);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].content(), "60 days");
+  std::ifstream log(dir_.path() + ".log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("event=expiry_clock lag_s=34560"), std::string::npos) << text;
 }
 
 // On a full disk a part of an upload is refused for now (503) and nothing of it is recorded;

@@ -1,0 +1,88 @@
+#include "server/housekeeping.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "server/service.h"
+
+namespace parley::server {
+
+namespace {
+
+constexpr std::int64_t kDayMs = 24LL * 3600 * 1000;
+// A jump ahead smaller than this is ordinary clock adjustment, not worth a warning.
+constexpr std::int64_t kJumpWorthLoggingMs = 60'000;
+
+}  // namespace
+
+Housekeeping::Housekeeping(Service& service, const FlooredClock& wall, const Clock& steady,
+                           std::chrono::milliseconds interval)
+    : service_(service),
+      wall_(wall),
+      clock_(wall, steady, service.store().expiry_clock_at_open_ms()),
+      interval_(interval),
+      timer_(service.io_executor()) {}
+
+void Housekeeping::start() {
+  run();
+  schedule();
+}
+
+void Housekeeping::stop() {
+  stopped_ = true;
+  timer_.cancel();
+}
+
+void Housekeeping::schedule() {
+  timer_.expires_after(interval_);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    run();
+    schedule();
+  });
+}
+
+void Housekeeping::run() {
+  if (wall_.behind()) {
+    spdlog::warn(
+        "event=clock_behind system_ms={} floor_ms={} (the system clock is not set; "
+        "times run on from the floor until it is)",
+        SystemClock().now_ms(), wall_.floor_ms());
+  }
+  const ExpiryClock::Reading before = last_;
+  last_ = clock_.read();
+  const std::int64_t lag = last_.wall_ms - last_.now_ms;
+  if (runs_ == 0 && lag > kJumpWorthLoggingMs) {
+    spdlog::info(
+        "event=expiry_clock lag_s={} (expiry counts the time parleyd has run since it last "
+        "expired; the system clock is ahead of that by the time it was down, or by a jump)",
+        lag / 1000);
+  } else if (runs_ > 0 && lag - (before.wall_ms - before.now_ms) > kJumpWorthLoggingMs) {
+    spdlog::warn(
+        "event=clock_jumped_ahead by_s={} lag_s={} (the system clock moved further than the "
+        "time that elapsed; expiry follows the elapsed time)",
+        (lag - (before.wall_ms - before.now_ms)) / 1000, lag / 1000);
+  }
+  ++runs_;
+  const std::int64_t age = static_cast<std::int64_t>(service_.config().queue_max_age_days) * kDayMs;
+  service_.store().expire(last_.now_ms, age, age,
+                          [dir = std::filesystem::path(service_.config().data_dir) /
+                                 "attachments"](Result<std::vector<std::string>> ids) {
+                            if (!ids) {
+                              spdlog::warn("event=expire_failed code={}",
+                                           error_code_name(ids.error().code()));
+                              return;
+                            }
+                            // After the commit: a crash before this leaves files the sweep at start
+                            // removes.
+                            for (const auto& id : *ids) {
+                              std::error_code rm;
+                              std::filesystem::remove(dir / id, rm);
+                            }
+                          });
+}
+
+}  // namespace parley::server

@@ -1,0 +1,50 @@
+#pragma once
+// Housekeeping: at start and then every `interval`, deletes what is old enough (store::Store::
+// expire): envelopes and dedup keys older than limits.queue_max_age_days, expired invites and
+// attachments, and the expired attachments' files. "Old" is measured by an ExpiryClock
+// (base/clock.h) over the service's clock: a system clock set wrongly ahead deletes nothing
+// early. Also warns while the system clock reads earlier than parleyd's floor (FlooredClock).
+// Logs: event=expiry_clock once at start when expiry runs behind the system clock (time
+// parleyd was down, or a clock set ahead while it was), event=clock_jumped_ahead when the system
+// clock moves ahead of the time that really elapsed, event=expire_failed.
+// Thread-safety: start() and stop() on the io_context's thread; the runs happen there too.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+
+#include "base/clock.h"
+
+namespace parley::server {
+
+class Service;
+
+class Housekeeping {
+ public:
+  Housekeeping(Service& service, const FlooredClock& wall, const Clock& steady,
+               std::chrono::milliseconds interval = std::chrono::minutes(10));
+  Housekeeping(const Housekeeping&) = delete;
+  Housekeeping& operator=(const Housekeeping&) = delete;
+
+  void start();  // the first run now, then every interval
+  void stop();   // no run after this (one already handed to the store completes)
+  // Runs so far (each a call of Store::expire), and the last reading of the expiry clock.
+  std::uint64_t runs() const { return runs_; }
+  std::int64_t last_expiry_ms() const { return last_.now_ms; }
+
+ private:
+  void run();
+  void schedule();
+
+  Service& service_;
+  const FlooredClock& wall_;
+  ExpiryClock clock_;
+  const std::chrono::milliseconds interval_;
+  boost::asio::steady_timer timer_;
+  ExpiryClock::Reading last_;
+  std::uint64_t runs_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace parley::server
