@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <set>
 #include <thread>
@@ -143,6 +144,17 @@ class ServerTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  // /metrics once it holds `wanted` (polled for up to 5 s), or as last read.
+  std::string metrics_with(const std::string& wanted) {
+    std::string metrics;
+    for (int i = 0; i < 500 && metrics.find(wanted) == std::string::npos; ++i) {
+      if (i > 0) std::this_thread::sleep_for(10ms);
+      auto m = admin_get(server_->admin_port(), "/metrics");
+      metrics = m ? *m : "";
+    }
+    return metrics;
+  }
+
   // Another process's SQL on parleyd's database (WAL: it may write beside parleyd).
   void sql(const std::string& statement) {
     sqlite3* db = nullptr;
@@ -745,6 +757,50 @@ TEST_F(ServerTest, ADrainRefusesChangesAndFailsTheHealthCheck) {
   EXPECT_TRUE(drain(*bob).empty());
 }
 
+// A drain waits for the requests in flight: a send whose commit is held up (another process
+// holds the database's write lock for 1.5 s, three times the drain's 0.5 s minimum) when
+// SIGTERM arrives is answered as stored before parleyd closes the connection, and it is there
+// after the restart.
+TEST_F(ServerTest, ADrainWaitsForASendTheStoreIsSlowToCommit) {
+  const std::string listen = "127.0.0.1:" + std::to_string(free_port());  // kept for the restart
+  start({"--listen", listen});
+  auto alice = registered("alice", 1);
+  auto bob = registered("bob", 2);
+  EXPECT_TRUE(drain(*bob).empty());
+  bob->disconnect();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  std::promise<Result<wire::Response>> answered;
+  std::thread sender(
+      [&] { answered.set_value(alice->call(alice->make_send("bob", to_bob, "slow"), 15s)); });
+  // Until the send is read (and waits for the write lock).
+  const std::string metrics = metrics_with("\nparley_requests_in_flight 1\n");
+  ASSERT_NE(metrics.find("\nparley_requests_in_flight 1\n"), std::string::npos) << metrics;
+  ASSERT_EQ(::kill(server_->pid(), SIGTERM), 0);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_TRUE(server_->running()) << "the drain did not wait for the send";
+  ASSERT_EQ(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  sender.join();
+  auto resp = answered.get_future().get();
+  ASSERT_TRUE(resp.has_value()) << resp.status().to_string();
+  EXPECT_EQ(resp->status(), 0u) << resp->message();
+  alice->disconnect();
+  EXPECT_EQ(server_->wait_exit(20s), 0);
+
+  start({"--listen", listen});
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_EQ(bob->login()->status(), 0u);
+  auto got = drain(*bob);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].content(), "slow");
+}
+
 // Requests that get no answer (here an acknowledgement before login, which closes the
 // connection) leave the server-wide count of requests in flight with their connection: the
 // count a drain waits on goes back to 0.
@@ -755,15 +811,8 @@ TEST_F(ServerTest, RequestsThatGetNoAnswerLeaveTheInFlightCountWithTheirConnecti
   EXPECT_FALSE(early->next_frame(5s).has_value());  // the server closes it (answering the close)
   // Until the server has closed the connection (the gauge of open connections is 0), the
   // count could read 0 only because the ack had not been read yet.
-  bool closed = false;
-  std::string metrics;
-  for (int i = 0; i < 500 && !closed; ++i) {  // up to 5 s
-    auto m = admin_get(server_->admin_port(), "/metrics");
-    metrics = m ? *m : "";
-    closed = metrics.find("\nparley_connections 0\n") != std::string::npos;
-    if (!closed) std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_TRUE(closed) << metrics;
+  const std::string metrics = metrics_with("\nparley_connections 0\n");
+  ASSERT_NE(metrics.find("\nparley_connections 0\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\nparley_requests_in_flight 0\n"), std::string::npos) << metrics;
 }
 
@@ -1013,13 +1062,8 @@ TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
 
   start();
   // Until the expiry at start has committed: one envelope left.
-  std::string metrics;
-  for (int i = 0; i < 500 && metrics.find("parley_queue_envelopes 1\n") == std::string::npos; ++i) {
-    if (i > 0) std::this_thread::sleep_for(10ms);
-    auto m = admin_get(server_->admin_port(), "/metrics");
-    if (m) metrics = *m;
-  }
-  EXPECT_NE(metrics.find("parley_queue_envelopes 1\n"), std::string::npos) << metrics;
+  const std::string metrics = metrics_with("\nparley_queue_envelopes 1\n");
+  EXPECT_NE(metrics.find("\nparley_queue_envelopes 1\n"), std::string::npos) << metrics;
   auto bob2 = std::make_unique<TestClient>(server_->client_options(), 2);
   ASSERT_TRUE(bob2->connect().is_ok());
   ASSERT_EQ(bob2->login_as("bob", 1, bob->auth_key())->status(), 0u);
