@@ -67,6 +67,8 @@ void Housekeeping::run() {
         (lag - (before.wall_ms - before.now_ms)) / 1000, lag / 1000);
   }
   ++runs_;
+  service_.set_expiry_now_ms(last_.now_ms);
+  service_.metrics().expiry_clock_lag_ms.store(lag, std::memory_order_relaxed);
   const std::int64_t age = static_cast<std::int64_t>(service_.config().queue_max_age_days) * kDayMs;
   service_.store().expire(last_.now_ms, age, age,
                           [dir = std::filesystem::path(service_.config().data_dir) /

@@ -3,7 +3,10 @@
 // expire): envelopes and dedup keys older than limits.queue_max_age_days, expired invites and
 // attachments, and the expired attachments' files. "Old" is measured by an ExpiryClock
 // (base/clock.h) over the service's clock: a system clock set wrongly ahead deletes nothing
-// early. Also warns while the system clock reads earlier than parleyd's floor (FlooredClock).
+// early. Each run's reading is handed to the service (Service::expiry_now_ms: attachments are
+// served until it passes their expiry) and its lag behind the system clock to the metrics
+// (parley_expiry_clock_lag_seconds). Also warns while the system clock reads earlier than
+// parleyd's floor (FlooredClock).
 // Logs: event=expiry_clock once at start when expiry runs behind the system clock (time
 // parleyd was down, or a clock set ahead while it was), event=clock_jumped_ahead when the system
 // clock moves ahead of the time that really elapsed, event=expire_failed.

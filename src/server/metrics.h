@@ -40,6 +40,9 @@ struct Metrics {
   // queue): from the send's hand-over to the store (its checks done) to the push, which spans
   // the group commit, the hop to the device's connection and the push's framing.
   LatencyHistogram live_delivery;
+  // How far housekeeping's expiry clock ran behind the system clock at its last run, in ms
+  // (time parleyd was down, a clock set ahead; server/housekeeping.h).
+  std::atomic<std::int64_t> expiry_clock_lag_ms{0};
 
   void count_response(std::uint32_t status);
   // Each send of a multi-send by its own status (its response's status is 0 whatever they were).

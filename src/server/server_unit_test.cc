@@ -768,6 +768,8 @@ TEST_F(ServiceTest, HousekeepingExpiresByElapsedTimeNotByAClockJump) {
   steady.advance_ms(600'000);
   next_run();
   EXPECT_EQ(housekeeping.last_expiry_ms(), kT0 + 600'000);
+  EXPECT_EQ(service->expiry_now_ms(), kT0 + 600'000);  // attachments are served by it
+  EXPECT_EQ(metrics_.expiry_clock_lag_ms.load(), 400 * kDay - 600'000);
   EXPECT_EQ(queued(), std::vector<std::uint8_t>({2})) << "deleted by the jump";
 
   wall.advance_ms(kDay);  // the clock stays wrong; a day passes

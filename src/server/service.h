@@ -133,6 +133,11 @@ class Service {
   std::int64_t requests_in_flight() const {
     return requests_in_flight_.load(std::memory_order_relaxed);
   }
+  // The time housekeeping last expired by (its ExpiryClock; 0 before its first run): an
+  // attachment is served until that time passes its expiry, so a system clock set ahead
+  // hides none that housekeeping keeps.
+  void set_expiry_now_ms(std::int64_t ms) { expiry_now_ms_.store(ms, std::memory_order_relaxed); }
+  std::int64_t expiry_now_ms() const { return expiry_now_ms_.load(std::memory_order_relaxed); }
 
  private:
   boost::asio::io_context& io_;
@@ -147,6 +152,7 @@ class Service {
   RateLimiter ip_connects_;
   std::unique_ptr<transport::HttpFiles> files_;
   std::atomic<bool> draining_{false};
+  std::atomic<std::int64_t> expiry_now_ms_{0};
   std::atomic<std::int64_t> requests_in_flight_{0};
 
   // A store read's account, cached only if no write changed the cache since `generation`, read

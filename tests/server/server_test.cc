@@ -1039,10 +1039,14 @@ TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
 // clock: here the clock reads 40 days past the last expiry (a clock set wrongly ahead, or 40
 // days down). An envelope stored 60 days before the clock's reading has waited 20 days by the
 // expiry clock and is kept; one stored 75 days before it has waited 35 and is deleted
-// (limits.queue_max_age_days is 30).
+// (limits.queue_max_age_days is 30). An attachment that expired a day ago by the system clock
+// has 39 days to go by the expiry clock: it is kept and served.
 TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
   start();
   auto alice = registered("alice", 1);
+  const std::string blob = patterned(3000);
+  const auto slot = upload_slot(*alice, blob.size());
+  ASSERT_EQ(put_part(slot, 0, blob, blob.size()), 200u);
   auto bob = registered("bob", 2);
   EXPECT_TRUE(drain(*bob).empty());
   bob->disconnect();
@@ -1059,6 +1063,7 @@ TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
       " WHERE content = CAST('75 days' AS BLOB)");
   sql("UPDATE envelopes SET stored_ms = " + now + " - 60 * " + day +
       " WHERE content = CAST('60 days' AS BLOB)");
+  sql("UPDATE attachments SET expires_ms = " + now + " - " + day);
 
   start();
   // Until the expiry at start has committed: one envelope left.
@@ -1070,6 +1075,12 @@ TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
   auto got = drain(*bob2, /*ack=*/true);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].content(), "60 days");
+  EXPECT_NE(metrics.find("\nparley_expiry_clock_lag_seconds 34560"), std::string::npos) << metrics;
+  transport::HttpsClient http(server_->client_options());
+  auto download = http.get(slot.path());
+  ASSERT_TRUE(download.has_value()) << download.status().to_string();
+  EXPECT_EQ(download->status, 200u);
+  EXPECT_EQ(download->body, blob);
   std::ifstream log(dir_.path() + ".log");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("event=expiry_clock lag_s=34560"), std::string::npos) << text;
