@@ -412,8 +412,8 @@ int run(server::ServerConfig cfg) {
 
   // Housekeeping: expire old envelopes, dedup keys, invites and attachments, now and every 10
   // minutes, by a clock that does not follow the system clock's jumps ahead.
-  const SteadyClock steady_clock;
-  server::Housekeeping housekeeping(service, clock, steady_clock);
+  const BootClock boot_clock;
+  server::Housekeeping housekeeping(service, clock, boot_clock);
   housekeeping.start();
   boost::asio::steady_timer ticket_rotation(io);
   rotate_ticket_keys_every(ticket_rotation, *server);

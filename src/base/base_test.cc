@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <thread>
 
 #include "base/bytes.h"
@@ -39,51 +40,68 @@ TEST(FlooredClock, ReadsFromTheFloorWhileTheClockIsBehindIt) {
 }
 
 // Housekeeping's clock follows the wall clock while the two agree, moves on by no more than the
-// elapsed time when the wall clock jumps ahead, never goes back, and after a restart continues
+// elapsed time when the wall clock jumps ahead, follows it back, and after a restart continues
 // from the reading kept, not counting the time it was down.
 TEST(ExpiryClock, MovesOnByTheElapsedTimeAtMost) {
   constexpr std::int64_t kDay = 24 * 3600 * 1000;
-  ManualClock wall(1'790'000'000'000);
-  ManualClock steady(5'000);
-  {
-    ExpiryClock first_start(wall, steady, 0);  // none kept: the wall clock's, once
-    EXPECT_EQ(first_start.read().now_ms, 1'790'000'000'000);
+  constexpr std::int64_t kT0 = 1'790'000'000'000;
+  ManualClock wall(kT0);
+  ManualClock elapsed(5'000);
+  for (std::int64_t none : {std::int64_t{0}, std::int64_t{-5}}) {
+    ExpiryClock first_start(wall, elapsed, none);  // none kept: the wall clock's, once
+    EXPECT_EQ(first_start.read().now_ms, kT0);
   }
-  ExpiryClock clock(wall, steady, 1'790'000'000'000);
+  ExpiryClock clock(wall, elapsed, kT0);
   wall.advance_ms(600'000);
-  steady.advance_ms(600'000);
+  elapsed.advance_ms(600'000);
   auto r = clock.read();
-  EXPECT_EQ(r.now_ms, 1'790'000'600'000);
-  EXPECT_EQ(r.wall_ms, 1'790'000'600'000);
+  EXPECT_EQ(r.now_ms, kT0 + 600'000);
+  EXPECT_EQ(r.wall_ms, kT0 + 600'000);
+  EXPECT_EQ(r.jumped_ms, 0);
 
   wall.advance_ms(400 * kDay + 600'000);  // set wrongly ahead by 400 days
-  steady.advance_ms(600'000);
+  elapsed.advance_ms(600'000);
   r = clock.read();
-  EXPECT_EQ(r.now_ms, 1'790'001'200'000);
+  EXPECT_EQ(r.now_ms, kT0 + 1'200'000);
   EXPECT_EQ(r.wall_ms - r.now_ms, 400 * kDay);
-  steady.advance_ms(600'000);
+  EXPECT_EQ(r.jumped_ms, 400 * kDay);
+  elapsed.advance_ms(600'000);
   wall.advance_ms(600'000);
-  EXPECT_EQ(clock.read().now_ms, 1'790'001'800'000);
+  r = clock.read();
+  EXPECT_EQ(r.now_ms, kT0 + 1'800'000);
+  EXPECT_EQ(r.jumped_ms, 0) << "a lag that stays is no new jump";
 
-  wall.advance_ms(-400 * kDay - 3'600'000);  // corrected, then set back an hour too far
-  steady.advance_ms(600'000);
-  EXPECT_EQ(clock.read().now_ms, 1'790'001'800'000);  // never back
-  wall.advance_ms(3'600'000 + 600'000);
-  steady.advance_ms(3'600'000 + 600'000);
-  // Once the wall clock passes the reading again, the reading follows it.
-  EXPECT_EQ(clock.read().now_ms, 1'790'002'400'000);
+  wall.advance_ms(-400 * kDay - 3'600'000);  // corrected, and set back an hour too far
+  elapsed.advance_ms(600'000);
+  r = clock.read();
+  EXPECT_EQ(r.now_ms, kT0 - 1'800'000) << "followed back: what is stored now is not old";
+  EXPECT_EQ(r.jumped_ms, -400 * kDay - 3'600'000 - 600'000);
+  wall.advance_ms(4'200'000);
+  elapsed.advance_ms(4'200'000);
+  r = clock.read();
+  EXPECT_EQ(r.now_ms, kT0 + 2'400'000);
+  EXPECT_EQ(r.jumped_ms, 0) << "a wall clock behind the reading before is no jump";
 
   // A restart after 10 days down: the reading continues from the one kept.
   const std::int64_t kept = clock.read().now_ms;
   wall.advance_ms(10 * kDay);
-  ManualClock steady_after_boot(0);
-  ExpiryClock restarted(wall, steady_after_boot, kept);
+  ManualClock elapsed_after_boot(0);
+  ExpiryClock restarted(wall, elapsed_after_boot, kept);
   EXPECT_EQ(restarted.read().now_ms, kept);
-  steady_after_boot.advance_ms(60'000);
+  elapsed_after_boot.advance_ms(60'000);
   wall.advance_ms(60'000);
   EXPECT_EQ(restarted.read().now_ms, kept + 60'000);
-  steady_after_boot.advance_ms(-1'000);  // a steady clock never does this; still never back
+  // An elapsed clock never steps back; if it did, the time would not be counted twice.
+  elapsed_after_boot.advance_ms(-1'000);
   EXPECT_EQ(restarted.read().now_ms, kept + 60'000);
+  elapsed_after_boot.advance_ms(1'000);
+  EXPECT_EQ(restarted.read().now_ms, kept + 60'000);
+
+  // A kept reading far ahead (a clock set ahead when it was kept, or a damaged row) is not
+  // believed past the wall clock, and does not overflow.
+  ExpiryClock damaged(wall, elapsed, std::numeric_limits<std::int64_t>::max());
+  elapsed.advance_ms(1'000);
+  EXPECT_EQ(damaged.read().now_ms, wall.now_ms());
 }
 
 TEST(Hex, RoundTrip) {

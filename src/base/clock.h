@@ -3,13 +3,16 @@
 // FlooredClock never reads earlier than a floor (parleyd's: the day it was built, or its
 // database's last write, whichever is later).
 // ExpiryClock is the time housekeeping deletes by: it follows a clock but never runs ahead of
-// the time that really elapsed.
-// Thread-safety: SystemClock, SteadyClock and FlooredClock (over a thread-safe clock) are
+// the time that really elapsed (BootClock's).
+// Thread-safety: SystemClock, BootClock and FlooredClock (over a thread-safe clock) are
 // thread-safe; ManualClock and ExpiryClock are not.
+
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 
 namespace parley {
 
@@ -55,47 +58,67 @@ class FlooredClock final : public Clock {
   const std::chrono::steady_clock::time_point start_;
 };
 
-// Milliseconds of a steady clock (CLOCK_MONOTONIC: not set, never back) from an arbitrary start.
-class SteadyClock final : public Clock {
+// Milliseconds since the machine booted, time suspended included (CLOCK_BOOTTIME): never set,
+// never back. What housekeeping counts as elapsed time.
+class BootClock final : public Clock {
  public:
   std::int64_t now_ms() const override {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
+    timespec ts{};
+    ::clock_gettime(CLOCK_BOOTTIME, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
   }
 };
 
-// The time by which what is stored becomes old enough to delete. It follows `wall`, but each
-// reading moves on from the one before by no more than `steady` time elapsed since, and never
-// back. So a wall clock set wrongly ahead (by hand, a bad NTP source, a fake-hwclock restored
-// late) deletes nothing early: what was stored keeps its full age limit in elapsed time. The
-// first reading after a restart continues from the last one kept (`last_ms`), so the time the
-// process was down does not count either; a reading lags the wall clock by that much from then
-// on, and things expire that much later. `last_ms` 0 (none kept): the first reading is the wall
-// clock's.
+// The time by which what is stored becomes old enough to delete. Each reading is the wall
+// clock's, but never more than the reading before plus the `elapsed` clock's time since. So a
+// wall clock set wrongly ahead (by hand, a bad NTP source) deletes nothing early: what was
+// stored keeps its full age limit in elapsed time. A wall clock set back is followed back,
+// which only deletes less: what is stored meanwhile is stamped with the wall clock, and is
+// never older by the reading than the time that elapsed since. The first reading after a
+// restart continues from the last one kept (`last_ms`), so the time the process was down does
+// not count either: readings lag the wall clock by that much from then on, and things expire
+// that much later. `last_ms` <= 0 (none kept): the first reading is the wall clock's.
 class ExpiryClock {
  public:
-  ExpiryClock(const Clock& wall, const Clock& steady, std::int64_t last_ms)
-      : wall_(wall), steady_(steady), last_(last_ms), last_steady_(steady.now_ms()) {}
+  ExpiryClock(const Clock& wall, const Clock& elapsed, std::int64_t last_ms)
+      : wall_(wall), elapsed_(elapsed), last_(last_ms), last_elapsed_(elapsed.now_ms()) {}
 
   struct Reading {
     std::int64_t now_ms = 0;   // the time to delete by
     std::int64_t wall_ms = 0;  // the wall clock's at the same moment
+    // How much further the wall clock moved since the reading before than the time that
+    // elapsed (a jump ahead; 0 at the first reading, negative for a step back).
+    std::int64_t jumped_ms = 0;
   };
   Reading read() {
     const std::int64_t wall = wall_.now_ms();
-    const std::int64_t steady = steady_.now_ms();
-    const std::int64_t elapsed = std::max<std::int64_t>(0, steady - last_steady_);
-    last_ = last_ == 0 ? wall : std::max(last_, std::min(wall, last_ + elapsed));
-    last_steady_ = steady;
-    return {last_, wall};
+    const std::int64_t at = elapsed_.now_ms();
+    const std::int64_t elapsed = std::max<std::int64_t>(0, at - last_elapsed_);
+    Reading r;
+    r.wall_ms = wall;
+    if (last_ <= 0) {
+      r.now_ms = wall;
+    } else {
+      const std::int64_t bound = last_ > std::numeric_limits<std::int64_t>::max() - elapsed
+                                     ? std::numeric_limits<std::int64_t>::max()
+                                     : last_ + elapsed;
+      r.now_ms = std::min(wall, bound);
+    }
+    if (read_before_) r.jumped_ms = (wall - last_wall_) - elapsed;
+    read_before_ = true;
+    last_ = r.now_ms;
+    last_wall_ = wall;
+    last_elapsed_ = std::max(last_elapsed_, at);
+    return r;
   }
 
  private:
   const Clock& wall_;
-  const Clock& steady_;
+  const Clock& elapsed_;
   std::int64_t last_;
-  std::int64_t last_steady_;
+  std::int64_t last_elapsed_;
+  std::int64_t last_wall_ = 0;
+  bool read_before_ = false;
 };
 
 class ManualClock final : public Clock {

@@ -18,11 +18,11 @@ constexpr std::int64_t kJumpWorthLoggingMs = 60'000;
 
 }  // namespace
 
-Housekeeping::Housekeeping(Service& service, const FlooredClock& wall, const Clock& steady,
+Housekeeping::Housekeeping(Service& service, const FlooredClock& wall, const Clock& elapsed,
                            std::chrono::milliseconds interval)
     : service_(service),
       wall_(wall),
-      clock_(wall, steady, service.store().expiry_clock_at_open_ms()),
+      clock_(wall, elapsed, service.store().expiry_clock_at_open_ms()),
       interval_(interval),
       timer_(service.io_executor()) {}
 
@@ -32,8 +32,12 @@ void Housekeeping::start() {
 }
 
 void Housekeeping::stop() {
+  if (stopped_) return;
   stopped_ = true;
   timer_.cancel();
+  // A last run keeps the expiry clock's reading as of now: otherwise the time since the last
+  // run (up to an interval) would be added to the lag at every restart.
+  run();
 }
 
 void Housekeeping::schedule() {
@@ -52,7 +56,6 @@ void Housekeeping::run() {
         "times run on from the floor until it is)",
         SystemClock().now_ms(), wall_.floor_ms());
   }
-  const ExpiryClock::Reading before = last_;
   last_ = clock_.read();
   const std::int64_t lag = last_.wall_ms - last_.now_ms;
   if (runs_ == 0 && lag > kJumpWorthLoggingMs) {
@@ -60,11 +63,11 @@ void Housekeeping::run() {
         "event=expiry_clock lag_s={} (expiry counts the time parleyd has run since it last "
         "expired; the system clock is ahead of that by the time it was down, or by a jump)",
         lag / 1000);
-  } else if (runs_ > 0 && lag - (before.wall_ms - before.now_ms) > kJumpWorthLoggingMs) {
+  } else if (last_.jumped_ms > kJumpWorthLoggingMs) {
     spdlog::warn(
         "event=clock_jumped_ahead by_s={} lag_s={} (the system clock moved further than the "
         "time that elapsed; expiry follows the elapsed time)",
-        (lag - (before.wall_ms - before.now_ms)) / 1000, lag / 1000);
+        last_.jumped_ms / 1000, lag / 1000);
   }
   ++runs_;
   service_.set_expiry_now_ms(last_.now_ms);

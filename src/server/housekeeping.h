@@ -25,13 +25,16 @@ class Service;
 
 class Housekeeping {
  public:
-  Housekeeping(Service& service, const FlooredClock& wall, const Clock& steady,
+  // `elapsed`: BootClock in parleyd (ExpiryClock).
+  Housekeeping(Service& service, const FlooredClock& wall, const Clock& elapsed,
                std::chrono::milliseconds interval = std::chrono::minutes(10));
   Housekeeping(const Housekeeping&) = delete;
   Housekeeping& operator=(const Housekeeping&) = delete;
 
   void start();  // the first run now, then every interval
-  void stop();   // no run after this (one already handed to the store completes)
+  // A last run (the expiry clock's reading kept as of now), then none after it; what was
+  // handed to the store completes.
+  void stop();
   // Runs so far (each a call of Store::expire), and the last reading of the expiry clock.
   std::uint64_t runs() const { return runs_; }
   std::int64_t last_expiry_ms() const { return last_.now_ms; }

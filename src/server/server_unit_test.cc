@@ -751,7 +751,7 @@ TEST_F(ServiceTest, HousekeepingExpiresByElapsedTimeNotByAClockJump) {
 
   ManualClock wall(kT0);
   const FlooredClock floored(wall, 0);
-  ManualClock steady(0);
+  ManualClock steady(0);  // the elapsed time (BootClock in parleyd)
   auto service = make_service();
   Housekeeping housekeeping(*service, floored, steady, std::chrono::milliseconds(5));
   // Each run: the io_context until the timer fires once more, then the store's answer.
@@ -780,10 +780,21 @@ TEST_F(ServiceTest, HousekeepingExpiresByElapsedTimeNotByAClockJump) {
   steady.advance_ms(kDay);
   next_run();
   EXPECT_TRUE(queued().empty()) << "30 days and 10 minutes old";
-  housekeeping.stop();
-  const std::uint64_t runs = housekeeping.runs();
+
+  // Set back too far: 400 days and a month. The reading follows it back, so what is stored
+  // now (stamped with the wall clock) is not taken for a month old.
+  wall.advance_ms(-431 * kDay);
+  steady.advance_ms(600'000);
+  store_at(wall.now_ms(), 3);
+  next_run();
+  EXPECT_EQ(housekeeping.last_expiry_ms(), wall.now_ms());
+  EXPECT_EQ(queued(), std::vector<std::uint8_t>({3})) << "stored after the clock was set back";
+
+  const std::uint64_t before_stop = housekeeping.runs();
+  housekeeping.stop();  // a last run, then none
+  EXPECT_EQ(housekeeping.runs(), before_stop + 1);
   io_.run_for(std::chrono::milliseconds(30));
-  EXPECT_EQ(housekeeping.runs(), runs) << "no run after stop";
+  EXPECT_EQ(housekeeping.runs(), before_stop + 1) << "no run after stop";
 }
 
 }  // namespace

@@ -1074,7 +1074,8 @@ TEST_F(StoreTest, MigrationToV3KeepsQueuedEnvelopesAndDedupKeysOfV2) {
 
 // An expire that finds no legacy envelope left (stored before schema v3) stops acks from
 // looking for them, but only once it commits: an expire that rolls back, alone or in a batch
-// run again with savepoints, must leave the legacy envelopes acknowledgeable.
+// run again with savepoints, must leave the legacy envelopes acknowledgeable (and keep no
+// expiry clock reading).
 TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
   ASSERT_NO_FATAL_FAILURE(recreate_at_v2(
       "INSERT INTO accounts (id, name, folded_name, created_ms) VALUES (7, 'a', 'a', 1);"
@@ -1121,6 +1122,8 @@ TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
   ASSERT_TRUE(sent->get_future().get().has_value());
   ASSERT_EQ(fetch(7, 1).size(), 2u);
   EXPECT_EQ(*ack(7, 1, {Bytes(16, 0xcd)}), 1u);
+  open();
+  EXPECT_EQ(store_->expiry_clock_at_open_ms(), 0) << "a rolled-back expiry keeps no reading";
 }
 
 // Migration 6 indexes attachments by account: the quota's sum reads the index alone, and the

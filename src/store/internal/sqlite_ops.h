@@ -37,7 +37,8 @@ struct Backend {
   std::int64_t seq_bound = 1;
   std::int64_t legacy_max_seq = 0;  // envelopes up to here predate schema v3 (see migrations.cc)
   bool legacy_rows = false;         // some of them may still be queued
-  // The meta table's expiry_clock: the now_ms of the last expiry committed (0: none yet).
+  // The meta table's expiry_clock as read at open: the now_ms of the last expiry committed
+  // before (0: none). Not kept up to date after.
   std::int64_t expiry_clock_ms = 0;
   std::size_t dedup_capacity;
   DedupIndex dedup;
