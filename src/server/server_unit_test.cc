@@ -492,6 +492,13 @@ class ServiceTest : public ::testing::Test {
     return made.get_future().get();
   }
 
+  // The device's queue as the store holds it (at most 10 envelopes).
+  Result<std::vector<store::QueuedEnvelope>> queue_of(std::int64_t account_id) {
+    std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
+    store_->fetch_queue(account_id, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
+    return queue.get_future().get();
+  }
+
   std::unique_ptr<Service> make_service() {
     return std::make_unique<Service>(io_, config_, *store_, clock_, rng_, metrics_);
   }
@@ -698,9 +705,7 @@ TEST_F(ServiceTest, ASendThatRacedARecoveryIsAnsweredStale) {
   EXPECT_EQ(mismatch.stale_devices(0), 1u);
   EXPECT_EQ(mismatch.missing_devices_size() + mismatch.extra_devices_size(), 0);
 
-  std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
-  store_->fetch_queue(carol->id, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
-  auto queued = queue.get_future().get();
+  auto queued = queue_of(carol->id);
   ASSERT_TRUE(queued.has_value());
   EXPECT_TRUE(queued->empty()) << "the new device got a message it cannot decrypt";
   dan->on_close();
@@ -736,10 +741,8 @@ TEST_F(ServiceTest, HousekeepingExpiresByElapsedTimeNotByAClockJump) {
     ASSERT_TRUE(r.has_value() && r->kind == store::SendOutcome::Kind::kStored);
   };
   auto queued = [&] {
-    std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
-    store_->fetch_queue(alice_.id, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
     std::vector<std::uint8_t> tags;
-    auto q = queue.get_future().get();
+    auto q = queue_of(alice_.id);
     EXPECT_TRUE(q.has_value());
     if (q) {
       for (const auto& e : *q) tags.push_back(e.envelope.content[0]);

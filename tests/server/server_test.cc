@@ -155,12 +155,19 @@ class ServerTest : public ::testing::Test {
     return metrics;
   }
 
-  // Another process's SQL on parleyd's database (WAL: it may write beside parleyd).
-  void sql(const std::string& statement) {
+  // Another process's connection to parleyd's database (WAL: it may write beside parleyd),
+  // waiting up to 5 s for a lock. Close it with sqlite3_close (also after a failed open).
+  sqlite3* open_db() {
     sqlite3* db = nullptr;
-    int rc = sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db);
-    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(db, statement.c_str(), nullptr, nullptr, nullptr);
+    if (sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db) == SQLITE_OK) {
+      sqlite3_busy_timeout(db, 5000);
+    }
+    return db;
+  }
+  // Another process's SQL on parleyd's database.
+  void sql(const std::string& statement) {
+    sqlite3* db = open_db();
+    const int rc = sqlite3_exec(db, statement.c_str(), nullptr, nullptr, nullptr);
     EXPECT_EQ(rc, SQLITE_OK) << statement << ": " << sqlite3_errmsg(db);
     sqlite3_close(db);
   }
@@ -768,9 +775,7 @@ TEST_F(ServerTest, ADrainWaitsForASendTheStoreIsSlowToCommit) {
   auto bob = registered("bob", 2);
   EXPECT_TRUE(drain(*bob).empty());
   bob->disconnect();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_.path() + "/d/parley.db").c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3* db = open_db();
   ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK)
       << sqlite3_errmsg(db);
 
