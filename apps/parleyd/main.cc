@@ -291,10 +291,20 @@ std::int64_t clock_floor_ms(const Clock& system, const std::string& data_dir) {
 
 // The floor raised to the last expiry's reading kept in the database, when the system clock reads
 // earlier than the build day: a machine whose clock was never set wrote its files with 1970
-// times, but its expiry clock ran on from the floor. Without this, what is stored after the
-// restart would be dated before that reading, and expired as if it had waited since.
+// times, but its expiry clock ran on from the floor. Raising the floor keeps what is stored after
+// the restart dated after what was stored before it. A kept reading more than 20 years past the
+// build day is not believed (a damaged database, not a clock): it would date everything stored
+// from now on decades ahead.
 std::int64_t with_expiry_clock(const Clock& system, std::int64_t floor, std::int64_t kept_ms) {
-  return system.now_ms() >= build_day_ms() ? floor : std::max(floor, kept_ms);
+  constexpr std::int64_t kBelievableMs = std::int64_t{20} * 366 * 24 * 3600 * 1000;
+  if (system.now_ms() >= build_day_ms()) return floor;
+  if (kept_ms > build_day_ms() + kBelievableMs) {
+    spdlog::warn(
+        "event=expiry_clock_ignored reason=\"the kept reading is decades past the build "
+        "day\"");
+    return floor;
+  }
+  return std::max(floor, kept_ms);
 }
 
 unsigned io_thread_count(std::uint32_t configured) {

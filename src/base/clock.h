@@ -1,7 +1,8 @@
 #pragma once
 // Clock: the injectable source of time. SystemClock reads the real clock; tests use ManualClock.
-// FlooredClock never reads earlier than a floor (parleyd's: the day it was built, or its
-// database's last write, whichever is later).
+// FlooredClock never reads earlier than a floor (parleyd's: the day it was built or, on a
+// machine whose clock reads earlier, the latest of the database's last write and its kept
+// expiry clock reading).
 // ExpiryClock is the time housekeeping deletes by: it follows a clock but never runs ahead of
 // the time that really elapsed (BootClock's).
 // Thread-safety: SystemClock, BootClock and FlooredClock (over a thread-safe clock) are
@@ -44,9 +45,12 @@ class FlooredClock final : public Clock {
   std::int64_t now_ms() const override {
     const std::int64_t now = inner_.now_ms();
     if (now >= floor_ms_) return now;
-    return floor_ms_ + std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::steady_clock::now() - start_)
-                           .count();
+    const std::int64_t elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now() - start_)
+                                     .count();
+    return floor_ms_ > std::numeric_limits<std::int64_t>::max() - elapsed
+               ? std::numeric_limits<std::int64_t>::max()
+               : floor_ms_ + elapsed;
   }
   // Whether `inner` reads earlier than the floor (the floor is being used).
   bool behind() const { return inner_.now_ms() < floor_ms_; }

@@ -683,6 +683,17 @@ Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id,
 
 // ---- housekeeping -----------------------------------------------------------------------------
 
+namespace {
+
+// now_ms - age_ms (age_ms >= 0), or the lowest time there is: a reading near the bottom of the
+// range must not wrap round to one that would delete everything.
+std::int64_t older_than(std::int64_t now_ms, std::int64_t age_ms) {
+  constexpr std::int64_t kLowest = std::numeric_limits<std::int64_t>::min();
+  return now_ms < kLowest + age_ms ? kLowest : now_ms - age_ms;
+}
+
+}  // namespace
+
 Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int64_t max_age_ms,
                                            std::int64_t dedup_ms) {
   {
@@ -707,7 +718,7 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
               Stmt s, tx.db.prepare("DELETE FROM envelopes WHERE seq = ?1 AND stored_ms < ?2 "
                                     "RETURNING seq",
                                     "expire envelope"));
-          s.bind(1, seq).bind(2, now_ms - max_age_ms);
+          s.bind(1, seq).bind(2, older_than(now_ms, max_age_ms));
           PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
           if (!row) {
             young = true;
@@ -728,11 +739,11 @@ Result<std::vector<std::string>> op_expire(Tx& tx, std::int64_t now_ms, std::int
                               "created_ms >= ?1 ORDER BY id LIMIT 1), (SELECT MAX(id) + 1 FROM "
                               "dedup))",
                               "expire dedup keys"));
-    s.bind(1, now_ms - dedup_ms);
+    s.bind(1, older_than(now_ms, dedup_ms));
     PARLEY_TRY(s.run());
     // Forgetting in memory is safe even if this transaction rolls back: a key that is in the
     // table but not in the index only costs a duplicate being stored, never a lost message.
-    tx.backend.dedup.expire(now_ms - dedup_ms);
+    tx.backend.dedup.expire(older_than(now_ms, dedup_ms));
   }
   if (tx.backend.legacy_rows) {
     PARLEY_ASSIGN_OR_RETURN(Stmt s, tx.db.prepare("SELECT 1 FROM envelopes WHERE seq <= ?1 LIMIT 1",

@@ -803,6 +803,21 @@ TEST_F(StoreTest, AKeyStoredWithTheClockSetBackStaysUntilTheKeysBeforeItExpire) 
             SendOutcome::Kind::kStored);
 }
 
+// A reading at the bottom of the clock's range (a damaged clock) deletes nothing: the cutoff
+// does not wrap round to the top, where everything would be older than it.
+TEST_F(StoreTest, AnExpiryAtTheBottomOfTheClocksRangeDeletesNothing) {
+  Account a = create("alice");
+  ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 1)}, "kept", 1000))->kind,
+            SendOutcome::Kind::kStored);
+  const std::int64_t bottom = std::numeric_limits<std::int64_t>::min() + 1000;
+  ASSERT_TRUE(call<std::vector<std::string>>([&](auto cb) {
+                store_->expire(bottom, 30 * 86'400'000LL, 30 * 86'400'000LL, cb);
+              }).has_value());
+  EXPECT_EQ(fetch(a.id, 1).size(), 1u);
+  EXPECT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, 2)}, "kept", 1000))->kind,
+            SendOutcome::Kind::kDuplicate);
+}
+
 // The time an expiry ran to is kept with what it deleted, for the next start's housekeeping
 // clock; a store that never expired anything reports none.
 TEST_F(StoreTest, TheExpiryClockIsKeptAcrossAReopen) {
