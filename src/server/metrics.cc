@@ -99,8 +99,8 @@ std::string Metrics::render_prometheus(const store::Stats& s,
        "attachments.min_free_disk_mb free.",
        attachment_disk_refusals.load());
   line("parley_expiry_clock_lag_seconds", "gauge",
-       "How far expiry's clock ran behind the system clock at its last run (time parleyd was "
-       "down; a clock set ahead).",
+       "How far expiry's clock ran behind parleyd's clock (the system clock, floored) at its "
+       "last run: time parleyd was down, a clock set ahead.",
        expiry_clock_lag_ms.load() / 1000);
   line("parley_queue_envelopes", "gauge", "Envelopes waiting in device queues.", s.queued_envelopes);
   line("parley_queue_bytes", "gauge", "Bytes waiting in device queues.", s.queued_bytes);
