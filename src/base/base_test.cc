@@ -14,6 +14,7 @@
 #include "base/private_file.h"
 #include "base/result.h"
 #include "base/rng.h"
+#include "base/saturating.h"
 #include "base/secret_bytes.h"
 #include "base/utf8.h"
 
@@ -42,6 +43,26 @@ TEST(FlooredClock, ReadsFromTheFloorWhileTheClockIsBehindIt) {
 // Housekeeping's clock follows the wall clock while the two agree, moves on by no more than the
 // elapsed time when the wall clock jumps ahead, follows it back, and after a restart continues
 // from the reading kept, not counting the time it was down.
+TEST(Saturating, StopsAtTheBoundsInsteadOfWrapping) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+  EXPECT_EQ(saturating_add<std::int64_t>(40, 2), 42);
+  EXPECT_EQ(saturating_add<std::int64_t>(kMax - 1, 1), kMax);
+  EXPECT_EQ(saturating_add<std::int64_t>(kMax - 1, 2), kMax);
+  EXPECT_EQ(saturating_add<std::int64_t>(kMin + 1, -2), kMin);
+  EXPECT_EQ(saturating_add<std::int64_t>(kMax, kMin), -1);
+  EXPECT_EQ(saturating_sub<std::int64_t>(kMin + 5, 5), kMin);
+  EXPECT_EQ(saturating_sub<std::int64_t>(kMin + 5, 6), kMin);
+  EXPECT_EQ(saturating_sub<std::int64_t>(kMax - 1, -2), kMax);
+  EXPECT_EQ(saturating_sub<std::int64_t>(0, kMin), kMax);
+  EXPECT_EQ(saturating_sub<std::int64_t>(-1, kMin), kMax);
+  EXPECT_EQ(saturating_add<std::size_t>(SIZE_MAX - 3, 3), SIZE_MAX);
+  EXPECT_EQ(saturating_add<std::size_t>(SIZE_MAX - 3, 4), SIZE_MAX);
+  EXPECT_EQ(saturating_sub<std::size_t>(3, 4), 0u);
+  static_assert(saturating_add<int>(std::numeric_limits<int>::max(), 1) ==
+                std::numeric_limits<int>::max());
+}
+
 TEST(ExpiryClock, MovesOnByTheElapsedTimeAtMost) {
   constexpr std::int64_t kDay = 24 * 3600 * 1000;
   constexpr std::int64_t kT0 = 1'790'000'000'000;

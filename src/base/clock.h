@@ -13,7 +13,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <limits>
+
+#include "base/saturating.h"
 
 namespace parley {
 
@@ -48,9 +49,7 @@ class FlooredClock final : public Clock {
     const std::int64_t elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::steady_clock::now() - start_)
                                      .count();
-    return floor_ms_ > std::numeric_limits<std::int64_t>::max() - elapsed
-               ? std::numeric_limits<std::int64_t>::max()
-               : floor_ms_ + elapsed;
+    return saturating_add(floor_ms_, elapsed);
   }
   // Whether `inner` reads earlier than the floor (the floor is being used).
   bool behind() const { return inner_.now_ms() < floor_ms_; }
@@ -103,10 +102,7 @@ class ExpiryClock {
     if (last_ <= 0) {
       r.now_ms = wall;
     } else {
-      const std::int64_t bound = last_ > std::numeric_limits<std::int64_t>::max() - elapsed
-                                     ? std::numeric_limits<std::int64_t>::max()
-                                     : last_ + elapsed;
-      r.now_ms = std::min(wall, bound);
+      r.now_ms = std::min(wall, saturating_add(last_, elapsed));
     }
     if (read_before_) r.jumped_ms = (wall - last_wall_) - elapsed;
     read_before_ = true;

@@ -4,6 +4,7 @@
 #include <span>
 #include <utility>
 
+#include "base/saturating.h"
 #include "base/secret_bytes.h"
 #include "store/internal/sqlite_ops.h"
 
@@ -685,11 +686,10 @@ Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id,
 
 namespace {
 
-// now_ms - age_ms (age_ms >= 0), or the lowest time there is: a reading near the bottom of the
-// range must not wrap round to one that would delete everything.
+// now_ms - age_ms, or the lowest time there is: a reading near the bottom of the range must not
+// wrap round to one that would delete everything.
 std::int64_t older_than(std::int64_t now_ms, std::int64_t age_ms) {
-  constexpr std::int64_t kLowest = std::numeric_limits<std::int64_t>::min();
-  return now_ms < kLowest + age_ms ? kLowest : now_ms - age_ms;
+  return saturating_sub(now_ms, age_ms);
 }
 
 }  // namespace

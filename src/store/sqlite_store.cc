@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/saturating.h"
 #include "store/internal/checkpointer.h"
 #include "store/internal/sqlite_db.h"
 #include "store/internal/sqlite_ops.h"
@@ -84,10 +85,6 @@ class TypedOp final : public Op {
   const bool synced_;
   std::optional<Result<T>> result_;
 };
-
-// a + b, or SIZE_MAX when that overflows: an operation's rows come from the caller (a fetch's
-// page size), so a sum of them must not wrap past a bound.
-std::size_t add_rows(std::size_t a, std::size_t b) { return b > SIZE_MAX - a ? SIZE_MAX : a + b; }
 
 Callback<Unit> adapt(Done done) {
   return [done = std::move(done)](Result<Unit> r) {
@@ -341,12 +338,12 @@ class SqliteStore final : public Store {
       batch.push_back(std::move(writes_.front()));
       writes_.pop_front();
     }
-    std::size_t rows = 0;
+    std::size_t rows = 0;  // sums saturate: a fetch's rows are the caller's page size
     for (bool first = true; !others_.empty(); first = false) {
       const bool fits = batch.size() < options_.max_batch &&
-                        add_rows(rows, others_.front()->rows) <= options_.max_batch_rows;
+                        saturating_add(rows, others_.front()->rows) <= options_.max_batch_rows;
       if (!first && !fits) break;
-      rows = add_rows(rows, others_.front()->rows);
+      rows = saturating_add(rows, others_.front()->rows);
       batch.push_back(std::move(others_.front()));
       others_.pop_front();
     }
@@ -366,7 +363,7 @@ class SqliteStore final : public Store {
       if (op->synced()) {
         ++writes;
       } else {
-        rows = add_rows(rows, op->rows);
+        rows = saturating_add(rows, op->rows);
       }
     }
     if (writes == 0 || writes == batch.size() || rows <= options_.max_rows_beside_writes) return;
