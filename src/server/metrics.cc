@@ -80,6 +80,9 @@ std::string Metrics::render_prometheus(const store::Stats& s,
   };
   line("parley_connections", "gauge", "Open WebSocket connections.", connections.load());
   line("parley_connections_authenticated", "gauge", "Logged-in connections.", authenticated.load());
+  line("parley_requests_in_flight", "gauge",
+       "Requests read and not yet answered (a drain waits for none).",
+       requests_in_flight.load(std::memory_order_relaxed));
   line("parley_connections_total", "counter", "WebSocket connections accepted.",
        connections_total.load());
   line("parley_messages_stored_total", "counter", "Envelopes durably committed.",

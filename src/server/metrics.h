@@ -43,6 +43,9 @@ struct Metrics {
   // How far housekeeping's expiry clock ran behind the system clock at its last run, in ms
   // (time parleyd was down, a clock set ahead; server/housekeeping.h).
   std::atomic<std::int64_t> expiry_clock_lag_ms{0};
+  // Requests read and not yet answered, on every connection (a one-way ack until its deletion
+  // is done): the drain waits for none before it closes the connections (Service).
+  std::atomic<std::int64_t> requests_in_flight{0};
 
   void count_response(std::uint32_t status);
   // Each send of a multi-send by its own status (its response's status is 0 whatever they were).

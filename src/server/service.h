@@ -124,14 +124,13 @@ class Service {
   // bundle fetches, attachment slots).
   void set_draining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
-  // Requests read and not yet answered, on every connection (a one-way ack until its deletion
-  // is done): the drain waits for none before it closes the connections.
-  void request_started() { requests_in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  // Requests read and not yet answered (Metrics::requests_in_flight).
+  void request_started() { metrics_.requests_in_flight.fetch_add(1, std::memory_order_relaxed); }
   void requests_finished(std::int64_t n = 1) {
-    requests_in_flight_.fetch_sub(n, std::memory_order_relaxed);
+    metrics_.requests_in_flight.fetch_sub(n, std::memory_order_relaxed);
   }
   std::int64_t requests_in_flight() const {
-    return requests_in_flight_.load(std::memory_order_relaxed);
+    return metrics_.requests_in_flight.load(std::memory_order_relaxed);
   }
   // The time housekeeping last expired by (its ExpiryClock; 0 before its first run): an
   // attachment is served until that time passes its expiry, so a system clock set ahead
@@ -153,7 +152,6 @@ class Service {
   std::unique_ptr<transport::HttpFiles> files_;
   std::atomic<bool> draining_{false};
   std::atomic<std::int64_t> expiry_now_ms_{0};
-  std::atomic<std::int64_t> requests_in_flight_{0};
 
   // A store read's account, cached only if no write changed the cache since `generation`, read
   // before the store was asked: a read can finish after a write that made it stale.
