@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 
+#include "base/saturating.h"
 #include "crypto/primitives.h"
 #include "transport/client_address.h"
 #include "transport/internal/asio.h"
@@ -108,6 +109,13 @@ using WsStream = websocket::stream<CorkStream<TlsSocket>>;
 
 // Requests one HTTP connection may make, as nginx's keepalive_requests.
 constexpr int kMaxHttpRequestsPerConnection = 1000;
+// What an HTTP connection's read buffer may hold: a header (8 KiB at most) and what follows it
+// in the same reads.
+constexpr std::size_t kMaxHttpReadBuffer = 64 * 1024;
+// A lingering close (linger()) waits this long at most, as nginx's lingering_timeout, reading
+// this much at a time.
+constexpr auto kLingerTime = std::chrono::seconds(5);
+constexpr std::size_t kLingerChunk = 16 * 1024;
 
 class Connection;
 
@@ -526,8 +534,12 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     }
     HttpContext cx{opt, st_->site, st_->files};
     const std::string att_prefix = opt.ws_path + "/att/";
-    beast::flat_buffer buffer;
+    // Bounded: the parser limits the header and the body's data, but not a chunk's size line
+    // (its extensions) or the trailer after the last chunk, which it keeps whole in here until
+    // they end. Full, the read fails with buffer_overflow: a 400, and the connection closes.
+    beast::flat_buffer buffer(kMaxHttpReadBuffer);
     bool keep = true;
+    bool body_unread = false;  // the last request's body may still be on its way
     for (int served = 0; keep && served < kMaxHttpRequestsPerConnection && !stopping_; ++served) {
       HeaderParser hp;
       hp.header_limit(8 * 1024);
@@ -541,11 +553,14 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
         keep = false;
         break;
       }
+      // Whether a body follows: an answer given before it is all read (a refusal) closes the
+      // connection, and the close lingers (linger()).
+      body_unread = !hp.is_done();
       auto& req = hp.get();
       // HTTP/1.1 needs exactly one Host (RFC 9112, 3.2); servers answer 400 without it.
       if (req.version() >= 11 && req.count(http::field::host) != 1) {
-        co_await write_site_response(*tls_, st_->site.error_page(400), req.version(), false, false,
-                                     cx);
+        co_await write_site_response(*tls_, st_->site.error_page(400), req.version(), false,
+                                     req.method() == http::verb::head, cx);
         break;
       }
       // The last request a connection may make is answered with "Connection: close".
@@ -572,8 +587,40 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     if (stopping_) co_return std::nullopt;
     // Close like a polite server: TLS close_notify, briefly.
     tls_->expires_after(std::chrono::seconds(2));
-    co_await tls_->async_shutdown(kUse);
+    auto [sec] = co_await tls_->async_shutdown(kUse);
+    // (Twice the largest body the server takes: its TLS records' overhead, and a margin.)
+    if (!sec && body_unread && !stopping_) {
+      co_await linger(saturating_add<std::uint64_t>(opt.max_http_body, opt.max_http_body));
+    }
     co_return std::nullopt;
+  }
+
+  // A lingering close, as nginx's (lingering_close): after an answer given before the request's
+  // body was all read (a refused upload part, a body over the site's limit), closing at once
+  // while the client still sends makes the kernel reset the connection, and the client loses
+  // the answer (curl reports "Connection reset" instead of the 409 that gives the offset to
+  // resume from). So: stop sending (a FIN after the close_notify), then read and discard what
+  // the client still sends, undeciphered, until it closes, for kLingerTime and `max_bytes` at
+  // most.
+  net::awaitable<void> linger(std::uint64_t max_bytes) {
+    tcp::socket& sock = tls_->next_layer();
+    error_code ec;
+    sock.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) co_return;
+    // As in read_preamble: the deadline closes the socket, which ends the read under way.
+    auto over = std::make_shared<bool>(false);
+    timer_.expires_after(kLingerTime);
+    timer_.async_wait([tls = tls_, over](error_code tec) {
+      if (!tec && !*over) tls->close();
+    });
+    auto scratch = std::make_unique<std::uint8_t[]>(kLingerChunk);
+    for (std::uint64_t discarded = 0; discarded < max_bytes;) {
+      auto [rec, n] = co_await sock.async_read_some(net::buffer(scratch.get(), kLingerChunk), kUse);
+      if (rec) break;  // the client closed (or reset), or the deadline passed
+      discarded += n;
+    }
+    *over = true;
+    timer_.cancel();
   }
 
   // A bridge's answer to the upgrade, as parleyd's WebSocket server sends it: the interim

@@ -1353,6 +1353,8 @@ TEST_F(TransportTest, HeadRequestsNeverGetABody) {
                      "400");
   expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", "500");
   expect_header_only("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", "413");
+  expect_header_only("HEAD / HTTP/1.1\r\n\r\n", "400");  // no Host
+  expect_header_only("HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400");
   // The 401 names the scheme it wants, as RFC 9110 (11.6.1) asks.
   auto challenge = https.raw_exchange_for_test(
       "HEAD " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n", 1000ms);
@@ -1396,6 +1398,56 @@ TEST_F(TransportTest, HttpRequestsAreRefusedAndEndedAsByOrdinaryServers) {
   EXPECT_EQ(all.find("connection: close"), all.find("connection: close", starts.back()))
       << "only the last response ends the connection";
   EXPECT_NE(all.find("connection: close", starts.back()), std::string::npos);
+}
+
+// The parser bounds a request's header and its body's data, but not a chunk's size line (its
+// extensions) or the trailer after the last chunk: those are bounded by the read buffer. A
+// client that sends one without end is answered 400 once the buffer is full, instead of growing
+// the server's memory for as long as the read deadline allows (over 500 MB in 4 s before).
+TEST_F(TransportTest, AnEndlessChunkLineOrTrailerIsRefused) {
+  start();
+  const std::string chunked = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string filler(16 * 1024, 'b');
+  for (const std::string& endless : {chunked + "1;a=", chunked + "0\r\nX-A: "}) {
+    test_support::TlsPeer peer;
+    ASSERT_EQ(peer.connect(server_->port()), "");
+    ASSERT_TRUE(ssl_send(peer.ssl(), endless));
+    // 1 MiB, sixteen times the buffer: the server answers long before the end of it, and
+    // lingers (reading and discarding) so that none of these writes is reset.
+    for (int i = 0; i < 64; ++i) ASSERT_TRUE(ssl_send(peer.ssl(), filler)) << i;
+    const std::string r = read_response(peer.ssl());
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << endless.substr(chunked.size()) << r.substr(0, 60);
+  }
+  HttpsClient https(client_options());
+  auto served = https.request("GET", "/");
+  ASSERT_TRUE(served.has_value()) << served.error().to_string();
+  EXPECT_EQ(served->status, 200u);
+}
+
+// An answer given before the request's body is read (a refused upload part) closes the
+// connection, and the close lingers as nginx's does: the server stops sending and discards what
+// the client still sends until it closes. Closed at once instead, the kernel resets the
+// connection while the client writes the body, and the client (curl, say) fails on its write
+// and never reads the 409 that tells it where to resume.
+TEST_F(TransportTest, ARefusedUploadIsReadAfterTheBodyTheClientStillSends) {
+  start();
+  files_->add("att9", "tok-9", 1024 * 1024);
+  const std::string part(512 * 1024, 'p');
+  test_support::TlsPeer peer;
+  ASSERT_EQ(peer.connect(server_->port()), "");
+  // It starts at 100, the attachment holds nothing yet: 409 at once, from the header alone.
+  ASSERT_TRUE(ssl_send(peer.ssl(), "PUT " + att("att9") +
+                                       " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-9\r\n"
+                                       "Content-Range: bytes 100-524387/1048576\r\n"
+                                       "Content-Length: 524288\r\n\r\n"));
+  std::this_thread::sleep_for(200ms);  // the answer and the server's close come first
+  for (std::size_t at = 0; at < part.size(); at += 16 * 1024) {
+    ASSERT_TRUE(ssl_send(peer.ssl(), std::string_view(part).substr(at, 16 * 1024))) << at;
+  }
+  const std::string r = read_response(peer.ssl());
+  EXPECT_EQ(r.rfind("HTTP/1.1 409", 0), 0u) << r.substr(0, 60);
+  EXPECT_NE(lower(r).find("\r\nupload-offset: 0\r\n"), std::string::npos) << r;
+  EXPECT_EQ(files_->have("att9"), 0u);
 }
 
 // A TCP connection to 127.0.0.1:port from the loopback address `source` (another peer address
