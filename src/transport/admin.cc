@@ -141,7 +141,8 @@ class AdminServerImpl final : public AdminServer {
 
   static net::awaitable<void> serve(std::shared_ptr<Listener> l, beast::tcp_stream stream) {
     OpenConnection counted(l);
-    beast::flat_buffer buffer;
+    // Bounded like the listener's (server.cc): the parser does not bound a chunk-size line.
+    beast::flat_buffer buffer(2 * kMaxHeader);
     http::request_parser<http::empty_body> parser;
     parser.header_limit(kMaxHeader);
     stream.expires_after(kTimeout);

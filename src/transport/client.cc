@@ -861,7 +861,8 @@ net::awaitable<Result<HttpResponse>> do_request(const ClientOptions& o, const Re
     if (ec) co_return io_error("write", ec);
   }
 
-  beast::flat_buffer buffer;
+  // Bounded: the parser limits the header and the body, not a chunk-size line or a trailer.
+  beast::flat_buffer buffer(64 * 1024);
   http::response_parser<http::string_body> parser;
   parser.header_limit(16 * 1024);
   parser.body_limit(spec.body_limit);
