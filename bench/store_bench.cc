@@ -220,11 +220,12 @@ int run(const Options& o) {
         std::mutex mu;
         std::condition_variable cv;
         std::optional<Result<std::vector<store::QueuedEnvelope>>> page;
-        db->fetch_queue(account, 1, after, 256, [&](Result<std::vector<store::QueuedEnvelope>> r) {
-          std::lock_guard<std::mutex> lock(mu);
-          page.emplace(std::move(r));
-          cv.notify_one();
-        });
+        db->fetch_queue(account, 1, after, 256, store::kNoByteLimit,
+                        [&](Result<std::vector<store::QueuedEnvelope>> r) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          page.emplace(std::move(r));
+                          cv.notify_one();
+                        });
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return page.has_value(); });
         if (!*page || (*page)->empty()) break;
@@ -286,7 +287,7 @@ int run(const Options& o) {
     // store's thread, as parleyd's would post them on).
     std::function<void(std::int64_t, std::int64_t)> next_page = [&](std::int64_t account,
                                                                     std::int64_t after) {
-      db->fetch_queue(account, 1, after, 256,
+      db->fetch_queue(account, 1, after, 256, store::kNoByteLimit,
                       [&, account](Result<std::vector<store::QueuedEnvelope>> r) {
                         if (!r || r->empty()) {
                           if (!r) ++failures;

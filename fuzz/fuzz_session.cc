@@ -100,9 +100,9 @@ class CountingStore final : public store::Store {
     inner_.store_messages(std::move(batch), counted(std::move(done)));
   }
   void fetch_queue(std::int64_t account, std::uint32_t device, std::int64_t after_seq,
-                   std::size_t limit,
+                   std::size_t limit, std::size_t max_bytes,
                    store::Callback<std::vector<store::QueuedEnvelope>> done) override {
-    inner_.fetch_queue(account, device, after_seq, limit, counted(std::move(done)));
+    inner_.fetch_queue(account, device, after_seq, limit, max_bytes, counted(std::move(done)));
   }
   void ack(std::int64_t account, std::uint32_t device, std::vector<Bytes> ids,
            store::Callback<std::uint32_t> done) override {

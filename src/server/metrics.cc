@@ -113,6 +113,10 @@ std::string Metrics::render_prometheus(const store::Stats& s,
        "Of them, those committed without an fsync: acknowledgements and reads alone, and "
        "deletions of acknowledged envelopes.",
        s.unsynced_commits);
+  line("parley_store_fetched_envelopes_total", "counter",
+       "Envelopes read from queues for delivery.", s.fetched_envelopes);
+  line("parley_store_fetched_bytes_total", "counter",
+       "Bytes of the envelopes read from queues for delivery.", s.fetched_bytes);
   line("parley_store_acked_pending", "gauge",
        "Acknowledged envelopes logged whose rows wait to be deleted together.", s.acked_pending);
   line("parley_store_failed_ack_flushes_total", "counter",

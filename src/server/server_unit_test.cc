@@ -495,7 +495,8 @@ class ServiceTest : public ::testing::Test {
   // The device's queue as the store holds it (at most 10 envelopes).
   Result<std::vector<store::QueuedEnvelope>> queue_of(std::int64_t account_id) {
     std::promise<Result<std::vector<store::QueuedEnvelope>>> queue;
-    store_->fetch_queue(account_id, 1, 0, 10, [&](auto q) { queue.set_value(std::move(q)); });
+    store_->fetch_queue(account_id, 1, 0, 10, store::kNoByteLimit,
+                        [&](auto q) { queue.set_value(std::move(q)); });
     return queue.get_future().get();
   }
 

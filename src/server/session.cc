@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "base/saturating.h"
 #include "crypto/pow.h"
 #include "crypto/primitives.h"
 #include "server/attachments.h"
@@ -1033,9 +1034,12 @@ void Session::pump() {
   if (!window_has_room()) return;
   fetching_ = true;
   dirty_ = false;
+  // The window's room, in envelopes and in bytes: a page of large envelopes stops where the
+  // window fills, so that each acknowledgement does not read a page of them again.
   const std::size_t limit = kDeliveryWindow - unacked_.size();
+  const std::size_t room_bytes = kDeliveryWindowBytes - unacked_bytes_;
   using Page = Result<std::vector<store::QueuedEnvelope>>;
-  auto on_page = [self = shared_from_this(), limit](Page page) {
+  auto on_page = [self = shared_from_this(), limit, room_bytes](Page page) {
     std::lock_guard<std::mutex> lock(self->mu_);
     self->fetching_ = false;
     if (!self->open_) return;
@@ -1048,11 +1052,15 @@ void Session::pump() {
       return;
     }
     self->fetch_retry_ms_ = 0;
+    // A page the store cut short, by count or by bytes: the queue may hold more.
+    std::size_t page_bytes = 0;
+    for (const auto& q : *page) page_bytes = saturating_add(page_bytes, q.envelope.content.size());
+    const bool full = page->size() == limit || page_bytes >= room_bytes;
     if (!self->push_page(*page)) {
       self->dirty_ = true;  // the rest comes when acknowledgements free the window
       return;
     }
-    if (page->size() < limit && !self->dirty_) {
+    if (!full && !self->dirty_) {
       if (self->delivery_ == Delivery::kDraining) {
         Frame f;
         f.mutable_push()->mutable_queue_empty();
@@ -1061,10 +1069,10 @@ void Session::pump() {
       self->delivery_ = Delivery::kLive;
       return;
     }
-    if (page->size() == limit) self->dirty_ = true;
-    self->pump();
+    if (full) self->dirty_ = true;
+    self->pump();  // at once, or when acknowledgements free the window
   };
-  service_.store().fetch_queue(account_->id, device_id_, last_seq_sent_, limit,
+  service_.store().fetch_queue(account_->id, device_id_, last_seq_sent_, limit, room_bytes,
                                on_mine<Page>(std::move(on_page)));
 }
 

@@ -475,10 +475,12 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
 
 Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_id,
                                                    std::uint32_t device_id, std::int64_t after_seq,
-                                                   std::size_t limit) {
+                                                   std::size_t limit, std::size_t max_bytes) {
   const QueueKey key{account_id, device_id};
   std::vector<QueuedEnvelope> out;
+  std::size_t bytes = 0;
   for (std::int64_t seq : tx.backend.queues.after(key, after_seq, limit)) {
+    if (bytes >= max_bytes) break;
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("SELECT server_id, timestamp_ms, source, source_device, type, "
                               "content FROM envelopes WHERE seq = ?1",
@@ -497,6 +499,7 @@ Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_
     q.envelope.source_device = u32(s.column_int(3));
     q.envelope.type = u32(s.column_int(4));
     q.envelope.content = s.column_blob(5);
+    bytes = saturating_add(bytes, q.envelope.content.size());
     out.push_back(std::move(q));
   }
   return out;

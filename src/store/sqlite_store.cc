@@ -166,10 +166,22 @@ class SqliteStore final : public Store {
                         std::move(done));
   }
   void fetch_queue(std::int64_t account_id, std::uint32_t device_id, std::int64_t after_seq,
-                   std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) override {
+                   std::size_t limit, std::size_t max_bytes,
+                   Callback<std::vector<QueuedEnvelope>> done) override {
     submit<std::vector<QueuedEnvelope>>(
-        [=](Tx& tx) { return op_fetch_queue(tx, account_id, device_id, after_seq, limit); },
-        std::move(done), Sync::kNo, limit);
+        [=](Tx& tx) {
+          return op_fetch_queue(tx, account_id, device_id, after_seq, limit, max_bytes);
+        },
+        [this, done = std::move(done)](Result<std::vector<QueuedEnvelope>> page) {
+          if (page) {
+            std::uint64_t bytes = 0;
+            for (const auto& q : *page) bytes += q.envelope.content.size();
+            fetched_envelopes_.fetch_add(page->size(), std::memory_order_relaxed);
+            fetched_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+          }
+          done(std::move(page));
+        },
+        Sync::kNo, limit);
   }
   void ack(std::int64_t account_id, std::uint32_t device_id, std::vector<Bytes> server_ids,
            Callback<std::uint32_t> done) override {
@@ -220,6 +232,8 @@ class SqliteStore final : public Store {
     s.last_batch_size = last_batch_size_.load(std::memory_order_relaxed);
     s.acked_pending = acked_pending_.load(std::memory_order_relaxed);
     s.failed_ack_flushes = failed_ack_flushes_.load(std::memory_order_relaxed);
+    s.fetched_envelopes = fetched_envelopes_.load(std::memory_order_relaxed);
+    s.fetched_bytes = fetched_bytes_.load(std::memory_order_relaxed);
     s.failed_commits = failed_commits_.load(std::memory_order_relaxed);
     s.checkpoints = checkpointer_->passes();
     s.failed_checkpoints = checkpointer_->failed_passes();
@@ -565,6 +579,8 @@ class SqliteStore final : public Store {
   std::atomic<std::uint64_t> last_batch_size_{0};
   std::atomic<std::uint64_t> acked_pending_{0};
   std::atomic<std::uint64_t> failed_ack_flushes_{0};
+  std::atomic<std::uint64_t> fetched_envelopes_{0};
+  std::atomic<std::uint64_t> fetched_bytes_{0};
   std::atomic<std::uint64_t> failed_commits_{0};
   std::atomic<std::uint64_t> writer_checkpoints_{0};
   LatencyHistogram queue_wait_;     // each operation: from submit() to its batch's start

@@ -20,6 +20,7 @@
 //
 // The store treats keys and message contents as opaque bytes; the server layer validates them.
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -39,6 +40,8 @@ using Done = std::function<void(Status)>;
 
 // One-time prekeys a device may keep (a client tops up to about a hundred).
 inline constexpr std::uint32_t kMaxStoredPreKeys = 1000;
+// fetch_queue's max_bytes for a page bounded by its count alone.
+inline constexpr std::size_t kNoByteLimit = SIZE_MAX;
 
 struct PreKey {
   std::uint32_t id = 0;
@@ -171,6 +174,9 @@ struct Stats {
   // Acknowledged envelopes whose rows wait to be deleted together (docs/storage.md).
   std::uint64_t acked_pending = 0;
   std::uint64_t failed_ack_flushes = 0;  // deletions of them that failed (retried later)
+  // Envelopes read from queues for delivery (fetch_queue's pages), and their contents' bytes.
+  std::uint64_t fetched_envelopes = 0;
+  std::uint64_t fetched_bytes = 0;
   // Group commits that failed as a whole (an I/O error, a full disk): every operation in them
   // failed, and nothing of them was stored.
   std::uint64_t failed_commits = 0;
@@ -221,9 +227,14 @@ class Store {
   // that each device exists with the delivery's registration id, and the per-device limits
   // (count, bytes); kDuplicate, kDeviceChanged and kQueueFull store nothing.
   virtual void store_messages(SendBatch batch, Callback<SendOutcome> done) = 0;
-  // Envelopes queued for a device with seq > after_seq, oldest first, at most `limit`.
+  // Envelopes queued for a device with seq > after_seq, oldest first: at most `limit`, and none
+  // after the one whose contents bring the page's to `max_bytes` (so a page holds at least one
+  // envelope when any is queued, and at most max_bytes plus one envelope's contents). The bytes
+  // bound keeps a page of large envelopes from being read whole when the device's delivery
+  // window takes only a few of them (kNoByteLimit: none).
   virtual void fetch_queue(std::int64_t account_id, std::uint32_t device_id, std::int64_t after_seq,
-                           std::size_t limit, Callback<std::vector<QueuedEnvelope>> done) = 0;
+                           std::size_t limit, std::size_t max_bytes,
+                           Callback<std::vector<QueuedEnvelope>> done) = 0;
   // Deletes the device's envelopes with these server ids; returns how many were deleted. The
   // delete survives a crash of the process at once, but a power cut only from the next synced
   // commit on (a batch of acks and reads alone is not fsynced): an envelope acknowledged just

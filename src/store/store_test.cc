@@ -206,7 +206,7 @@ class StoreTest : public ::testing::Test {
   std::vector<QueuedEnvelope> fetch(std::int64_t account, std::uint32_t device,
                                     std::int64_t after = 0, std::size_t limit = 1000000) {
     auto r = call<std::vector<QueuedEnvelope>>(
-        [&](auto cb) { store_->fetch_queue(account, device, after, limit, cb); });
+        [&](auto cb) { store_->fetch_queue(account, device, after, limit, kNoByteLimit, cb); });
     EXPECT_TRUE(r.has_value()) << r.error().to_string();
     return r.has_value() ? *r : std::vector<QueuedEnvelope>{};
   }
@@ -1203,7 +1203,7 @@ TEST_F(StoreTest, CloseDrainsThenRefuses) {
   store_->close();  // idempotent
 
   auto r = call<std::vector<QueuedEnvelope>>(
-      [&](auto cb) { store_->fetch_queue(a.id, 1, 0, 10, cb); });
+      [&](auto cb) { store_->fetch_queue(a.id, 1, 0, 10, kNoByteLimit, cb); });
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable);
   EXPECT_EQ(call_status([&](auto cb) { store_->create_invite("t", 1, cb); }).code(),
@@ -1568,10 +1568,11 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   {
     Gate gate(*store_);
     for (int i = 0; i < 40; ++i) {
-      store_->fetch_queue(a.id, 1, 0, 256, [&](Result<std::vector<QueuedEnvelope>> r) {
-        EXPECT_TRUE(r.has_value());
-        note('f');
-      });
+      store_->fetch_queue(a.id, 1, 0, 256, kNoByteLimit,
+                          [&](Result<std::vector<QueuedEnvelope>> r) {
+                            EXPECT_TRUE(r.has_value());
+                            note('f');
+                          });
     }
     store_->store_messages(make_send(a.id, {make_delivery(a.id, 1, 1)}),
                            [&](Result<SendOutcome> r) {
@@ -1608,7 +1609,7 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
                                note('s');
                              });
     }
-    store_->fetch_queue(a.id, 1, 0, 10, [&](Result<std::vector<QueuedEnvelope>> r) {
+    store_->fetch_queue(a.id, 1, 0, 10, kNoByteLimit, [&](Result<std::vector<QueuedEnvelope>> r) {
       EXPECT_TRUE(r.has_value());
       note('f');
     });
@@ -1619,13 +1620,47 @@ TEST_F(StoreTest, SendsGoBeforeQueuedFetchesAndFetchesAreNotStarved) {
   EXPECT_EQ(store_->stats().commits - t0.commits, 3u);  // 7 and the fetch, 8, 5
 }
 
+// A page stops at the envelope whose contents bring it to max_bytes (and so holds at least one
+// envelope), so that a device whose delivery window takes a few large envelopes does not have
+// a page of them read each time. Its count bound still holds.
+TEST_F(StoreTest, AFetchStopsAtTheEnvelopeThatReachesItsBytes) {
+  Account a = create("alice");
+  for (std::uint32_t i = 1; i <= 5; ++i) {
+    ASSERT_EQ(send(make_send(a.id, {make_delivery(a.id, 1, i, 100)}))->kind,
+              SendOutcome::Kind::kStored);
+  }
+  auto page = [&](std::size_t limit, std::size_t max_bytes, std::int64_t after = 0) {
+    auto r = call<std::vector<QueuedEnvelope>>(
+        [&](auto cb) { store_->fetch_queue(a.id, 1, after, limit, max_bytes, cb); });
+    std::string firsts;  // each envelope's first content byte: its number
+    if (!r.has_value()) return "failed: " + r.error().to_string();
+    for (const auto& q : *r) {
+      firsts += static_cast<char>('0' + q.envelope.content.at(0));
+    }
+    return firsts;
+  };
+  EXPECT_EQ(page(10, 250), "123");  // 300 bytes: the third reaches 250
+  EXPECT_EQ(page(10, 300), "123");
+  EXPECT_EQ(page(10, 301), "1234");
+  EXPECT_EQ(page(10, 1), "1");  // one at least
+  EXPECT_EQ(page(10, 0), "");   // (a caller with no room asks for none)
+  EXPECT_EQ(page(2, 1000), "12");
+  EXPECT_EQ(page(10, kNoByteLimit), "12345");
+  const auto all = fetch(a.id, 1);
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(page(10, 150, all[2].seq), "45");
+  const Stats st = store_->stats();
+  EXPECT_EQ(st.fetched_envelopes, 3u + 3 + 4 + 1 + 0 + 2 + 5 + 5 + 2);
+  EXPECT_EQ(st.fetched_bytes, 100 * st.fetched_envelopes);
+}
+
 // A fetch counts its page size as rows, and the page size is the caller's: sums of rows must
 // saturate, not wrap, or a huge page would look small enough to ride along.
 TEST_F(StoreTest, HugeFetchLimitsDoNotWrapTheBatchRowCount) {
   Account a = create("alice");
   auto fetch_async = [&](std::size_t limit) {
     auto p = std::make_shared<std::promise<Result<std::vector<QueuedEnvelope>>>>();
-    store_->fetch_queue(a.id, 1, 0, limit,
+    store_->fetch_queue(a.id, 1, 0, limit, kNoByteLimit,
                         [p](Result<std::vector<QueuedEnvelope>> r) { p->set_value(r); });
     return p->get_future();
   };
@@ -1757,7 +1792,7 @@ TEST_F(StoreTest, AcksAndReadsAloneCommitWithoutAnFsyncAndOthersWithOne) {
       EXPECT_EQ(r.value(), 1u);
       acked_with_read.set_value();
     });
-    store_->fetch_queue(a.id, 1, 0, 10, [&](Result<std::vector<QueuedEnvelope>> r) {
+    store_->fetch_queue(a.id, 1, 0, 10, kNoByteLimit, [&](Result<std::vector<QueuedEnvelope>> r) {
       EXPECT_TRUE(r.has_value());
       read.set_value();
     });

@@ -932,13 +932,17 @@ TEST_F(ServerTest, TheLargestMessageTakenIsDeliverable) {
 // The delivery window bounds bytes as well as envelopes: a queue of large envelopes is pushed
 // a window at a time, not a page at a time past the connection's write queue (which cut the
 // device as a slow reader at every login, so such a queue never drained).
+// A queue of large envelopes drains in order, and each envelope is read from the store about
+// once: a page stops where the delivery window's bytes fill (before, each acknowledgement read
+// every envelope left again, as the window takes only two or three of them: 24 envelopes were
+// read about 300 times, a queue of 256 about 33,000, on the one store thread).
 TEST_F(ServerTest, AQueueOfLargeEnvelopesDrains) {
   start();
   auto alice = registered("alice", 1);
   auto bob = registered("bob", 2);
   bob->disconnect();
   const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
-  constexpr int kMessages = 8;  // 1.6 MiB: past the 1 MiB write queue
+  constexpr int kMessages = 24;  // 4.8 MiB: past the 1 MiB write queue
   for (int i = 0; i < kMessages; ++i) {
     auto s = alice->call(
         alice->make_send("bob", to_bob, std::string(200 * 1024, static_cast<char>('a' + i))));
@@ -956,7 +960,12 @@ TEST_F(ServerTest, AQueueOfLargeEnvelopesDrains) {
     order += p->envelope().content()[0];
     ASSERT_TRUE(bob->ack({p->envelope().server_id()}).has_value());
   }
-  EXPECT_EQ(order, "abcdefgh");
+  EXPECT_EQ(order, "abcdefghijklmnopqrstuvwx");
+  const std::string metrics = metrics_with("\nparley_queue_envelopes 0\n");
+  const auto fetched = number_after(metrics, "\nparley_store_fetched_envelopes_total ");
+  ASSERT_TRUE(fetched.has_value()) << metrics;
+  EXPECT_GE(*fetched, kMessages);
+  EXPECT_LE(*fetched, 2 * kMessages);
 }
 
 TEST_F(ServerTest, AttachmentUploadResumesAfterACut) {

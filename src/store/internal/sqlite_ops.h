@@ -83,7 +83,7 @@ Result<std::vector<Bundle>> op_take_bundles(Tx& tx, std::int64_t account_id,
 Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch);
 Result<std::vector<QueuedEnvelope>> op_fetch_queue(Tx& tx, std::int64_t account_id,
                                                    std::uint32_t device_id, std::int64_t after_seq,
-                                                   std::size_t limit);
+                                                   std::size_t limit, std::size_t max_bytes);
 Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
                              const std::vector<Bytes>& server_ids);
 
