@@ -199,6 +199,8 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.ip_connect_burst") return read_double(n, key, c.ip_connect_burst);
   if (key == "limits.account_send_rate") return read_double(n, key, c.account_send_rate);
   if (key == "limits.account_send_burst") return read_double(n, key, c.account_send_burst);
+  if (key == "limits.bundle_fetch_rate") return read_double(n, key, c.bundle_fetch_rate);
+  if (key == "limits.bundle_fetch_burst") return read_double(n, key, c.bundle_fetch_burst);
   if (key == "limits.register_rate_per_ip") return read_double(n, key, c.register_rate_per_ip);
   if (key == "limits.register_burst_per_ip") return read_double(n, key, c.register_burst_per_ip);
   if (key == "attachments.max_bytes") return read_uint(n, key, c.attachment_max_bytes);
@@ -339,6 +341,8 @@ Status validate_config(const ServerConfig& config) {
        static_cast<double>(kMaxDevicesPerSend), "a send to that many devices would never pass"},
       {"limits.register_burst_per_ip", config.register_burst_per_ip, 1,
        "below 1 no registration gets through"},
+      {"limits.bundle_fetch_burst", config.bundle_fetch_burst, 1,
+       "below 1 no bundle fetch gets through"},
       {"attachments.expiry_days", static_cast<double>(config.attachment_expiry_days), 1,
        "0 would delete every attachment as it is uploaded"},
   };
@@ -353,6 +357,7 @@ Status validate_config(const ServerConfig& config) {
        {std::pair{"limits.ip_request_rate", config.ip_request_rate},
         std::pair{"limits.ip_connect_rate", config.ip_connect_rate},
         std::pair{"limits.account_send_rate", config.account_send_rate},
+        std::pair{"limits.bundle_fetch_rate", config.bundle_fetch_rate},
         std::pair{"limits.register_rate_per_ip", config.register_rate_per_ip}}) {
     if (!(rate > 0)) return bad_key(key, "must be above 0 (a bucket that never refills)");
   }

@@ -93,6 +93,11 @@ struct ServerConfig {
   double ip_connect_burst = 200;
   double account_send_rate = 500;                 // messages/s per account
   double account_send_burst = 5000;
+  // Bundle fetches one account may make for another (each may take a one-time prekey): a
+  // client fetches a contact's bundles once per session it starts, so that one account cannot
+  // take all of another's one-time prekeys.
+  double bundle_fetch_rate = 1.0 / 60;  // per (fetching account, fetched account), per second
+  double bundle_fetch_burst = 10;
   double register_rate_per_ip = 0.2;              // registrations/s per IP
   double register_burst_per_ip = 20;
   // [attachments]

@@ -253,12 +253,15 @@ TEST(Config, LimitsThatWouldStopEverything) {
                        "ip_request_rate = 0.01\nip_request_burst = 1\nip_connect_rate = 0.01\n"
                        "ip_connect_burst = 1\naccount_send_rate = 0.01\naccount_send_burst = 64\n"
                        "register_rate_per_ip = 0.01\nregister_burst_per_ip = 1\n"
+                       "bundle_fetch_rate = 0.001\nbundle_fetch_burst = 3\n"
                        "max_connections_per_ip = 0",  // 0: no cap
                    c)
                   .is_ok());
   EXPECT_EQ(c.queue_max_age_days, 1u);
   EXPECT_EQ(c.max_connections_per_ip, 0u);
   EXPECT_EQ(c.account_send_burst, 64.0);
+  EXPECT_EQ(c.bundle_fetch_rate, 0.001);
+  EXPECT_EQ(c.bundle_fetch_burst, 3.0);
   ASSERT_TRUE(load("attachments", "expiry_days = 1", c).is_ok());
   for (const auto& [section, bad, key] : {
            std::tuple<std::string, std::string, std::string>{"limits", "queue_max_count = 0",
@@ -280,6 +283,9 @@ TEST(Config, LimitsThatWouldStopEverything) {
            {"limits", "ip_connect_rate = 0", "ip_connect_rate"},
            {"limits", "account_send_rate = 0", "account_send_rate"},
            {"limits", "register_rate_per_ip = 0", "register_rate_per_ip"},
+           {"limits", "bundle_fetch_rate = 0", "bundle_fetch_rate"},
+           {"limits", "bundle_fetch_rate = nan", "bundle_fetch_rate"},
+           {"limits", "bundle_fetch_burst = 0.5", "bundle_fetch_burst"},
            {"attachments", "expiry_days = 0", "expiry_days"},
        }) {
     ServerConfig fresh;

@@ -24,6 +24,7 @@ Service::Service(boost::asio::io_context& io, ServerConfig config, store::Store&
       metrics_(metrics),
       ip_requests_(clock, config_.ip_request_rate, config_.ip_request_burst),
       account_sends_(clock, config_.account_send_rate, config_.account_send_burst),
+      bundle_fetches_(clock, config_.bundle_fetch_rate, config_.bundle_fetch_burst),
       registrations_(clock, config_.register_rate_per_ip, config_.register_burst_per_ip),
       ip_connects_(clock, config_.ip_connect_rate, config_.ip_connect_burst),
       files_(make_attachment_files(*this)) {}

@@ -60,6 +60,8 @@ class Service {
   Metrics& metrics() { return metrics_; }
   RateLimiter& ip_requests() { return ip_requests_; }
   RateLimiter& account_sends() { return account_sends_; }
+  // Keyed by the fetching and the fetched account ("F:T").
+  RateLimiter& bundle_fetches() { return bundle_fetches_; }
   RateLimiter& registrations() { return registrations_; }
   RateLimiter& ip_connects() { return ip_connects_; }
 
@@ -147,6 +149,7 @@ class Service {
   Metrics& metrics_;
   RateLimiter ip_requests_;
   RateLimiter account_sends_;
+  RateLimiter bundle_fetches_;
   RateLimiter registrations_;
   RateLimiter ip_connects_;
   std::unique_ptr<transport::HttpFiles> files_;

@@ -538,10 +538,16 @@ void Session::do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest
   if (!folded) return respond_error(id, wire::kStatusNotFound, "no such account");
   auto self = shared_from_this();
   const std::uint32_t device = r.device_id();
-  service_.find_account(*folded, [self, id, device](Result<AccountPtr> a) {
+  const std::int64_t fetcher = who().first->id;
+  service_.find_account(*folded, [self, id, device, fetcher](Result<AccountPtr> a) {
     if (!a) return self->respond_error(id, status_for(a.error()), lookup_failure(a.error()));
     if (device != 0 && (*a)->device(device) == nullptr) {
       return self->respond_error(id, wire::kStatusNotFound, "no such device");
+    }
+    // Counted once the account is known to exist: a name that is not one costs nothing here.
+    if (!self->service_.bundle_fetches().allow(std::to_string(fetcher) + ":" +
+                                               std::to_string((*a)->id))) {
+      return self->respond_error(id, wire::kStatusRateLimited, "bundle fetch rate limit");
     }
     self->service_.store().take_bundles(
         (*a)->id, device,

@@ -74,6 +74,14 @@ TEST_F(ClientTest, TheSendersRateIsNotTakenForAFullQueue) {
 }
 
 TEST_F(ClientTest, OneTimePreKeysAreToppedUpOnConnect) {
+  // One account takes 190 of alice's prekeys here: the server's limit on that (10, then one a
+  // minute) is raised.
+  server_->kill9();
+  const std::string conf = dir_.path() + "/fetches.toml";
+  { std::ofstream(conf) << "[limits]\nbundle_fetch_burst = 1000\n"; }
+  auto d = Parleyd::start(dir_.path() + "/fetches", {"--config", conf});
+  ASSERT_TRUE(d.has_value()) << d.status().to_string();
+  server_ = std::move(*d);
   auto alice = make("alice");
   ASSERT_NE(alice, nullptr);
   TestClient raw(server_->client_options(), 9);

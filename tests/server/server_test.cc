@@ -350,6 +350,37 @@ TEST_F(ServerTest, OneTimePreKeysAreHandedOutOnceUnderConcurrentFetches) {
   EXPECT_EQ(bob->call(count)->key_count().count(), 0u);
 }
 
+// One account cannot take all of another's one-time prekeys: its bundle fetches for that
+// account are limited (limits.bundle_fetch_burst, then bundle_fetch_rate). The fetch refused
+// takes no prekey; other accounts, and fetches for other accounts, are not held up; a name that
+// is no account costs nothing.
+TEST_F(ServerTest, BundleFetchesForOneAccountAreLimited) {
+  start(
+      {"--config", write_config("[limits]\nbundle_fetch_burst = 3\nbundle_fetch_rate = 0.001\n")});
+  auto bob = registered("bob", 1, 20);
+  auto carol = registered("carol", 2, 20);
+  auto mallory = registered("mallory", 3);
+  auto fetch = [](TestClient& c, const std::string& name) {
+    wire::Request r;
+    r.mutable_fetch_bundles()->set_name(name);
+    auto resp = c.call(r);
+    return resp ? resp->status() : 0xFFFFFFFFu;
+  };
+  auto remaining = [](TestClient& c) {
+    wire::Request count;
+    count.mutable_key_count();
+    auto resp = c.call(count);
+    return resp ? resp->key_count().count() : 0xFFFFFFFFu;
+  };
+  EXPECT_EQ(fetch(*mallory, "nobody"), wire::kStatusNotFound);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(fetch(*mallory, "bob"), 0u) << i;
+  EXPECT_EQ(fetch(*mallory, "bob"), wire::kStatusRateLimited);
+  EXPECT_EQ(remaining(*bob), 17u);
+  EXPECT_EQ(fetch(*mallory, "carol"), 0u);
+  EXPECT_EQ(fetch(*carol, "bob"), 0u);
+  EXPECT_EQ(remaining(*bob), 16u);
+}
+
 TEST_F(ServerTest, MismatchedAndStaleDevicesAreNamed) {
   start();
   auto alice = registered("alice", 1);
