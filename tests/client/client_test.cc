@@ -28,6 +28,16 @@ class ClientTest : public ::testing::Test {
     o.profile_dir = dir_.path() + "/p-" + name;
     return o;
   }
+  // Replaces the server with one in a fresh data directory `name`, started with `limits` (the
+  // body of a [limits] section) as its configuration file.
+  void restart_with_limits(const std::string& name, const std::string& limits) {
+    server_->kill9();
+    const std::string conf = dir_.path() + "/" + name + ".toml";
+    { std::ofstream(conf) << "[limits]\n" << limits; }
+    auto d = Parleyd::start(dir_.path() + "/" + name, {"--config", conf});
+    ASSERT_TRUE(d.has_value()) << d.status().to_string();
+    server_ = std::move(*d);
+  }
   std::unique_ptr<client::Client> make(const std::string& name) {
     auto c = client::Client::register_account(options(name), server_->invite_link(), name);
     EXPECT_TRUE(c.has_value()) << c.status().to_string();
@@ -57,12 +67,8 @@ class ClientTest : public ::testing::Test {
 // A send refused for the sender's own rate (429, limit "rate") is not a full queue: it stays a
 // transient failure of this send (the group code would otherwise skip members it refused).
 TEST_F(ClientTest, TheSendersRateIsNotTakenForAFullQueue) {
-  server_->kill9();
-  const std::string conf = dir_.path() + "/slow.toml";
-  { std::ofstream(conf) << "[limits]\naccount_send_rate = 0.01\naccount_send_burst = 64\n"; }
-  auto d = Parleyd::start(dir_.path() + "/slow", {"--config", conf});
-  ASSERT_TRUE(d.has_value()) << d.status().to_string();
-  server_ = std::move(*d);
+  ASSERT_NO_FATAL_FAILURE(
+      restart_with_limits("slow", "account_send_rate = 0.01\naccount_send_burst = 64\n"));
   auto alice = make("alice");
   auto bob = make("bob");
   ASSERT_TRUE(alice && bob);
@@ -76,12 +82,7 @@ TEST_F(ClientTest, TheSendersRateIsNotTakenForAFullQueue) {
 TEST_F(ClientTest, OneTimePreKeysAreToppedUpOnConnect) {
   // One account takes 190 of alice's prekeys here: the server's limit on that (10, then one a
   // minute) is raised.
-  server_->kill9();
-  const std::string conf = dir_.path() + "/fetches.toml";
-  { std::ofstream(conf) << "[limits]\nbundle_fetch_burst = 1000\n"; }
-  auto d = Parleyd::start(dir_.path() + "/fetches", {"--config", conf});
-  ASSERT_TRUE(d.has_value()) << d.status().to_string();
-  server_ = std::move(*d);
+  ASSERT_NO_FATAL_FAILURE(restart_with_limits("fetches", "bundle_fetch_burst = 1000\n"));
   auto alice = make("alice");
   ASSERT_NE(alice, nullptr);
   TestClient raw(server_->client_options(), 9);
