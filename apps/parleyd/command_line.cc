@@ -66,12 +66,13 @@ CommandLine parse_command_line(int argc, char** argv) {
       // Start again from the defaults with the file over them, then the flags over the file:
       // the second pass writes only the flags given, so each key has one source. (A key the
       // file sets and no flag gives keeps the file's value.)
-      cfg = server::ServerConfig{};
-      text = HostPortFlags{};
-      if (Status s = server::load_config_file(config_file, cfg); !s.is_ok()) {
+      server::ServerConfig from_file;
+      if (Status s = server::load_config_file(config_file, from_file); !s.is_ok()) {
         std::fprintf(stderr, "parleyd: %s\n", s.to_string().c_str());
         return stop(2);
       }
+      cfg = std::move(from_file);
+      text = HostPortFlags{};
       app.parse(argc, argv);
     }
   } catch (const CLI::ParseError& e) {
