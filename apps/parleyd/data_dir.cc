@@ -37,8 +37,9 @@ Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity
   }
   PARLEY_ASSIGN_OR_RETURN(std::string ws, read_file(ws_file));
   while (!ws.empty() && (ws.back() == '\n' || ws.back() == '\r')) ws.pop_back();
-  if (ws.size() < 8 || ws.front() != '/')
+  if (ws.size() < 8 || ws.front() != '/') {
     return make_error(ErrorCode::kInvalidArgument, "bad " + ws_file.string());
+  }
   cfg.ws_path = ws;
 
   // DIR/tls holds the generated certificate and key, and the ticket keys (also with --cert).

@@ -40,9 +40,7 @@ TEST(FlooredClock, ReadsFromTheFloorWhileTheClockIsBehindIt) {
   EXPECT_EQ(clock.now_ms(), 1'789'999'995'000);
 }
 
-// Housekeeping's clock follows the wall clock while the two agree, moves on by no more than the
-// elapsed time when the wall clock jumps ahead, follows it back, and after a restart continues
-// from the reading kept, not counting the time it was down.
+// Sums and differences stop at the type's bounds, for signed and unsigned types alike.
 TEST(Saturating, StopsAtTheBoundsInsteadOfWrapping) {
   constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
   constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
@@ -63,6 +61,9 @@ TEST(Saturating, StopsAtTheBoundsInsteadOfWrapping) {
                 std::numeric_limits<int>::max());
 }
 
+// Housekeeping's clock follows the wall clock while the two agree, moves on by no more than the
+// elapsed time when the wall clock jumps ahead, follows it back, and after a restart continues
+// from the reading kept, not counting the time it was down.
 TEST(ExpiryClock, MovesOnByTheElapsedTimeAtMost) {
   constexpr std::int64_t kDay = 24 * 3600 * 1000;
   constexpr std::int64_t kT0 = 1'790'000'000'000;

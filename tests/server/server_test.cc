@@ -962,11 +962,10 @@ TEST_F(ServerTest, TheLargestMessageTakenIsDeliverable) {
 
 // The delivery window bounds bytes as well as envelopes: a queue of large envelopes is pushed
 // a window at a time, not a page at a time past the connection's write queue (which cut the
-// device as a slow reader at every login, so such a queue never drained).
-// A queue of large envelopes drains in order, and each envelope is read from the store about
-// once: a page stops where the delivery window's bytes fill (before, each acknowledgement read
-// every envelope left again, as the window takes only two or three of them: 24 envelopes were
-// read about 300 times, a queue of 256 about 33,000, on the one store thread).
+// device as a slow reader at every login, so such a queue never drained). And each envelope is
+// read from the store about once: a page stops where the window's bytes fill (before, each
+// acknowledgement read every envelope left again, as the window takes only two or three of
+// them: these 24 were read 255 times, on the one store thread).
 TEST_F(ServerTest, AQueueOfLargeEnvelopesDrains) {
   start();
   auto alice = registered("alice", 1);
