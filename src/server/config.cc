@@ -66,11 +66,14 @@ Status bad_key(const std::string& key, std::string_view why) {
 
 template <typename T>
 Status read_uint(const toml::node& n, const std::string& key, T& out) {
-  auto v = n.value<std::int64_t>();
-  if (!v || *v < 0 || static_cast<std::uint64_t>(*v) > std::numeric_limits<T>::max()) {
+  // Not value<std::int64_t>(): Debian's toml++ (3.3) converts a float to it unchecked, which is
+  // undefined for 1e300. A count is written as an integer.
+  const auto* v = n.as_integer();
+  if (v == nullptr || v->get() < 0 ||
+      static_cast<std::uint64_t>(v->get()) > std::numeric_limits<T>::max()) {
     return bad_key(key, "expected a non-negative integer in range");
   }
-  out = static_cast<T>(*v);
+  out = static_cast<T>(v->get());
   return Status::ok();
 }
 

@@ -152,6 +152,13 @@ TEST(Config, TomlFileAndUnknownKeys) {
                            "[transport]\nobfs4 = \"[]:1\"\n", "[server]\nadmin = \"[]:1\"\n"}) {
     EXPECT_EQ(load_config_text(text, "t.toml", c).code(), ErrorCode::kInvalidArgument) << text;
   }
+  // A count is an integer: a float is refused, however large (toml++ would cast 1e25 unchecked).
+  for (const char* text :
+       {"[server]\nio_threads = 6666666666666666666666666.6\n", "[server]\nio_threads = 2.0\n",
+        "[limits]\nqueue_max_count = 1e300\n", "[limits]\nqueue_max_count = -1\n",
+        "[limits]\nqueue_max_count = nan\n"}) {
+    EXPECT_EQ(load_config_text(text, "t.toml", c).code(), ErrorCode::kInvalidArgument) << text;
+  }
   // An editor's byte order mark is skipped.
   ASSERT_TRUE(load_config_text("\xef\xbb\xbf[server]\nname = \"x\"\n", "bom.toml", c).is_ok());
 
