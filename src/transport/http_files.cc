@@ -116,6 +116,7 @@ std::string header_bytes(http::response<http::empty_body>& res, std::uint64_t co
 // first part of the body.
 net::awaitable<bool> write_file(TlsSocket& s, std::string header, int fd, std::uint64_t offset,
                                 std::uint64_t length, const HttpContext& cx) {
+  if (length == 0) co_return co_await write_bytes(s, header, cx);  // an empty file
   auto chunk = std::make_unique<char[]>(header.size() + kChunk);
   std::size_t ahead = header.size();
   header.copy(chunk.get(), ahead);

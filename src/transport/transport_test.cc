@@ -2169,6 +2169,11 @@ TEST_F(TransportTest, SiteDirWithoutTraversal) {
   ASSERT_TRUE(page.has_value());
   EXPECT_EQ(page->body, "text");
   EXPECT_NE(page->header("Content-Type").find("text/plain"), std::string::npos);
+  std::ofstream(site / "empty.txt").flush();  // an empty file: a header and nothing more
+  auto empty = https.request("GET", "/empty.txt");
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_EQ(empty->status, 200u);
+  EXPECT_EQ(empty->body, "");
   for (const char* p : {"/../secret.txt", "/sub/../../secret.txt", "/%2e%2e/secret.txt",
                         "/link.txt", "/sub/%00"}) {
     auto r = https.request("GET", p);
