@@ -7,7 +7,8 @@
 //   "." or ".." segment;
 // - a site in a directory never serves a file outside it, also through a symlink that points
 //   out (the directory is made once: an index, a file, a subdirectory, and links out of it);
-// - the built-in site serves only its own pages, from memory;
+// - the built-in site, made from a seed in the input, serves only its own pages, from memory,
+//   and every page its home page links to;
 // - a satisfiable range lies within the resource; a resource of 0 bytes has none;
 // - an If-None-Match naming the tag (as given, weak, or in a list) matches it.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -73,12 +74,13 @@ void check_path(const std::string& path) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const SiteDir dir;
   static const StaticSite in_dir(dir.site_dir);
-  static const StaticSite builtin("");
 
   FuzzedDataProvider in(data, size);
   const std::uint64_t resource_size = in.ConsumeIntegral<std::uint64_t>();
   const std::string range = in.ConsumeRandomLengthString(256);
   const std::string if_none_match = in.ConsumeRandomLengthString(256);
+  const std::string seed = in.ConsumeRandomLengthString(64);
+  const StaticSite builtin("", seed);
   const std::string method = in.ConsumeBool() ? "GET" : in.ConsumeBool() ? "HEAD" : "POST";
   const std::string target = in.ConsumeRemainingBytesAsString();
 
@@ -97,6 +99,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   PARLEY_FUZZ_CHECK(page.status == 200 || page.status == 304 || page.status == 404 ||
                     page.status == 405);
   if (page.status == 200) PARLEY_FUZZ_CHECK(!page.body.empty() && !page.content_type.empty());
+  // Every link and the stylesheet of the site made from this seed are there.
+  const std::string home = builtin.handle("GET", "/", "").body;
+  for (std::size_t at = home.find("href=\""); at != std::string::npos;
+       at = home.find("href=\"", at + 1)) {
+    const std::string href = home.substr(at + 6, home.find('"', at + 6) - (at + 6));
+    PARLEY_FUZZ_CHECK(builtin.handle("GET", href, "").status == 200);
+  }
   // 304 only for a request whose If-None-Match names the page's tag.
   for (const SiteResponse* r : {&served, &page}) {
     if (r->status == 304) PARLEY_FUZZ_CHECK(internal::etag_matches(if_none_match, r->etag));

@@ -41,6 +41,12 @@ Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity
     return make_error(ErrorCode::kInvalidArgument, "bad " + ws_file.string());
   }
   cfg.ws_path = ws;
+  // Not a secret: it shows in the website it makes. Read as it is (any bytes will do).
+  const fs::path seed_file = dir / "site_seed";
+  if (!fs::exists(seed_file)) {
+    PARLEY_TRY(write_private_file(seed_file.string(), random_token(rng, 22) + "\n"));
+  }
+  PARLEY_ASSIGN_OR_RETURN(cfg.site_seed, read_file(seed_file));
 
   // DIR/tls holds the generated certificate and key, and the ticket keys (also with --cert).
   const fs::path tls_dir = dir / "tls";

@@ -1,7 +1,7 @@
 #pragma once
 // What parleyd keeps in its data directory besides the database: the secret WebSocket path
-// (DIR/ws_path), the TLS identity (DIR/tls, unless --cert and --key are given), and the clock
-// floor read from what DIR holds.
+// (DIR/ws_path), the seed of the built-in website (DIR/site_seed), the TLS identity (DIR/tls,
+// unless --cert and --key are given), and the clock floor read from what DIR holds.
 
 #include <cstddef>
 #include <cstdint>

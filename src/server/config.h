@@ -69,6 +69,9 @@ struct ServerConfig {
   std::vector<std::string> proxy_from;
   // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.
   std::string ws_path;
+  // Runtime: what the built-in website is made from, kept in DIR/site_seed (random, made on
+  // first start), so that it differs from every other installation's.
+  std::string site_seed;
   // [registration]
   RegistrationPolicy registration = RegistrationPolicy::kOpen;
   std::uint32_t pow_difficulty = 20;

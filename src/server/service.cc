@@ -44,6 +44,7 @@ transport::WsHandlerFactory Service::handler_factory() {
 void fill_listener_options(const ServerConfig& c, transport::ServerOptions& o) {
   o.ws_path = c.ws_path;
   o.site_dir = c.site_dir;
+  o.site_seed = c.site_seed;
   o.max_message_size = c.max_message_bytes + 4096;  // frame overhead around the content
   o.max_http_body = 16 * 1024 * 1024;
   o.write_queue_limit = c.write_queue_bytes;

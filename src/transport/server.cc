@@ -131,7 +131,7 @@ struct ServerState {
         options(std::move(opts)),
         ticket_keys(std::move(keys)),
         tls(std::move(ctx)),
-        site(options.site_dir),
+        site(options.site_dir, options.site_seed),
         factory(std::move(f)),
         files(fs),
         acceptor_ex(net::make_strand(io_ctx)),

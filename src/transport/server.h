@@ -107,6 +107,7 @@ struct ServerOptions {
   std::chrono::seconds ticket_key_rotation{std::chrono::hours(12)};
   std::string ws_path;               // secret path, e.g. "/k3J9.../ws"; attachments below it
   std::string site_dir;              // static site files; empty: the built-in site
+  std::string site_seed;             // what the built-in site is made from (parleyd: DIR/site_seed)
   std::size_t max_message_size = 256 * 1024;
   std::size_t max_http_body = 64 * 1024 * 1024;  // one attachment PUT request
   std::size_t write_queue_limit = 1024 * 1024;   // bytes queued per connection

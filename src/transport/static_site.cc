@@ -10,149 +10,11 @@
 #include <filesystem>
 #include <system_error>
 
+#include "transport/internal/builtin_site.h"
 #include "transport/internal/http_util.h"
 
 namespace parley::transport {
 namespace {
-
-// The built-in site: a small workshop's homepage. Nothing in it refers to what else the
-// server does.
-constexpr std::string_view kStyle = R"css(body{margin:0;font:17px/1.6 Georgia,serif;color:#2b2622;background:#faf7f2}
-header,main,footer{max-width:46rem;margin:0 auto;padding:0 1.2rem}
-header{padding-top:2rem;border-bottom:1px solid #e2d9cc}
-header a{color:#2b2622;text-decoration:none}
-nav a{margin-right:1.1rem;color:#7a4b2a}
-h1{font-weight:normal;letter-spacing:.02em}
-h2{font-weight:normal;margin-top:2rem}
-footer{margin-top:3rem;padding-bottom:2rem;font-size:14px;color:#857a6e;border-top:1px solid #e2d9cc}
-)css";
-
-constexpr std::string_view kIndex = R"html(<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Alder &amp; Finch Bindery</title>
-<link rel="stylesheet" href="/style.css">
-</head>
-<body>
-<header>
-<h1><a href="/">Alder &amp; Finch Bindery</a></h1>
-<nav><a href="/">Home</a><a href="/services.html">Services</a><a href="/about.html">About</a></nav>
-</header>
-<main>
-<p>We are a two-person bookbinding workshop. We repair family bibles and cookbooks, rebind
-worn paperbacks in cloth, and make notebooks and guest books to order.</p>
-<h2>Opening hours</h2>
-<p>Tuesday to Friday, 10:00&ndash;17:00, and Saturday mornings. Please ring the bell at the
-side door; the workshop is up the stairs.</p>
-<h2>Repairs</h2>
-<p>Bring the book in and we will look at it with you. Most repairs take two to four weeks.
-We give a written estimate before we start, and we never trim pages or discard original
-covers without asking.</p>
-<h2>Workshops</h2>
-<p>Once a month we run a Saturday class on simple stitched bindings. Materials are included.
-Places are limited to six.</p>
-</main>
-<footer>
-<p>Alder &amp; Finch Bindery &middot; 14 Mill Lane &middot; Letters and parcels welcome</p>
-</footer>
-</body>
-</html>
-)html";
-
-constexpr std::string_view kServices = R"html(<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Services &ndash; Alder &amp; Finch Bindery</title>
-<link rel="stylesheet" href="/style.css">
-</head>
-<body>
-<header>
-<h1><a href="/">Alder &amp; Finch Bindery</a></h1>
-<nav><a href="/">Home</a><a href="/services.html">Services</a><a href="/about.html">About</a></nav>
-</header>
-<main>
-<h2>Book repair</h2>
-<p>Loose pages, broken spines, torn hinges and water damage. We use reversible,
-archival materials throughout.</p>
-<h2>Rebinding</h2>
-<p>Quarter cloth, full cloth or leather, with hand-sewn headbands and blind or gold titling.</p>
-<h2>Made to order</h2>
-<p>Notebooks, sketchbooks, photo albums, guest books and boxes for documents and letters.</p>
-<h2>Prices</h2>
-<p>Every book is different, so we quote after seeing it. Small repairs usually start at
-the price of a good lunch.</p>
-</main>
-<footer>
-<p>Alder &amp; Finch Bindery &middot; 14 Mill Lane &middot; Letters and parcels welcome</p>
-</footer>
-</body>
-</html>
-)html";
-
-constexpr std::string_view kAbout = R"html(<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>About &ndash; Alder &amp; Finch Bindery</title>
-<link rel="stylesheet" href="/style.css">
-</head>
-<body>
-<header>
-<h1><a href="/">Alder &amp; Finch Bindery</a></h1>
-<nav><a href="/">Home</a><a href="/services.html">Services</a><a href="/about.html">About</a></nav>
-</header>
-<main>
-<p>The workshop opened in a former print shop in 2011. We trained in conservation binding
-and still do most of the work by hand, on a sewing frame and a standing press older than
-both of us.</p>
-<p>We are happy to talk about any book, old or new. Drop by during opening hours or send us
-a letter describing what you have in mind.</p>
-</main>
-<footer>
-<p>Alder &amp; Finch Bindery &middot; 14 Mill Lane &middot; Letters and parcels welcome</p>
-</footer>
-</body>
-</html>
-)html";
-
-constexpr std::string_view kRobots = "User-agent: *\nDisallow:\n";
-
-constexpr std::string_view kNotFound = R"html(<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Page not found</title>
-<link rel="stylesheet" href="/style.css">
-</head>
-<body>
-<main>
-<h1>Page not found</h1>
-<p>Sorry, there is nothing at this address. You could try the <a href="/">home page</a>.</p>
-</main>
-</body>
-</html>
-)html";
-
-constexpr std::int64_t kBuiltinMtime = 1698835380;  // fixed: the built-in pages never change
-
-struct BuiltinPage {
-  std::string_view path;
-  std::string_view content_type;
-  std::string_view body;
-};
-constexpr std::array<BuiltinPage, 6> kPages = {{
-    {"/", "text/html; charset=utf-8", kIndex},
-    {"/index.html", "text/html; charset=utf-8", kIndex},
-    {"/services.html", "text/html; charset=utf-8", kServices},
-    {"/about.html", "text/html; charset=utf-8", kAbout},
-    {"/style.css", "text/css", kStyle},
-    {"/robots.txt", "text/plain", kRobots},
-}};
 
 // "\"<a>-<b>\"" in hex. (Formatted with snprintf: GCC 12 at -O3 reports a false -Wrestrict on
 // `"literal" + std::string&&` concatenations.)
@@ -248,8 +110,11 @@ std::string normalize_site_path(std::string_view target) {
   return out;
 }
 
-StaticSite::StaticSite(std::string site_dir) {
-  if (site_dir.empty()) return;
+StaticSite::StaticSite(std::string site_dir, std::string_view seed) {
+  if (site_dir.empty()) {
+    builtin_ = internal::make_builtin_site(seed);
+    return;
+  }
   std::error_code ec;
   auto canonical = std::filesystem::canonical(site_dir, ec);
   site_dir_ = ec ? site_dir : canonical.string();
@@ -265,17 +130,18 @@ SiteResponse StaticSite::handle(std::string_view method, std::string_view target
 }
 
 SiteResponse StaticSite::builtin(std::string_view path, std::string_view if_none_match) const {
-  for (const auto& page : kPages) {
+  for (const auto& page : builtin_.pages) {
     if (page.path != path) continue;
     SiteResponse r;
-    r.etag = make_etag(static_cast<std::uint64_t>(kBuiltinMtime), fnv1a(page.body) & 0xffffffffu);
-    r.last_modified = internal::http_date(kBuiltinMtime);
+    const auto modified = static_cast<std::uint64_t>(builtin_.modified_s);
+    r.etag = make_etag(modified, fnv1a(page.body) & 0xffffffffu);
+    r.last_modified = internal::http_date(builtin_.modified_s);
     if (internal::etag_matches(if_none_match, r.etag)) {
       r.status = 304;
       return r;
     }
-    r.content_type = std::string(page.content_type);
-    r.body = std::string(page.body);
+    r.content_type = page.content_type;
+    r.body = page.body;
     return r;
   }
   return error_page(404);
@@ -376,7 +242,7 @@ SiteResponse StaticSite::error_page(unsigned status) const {
         return r;
       }
     }
-    r.body = std::string(kNotFound);
+    r.body = builtin_.not_found;
     return r;
   }
   std::string_view title;

@@ -2,8 +2,9 @@
 // The plain website that the TLS listener shows to anyone who does not know the secret path.
 // Internal to src/transport (server.cc turns a SiteResponse into an HTTP response).
 //
-// Either the built-in site (a few small pages of a fictional bookbindery, held in memory) or
-// the files under a directory. Requests are resolved without ever leaving that directory:
+// Either the built-in site (a few small pages of a fictional trade's homepage, held in memory
+// and made from a per-installation seed: internal/builtin_site.h) or the files under a
+// directory. Requests are resolved without ever leaving that directory:
 // "..", "." and backslash segments, NUL bytes and symlinks that point outside are refused with
 // the 404 page. Immutable after construction and thread-safe.
 
@@ -12,6 +13,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "transport/internal/builtin_site.h"
 
 namespace parley::transport {
 
@@ -31,8 +34,8 @@ struct SiteResponse {
 
 class StaticSite {
  public:
-  // `site_dir` empty: the built-in site.
-  explicit StaticSite(std::string site_dir);
+  // `site_dir` empty: the built-in site made from `seed` (the same seed, the same site).
+  explicit StaticSite(std::string site_dir, std::string_view seed = {});
 
   // A GET or HEAD (any other method gets 405). `target` is the raw request target.
   SiteResponse handle(std::string_view method, std::string_view target,
@@ -49,6 +52,7 @@ class StaticSite {
   std::string regular_file_inside(const std::string& full, struct stat& st) const;
 
   std::string site_dir_;  // canonical, no trailing slash; empty: built-in
+  internal::BuiltinSite builtin_;  // when site_dir_ is empty
 };
 
 // Opens a SiteResponse's file for reading: only the file the site checked, a regular file

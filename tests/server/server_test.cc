@@ -314,6 +314,30 @@ TEST_F(ServerTest, ARecoveryCodeCreatesNoAccount) {
   }
 }
 
+// Each installation's built-in website is its own (made from DIR/site_seed, written on first
+// start), and the same after a restart: one GET / cannot find every parleyd.
+TEST_F(ServerTest, EachInstallationShowsItsOwnWebsite) {
+  auto home = [](const Parleyd& d) {
+    transport::HttpsClient http(d.client_options());
+    auto r = http.request("GET", "/");
+    EXPECT_TRUE(r.has_value() && r->status == 200u);
+    return r.has_value() ? r->body + r->header("ETag") + r->header("Last-Modified") : "";
+  };
+  start();
+  const std::string first = home(*server_);
+  ASSERT_FALSE(first.empty());
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dir_.path()) / "d" / "site_seed"));
+  {
+    TempDir other_dir;
+    auto other = Parleyd::start(other_dir.path(), {});
+    ASSERT_TRUE(other.has_value()) << other.status().to_string();
+    EXPECT_NE(home(**other), first);
+  }
+  server_.reset();
+  start();
+  EXPECT_EQ(home(*server_), first);
+}
+
 TEST_F(ServerTest, OneTimePreKeysAreHandedOutOnceUnderConcurrentFetches) {
   start();
   auto bob = registered("bob", 1, 40);
