@@ -143,6 +143,18 @@ AccountPtr Service::attach(const std::string& folded_name, AccountPtr account, s
   return account;
 }
 
+void Service::evict(std::int64_t account, std::uint32_t device) {
+  std::shared_ptr<Session> previous;
+  {
+    std::lock_guard<std::mutex> lock(presence_mu_);
+    auto it = presence_.find({account, device});
+    if (it == presence_.end()) return;
+    previous = it->second.lock();
+    presence_.erase(it);
+  }
+  if (previous) previous->replaced();
+}
+
 std::shared_ptr<Session> Service::session_of(std::int64_t account, std::uint32_t device) {
   std::lock_guard<std::mutex> lock(presence_mu_);
   auto it = presence_.find({account, device});

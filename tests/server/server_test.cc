@@ -453,6 +453,49 @@ TEST_F(ServerTest, ASendSeesTheDevicesOfAnAccountRecoveredSinceTheLastSend) {
       0u);
 }
 
+// A recovery whose own connection closed before its answer still closes the replaced device's
+// session. It did not: the lost device stayed in, was pushed what was sent to the new one, and
+// its acknowledgements deleted it (from a review; 5 runs in 5).
+TEST_F(ServerTest, ARecoveryClosesTheReplacedDeviceAlsoWhenItsOwnConnectionIsGone) {
+  start();
+  auto alice = registered("alice", 1);
+  const std::string code = "correct horse battery staple";
+  const auto hash = crypto::sha256(as_bytes(code));
+  const std::string recovery_hash(as_chars(ByteView(hash.data(), hash.size())));
+  auto old_bob = client(2);  // the lost device, still connected
+  ASSERT_EQ(old_bob->register_account("bob", "", 10, recovery_hash)->status(), 0u);
+  ASSERT_NE(old_bob->registration_id(), 5u);
+
+  // The owner recovers on a new device (registration id 5) and its connection drops at once.
+  auto new_bob = client(3);
+  crypto::Ed25519KeyPair new_key;
+  wire::Request r = hand_registration(*new_bob, "bob", 77, &new_key);
+  r.mutable_register_()->set_recovery_code(code);
+  r.set_id(1);
+  wire::Frame f;
+  *f.mutable_request() = r;
+  ASSERT_TRUE(new_bob->send_raw(as_bytes(*wire::encode_frame(f))).is_ok());
+  new_bob->disconnect();
+  bool recovered = false;
+  for (int i = 0; i < 50 && !recovered; ++i) {
+    auto old_login = client(9)->login_as("bob", 1, old_bob->auth_key());
+    ASSERT_TRUE(old_login.has_value());
+    recovered = old_login->status() == 401u;
+    if (!recovered) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(recovered);
+
+  // The old device's session is closed, and what alice sends to the new one waits for it.
+  auto after = old_bob->call(old_bob->make_send("alice", {{1, alice->registration_id()}}, "x"), 2s);
+  EXPECT_FALSE(after.has_value());
+  ASSERT_EQ(alice->call(alice->make_send("bob", {{1, 5}}, "for the new device"))->status(), 0u);
+  auto nb = client(4);
+  ASSERT_EQ(nb->login_as("bob", 1, new_key)->status(), 0u);
+  auto queued = drain(*nb);
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].content(), "for the new device");
+}
+
 TEST_F(ServerTest, DeliveryOnlineOfflineAckAndDedup) {
   start();
   auto alice = registered("alice", 1);
