@@ -126,6 +126,9 @@ std::string Metrics::render_prometheus(const store::Stats& s,
        "Group commits that failed as a whole (I/O errors, a full disk): nothing of them was "
        "stored, and their sends were refused with 503.",
        s.failed_commits);
+  line("parley_store_rerun_commits_total", "counter",
+       "Group commits run again an operation at a time because one operation in them failed.",
+       s.rerun_commits);
   line("parley_store_checkpoints_total", "counter",
        "WAL checkpoints done beside the writer, on their own thread.", s.checkpoints);
   line("parley_store_failed_checkpoints_total", "counter",

@@ -293,10 +293,10 @@ Result<Unit> op_create_invite(Tx& tx, const std::string& token, std::int64_t exp
 
 // ---- keys -------------------------------------------------------------------------------------
 
-Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
-                                     const Bytes& auth_public_key,
-                                     const std::optional<SignedPreKey>& spk,
-                                     const std::vector<PreKey>& pre_keys) {
+Result<UploadKeysOutcome> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                                         const Bytes& auth_public_key,
+                                         const std::optional<SignedPreKey>& spk,
+                                         const std::vector<PreKey>& pre_keys) {
   {
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2 AND "
@@ -306,6 +306,9 @@ Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint3
     PARLEY_ASSIGN_OR_RETURN(bool exists, s.step());
     if (!exists) return not_found("store: no such device");
   }
+  // Its own savepoint, so that a refusal undoes its writes alone (an error leaves it to the
+  // batch's rollback).
+  PARLEY_TRY(tx.db.run("SAVEPOINT upload_keys", "savepoint upload_keys"));
   if (spk.has_value()) {
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("UPDATE devices SET spk_id = ?3, spk_public = ?4, spk_signature = ?5 "
@@ -317,13 +320,11 @@ Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint3
   }
   PARLEY_TRY(insert_pre_keys(tx, account_id, device_id, pre_keys));
   PARLEY_ASSIGN_OR_RETURN(std::uint32_t n, count_pre_keys(tx, account_id, device_id));
-  // Bounded, so that no account can fill the disk with prekeys (the operation is rolled back).
-  if (n > kMaxStoredPreKeys) {
-    return make_error(
-        ErrorCode::kTooLarge,
-        "store: a device keeps at most " + std::to_string(kMaxStoredPreKeys) + " one-time prekeys");
-  }
-  return n;
+  // Bounded, so that no account can fill the disk with prekeys (the upload is rolled back).
+  const bool over_cap = n > kMaxStoredPreKeys;
+  if (over_cap) PARLEY_TRY(tx.db.run("ROLLBACK TO upload_keys", "roll back upload_keys"));
+  PARLEY_TRY(tx.db.run("RELEASE upload_keys", "release upload_keys"));
+  return UploadKeysOutcome{over_cap ? 0 : n, over_cap};
 }
 
 Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id) {

@@ -141,12 +141,20 @@ class SqliteStore final : public Store {
   void upload_keys(std::int64_t account_id, std::uint32_t device_id, Bytes auth_public_key,
                    std::optional<SignedPreKey> signed_pre_key, std::vector<PreKey> pre_keys,
                    Callback<std::uint32_t> done) override {
-    submit<std::uint32_t>(
+    submit<UploadKeysOutcome>(
         [account_id, device_id, auth = std::move(auth_public_key), spk = std::move(signed_pre_key),
          keys = std::move(pre_keys)](Tx& tx) {
           return op_upload_keys(tx, account_id, device_id, auth, spk, keys);
         },
-        std::move(done));
+        [done = std::move(done)](Result<UploadKeysOutcome> r) {
+          if (!r) return done(r.error());
+          if (r->over_cap) {
+            return done(make_error(ErrorCode::kTooLarge, "store: a device keeps at most " +
+                                                             std::to_string(kMaxStoredPreKeys) +
+                                                             " one-time prekeys"));
+          }
+          done(r->count);
+        });
   }
   void pre_key_count(std::int64_t account_id, std::uint32_t device_id,
                      Callback<std::uint32_t> done) override {
@@ -235,6 +243,7 @@ class SqliteStore final : public Store {
     s.fetched_envelopes = fetched_envelopes_.load(std::memory_order_relaxed);
     s.fetched_bytes = fetched_bytes_.load(std::memory_order_relaxed);
     s.failed_commits = failed_commits_.load(std::memory_order_relaxed);
+    s.rerun_commits = rerun_commits_.load(std::memory_order_relaxed);
     s.checkpoints = checkpointer_->passes();
     s.failed_checkpoints = checkpointer_->failed_passes();
     s.writer_checkpoints = writer_checkpoints_.load(std::memory_order_relaxed);
@@ -441,6 +450,7 @@ class SqliteStore final : public Store {
     // A lone operation that failed keeps its error and has nothing to commit.
     if (a == Attempt::kOpFailed && batch.size() == 1) return;
     if (a == Attempt::kOpFailed) {
+      rerun_commits_.fetch_add(1, std::memory_order_relaxed);
       tx.delta = {};
       a = attempt(tx, batch, /*isolate=*/true, failed);
     }
@@ -582,6 +592,7 @@ class SqliteStore final : public Store {
   std::atomic<std::uint64_t> fetched_envelopes_{0};
   std::atomic<std::uint64_t> fetched_bytes_{0};
   std::atomic<std::uint64_t> failed_commits_{0};
+  std::atomic<std::uint64_t> rerun_commits_{0};
   std::atomic<std::uint64_t> writer_checkpoints_{0};
   LatencyHistogram queue_wait_;     // each operation: from submit() to its batch's start
   LatencyHistogram synced_commit_;  // each synced group commit: BEGIN to the end of the fsync

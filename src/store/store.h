@@ -180,6 +180,9 @@ struct Stats {
   // Group commits that failed as a whole (an I/O error, a full disk): every operation in them
   // failed, and nothing of them was stored.
   std::uint64_t failed_commits = 0;
+  // Group commits run a second time, an operation at a time, because one operation in them
+  // failed (each costs the batch twice; a refusal the client can repeat must not cause one).
+  std::uint64_t rerun_commits = 0;
   // WAL checkpoints beside the writer, those that failed (busy), and those the writer had to run
   // itself because the others fell behind.
   std::uint64_t checkpoints = 0;

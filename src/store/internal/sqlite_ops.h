@@ -72,10 +72,18 @@ Result<Account> op_create_account(Tx& tx, const NewAccount& account);
 Result<std::optional<Account>> op_find_account(Tx& tx, const std::string& folded_name);
 Result<Unit> op_create_invite(Tx& tx, const std::string& token, std::int64_t expires_ms);
 
-Result<std::uint32_t> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
-                                     const Bytes& auth_public_key,
-                                     const std::optional<SignedPreKey>& signed_pre_key,
-                                     const std::vector<PreKey>& pre_keys);
+// The device's count of one-time prekeys after an upload, or the upload's refusal (over
+// kMaxStoredPreKeys), which wrote nothing: a result, not an error, because an error rolls the
+// whole group commit back and runs it again operation by operation, and a client at the cap may
+// upload again and again.
+struct UploadKeysOutcome {
+  std::uint32_t count = 0;
+  bool over_cap = false;
+};
+Result<UploadKeysOutcome> op_upload_keys(Tx& tx, std::int64_t account_id, std::uint32_t device_id,
+                                         const Bytes& auth_public_key,
+                                         const std::optional<SignedPreKey>& signed_pre_key,
+                                         const std::vector<PreKey>& pre_keys);
 Result<std::uint32_t> op_pre_key_count(Tx& tx, std::int64_t account_id, std::uint32_t device_id);
 Result<std::vector<Bundle>> op_take_bundles(Tx& tx, std::int64_t account_id,
                                             std::uint32_t device_id);
