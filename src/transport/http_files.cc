@@ -12,25 +12,42 @@ namespace {
 constexpr std::size_t kChunk = 64 * 1024;
 constexpr std::uint64_t kSiteBodyLimit = 64 * 1024;  // bodies sent to the site are discarded
 
+// A file held open through a transfer, with the slot of max_connections its descriptor takes
+// (HttpContext::slots). Open only when a slot is free: a descriptor that max_connections did not
+// count could take the process past its open-file limit, where accept() fails for everyone (a
+// review held 141 downloads, each a socket and a file, and new clients no longer got in).
 class Fd {
  public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
+  // Takes a slot, then runs `open` (returns a descriptor or -1).
+  template <class Open>
+  Fd(const HttpContext& cx, Open open) : slots_(cx.slots) {
+    if (!take_slot(slots_, cx.options.max_connections)) {
+      no_slot_ = true;
+      return;
+    }
+    fd_ = open();
+    if (fd_ < 0) slots_.fetch_sub(1);
   }
+  ~Fd() { close(); }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
   bool ok() const { return fd_ >= 0; }
+  // Not opened for want of a slot: the server is full (503), not failing (500).
+  unsigned error_status() const { return no_slot_ ? 503 : 500; }
   // Closes explicitly; false when close() reports an error (data may not be stored).
   bool close() {
     int fd = fd_;
+    if (fd < 0) return true;
     fd_ = -1;
-    return fd < 0 || ::close(fd) == 0;
+    slots_.fetch_sub(1);
+    return ::close(fd) == 0;
   }
 
  private:
-  int fd_;
+  std::atomic<std::size_t>& slots_;
+  int fd_ = -1;
+  bool no_slot_ = false;
 };
 
 // Awaits an HttpFiles call: `start(done)` begins it, and `done` may run on any thread (the
@@ -143,18 +160,23 @@ enum class BodyRead {
   kBroken,    // the connection ended or timed out: nothing to answer
 };
 
-// Reads and discards a request body of at most `limit` bytes.
+// Reads and discards a request body of at most `limit` bytes (a body sent to the site). The
+// whole body has one deadline, handshake_timeout, as a connection's first request has: a
+// header that announces a body and then a byte every so often must not hold the connection
+// and its buffers for http_idle at each read (a review held 300 connections at 80 KB each for
+// 120 s with a 48-byte POST header). The discard buffer is small and never zeroed.
 net::awaitable<BodyRead> drain_body(TlsSocket& s, beast::flat_buffer& buffer, HeaderParser& hp,
                                     std::uint64_t limit, const HttpContext& cx) {
   if (hp.is_done()) co_return BodyRead::kRead;
   if (hp.content_length() && *hp.content_length() > limit) co_return BodyRead::kTooLarge;
   http::request_parser<http::buffer_body> bp(std::move(hp));
   bp.body_limit(limit);
-  auto chunk = std::make_unique<char[]>(kChunk);
+  constexpr std::size_t kDiscard = 4096;
+  auto chunk = std::make_unique_for_overwrite<char[]>(kDiscard);
+  s.expires_after(cx.options.handshake_timeout);
   while (!bp.is_done()) {
     bp.get().body().data = chunk.get();
-    bp.get().body().size = kChunk;
-    expire(s, cx);
+    bp.get().body().size = kDiscard;
     auto [ec, n] = co_await http::async_read(s, buffer, bp, kUse);
     if (ec == http::error::need_buffer) continue;
     if (ec == http::error::body_limit) co_return BodyRead::kTooLarge;
@@ -251,9 +273,9 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
     co_return co_await error_response(s, 400, version, cx);
   }
 
-  // A file the server cannot open or write now (a full disk, no descriptor free) is refused
+  // A file the server cannot open or write now (a full disk, no descriptor or slot free) is refused
   // like a send the store cannot write: 503, nothing of the part kept, resume later.
-  Fd fd(::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  Fd fd(cx, [&] { return ::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600); });
   if (!fd.ok()) co_return co_await error_response(s, 503, version, cx);
 
   if (beast::iequals(req[http::field::expect], "100-continue")) {
@@ -346,8 +368,8 @@ net::awaitable<bool> get_attachment(TlsSocket& s, std::string_view id, std::stri
     co_return co_await write_site_response(s, cx.site.error_page(status_for(dl.error())), version,
                                            keep, head, cx);
   }
-  Fd fd(::open(dl->path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.ok()) co_return co_await error_response(s, 500, version, cx, head);
+  Fd fd(cx, [&] { return ::open(dl->path.c_str(), O_RDONLY | O_CLOEXEC); });
+  if (!fd.ok()) co_return co_await error_response(s, fd.error_status(), version, cx, head);
   const std::uint64_t size = dl->size;
   std::uint64_t first = 0;
   std::uint64_t count = size;
@@ -405,9 +427,10 @@ net::awaitable<bool> write_site_response(TlsSocket& s, const SiteResponse& page,
     res.body() = page.body;
     co_return co_await write_simple(s, res, keep_alive, cx);
   }
-  Fd fd(open_site_file(page));
+  Fd fd(cx, [&] { return open_site_file(page); });
   if (!fd.ok()) {
-    co_return co_await write_site_response(s, cx.site.error_page(500), version, false, head, cx);
+    co_return co_await write_site_response(s, cx.site.error_page(fd.error_status()), version, false,
+                                           head, cx);
   }
   http::response<http::empty_body> res{status, version};
   fill(res.base());

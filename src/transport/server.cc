@@ -180,13 +180,7 @@ struct ServerState {
   std::size_t next_worker = 0;  // used on acceptor_ex only
 
   // Takes one of max_connections' slots; false when none is free.
-  bool take_slot() {
-    std::size_t cur = slots.load();
-    do {
-      if (cur >= options.max_connections) return false;
-    } while (!slots.compare_exchange_weak(cur, cur + 1));
-    return true;
-  }
+  bool take_slot() { return internal::take_slot(slots, options.max_connections); }
 
   // A connection from `ip`, about to start its TLS handshake, is admitted unless its block
   // already has max_connections_per_ip connections open or max_handshakes_per_ip in their
@@ -532,7 +526,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       }
       ++(tls_->session_reused() ? st_->tls_resumed : st_->tls_full);
     }
-    HttpContext cx{opt, st_->site, st_->files};
+    HttpContext cx{opt, st_->site, st_->files, st_->slots};
     const std::string att_prefix = opt.ws_path + "/att/";
     // Bounded: the parser limits the header and the body's data, but not a chunk's size line
     // (its extensions) or the trailer after the last chunk, which it keeps whole in here until

@@ -1470,6 +1470,64 @@ TEST_F(TransportTest, AResponseLeavesInOneRecordWhenItFits) {
   SSL_set_msg_callback(ssl, nullptr);
 }
 
+// A body sent to the site has one deadline for all of it, the first request's (handshake_timeout),
+// also on a connection's later requests: a header that announces a body and then stops held the
+// connection and 80 KB for http_idle (120 s by default) at each byte (from a review).
+TEST_F(TransportTest, ABodyThatStopsArrivingHasTheFirstRequestsDeadline) {
+  options_.handshake_timeout = 1s;
+  options_.idle_timeout = 30s;
+  start();
+  test_support::TlsPeer peer;
+  ASSERT_EQ(peer.connect(server_->port()), "");
+  SSL* ssl = peer.ssl();
+  const std::string get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(SSL_write(ssl, get.data(), static_cast<int>(get.size())), static_cast<int>(get.size()));
+  ASSERT_NE(read_response(ssl, false), "");  // the next request's header has 30 s
+  const std::string post = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab";
+  ASSERT_EQ(SSL_write(ssl, post.data(), static_cast<int>(post.size())),
+            static_cast<int>(post.size()));
+  const auto t0 = std::chrono::steady_clock::now();
+  char buf[4096];
+  for (int i = 0; i < 100 && SSL_read(ssl, buf, sizeof buf) > 0; ++i) {  // until it closes
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 800ms);
+  EXPECT_LT(waited, 5s);  // not the 30 s idle timeout (the peer itself gives up at 10 s)
+}
+
+// A file held open through a transfer takes a slot of max_connections of its own (a second
+// descriptor, as a bridge's upstream): with none free, 503, and the open-file limit that
+// max_connections stands for holds (from a review: 141 unread downloads, each a socket and a
+// file, took a server limited to 300 files to EMFILE while 250 slots were allowed).
+TEST_F(TransportTest, AFileTransferTakesASlotOfItsOwn) {
+  start(2);
+  files_->add("file", "t", 3000);
+  files_->set_have("file", 3000);
+  std::ofstream(dir_ / "file") << std::string(3000, 'f');
+  auto exchange = [](test_support::TlsPeer& peer, const std::string& path) {
+    const std::string get = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    EXPECT_EQ(SSL_write(peer.ssl(), get.data(), static_cast<int>(get.size())),
+              static_cast<int>(get.size()));
+    return read_response(peer.ssl(), false).substr(0, 12);
+  };
+  auto other = std::make_unique<test_support::TlsPeer>();
+  ASSERT_EQ(other->connect(server_->port()), "");
+  {
+    test_support::TlsPeer peer;
+    ASSERT_EQ(peer.connect(server_->port()), "");
+    EXPECT_EQ(exchange(peer, att("file")), "HTTP/1.1 503");  // both slots are connections'
+  }
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 1; }));
+  test_support::TlsPeer peer;
+  ASSERT_EQ(peer.connect(server_->port()), "");
+  EXPECT_EQ(exchange(peer, "/"), "HTTP/1.1 200");  // a page from memory needs no slot
+  other->end(true);
+  other.reset();
+  ASSERT_TRUE(wait_for([&] { return server_->connection_count() == 1; }));
+  EXPECT_EQ(exchange(peer, att("file")), "HTTP/1.1 200");
+  EXPECT_EQ(exchange(peer, att("file")), "HTTP/1.1 200");  // and its slot was given back
+}
+
 // Requests refused, and connections ended, as an ordinary server does: HTTP/1.1 without exactly
 // one Host gets 400 (RFC 9112, 3.2); a body whose chunks are malformed gets 400, one over the
 // site's limit 413; and the last request a connection may make (the 1000th, as nginx's

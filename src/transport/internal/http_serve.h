@@ -3,8 +3,10 @@
 // attachment endpoints). Coroutines running on the connection's strand; they never throw on
 // peer input and report whether the connection may be kept alive.
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <cstddef>
 #include <string_view>
 
 #include "transport/internal/asio.h"
@@ -18,7 +20,19 @@ struct HttpContext {
   const ServerOptions& options;
   const StaticSite& site;
   HttpFiles* files;  // may be null: no attachments
+  // The server's count of max_connections' slots: a file held open through a transfer is a
+  // second descriptor, and takes a second slot (as a bridge's upstream does).
+  std::atomic<std::size_t>& slots;
 };
+
+// Takes one of `max` slots; false when none is free.
+inline bool take_slot(std::atomic<std::size_t>& slots, std::size_t max) {
+  std::size_t cur = slots.load();
+  do {
+    if (cur >= max) return false;
+  } while (!slots.compare_exchange_weak(cur, cur + 1));
+  return true;
+}
 
 using HeaderParser = http::request_parser<http::empty_body>;
 
