@@ -1437,8 +1437,7 @@ TEST_F(TransportTest, AResponseLeavesInOneRecordWhenItFits) {
   int records = 0;
   auto exchange = [&](const std::string& request, bool head) {
     records = 0;
-    EXPECT_EQ(SSL_write(ssl, request.data(), static_cast<int>(request.size())),
-              static_cast<int>(request.size()));
+    EXPECT_TRUE(ssl_send(ssl, request));
     return read_response(ssl, head);
   };
   // The first answer also brings the server's session tickets, which are records too.
@@ -1481,11 +1480,10 @@ TEST_F(TransportTest, ABodyThatStopsArrivingHasTheFirstRequestsDeadline) {
   ASSERT_EQ(peer.connect(server_->port()), "");
   SSL* ssl = peer.ssl();
   const std::string get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-  ASSERT_EQ(SSL_write(ssl, get.data(), static_cast<int>(get.size())), static_cast<int>(get.size()));
+  ASSERT_TRUE(ssl_send(ssl, get));
   ASSERT_NE(read_response(ssl, false), "");  // the next request's header has 30 s
   const std::string post = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab";
-  ASSERT_EQ(SSL_write(ssl, post.data(), static_cast<int>(post.size())),
-            static_cast<int>(post.size()));
+  ASSERT_TRUE(ssl_send(ssl, post));
   const auto t0 = std::chrono::steady_clock::now();
   char buf[4096];
   for (int i = 0; i < 100 && SSL_read(ssl, buf, sizeof buf) > 0; ++i) {  // until it closes
@@ -1506,8 +1504,7 @@ TEST_F(TransportTest, AFileTransferTakesASlotOfItsOwn) {
   std::ofstream(dir_ / "file") << std::string(3000, 'f');
   auto exchange = [](test_support::TlsPeer& peer, const std::string& path) {
     const std::string get = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
-    EXPECT_EQ(SSL_write(peer.ssl(), get.data(), static_cast<int>(get.size())),
-              static_cast<int>(get.size()));
+    EXPECT_TRUE(ssl_send(peer.ssl(), get));
     return read_response(peer.ssl(), false).substr(0, 12);
   };
   auto other = std::make_unique<test_support::TlsPeer>();

@@ -64,6 +64,11 @@ class ServerTest : public ::testing::Test {
         << (r ? r->message() : r.status().to_string());
     return c;
   }
+  // The recovery hash a registration carries for recovery code `code` (its SHA-256).
+  static std::string recovery_hash_of(const std::string& code) {
+    const auto hash = crypto::sha256(as_bytes(code));
+    return std::string(as_chars(ByteView(hash.data(), hash.size())));
+  }
   // Drains pushes until QueueEmpty; returns the envelopes seen. With `ack`, acknowledges them
   // as they arrive (the server keeps at most 256 unacknowledged envelopes in flight).
   std::vector<wire::Envelope> drain(TestClient& c, bool ack = false) {
@@ -435,8 +440,7 @@ TEST_F(ServerTest, ASendSeesTheDevicesOfAnAccountRecoveredSinceTheLastSend) {
   start();
   auto alice = registered("alice", 1);
   const std::string code = "correct horse battery staple";
-  const auto hash = crypto::sha256(as_bytes(code));
-  const std::string recovery_hash(as_chars(ByteView(hash.data(), hash.size())));
+  const std::string recovery_hash = recovery_hash_of(code);
   auto bob = client(2);
   ASSERT_EQ(bob->register_account("bob", "", 10, recovery_hash)->status(), 0u);
   const std::map<std::uint32_t, std::uint32_t> old_device = {{1, bob->registration_id()}};
@@ -460,8 +464,7 @@ TEST_F(ServerTest, ARecoveryClosesTheReplacedDeviceAlsoWhenItsOwnConnectionIsGon
   start();
   auto alice = registered("alice", 1);
   const std::string code = "correct horse battery staple";
-  const auto hash = crypto::sha256(as_bytes(code));
-  const std::string recovery_hash(as_chars(ByteView(hash.data(), hash.size())));
+  const std::string recovery_hash = recovery_hash_of(code);
   auto old_bob = client(2);  // the lost device, still connected
   ASSERT_EQ(old_bob->register_account("bob", "", 10, recovery_hash)->status(), 0u);
   ASSERT_NE(old_bob->registration_id(), 5u);
