@@ -43,7 +43,7 @@ Status prepare_data_dir(server::ServerConfig& cfg, Rng& rng, crypto::TlsIdentity
   cfg.ws_path = ws;
   // Not a secret: it shows in the website it makes. Read as it is (any bytes will do).
   const fs::path seed_file = dir / "site_seed";
-  if (!fs::exists(seed_file)) {
+  if (!fs::exists(seed_file) || fs::file_size(seed_file, ec) == 0) {  // emptied: a new one
     PARLEY_TRY(write_private_file(seed_file.string(), random_token(rng, 22) + "\n"));
   }
   PARLEY_ASSIGN_OR_RETURN(cfg.site_seed, read_file(seed_file));

@@ -1,5 +1,7 @@
 #include "server/service.h"
 
+#include <vector>
+
 #include "crypto/primitives.h"
 #include "server/attachments.h"
 #include "server/session.h"
@@ -143,16 +145,17 @@ AccountPtr Service::attach(const std::string& folded_name, AccountPtr account, s
   return account;
 }
 
-void Service::evict(std::int64_t account, std::uint32_t device) {
-  std::shared_ptr<Session> previous;
+void Service::evict(std::int64_t account) {
+  std::vector<std::shared_ptr<Session>> previous;
   {
     std::lock_guard<std::mutex> lock(presence_mu_);
-    auto it = presence_.find({account, device});
-    if (it == presence_.end()) return;
-    previous = it->second.lock();
-    presence_.erase(it);
+    auto it = presence_.lower_bound({account, 0});
+    while (it != presence_.end() && it->first.first == account) {
+      if (auto s = it->second.lock()) previous.push_back(std::move(s));
+      it = presence_.erase(it);
+    }
   }
-  if (previous) previous->replaced();
+  for (const auto& s : previous) s->replaced();
 }
 
 std::shared_ptr<Session> Service::session_of(std::int64_t account, std::uint32_t device) {

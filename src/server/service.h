@@ -112,11 +112,12 @@ class Service {
   // this attach finds the recovery's key and refuses: the replaced device is never left in.
   AccountPtr attach(const std::string& folded_name, AccountPtr account, std::uint32_t device,
                     const std::shared_ptr<Session>& s);
-  // A recovery replaced `device`'s key: its live session (the old key's) is closed and
-  // forgotten at once. The recovery's own attach would replace it too, but only while the
-  // recovering connection is still open; one that closed before the commit was answered would
-  // otherwise leave the lost device in, pushed (and acknowledging away) the new one's messages.
-  void evict(std::int64_t account, std::uint32_t device);
+  // A recovery replaced `account`'s devices: their live sessions (the old keys') are closed and
+  // forgotten at once. The recovery's own attach would replace device 1's too, but only while
+  // the recovering connection is still open; one that closed before the commit was answered
+  // would otherwise leave the lost device in, pushed (and acknowledging away) the new one's
+  // messages. Called before the new device attaches.
+  void evict(std::int64_t account);
   // The device's live session on this server, or null.
   std::shared_ptr<Session> session_of(std::int64_t account, std::uint32_t device);
   void detach(std::int64_t account, std::uint32_t device, const Session* s);

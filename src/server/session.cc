@@ -382,7 +382,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
         info->devices = std::move(a->devices);
         self->service_.remember_account(key, info);
         // After the cache holds the new key (so that the old device cannot log in again).
-        if (a->recovered) self->service_.evict(info->id, 1);
+        if (a->recovered) self->service_.evict(info->id);
         spdlog::info("event={} account_id={}", a->recovered ? "recover" : "register", info->id);
         self->logged_in(id, key, std::move(info), 1, a->pre_key_count, /*batches=*/false);
       }));
