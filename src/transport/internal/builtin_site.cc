@@ -257,8 +257,8 @@ std::string stylesheet(Draw& d) {
       p.text.data(), static_cast<int>(p.accent.size()), p.accent.data(),
       static_cast<int>(p.muted.size()), p.muted.data(), static_cast<int>(p.rule.size()),
       p.rule.data());
-  return std::string(buf,
-                     n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf) : 0);
+  return std::string(
+      buf, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1) : 0);
 }
 
 // What every page shares: the head, the header with its navigation, and the footer.
