@@ -3,8 +3,8 @@
 //
 // Production code receives a cryptographically secure implementation (crypto::SystemRng, over
 // libsodium). Tests inject DeterministicRng for reproducible runs; it is NOT secure and must
-// never be used outside tests, fuzzers and benchmarks. Implementations are not required to be
-// thread-safe; give each thread its own or guard it.
+// never be used for anything secret (keys, tokens, nonces, paths). Implementations are not required
+// to be thread-safe; give each thread its own or guard it.
 
 #include <cstdint>
 #include <span>
@@ -22,7 +22,8 @@ class Rng {
   std::uint32_t uniform(std::uint32_t bound);
 };
 
-// A fast reproducible generator (xoshiro256**) seeded from a 64-bit value. Tests only.
+// A fast reproducible generator (xoshiro256**) seeded from a 64-bit value. Tests, fuzzers,
+// benchmarks, and choices that need no secrecy (the built-in website's, from its seed) only.
 class DeterministicRng final : public Rng {
  public:
   explicit DeterministicRng(std::uint64_t seed);

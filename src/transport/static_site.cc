@@ -25,7 +25,8 @@ std::string make_etag(std::uint64_t a, std::uint64_t b) {
   return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
 }
 
-// FNV-1a: a stable tag for the built-in bodies (not security relevant).
+// FNV-1a: a stable tag for the built-in bodies, and the built-in site's seed folded to the 64
+// bits its generator takes (neither security relevant).
 std::uint64_t fnv1a(std::string_view s) {
   std::uint64_t h = 0xcbf29ce484222325ull;
   for (char c : s) {
@@ -112,7 +113,7 @@ std::string normalize_site_path(std::string_view target) {
 
 StaticSite::StaticSite(std::string site_dir, std::string_view seed) {
   if (site_dir.empty()) {
-    builtin_ = internal::make_builtin_site(seed);
+    builtin_ = internal::make_builtin_site(fnv1a(seed));
     return;
   }
   std::error_code ec;

@@ -1,30 +1,18 @@
 #include "transport/internal/builtin_site.h"
 
-#include <algorithm>
 #include <array>
-#include <cstdio>
+#include <utility>
+
+#include "base/rng.h"
 
 namespace parley::transport::internal {
 namespace {
 
-// The choices, drawn from the seed (not security relevant: splitmix64 over FNV-1a).
+// The choices, drawn from the seed with DeterministicRng (nothing here is secret).
 class Draw {
  public:
-  explicit Draw(std::string_view seed) {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (char c : seed) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 0x100000001b3ull;
-    }
-    state_ = h;
-  }
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  std::size_t below(std::size_t n) { return static_cast<std::size_t>(next() % n); }
+  explicit Draw(std::uint64_t seed) : rng_(seed) {}
+  std::size_t below(std::size_t n) { return rng_.uniform(static_cast<std::uint32_t>(n)); }
   template <class T, std::size_t N>
   const T& one_of(const std::array<T, N>& a) {
     return a[below(N)];
@@ -35,7 +23,7 @@ class Draw {
   }
 
  private:
-  std::uint64_t state_;
+  DeterministicRng rng_;
 };
 
 struct Section {
@@ -237,28 +225,19 @@ std::string business_name(Draw& d, const Trade& t) {
 std::string stylesheet(Draw& d) {
   const Palette& p = d.one_of(kPalettes);
   const std::string_view font = d.one_of(kFonts);
-  const std::size_t size = 16 + d.below(3);
-  const std::size_t width = 40 + 2 * d.below(5);
-  char buf[1024];
-  const int n = std::snprintf(
-      buf, sizeof buf,
-      "body{margin:0;font:%zupx/1.6 %.*s;color:%.*s;background:%.*s}\n"
-      "header,main,footer{max-width:%zurem;margin:0 auto;padding:0 1.2rem}\n"
-      "header{padding-top:2rem;border-bottom:1px solid %.*s}\n"
-      "header a{color:%.*s;text-decoration:none}\n"
-      "nav a{margin-right:1.1rem;color:%.*s}\n"
-      "h1{font-weight:normal;letter-spacing:.02em}\n"
-      "h2{font-weight:normal;margin-top:2rem}\n"
-      "footer{margin-top:3rem;padding-bottom:2rem;font-size:14px;color:%.*s;border-top:1px "
-      "solid %.*s}\n",
-      size, static_cast<int>(font.size()), font.data(), static_cast<int>(p.text.size()),
-      p.text.data(), static_cast<int>(p.background.size()), p.background.data(), width,
-      static_cast<int>(p.rule.size()), p.rule.data(), static_cast<int>(p.text.size()),
-      p.text.data(), static_cast<int>(p.accent.size()), p.accent.data(),
-      static_cast<int>(p.muted.size()), p.muted.data(), static_cast<int>(p.rule.size()),
-      p.rule.data());
-  return std::string(
-      buf, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1) : 0);
+  const std::string size = std::to_string(16 + d.below(3));
+  const std::string width = std::to_string(40 + 2 * d.below(5));
+  const std::string text(p.text), rule(p.rule);
+  return "body{margin:0;font:" + size + "px/1.6 " + std::string(font) + ";color:" + text +
+         ";background:" + std::string(p.background) + "}\n" +
+         "header,main,footer{max-width:" + width + "rem;margin:0 auto;padding:0 1.2rem}\n" +
+         "header{padding-top:2rem;border-bottom:1px solid " + rule + "}\n" +
+         "header a{color:" + text + ";text-decoration:none}\n" +
+         "nav a{margin-right:1.1rem;color:" + std::string(p.accent) + "}\n" +
+         "h1{font-weight:normal;letter-spacing:.02em}\n" +
+         "h2{font-weight:normal;margin-top:2rem}\n" +
+         "footer{margin-top:3rem;padding-bottom:2rem;font-size:14px;color:" + std::string(p.muted) +
+         ";border-top:1px solid " + rule + "}\n";
 }
 
 // What every page shares: the head, the header with its navigation, and the footer.
@@ -286,7 +265,7 @@ std::string section(std::string_view heading, std::string_view text) {
 
 }  // namespace
 
-BuiltinSite make_builtin_site(std::string_view seed) {
+BuiltinSite make_builtin_site(std::uint64_t seed) {
   Draw d(seed);
   const Trade& trade = d.one_of(kTrades);
   Frame f;
@@ -295,14 +274,11 @@ BuiltinSite make_builtin_site(std::string_view seed) {
   const NavPage& services = d.one_of(kServicePages);
   const NavPage& about = d.one_of(kAboutPages);
   const NavPage* contact = d.below(2) == 0 ? &d.one_of(kContactPages) : nullptr;
-  f.nav = "<nav><a href=\"/\">Home</a><a href=\"" + std::string(services.path) + "\">" +
-          std::string(services.label) + "</a><a href=\"" + std::string(about.path) + "\">" +
-          std::string(about.label) + "</a>";
-  if (contact != nullptr) {
-    f.nav +=
-        "<a href=\"" + std::string(contact->path) + "\">" + std::string(contact->label) + "</a>";
-  }
-  f.nav += "</nav>\n";
+  auto link = [](const NavPage& to) {
+    return "<a href=\"" + std::string(to.path) + "\">" + std::string(to.label) + "</a>";
+  };
+  f.nav = "<nav>" + link({"/", "Home"}) + link(services) + link(about) +
+          (contact != nullptr ? link(*contact) : "") + "</nav>\n";
   const std::string address = std::to_string(1 + d.below(98)) + " " +
                               std::string(d.one_of(kStreets)) + " " +
                               std::string(d.one_of(kStreetKinds));

@@ -10,7 +10,6 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace parley::transport::internal {
@@ -27,7 +26,7 @@ struct BuiltinSite {
   std::int64_t modified_s{};  // every page's Last-Modified (seconds since the epoch)
 };
 
-// Any bytes; empty gives one fixed site (tests, and a server given no seed).
-BuiltinSite make_builtin_site(std::string_view seed);
+// `seed`: StaticSite's hash of the installation's seed (any bytes; none gives one fixed site).
+BuiltinSite make_builtin_site(std::uint64_t seed);
 
 }  // namespace parley::transport::internal
