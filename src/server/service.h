@@ -108,8 +108,8 @@ class Service {
   // a recovery has replaced that device since (the cache holds another key for it, or no such
   // device): then nothing changes and null is returned. Otherwise the account as it is now is
   // returned (the cached snapshot, or `account` when none is cached). A recovery updates the
-  // cache before its own attach, so either it finds this session attached and replaces it, or
-  // this attach finds the recovery's key and refuses: the replaced device is never left in.
+  // cache, then evicts (below): either it finds this session attached and closes it, or this
+  // attach finds the recovery's key and refuses: the replaced device is never left in.
   AccountPtr attach(const std::string& folded_name, AccountPtr account, std::uint32_t device,
                     const std::shared_ptr<Session>& s);
   // A recovery replaced `account`'s devices: their live sessions (the old keys') are closed and

@@ -459,7 +459,7 @@ TEST_F(ServerTest, ASendSeesTheDevicesOfAnAccountRecoveredSinceTheLastSend) {
 
 // A recovery whose own connection closed before its answer still closes the replaced device's
 // session. It did not: the lost device stayed in, was pushed what was sent to the new one, and
-// its acknowledgements deleted it (from a review; 5 runs in 5).
+// its acknowledgements deleted it (a review reproduced it 5 times in 5, this test 3 in 3).
 TEST_F(ServerTest, ARecoveryClosesTheReplacedDeviceAlsoWhenItsOwnConnectionIsGone) {
   start();
   auto alice = registered("alice", 1);
