@@ -49,6 +49,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   PARLEY_FUZZ_CHECK(c.queue_max_count >= 1 && c.queue_max_age_days >= 1);
   PARLEY_FUZZ_CHECK(c.queue_max_bytes >= c.max_message_bytes && c.queue_max_bytes >= 1);
   PARLEY_FUZZ_CHECK(c.max_message_bytes <= wire::kMaxMessageContent);
+  PARLEY_FUZZ_CHECK(c.queue_sender_share_percent >= 1 && c.queue_sender_share_percent <= 100);
+  // A sender's share is within the queue and holds at least one message of every allowed size.
+  const store::QueueLimits limits = queue_limits(c);
+  PARLEY_FUZZ_CHECK(limits.max_sender_count >= 1 && limits.max_sender_count <= c.queue_max_count);
+  PARLEY_FUZZ_CHECK(limits.max_sender_bytes >= c.max_message_bytes &&
+                    limits.max_sender_bytes <= c.queue_max_bytes);
   PARLEY_FUZZ_CHECK(c.write_queue_bytes >= kMinWriteQueueBytes);
   PARLEY_FUZZ_CHECK(c.max_connections >= 1 && c.max_inflight_requests >= 1);
   PARLEY_FUZZ_CHECK(c.io_threads <= kMaxIoThreads);

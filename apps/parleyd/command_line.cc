@@ -35,6 +35,8 @@ void add_flags(CLI::App& app, server::ServerConfig& cfg, std::string& config_fil
       ->check(CLI::Range(0u, server::kMaxPowDifficulty));
   app.add_option("--queue-max-count", cfg.queue_max_count, "envelopes per device queue");
   app.add_option("--queue-max-bytes", cfg.queue_max_bytes, "bytes per device queue");
+  app.add_option("--queue-sender-share-percent", cfg.queue_sender_share_percent,
+                 "of a device queue one sender may hold (1 to 100)");
   app.add_option("--max-connections", cfg.max_connections, "simultaneous connections");
   app.add_option("--attachment-max-bytes", cfg.attachment_max_bytes, "largest attachment");
   app.add_option("--bridge-to", text.bridge_to,

@@ -34,7 +34,10 @@ void failpoint(const char* name) {
   if (armed != nullptr && std::strcmp(armed, name) == 0) ::raise(SIGKILL);
 }
 
-bool queue_full(const wire::SendResult& r) { return r.limit() == "count" || r.limit() == "bytes"; }
+bool queue_full(const wire::SendResult& r) {
+  return r.limit() == "count" || r.limit() == "bytes" || r.limit() == "sender_count" ||
+         r.limit() == "sender_bytes";
+}
 
 bool transient(const Status& s) {
   return s.code() == ErrorCode::kUnavailable || s.code() == ErrorCode::kIo ||
@@ -248,8 +251,14 @@ Status Client::deliver_to_devices(const std::string& address, const OutboxItem& 
   PARLEY_TRY(encrypted);
   PARLEY_ASSIGN_OR_RETURN(wire::Response resp, link_->call(std::move(r)));
   if (resp.status() == wire::kStatusRateLimited && queue_full(resp.send())) {
-    return make_error(ErrorCode::kQueueFull, "the server's queue for " + address + " is full (" +
-                                                 resp.send().limit() + ")");
+    const std::string& limit = resp.send().limit();
+    if (limit.starts_with("sender_")) {
+      return make_error(ErrorCode::kQueueFull, "the server's queue for " + address +
+                                                   " holds all it takes from one sender (" + limit +
+                                                   ")");
+    }
+    return make_error(ErrorCode::kQueueFull,
+                      "the server's queue for " + address + " is full (" + limit + ")");
   }
   if (resp.status() == wire::kStatusConflict && resp.has_send()) {
     const auto& mm = resp.send().mismatch();

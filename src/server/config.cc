@@ -42,6 +42,22 @@ Result<HostPort> parse_optional_host_port(std::string_view text, bool port_requi
   return hp;
 }
 
+store::QueueLimits queue_limits(const ServerConfig& config) {
+  constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
+  store::QueueLimits l;
+  l.max_count = config.queue_max_count;
+  l.max_bytes = config.queue_max_bytes;
+  l.max_age_ms = static_cast<std::int64_t>(config.queue_max_age_days) * kDayMs;
+  const std::uint64_t share = config.queue_sender_share_percent;
+  const std::uint64_t count = std::uint64_t{config.queue_max_count} * share / 100;
+  l.max_sender_count = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, count));
+  // In two parts, so that no product overflows.
+  const std::uint64_t bytes =
+      config.queue_max_bytes / 100 * share + config.queue_max_bytes % 100 * share / 100;
+  l.max_sender_bytes = std::max<std::uint64_t>(config.max_message_bytes, bytes);
+  return l;
+}
+
 std::string_view policy_name(RegistrationPolicy p) {
   switch (p) {
     case RegistrationPolicy::kOpen: return "open";
@@ -187,6 +203,9 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "limits.queue_max_count") return read_uint(n, key, c.queue_max_count);
   if (key == "limits.queue_max_bytes") return read_uint(n, key, c.queue_max_bytes);
   if (key == "limits.queue_max_age_days") return read_uint(n, key, c.queue_max_age_days);
+  if (key == "limits.queue_sender_share_percent") {
+    return read_uint(n, key, c.queue_sender_share_percent);  // bounded by validate_config()
+  }
   if (key == "limits.max_message_bytes") return read_uint(n, key, c.max_message_bytes);
   if (key == "limits.write_queue_bytes") return read_uint(n, key, c.write_queue_bytes);
   if (key == "limits.max_connections") return read_uint(n, key, c.max_connections);
@@ -316,6 +335,9 @@ Status validate_config(const ServerConfig& config) {
   if (config.queue_max_bytes < config.max_message_bytes) {
     return bad_key("limits.queue_max_bytes", "must be at least limits.max_message_bytes (" +
                                                  std::to_string(config.max_message_bytes) + ")");
+  }
+  if (config.queue_sender_share_percent < 1 || config.queue_sender_share_percent > 100) {
+    return bad_key("limits.queue_sender_share_percent", "expected 1 to 100 (percent)");
   }
   if (config.io_threads > kMaxIoThreads) {
     return bad_key("server.io_threads", "at most " + std::to_string(kMaxIoThreads));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "store/store.h"
 #include "wire/frame.h"
 
 namespace parley::server {
@@ -79,6 +80,10 @@ struct ServerConfig {
   std::uint32_t queue_max_count = 10000;
   std::uint64_t queue_max_bytes = 64ull << 20;
   std::uint32_t queue_max_age_days = 30;
+  // What one sender may hold of another account's device queue, in percent of queue_max_count
+  // and queue_max_bytes (at least one message of max_message_bytes), so that one sender cannot
+  // fill it and have everyone else refused. 100: no share of its own.
+  std::uint32_t queue_sender_share_percent = 20;
   std::uint32_t max_message_bytes = wire::kMaxMessageContent;  // at most that (frame.h)
   std::uint32_t write_queue_bytes = 1 << 20;  // per connection; kMinWriteQueueBytes or more
   std::uint32_t max_connections = 19000;
@@ -136,6 +141,11 @@ inline constexpr std::size_t kMaxConfigFileBytes = 1024 * 1024;
 // The checks that involve more than one key (or a bound a command-line flag may also set):
 // kInvalidArgument naming the key and the bound.
 Status validate_config(const ServerConfig& config);
+
+// A device queue's limits as configured. A sender's share (queue_sender_share_percent of the
+// count and of the bytes, rounded down) holds at least one envelope and one message of
+// max_message_bytes.
+store::QueueLimits queue_limits(const ServerConfig& config);
 
 std::string_view policy_name(RegistrationPolicy p);
 Result<RegistrationPolicy> parse_policy(std::string_view name);

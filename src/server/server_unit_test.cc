@@ -261,6 +261,7 @@ TEST(Config, LimitsThatWouldStopEverything) {
                        "ip_connect_burst = 1\naccount_send_rate = 0.01\naccount_send_burst = 64\n"
                        "register_rate_per_ip = 0.01\nregister_burst_per_ip = 1\n"
                        "bundle_fetch_rate = 0.001\nbundle_fetch_burst = 3\n"
+                       "queue_sender_share_percent = 1\n"
                        "max_connections_per_ip = 0",  // 0: no cap
                    c)
                   .is_ok());
@@ -269,6 +270,7 @@ TEST(Config, LimitsThatWouldStopEverything) {
   EXPECT_EQ(c.account_send_burst, 64.0);
   EXPECT_EQ(c.bundle_fetch_rate, 0.001);
   EXPECT_EQ(c.bundle_fetch_burst, 3.0);
+  EXPECT_EQ(c.queue_sender_share_percent, 1u);
   ASSERT_TRUE(load("attachments", "expiry_days = 1", c).is_ok());
   for (const auto& [section, bad, key] : {
            std::tuple<std::string, std::string, std::string>{"limits", "queue_max_count = 0",
@@ -293,6 +295,9 @@ TEST(Config, LimitsThatWouldStopEverything) {
            {"limits", "bundle_fetch_rate = 0", "bundle_fetch_rate"},
            {"limits", "bundle_fetch_rate = nan", "bundle_fetch_rate"},
            {"limits", "bundle_fetch_burst = 0.5", "bundle_fetch_burst"},
+           {"limits", "queue_sender_share_percent = 0", "queue_sender_share_percent"},
+           {"limits", "queue_sender_share_percent = 101", "queue_sender_share_percent"},
+           {"limits", "queue_sender_share_percent = 20.0", "queue_sender_share_percent"},
            {"attachments", "expiry_days = 0", "expiry_days"},
        }) {
     ServerConfig fresh;
@@ -300,6 +305,29 @@ TEST(Config, LimitsThatWouldStopEverything) {
     EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find(key), std::string::npos) << s.message();
   }
+}
+
+// A sender's share of a queue is the configured percent of its count and bytes, and holds at
+// least one envelope and one message of the largest size.
+TEST(Config, ASendersShareOfAQueue) {
+  ServerConfig c;
+  store::QueueLimits l = queue_limits(c);
+  EXPECT_EQ(l.max_count, 10000u);
+  EXPECT_EQ(l.max_sender_count, 2000u);
+  EXPECT_EQ(l.max_sender_bytes, (64ull << 20) / 5);
+  EXPECT_EQ(l.max_age_ms, 30ll * 24 * 3600 * 1000);
+  c.queue_max_count = 3;
+  c.queue_max_bytes = c.max_message_bytes + 1;
+  l = queue_limits(c);
+  EXPECT_EQ(l.max_sender_count, 1u);
+  EXPECT_EQ(l.max_sender_bytes, c.max_message_bytes);
+  c.queue_sender_share_percent = 100;
+  c.queue_max_bytes = ~std::uint64_t{0};
+  l = queue_limits(c);
+  EXPECT_EQ(l.max_sender_count, 3u);
+  EXPECT_EQ(l.max_sender_bytes, ~std::uint64_t{0});  // no overflow on the way
+  c.queue_sender_share_percent = 99;
+  EXPECT_EQ(queue_limits(c).max_sender_bytes, ~std::uint64_t{0} / 100 * 99 + 15 * 99 / 100);
 }
 
 TEST(Config, ProofOfWorkAndLoginTimeout) {

@@ -686,9 +686,7 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   batch.client_message_id = to_bytes(r.client_message_id());
   batch.destination_account = dest.id;
   batch.now_ms = service_.clock().now_ms();
-  batch.limits.max_count = cfg.queue_max_count;
-  batch.limits.max_bytes = cfg.queue_max_bytes;
-  batch.limits.max_age_ms = static_cast<std::int64_t>(cfg.queue_max_age_days) * kDayMs;
+  batch.limits = queue_limits(cfg);
   for (const auto& m : r.messages()) {
     store::Delivery d;
     d.account_id = dest.id;

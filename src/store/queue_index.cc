@@ -7,30 +7,67 @@ namespace {
 
 bool live(std::int64_t size) { return size >= 0; }
 
+std::size_t hash_of(std::string_view name) { return std::hash<std::string_view>()(name); }
+
 }  // namespace
 
-// Counts an entry of `size` bytes into (sign 1) or out of (sign -1) a queue and the whole.
-void QueueIndex::tally(Queue& q, std::int64_t size, std::int64_t sign) {
+// Counts an entry of `size` bytes into (sign 1) or out of (sign -1) a queue, its sender's
+// tally and the whole.
+void QueueIndex::tally(Queue& q, const Entry& e, std::int64_t size, std::int64_t sign) {
   q.totals.count += sign;
   q.totals.bytes += sign * size;
+  Totals& sender = q.senders[e.sender].totals;
+  sender.count += sign;
+  sender.bytes += sign * size;
   all_.count += sign;
   all_.bytes += sign * size;
   if (q.totals.count == 0) q.registration_id = 0;  // the next entry may be another device's
 }
 
-bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size,
-                               std::uint64_t tag) {
-  if (size < 0) return false;
+const QueueIndex::Sender* QueueIndex::find_sender(const Queue& q, std::size_t hash,
+                                                  std::string_view name) {
+  for (const Sender& s : q.senders) {
+    if (s.hash == hash && s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+// Appends an entry and counts it (its sender gets a place on its first entry).
+void QueueIndex::push(Queue& q, std::int64_t seq, std::int64_t size, std::uint64_t tag,
+                      std::string_view sender) {
+  const std::size_t hash = hash_of(sender);
+  const Sender* known = find_sender(q, hash, sender);
+  std::size_t place = known == nullptr ? q.senders.size() : known - q.senders.data();
+  if (known == nullptr) q.senders.push_back({hash, std::string(sender), {}});
+  q.entries.push_back(
+      {seq, tag, static_cast<std::int32_t>(size), static_cast<std::uint32_t>(place)});
+  tally(q, q.entries.back(), size, 1);
+}
+
+bool QueueIndex::load_envelope(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag,
+                               std::string_view sender) {
+  if (size < 0 || size > kMaxSize) return false;
   Queue& q = queues_[key];
   if (!q.entries.empty() && q.entries.back().seq >= seq) return false;
-  q.entries.push_back({seq, size, tag});
-  tally(q, size, 1);
+  push(q, seq, size, tag, sender);
   return true;
 }
 
 QueueIndex::Totals QueueIndex::totals(QueueKey key) const {
   auto it = queues_.find(key);
   return it == queues_.end() ? Totals{} : it->second.totals;
+}
+
+QueueIndex::Totals QueueIndex::sender_totals(QueueKey key, std::string_view sender) const {
+  auto it = queues_.find(key);
+  if (it == queues_.end()) return {};
+  const Sender* s = find_sender(it->second, hash_of(sender), sender);
+  return s == nullptr ? Totals{} : s->totals;
+}
+
+std::size_t QueueIndex::senders_kept(QueueKey key) const {
+  auto it = queues_.find(key);
+  return it == queues_.end() ? 0 : it->second.senders.size();
 }
 
 std::uint32_t QueueIndex::registration(QueueKey key) const {
@@ -61,10 +98,9 @@ std::vector<QueueKey> QueueIndex::non_empty() const {
   return out;
 }
 
-void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag) {
-  Queue& q = queues_[key];
-  q.entries.push_back({seq, size, tag});
-  tally(q, size, 1);
+void QueueIndex::append(QueueKey key, std::int64_t seq, std::int64_t size, std::uint64_t tag,
+                        std::string_view sender) {
+  push(queues_[key], seq, size, tag, sender);
   log_.push_back({Change::kAppended, key, seq});
 }
 
@@ -93,8 +129,8 @@ std::optional<std::int64_t> QueueIndex::remove(QueueKey key, std::int64_t seq) {
   Entry* e = find(q, seq);
   if (e == nullptr || !live(e->size)) return std::nullopt;
   const std::int64_t size = e->size;
-  e->size = -size - 1;
-  tally(q, size, -1);
+  e->size = static_cast<std::int32_t>(-size - 1);
+  tally(q, *e, size, -1);
   log_.push_back({Change::kRemoved, key, seq});
   touched_.push_back(key);
   return size;
@@ -125,7 +161,7 @@ void QueueIndex::undo(std::size_t mark) {
       case Change::kAppended: {
         // The newest entry of its queue, and live: later changes were undone first.
         Queue& q = queues_[l.key];
-        tally(q, q.entries.back().size, -1);
+        tally(q, q.entries.back(), q.entries.back().size, -1);
         q.entries.pop_back();
         if (q.entries.size() == q.head) queues_.erase(l.key);
         break;
@@ -133,15 +169,33 @@ void QueueIndex::undo(std::size_t mark) {
       case Change::kRemoved: {
         Queue& q = queues_[l.key];
         Entry* e = find(q, l.seq);
-        const std::int64_t size = -e->size - 1;
-        e->size = size;
-        tally(q, size, 1);
+        const std::int64_t size = -static_cast<std::int64_t>(e->size) - 1;
+        e->size = static_cast<std::int32_t>(size);
+        tally(q, *e, size, 1);
         break;
       }
     }
     log_.pop_back();
   }
   if (log_.empty()) touched_.clear();
+}
+
+// Once every entry of q is live: forgets the senders that have none left, when they are most
+// of them (a queue that never empties would otherwise keep every sender it ever had).
+void QueueIndex::drop_idle_senders(Queue& q) {
+  std::size_t idle = 0;
+  for (const Sender& s : q.senders) idle += s.totals.count == 0 ? 1 : 0;
+  if (idle < 8 || 2 * idle < q.senders.size()) return;
+  std::vector<std::uint32_t> place(q.senders.size());
+  std::vector<Sender> kept;
+  kept.reserve(q.senders.size() - idle);
+  for (std::size_t i = 0; i < q.senders.size(); ++i) {
+    if (q.senders[i].totals.count == 0) continue;
+    place[i] = static_cast<std::uint32_t>(kept.size());
+    kept.push_back(std::move(q.senders[i]));
+  }
+  for (Entry& e : q.entries) e.sender = place[e.sender];
+  q.senders = std::move(kept);
 }
 
 void QueueIndex::settle() {
@@ -166,6 +220,7 @@ void QueueIndex::settle() {
       q.entries.erase(end, q.entries.end());
       q.head = 0;
       if (q.entries.capacity() > 4 * q.entries.size() + 16) q.entries.shrink_to_fit();
+      drop_idle_senders(q);
     }
   }
   touched_.clear();

@@ -141,10 +141,82 @@ TEST(QueueIndexTest, LoadRefusesOutOfOrderSeqsAndNegativeSizes) {
   EXPECT_FALSE(q.load_envelope(kA, 5, 1, 0));
   EXPECT_FALSE(q.load_envelope(kA, 4, 1, 0));
   EXPECT_FALSE(q.load_envelope(kB, 6, -1, 0));
+  EXPECT_FALSE(q.load_envelope(kB, 6, QueueIndex::kMaxSize + 1, 0));
   EXPECT_TRUE(q.load_envelope(kB, 6, 0, 0));
   EXPECT_EQ(q.all().count, 2);
   EXPECT_EQ(q.remove(kB, 6), 0);  // an empty envelope is still one
   EXPECT_EQ(q.all().count, 1);
+}
+
+// Each sender's part of a queue follows its entries through appends, removals, undo, loading
+// and a queue that empties and fills again.
+TEST(QueueIndexTest, EachSendersPartOfAQueueIsCounted) {
+  QueueIndex q;
+  using T = QueueIndex::Totals;
+  const auto part = [&](QueueKey key, std::string_view sender) {
+    const T t = q.sender_totals(key, sender);
+    return std::pair{t.count, t.bytes};
+  };
+  EXPECT_TRUE(q.load_envelope(kA, 1, 10, 0, "ann"));
+  EXPECT_TRUE(q.load_envelope(kA, 2, 20, 0, "bob"));
+  q.append(kA, 3, 30, 0, "ann");
+  q.append(kB, 4, 40, 0, "ann");
+  EXPECT_EQ(part(kA, "ann"), (std::pair<std::int64_t, std::int64_t>{2, 40}));
+  EXPECT_EQ(part(kA, "bob"), (std::pair<std::int64_t, std::int64_t>{1, 20}));
+  EXPECT_EQ(part(kB, "ann"), (std::pair<std::int64_t, std::int64_t>{1, 40}));
+  EXPECT_EQ(part(kA, "Ann"), (std::pair<std::int64_t, std::int64_t>{0, 0}));  // names, as sent
+  EXPECT_EQ(part(QueueKey{9, 1}, "ann"), (std::pair<std::int64_t, std::int64_t>{0, 0}));
+  q.settle();
+
+  const std::size_t mark = q.mark();
+  ASSERT_TRUE(q.remove(kA, 1).has_value());
+  ASSERT_TRUE(q.remove(kA, 3).has_value());
+  q.append(kA, 5, 5, 0, "cat");
+  EXPECT_EQ(part(kA, "ann"), (std::pair<std::int64_t, std::int64_t>{0, 0}));
+  EXPECT_EQ(part(kA, "cat"), (std::pair<std::int64_t, std::int64_t>{1, 5}));
+  q.undo(mark);
+  EXPECT_EQ(part(kA, "ann"), (std::pair<std::int64_t, std::int64_t>{2, 40}));
+  EXPECT_EQ(part(kA, "cat"), (std::pair<std::int64_t, std::int64_t>{0, 0}));
+
+  // Emptied within a transaction and undone: the removed entries come back to their senders.
+  for (std::int64_t s : {1, 2, 3}) ASSERT_TRUE(q.remove(kA, s).has_value());
+  EXPECT_EQ(q.totals(kA).count, 0);
+  q.append(kA, 6, 6, 0, "dan");
+  q.undo(mark);
+  EXPECT_EQ(part(kA, "bob"), (std::pair<std::int64_t, std::int64_t>{1, 20}));
+  EXPECT_EQ(part(kA, "dan"), (std::pair<std::int64_t, std::int64_t>{0, 0}));
+
+  // Emptied and settled: the queue goes with its senders; a new one starts from nothing.
+  for (std::int64_t s : {1, 2, 3}) ASSERT_TRUE(q.remove(kA, s).has_value());
+  q.settle();
+  q.append(kA, 7, 7, 0, "bob");
+  EXPECT_EQ(part(kA, "bob"), (std::pair<std::int64_t, std::int64_t>{1, 7}));
+  EXPECT_EQ(part(kA, "ann"), (std::pair<std::int64_t, std::int64_t>{0, 0}));
+}
+
+// A queue that never empties forgets the senders it no longer holds anything of, and its
+// entries keep their senders' tallies right.
+TEST(QueueIndexTest, ALongLivedQueueDropsSendersWithNothingLeft) {
+  QueueIndex q;
+  std::int64_t seq = 0;
+  q.append(kA, ++seq, 1, 0, "keeper");
+  for (int round = 0; round < 50; ++round) {
+    const std::int64_t first = seq + 1;
+    for (int i = 0; i < 20; ++i) q.append(kA, ++seq, 2, 0, "s" + std::to_string(round * 20 + i));
+    q.append(kA, ++seq, 3, 0, "keeper");
+    q.settle();
+    for (std::int64_t s = first; s < first + 20; ++s) ASSERT_TRUE(q.remove(kA, s).has_value());
+    q.settle();
+  }
+  EXPECT_EQ(q.totals(kA).count, 51);
+  EXPECT_EQ(q.sender_totals(kA, "keeper").count, 51);
+  EXPECT_EQ(q.sender_totals(kA, "keeper").bytes, 1 + 50 * 3);
+  EXPECT_EQ(q.sender_totals(kA, "s999").count, 0);
+  EXPECT_LE(q.senders_kept(kA), 41u);  // not the 1,001 it had
+  // Removing keeper's entries now counts them off keeper, wherever its tally has moved to.
+  for (std::int64_t s : q.after(kA, 0, 100)) ASSERT_TRUE(q.remove(kA, s).has_value());
+  EXPECT_EQ(q.sender_totals(kA, "keeper").count, 0);
+  EXPECT_EQ(q.all().count, 0);
 }
 
 }  // namespace

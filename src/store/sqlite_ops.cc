@@ -367,9 +367,16 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
   if (batch.deliveries.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "store: a send without deliveries");
   }
+  const std::string& sender = batch.deliveries.front().envelope.source;
   for (const Delivery& d : batch.deliveries) {
     if (d.envelope.server_id.size() != kServerIdSize) {
       return make_error(ErrorCode::kInvalidArgument, "store: a server id must be 16 bytes");
+    }
+    if (d.envelope.content.size() > static_cast<std::size_t>(QueueIndex::kMaxSize)) {
+      return make_error(ErrorCode::kInvalidArgument, "store: an envelope over 2 GiB");
+    }
+    if (d.envelope.source != sender) {
+      return make_error(ErrorCode::kInvalidArgument, "store: a send's envelopes name two sources");
     }
   }
   const bool dedup = !batch.client_message_id.empty();
@@ -422,6 +429,15 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     if (queued.bytes + add.bytes > i64(batch.limits.max_bytes)) {
       return outcome(SendOutcome::Kind::kQueueFull, "bytes", key.second);
     }
+    if (batch.sender_account == batch.destination_account) continue;  // its own devices
+    const QueueIndex::Totals held =
+        tx.backend.queues.sender_totals({key.first, key.second}, sender);
+    if (held.count + add.count > static_cast<std::int64_t>(batch.limits.max_sender_count)) {
+      return outcome(SendOutcome::Kind::kQueueFull, "sender_count", key.second);
+    }
+    if (held.bytes + add.bytes > i64(batch.limits.max_sender_bytes)) {
+      return outcome(SendOutcome::Kind::kQueueFull, "sender_bytes", key.second);
+    }
   }
 
   if (dedup) {
@@ -462,7 +478,8 @@ Result<SendOutcome> op_store_messages(Tx& tx, const SendBatch& batch) {
     s.bind(10, batch.now_ms).bind(11, seq);
     PARLEY_TRY(s.run());
     const auto size = static_cast<std::int64_t>(e.content.size());
-    tx.backend.queues.append({d.account_id, d.device_id}, seq, size, server_id_tag(server_id));
+    tx.backend.queues.append({d.account_id, d.device_id}, seq, size, server_id_tag(server_id),
+                             sender);
     tx.delta.envelopes += 1;
     tx.delta.bytes += size;
     stored.seqs.push_back(seq);
@@ -837,14 +854,15 @@ Status load_backend(Db& db, Backend& backend) {
   }
   {
     PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("SELECT seq, account_id, device_id, size, "
-                                               "server_id FROM envelopes ORDER BY seq",
+                                               "server_id, source FROM envelopes ORDER BY seq",
                                                "load queues"));
     for (;;) {
       PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
       if (!row) break;
       if (!backend.queues.load_envelope({s.column_int(1), u32(s.column_int(2))}, s.column_int(0),
-                                        s.column_int(3), server_id_tag(s.column_blob_view(4)))) {
-        return make_error(ErrorCode::kIo, "store: an envelope row is corrupt (negative size)");
+                                        s.column_int(3), server_id_tag(s.column_blob_view(4)),
+                                        s.column_text(5))) {
+        return make_error(ErrorCode::kIo, "store: an envelope row is corrupt (its size)");
       }
     }
   }

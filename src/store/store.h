@@ -111,6 +111,10 @@ struct QueueLimits {
   std::uint32_t max_count = 10000;
   std::uint64_t max_bytes = 64ull * 1024 * 1024;
   std::int64_t max_age_ms = 30ll * 24 * 3600 * 1000;
+  // What one sender (by its envelopes' source) may hold of a device's queue, so that one sender
+  // cannot fill it for everyone. Not applied to an account's sends to its own devices.
+  std::uint32_t max_sender_count = UINT32_MAX;
+  std::uint64_t max_sender_bytes = UINT64_MAX;
 };
 
 struct Delivery {
@@ -122,7 +126,8 @@ struct Delivery {
   Envelope envelope;
 };
 
-// One send (to one destination account): all deliveries are stored, or none.
+// One send (to one destination account): all deliveries are stored, or none. Every delivery's
+// envelope names the same source (the sender).
 struct SendBatch {
   std::int64_t sender_account = 0;
   std::uint32_t sender_device = 0;
@@ -138,7 +143,9 @@ struct SendOutcome {
   // another registration id, as after a recovery that committed once the sender had been checked
   // against the devices it knew. Nothing is stored.
   enum class Kind { kStored, kDuplicate, kQueueFull, kDeviceChanged } kind = Kind::kStored;
-  std::string limit;            // kQueueFull: "count" or "bytes"
+  // kQueueFull: "count" or "bytes" (the queue's), or "sender_count" or "sender_bytes" (what
+  // the sender may hold of it).
+  std::string limit;
   std::uint32_t device_id = 0;  // kQueueFull: the device whose queue is full; kDeviceChanged: the
                                 // first device found replaced or gone
   bool device_gone = false;     // kDeviceChanged: the device no longer exists

@@ -597,6 +597,77 @@ TEST_F(StoreTest, StoreAndFetchInOrder) {
   EXPECT_EQ(store_->stats().queued_bytes, 100u);
 }
 
+// One sender may hold only its share of a device queue (of another account): past it the send
+// is refused naming "sender_count" or "sender_bytes", while other senders still get through;
+// acknowledgements free the share, the shares are rebuilt at open, and an account's sends to
+// its own devices have none.
+TEST_F(StoreTest, OneSenderHoldsOnlyItsShareOfAQueue) {
+  Account a = create("alice");
+  QueueLimits limits;
+  limits.max_count = 10;
+  limits.max_bytes = 1000;
+  limits.max_sender_count = 3;
+  limits.max_sender_bytes = 35;
+  auto from = [&](const std::string& sender, std::uint32_t n, std::size_t size = 10) {
+    Delivery d = make_delivery(a.id, 1, n, size);
+    d.envelope.source = sender;
+    SendBatch b = make_send(a.id, {std::move(d)});
+    b.limits = limits;
+    return send(b);
+  };
+  std::vector<Bytes> mallorys;
+  for (std::uint32_t n = 0; n < 3; ++n) {
+    auto r = from("mallory", n);
+    ASSERT_EQ(r->kind, SendOutcome::Kind::kStored);
+    mallorys.push_back(r->server_ids.front());
+  }
+  auto over = from("mallory", 3);
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ(over->kind, SendOutcome::Kind::kQueueFull);
+  EXPECT_EQ(over->limit, "sender_count");
+  EXPECT_EQ(over->device_id, 1u);
+  EXPECT_EQ(from("bob", 4)->kind, SendOutcome::Kind::kStored);
+  EXPECT_EQ(from("carol", 5)->kind, SendOutcome::Kind::kStored);
+
+  // Bytes: bob holds 10, and 30 more would pass 35.
+  auto big = from("bob", 6, 30);
+  EXPECT_EQ(big->kind, SendOutcome::Kind::kQueueFull);
+  EXPECT_EQ(big->limit, "sender_bytes");
+  EXPECT_EQ(from("bob", 7, 25)->kind, SendOutcome::Kind::kStored);  // exactly 35
+
+  // The shares hold across a restart: the index is rebuilt from the envelopes' sources.
+  open();
+  EXPECT_EQ(from("mallory", 8)->limit, "sender_count");
+  EXPECT_EQ(from("bob", 9, 1)->limit, "sender_bytes");
+
+  // An acknowledged envelope frees its sender's share.
+  auto acked = ack(a.id, 1, {mallorys.front()});
+  ASSERT_TRUE(acked.has_value());
+  EXPECT_EQ(*acked, 1u);
+  EXPECT_EQ(from("mallory", 10)->kind, SendOutcome::Kind::kStored);
+  EXPECT_EQ(from("mallory", 11)->limit, "sender_count");
+
+  // The account's own sends (from another of its devices) have no share, only the queue's
+  // limits.
+  Delivery own = make_delivery(a.id, 1, 12);
+  own.envelope.source = "alice";
+  SendBatch mine = make_send(a.id, {own, make_delivery(a.id, 1, 13)});
+  mine.sender_account = a.id;
+  mine.limits = limits;
+  mine.deliveries[1].envelope.source = "alice";
+  mine.deliveries[1].envelope.server_id = server_id(13, 1);
+  mine.deliveries[0].envelope.content = Bytes(40, 1);  // over the bytes share
+  EXPECT_EQ(send(mine)->kind, SendOutcome::Kind::kStored);
+
+  // A send whose envelopes name two sources is refused and stores nothing.
+  SendBatch mixed = make_send(a.id, {make_delivery(a.id, 1, 14), make_delivery(a.id, 1, 15)});
+  mixed.deliveries[1].envelope.source = "someone else";
+  auto refused = send(mixed);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(fetch(a.id, 1).size(), 8u);  // mallory 3, bob 2, carol 1, alice 2
+}
+
 TEST_F(StoreTest, DuplicateClientMessageIdStoresNothing) {
   Account a = create("alice");
   Account b = create("bob");

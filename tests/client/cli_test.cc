@@ -328,7 +328,8 @@ std::vector<std::string> group_texts(const std::vector<nlohmann::json>& got, con
 // messages: a 1:1 message to it stays queued (and goes out once the queue has room), while
 // messages to others and to groups go out at once; a group message reaches the other members.
 TEST_F(CliTest, ARecipientWithAFullQueueHoldsUpNoOneElse) {
-  start({"--queue-max-count", "6"});
+  // alice may fill bob's whole queue (OneSenderFillsOnlyItsShareOfAQueue has the default share).
+  start({"--queue-max-count", "6", "--queue-sender-share-percent", "100"});
   for (const char* n : {"alice", "bob", "carol"}) register_user(n);
   Ran created = parley("alice", {"group", "create", "friends", "bob", "carol"});
   ASSERT_EQ(created.exit_code, 0) << created.err;
@@ -375,6 +376,38 @@ TEST_F(CliTest, ARecipientWithAFullQueueHoldsUpNoOneElse) {
   }
   EXPECT_EQ(bob_texts,
             (std::vector<std::string>{"to bob " + std::to_string(sent), "to bob, behind"}));
+}
+
+// One sender may hold only a share of another's queue on the server (20 % by default: 2 of a
+// queue of 10): its next message stays queued with the reason, while another sender's still
+// goes out; once bob has fetched his messages, alice's held one goes out too.
+TEST_F(CliTest, OneSenderFillsOnlyItsShareOfAQueue) {
+  start({"--queue-max-count", "10"});
+  for (const char* n : {"alice", "bob", "carol"}) register_user(n);
+  for (int i = 0; i < 2; ++i) {
+    Ran sent = parley("alice", {"send", "bob", "from alice " + std::to_string(i)});
+    ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  }
+  Ran held = parley("alice", {"send", "bob", "from alice 2"});
+  EXPECT_EQ(held.exit_code, 1) << held.err;
+  EXPECT_NE(held.err.find("queue for bob@127.0.0.1 holds all it takes from one sender "
+                          "(sender_count)"),
+            std::string::npos)
+      << held.err;
+  EXPECT_NE(held.err.find("queued"), std::string::npos) << held.err;
+  Ran from_carol = parley("carol", {"send", "bob", "from carol"});
+  EXPECT_EQ(from_carol.exit_code, 0) << from_carol.err;
+  std::vector<std::string> texts;
+  for (const auto& j : receive("bob")) {
+    if (!j.contains("event") && j.contains("text")) texts.push_back(j["text"]);
+  }
+  EXPECT_EQ(texts, (std::vector<std::string>{"from alice 0", "from alice 1", "from carol"}));
+  flush_outbox("alice");
+  texts.clear();
+  for (const auto& j : receive("bob")) {
+    if (!j.contains("event") && j.contains("text")) texts.push_back(j["text"]);
+  }
+  EXPECT_EQ(texts, std::vector<std::string>{"from alice 2"});
 }
 
 TEST_F(CliTest, GroupOfThreeWithAnAddAndARemove) {

@@ -675,8 +675,10 @@ TEST_F(ServerTest, ConcurrentSendersToOneOnlineDeviceAreAllPushedLive) {
 
 TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
   // A queue's byte limit is at least the largest message (parleyd refuses to start otherwise).
-  start({"--config", write_config("[limits]\nmax_message_bytes = 4000\n"), "--queue-max-count", "5",
-         "--queue-max-bytes", "4000"});
+  // One sender may fill the whole queue here (see OneSenderCannotFillAnotherAccountsQueue).
+  start({"--config",
+         write_config("[limits]\nmax_message_bytes = 4000\nqueue_sender_share_percent = 100\n"),
+         "--queue-max-count", "5", "--queue-max-bytes", "4000"});
   auto alice = registered("alice", 1);
   auto bob = registered("bob", 2);
   bob->disconnect();
@@ -692,6 +694,49 @@ TEST_F(ServerTest, QueueLimitsAreEnforcedAndNamed) {
   auto big = alice->call(alice->make_send("carol", to_carol, std::string(3000, 'b')));
   EXPECT_EQ(big->status(), 429u);
   EXPECT_EQ(big->send().limit(), "bytes");
+}
+
+// With the default share (20 %), one sender holds at most 2 of a 10-envelope queue: past it,
+// 429 naming "sender_count", while another sender still gets through; once the device has
+// acknowledged, the sender may send again. Also after a restart.
+TEST_F(ServerTest, OneSenderCannotFillAnotherAccountsQueue) {
+  const std::vector<std::string> args = {"--queue-max-count", "10", "--listen",
+                                         "127.0.0.1:" + std::to_string(free_port())};
+  start(args);
+  auto mallory = registered("mallory", 1);
+  auto alice = registered("alice", 2);
+  auto bob = registered("bob", 3);
+  bob->disconnect();
+  const std::map<std::uint32_t, std::uint32_t> to_bob = {{1, bob->registration_id()}};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(mallory->call(mallory->make_send("bob", to_bob, "spam"))->status(), 0u);
+  }
+  auto over = mallory->call(mallory->make_send("bob", to_bob, "spam"));
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ(over->status(), 429u);
+  EXPECT_EQ(over->send().limit(), "sender_count");
+  EXPECT_NE(over->message().find("sender_count"), std::string::npos) << over->message();
+  EXPECT_EQ(alice->call(alice->make_send("bob", to_bob, "hello"))->status(), 0u);
+
+  mallory->disconnect();
+  alice->disconnect();
+  ASSERT_EQ(server_->terminate(), 0);
+  start(args);
+  ASSERT_TRUE(mallory->connect().is_ok());
+  ASSERT_TRUE(mallory->login().has_value());
+  EXPECT_EQ(mallory->call(mallory->make_send("bob", to_bob, "spam"))->send().limit(),
+            "sender_count");
+
+  ASSERT_TRUE(bob->connect().is_ok());
+  ASSERT_TRUE(bob->login().has_value());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto p = bob->next_push(5s);
+    ASSERT_TRUE(p.has_value() && p->has_envelope());
+    ids.push_back(p->envelope().server_id());
+  }
+  ASSERT_EQ(bob->ack(ids)->status(), 0u);
+  EXPECT_EQ(mallory->call(mallory->make_send("bob", to_bob, "again"))->status(), 0u);
 }
 
 // A queue fetch that fails is retried (after 100 ms, doubling up to 10 s) until it succeeds:
