@@ -282,20 +282,21 @@ int run(server::ServerConfig cfg) {
     housekeeping.stop();
     ticket_rotation.cancel();
     exit_on_second_signal(signals);
-    // Answer the requests in flight (for 0.5 s at least, so that what clients sent with the
-    // signal is read and refused; 5 s at most), close the connections, wait (bounded) until
-    // every connection has ended (so each session is released), then stop.
+    // Answer the requests in flight and finish the file transfers under way (for 0.5 s at
+    // least, so that what clients sent with the signal is read and refused; 5 s at most; a
+    // transfer cut then resumes with a Range request), close the connections, wait (bounded)
+    // until every connection has ended (so each session is released), then stop.
     const auto start = std::chrono::steady_clock::now();
     wait_until(
         drain_timer,
-        [&service, start] {
+        [&service, &server, start] {
           return std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(500) &&
-                 service.requests_in_flight() <= 0;
+                 service.requests_in_flight() <= 0 && server->file_transfers() == 0;
         },
         start + std::chrono::seconds(5),
         [&] {
-          spdlog::info("event=closing_connections requests_in_flight={}",
-                       service.requests_in_flight());
+          spdlog::info("event=closing_connections requests_in_flight={} file_transfers={}",
+                       service.requests_in_flight(), server->file_transfers());
           server->close_all("server restarting");
           if (admin) admin->stop();
           wait_for_connections(drain_timer, *server, io);

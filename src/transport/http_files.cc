@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <memory>
 
 #include "transport/internal/http_serve.h"
@@ -20,34 +21,44 @@ class Fd {
  public:
   // Takes a slot, then runs `open` (returns a descriptor or -1).
   template <class Open>
-  Fd(const HttpContext& cx, Open open) : slots_(cx.slots) {
+  Fd(const HttpContext& cx, Open open) : slots_(cx.slots), transfers_(cx.file_transfers) {
     if (!take_slot(slots_, cx.options.max_connections)) {
-      no_slot_ = true;
+      full_ = true;
       return;
     }
     fd_ = open();
-    if (fd_ < 0) slots_.fetch_sub(1);
+    if (fd_ < 0) {
+      // Out of descriptors or memory is being full too; anything else is a failure.
+      full_ = errno == EMFILE || errno == ENFILE || errno == ENOMEM;
+      slots_.fetch_sub(1);
+      return;
+    }
+    transfers_.fetch_add(1);
   }
   ~Fd() { close(); }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
   bool ok() const { return fd_ >= 0; }
-  // Not opened for want of a slot: the server is full (503), not failing (500).
-  unsigned error_status() const { return no_slot_ ? 503 : 500; }
+  // Not opened for want of a slot or a descriptor: the server is full (503), not failing
+  // (500).
+  unsigned error_status() const { return full_ ? 503 : 500; }
   // Closes explicitly; false when close() reports an error (data may not be stored).
   bool close() {
     int fd = fd_;
     if (fd < 0) return true;
     fd_ = -1;
+    const bool closed = ::close(fd) == 0;
+    transfers_.fetch_sub(1);
     slots_.fetch_sub(1);
-    return ::close(fd) == 0;
+    return closed;
   }
 
  private:
   std::atomic<std::size_t>& slots_;
+  std::atomic<std::size_t>& transfers_;
   int fd_ = -1;
-  bool no_slot_ = false;
+  bool full_ = false;
 };
 
 // Awaits an HttpFiles call: `start(done)` begins it, and `done` may run on any thread (the
@@ -140,7 +151,13 @@ net::awaitable<bool> write_file(TlsSocket& s, std::string header, int fd, std::u
   while (length > 0) {
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(length, kChunk));
     ssize_t got = ::pread(fd, chunk.get() + ahead, want, static_cast<off_t>(offset));
-    if (got <= 0) co_return false;  // file shrank or I/O error: the response is cut short
+    if (got <= 0) {
+      // The file shrank or could not be read: the response is cut short. The connection ends
+      // without a close_notify, so that the client sees a cut, not an answer that ended (as
+      // nginx does).
+      s.close();
+      co_return false;
+    }
     expire(s, cx);
     auto [ec, n] = co_await net::async_write(
         s, net::buffer(chunk.get(), ahead + static_cast<std::size_t>(got)), kUse);
@@ -245,6 +262,8 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   const bool keep = req.keep_alive();
   auto token = bearer_token(req[http::field::authorization]);
   if (!token) co_return co_await unauthorized(s, version, cx);
+  // Claimed before the offset is read: a newer part supersedes this one (upload_writers.h).
+  UploadWriters::Claim claim(cx.writers, id);
   auto upload = co_await files_call<Result<HttpFiles::Upload>>(
       cx, [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
   if (!upload) {
@@ -289,6 +308,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   std::uint64_t written = 0;
   bool cut = false;
   bool io_error = false;
+  bool superseded = false;
   while (!bp.is_done()) {
     bp.get().body().data = chunk.get();
     bp.get().body().size = kChunk;
@@ -298,29 +318,36 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
       cut = true;
     }
     const std::size_t got = kChunk - bp.get().body().size;
-    std::size_t off = 0;
-    while (off < got && !io_error) {
-      ssize_t w = ::pwrite(fd.get(), chunk.get() + off, got - off,
-                           static_cast<off_t>(have + written));
-      if (w <= 0) {
+    switch (claim.pwrite_all(fd.get(), chunk.get(), got, have + written)) {
+      case UploadWriters::Claim::Write::kWritten:
+        written += got;
+        break;
+      case UploadWriters::Claim::Write::kSuperseded:
+        superseded = true;
+        break;
+      case UploadWriters::Claim::Write::kFailed:
         io_error = true;
         break;
-      }
-      off += static_cast<std::size_t>(w);
-      written += static_cast<std::uint64_t>(w);
     }
-    if (cut || io_error) break;
+    if (cut || io_error || superseded) break;
   }
   if (written > length) io_error = true;  // cannot happen: the parser enforces Content-Length
   // Make what arrived durable before recording it, also when the transfer was cut: the client
   // resumes from the recorded offset.
   if (::fsync(fd.get()) != 0) io_error = true;
   if (!fd.close()) io_error = true;
+  const std::uint64_t now_have = have + written;
+  // A newer part took over (this one is stale): it resumes from what was recorded, so this one
+  // records nothing, and its client asks for the offset (409 without one, as for a part out of
+  // step).
+  if (superseded || (!io_error && !claim.may_record(now_have == upload->size))) {
+    if (cut) co_return false;
+    co_return co_await write_status(s, 409, version, false, -1, cx);
+  }
   if (io_error) {
     if (cut) co_return false;
     co_return co_await error_response(s, 503, version, cx);  // as for open() above
   }
-  const std::uint64_t now_have = have + written;
   if (cut) {
     if (written > 0) {
       // The connection is gone: the client asks for the offset when it resumes.

@@ -148,6 +148,8 @@ struct ServerState {
   // What max_connections caps: the descriptors connections hold, one each and one more for a
   // bridged connection's upstream.
   std::atomic<std::size_t> slots{0};
+  internal::UploadWriters upload_writers;
+  std::atomic<std::size_t> file_transfers{0};  // files open for HTTP transfers
   std::atomic<std::uint64_t> tls_full{0}, tls_resumed{0}, tls_failed{0};
   std::atomic<std::uint64_t> pings{0}, idle_closes{0};
   std::atomic<std::uint64_t> refused_slots{0}, refused_handshakes{0}, refused_proxy_headers{0};
@@ -526,7 +528,8 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       }
       ++(tls_->session_reused() ? st_->tls_resumed : st_->tls_full);
     }
-    HttpContext cx{opt, st_->site, st_->files, st_->slots};
+    HttpContext cx{opt,        st_->site,           st_->files,
+                   st_->slots, st_->upload_writers, st_->file_transfers};
     const std::string att_prefix = opt.ws_path + "/att/";
     // Bounded: the parser limits the header and the body's data, but not a chunk's size line
     // (its extensions) or the trailer after the last chunk, which it keeps whole in here until
@@ -534,6 +537,9 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     beast::flat_buffer buffer(kMaxHttpReadBuffer);
     bool keep = true;
     bool body_unread = false;  // the last request's body may still be on its way
+    // The server ended a connection that the client meant to keep: it may have sent (or be
+    // sending) more requests, which closing at once would answer with a reset.
+    bool ended_by_server = false;
     for (int served = 0; keep && served < kMaxHttpRequestsPerConnection && !stopping_; ++served) {
       HeaderParser hp;
       hp.header_limit(8 * 1024);
@@ -557,6 +563,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
                                      req.method() == http::verb::head, cx);
         break;
       }
+      const bool client_keeps = req.keep_alive();
       // The last request a connection may make is answered with "Connection: close".
       if (served + 1 == kMaxHttpRequestsPerConnection) req.keep_alive(false);
       std::string_view target = req.target();
@@ -576,6 +583,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
       } else {
         keep = co_await serve_site(*tls_, buffer, hp, cx);
       }
+      ended_by_server = !keep && client_keeps;
       if (buffer.capacity() > 16 * 1024 && buffer.size() == 0) buffer.shrink_to_fit();
     }
     if (stopping_) co_return std::nullopt;
@@ -583,19 +591,21 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     tls_->expires_after(std::chrono::seconds(2));
     auto [sec] = co_await tls_->async_shutdown(kUse);
     // (Twice the largest body the server takes: its TLS records' overhead, and a margin.)
-    if (!sec && body_unread && !stopping_) {
+    if (!sec && (body_unread || ended_by_server || buffer.size() != 0) && !stopping_) {
       co_await linger(saturating_add<std::uint64_t>(opt.max_http_body, opt.max_http_body));
     }
     co_return std::nullopt;
   }
 
   // A lingering close, as nginx's (lingering_close): after an answer given before the request's
-  // body was all read (a refused upload part, a body over the site's limit), closing at once
-  // while the client still sends makes the kernel reset the connection, and the client loses
-  // the answer (curl reports "Connection reset" instead of the 409 that gives the offset to
-  // resume from). So: stop sending (a FIN after the close_notify), then read and discard what
-  // the client still sends, undeciphered, until it closes, for kLingerTime and `max_bytes` at
-  // most.
+  // body was all read (a refused upload part, a body over the site's limit), or when the server
+  // ends a connection the client meant to keep (its last allowed request, a refusal; the client
+  // may be sending its next requests), closing at once while the client still sends makes the
+  // kernel reset the connection, and the client loses the answer (curl reports "Connection
+  // reset" instead of the 409 that gives the offset to resume from; a download loses the
+  // megabytes still in the socket's buffers). So: stop sending (a FIN after the close_notify), then
+  // read and discard what the client still sends, undeciphered, until it closes, for kLingerTime
+  // and `max_bytes` at most.
   net::awaitable<void> linger(std::uint64_t max_bytes) {
     tcp::socket& sock = tls_->next_layer();
     error_code ec;
@@ -1113,6 +1123,7 @@ class ServerImpl final : public Server {
   }
 
   std::size_t connection_count() const override { return st_->connections.load(); }
+  std::size_t file_transfers() const override { return st_->file_transfers.load(); }
   TlsHandshakes tls_handshakes() const override {
     return {st_->tls_full.load(), st_->tls_resumed.load(), st_->tls_failed.load()};
   }

@@ -179,6 +179,8 @@ class Server {
   // Closes every connection with `reason`.
   virtual void close_all(std::string_view reason) = 0;
   virtual std::size_t connection_count() const = 0;
+  // Files being sent or received over HTTP (site pages, attachment downloads and uploads).
+  virtual std::size_t file_transfers() const = 0;
   // TLS handshakes since the start: full ones, resumed ones (a client's session ticket) and
   // failed ones (bad TLS, a timeout, a peer that went away).
   struct TlsHandshakes {

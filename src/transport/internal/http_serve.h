@@ -11,6 +11,7 @@
 
 #include "transport/internal/asio.h"
 #include "transport/internal/tls_socket.h"
+#include "transport/internal/upload_writers.h"
 #include "transport/server.h"
 #include "transport/static_site.h"
 
@@ -23,6 +24,8 @@ struct HttpContext {
   // The server's count of max_connections' slots: a file held open through a transfer is a
   // second descriptor, and takes a second slot (as a bridge's upstream does).
   std::atomic<std::size_t>& slots;
+  UploadWriters& writers;                    // which PUT may write each attachment
+  std::atomic<std::size_t>& file_transfers;  // files open for transfers (Server::file_transfers)
 };
 
 // Takes one of `max` slots; false when none is free.
