@@ -262,13 +262,15 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   const bool keep = req.keep_alive();
   auto token = bearer_token(req[http::field::authorization]);
   if (!token) co_return co_await unauthorized(s, version, cx);
-  // Claimed before the offset is read: a newer part supersedes this one (upload_writers.h).
+  // Joined before the offset is read, taken once the token is accepted: a newer part
+  // supersedes this one (upload_writers.h).
   UploadWriters::Claim claim(cx.writers, id);
   auto upload = co_await files_call<Result<HttpFiles::Upload>>(
       cx, [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
   if (!upload) {
     co_return co_await error_response(s, status_for(upload.error()), version, cx);
   }
+  claim.take();
   auto range = parse_content_range(req[http::field::content_range]);
   if (!range || range->total != upload->size) {
     co_return co_await error_response(s, 400, version, cx);

@@ -1338,6 +1338,29 @@ TEST_F(TransportTest, AnOldUploadPartWritesNothingOnceANewerOneTookOver) {
   EXPECT_EQ(file_text(dir_ / "att4"), body);
 }
 
+// A PUT with a wrong token supersedes no one: the part under way goes on and completes.
+TEST_F(TransportTest, AnUploadPartWithAWrongTokenSupersedesNoOne) {
+  start();
+  files_->add("att6", "tok-6", 1000);
+  test_support::TlsPeer part;
+  ASSERT_EQ(part.connect(server_->port()), "");
+  ASSERT_TRUE(ssl_send(part.ssl(), "PUT " + att("att6") +
+                                       " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-6\r\n"
+                                       "Content-Range: bytes 0-999/1000\r\nContent-Length: 1000\r\n"
+                                       "\r\n" +
+                                       std::string(400, 'a')));
+  ASSERT_TRUE(wait_for([&] { return std::filesystem::exists(dir_ / "att6"); }));
+  HttpsClient https(client_options());
+  auto wrong =
+      https.put_range(att("att6"), "not-the-token", 0, as_bytes(std::string(1000, 'b')), 1000);
+  ASSERT_TRUE(wrong.has_value()) << wrong.error().to_string();
+  EXPECT_EQ(wrong->status, 403u);
+  ASSERT_TRUE(ssl_send(part.ssl(), std::string(600, 'a')));
+  const std::string r = read_response(part.ssl());
+  EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r.substr(0, 60);
+  EXPECT_EQ(file_text(dir_ / "att6"), std::string(1000, 'a'));
+}
+
 // A newer part that read the offset before an older part's completion was recorded writes
 // nothing into the finished file: it is answered 409, and its client then finds the upload
 // complete.

@@ -4,14 +4,16 @@
 // A client whose upload connection broke on its side resumes on a new connection while the
 // server may still hold the old one, reading its body (until its deadline). Without this, the
 // old part would go on writing, also into a file that the new part has since completed, and a
-// download would then pass its length check with other bytes. So each PUT claims the
-// attachment before it reads the recorded offset: a newer claim supersedes it, and a
-// superseded part writes nothing more and records nothing (the newer one resumes from what was
-// recorded). A claim that reads the offset after a completed upload finds it complete, and one
-// that read it before the completion was recorded writes nothing (may_record()).
+// download would then pass its length check with other bytes. So each PUT joins the
+// attachment's entry before it reads the recorded offset, and takes it once its token was
+// accepted (a PUT with a wrong token supersedes no one): a newer take supersedes the older
+// ones, and a superseded part writes nothing more and records nothing (the newer one resumes
+// from what was recorded). A part that reads the offset after a completed upload finds it
+// complete, and one that read it before the completion was recorded writes nothing
+// (may_record()): the entry, with its mark, lasts while anyone has joined it.
 //
 // Thread-safety: all methods may be called from any thread; a claim's writes are serialized
-// with newer claims, so none lands after a newer claim was made.
+// with newer takes, so none lands after a newer part took the entry.
 
 #include <sys/types.h>
 #include <unistd.h>
@@ -36,16 +38,13 @@ class UploadWriters {
  public:
   class Claim {
    public:
+    // Joins the entry of attachment `id`; writes nothing until take().
     Claim(UploadWriters& owner, std::string id) : owner_(owner), id_(std::move(id)) {
-      {
-        std::lock_guard<std::mutex> lock(owner_.mu_);
-        auto& e = owner_.entries_[id_];
-        if (!e) e = std::make_shared<Entry>();
-        entry_ = e;
-        ++entry_->holders;
-      }
-      std::lock_guard<std::mutex> lock(entry_->mu);
-      generation_ = ++entry_->generation;
+      std::lock_guard<std::mutex> lock(owner_.mu_);
+      auto& e = owner_.entries_[id_];
+      if (!e) e = std::make_shared<Entry>();
+      entry_ = e;
+      ++entry_->holders;
     }
     ~Claim() {
       std::lock_guard<std::mutex> lock(owner_.mu_);
@@ -54,13 +53,21 @@ class UploadWriters {
     Claim(const Claim&) = delete;
     Claim& operator=(const Claim&) = delete;
 
+    // Makes this the part that writes; the parts that took it before are superseded.
+    void take() {
+      std::lock_guard<std::mutex> lock(entry_->mu);
+      generation_ = ++entry_->generation;
+    }
+
     // Writes all of `data` at `offset` into `fd`, unless a newer claim was made or a part
     // completed the upload: kSuperseded (nothing written), kFailed (a write failed), or
     // kWritten.
     enum class Write { kWritten, kSuperseded, kFailed };
     Write pwrite_all(int fd, const char* data, std::size_t size, std::uint64_t offset) {
       std::lock_guard<std::mutex> lock(entry_->mu);
-      if (entry_->generation != generation_ || entry_->complete) return Write::kSuperseded;
+      if (generation_ == 0 || entry_->generation != generation_ || entry_->complete) {
+        return Write::kSuperseded;
+      }
       for (std::size_t off = 0; off < size;) {
         const ssize_t w = ::pwrite(fd, data + off, size - off, static_cast<off_t>(offset + off));
         if (w <= 0) return Write::kFailed;
@@ -74,7 +81,7 @@ class UploadWriters {
     // it, and must not write into the finished file.
     bool may_record(bool completes) {
       std::lock_guard<std::mutex> lock(entry_->mu);
-      if (entry_->generation != generation_) return false;
+      if (generation_ == 0 || entry_->generation != generation_) return false;
       if (completes) entry_->complete = true;
       return true;
     }
@@ -83,7 +90,7 @@ class UploadWriters {
     UploadWriters& owner_;
     const std::string id_;
     std::shared_ptr<Entry> entry_;
-    std::uint64_t generation_ = 0;
+    std::uint64_t generation_ = 0;  // 0: not taken
   };
 
  private:
