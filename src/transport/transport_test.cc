@@ -349,6 +349,19 @@ class TransportTest : public ::testing::Test {
   }
 
   std::string att(const std::string& id) const { return std::string(kWsPath) + "/att/" + id; }
+  // Starts the upload part of all 1,000 bytes of attachment `id` on `peer`, sends its first
+  // 400 ('a'), and waits until the server has opened the file (the bytes wait in its buffer for
+  // more). Use with ASSERT_NO_FATAL_FAILURE.
+  void begin_part(test_support::TlsPeer& peer, const std::string& id, const std::string& token) {
+    ASSERT_EQ(peer.connect(server_->port()), "");
+    const std::string request =
+        "PUT " + att(id) + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+        "\r\nContent-Range: bytes 0-999/1000\r\nContent-Length: 1000\r\n\r\n" +
+        std::string(400, 'a');
+    ASSERT_EQ(SSL_write(peer.ssl(), request.data(), static_cast<int>(request.size())),
+              static_cast<int>(request.size()));
+    ASSERT_TRUE(wait_for([&] { return std::filesystem::exists(dir_ / id); }));
+  }
 
   // Bridge mode (options_) to an upstream that the test accepts on itself: its listening socket
   // on 127.0.0.1, or -1.
@@ -1318,14 +1331,7 @@ TEST_F(TransportTest, AnOldUploadPartWritesNothingOnceANewerOneTookOver) {
   start();
   files_->add("att4", "tok-4", 1000);
   test_support::TlsPeer old;
-  ASSERT_EQ(old.connect(server_->port()), "");
-  ASSERT_TRUE(ssl_send(old.ssl(), "PUT " + att("att4") +
-                                      " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-4\r\n"
-                                      "Content-Range: bytes 0-999/1000\r\nContent-Length: 1000\r\n"
-                                      "\r\n" +
-                                      std::string(400, 'a')));
-  // Its file is open (its first bytes wait in the server's buffer for more).
-  ASSERT_TRUE(wait_for([&] { return std::filesystem::exists(dir_ / "att4"); }));
+  ASSERT_NO_FATAL_FAILURE(begin_part(old, "att4", "tok-4"));
   HttpsClient https(client_options());
   const std::string body(1000, 'b');
   auto put = https.put_range(att("att4"), "tok-4", 0, as_bytes(body), body.size());
@@ -1343,13 +1349,7 @@ TEST_F(TransportTest, AnUploadPartWithAWrongTokenSupersedesNoOne) {
   start();
   files_->add("att6", "tok-6", 1000);
   test_support::TlsPeer part;
-  ASSERT_EQ(part.connect(server_->port()), "");
-  ASSERT_TRUE(ssl_send(part.ssl(), "PUT " + att("att6") +
-                                       " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-6\r\n"
-                                       "Content-Range: bytes 0-999/1000\r\nContent-Length: 1000\r\n"
-                                       "\r\n" +
-                                       std::string(400, 'a')));
-  ASSERT_TRUE(wait_for([&] { return std::filesystem::exists(dir_ / "att6"); }));
+  ASSERT_NO_FATAL_FAILURE(begin_part(part, "att6", "tok-6"));
   HttpsClient https(client_options());
   auto wrong =
       https.put_range(att("att6"), "not-the-token", 0, as_bytes(std::string(1000, 'b')), 1000);
