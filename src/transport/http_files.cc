@@ -26,6 +26,7 @@ class Fd {
       full_ = true;
       return;
     }
+    errno = 0;  // `open` may fail after a call that set it (a site file's checks)
     fd_ = open();
     if (fd_ < 0) {
       // Out of descriptors or memory is being full too; anything else is a failure.
@@ -262,15 +263,15 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   const bool keep = req.keep_alive();
   auto token = bearer_token(req[http::field::authorization]);
   if (!token) co_return co_await unauthorized(s, version, cx);
-  // Joined before the offset is read, taken once the token is accepted: a newer part
-  // supersedes this one (upload_writers.h).
+  // Joined before the offset is read, taken once this part will write (its token, range and
+  // file are good): a newer part that writes supersedes this one (upload_writers.h); a status
+  // query or a refused part supersedes no one.
   UploadWriters::Claim claim(cx.writers, id);
   auto upload = co_await files_call<Result<HttpFiles::Upload>>(
       cx, [&](auto done) { cx.files->begin_upload(id, std::string(*token), std::move(done)); });
   if (!upload) {
     co_return co_await error_response(s, status_for(upload.error()), version, cx);
   }
-  claim.take();
   auto range = parse_content_range(req[http::field::content_range]);
   if (!range || range->total != upload->size) {
     co_return co_await error_response(s, 400, version, cx);
@@ -298,6 +299,7 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   // like a send the store cannot write: 503, nothing of the part kept, resume later.
   Fd fd(cx, [&] { return ::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600); });
   if (!fd.ok()) co_return co_await error_response(s, 503, version, cx);
+  claim.take();
 
   if (beast::iequals(req[http::field::expect], "100-continue")) {
     http::response<http::empty_body> cont{http::status::continue_, version};
@@ -353,8 +355,9 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   if (cut) {
     if (written > 0) {
       // The connection is gone: the client asks for the offset when it resumes.
-      (void)co_await files_call<Result<std::uint64_t>>(
+      auto recorded = co_await files_call<Result<std::uint64_t>>(
           cx, [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
+      if (!recorded) claim.not_recorded();
     }
     co_return false;
   }
@@ -362,7 +365,10 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   // further (this one was stale). The answer is the attachment's state, not this part's.
   auto recorded = co_await files_call<Result<std::uint64_t>>(
       cx, [&](auto done) { cx.files->finish_upload(id, now_have, std::move(done)); });
-  if (!recorded) co_return co_await error_response(s, status_for(recorded.error()), version, cx);
+  if (!recorded) {
+    claim.not_recorded();  // the next part may write again
+    co_return co_await error_response(s, status_for(recorded.error()), version, cx);
+  }
   if (*recorded == upload->size) co_return co_await write_status(s, 200, version, keep, -1, cx);
   co_return co_await write_status(s, 308, version, keep, static_cast<std::int64_t>(*recorded), cx);
 }

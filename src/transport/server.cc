@@ -591,7 +591,7 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     tls_->expires_after(std::chrono::seconds(2));
     auto [sec] = co_await tls_->async_shutdown(kUse);
     // (Twice the largest body the server takes: its TLS records' overhead, and a margin.)
-    if (!sec && (body_unread || ended_by_server || buffer.size() != 0) && !stopping_) {
+    if (!sec && (body_unread || ended_by_server) && !stopping_) {
       co_await linger(saturating_add<std::uint64_t>(opt.max_http_body, opt.max_http_body));
     }
     co_return std::nullopt;

@@ -1344,8 +1344,9 @@ TEST_F(TransportTest, AnOldUploadPartWritesNothingOnceANewerOneTookOver) {
   EXPECT_EQ(file_text(dir_ / "att4"), body);
 }
 
-// A PUT with a wrong token supersedes no one: the part under way goes on and completes.
-TEST_F(TransportTest, AnUploadPartWithAWrongTokenSupersedesNoOne) {
+// A PUT that writes nothing supersedes no one: one with a wrong token, a status query, a part
+// from a stale offset. The part under way goes on and completes.
+TEST_F(TransportTest, AnUploadPartThatWritesNothingSupersedesNoOne) {
   start();
   files_->add("att6", "tok-6", 1000);
   test_support::TlsPeer part;
@@ -1355,6 +1356,16 @@ TEST_F(TransportTest, AnUploadPartWithAWrongTokenSupersedesNoOne) {
       https.put_range(att("att6"), "not-the-token", 0, as_bytes(std::string(1000, 'b')), 1000);
   ASSERT_TRUE(wrong.has_value()) << wrong.error().to_string();
   EXPECT_EQ(wrong->status, 403u);
+  auto status =
+      https.raw_exchange_for_test("PUT " + att("att6") +
+                                      " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-6\r\n"
+                                      "Content-Range: bytes */1000\r\nContent-Length: 0\r\n\r\n",
+                                  1000ms);
+  ASSERT_TRUE(status.has_value()) << status.error().to_string();
+  EXPECT_EQ(status->rfind("HTTP/1.1 308", 0), 0u) << status->substr(0, 40);
+  auto stale = https.put_range(att("att6"), "tok-6", 500, as_bytes(std::string(500, 'b')), 1000);
+  ASSERT_TRUE(stale.has_value()) << stale.error().to_string();
+  EXPECT_EQ(stale->status, 409u);
   ASSERT_TRUE(ssl_send(part.ssl(), std::string(600, 'a')));
   const std::string r = read_response(part.ssl());
   EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r.substr(0, 60);

@@ -5,11 +5,11 @@
 // server may still hold the old one, reading its body (until its deadline). Without this, the
 // old part would go on writing, also into a file that the new part has since completed, and a
 // download would then pass its length check with other bytes. So each PUT joins the
-// attachment's entry before it reads the recorded offset, and takes it once its token was
-// accepted (a PUT with a wrong token supersedes no one): a newer take supersedes the older
-// ones, and a superseded part writes nothing more and records nothing (the newer one resumes
-// from what was recorded). A part that reads the offset after a completed upload finds it
-// complete, and one that read it before the completion was recorded writes nothing
+// attachment's entry before it reads the recorded offset, and takes it once it is known to
+// write (a PUT with a wrong token, a status query or a refused part supersedes no one): a newer
+// take supersedes the older ones, and a superseded part writes nothing more and records nothing
+// (the newer one resumes from what was recorded). A part that reads the offset after a completed
+// upload finds it complete, and one that read it before the completion was recorded writes nothing
 // (may_record()): the entry, with its mark, lasts while anyone has joined it.
 //
 // Thread-safety: all methods may be called from any thread; a claim's writes are serialized
@@ -84,6 +84,13 @@ class UploadWriters {
       if (generation_ == 0 || entry_->generation != generation_) return false;
       if (completes) entry_->complete = true;
       return true;
+    }
+
+    // After may_record(true), when recording failed: the upload is not complete after all, and
+    // a later part may write.
+    void not_recorded() {
+      std::lock_guard<std::mutex> lock(entry_->mu);
+      entry_->complete = false;  // only the part that set it (no other could write since)
     }
 
    private:
