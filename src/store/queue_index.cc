@@ -26,10 +26,30 @@ void QueueIndex::tally(Queue& q, const Entry& e, std::int64_t size, std::int64_t
 
 const QueueIndex::Sender* QueueIndex::find_sender(const Queue& q, std::size_t hash,
                                                   std::string_view name) {
+  if (q.by_hash) {
+    for (auto [it, end] = q.by_hash->equal_range(hash); it != end; ++it) {
+      const Sender& s = q.senders[it->second];
+      if (s.name == name) return &s;
+    }
+    return nullptr;
+  }
   for (const Sender& s : q.senders) {
     if (s.hash == hash && s.name == name) return &s;
   }
   return nullptr;
+}
+
+// Indexes a queue's senders by hash while it has more than kIndexSenders, or drops the index.
+void QueueIndex::index_senders(Queue& q) {
+  if (q.senders.size() <= kIndexSenders) {
+    q.by_hash.reset();
+    return;
+  }
+  q.by_hash = std::make_unique<std::unordered_multimap<std::size_t, std::uint32_t>>();
+  q.by_hash->reserve(q.senders.size());
+  for (std::size_t i = 0; i < q.senders.size(); ++i) {
+    q.by_hash->emplace(q.senders[i].hash, static_cast<std::uint32_t>(i));
+  }
 }
 
 // Appends an entry and counts it (its sender gets a place on its first entry).
@@ -38,7 +58,14 @@ void QueueIndex::push(Queue& q, std::int64_t seq, std::int64_t size, std::uint64
   const std::size_t hash = hash_of(sender);
   const Sender* known = find_sender(q, hash, sender);
   std::size_t place = known == nullptr ? q.senders.size() : known - q.senders.data();
-  if (known == nullptr) q.senders.push_back({hash, std::string(sender), {}});
+  if (known == nullptr) {
+    q.senders.push_back({hash, std::string(sender), {}});
+    if (q.by_hash) {
+      q.by_hash->emplace(hash, static_cast<std::uint32_t>(place));
+    } else if (q.senders.size() > kIndexSenders) {
+      index_senders(q);
+    }
+  }
   q.entries.push_back(
       {seq, tag, static_cast<std::int32_t>(size), static_cast<std::uint32_t>(place)});
   tally(q, q.entries.back(), size, 1);
@@ -196,6 +223,7 @@ void QueueIndex::drop_idle_senders(Queue& q) {
   }
   for (Entry& e : q.entries) e.sender = place[e.sender];
   q.senders = std::move(kept);
+  index_senders(q);
 }
 
 void QueueIndex::settle() {

@@ -219,5 +219,42 @@ TEST(QueueIndexTest, ALongLivedQueueDropsSendersWithNothingLeft) {
   EXPECT_EQ(q.all().count, 0);
 }
 
+// A queue with many senders finds each through its index by hash, also after an undo and
+// after its idle senders were dropped.
+TEST(QueueIndexTest, ManySendersOfOneQueueEachKeepTheirTally) {
+  QueueIndex q;
+  std::int64_t seq = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 200; ++i) q.append(kA, ++seq, i + 1, 0, "sender" + std::to_string(i));
+  }
+  q.settle();
+  for (int i = 0; i < 200; ++i) {
+    const auto t = q.sender_totals(kA, "sender" + std::to_string(i));
+    ASSERT_EQ(t.count, 2) << i;
+    ASSERT_EQ(t.bytes, 2 * (i + 1)) << i;
+  }
+  EXPECT_EQ(q.sender_totals(kA, "sender200").count, 0);
+  const std::size_t mark = q.mark();
+  q.append(kA, ++seq, 5, 0, "newcomer");
+  q.append(kA, ++seq, 5, 0, "sender7");
+  EXPECT_EQ(q.sender_totals(kA, "newcomer").count, 1);
+  EXPECT_EQ(q.sender_totals(kA, "sender7").count, 3);
+  q.undo(mark);
+  EXPECT_EQ(q.sender_totals(kA, "newcomer").count, 0);
+  EXPECT_EQ(q.sender_totals(kA, "sender7").count, 2);
+  // Every sender but the last ten leaves; those keep their tallies, and new ones are found.
+  for (std::int64_t s = 1; s <= 400; ++s) {
+    if ((s - 1) % 200 >= 190) continue;
+    ASSERT_TRUE(q.remove(kA, s).has_value());
+  }
+  q.settle();
+  EXPECT_LE(q.senders_kept(kA), 30u);
+  for (int i = 190; i < 200; ++i)
+    EXPECT_EQ(q.sender_totals(kA, "sender" + std::to_string(i)).count, 2);
+  for (int i = 0; i < 20; ++i) q.append(kA, ++seq, 1, 0, "late" + std::to_string(i));
+  EXPECT_EQ(q.sender_totals(kA, "late19").count, 1);
+  EXPECT_EQ(q.sender_totals(kA, "sender195").bytes, 2 * 196);
+}
+
 }  // namespace
 }  // namespace parley::store::internal

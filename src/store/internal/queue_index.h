@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -110,7 +111,11 @@ class QueueIndex {
     // The senders of its entries (and maybe some with none left, see drop_idle_senders());
     // an entry names its sender's place.
     std::vector<Sender> senders;
+    // Places by hash, once a queue has more than kIndexSenders senders (a search through all
+    // of them for each envelope would cost the store's one thread O(senders) an envelope).
+    std::unique_ptr<std::unordered_multimap<std::size_t, std::uint32_t>> by_hash;
   };
+  static constexpr std::size_t kIndexSenders = 16;
   enum class Change { kAppended, kRemoved };
   struct Logged {
     Change change;
@@ -125,6 +130,7 @@ class QueueIndex {
             std::string_view sender);
   void tally(Queue& q, const Entry& e, std::int64_t size, std::int64_t sign);
   static void drop_idle_senders(Queue& q);
+  static void index_senders(Queue& q);
 
   std::unordered_map<QueueKey, Queue, QueueKeyHash> queues_;
   Totals all_;
