@@ -1428,22 +1428,26 @@ TEST_F(TransportTest, AConnectionTheServerEndsStillDeliversItsLastResponse) {
   for (int i = 0; i < 999; ++i) requests += "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
   requests += "GET " + att("big7") + " HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_TRUE(ssl_send(peer.ssl(), requests));
+  const std::string length = "\r\nContent-Length: " + std::to_string(kSize) + "\r\n";
   std::string in;
   char buf[16384];
+  bool sent_more = false;
   for (int i = 0; i < 100000; ++i) {
     const int n = SSL_read(peer.ssl(), buf, sizeof buf);
     if (n <= 0) break;
     in.append(buf, static_cast<std::size_t>(n));
-    // Once the download is under way, one more request than the server takes (it reaches the
-    // server's socket, unread, as the server finishes).
-    if (i == 100) {
+    // Once 64 KiB of the download are in, one more request than the server takes (it reaches
+    // the server's socket, unread, as the server finishes).
+    const auto download = sent_more ? std::string::npos : in.find(length);
+    if (download != std::string::npos && in.size() > download + 65536) {
       // The download is a file transfer under way (a drain waits for it, bounded).
       EXPECT_EQ(server_->file_transfers(), 1u);
       ASSERT_TRUE(ssl_send(peer.ssl(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+      sent_more = true;
     }
     if (i % 4 == 3) std::this_thread::sleep_for(2ms);  // a slow reader: the server's buffers fill
   }
-  const std::string length = "\r\nContent-Length: " + std::to_string(kSize) + "\r\n";
+  EXPECT_TRUE(sent_more);
   const auto header = in.find(length);
   ASSERT_NE(header, std::string::npos) << in.size();
   const auto body = in.find("\r\n\r\n", header);
