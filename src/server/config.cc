@@ -43,7 +43,6 @@ Result<HostPort> parse_optional_host_port(std::string_view text, bool port_requi
 }
 
 store::QueueLimits queue_limits(const ServerConfig& config) {
-  constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
   store::QueueLimits l;
   l.max_count = config.queue_max_count;
   l.max_bytes = config.queue_max_bytes;
@@ -350,6 +349,8 @@ Status validate_config(const ServerConfig& config) {
     const char* why;
   };
   const Floor floors[] = {
+      {"limits.max_message_bytes", static_cast<double>(config.max_message_bytes), 1,
+       "0 would refuse every message"},
       {"limits.queue_max_count", static_cast<double>(config.queue_max_count), 1,
        "a queue that holds nothing refuses every send"},
       {"limits.queue_max_bytes", static_cast<double>(config.queue_max_bytes), 1,

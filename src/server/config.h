@@ -33,6 +33,9 @@ inline constexpr std::uint32_t kMaxIoThreads = 256;
 // limits.account_send_burst must hold this many.
 inline constexpr std::size_t kMaxDevicesPerSend = 64;
 
+// Configured ages (queue_max_age_days, attachment_expiry_days) are in days.
+inline constexpr std::int64_t kDayMs = 24LL * 3600 * 1000;
+
 enum class RegistrationPolicy { kOpen, kInvite, kPow };
 // Where the keys of the TLS session tickets live (docs/operations.md): DIR/tls/ticket-keys, so
 // that clients resume across a restart; in memory only; or no tickets at all.

@@ -12,7 +12,6 @@ namespace parley::server {
 
 namespace {
 
-constexpr std::int64_t kDayMs = 24LL * 3600 * 1000;
 // A jump ahead smaller than this is ordinary clock adjustment, not worth a warning.
 constexpr std::int64_t kJumpWorthLoggingMs = 60'000;
 

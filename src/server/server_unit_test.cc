@@ -276,6 +276,7 @@ TEST(Config, LimitsThatWouldStopEverything) {
            std::tuple<std::string, std::string, std::string>{"limits", "queue_max_count = 0",
                                                              "queue_max_count"},
            {"limits", "queue_max_bytes = 0", "queue_max_bytes"},
+           {"limits", "max_message_bytes = 0", "max_message_bytes"},
            {"limits", "max_message_bytes = 1000\nqueue_max_bytes = 999", "queue_max_bytes"},
            {"limits", "max_connections = 0", "max_connections"},
            {"server", "io_threads = 257", "io_threads"},

@@ -6,6 +6,7 @@
 #include "server/attachments.h"
 #include "server/session.h"
 #include "transport/client_address.h"
+#include "wire/frame.h"
 
 namespace parley::server {
 
@@ -20,6 +21,7 @@ Service::Service(boost::asio::io_context& io, ServerConfig config, store::Store&
                  const Clock& clock, Rng& rng, Metrics& metrics)
     : io_(io),
       config_(std::move(config)),
+      queue_limits_(server::queue_limits(config_)),
       store_(store),
       clock_(clock),
       rng_(rng),
@@ -47,7 +49,10 @@ void fill_listener_options(const ServerConfig& c, transport::ServerOptions& o) {
   o.ws_path = c.ws_path;
   o.site_dir = c.site_dir;
   o.site_seed = c.site_seed;
-  o.max_message_size = c.max_message_bytes + 4096;  // frame overhead around the content
+  // Not from limits.max_message_bytes: every request the protocol allows (a registration with
+  // 100 prekeys, an upload of 200, padded to 16 KiB) must reach decode_frame, which caps frames
+  // at kMaxFrameSize with a reason; a content limit set low cut them with 1009.
+  o.max_message_size = wire::kMaxFrameSize + 4096;
   o.max_http_body = 16 * 1024 * 1024;
   o.write_queue_limit = c.write_queue_bytes;
   o.max_connections = c.max_connections;

@@ -54,6 +54,8 @@ class Service {
   void fill_transport_options(transport::ServerOptions& options) const;
 
   const ServerConfig& config() const { return config_; }
+  // queue_limits(config()), computed once.
+  const store::QueueLimits& queue_limits() const { return queue_limits_; }
   store::Store& store() { return store_; }
   const Clock& clock() const { return clock_; }
   Rng& rng() { return rng_; }
@@ -149,6 +151,7 @@ class Service {
  private:
   boost::asio::io_context& io_;
   const ServerConfig config_;
+  const store::QueueLimits queue_limits_;
   store::Store& store_;
   const Clock& clock_;
   Rng& rng_;

@@ -26,7 +26,6 @@ constexpr std::uint32_t kMaxRegistrationId = 16380;
 constexpr std::size_t kMaxPreKeysPerUpload = 200;
 constexpr std::size_t kMaxSendsPerMulti = 1000;
 constexpr std::size_t kMaxAcksPerRequest = 1000;
-constexpr std::int64_t kDayMs = 24ll * 3600 * 1000;
 
 bool valid_key(const std::string& k) { return k.size() == kPublicKeySize && k[0] == 0x05; }
 
@@ -390,7 +389,7 @@ void Session::do_register(std::uint64_t id, const wire::RegisterRequest& r) {
 
 void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
   auto folded = fold_name(r.name());
-  if (!folded) return refuse_identity(id, wire::kStatusUnauthorized, "unknown account or device");
+  if (!folded) return refuse_login(id, "unknown account or device");
   auto self = shared_from_this();
   wire::LoginRequest req = r;
   service_.find_account(*folded, [self, id, req, name = *folded](Result<AccountPtr> a) {
@@ -408,16 +407,7 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
                     crypto::ed25519_verify(device->auth_public_key,
                                            wire::auth_transcript(nonce, name, req.device_id()),
                                            as_bytes(req.challenge_signature()));
-    if (!ok) {
-      bool too_many;
-      {
-        std::lock_guard<std::mutex> lock(self->mu_);
-        too_many = ++self->failed_logins_ >= kMaxFailedLogins;
-      }
-      self->refuse_identity(id, wire::kStatusUnauthorized, "unknown account or bad signature");
-      if (too_many) self->close("too many failed logins");
-      return;
-    }
+    if (!ok) return self->refuse_login(id, "unknown account or bad signature");
     // The prekey count goes with the answer; counted before the login takes effect, so a store
     // that cannot count refuses the login rather than report a count it does not have.
     AccountPtr account = *a;
@@ -434,6 +424,16 @@ void Session::do_login(std::uint64_t id, const wire::LoginRequest& r) {
               self->logged_in(id, name, std::move(account), device_id, *n, batches);
             }));
   });
+}
+
+void Session::refuse_login(std::uint64_t id, std::string message) {
+  bool too_many;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    too_many = ++failed_logins_ >= kMaxFailedLogins;
+  }
+  refuse_identity(id, wire::kStatusUnauthorized, std::move(message));
+  if (too_many) close("too many failed logins");
 }
 
 void Session::refuse_identity(std::uint64_t id, std::uint32_t status, std::string message) {
@@ -679,14 +679,13 @@ void Session::send_to(const wire::SendRequest& r, const AccountInfo& dest,
   if (mismatch.has_mismatch()) {
     return done(wire::kStatusConflict, "device list does not match", mismatch);
   }
-  const ServerConfig& cfg = service_.config();
   store::SendBatch batch;
   batch.sender_account = sender.id;
   batch.sender_device = sender_device;
   batch.client_message_id = to_bytes(r.client_message_id());
   batch.destination_account = dest.id;
   batch.now_ms = service_.clock().now_ms();
-  batch.limits = queue_limits(cfg);
+  batch.limits = service_.queue_limits();
   for (const auto& m : r.messages()) {
     store::Delivery d;
     d.account_id = dest.id;

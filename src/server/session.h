@@ -68,6 +68,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void do_register(std::uint64_t id, const wire::RegisterRequest& r);
   void do_login(std::uint64_t id, const wire::LoginRequest& r);
   void refuse_identity(std::uint64_t id, std::uint32_t status, std::string message);
+  // A failed login (401 with `message`); the kMaxFailedLogins-th closes the connection.
+  void refuse_login(std::uint64_t id, std::string message);
   void do_upload_keys(std::uint64_t id, const wire::UploadKeysRequest& r);
   void do_key_count(std::uint64_t id);
   void do_fetch_bundles(std::uint64_t id, const wire::FetchBundlesRequest& r);

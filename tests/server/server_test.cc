@@ -251,6 +251,57 @@ TEST_F(ServerTest, LoginWithAWrongKeyIsRefused) {
   EXPECT_EQ(good->login_as("alice", 1, alice->auth_key())->status(), 0u);
 }
 
+// Three failed logins close the connection, whatever failed: a name that is not a valid name
+// (it was not counted, and a connection could try without end), an unknown account, a wrong key.
+TEST_F(ServerTest, ThreeFailedLoginsCloseTheConnection) {
+  start();
+  auto alice = registered("alice", 1);
+  auto mallory = client(9);
+  DeterministicRng rng(78);
+  auto wrong = crypto::Ed25519KeyPair::generate(rng);
+  wire::Request invalid;
+  invalid.mutable_login()->set_name("!!");
+  invalid.mutable_login()->set_device_id(1);
+  invalid.mutable_login()->set_challenge_signature(std::string(64, 'x'));
+  auto first = mallory->call(invalid);
+  ASSERT_TRUE(first.has_value()) << first.status().to_string();
+  EXPECT_EQ(first->status(), 401u);
+  EXPECT_EQ(mallory->login_as("nobody", 1, wrong)->status(), 401u);
+  auto third = mallory->login_as("alice", 1, wrong);
+  ASSERT_TRUE(third.has_value()) << third.status().to_string();
+  EXPECT_EQ(third->status(), 401u);
+  auto fourth = mallory->call(invalid, 2s);
+  EXPECT_FALSE(fourth.has_value()) << "still answered after three failed logins";
+  // The account itself is not locked.
+  auto good = client(1);
+  EXPECT_EQ(good->login_as("alice", 1, alice->auth_key())->status(), 0u);
+}
+
+// A low limit on message content (here 4,000 bytes) limits messages only: a registration with
+// the client's 100 prekeys and an upload of the 200 a request may carry (padded to 16 KiB
+// frames) still get through. The WebSocket's limit was derived from it, and they were cut.
+TEST_F(ServerTest, ALowMessageLimitStillTakesRegistrationsAndKeyUploads) {
+  start({"--config", write_config("[limits]\nmax_message_bytes = 4000\n")});
+  auto c = client(1);
+  auto r = c->register_account("alice", "", 100);
+  ASSERT_TRUE(r.has_value()) << r.status().to_string();
+  EXPECT_EQ(r->status(), 0u) << r->message();
+  DeterministicRng rng(9);
+  wire::Request up;
+  for (std::uint32_t i = 100; i < 300; ++i) {
+    auto* k = up.mutable_upload_keys()->add_pre_keys();
+    k->set_id(i);
+    k->set_public_key(fake_key(rng));
+  }
+  auto uploaded = c->call(up);
+  ASSERT_TRUE(uploaded.has_value()) << uploaded.status().to_string();
+  EXPECT_EQ(uploaded->status(), 0u) << uploaded->message();
+  auto bob = registered("bob", 2);
+  auto big = c->call(c->make_send("bob", {{1, bob->registration_id()}}, std::string(4001, 'x')));
+  ASSERT_TRUE(big.has_value()) << big.status().to_string();
+  EXPECT_EQ(big->status(), 413u) << big->message();
+}
+
 TEST_F(ServerTest, InviteRegistration) {
   start({"--registration", "invite"});
   const std::string token = server_->invite().invite_token;
