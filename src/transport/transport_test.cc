@@ -648,6 +648,13 @@ bool ssl_send(SSL* ssl, std::string_view bytes) {
          static_cast<int>(bytes.size());
 }
 
+// Sends the last 600 bytes ('a') of a part begun by TransportTest::begin_part() and returns the
+// response (empty if the send failed).
+std::string end_part(test_support::TlsPeer& peer) {
+  if (!ssl_send(peer.ssl(), std::string(600, 'a'))) return "";
+  return read_response(peer.ssl());
+}
+
 // A WebSocket peer that goes silent is pinged after ping_interval; one that answers (a client
 // that keeps reading answers pings by itself) stays, one that does not is closed at the idle
 // timeout. Both sides send nothing else meanwhile.
@@ -1337,8 +1344,7 @@ TEST_F(TransportTest, AnOldUploadPartWritesNothingOnceANewerOneTookOver) {
   auto put = https.put_range(att("att4"), "tok-4", 0, as_bytes(body), body.size());
   ASSERT_TRUE(put.has_value()) << put.error().to_string();
   EXPECT_EQ(put->status, 200u);
-  ASSERT_TRUE(ssl_send(old.ssl(), std::string(600, 'a')));
-  const std::string r = read_response(old.ssl());
+  const std::string r = end_part(old);
   EXPECT_EQ(r.rfind("HTTP/1.1 409", 0), 0u) << r.substr(0, 60);
   EXPECT_EQ(files_->have("att4"), 1000u);
   EXPECT_EQ(file_text(dir_ / "att4"), body);
@@ -1366,8 +1372,7 @@ TEST_F(TransportTest, AnUploadPartThatWritesNothingSupersedesNoOne) {
   auto stale = https.put_range(att("att6"), "tok-6", 500, as_bytes(std::string(500, 'b')), 1000);
   ASSERT_TRUE(stale.has_value()) << stale.error().to_string();
   EXPECT_EQ(stale->status, 409u);
-  ASSERT_TRUE(ssl_send(part.ssl(), std::string(600, 'a')));
-  const std::string r = read_response(part.ssl());
+  const std::string r = end_part(part);
   EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r.substr(0, 60);
   EXPECT_EQ(file_text(dir_ / "att6"), std::string(1000, 'a'));
 }
