@@ -62,6 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     c.ping_interval_s < c.idle_timeout_s);
   PARLEY_FUZZ_CHECK(c.attachment_account_quota_bytes >= c.attachment_max_bytes);
   PARLEY_FUZZ_CHECK(c.attachment_expiry_days >= 1);
+  PARLEY_FUZZ_CHECK(c.attachment_account_max_count >= 1);
   PARLEY_FUZZ_CHECK(c.attachment_min_free_disk_mb <= kMaxMinFreeDiskMb);
   PARLEY_FUZZ_CHECK(c.proxy_from.size() <= kMaxProxyFrom);
   for (const std::string& relay : c.proxy_from) {

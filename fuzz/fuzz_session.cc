@@ -108,7 +108,7 @@ class CountingStore final : public store::Store {
            store::Callback<std::uint32_t> done) override {
     inner_.ack(account, device, std::move(ids), counted(std::move(done)));
   }
-  void create_attachment(store::Attachment a, std::uint64_t quota,
+  void create_attachment(store::Attachment a, store::AttachmentQuota quota,
                          store::Callback<store::AttachmentOutcome> done) override {
     inner_.create_attachment(std::move(a), quota, counted(std::move(done)));
   }

@@ -229,6 +229,9 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "attachments.account_quota_bytes") {
     return read_uint(n, key, c.attachment_account_quota_bytes);
   }
+  if (key == "attachments.account_max_count") {
+    return read_uint(n, key, c.attachment_account_max_count);
+  }
   if (key == "attachments.min_free_disk_mb") {
     return read_uint(n, key, c.attachment_min_free_disk_mb);  // bounded by validate_config()
   }
@@ -371,6 +374,8 @@ Status validate_config(const ServerConfig& config) {
        "below 1 no bundle fetch gets through"},
       {"attachments.expiry_days", static_cast<double>(config.attachment_expiry_days), 1,
        "0 would delete every attachment as it is uploaded"},
+      {"attachments.account_max_count", static_cast<double>(config.attachment_account_max_count), 1,
+       "0 would refuse every attachment"},
   };
   for (const Floor& f : floors) {
     if (!(f.value >= f.least)) {

@@ -117,6 +117,10 @@ struct ServerConfig {
   // The declared sizes of one account's unexpired attachments, at most; a slot beyond it gets
   // 413. At least attachment_max_bytes.
   std::uint64_t attachment_account_quota_bytes = 1ull << 30;
+  // How many attachments one account may hold (until they expire); a slot beyond it gets 413.
+  // Bounds the rows one account adds however small its slots (1 byte each fit the quota a
+  // billion times). At least 1.
+  std::uint64_t attachment_account_max_count = 10000;
   // A slot is refused (503) when the filesystem of DIR/attachments would have less than this
   // free (MiB) once the attachment is written. 0: no check. At most kMaxMinFreeDiskMb.
   std::uint64_t attachment_min_free_disk_mb = 1024;

@@ -420,8 +420,12 @@ TEST(Config, AttachmentQuotaAndDiskReserve) {
   ServerConfig c;
   EXPECT_EQ(c.attachment_account_quota_bytes, 1ull << 30);
   EXPECT_EQ(c.attachment_min_free_disk_mb, 1024u);
-  ASSERT_TRUE(
-      load("max_bytes = 1000\naccount_quota_bytes = 1000\nmin_free_disk_mb = 0", c).is_ok());
+  EXPECT_EQ(c.attachment_account_max_count, 10000u);
+  ASSERT_TRUE(load("max_bytes = 1000\naccount_quota_bytes = 1000\nmin_free_disk_mb = 0\n"
+                   "account_max_count = 1",
+                   c)
+                  .is_ok());
+  EXPECT_EQ(c.attachment_account_max_count, 1u);
   EXPECT_EQ(c.attachment_max_bytes, 1000u);
   EXPECT_EQ(c.attachment_account_quota_bytes, 1000u);
   EXPECT_EQ(c.attachment_min_free_disk_mb, 0u);
@@ -431,6 +435,8 @@ TEST(Config, AttachmentQuotaAndDiskReserve) {
        {std::pair<std::string, std::string>{"max_bytes = 1000\naccount_quota_bytes = 999",
                                             "account_quota_bytes"},
         {"account_quota_bytes = 0", "account_quota_bytes"},
+        {"account_max_count = 0", "account_max_count"},
+        {"account_max_count = -1", "account_max_count"},
         {"max_bytes = 2147483648", "account_quota_bytes"},  // above the default quota
         {"min_free_disk_mb = 1099511627777", "min_free_disk_mb"},
         {"min_free_disk_mb = -1", "min_free_disk_mb"}}) {

@@ -907,7 +907,8 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   out->set_max_size(a.size);
   out->set_expires_at(static_cast<std::uint64_t>(a.expires_ms));
   auto self = shared_from_this();
-  const std::uint64_t quota = cfg.attachment_account_quota_bytes;
+  const store::AttachmentQuota quota{cfg.attachment_account_quota_bytes,
+                                     cfg.attachment_account_max_count};
   service_.store().create_attachment(
       std::move(a), quota,
       on_mine<Result<store::AttachmentOutcome>>(
@@ -915,12 +916,15 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
             if (!made) {
               return self->respond_error(id, status_for(made.error()), "could not create a slot");
             }
-            if (*made == store::AttachmentOutcome::kOverQuota) {
+            if (*made != store::AttachmentOutcome::kCreated) {
               self->service_.metrics().attachment_quota_refusals.fetch_add(
                   1, std::memory_order_relaxed);
               return self->respond_error(
                   id, wire::kStatusTooLarge,
-                  "attachment quota of " + std::to_string(quota) + " bytes reached");
+                  *made == store::AttachmentOutcome::kOverQuota
+                      ? "attachment quota of " + std::to_string(quota.bytes) + " bytes reached"
+                      : "attachment quota of " + std::to_string(quota.count) +
+                            " attachments reached");
             }
             self->respond(std::move(resp));
           }));

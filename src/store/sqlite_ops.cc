@@ -632,24 +632,21 @@ Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
 
 // ---- attachments ------------------------------------------------------------------------------
 
-Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& a,
-                                               std::uint64_t account_quota_bytes) {
+Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& a, AttachmentQuota quota) {
   if (a.have > a.size) return make_error(ErrorCode::kInvalidArgument, "store: have > size");
   {
-    // Read by the covering index attachments_by_account (schema v6). Attachments past their
-    // expiry no longer count, even before expire() deletes them.
-    PARLEY_ASSIGN_OR_RETURN(Stmt s,
-                            tx.db.prepare("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE "
-                                          "account_id = ?1 AND expires_ms > ?2",
-                                          "sum attachment sizes"));
-    s.bind(1, a.account_id).bind(2, a.created_ms);
+    // One row, kept by triggers (schema v7).
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt s, tx.db.prepare("SELECT bytes, slots FROM attachment_usage WHERE account_id = ?1",
+                              "read attachment usage"));
+    s.bind(1, a.account_id);
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
     const std::uint64_t used = row ? static_cast<std::uint64_t>(s.column_int(0)) : 0;
-    // A result, not an error: an error would roll the whole group commit back and run it
-    // again operation by operation, and a client at its quota may ask again and again.
-    if (a.size > account_quota_bytes || used > account_quota_bytes - a.size) {
-      return AttachmentOutcome::kOverQuota;
-    }
+    const std::uint64_t slots = row ? static_cast<std::uint64_t>(s.column_int(1)) : 0;
+    // Results, not errors: an error would roll the whole group commit back and run it again
+    // operation by operation, and a client at its quota may ask again and again.
+    if (a.size > quota.bytes || used > quota.bytes - a.size) return AttachmentOutcome::kOverQuota;
+    if (slots >= quota.count) return AttachmentOutcome::kTooMany;
   }
   PARLEY_ASSIGN_OR_RETURN(
       Stmt s, tx.db.prepare("INSERT INTO attachments (id, token_hash, account_id, size, have, "

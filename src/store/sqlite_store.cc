@@ -201,12 +201,10 @@ class SqliteStore final : public Store {
                           std::move(done), Sync::kNo, rows);
   }
 
-  void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
+  void create_attachment(Attachment attachment, AttachmentQuota quota,
                          Callback<AttachmentOutcome> done) override {
     submit<AttachmentOutcome>(
-        [a = std::move(attachment), account_quota_bytes](Tx& tx) {
-          return op_create_attachment(tx, a, account_quota_bytes);
-        },
+        [a = std::move(attachment), quota](Tx& tx) { return op_create_attachment(tx, a, quota); },
         std::move(done));
   }
   void find_attachment(std::string id, Callback<std::optional<Attachment>> done) override {

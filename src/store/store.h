@@ -158,7 +158,13 @@ struct QueuedEnvelope {
   Envelope envelope;
 };
 
-enum class AttachmentOutcome { kCreated, kOverQuota };
+enum class AttachmentOutcome { kCreated, kOverQuota, kTooMany };
+
+// What one account's attachments may take: their declared sizes in all, and how many.
+struct AttachmentQuota {
+  std::uint64_t bytes = 0;
+  std::uint64_t count = 0;
+};
 
 struct Attachment {
   std::string id;             // 32 hex chars
@@ -253,12 +259,12 @@ class Store {
                    Callback<std::uint32_t> done) = 0;
 
   // Attachments (metadata; the bytes are files the server manages).
-  // Creates an attachment unless the account's unexpired attachments (expires_ms after
-  // attachment.created_ms), counted by their declared sizes, and this one would exceed
-  // `account_quota_bytes`: then kOverQuota, and nothing is stored. The check and the insert are
-  // one operation, so concurrent creations cannot both pass it.
-  // kAlreadyExists when the id is taken; kInvalidArgument when have > size.
-  virtual void create_attachment(Attachment attachment, std::uint64_t account_quota_bytes,
+  // Creates an attachment unless the account's attachments, counted by their declared sizes,
+  // and this one would exceed `quota.bytes` (kOverQuota), or the account holds `quota.count`
+  // attachments already (kTooMany); then nothing is stored. Attachments count until expire()
+  // deletes them. The check and the insert are one operation, so concurrent creations cannot
+  // both pass it. kAlreadyExists when the id is taken; kInvalidArgument when have > size.
+  virtual void create_attachment(Attachment attachment, AttachmentQuota quota,
                                  Callback<AttachmentOutcome> done) = 0;
   virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
   // Records that the attachment's file holds `have` bytes, and returns what is recorded after:

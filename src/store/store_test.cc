@@ -222,12 +222,17 @@ class StoreTest : public ::testing::Test {
     return call<std::uint32_t>([&](auto cb) { store_->ack(account, device, std::move(ids), cb); });
   }
 
-  // The outcome as a Status: kOverQuota as kTooLarge.
-  Status create_attachment(const Attachment& a, std::uint64_t account_quota_bytes = kNoQuota) {
-    auto r = call<AttachmentOutcome>(
-        [&](auto cb) { store_->create_attachment(a, account_quota_bytes, cb); });
+  // The outcome as a Status: kOverQuota as kTooLarge, kTooMany as kResourceExhausted.
+  Status create_attachment(const Attachment& a, std::uint64_t quota_bytes = kNoQuota,
+                           std::uint64_t quota_count = kNoQuota) {
+    auto r = call<AttachmentOutcome>([&](auto cb) {
+      store_->create_attachment(a, AttachmentQuota{quota_bytes, quota_count}, cb);
+    });
     if (!r) return r.error();
     if (*r == AttachmentOutcome::kOverQuota) return make_error(ErrorCode::kTooLarge, "over quota");
+    if (*r == AttachmentOutcome::kTooMany) {
+      return make_error(ErrorCode::kResourceExhausted, "too many attachments");
+    }
     return Status::ok();
   }
 
@@ -998,9 +1003,9 @@ TEST_F(StoreTest, AttachmentProgressOnlyMovesForward) {
   EXPECT_EQ(have(), 2000u);
 }
 
-// An account's unexpired attachments, by their declared sizes, stay within the quota passed
-// with each creation; one that would exceed it is refused and stores nothing. Expired ones
-// (even before expire() deletes them) and other accounts' do not count.
+// An account's attachments, by their declared sizes and by number, stay within the quota passed
+// with each creation; one that would exceed it is refused and stores nothing. Other accounts'
+// do not count; expired ones count until expire() deletes them.
 TEST_F(StoreTest, AttachmentsStayWithinTheAccountQuota) {
   constexpr std::uint64_t kQuota = 1000;
   auto make = [](const char* id, std::int64_t account, std::uint64_t size, std::int64_t created_ms,
@@ -1022,11 +1027,28 @@ TEST_F(StoreTest, AttachmentsStayWithinTheAccountQuota) {
   EXPECT_EQ(create_attachment(make("c1", 6, 1001, 10, 100), kQuota).code(), ErrorCode::kTooLarge);
   EXPECT_FALSE(stored("c1"));
 
-  // At 50 a1 has expired (not yet deleted): only a2's 600 bytes count.
+  // At 50 a1 has expired; until expire() deletes it, it still counts.
+  EXPECT_EQ(create_attachment(make("a4", 4, 1, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
+  auto expired =
+      call<std::vector<std::string>>([&](auto cb) { store_->expire(50, 1000, 1000, cb); });
+  ASSERT_TRUE(expired.has_value()) << expired.error().to_string();
+  EXPECT_EQ(*expired, std::vector<std::string>{"a1"});
+  // Only a2's 600 bytes count now.
   EXPECT_EQ(create_attachment(make("a4", 4, 401, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
   EXPECT_TRUE(create_attachment(make("a5", 4, 400, 50, 100), kQuota).is_ok());
-  EXPECT_TRUE(stored("a1"));
+  EXPECT_FALSE(stored("a1"));
   EXPECT_TRUE(stored("a5"));
+
+  // By number: account 7 may hold two, however small.
+  EXPECT_TRUE(create_attachment(make("d1", 7, 1, 50, 100), kQuota, 2).is_ok());
+  EXPECT_TRUE(create_attachment(make("d2", 7, 1, 50, 100), kQuota, 2).is_ok());
+  EXPECT_EQ(create_attachment(make("d3", 7, 1, 50, 100), kQuota, 2).code(),
+            ErrorCode::kResourceExhausted);
+  EXPECT_FALSE(stored("d3"));
+  // A taken id stores nothing and counts nothing.
+  EXPECT_EQ(create_attachment(make("d1", 8, 1, 50, 100), kQuota, 1).code(),
+            ErrorCode::kAlreadyExists);
+  EXPECT_TRUE(create_attachment(make("e1", 8, 1, 50, 100), kQuota, 1).is_ok());
 }
 
 // Creations queued together run in one batch: the second sees the first, so two that each fit
@@ -1037,9 +1059,9 @@ TEST_F(StoreTest, ConcurrentAttachmentsCannotBothPassTheQuota) {
   auto second = std::make_shared<std::promise<Outcome>>();
   {
     Gate gate(*store_);
-    store_->create_attachment(Attachment{"x1", Bytes(32, 1), 4, 600, 0, 10, 100}, 1000,
+    store_->create_attachment(Attachment{"x1", Bytes(32, 1), 4, 600, 0, 10, 100}, {1000, 10},
                               [first](Outcome r) { first->set_value(std::move(r)); });
-    store_->create_attachment(Attachment{"x2", Bytes(32, 1), 4, 600, 0, 10, 100}, 1000,
+    store_->create_attachment(Attachment{"x2", Bytes(32, 1), 4, 600, 0, 10, 100}, {1000, 10},
                               [second](Outcome r) { second->set_value(std::move(r)); });
   }
   EXPECT_EQ(first->get_future().get().value(), AttachmentOutcome::kCreated);
@@ -1248,31 +1270,54 @@ TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
   EXPECT_EQ(store_->expiry_clock_at_open_ms(), 0) << "a rolled-back expiry keeps no reading";
 }
 
-// Migration 6 indexes attachments by account: the quota's sum reads the index alone, and the
-// attachments of a version-5 database count against the quota.
-TEST_F(StoreTest, MigrationToV6IndexesAttachmentsByAccount) {
-  ASSERT_NO_FATAL_FAILURE(
-      recreate_at(5, "INSERT INTO attachments VALUES ('aa', zeroblob(32), 7, 900, 0, 1, 100);"));
+// Migration 7 keeps each account's attachment usage in a table (triggers on insert, update and
+// delete): a version-6 database's attachments count against the quota from the start, and the
+// quota's check reads one row.
+TEST_F(StoreTest, MigrationToV7CountsEachAccountsAttachments) {
+  ASSERT_NO_FATAL_FAILURE(recreate_at(
+      6,
+      "INSERT INTO attachments VALUES ('aa', zeroblob(32), 7, 600, 0, 1, 100);"
+      "INSERT INTO attachments VALUES ('ab', zeroblob(32), 7, 300, 0, 1, 5);"  // expired at 5
+      "INSERT INTO attachments VALUES ('ac', zeroblob(32), 8, 50, 0, 1, 100);"));
   open();
+  auto db = internal::Db::open(path_);
+  ASSERT_TRUE(db.has_value());
+  auto usage = [&] {
+    std::string out;
+    auto s = (*db)->prepare(
+        "SELECT account_id, bytes, slots FROM attachment_usage ORDER BY account_id", "test");
+    EXPECT_TRUE(s.has_value());
+    for (int i = 0; s.has_value() && i < 100; ++i) {
+      auto row = s->step();
+      if (!row.has_value() || !*row) break;
+      out += std::to_string(s->column_int(0)) + ":" + std::to_string(s->column_int(1)) + "/" +
+             std::to_string(s->column_int(2)) + " ";
+    }
+    return out;
+  };
   {
-    auto db = internal::Db::open(path_);
-    ASSERT_TRUE(db.has_value());
     auto version = (*db)->prepare("PRAGMA user_version", "test");
     ASSERT_TRUE(version.has_value());
     ASSERT_TRUE(*version->step());
-    EXPECT_EQ(version->column_int(0), 6);
-    auto plan = (*db)->prepare(
-        "EXPLAIN QUERY PLAN SELECT COALESCE(SUM(size), 0) FROM attachments WHERE "
-        "account_id = ?1 AND expires_ms > ?2",
-        "test");
-    ASSERT_TRUE(plan.has_value());
-    ASSERT_TRUE(*plan->step());
-    EXPECT_NE(plan->column_text(3).find("COVERING INDEX attachments_by_account"), std::string::npos)
-        << plan->column_text(3);
+    EXPECT_EQ(version->column_int(0), 7);
   }
+  EXPECT_EQ(usage(), "7:900/2 8:50/1 ");
   EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 101, 0, 10, 100}, 1000).code(),
             ErrorCode::kTooLarge);
+  EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 100, 0, 10, 100}, 1000, 2).code(),
+            ErrorCode::kResourceExhausted);
   EXPECT_TRUE(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 100, 0, 10, 100}, 1000).is_ok());
+  EXPECT_EQ(usage(), "7:1000/3 8:50/1 ");
+  auto expired =
+      call<std::vector<std::string>>([&](auto cb) { store_->expire(50, 1000, 1000, cb); });
+  ASSERT_TRUE(expired.has_value()) << expired.error().to_string();
+  EXPECT_EQ(usage(), "7:700/2 8:50/1 ");
+  // An account whose attachments are all gone has no row; a change of size or owner moves it.
+  ASSERT_TRUE((*db)->exec("DELETE FROM attachments WHERE account_id = 8", "test").is_ok());
+  ASSERT_TRUE((*db)
+                  ->exec("UPDATE attachments SET account_id = 9, size = 5 WHERE id = 'aa'", "test")
+                  .is_ok());
+  EXPECT_EQ(usage(), "7:100/1 9:5/1 ");
 }
 
 TEST_F(StoreTest, RefusesADatabaseNewerThanTheCode) {

@@ -1390,6 +1390,21 @@ TEST_F(ServerTest, AttachmentSlotsStayWithinTheAccountQuota) {
   EXPECT_EQ(upload_slot(*bob, 1000).max_size(), 1000u);
 }
 
+// attachments.account_max_count bounds how many attachments an account holds, however small:
+// one-byte slots fit a quota a billion times, each a row of the database.
+TEST_F(ServerTest, AttachmentSlotsStayWithinTheAccountsCount) {
+  start({"--config", write_config("[attachments]\naccount_max_count = 3\nmin_free_disk_mb = 0\n")});
+  auto alice = registered("alice", 1);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(slot_response(*alice, 1).status(), 0u) << i;
+  const wire::Response over = slot_response(*alice, 1);
+  EXPECT_EQ(over.status(), 413u);
+  EXPECT_EQ(over.message(), "attachment quota of 3 attachments reached");
+  EXPECT_FALSE(over.has_attachment_slot());
+  EXPECT_EQ(sql_int("SELECT COUNT(*) FROM attachments"), 3);
+  auto bob = registered("bob", 2);
+  EXPECT_EQ(slot_response(*bob, 1).status(), 0u);
+}
+
 // attachments.min_free_disk_mb: a slot that would leave the disk with less free is refused with
 // 503 (the server's storage, not the account, is full: try later) and takes none of the quota;
 // 0 switches the check off.

@@ -96,7 +96,7 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
                              const std::vector<Bytes>& server_ids);
 
 Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& attachment,
-                                               std::uint64_t account_quota_bytes);
+                                               AttachmentQuota quota);
 Result<std::optional<Attachment>> op_find_attachment(Tx& tx, const std::string& id);
 Result<std::uint64_t> op_set_attachment_progress(Tx& tx, const std::string& id, std::uint64_t have);
 
