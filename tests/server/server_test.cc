@@ -21,6 +21,7 @@
 
 #include "base/clock.h"
 #include "tests/server/harness.h"
+#include "transport/testing/support.h"
 
 namespace parley::testing {
 namespace {
@@ -988,6 +989,44 @@ TEST_F(ServerTest, ADrainRefusesChangesAndFailsTheHealthCheck) {
   ASSERT_TRUE(login.has_value());
   EXPECT_EQ(login->login().pre_key_count(), 10u);
   EXPECT_TRUE(drain(*bob).empty());
+}
+
+// A drain lets a download under way finish (within its 5 s bound): a client that reads 16 MiB
+// slowly, and has most of it still to read when SIGTERM arrives, gets all of it before
+// parleyd exits. (The drain closed every connection after 0.5 s, cutting it.)
+TEST_F(ServerTest, ADrainLetsADownloadUnderWayFinish) {
+  start({"--config", write_config("[attachments]\nmin_free_disk_mb = 0\n")});
+  auto alice = registered("alice", 1);
+  const std::string blob = patterned(16 << 20);
+  const auto s = upload_slot(*alice, blob.size());
+  ASSERT_EQ(put_part(s, 0, blob, blob.size()), 200u);
+  alice->disconnect();  // this test client answers no close while it is not reading
+  auto peer = std::make_unique<transport::test_support::TlsPeer>();
+  ASSERT_EQ(peer->connect(server_->client_options().port), "");
+  const std::string get = "GET " + s.path() + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(SSL_write(peer->ssl(), get.data(), static_cast<int>(get.size())),
+            static_cast<int>(get.size()));
+  std::string in;
+  char buf[16384];
+  auto read_some = [&] {
+    const int n = SSL_read(peer->ssl(), buf, sizeof buf);
+    if (n > 0) in.append(buf, static_cast<std::size_t>(n));
+    return n > 0;
+  };
+  for (int i = 0; i < 10000 && in.size() < 65536; ++i) ASSERT_TRUE(read_some());
+  ASSERT_EQ(::kill(server_->pid(), SIGTERM), 0);
+  std::this_thread::sleep_for(1500ms);  // past the drain's 0.5 s
+  const auto header_end = in.find("\r\n\r\n");
+  ASSERT_NE(header_end, std::string::npos);
+  ASSERT_EQ(in.rfind("HTTP/1.1 200", 0), 0u) << in.substr(0, 40);
+  const std::size_t want = header_end + 4 + blob.size();
+  for (int i = 0; i < 100000 && in.size() < want; ++i) {
+    if (!read_some()) break;
+  }
+  ASSERT_EQ(in.size(), want) << "the download was cut";
+  EXPECT_TRUE(in.compare(header_end + 4, blob.size(), blob) == 0);
+  peer.reset();
+  EXPECT_EQ(server_->wait_exit(20s), 0);
 }
 
 // A drain waits for the requests in flight: a send whose commit is held up (another process
