@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <map>
 #include <span>
@@ -531,16 +532,17 @@ Status record_acked(Db& db, std::span<const std::int64_t> seqs) {
   constexpr std::size_t kRows = 16;
   while (seqs.size() >= kRows) {
     PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, db.prepare("INSERT INTO acked (seq) VALUES (?1), (?2), (?3), (?4), (?5), (?6), "
-                           "(?7), (?8), (?9), (?10), (?11), (?12), (?13), (?14), (?15), (?16)",
-                           "record acknowledgements"));
+        Stmt s,
+        db.prepare("INSERT OR IGNORE INTO acked (seq) VALUES (?1), (?2), (?3), (?4), (?5), (?6), "
+                   "(?7), (?8), (?9), (?10), (?11), (?12), (?13), (?14), (?15), (?16)",
+                   "record acknowledgements"));
     for (std::size_t i = 0; i < kRows; ++i) s.bind(static_cast<int>(i + 1), seqs[i]);
     PARLEY_TRY(s.run());
     seqs = seqs.subspan(kRows);
   }
   for (std::int64_t seq : seqs) {
-    PARLEY_ASSIGN_OR_RETURN(
-        Stmt s, db.prepare("INSERT INTO acked (seq) VALUES (?1)", "record acknowledgement"));
+    PARLEY_ASSIGN_OR_RETURN(Stmt s, db.prepare("INSERT OR IGNORE INTO acked (seq) VALUES (?1)",
+                                               "record acknowledgement"));
     s.bind(1, seq);
     PARLEY_TRY(s.run());
   }
@@ -597,11 +599,13 @@ Result<std::uint32_t> op_ack(Tx& tx, std::int64_t account_id, std::uint32_t devi
 
 namespace {
 
-Status delete_acked_in_tx(Db& db, std::span<const std::int64_t> seqs) {
+// False (and the transaction to be rolled back) when the acked table's range holds a seq that
+// is not in `seqs`.
+Result<bool> delete_acked_range_in_tx(Db& db, std::span<const std::int64_t> seqs) {
   // `seqs` are the acked table's smallest, in order: each statement takes the whole range at
   // once (a statement per envelope cost more than deleting its row). The envelopes' rows are
   // found by primary key from the acked table's range; if that range holds any seq that is not
-  // in `seqs`, the check below fails and the transaction changes nothing.
+  // in `seqs`, the count below tells, and the caller rolls back.
   PARLEY_ASSIGN_OR_RETURN(
       Stmt rows,
       db.prepare("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM acked WHERE seq <= ?1)",
@@ -612,21 +616,49 @@ Status delete_acked_in_tx(Db& db, std::span<const std::int64_t> seqs) {
       Stmt log, db.prepare("DELETE FROM acked WHERE seq <= ?1", "forget acknowledgements"));
   log.bind(1, seqs.back());
   PARLEY_TRY(log.run());
-  if (db.changes() != static_cast<std::int64_t>(seqs.size())) {
-    return make_error(ErrorCode::kInternal,
-                      "store: the acked table does not match the acknowledgements in memory");
+  return db.changes() == static_cast<std::int64_t>(seqs.size());
+}
+
+// The same one seq at a time: only what `seqs` names.
+Status delete_acked_each_in_tx(Db& db, std::span<const std::int64_t> seqs) {
+  for (std::int64_t seq : seqs) {
+    PARLEY_ASSIGN_OR_RETURN(Stmt rows, db.prepare("DELETE FROM envelopes WHERE seq = ?1",
+                                                  "delete acknowledged envelope"));
+    rows.bind(1, seq);
+    PARLEY_TRY(rows.run());
+    PARLEY_ASSIGN_OR_RETURN(
+        Stmt log, db.prepare("DELETE FROM acked WHERE seq = ?1", "forget acknowledgement"));
+    log.bind(1, seq);
+    PARLEY_TRY(log.run());
   }
   return Status::ok();
+}
+
+Status in_transaction(Db& db, const std::function<Status()>& body) {
+  Status s = db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
+  if (s.is_ok()) s = body();
+  if (s.is_ok()) s = db.run("COMMIT", "commit deleting acknowledged envelopes");
+  if (!s.is_ok() && db.in_transaction()) db.exec("ROLLBACK", "rollback").ignore();
+  return s;
 }
 
 }  // namespace
 
 Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
   if (seqs.empty()) return Status::ok();
-  Status s = db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
-  if (s.is_ok()) s = delete_acked_in_tx(db, seqs);
-  if (s.is_ok()) s = db.run("COMMIT", "commit deleting acknowledged envelopes");
-  if (!s.is_ok() && db.in_transaction()) db.exec("ROLLBACK", "rollback").ignore();
+  bool mismatch = false;
+  Status s = in_transaction(db, [&]() -> Status {
+    PARLEY_ASSIGN_OR_RETURN(bool matched, delete_acked_range_in_tx(db, seqs));
+    mismatch = !matched;
+    return matched ? Status::ok()
+                   : make_error(ErrorCode::kInternal, "store: the acked table holds other seqs");
+  });
+  // A seq in the table that memory does not hold (put there behind the store's back, e.g. by a
+  // restored file) would fail every run by range, and the list would grow until a restart:
+  // these seqs are deleted one by one instead, and that seq stays for the next open.
+  if (mismatch) {
+    s = in_transaction(db, [&] { return delete_acked_each_in_tx(db, seqs); });
+  }
   return s;
 }
 

@@ -2222,7 +2222,11 @@ TEST_F(AckRunsTest, AnAcknowledgementOfManyIdsRecordsEachOnce) {
 // A run deletes envelope rows by the acked table's range. A seq in that range that the store
 // never acknowledged (written behind its back) fails the run and deletes nothing: the envelope
 // it names is still queued and is still delivered.
-TEST_F(AckRunsTest, ARunRefusesAnAckedTableThatDiffersFromMemory) {
+// A seq in the acked table that memory does not hold (put there behind the store's back) makes
+// a run by range delete more than it should: the run is rolled back and its own seqs deleted
+// one by one. It used to fail, and every later run with it, while the list of seqs waiting
+// grew until a restart; the envelope's own acknowledgement failed on the table's key.
+TEST_F(AckRunsTest, ARunDeletesOnlyItsOwnSeqsWhenTheAckedTableHoldsOthers) {
   const auto [a, ids, seqs] = open_and_send(10);
   ASSERT_EQ(ids.size(), 10u);
   {
@@ -2231,16 +2235,25 @@ TEST_F(AckRunsTest, ARunRefusesAnAckedTableThatDiffersFromMemory) {
     const std::string sql = "INSERT INTO acked (seq) VALUES (" + std::to_string(seqs[1]) + ")";
     ASSERT_TRUE((*db)->exec(sql.c_str(), "test").is_ok());
   }
-  // Four acknowledged: the run after that batch would take seqs 0 and 2, but the table's range
-  // up to seq 2 also holds seq 1.
+  // Four acknowledged: the run after that batch takes seqs 0 and 2, and the table's range up
+  // to seq 2 also holds seq 1, which stays, with its envelope.
   EXPECT_EQ(*ack(a.id, 1, {ids[0], ids[2], ids[3], ids[4]}), 4u);
   const auto queued = fetch(a.id, 1);
-  EXPECT_GE(store_->stats().failed_ack_flushes, 1u);
-  EXPECT_EQ(store_->stats().acked_pending, 4u);
-  EXPECT_EQ(count_rows(path_, "envelopes"), 10);
-  EXPECT_EQ(count_rows(path_, "acked"), 5);
+  EXPECT_EQ(store_->stats().failed_ack_flushes, 0u);
+  EXPECT_EQ(store_->stats().acked_pending, 2u);
+  EXPECT_EQ(count_rows(path_, "envelopes"), 8);
+  EXPECT_EQ(count_rows(path_, "acked"), 3);
   ASSERT_EQ(queued.size(), 6u);
   EXPECT_EQ(queued[0].seq, seqs[1]);
+  // Its device acknowledges it, and the rest: each run succeeds, none waits beyond the count.
+  EXPECT_EQ(*ack(a.id, 1, {ids[1]}), 1u);
+  for (std::size_t i = 5; i < 10; ++i) EXPECT_EQ(*ack(a.id, 1, {ids[i]}), 1u);
+  EXPECT_TRUE(fetch(a.id, 1).empty());
+  EXPECT_EQ(store_->stats().failed_ack_flushes, 0u);
+  EXPECT_LE(store_->stats().acked_pending, 4u);
+  store_->close();
+  EXPECT_EQ(count_rows(path_, "envelopes"), 0);
+  EXPECT_EQ(count_rows(path_, "acked"), 0);
 }
 
 TEST_F(StoreTest, AnIdleStoreDeletesAcknowledgedRowsAfterTheDelay) {
