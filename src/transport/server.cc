@@ -658,13 +658,15 @@ class Connection final : public WsConnection, public std::enable_shared_from_thi
     upstream_slot_ = true;
     auto up = std::make_shared<beast::tcp_stream>(ex_);
     {
-      tcp::resolver resolver(ex_);
+      // Shared with the timer's handler: one that expired as the lookup ended may run after
+      // this block has left.
+      auto resolver = std::make_shared<tcp::resolver>(ex_);
       net::steady_timer timer(ex_);
       timer.expires_after(opt.handshake_timeout);
-      timer.async_wait([&resolver](error_code ec) {
-        if (!ec) resolver.cancel();
+      timer.async_wait([resolver](error_code ec) {
+        if (!ec) resolver->cancel();
       });
-      auto [rec, results] = co_await resolver.async_resolve(
+      auto [rec, results] = co_await resolver->async_resolve(
           opt.bridge_to_host, std::to_string(opt.bridge_to_port), kUse);
       timer.cancel();
       if (rec || stopping_) co_return;
