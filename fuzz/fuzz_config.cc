@@ -65,6 +65,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   PARLEY_FUZZ_CHECK(c.attachment_account_max_count >= 1);
   PARLEY_FUZZ_CHECK(c.attachment_min_free_disk_mb <= kMaxMinFreeDiskMb);
   PARLEY_FUZZ_CHECK(c.proxy_from.size() <= kMaxProxyFrom);
+  PARLEY_FUZZ_CHECK(c.admin_from.size() <= kMaxProxyFrom);
+  for (const std::string& peer : c.admin_from) {
+    PARLEY_FUZZ_CHECK(transport::AddressRange::parse(peer).has_value());
+  }
   for (const std::string& relay : c.proxy_from) {
     PARLEY_FUZZ_CHECK(transport::AddressRange::parse(relay).has_value());
   }

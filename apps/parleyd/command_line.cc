@@ -47,6 +47,9 @@ void add_flags(CLI::App& app, server::ServerConfig& cfg, std::string& config_fil
   app.add_option("--proxy-from", cfg.proxy_from,
                  "a relay (IP address or network; repeatable) whose connections open with a "
                  "PROXY header (version 1 or 2)");
+  app.add_option("--admin-from", cfg.admin_from,
+                 "who may connect to the admin listener (IP address or network; repeatable; "
+                 "default: loopback only)");
   app.add_option("--obfs4", text.obfs4,
                  "run obfs4proxy in server mode on HOST:PORT in front of this");
   app.add_option("--pt-binary", cfg.pt_binary, "the pluggable-transport binary (obfs4proxy)");

@@ -237,7 +237,8 @@ int run(server::ServerConfig cfg) {
             return reply({200, "text/plain", "ok\n"});
           }
           reply({404, "text/plain", "not found\n"});
-        });
+        },
+        cfg.admin_from);
     if (!a) {
       std::fprintf(stderr, "parleyd: admin %s:%u: %s\n", cfg.admin.host.c_str(), cfg.admin.port,
                    a.error().to_string().c_str());
@@ -353,7 +354,8 @@ int run_bridge(server::ServerConfig cfg) {
                               server::render_front(server->refusals(), server->relayed())});
           }
           reply({404, "text/plain", "not found\n"});
-        });
+        },
+        cfg.admin_from);
     if (!a) {
       std::fprintf(stderr, "parleyd: admin %s:%u: %s\n", cfg.admin.host.c_str(), cfg.admin.port,
                    a.error().to_string().c_str());

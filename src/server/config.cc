@@ -182,6 +182,7 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   if (key == "server.site") return read_string(n, key, c.site_dir);
   if (key == "server.io_threads") return read_uint(n, key, c.io_threads);
   if (key == "server.proxy_from") return read_strings(n, key, c.proxy_from);
+  if (key == "server.admin_from") return read_strings(n, key, c.admin_from);
   if (key == "registration.policy") {
     std::string s;
     PARLEY_TRY(read_string(n, key, s));
@@ -309,6 +310,27 @@ Status validate_config(const ServerConfig& config) {
     if (!transport::AddressRange::parse(relay)) {
       return bad_key("server.proxy_from",
                      "\"" + relay + "\" is not an IP address or network (ADDR/BITS)");
+    }
+  }
+  if (config.admin_from.size() > kMaxProxyFrom) {
+    return bad_key("server.admin_from", "at most " + std::to_string(kMaxProxyFrom) + " addresses");
+  }
+  for (const std::string& peer : config.admin_from) {
+    if (!transport::AddressRange::parse(peer)) {
+      return bad_key("server.admin_from",
+                     "\"" + peer + "\" is not an IP address or network (ADDR/BITS)");
+    }
+  }
+  // A listener beyond loopback serves no one unless told whom: say so rather than start one
+  // that refuses every scraper (or, before the allow-list, served anyone who reached it).
+  if (!config.admin.host.empty() && config.admin_from.empty()) {
+    const auto host = transport::AddressRange::parse(config.admin.host);
+    const bool loopback = host && (transport::AddressRange::parse("127.0.0.0/8")->contains(*host) ||
+                                   transport::AddressRange::parse("::1")->contains(*host));
+    if (!loopback) {
+      return bad_key("server.admin_from",
+                     "name who may connect to an admin listener on " + config.admin.host +
+                         " (it has no authentication; only loopback is served without it)");
     }
   }
   if (config.max_message_bytes > wire::kMaxMessageContent) {

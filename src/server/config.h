@@ -71,6 +71,10 @@ struct ServerConfig {
   // the client (transport::ServerOptions::proxy_from): IP addresses or networks
   // ("10.0.0.0/8"), at most kMaxProxyFrom.
   std::vector<std::string> proxy_from;
+  // Who may connect to the admin listener: IP addresses or networks, at most kMaxProxyFrom;
+  // empty: loopback only. An admin listener on an address other than loopback needs this (its
+  // /invite mints registration tokens, and the link names the secret path and the pin).
+  std::vector<std::string> admin_from;
   // Runtime (not configurable): the secret WebSocket path, kept in DIR/ws_path.
   std::string ws_path;
   // Runtime: what the built-in website is made from, kept in DIR/site_seed (random, made on

@@ -413,6 +413,38 @@ TEST(Config, ProxyFromAndTheBridgesProxyHeader) {
   EXPECT_EQ(validate_config(flagged).code(), ErrorCode::kInvalidArgument);
 }
 
+// The admin listener serves loopback unless server.admin_from names others; one bound beyond
+// loopback without that list does not start (it has no authentication, and /invite mints
+// registration tokens).
+TEST(Config, AnAdminListenerBeyondLoopbackNamesWhoMayConnect) {
+  ServerConfig c;
+  EXPECT_TRUE(c.admin_from.empty());
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "::1"}) {
+    ServerConfig local;
+    local.admin = HostPort{host, 9090};
+    EXPECT_TRUE(validate_config(local).is_ok()) << host;
+  }
+  for (const char* host : {"0.0.0.0", "10.0.0.5", "::"}) {
+    ServerConfig open;
+    open.admin = HostPort{host, 9090};
+    Status s = validate_config(open);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << host;
+    EXPECT_NE(s.message().find("server.admin_from"), std::string::npos) << s.message();
+  }
+  ASSERT_TRUE(load_section("parleyd_admin.toml", "server",
+                           "admin = \"10.0.0.5:9090\"\nadmin_from = [\"10.0.0.9\", \"fd00::/8\"]",
+                           c)
+                  .is_ok());
+  EXPECT_EQ(c.admin_from, (std::vector<std::string>{"10.0.0.9", "fd00::/8"}));
+  for (const char* bad : {"admin_from = [\"scraper.example\"]", "admin_from = [\"10.0.0.0/33\"]"}) {
+    ServerConfig fresh;
+    Status s = load_section("parleyd_admin.toml", "server", bad, fresh);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("is not an IP address or network"), std::string::npos)
+        << s.message();
+  }
+}
+
 TEST(Config, AttachmentQuotaAndDiskReserve) {
   auto load = [](const std::string& text, ServerConfig& c) {
     return load_section("parleyd_attachments.toml", "attachments", text, c);

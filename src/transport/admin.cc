@@ -4,6 +4,7 @@
 #include <optional>
 #include <string_view>
 
+#include "transport/client_address.h"
 #include "transport/internal/asio.h"
 
 namespace parley::transport {
@@ -22,7 +23,15 @@ struct Listener {
   net::io_context& io;
   tcp::acceptor acceptor;  // used on its strand once accepting
   AdminHandler handler;
-  std::atomic<int> open{0};  // connections being served
+  std::vector<AddressRange> allowed;  // the peers served
+  std::atomic<int> open{0};           // connections being served
+
+  bool allows(const std::string& ip) const {
+    for (const AddressRange& range : allowed) {
+      if (range.contains(ip)) return true;
+    }
+    return false;
+  }
 };
 
 // Whether `host` (a Host field's value) names this machine the way an operator's tool does:
@@ -70,6 +79,19 @@ class AdminServerImpl final : public AdminServer {
       : l_(std::make_shared<Listener>(io, std::move(handler))) {}
   ~AdminServerImpl() override { stop(); }
 
+  Status allow(const std::vector<std::string>& allowed) {
+    const std::vector<std::string> loopback = {"127.0.0.0/8", "::1"};
+    for (const std::string& text : allowed.empty() ? loopback : allowed) {
+      auto range = AddressRange::parse(text);
+      if (!range) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          "admin: \"" + text + "\" is not an IP address or network");
+      }
+      l_->allowed.push_back(*range);
+    }
+    return Status::ok();
+  }
+
   Status listen(const std::string& host, std::uint16_t port) {
     error_code ec;
     auto address = net::ip::make_address(host, ec);
@@ -106,6 +128,14 @@ class AdminServerImpl final : public AdminServer {
         // EMFILE and friends: pause instead of spinning (as the TLS listener does).
         backoff.expires_after(std::chrono::milliseconds(50));
         co_await backoff.async_wait(kUse);
+        continue;
+      }
+      // Not in the allow-list: closed unanswered (a scanner learns only that the port is open).
+      error_code peer_ec;
+      const auto peer = socket.remote_endpoint(peer_ec);
+      if (peer_ec || !l->allows(peer.address().to_string())) {
+        error_code ignored;
+        socket.close(ignored);
         continue;
       }
       if (l->open.fetch_add(1) >= kMaxAdminConnections) {
@@ -182,9 +212,11 @@ class AdminServerImpl final : public AdminServer {
 }  // namespace
 
 Result<std::unique_ptr<AdminServer>> AdminServer::start(boost::asio::io_context& io,
-                                                        const std::string& host,
-                                                        std::uint16_t port, AdminHandler handler) {
+                                                        const std::string& host, std::uint16_t port,
+                                                        AdminHandler handler,
+                                                        const std::vector<std::string>& allowed) {
   auto impl = std::make_unique<AdminServerImpl>(io, std::move(handler));
+  PARLEY_TRY(impl->allow(allowed));
   PARLEY_TRY(impl->listen(host, port));
   impl->run();
   return std::unique_ptr<AdminServer>(std::move(impl));

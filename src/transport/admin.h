@@ -1,6 +1,7 @@
 #pragma once
 // The admin listener: plain HTTP/1.1 for operators (GET /metrics, POST /invite, GET /health).
-// Bind it to loopback or a private network only: it has no TLS and no authentication.
+// Bind it to loopback or a private network only: it has no TLS and no authentication. Only
+// peers in its allow-list (loopback by default) are served; others are closed unanswered.
 // Requests are tiny and bounded (8 KB header, no body); each connection serves one request, and
 // at most kMaxAdminConnections are open at once (more are closed at once).
 // A web page the operator visits must not reach it: a request whose Host is not an IP address
@@ -12,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -34,9 +36,12 @@ inline constexpr int kMaxAdminConnections = 64;
 class AdminServer {
  public:
   virtual ~AdminServer() = default;
+  // `allowed`: the peers served (IP addresses or networks, "10.0.0.0/8"); empty: loopback
+  // (127.0.0.0/8 and ::1). kInvalidArgument for an entry that is neither.
   static Result<std::unique_ptr<AdminServer>> start(boost::asio::io_context& io,
                                                     const std::string& host, std::uint16_t port,
-                                                    AdminHandler handler);
+                                                    AdminHandler handler,
+                                                    const std::vector<std::string>& allowed = {});
   virtual std::uint16_t port() const = 0;
   virtual void stop() = 0;
 };

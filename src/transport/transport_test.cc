@@ -2636,6 +2636,37 @@ std::string admin_exchange(std::uint16_t port, const std::string& request) {
   return got;
 }
 
+// The admin listener serves only the peers it allows: loopback by default; with a list, only
+// those (here a network the test's loopback peer is not in: it is closed unanswered, and the
+// handler never runs). An entry that is no address or network stops the start.
+TEST(AdminServer, ServesOnlyThePeersItAllows) {
+  boost::asio::io_context io(1);
+  std::atomic<int> handled{0};
+  auto handler = [&](const std::string&, const std::string&, AdminReply reply) {
+    handled.fetch_add(1);
+    reply(AdminResponse{200, "text/plain", "ok\n"});
+  };
+  auto loopback = AdminServer::start(io, "127.0.0.1", 0, handler);
+  ASSERT_TRUE(loopback.has_value()) << loopback.error().to_string();
+  auto elsewhere = AdminServer::start(io, "127.0.0.1", 0, handler, {"10.0.0.0/8", "fd00::/8"});
+  ASSERT_TRUE(elsewhere.has_value()) << elsewhere.error().to_string();
+  auto listed = AdminServer::start(io, "127.0.0.1", 0, handler, {"127.0.0.1"});
+  ASSERT_TRUE(listed.has_value()) << listed.error().to_string();
+  auto bad = AdminServer::start(io, "127.0.0.1", 0, handler, {"not-an-address"});
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+  std::thread runner([&] { io.run_for(10s); });
+  const std::string request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  EXPECT_EQ(admin_exchange((*loopback)->port(), request).rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(admin_exchange((*elsewhere)->port(), request), "");
+  EXPECT_EQ(handled.load(), 1);
+  EXPECT_EQ(admin_exchange((*listed)->port(), request).rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(handled.load(), 2);
+  for (auto* a : {&*loopback, &*elsewhere, &*listed}) (*a)->stop();
+  io.stop();
+  runner.join();
+}
+
 // The admin listener is for the operator's tools, not for web pages the operator visits: a Host
 // that is not an IP address or localhost (DNS rebinding) or any Origin (a cross-site request)
 // gets 403 without reaching the handler. A handler may answer later (1 s), from another thread,

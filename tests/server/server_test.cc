@@ -1760,6 +1760,15 @@ TEST_F(ServerTest, MalformedInputNeverStopsTheServer) {
   EXPECT_EQ(text.find("libprotobuf"), std::string::npos) << text;
 }
 
+// --admin-from replaces loopback as who the admin listener serves: with only a network the
+// test is not in, POST /invite (which mints a registration token) is never answered.
+TEST_F(ServerTest, TheAdminListenerServesOnlyTheListedPeers) {
+  start({"--registration", "invite", "--admin-from", "10.0.0.0/8"});
+  auto minted = admin_get(server_->admin_port(), "/invite", "POST");
+  EXPECT_FALSE(minted.has_value() && minted->find("parley://") != std::string::npos) << *minted;
+  EXPECT_EQ(sql_int("SELECT COUNT(*) FROM invites"), 1);  // the start's own
+}
+
 TEST_F(ServerTest, MetricsAndGracefulDrain) {
   start();
   auto alice = registered("alice", 1);
