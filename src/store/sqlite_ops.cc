@@ -667,18 +667,37 @@ Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
 Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& a, AttachmentQuota quota) {
   if (a.have > a.size) return make_error(ErrorCode::kInvalidArgument, "store: have > size");
   {
-    // One row, kept by triggers (schema v7).
+    // One row, kept by triggers (schema v7): every attachment not yet deleted.
     PARLEY_ASSIGN_OR_RETURN(
         Stmt s, tx.db.prepare("SELECT bytes, slots FROM attachment_usage WHERE account_id = ?1",
                               "read attachment usage"));
     s.bind(1, a.account_id);
     PARLEY_ASSIGN_OR_RETURN(bool row, s.step());
-    const std::uint64_t used = row ? static_cast<std::uint64_t>(s.column_int(0)) : 0;
-    const std::uint64_t slots = row ? static_cast<std::uint64_t>(s.column_int(1)) : 0;
+    std::uint64_t used = row ? static_cast<std::uint64_t>(s.column_int(0)) : 0;
+    std::uint64_t slots = row ? static_cast<std::uint64_t>(s.column_int(1)) : 0;
+    const auto over = [&] {
+      if (a.size > quota.bytes || used > quota.bytes - a.size) return AttachmentOutcome::kOverQuota;
+      if (slots >= quota.count) return AttachmentOutcome::kTooMany;
+      return AttachmentOutcome::kCreated;
+    };
+    if (over() != AttachmentOutcome::kCreated) {
+      // Attachments past their expiry do not count, also before expire() deletes them (it
+      // runs on the expiry clock, which lags by the server's downtime). They are few: those
+      // expired since the last expiry ran. Read by the covering index attachments_by_account.
+      PARLEY_ASSIGN_OR_RETURN(
+          Stmt e, tx.db.prepare("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM attachments WHERE "
+                                "account_id = ?1 AND expires_ms <= ?2",
+                                "sum expired attachments"));
+      e.bind(1, a.account_id).bind(2, a.created_ms);
+      PARLEY_ASSIGN_OR_RETURN(bool expired, e.step());
+      if (expired) {
+        used -= std::min(used, static_cast<std::uint64_t>(e.column_int(0)));
+        slots -= std::min(slots, static_cast<std::uint64_t>(e.column_int(1)));
+      }
+    }
     // Results, not errors: an error would roll the whole group commit back and run it again
     // operation by operation, and a client at its quota may ask again and again.
-    if (a.size > quota.bytes || used > quota.bytes - a.size) return AttachmentOutcome::kOverQuota;
-    if (slots >= quota.count) return AttachmentOutcome::kTooMany;
+    if (const AttachmentOutcome o = over(); o != AttachmentOutcome::kCreated) return o;
   }
   PARLEY_ASSIGN_OR_RETURN(
       Stmt s, tx.db.prepare("INSERT INTO attachments (id, token_hash, account_id, size, have, "

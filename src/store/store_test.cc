@@ -1003,9 +1003,9 @@ TEST_F(StoreTest, AttachmentProgressOnlyMovesForward) {
   EXPECT_EQ(have(), 2000u);
 }
 
-// An account's attachments, by their declared sizes and by number, stay within the quota passed
-// with each creation; one that would exceed it is refused and stores nothing. Other accounts'
-// do not count; expired ones count until expire() deletes them.
+// An account's unexpired attachments, by their declared sizes and by number, stay within the
+// quota passed with each creation; one that would exceed it is refused and stores nothing.
+// Expired ones (even before expire() deletes them) and other accounts' do not count.
 TEST_F(StoreTest, AttachmentsStayWithinTheAccountQuota) {
   constexpr std::uint64_t kQuota = 1000;
   auto make = [](const char* id, std::int64_t account, std::uint64_t size, std::int64_t created_ms,
@@ -1027,17 +1027,21 @@ TEST_F(StoreTest, AttachmentsStayWithinTheAccountQuota) {
   EXPECT_EQ(create_attachment(make("c1", 6, 1001, 10, 100), kQuota).code(), ErrorCode::kTooLarge);
   EXPECT_FALSE(stored("c1"));
 
-  // At 50 a1 has expired; until expire() deletes it, it still counts.
-  EXPECT_EQ(create_attachment(make("a4", 4, 1, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
+  // At 50 a1 has expired (not yet deleted): only a2's 600 bytes, and one attachment, count.
+  EXPECT_EQ(create_attachment(make("a4", 4, 401, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
+  EXPECT_EQ(create_attachment(make("a4", 4, 1, 50, 100), kQuota, 1).code(),
+            ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(create_attachment(make("a5", 4, 400, 50, 100), kQuota, 2).is_ok());
+  EXPECT_TRUE(stored("a1"));
+  EXPECT_TRUE(stored("a5"));
+  // Deleted by expiry, it leaves the account's usage too: a5 and a2 fill it.
   auto expired =
       call<std::vector<std::string>>([&](auto cb) { store_->expire(50, 1000, 1000, cb); });
   ASSERT_TRUE(expired.has_value()) << expired.error().to_string();
   EXPECT_EQ(*expired, std::vector<std::string>{"a1"});
-  // Only a2's 600 bytes count now.
-  EXPECT_EQ(create_attachment(make("a4", 4, 401, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
-  EXPECT_TRUE(create_attachment(make("a5", 4, 400, 50, 100), kQuota).is_ok());
-  EXPECT_FALSE(stored("a1"));
-  EXPECT_TRUE(stored("a5"));
+  EXPECT_EQ(create_attachment(make("a6", 4, 1, 50, 100), kQuota).code(), ErrorCode::kTooLarge);
+  EXPECT_EQ(create_attachment(make("a6", 4, 1, 50, 100), kNoQuota, 2).code(),
+            ErrorCode::kResourceExhausted);
 
   // By number: account 7 may hold two, however small.
   EXPECT_TRUE(create_attachment(make("d1", 7, 1, 50, 100), kQuota, 2).is_ok());
@@ -1271,8 +1275,8 @@ TEST_F(StoreTest, ARolledBackExpireLeavesLegacyEnvelopesAcknowledgeable) {
 }
 
 // Migration 7 keeps each account's attachment usage in a table (triggers on insert, update and
-// delete): a version-6 database's attachments count against the quota from the start, and the
-// quota's check reads one row.
+// delete): a version-6 database's attachments count against the quota from the start (those
+// expired not), and the quota's check reads one row (and, near the quota, the expired ones).
 TEST_F(StoreTest, MigrationToV7CountsEachAccountsAttachments) {
   ASSERT_NO_FATAL_FAILURE(recreate_at(
       6,
@@ -1302,22 +1306,23 @@ TEST_F(StoreTest, MigrationToV7CountsEachAccountsAttachments) {
     EXPECT_EQ(version->column_int(0), 7);
   }
   EXPECT_EQ(usage(), "7:900/2 8:50/1 ");
-  EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 101, 0, 10, 100}, 1000).code(),
+  // At 10 'ab' has expired: 600 bytes and one attachment count.
+  EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 401, 0, 10, 100}, 1000).code(),
             ErrorCode::kTooLarge);
-  EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 100, 0, 10, 100}, 1000, 2).code(),
+  EXPECT_EQ(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 100, 0, 10, 100}, 1000, 1).code(),
             ErrorCode::kResourceExhausted);
-  EXPECT_TRUE(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 100, 0, 10, 100}, 1000).is_ok());
-  EXPECT_EQ(usage(), "7:1000/3 8:50/1 ");
+  EXPECT_TRUE(create_attachment(Attachment{"bb", Bytes(32, 1), 7, 400, 0, 10, 100}, 1000).is_ok());
+  EXPECT_EQ(usage(), "7:1300/3 8:50/1 ");
   auto expired =
       call<std::vector<std::string>>([&](auto cb) { store_->expire(50, 1000, 1000, cb); });
   ASSERT_TRUE(expired.has_value()) << expired.error().to_string();
-  EXPECT_EQ(usage(), "7:700/2 8:50/1 ");
+  EXPECT_EQ(usage(), "7:1000/2 8:50/1 ");
   // An account whose attachments are all gone has no row; a change of size or owner moves it.
   ASSERT_TRUE((*db)->exec("DELETE FROM attachments WHERE account_id = 8", "test").is_ok());
   ASSERT_TRUE((*db)
                   ->exec("UPDATE attachments SET account_id = 9, size = 5 WHERE id = 'aa'", "test")
                   .is_ok());
-  EXPECT_EQ(usage(), "7:100/1 9:5/1 ");
+  EXPECT_EQ(usage(), "7:400/1 9:5/1 ");
 }
 
 TEST_F(StoreTest, RefusesADatabaseNewerThanTheCode) {
