@@ -244,6 +244,19 @@ Status apply(const std::string& key, const toml::node& n, ServerConfig& c) {
   return bad_key(key, "unknown key");
 }
 
+// A list of IP addresses or networks: at most kMaxProxyFrom, each one that parses.
+Status check_address_list(const std::string& key, const std::vector<std::string>& list) {
+  if (list.size() > kMaxProxyFrom) {
+    return bad_key(key, "at most " + std::to_string(kMaxProxyFrom) + " addresses");
+  }
+  for (const std::string& entry : list) {
+    if (!transport::AddressRange::parse(entry)) {
+      return bad_key(key, "\"" + entry + "\" is not an IP address or network (ADDR/BITS)");
+    }
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Status load_config_text(std::string_view text, const std::string& source, ServerConfig& config) {
@@ -303,24 +316,8 @@ Status validate_config(const ServerConfig& config) {
   if (config.bridge_proxy_header && config.bridge_to.host.empty()) {
     return bad_key("bridge.proxy_header", "only for a bridge (bridge.to)");
   }
-  if (config.proxy_from.size() > kMaxProxyFrom) {
-    return bad_key("server.proxy_from", "at most " + std::to_string(kMaxProxyFrom) + " addresses");
-  }
-  for (const std::string& relay : config.proxy_from) {
-    if (!transport::AddressRange::parse(relay)) {
-      return bad_key("server.proxy_from",
-                     "\"" + relay + "\" is not an IP address or network (ADDR/BITS)");
-    }
-  }
-  if (config.admin_from.size() > kMaxProxyFrom) {
-    return bad_key("server.admin_from", "at most " + std::to_string(kMaxProxyFrom) + " addresses");
-  }
-  for (const std::string& peer : config.admin_from) {
-    if (!transport::AddressRange::parse(peer)) {
-      return bad_key("server.admin_from",
-                     "\"" + peer + "\" is not an IP address or network (ADDR/BITS)");
-    }
-  }
+  PARLEY_TRY(check_address_list("server.proxy_from", config.proxy_from));
+  PARLEY_TRY(check_address_list("server.admin_from", config.admin_from));
   // A listener beyond loopback serves no one unless told whom: say so rather than start one
   // that refuses every scraper (or, before the allow-list, served anyone who reached it).
   if (!config.admin.host.empty() && config.admin_from.empty()) {
