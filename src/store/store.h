@@ -259,11 +259,12 @@ class Store {
                    Callback<std::uint32_t> done) = 0;
 
   // Attachments (metadata; the bytes are files the server manages).
-  // Creates an attachment unless the account's attachments, counted by their declared sizes,
-  // and this one would exceed `quota.bytes` (kOverQuota), or the account holds `quota.count`
-  // attachments already (kTooMany); then nothing is stored. Attachments count until expire()
-  // deletes them. The check and the insert are one operation, so concurrent creations cannot
-  // both pass it. kAlreadyExists when the id is taken; kInvalidArgument when have > size.
+  // Creates an attachment unless the account's unexpired attachments (expires_ms after
+  // attachment.created_ms, also before expire() deletes the others), counted by their declared
+  // sizes, and this one would exceed `quota.bytes` (kOverQuota), or the account holds
+  // `quota.count` of them already (kTooMany); then nothing is stored. The check and the insert
+  // are one operation, so concurrent creations cannot both pass it. kAlreadyExists when the id
+  // is taken; kInvalidArgument when have > size.
   virtual void create_attachment(Attachment attachment, AttachmentQuota quota,
                                  Callback<AttachmentOutcome> done) = 0;
   virtual void find_attachment(std::string id, Callback<std::optional<Attachment>> done) = 0;
