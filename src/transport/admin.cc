@@ -14,8 +14,6 @@ using namespace internal;  // NOLINT: aliases for Asio/Beast
 
 constexpr std::size_t kMaxHeader = 8 * 1024;
 constexpr auto kTimeout = std::chrono::seconds(10);
-// The peers served when the listener is given none.
-constexpr const char* kLoopback[] = {"127.0.0.0/8", "::1"};
 
 // What the coroutines use, shared with them: a request being served or an accept that
 // completes after the AdminServer was destroyed finds it still there.
@@ -82,7 +80,7 @@ class AdminServerImpl final : public AdminServer {
   ~AdminServerImpl() override { stop(); }
 
   Status allow(const std::vector<std::string>& allowed) {
-    const std::vector<std::string> loopback(std::begin(kLoopback), std::end(kLoopback));
+    const std::vector<std::string> loopback = {"127.0.0.0/8", "::1"};
     for (const std::string& text : allowed.empty() ? loopback : allowed) {
       auto range = AddressRange::parse(text);
       if (!range) {
@@ -212,15 +210,6 @@ class AdminServerImpl final : public AdminServer {
 };
 
 }  // namespace
-
-bool is_loopback_address(std::string_view host) {
-  const auto address = AddressRange::parse(host);
-  if (!address) return false;
-  for (const char* range : kLoopback) {
-    if (AddressRange::parse(range)->contains(*address)) return true;
-  }
-  return false;
-}
 
 Result<std::unique_ptr<AdminServer>> AdminServer::start(boost::asio::io_context& io,
                                                         const std::string& host, std::uint16_t port,

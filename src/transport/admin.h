@@ -13,7 +13,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -33,10 +32,6 @@ using AdminHandler =
     std::function<void(const std::string& method, const std::string& target, AdminReply reply)>;
 
 inline constexpr int kMaxAdminConnections = 64;
-
-// Whether `host` is an address among those an admin listener serves when given no list
-// (loopback: 127.0.0.0/8 and ::1).
-bool is_loopback_address(std::string_view host);
 
 class AdminServer {
  public:
