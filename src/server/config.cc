@@ -321,10 +321,7 @@ Status validate_config(const ServerConfig& config) {
   // A listener beyond loopback serves no one unless told whom: say so rather than start one
   // that refuses every scraper (or, before the allow-list, served anyone who reached it).
   if (!config.admin.host.empty() && config.admin_from.empty()) {
-    const auto host = transport::AddressRange::parse(config.admin.host);
-    const bool loopback = host && (transport::AddressRange::parse("127.0.0.0/8")->contains(*host) ||
-                                   transport::AddressRange::parse("::1")->contains(*host));
-    if (!loopback) {
+    if (!transport::is_loopback_address(config.admin.host)) {
       return bad_key("server.admin_from",
                      "name who may connect to an admin listener on " + config.admin.host +
                          " (it has no authentication; only loopback is served without it)");

@@ -80,8 +80,11 @@ class AdminServerImpl final : public AdminServer {
   ~AdminServerImpl() override { stop(); }
 
   Status allow(const std::vector<std::string>& allowed) {
-    const std::vector<std::string> loopback = {"127.0.0.0/8", "::1"};
-    for (const std::string& text : allowed.empty() ? loopback : allowed) {
+    if (allowed.empty()) {
+      l_->allowed = loopback_ranges();
+      return Status::ok();
+    }
+    for (const std::string& text : allowed) {
       auto range = AddressRange::parse(text);
       if (!range) {
         return make_error(ErrorCode::kInvalidArgument,

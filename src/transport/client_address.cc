@@ -79,4 +79,15 @@ bool AddressRange::contains(const AddressRange& other) const {
   return (other.bytes_[whole] & mask) == (bytes_[whole] & mask);
 }
 
+std::vector<AddressRange> loopback_ranges() {
+  return {*AddressRange::parse("127.0.0.0/8"), *AddressRange::parse("::1")};
+}
+
+bool is_loopback_address(std::string_view host) {
+  for (const AddressRange& range : loopback_ranges()) {
+    if (range.contains(host)) return true;
+  }
+  return false;
+}
+
 }  // namespace parley::transport

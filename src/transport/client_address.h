@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace parley::transport {
 
@@ -35,5 +36,10 @@ class AddressRange {
   std::array<std::uint8_t, 16> bytes_{};  // IPv4: the first 4
   unsigned prefix_ = 0;                   // bits
 };
+
+// 127.0.0.0/8 and ::1: whom a listener without an allow-list serves (the admin listener).
+std::vector<AddressRange> loopback_ranges();
+// Whether `host` is an address (not a name) within loopback_ranges().
+bool is_loopback_address(std::string_view host);
 
 }  // namespace parley::transport

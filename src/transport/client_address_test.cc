@@ -47,5 +47,17 @@ TEST(AddressRange, HoldsItsAddressesOnly) {
   }
 }
 
+// What an admin listener serves without an allow-list, and what its address may be without one.
+TEST(AddressRange, LoopbackIsAnAddressIn127Slash8OrIPv6One) {
+  for (const char* yes : {"127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1"}) {
+    EXPECT_TRUE(is_loopback_address(yes)) << yes;
+  }
+  for (const char* no :
+       {"0.0.0.0", "::", "128.0.0.1", "10.0.0.1", "::2", "localhost", "127.0.0.0/8", ""}) {
+    EXPECT_FALSE(is_loopback_address(no)) << no;
+  }
+  EXPECT_EQ(loopback_ranges().size(), 2u);
+}
+
 }  // namespace
 }  // namespace parley::transport
