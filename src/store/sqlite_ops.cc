@@ -634,7 +634,8 @@ Status delete_acked_each_in_tx(Db& db, std::span<const std::int64_t> seqs) {
   return Status::ok();
 }
 
-Status in_transaction(Db& db, const std::function<Status()>& body) {
+// Runs `body` between BEGIN IMMEDIATE and COMMIT, rolling back on failure.
+Status run_deletion_transaction(Db& db, const std::function<Status()>& body) {
   Status s = db.run("BEGIN IMMEDIATE", "begin deleting acknowledged envelopes");
   if (s.is_ok()) s = body();
   if (s.is_ok()) s = db.run("COMMIT", "commit deleting acknowledged envelopes");
@@ -647,7 +648,7 @@ Status in_transaction(Db& db, const std::function<Status()>& body) {
 Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
   if (seqs.empty()) return Status::ok();
   bool mismatch = false;
-  Status s = in_transaction(db, [&]() -> Status {
+  Status s = run_deletion_transaction(db, [&]() -> Status {
     PARLEY_ASSIGN_OR_RETURN(bool matched, delete_acked_range_in_tx(db, seqs));
     mismatch = !matched;
     return matched ? Status::ok()
@@ -657,7 +658,7 @@ Status delete_acked(Db& db, std::span<const std::int64_t> seqs) {
   // restored file) would fail every run by range, and the list would grow until a restart:
   // these seqs are deleted one by one instead, and that seq stays for the next open.
   if (mismatch) {
-    s = in_transaction(db, [&] { return delete_acked_each_in_tx(db, seqs); });
+    s = run_deletion_transaction(db, [&] { return delete_acked_each_in_tx(db, seqs); });
   }
   return s;
 }
