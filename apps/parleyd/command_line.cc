@@ -5,10 +5,14 @@
 #include <string>
 #include <tuple>
 
+#include "wire/frame.h"
+
 namespace parley::parleyd {
 namespace {
 
-constexpr const char* kVersion = "parleyd 0.1.0 (wire 1)";
+std::string version_text() {
+  return "parleyd 0.1.0 (wire " + std::to_string(wire::kWireVersion) + ")";
+}
 
 // HOST:PORT values are parsed after both passes (a file's value stays unless a flag is given).
 struct HostPortFlags {
@@ -18,7 +22,7 @@ struct HostPortFlags {
 // Every flag, bound to `cfg`: a pass of CLI11 writes only the flags given.
 void add_flags(CLI::App& app, server::ServerConfig& cfg, std::string& config_file,
                HostPortFlags& text) {
-  app.set_version_flag("--version", kVersion);
+  app.set_version_flag("--version", version_text());
   app.add_option("--config", config_file, "TOML configuration file (flags override it)");
   app.add_option("--data", cfg.data_dir, "data directory (created on first start)");
   app.add_option("--listen", text.listen, "HOST:PORT to listen on (TLS); port 0 picks a free one");
