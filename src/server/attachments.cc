@@ -80,11 +80,8 @@ class AttachmentFiles final : public transport::HttpFiles {
     service_.store().find_attachment(
         std::move(id), [this, done = std::move(done)](Result<std::optional<store::Attachment>> r) {
           if (!r) return done(r.error());
-          // By housekeeping's clock, which a system clock set ahead does not move (the
-          // service's own before its first run).
-          const std::int64_t expiry_now = service_.expiry_now_ms();
-          const std::int64_t now = expiry_now != 0 ? expiry_now : service_.clock().now_ms();
-          if (!*r || (*r)->expires_ms < now) {
+          // By housekeeping's clock, which a system clock set ahead does not move.
+          if (!*r || (*r)->expires_ms < service_.attachment_now_ms()) {
             return done(make_error(ErrorCode::kNotFound, "no such attachment"));
           }
           done(std::move(**r));

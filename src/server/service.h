@@ -147,6 +147,12 @@ class Service {
   // hides none that housekeeping keeps.
   void set_expiry_now_ms(std::int64_t ms) { expiry_now_ms_.store(ms, std::memory_order_relaxed); }
   std::int64_t expiry_now_ms() const { return expiry_now_ms_.load(std::memory_order_relaxed); }
+  // The time attachments expire by, for serving them and for the account's quota alike:
+  // housekeeping's once it ran, the service's clock before.
+  std::int64_t attachment_now_ms() const {
+    const std::int64_t expiry_now = expiry_now_ms();
+    return expiry_now != 0 ? expiry_now : clock_.now_ms();
+  }
 
  private:
   boost::asio::io_context& io_;

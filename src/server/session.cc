@@ -907,8 +907,12 @@ void Session::do_attachment_slot(std::uint64_t id, const wire::AttachmentSlotReq
   out->set_max_size(a.size);
   out->set_expires_at(static_cast<std::uint64_t>(a.expires_ms));
   auto self = shared_from_this();
+  // Counted until they expire by the clock they are served by, not the system clock: while it
+  // lags (the server's downtime, a clock set ahead), attachments past their slot's expires_at
+  // are still kept and served.
   const store::AttachmentQuota quota{cfg.attachment_account_quota_bytes,
-                                     cfg.attachment_account_max_count};
+                                     cfg.attachment_account_max_count,
+                                     service_.attachment_now_ms()};
   service_.store().create_attachment(
       std::move(a), quota,
       on_mine<Result<store::AttachmentOutcome>>(

@@ -682,14 +682,14 @@ Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& a, Atta
       return AttachmentOutcome::kCreated;
     };
     if (over() != AttachmentOutcome::kCreated) {
-      // Attachments past their expiry do not count, also before expire() deletes them (it
-      // runs on the expiry clock, which lags by the server's downtime). They are few: those
-      // expired since the last expiry ran. Read by the covering index attachments_by_account.
+      // Attachments past their expiry by the clock they are served by do not count, also
+      // before expire() deletes them. They are few: those expired since the last expiry ran.
+      // Read by the covering index attachments_by_account.
       PARLEY_ASSIGN_OR_RETURN(
           Stmt e, tx.db.prepare("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM attachments WHERE "
                                 "account_id = ?1 AND expires_ms <= ?2",
                                 "sum expired attachments"));
-      e.bind(1, a.account_id).bind(2, a.created_ms);
+      e.bind(1, a.account_id).bind(2, quota.now_ms);
       PARLEY_ASSIGN_OR_RETURN(bool expired, e.step());
       if (expired) {
         used -= std::min(used, static_cast<std::uint64_t>(e.column_int(0)));

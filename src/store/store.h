@@ -160,10 +160,14 @@ struct QueuedEnvelope {
 
 enum class AttachmentOutcome { kCreated, kOverQuota, kTooMany };
 
-// What one account's attachments may take: their declared sizes in all, and how many.
+// What one account's attachments may take: their declared sizes in all, and how many. Those
+// whose expires_ms is `now_ms` or earlier do not count: the time by which expiry deletes them
+// (the server's expiry clock, which lags the system clock by its downtime; they are served
+// until it passes).
 struct AttachmentQuota {
   std::uint64_t bytes = 0;
   std::uint64_t count = 0;
+  std::int64_t now_ms = 0;
 };
 
 struct Attachment {
@@ -260,9 +264,9 @@ class Store {
 
   // Attachments (metadata; the bytes are files the server manages).
   // Creates an attachment unless the account's unexpired attachments (expires_ms after
-  // attachment.created_ms, also before expire() deletes the others), counted by their declared
-  // sizes, and this one would exceed `quota.bytes` (kOverQuota), or the account holds
-  // `quota.count` of them already (kTooMany); then nothing is stored. The check and the insert
+  // quota.now_ms, also before expire() deletes the others), counted by their declared sizes,
+  // and this one would exceed `quota.bytes` (kOverQuota), or the account holds `quota.count` of
+  // them already (kTooMany); then nothing is stored. The check and the insert
   // are one operation, so concurrent creations cannot both pass it. kAlreadyExists when the id
   // is taken; kInvalidArgument when have > size.
   virtual void create_attachment(Attachment attachment, AttachmentQuota quota,

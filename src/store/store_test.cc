@@ -222,12 +222,13 @@ class StoreTest : public ::testing::Test {
     return call<std::uint32_t>([&](auto cb) { store_->ack(account, device, std::move(ids), cb); });
   }
 
-  // The outcome as a Status: kOverQuota as kTooLarge, kTooMany as kResourceExhausted.
+  // The outcome as a Status: kOverQuota as kTooLarge, kTooMany as kResourceExhausted. Expiry
+  // is judged at `now_ms` (default: the attachment's creation).
   Status create_attachment(const Attachment& a, std::uint64_t quota_bytes = kNoQuota,
-                           std::uint64_t quota_count = kNoQuota) {
-    auto r = call<AttachmentOutcome>([&](auto cb) {
-      store_->create_attachment(a, AttachmentQuota{quota_bytes, quota_count}, cb);
-    });
+                           std::uint64_t quota_count = kNoQuota,
+                           std::optional<std::int64_t> now_ms = std::nullopt) {
+    const AttachmentQuota quota{quota_bytes, quota_count, now_ms.value_or(a.created_ms)};
+    auto r = call<AttachmentOutcome>([&](auto cb) { store_->create_attachment(a, quota, cb); });
     if (!r) return r.error();
     if (*r == AttachmentOutcome::kOverQuota) return make_error(ErrorCode::kTooLarge, "over quota");
     if (*r == AttachmentOutcome::kTooMany) {
@@ -1053,6 +1054,16 @@ TEST_F(StoreTest, AttachmentsStayWithinTheAccountQuota) {
   EXPECT_EQ(create_attachment(make("d1", 8, 1, 50, 100), kQuota, 1).code(),
             ErrorCode::kAlreadyExists);
   EXPECT_TRUE(create_attachment(make("e1", 8, 1, 50, 100), kQuota, 1).is_ok());
+
+  // Expiry is judged by the clock passed with the quota (the server's expiry clock, by which
+  // attachments are served and deleted), not by the new attachment's creation: while that
+  // clock lags, f1 is still served and still counts.
+  ASSERT_TRUE(create_attachment(make("f1", 9, 1000, 10, 50), kQuota).is_ok());
+  EXPECT_EQ(create_attachment(make("f2", 9, 1000, 60, 100), kQuota, kNoQuota, 49).code(),
+            ErrorCode::kTooLarge);
+  EXPECT_EQ(create_attachment(make("f2", 9, 1, 60, 100), kNoQuota, 1, 49).code(),
+            ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(create_attachment(make("f2", 9, 1000, 60, 100), kQuota, 1, 50).is_ok());
 }
 
 // Creations queued together run in one batch: the second sees the first, so two that each fit
