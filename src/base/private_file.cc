@@ -38,11 +38,15 @@ Status write_private_file(const std::string& path, std::string_view data) {
     ::unlink(tmp.c_str());
     return io_error("cannot write " + path, err);
   }
+  return sync_parent_directory(path);
+}
+
+Status sync_parent_directory(const std::string& path) {
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   const std::string dir = parent.empty() ? std::string(".") : parent.string();
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return io_error("cannot open " + dir, errno);
-  err = ::fsync(dfd) == 0 ? 0 : errno;
+  const int err = ::fsync(dfd) == 0 ? 0 : errno;
   ::close(dfd);
   return err == 0 ? Status::ok() : io_error("cannot sync " + dir, err);
 }

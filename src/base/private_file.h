@@ -14,4 +14,8 @@ namespace parley {
 // then removed and `path` is left as it was.
 Status write_private_file(const std::string& path, std::string_view data);
 
+// Syncs the directory that holds `path`, so that a name just created or renamed there survives
+// a power cut. kIo naming the directory and the reason.
+Status sync_parent_directory(const std::string& path);
+
 }  // namespace parley

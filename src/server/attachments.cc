@@ -60,7 +60,22 @@ class AttachmentFiles final : public transport::HttpFiles {
 
   void finish_upload(std::string id, std::uint64_t have,
                      Done<Result<std::uint64_t>> done) override {
-    service_.store().set_attachment_progress(std::move(id), have, std::move(done));
+    std::string path = (dir_ / id).string();  // a valid id: begin_upload found its row
+    service_.store().set_attachment_progress(
+        std::move(id), have,
+        [this, path = std::move(path), done = std::move(done)](Result<std::uint64_t> r) mutable {
+          // Expiry deleted the row and its file while this part was written, and the write
+          // made the file again: it goes too (ids are never reused), or it would stay, counted
+          // by no quota, until the next start's sweep. On the io_context, off the store's
+          // thread, as housekeeping removes files.
+          if (!r && r.error().code() == ErrorCode::kNotFound) {
+            boost::asio::post(service_.io_executor(), [path = std::move(path)] {
+              std::error_code ec;
+              std::filesystem::remove(path, ec);
+            });
+          }
+          done(std::move(r));
+        });
   }
 
   void open_download(std::string id, Done<Result<Download>> done) override {

@@ -16,6 +16,7 @@
 
 #include "crypto/pow.h"
 #include "crypto/primitives.h"
+#include "server/attachments.h"
 #include "server/config.h"
 #include "server/disk_space.h"
 #include "server/housekeeping.h"
@@ -879,6 +880,58 @@ TEST_F(ServiceTest, HousekeepingExpiresByElapsedTimeNotByAClockJump) {
   EXPECT_EQ(housekeeping.runs(), before_stop + 1);
   io_.run_for(std::chrono::milliseconds(30));
   EXPECT_EQ(housekeeping.runs(), before_stop + 1) << "no run after stop";
+}
+
+// A part whose slot expiry deleted while it was written (after its upload began, so the write
+// made the file again) is refused with 404 when it is recorded, and leaves no file behind
+// (before, the file stayed until the next start's sweep, counted by no quota).
+TEST_F(ServiceTest, APartThatExpiryOvertookLeavesNoFile) {
+  const std::int64_t now = clock_.now_ms();
+  auto service = make_service();
+  const std::string token = "token";
+  const auto hash = crypto::sha256(as_bytes(token));
+  store::Attachment a;
+  a.id = std::string(32, 'c');
+  a.upload_token_hash = Bytes(hash.begin(), hash.end());
+  a.account_id = alice_.id;
+  a.size = 100;
+  a.created_ms = now - 1000;
+  a.expires_ms = now + 60'000;
+  std::promise<Result<store::AttachmentOutcome>> made;
+  store_->create_attachment(a, store::AttachmentQuota{1000, 10, now},
+                            [&](auto r) { made.set_value(std::move(r)); });
+  ASSERT_EQ(made.get_future().get().value(), store::AttachmentOutcome::kCreated);
+  std::filesystem::create_directories(config_.data_dir);
+  auto files = make_attachment_files(*service);
+  // Answers come on the store's thread or the io_context's (run here by run_until).
+  const auto ready = [](auto& future) {
+    return future.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  };
+  std::promise<Result<transport::HttpFiles::Upload>> began;
+  auto upload = began.get_future();
+  files->begin_upload(a.id, token, [&](auto r) { began.set_value(std::move(r)); });
+  run_until([&] { return ready(upload); });
+  ASSERT_TRUE(ready(upload));
+  const std::string path = upload.get().value().path;
+
+  // Housekeeping runs: the row goes, then its file.
+  std::promise<Result<std::vector<std::string>>> expired;
+  store_->expire(a.expires_ms, kDayMs, kDayMs, [&](auto r) { expired.set_value(std::move(r)); });
+  ASSERT_EQ(expired.get_future().get().value(), std::vector<std::string>{a.id});
+  std::filesystem::remove(path);
+  // The part's write, as put_attachment makes it, recreates the file.
+  std::ofstream(path) << "ten bytes.";
+  ASSERT_TRUE(std::filesystem::exists(path));
+
+  std::promise<Result<std::uint64_t>> finished;
+  auto recorded = finished.get_future();
+  files->finish_upload(a.id, 10, [&](auto r) { finished.set_value(std::move(r)); });
+  run_until([&] { return ready(recorded) && !std::filesystem::exists(path); });
+  ASSERT_TRUE(ready(recorded));
+  const Result<std::uint64_t> r = recorded.get();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <memory>
 
+#include "base/private_file.h"
 #include "transport/internal/http_serve.h"
 
 namespace parley::transport::internal {
@@ -29,8 +30,10 @@ class Fd {
     errno = 0;  // `open` may fail after a call that set it (a site file's checks)
     fd_ = open();
     if (fd_ < 0) {
-      // Out of descriptors or memory is being full too; anything else is a failure.
+      // Out of descriptors or memory is being full too; a file gone since it was looked up
+      // (expiry removed an attachment's) is not found; anything else is a failure.
       full_ = errno == EMFILE || errno == ENFILE || errno == ENOMEM;
+      gone_ = errno == ENOENT;
       slots_.fetch_sub(1);
       return;
     }
@@ -42,8 +45,8 @@ class Fd {
   int get() const { return fd_; }
   bool ok() const { return fd_ >= 0; }
   // Not opened for want of a slot or a descriptor: the server is full (503), not failing
-  // (500).
-  unsigned error_status() const { return full_ ? 503 : 500; }
+  // (500); the file is gone: 404.
+  unsigned error_status() const { return full_ ? 503 : gone_ ? 404 : 500; }
   // Closes explicitly; false when close() reports an error (data may not be stored).
   bool close() {
     int fd = fd_;
@@ -60,6 +63,7 @@ class Fd {
   std::atomic<std::size_t>& transfers_;
   int fd_ = -1;
   bool full_ = false;
+  bool gone_ = false;
 };
 
 // Awaits an HttpFiles call: `start(done)` begins it, and `done` may run on any thread (the
@@ -340,6 +344,9 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   // resumes from the recorded offset.
   if (::fsync(fd.get()) != 0) io_error = true;
   if (!fd.close()) io_error = true;
+  // Until some progress is recorded, the file may be new: its directory is synced too, so that
+  // a power cut cannot lose the name of a file whose bytes are recorded as written.
+  if (have == 0 && !io_error && !sync_parent_directory(upload->path).is_ok()) io_error = true;
   const std::uint64_t now_have = have + written;
   // A newer part took over (this one is stale): it resumes from what was recorded, so this one
   // records nothing, and its client asks for the offset (409 without one, as for a part out of

@@ -1262,6 +1262,24 @@ TEST_F(ServerTest, AnOldConnectionCutLateDoesNotUndoAFinishedUpload) {
   EXPECT_EQ(whole->body, blob);
 }
 
+// A download whose file expiry removed after the attachment was looked up (here removed by
+// hand under a row that stays) is not found, as an expired attachment is: 404, not 500.
+TEST_F(ServerTest, ADownloadWhoseFileIsGoneIsNotFound) {
+  start();
+  auto alice = registered("alice", 1);
+  const std::string blob = patterned(5000);
+  const auto s = upload_slot(*alice, blob.size());
+  ASSERT_EQ(put_part(s, 0, blob, blob.size()), 200u);
+  transport::HttpsClient http(server_->client_options());
+  auto whole = http.get(s.path());
+  ASSERT_TRUE(whole.has_value()) << whole.status().to_string();
+  EXPECT_EQ(whole->status, 200u);
+  ASSERT_TRUE(std::filesystem::remove(dir_.path() + "/d/attachments/" + s.id()));
+  auto gone = http.get(s.path());
+  ASSERT_TRUE(gone.has_value()) << gone.status().to_string();
+  EXPECT_EQ(gone->status, 404u);
+}
+
 // A file in DIR/attachments that no attachment names any more (a crash between expiry's commit
 // and the file's removal leaves one) is removed at the next start; an attachment that exists
 // keeps its file, and a file under another name is left alone.
