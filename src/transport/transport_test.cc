@@ -1565,7 +1565,7 @@ TEST_F(TransportTest, AZeroIdleTimeoutStillServesKeptAliveHttp) {
 // A HEAD request gets a header and no body, error pages included (as from nginx).
 TEST_F(TransportTest, HeadRequestsNeverGetABody) {
   start();
-  files_->add("gone", "t", 0);  // complete, but its file is missing: 500
+  files_->add("gone", "t", 0);  // complete, but its file is missing: 404
   HttpsClient https(client_options());
   auto expect_header_only = [&](const std::string& request, const std::string& status) {
     auto out = https.raw_exchange_for_test(request, 1000ms);
@@ -1581,7 +1581,7 @@ TEST_F(TransportTest, HeadRequestsNeverGetABody) {
                      "401");
   expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
                      "400");
-  expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", "500");
+  expect_header_only("HEAD " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", "404");
   expect_header_only("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", "413");
   expect_header_only("HEAD / HTTP/1.1\r\n\r\n", "400");  // no Host
   expect_header_only("HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400");
