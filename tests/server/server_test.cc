@@ -141,6 +141,12 @@ class ServerTest : public ::testing::Test {
     EXPECT_EQ(slot.status(), 0u) << slot.message();
     return slot.attachment_slot();
   }
+  // A slot for `blob`, uploaded whole in one part.
+  wire::AttachmentSlotResult uploaded(TestClient& c, const std::string& blob) {
+    const auto s = upload_slot(c, blob.size());
+    EXPECT_EQ(put_part(s, 0, blob, blob.size()), 200u);
+    return s;
+  }
 
   // A registration of `name` built by hand (for requests register_account() would not make:
   // no proof of work, a recovery code, a pipelined frame), signed over `c`'s challenge with a
@@ -985,8 +991,7 @@ TEST_F(ServerTest, ADrainLetsADownloadUnderWayFinish) {
   start({"--config", write_config("[attachments]\nmin_free_disk_mb = 0\n")});
   auto alice = registered("alice", 1);
   const std::string blob = patterned(16 << 20);
-  const auto s = upload_slot(*alice, blob.size());
-  ASSERT_EQ(put_part(s, 0, blob, blob.size()), 200u);
+  const auto s = uploaded(*alice, blob);
   alice->disconnect();  // this test client answers no close while it is not reading
   auto peer = std::make_unique<transport::test_support::TlsPeer>();
   ASSERT_EQ(peer->connect(server_->client_options().port), "");
@@ -1268,8 +1273,7 @@ TEST_F(ServerTest, ADownloadWhoseFileIsGoneIsNotFound) {
   start();
   auto alice = registered("alice", 1);
   const std::string blob = patterned(5000);
-  const auto s = upload_slot(*alice, blob.size());
-  ASSERT_EQ(put_part(s, 0, blob, blob.size()), 200u);
+  const auto s = uploaded(*alice, blob);
   transport::HttpsClient http(server_->client_options());
   auto whole = http.get(s.path());
   ASSERT_TRUE(whole.has_value()) << whole.status().to_string();
@@ -1287,8 +1291,7 @@ TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
   start();
   auto alice = registered("alice", 1);
   const std::string blob = patterned(5000);
-  const auto s = upload_slot(*alice, blob.size());
-  ASSERT_EQ(put_part(s, 0, blob, blob.size()), 200u);
+  const auto s = uploaded(*alice, blob);
   alice->disconnect();
   ASSERT_EQ(server_->terminate(), 0);
   const std::filesystem::path dir = dir_.path() + "/d/attachments";
@@ -1330,8 +1333,7 @@ TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
   start();
   auto alice = registered("alice", 1);
   const std::string blob = patterned(3000);
-  const auto slot = upload_slot(*alice, blob.size());
-  ASSERT_EQ(put_part(slot, 0, blob, blob.size()), 200u);
+  const auto slot = uploaded(*alice, blob);
   auto bob = registered("bob", 2);
   EXPECT_TRUE(drain(*bob).empty());
   bob->disconnect();
