@@ -300,9 +300,13 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   }
 
   // A file the server cannot open or write now (a full disk, no descriptor or slot free) is refused
-  // like a send the store cannot write: 503, nothing of the part kept, resume later.
-  Fd fd(cx, [&] { return ::open(upload->path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600); });
-  if (!fd.ok()) co_return co_await error_response(s, 503, version, cx);
+  // like a send the store cannot write: 503, nothing of the part kept, resume later. Only a first
+  // part makes the file: past it, a file that is gone went with its slot (expiry), 404.
+  const int create = have == 0 ? O_CREAT : 0;
+  Fd fd(cx, [&] { return ::open(upload->path.c_str(), O_WRONLY | create | O_CLOEXEC, 0600); });
+  if (!fd.ok()) {
+    co_return co_await error_response(s, fd.error_status() == 404 ? 404 : 503, version, cx);
+  }
   claim.take();
 
   if (beast::iequals(req[http::field::expect], "100-continue")) {
@@ -351,7 +355,15 @@ net::awaitable<bool> put_attachment(TlsSocket& s, beast::flat_buffer& buffer, He
   // A newer part took over (this one is stale): it resumes from what was recorded, so this one
   // records nothing, and its client asks for the offset (409 without one, as for a part out of
   // step).
-  if (superseded || (!io_error && !claim.may_record(now_have == upload->size))) {
+  const bool stale = superseded || (!io_error && !claim.may_record(now_have == upload->size));
+  if (have == 0 && (stale || io_error || (cut && written == 0))) {
+    // A first part that records nothing may still have made the file again after expiry
+    // deleted its slot: recording 0 (which changes nothing) has finish_upload remove the file
+    // when the slot is gone.
+    (void)co_await files_call<Result<std::uint64_t>>(
+        cx, [&](auto done) { cx.files->finish_upload(id, 0, std::move(done)); });
+  }
+  if (stale) {
     if (cut) co_return false;
     co_return co_await write_status(s, 409, version, false, -1, cx);
   }

@@ -1267,21 +1267,30 @@ TEST_F(ServerTest, AnOldConnectionCutLateDoesNotUndoAFinishedUpload) {
   EXPECT_EQ(whole->body, blob);
 }
 
-// A download whose file expiry removed after the attachment was looked up (here removed by
-// hand under a row that stays) is not found, as an expired attachment is: 404, not 500.
-TEST_F(ServerTest, ADownloadWhoseFileIsGoneIsNotFound) {
+// An attachment whose file expiry removed after the attachment was looked up (here removed by
+// hand under a row that stays) is not found, as an expired attachment is: a download gets 404,
+// not 500, and a part past the first gets 404 and does not make the file again (it would stay
+// until the next start, counted by no quota).
+TEST_F(ServerTest, AnAttachmentWhoseFileIsGoneIsNotFound) {
   start();
   auto alice = registered("alice", 1);
+  const std::string dir = dir_.path() + "/d/attachments/";
   const std::string blob = patterned(5000);
-  const auto s = uploaded(*alice, blob);
+  const auto whole = uploaded(*alice, blob);
   transport::HttpsClient http(server_->client_options());
-  auto whole = http.get(s.path());
-  ASSERT_TRUE(whole.has_value()) << whole.status().to_string();
-  EXPECT_EQ(whole->status, 200u);
-  ASSERT_TRUE(std::filesystem::remove(dir_.path() + "/d/attachments/" + s.id()));
-  auto gone = http.get(s.path());
-  ASSERT_TRUE(gone.has_value()) << gone.status().to_string();
-  EXPECT_EQ(gone->status, 404u);
+  auto got = http.get(whole.path());
+  ASSERT_TRUE(got.has_value()) << got.status().to_string();
+  EXPECT_EQ(got->status, 200u);
+  ASSERT_TRUE(std::filesystem::remove(dir + whole.id()));
+  got = http.get(whole.path());
+  ASSERT_TRUE(got.has_value()) << got.status().to_string();
+  EXPECT_EQ(got->status, 404u);
+
+  const auto part = upload_slot(*alice, blob.size());
+  ASSERT_EQ(put_part(part, 0, blob.substr(0, 2000), blob.size()), 308u);
+  ASSERT_TRUE(std::filesystem::remove(dir + part.id()));
+  EXPECT_EQ(put_part(part, 2000, blob.substr(2000), blob.size()), 404u);
+  EXPECT_FALSE(std::filesystem::exists(dir + part.id()));
 }
 
 // A file in DIR/attachments that no attachment names any more (a crash between expiry's commit
