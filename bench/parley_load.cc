@@ -1059,29 +1059,22 @@ void add_figure(std::string name, std::string measured, std::string goal, std::s
 
 // A figure of a scenario that --runs repeats: each run adds its value under the same name. One
 // value reads as itself; several as their median, then "(median of N: lowest to highest)". The
-// goal is judged on the median. A run that faulted (g_faults grew since it began) is left out and
-// counted. `format` is a printf format for one double.
+// goal is judged on the median. A run that faulted (g_faults grew since it, or its phase, began),
+// or that ended before it reached the figure, is left out and counted. `format` is a printf
+// format for one double.
 struct RunFigure {
   std::vector<double> values;
   int faulted = 0;
   std::size_t index = 0;  // in g_figures
+  std::string scenario;   // the one that adds it
+  const char* format = "%.0f";
+  std::function<bool(double)> met;
 };
 std::map<std::string, RunFigure> g_run_figures;
-std::size_t g_run_faults_at = 0;  // g_faults.size() when the current run began
+std::size_t g_run_faults_at = 0;  // g_faults.size() when the current run (or phase) began
+std::string g_run_scenario;       // the scenario now running
 
-void add_run_figure(const std::string& name, double value, const char* format, std::string goal,
-                    std::string ejabberd, std::function<bool(double)> met) {
-  auto [it, fresh] = g_run_figures.try_emplace(name);
-  RunFigure& rf = it->second;
-  if (fresh) {
-    rf.index = g_figures.size();
-    g_figures.push_back({name, "", std::move(goal), std::move(ejabberd), std::nullopt});
-  }
-  if (g_faults.size() > g_run_faults_at) {
-    ++rf.faulted;
-  } else {
-    rf.values.push_back(value);
-  }
+void render_run_figure(RunFigure& rf) {
   Figure& f = g_figures[rf.index];
   const std::string left_out =
       rf.faulted == 0 ? "" : "; " + std::to_string(rf.faulted) + " faulted run(s) left out";
@@ -1094,14 +1087,46 @@ void add_run_figure(const std::string& name, double value, const char* format, s
     return;
   }
   const double median = n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-  f.measured = fmt(format, median);
+  f.measured = fmt(rf.format, median);
   if (n > 1) {
-    f.measured += " (median of " + std::to_string(n) + ": " + fmt(format, v.front()) + " to " +
-                  fmt(format, v.back()) + left_out + ")";
+    f.measured += " (median of " + std::to_string(n) + ": " + fmt(rf.format, v.front()) + " to " +
+                  fmt(rf.format, v.back()) + left_out + ")";
   } else if (rf.faulted != 0) {
     f.measured += " (" + left_out.substr(2) + ")";
   }
-  if (met) f.met = met(median);
+  if (rf.met) f.met = rf.met(median);
+}
+
+void add_run_figure(const std::string& name, double value, const char* format, std::string goal,
+                    std::string ejabberd, std::function<bool(double)> met) {
+  auto [it, fresh] = g_run_figures.try_emplace(name);
+  RunFigure& rf = it->second;
+  if (fresh) {
+    rf.index = g_figures.size();
+    rf.scenario = g_run_scenario;
+    rf.format = format;
+    rf.met = std::move(met);
+    g_figures.push_back({name, "", std::move(goal), std::move(ejabberd), std::nullopt});
+  }
+  if (g_faults.size() > g_run_faults_at) {
+    ++rf.faulted;
+  } else {
+    rf.values.push_back(value);
+  }
+  render_run_figure(rf);
+}
+
+// After `runs` runs of `scenario`: each of its figures that a run ended before reaching (a
+// fault that returned early) counts that run as faulted.
+void count_runs_that_ended_early(const std::string& scenario, int runs) {
+  for (auto& [name, rf] : g_run_figures) {
+    if (rf.scenario != scenario) continue;
+    const int seen = static_cast<int>(rf.values.size()) + rf.faulted;
+    if (seen < runs) {
+      rf.faulted += runs - seen;
+      render_run_figure(rf);
+    }
+  }
 }
 
 void print_client_cpu(const CpuMark& a, const CpuMark& b, const char* per, double n) {
@@ -1690,6 +1715,7 @@ void scenario_offline(const Options& o) {
 // connection (right after a restart, say), so its handshakes count too.
 void handshake_phase(const Options& o, Parleyd& server, bool resume, const char* kind,
                      bool warm_up = true) {
+  g_run_faults_at = g_faults.size();  // a fault of an earlier phase does not void this one's
   const int K = o.handshake_concurrency;
   Ctx ctx(o, server);
   ctx.client.resume_tls = resume;
@@ -1769,7 +1795,7 @@ void handshake_phase(const Options& o, Parleyd& server, bool resume, const char*
           std::to_string(window_done) + " resumed");
   }
   if (window_done == 0) fault(std::string("handshake (") + kind + "): none completed");
-  // A phase that did not resume as asked faulted above, and its run is left out.
+  // A phase that did not resume as asked faulted above, and its figure for this run is left out.
   add_run_figure(std::string("TLS handshakes/s (") + kind + ")", rate, "%.0f", ">= 4,000", "-",
                  [](double median) { return median >= 4000; });
   launch = nullptr;
@@ -1862,11 +1888,13 @@ int main(int argc, char** argv) {
   const bool all = o.scenario == "all";
   auto repeated = [&](const char* name, void (*scenario)(const Options&)) {
     if (!all && o.scenario != name) return;
+    g_run_scenario = name;
     for (int r = 1; r <= o.runs; ++r) {
       if (o.runs > 1) std::printf("\n-- %s, run %d of %d", name, r, o.runs);
       g_run_faults_at = g_faults.size();
       scenario(o);
     }
+    count_runs_that_ended_early(name, o.runs);
   };
   repeated("throughput", scenario_throughput);
   repeated("latency", scenario_latency);
