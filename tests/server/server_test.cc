@@ -1337,7 +1337,8 @@ TEST_F(ServerTest, OrphanAttachmentFilesAreSweptAtStart) {
 // days down). An envelope stored 60 days before the clock's reading has waited 20 days by the
 // expiry clock and is kept; one stored 75 days before it has waited 35 and is deleted
 // (limits.queue_max_age_days is 30). An attachment that expired a day ago by the system clock
-// has 39 days to go by the expiry clock: it is kept and served.
+// has 39 days to go by the expiry clock: it is kept and served, and counts toward its account's
+// quota (restarted with a quota of one attachment, the account gets no other slot).
 TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
   start();
   auto alice = registered("alice", 1);
@@ -1366,7 +1367,7 @@ TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
       " WHERE content = CAST('60 days' AS BLOB)");
   sql("UPDATE attachments SET expires_ms = " + now + " - " + day);
 
-  start();
+  start({"--config", write_config("[attachments]\naccount_max_count = 1\n")});
   // Until the expiry at start has committed: one envelope left.
   const std::string metrics = metrics_with("\nparley_queue_envelopes 1\n");
   EXPECT_NE(metrics.find("\nparley_queue_envelopes 1\n"), std::string::npos) << metrics;
@@ -1386,6 +1387,12 @@ TEST_F(ServerTest, ExpiryAtStartCountsElapsedTimeNotTheSystemClock) {
   ASSERT_TRUE(download.has_value()) << download.status().to_string();
   EXPECT_EQ(download->status, 200u);
   EXPECT_EQ(download->body, blob);
+  auto alice2 = std::make_unique<TestClient>(server_->client_options(), 1);
+  ASSERT_TRUE(alice2->connect().is_ok());
+  ASSERT_EQ(alice2->login_as("alice", 1, alice->auth_key())->status(), 0u);
+  const wire::Response another = slot_response(*alice2, 10);
+  EXPECT_EQ(another.status(), 413u) << another.message();
+  EXPECT_EQ(another.message(), "attachment quota of 1 attachments reached");
   std::ifstream log(dir_.path() + ".log");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_EQ(number_after(text, "event=expiry_clock lag_s="), lag_s) << text;
