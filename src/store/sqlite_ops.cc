@@ -682,9 +682,10 @@ Result<AttachmentOutcome> op_create_attachment(Tx& tx, const Attachment& a, Atta
       return AttachmentOutcome::kCreated;
     };
     if (over() != AttachmentOutcome::kCreated) {
-      // Attachments past their expiry by the clock they are served by do not count, also
-      // before expire() deletes them. They are few: those expired since the last expiry ran.
-      // Read by the covering index attachments_by_account.
+      // Attachments past their expiry by the quota's clock (the one they are served and
+      // deleted by) do not count, also before expire() deletes them. They are few or none:
+      // those an expire() that failed, or has not yet run since the start, left. Read by the
+      // covering index attachments_by_account.
       PARLEY_ASSIGN_OR_RETURN(
           Stmt e, tx.db.prepare("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM attachments WHERE "
                                 "account_id = ?1 AND expires_ms <= ?2",
